@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what building sidecar needs on a fresh Debian/Ubuntu machine, and nothing when it is
+# already there: BoringSSL (built from source by the `boring` crate) needs cmake, a C/C++
+# compiler and, for bindgen, clang + libclang.
+#
+# With --postgres (the tests need it): makes sure a PostgreSQL server answers on 127.0.0.1:5432
+# with a `test` database the `postgres` user reaches without a password. A running server is
+# used as it is; an installed but stopped one is started; a missing one is installed with apt
+# and set up for local trust authentication.
+set -euo pipefail
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_updated=""
+apt_install() {
+  echo "bootstrap: installing $*" >&2
+  if [ -z "$apt_updated" ]; then $sudo apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: cargo not found; install Rust (stable) from your distribution or rustup" >&2
+  exit 1
+fi
+
+[ "${1:-}" = "--postgres" ] || exit 0
+
+ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! ready; then
+  installed_here=""
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt_install postgresql postgresql-client
+    installed_here=1
+  fi
+  version=$(ls /etc/postgresql | sort -n | tail -n 1)
+  if [ -n "$installed_here" ]; then
+    # A fresh server: let local tests in without a password, as on the development machines.
+    hba=/etc/postgresql/$version/main/pg_hba.conf
+    $sudo sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  $sudo pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do ready && break; sleep 1; done
+  if ! ready; then
+    echo "bootstrap: PostgreSQL is not answering on 127.0.0.1:5432 and could not be started" >&2
+    exit 1
+  fi
+fi
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select 1" >/dev/null 2>&1; then
+  echo "bootstrap: PostgreSQL answers but user postgres cannot log in from 127.0.0.1 without a password" >&2
+  exit 1
+fi
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select count(*) from pg_database where datname = 'test'")" = "0" ]; then
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "create database test" >/dev/null
+fi

@@ -1,0 +1,303 @@
+//! `sidecar credentials encrypt | put | list | delete | check | rotate-key`.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::DEFAULT_SALT_KEY_ENV;
+use crate::credentials::cipher::{decrypt, encrypt, Format, Keys};
+use crate::credentials::models::params_object;
+use crate::credentials::values::ENV_REFERENCE_PREFIX;
+use crate::credentials::{salt_key_from_env, Secret};
+use crate::db::litellm;
+
+use super::database::{context, DbContext};
+use super::{runtime, CredentialsCommand};
+
+/// `created_by` / `updated_by` on rows the CLI writes.
+const ACTOR: &str = "sidecar-cli";
+
+/// Runs a `credentials` subcommand.
+pub fn run(conf: &Path, command: CredentialsCommand) -> Result<(), String> {
+    match command {
+        CredentialsCommand::Encrypt { format } => {
+            let keys = keys_from(DEFAULT_SALT_KEY_ENV)?;
+            let secret = read_secret(None)?;
+            println!("{}", encrypt(secret.expose(), format.into(), &keys));
+            Ok(())
+        }
+        CredentialsCommand::Put {
+            name,
+            provider,
+            api_base,
+            api_version,
+            key_env,
+            format,
+        } => {
+            let ctx = context(conf)?;
+            let keys = keys_from(&ctx.salt_key_env)?;
+            let key = read_secret(key_env.as_deref())?;
+            let format: Format = format.into();
+            let mut values = Map::new();
+            values.insert(
+                "api_key".into(),
+                encrypt(key.expose(), format, &keys).into(),
+            );
+            for (field, value) in [("api_base", &api_base), ("api_version", &api_version)] {
+                if let Some(v) = value {
+                    values.insert(field.into(), encrypt(v, format, &keys).into());
+                }
+            }
+            let info = json!({ "custom_llm_provider": provider });
+            with_db(&ctx, |client, schema| async move {
+                litellm::upsert_credential(
+                    &client,
+                    &schema,
+                    &name,
+                    &Value::Object(values),
+                    &info,
+                    ACTOR,
+                )
+                .await?;
+                println!("credential {name} written");
+                Ok(())
+            })
+        }
+        CredentialsCommand::List => {
+            let ctx = context(conf)?;
+            with_db(&ctx, |client, schema| async move {
+                let rows = litellm::list_credentials(&client, &schema).await?;
+                println!("{:<32} {:<16} UPDATED", "NAME", "PROVIDER");
+                for (name, provider, updated) in &rows {
+                    println!("{name:<32} {provider:<16} {updated}");
+                }
+                eprintln!("{} credential(s)", rows.len());
+                Ok(())
+            })
+        }
+        CredentialsCommand::Delete { name } => {
+            let ctx = context(conf)?;
+            with_db(&ctx, |client, schema| async move {
+                if litellm::delete_credential(&client, &schema, &name).await? {
+                    println!("credential {name} deleted");
+                    Ok(())
+                } else {
+                    Err(format!("no credential named {name:?}"))
+                }
+            })
+        }
+        CredentialsCommand::Check => {
+            let ctx = context(conf)?;
+            let keys = keys_from(&ctx.salt_key_env)?;
+            with_db(&ctx, |client, schema| async move {
+                check(&client, &schema, &keys).await
+            })
+        }
+        CredentialsCommand::RotateKey {
+            new_key_env,
+            format,
+        } => {
+            let ctx = context(conf)?;
+            let old = keys_from(&ctx.salt_key_env)?;
+            let new = std::env::var(&new_key_env)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(|k| Keys::derive(&Secret::new(k)))
+                .ok_or_else(|| format!("set {new_key_env} to the new salt key"))?;
+            let format: Format = format.into();
+            with_db(&ctx, |mut client, schema| async move {
+                rotate(&mut client, &schema, &old, &new, format).await
+            })
+        }
+    }
+}
+
+fn keys_from(salt_key_env: &str) -> Result<Keys, String> {
+    salt_key_from_env(salt_key_env)
+        .map(|k| Keys::derive(&k))
+        .ok_or_else(|| {
+            format!("set {salt_key_env} (or LITELLM_MASTER_KEY) to the key LiteLLM uses; it is read from the environment only")
+        })
+}
+
+fn with_db<F, Fut>(ctx: &DbContext, work: F) -> Result<(), String>
+where
+    F: FnOnce(tokio_postgres::Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    runtime()?.block_on(async {
+        let client = ctx.db.connect().await?;
+        work(client, ctx.db.schema.clone()).await
+    })
+}
+
+/// A secret from the variable `env_var`, else from stdin (one trailing newline dropped).
+fn read_secret(env_var: Option<&str>) -> Result<Secret, String> {
+    let raw = match env_var {
+        Some(var) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+        }
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("Paste the secret, then press Enter and Ctrl-D:");
+            }
+            let mut raw = String::new();
+            stdin
+                .lock()
+                .read_to_string(&mut raw)
+                .map_err(|e| format!("cannot read the secret from stdin: {e}"))?;
+            raw
+        }
+    };
+    let raw = Secret::new(raw);
+    let value = raw.expose();
+    let value = value
+        .strip_suffix("\r\n")
+        .or_else(|| value.strip_suffix('\n'))
+        .unwrap_or(value);
+    if value.is_empty() {
+        return Err("the secret is empty".into());
+    }
+    if value.chars().any(char::is_control) {
+        return Err("the secret contains control characters (CR, LF, tab, …); refusing it".into());
+    }
+    Ok(Secret::new(value.to_string()))
+}
+
+/// Decrypts every string of every row; prints the failures by row and field.
+async fn check(client: &tokio_postgres::Client, schema: &str, keys: &Keys) -> Result<(), String> {
+    let blocked = litellm::has_blocked_column(client, schema).await?;
+    let mut rows = 0;
+    let mut failures = Vec::new();
+    for row in litellm::fetch_credentials(client, schema).await? {
+        rows += 1;
+        if let Err(e) = row
+            .values
+            .as_object()
+            .ok_or("credential_values is not an object".to_string())
+            .and_then(|v| recrypt_map(v, keys, None))
+        {
+            failures.push(format!("credential {}: {e}", row.name));
+        }
+    }
+    for row in litellm::fetch_models(client, schema, blocked).await? {
+        rows += 1;
+        if let Err(e) = params_object(&row.params).and_then(|p| recrypt_map(&p, keys, None)) {
+            failures.push(format!("model {} ({}): {e}", row.name, row.id));
+        }
+    }
+    for line in &failures {
+        println!("FAIL {line}");
+    }
+    println!("{rows} rows checked, {} failed", failures.len());
+    if failures.is_empty() {
+        Ok(())
+    } else if failures.len() == rows {
+        Err("every row failed: the salt key is probably wrong".into())
+    } else {
+        Err(format!("{} row(s) cannot be decrypted", failures.len()))
+    }
+}
+
+/// Decrypts every encrypted string of `values` with `from`; with `to`, returns the object
+/// re-encrypted. Environment references and non-strings are kept as they are.
+fn recrypt_map(
+    values: &Map<String, Value>,
+    from: &Keys,
+    to: Option<(&Keys, Format)>,
+) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for (field, value) in values {
+        let new = match value.as_str() {
+            Some(stored) if !stored.starts_with(ENV_REFERENCE_PREFIX) => {
+                let plain = decrypt(stored, from).map_err(|e| format!("{field}: {e}"))?;
+                match to {
+                    Some((keys, format)) => Value::String(encrypt(plain.expose(), format, keys)),
+                    None => value.clone(),
+                }
+            }
+            _ => value.clone(),
+        };
+        out.insert(field.clone(), new);
+    }
+    Ok(out)
+}
+
+/// Re-encrypts every row from `old` to `new` in one transaction; nothing changes unless every
+/// row decrypts.
+async fn rotate(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    old: &Keys,
+    new: &Keys,
+    format: Format,
+) -> Result<(), String> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| format!("cannot start a transaction: {e}"))?;
+    let lock = format!(
+        "LOCK TABLE {}, {} IN SHARE ROW EXCLUSIVE MODE",
+        litellm::table(schema, litellm::CREDENTIALS_TABLE),
+        litellm::table(schema, litellm::MODELS_TABLE)
+    );
+    tx.batch_execute(&lock)
+        .await
+        .map_err(|e| format!("cannot lock LiteLLM's tables: {e}"))?;
+    let credentials = litellm::fetch_credentials(&tx, schema).await?;
+    // Blocked deployments too: they must still decrypt if they are unblocked later.
+    let models = litellm::fetch_models(&tx, schema, false).await?;
+    let mut failures = Vec::new();
+    let mut credential_updates = Vec::new();
+    for row in &credentials {
+        match row
+            .values
+            .as_object()
+            .ok_or("credential_values is not an object".to_string())
+            .and_then(|v| recrypt_map(v, old, Some((new, format))))
+        {
+            Ok(values) => credential_updates.push((row.name.clone(), Value::Object(values))),
+            Err(e) => failures.push(format!("credential {}: {e}", row.name)),
+        }
+    }
+    let mut model_updates = Vec::new();
+    for row in &models {
+        let recrypted =
+            params_object(&row.params).and_then(|p| recrypt_map(&p, old, Some((new, format))));
+        match recrypted {
+            // Keep the shape LiteLLM stored: an object stays an object, a string stays a string.
+            Ok(params) if row.params.is_string() => model_updates.push((
+                row.id.clone(),
+                Value::String(Value::Object(params).to_string()),
+            )),
+            Ok(params) => model_updates.push((row.id.clone(), Value::Object(params))),
+            Err(e) => failures.push(format!("model {} ({}): {e}", row.name, row.id)),
+        }
+    }
+    if !failures.is_empty() {
+        for line in &failures {
+            eprintln!("FAIL {line}");
+        }
+        return Err(format!(
+            "{} row(s) do not decrypt with the current key; nothing was changed",
+            failures.len()
+        ));
+    }
+    for (name, values) in &credential_updates {
+        litellm::update_credential_values(&tx, schema, name, values, ACTOR).await?;
+    }
+    for (id, params) in &model_updates {
+        litellm::update_model_params(&tx, schema, id, params, ACTOR).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| format!("cannot commit: {e}"))?;
+    println!(
+        "re-encrypted {} credential row(s) and {} model row(s); restart or reconfigure every reader with the new key",
+        credential_updates.len(),
+        model_updates.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Configuration: one YAML file (`conf/gateway.yaml` by default) → an immutable [`Config`].
+//!
+//! Flow: read the file → parse YAML → [`parse::parse`] walks it strictly (unknown keys are
+//! errors) and collects **every** error with its YAML path → a typed [`Config`] whose values have
+//! all passed validation. Environment fallbacks users know from LiteLLM (`LITELLM_SALT_KEY`,
+//! `LITELLM_MASTER_KEY`, `SSL_CERT_FILE`) are applied here, nowhere else.
+
+mod credentials;
+mod network;
+mod parse;
+pub mod reader;
+mod schema;
+mod url;
+
+use std::path::Path;
+
+pub use reader::{ConfigError, Diagnostics};
+pub use schema::*;
+pub use url::UpstreamUrl;
+
+/// Looks up an environment variable. Passed in (rather than read from the process) so tests can
+/// supply their own environment.
+pub type Env = dyn Fn(&str) -> Option<String>;
+
+/// Every problem found in one configuration file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    /// The file the errors are in.
+    pub file: String,
+    /// The errors, each with its YAML path.
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.errors.len();
+        writeln!(
+            f,
+            "{}: {n} error{}",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Loads and validates `path`, reading environment fallbacks from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: path.display().to_string(),
+            errors: vec![ConfigError {
+                path: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        Config::from_yaml(&text, base_dir, &|name| std::env::var(name).ok()).map_err(|errors| {
+            ConfigErrors {
+                file: path.display().to_string(),
+                errors,
+            }
+        })
+    }
+
+    /// Validates YAML text; `env` supplies environment variables.
+    pub fn from_yaml(text: &str, base_dir: &Path, env: &Env) -> Result<Config, Vec<ConfigError>> {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "(document)".into());
+            vec![ConfigError {
+                path: at,
+                message: format!("invalid YAML: {e}"),
+            }]
+        })?;
+        let mut diag = Diagnostics::default();
+        match parse::parse(&doc, base_dir, env, &mut diag) {
+            Some(config) if diag.is_empty() => Ok(config),
+            _ => Err(diag.errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

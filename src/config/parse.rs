@@ -1,0 +1,266 @@
+//! Reads a parsed YAML document into a [`Config`], collecting every error with its path.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+use super::network;
+use super::reader::{Diagnostics, Section};
+use super::schema::*;
+use super::url::UpstreamUrl;
+use super::Env;
+use crate::providers::AuthStyle;
+
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "listeners",
+    "upstream",
+    "credentials",
+    "routes",
+    "access",
+    "log",
+];
+const SERVER_KEYS: &[&str] = &[
+    "threads",
+    "grace_period",
+    "graceful_shutdown_timeout",
+    "pid_file",
+    "upgrade_sock",
+];
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "path_prefix",
+    "host",
+    "strip_prefix",
+    "upstream",
+    "provider",
+    "auth_header",
+    "auth_prefix",
+    "credential",
+    "model",
+    "allowed_cidrs",
+    "allowed_identities",
+];
+const LOG_KEYS: &[&str] = &["level"];
+
+/// Reads `doc`; relative file paths are resolved against `base_dir` (the config file's folder).
+/// `env` looks up environment variables (injected so tests need not touch the process's).
+pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) -> Option<Config> {
+    let top = Section::open(doc, "", TOP_KEYS, diag)?;
+    let server = parse_server(top.section("server", SERVER_KEYS, diag), diag);
+    let listeners = network::parse_listeners(&top, base_dir, env, diag);
+    let upstream = network::parse_upstream(
+        top.section("upstream", network::UPSTREAM_KEYS, diag),
+        base_dir,
+        env,
+        diag,
+    );
+    let credentials = super::credentials::parse_credentials(
+        top.section("credentials", super::credentials::CREDENTIAL_KEYS, diag),
+        base_dir,
+        env,
+        diag,
+    );
+    let routes = parse_routes(&top, diag);
+    let access = network::parse_access(top.section("access", network::ACCESS_KEYS, diag), diag);
+    let log = parse_log(top.section("log", LOG_KEYS, diag), diag);
+    if !diag.is_empty() {
+        return None;
+    }
+    Some(Config {
+        server,
+        listeners,
+        upstream,
+        credentials,
+        routes,
+        access,
+        log,
+    })
+}
+
+fn parse_server(s: Option<Section<'_>>, diag: &mut Diagnostics) -> ServerSettings {
+    let get_dur = |key, d, diag: &mut Diagnostics| {
+        s.as_ref().and_then(|s| s.duration(key, diag)).unwrap_or(d)
+    };
+    ServerSettings {
+        threads: s
+            .as_ref()
+            .and_then(|s| s.number("threads", 1, 1024, diag))
+            .unwrap_or(DEFAULT_THREADS) as usize,
+        grace_period: get_dur("grace_period", DEFAULT_GRACE_PERIOD, diag),
+        graceful_shutdown_timeout: get_dur(
+            "graceful_shutdown_timeout",
+            DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
+            diag,
+        ),
+        pid_file: s
+            .as_ref()
+            .and_then(|s| s.string("pid_file", diag))
+            .unwrap_or_else(|| DEFAULT_PID_FILE.to_string()),
+        upgrade_sock: s
+            .as_ref()
+            .and_then(|s| s.string("upgrade_sock", diag))
+            .unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.to_string()),
+    }
+}
+
+fn parse_routes(top: &Section<'_>, diag: &mut Diagnostics) -> Vec<RouteConfig> {
+    let items = top.non_empty_list("routes", "route", diag);
+    let mut names = HashSet::new();
+    let mut matches = HashSet::new();
+    let mut routes = Vec::new();
+    for (path, item) in items {
+        let Some(s) = Section::open(item, &path, ROUTE_KEYS, diag) else {
+            continue;
+        };
+        if let Some(route) = parse_route(&s, diag) {
+            if !names.insert(route.name.clone()) {
+                diag.error(
+                    s.path_of("name"),
+                    format!("route name {:?} is used twice", route.name),
+                );
+            }
+            let key = (route.host.clone(), route.path_prefix.clone());
+            if !matches.insert(key) {
+                diag.error(path, "another route matches the same host and path_prefix");
+            }
+            routes.push(route);
+        }
+    }
+    routes
+}
+
+fn parse_route(s: &Section<'_>, diag: &mut Diagnostics) -> Option<RouteConfig> {
+    let errors_before = diag.errors.len();
+    let required = |key: &str, diag: &mut Diagnostics| {
+        let value = s.string(key, diag);
+        if value.is_none() && !s.has(key) {
+            diag.error(s.path_of(key), "required");
+        }
+        value
+    };
+    let name = required("name", diag);
+    let backend = match (s.string("credential", diag), s.string("model", diag)) {
+        (Some(c), None) => Some(Backend::Credential(c)),
+        (None, Some(m)) => Some(Backend::Model(m)),
+        (Some(_), Some(_)) => {
+            diag.error(s.path(), "set credential or model, not both");
+            None
+        }
+        (None, None) => {
+            if !s.has("credential") && !s.has("model") {
+                diag.error(s.path_of("credential"), "required (or model)");
+            }
+            None
+        }
+    };
+    // A credential route has no deployment to take these from.
+    let needs_target = matches!(backend, Some(Backend::Credential(_)));
+    let upstream_text = if needs_target {
+        required("upstream", diag)
+    } else {
+        s.string("upstream", diag)
+    };
+    let provider = if needs_target {
+        required("provider", diag)
+    } else {
+        s.string("provider", diag)
+    };
+    let path_prefix = s.string("path_prefix", diag).map(|p| normalize_prefix(&p));
+    if let Some(p) = &path_prefix {
+        if !p.starts_with('/') {
+            diag.error(s.path_of("path_prefix"), format!("{p:?} must start with /"));
+        }
+    }
+    let host = s.string("host", diag).map(|h| h.to_ascii_lowercase());
+    if path_prefix.is_none() && host.is_none() && !s.has("path_prefix") && !s.has("host") {
+        diag.error(s.path(), "a route needs path_prefix, host, or both");
+    }
+    let strip_prefix = s.boolean("strip_prefix", diag).unwrap_or(false);
+    if strip_prefix && path_prefix.is_none() {
+        diag.error(s.path_of("strip_prefix"), "needs path_prefix");
+    }
+    let upstream = upstream_text.and_then(|text| {
+        UpstreamUrl::parse(&text)
+            .map_err(|e| diag.error(s.path_of("upstream"), e))
+            .ok()
+    });
+    let header = s.string("auth_header", diag);
+    let prefix = s.string("auth_prefix", diag);
+    let auth = match provider {
+        Some(p) => AuthStyle::from_config(&p, header.as_deref(), prefix.as_deref())
+            .map_err(|e| diag.error(s.path_of("provider"), e))
+            .ok(),
+        None if header.is_some() || prefix.is_some() => {
+            diag.error(s.path_of("auth_header"), "needs provider: header");
+            None
+        }
+        None => None,
+    };
+    let allowed_cidrs = network::cidr_list(s, "allowed_cidrs", diag);
+    let allowed_identities = s.parsed_list(
+        "allowed_identities",
+        "CN=name or a subject alternative name",
+        |entry| Ok(entry.to_string()),
+        diag,
+    );
+    if diag.errors.len() > errors_before {
+        return None;
+    }
+    Some(RouteConfig {
+        allowed_cidrs,
+        allowed_identities,
+        name: name?,
+        path_prefix,
+        host,
+        strip_prefix,
+        upstream,
+        auth,
+        backend: backend?,
+    })
+}
+
+/// `/openai/` and `/openai` mean the same prefix; `/` stays `/`.
+fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+fn parse_log(s: Option<Section<'_>>, diag: &mut Diagnostics) -> LogSettings {
+    let level = s.as_ref().and_then(|s| {
+        let text = s.string("level", diag)?;
+        text.parse::<log::LevelFilter>()
+            .map_err(|_| {
+                diag.error(
+                    s.path_of("level"),
+                    format!("{text:?} is not one of off, error, warn, info, debug, trace"),
+                )
+            })
+            .ok()
+    });
+    LogSettings {
+        level: level.unwrap_or(DEFAULT_LOG_LEVEL),
+    }
+}
+
+pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+/// Records an error unless `path` is a readable file.
+pub(super) fn checked_file(path: &Path, field: &str, diag: &mut Diagnostics) -> PathBuf {
+    if let Err(e) = std::fs::File::open(path) {
+        diag.error(field, format!("cannot read {}: {e}", path.display()));
+    }
+    path.to_path_buf()
+}

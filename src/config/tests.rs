@@ -1,0 +1,128 @@
+//! Config validation tests on plain strings (no files, no process environment).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::providers::AuthStyle;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
+    Config::from_yaml(text, Path::new("."), &no_env)
+}
+
+const MINIMAL: &str = r#"
+listeners: [{ address: "127.0.0.1:4000" }]
+routes:
+  - { name: openai, path_prefix: /openai/, strip_prefix: true, upstream: "https://api.openai.com/v1", provider: openai, credential: openai-prod }
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = load(MINIMAL).expect("valid");
+    assert_eq!(c.server.threads, DEFAULT_THREADS as usize);
+    assert!(c.server.grace_period + c.server.graceful_shutdown_timeout <= Duration::from_secs(25));
+    assert_eq!(c.upstream.read_timeout, Duration::from_secs(600));
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.credentials.salt_key_env, "LITELLM_SALT_KEY");
+    let r = &c.routes[0];
+    assert_eq!(r.path_prefix.as_deref(), Some("/openai"));
+    assert_eq!(r.upstream.as_ref().expect("upstream").base_path, "/v1");
+    assert_eq!(r.auth, Some(AuthStyle::OpenAi));
+    assert_eq!(r.backend, Backend::Credential("openai-prod".into()));
+}
+
+#[test]
+fn every_mistake_is_reported_with_its_path() {
+    let text = r#"
+listner: []
+server: { threads: 0, grace_period: soon }
+listeners: [{ address: "localhost" }]
+upstream: { read_timeout: 10, keepalive_pool_size: -1 }
+routes:
+  - { name: a, path_prefix: openai, upstream: "ftp://x", provider: openai, credential: c }
+  - { name: a, provider: cohere, upstream: "https://x", credential: c, extra: 1 }
+  - { name: b, path_prefix: /b, upstream: "https://x", provider: header }
+log: { level: loud }
+"#;
+    let errors = load(text).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "listner",
+        "server.threads",
+        "server.grace_period",
+        "listeners[0].address",
+        "upstream.read_timeout",
+        "upstream.keepalive_pool_size",
+        "routes[0].path_prefix",
+        "routes[0].upstream",
+        "routes[1].extra",
+        "routes[1].provider",
+        "routes[1]",
+        "routes[2].credential",
+        "routes[2].provider",
+        "log.level",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+}
+
+#[test]
+fn duplicate_names_and_matches_are_errors() {
+    let text = r#"
+listeners: [{ address: "127.0.0.1:4000" }]
+routes:
+  - { name: a, path_prefix: /x, upstream: "https://x", provider: openai, credential: c }
+  - { name: a, path_prefix: /x/, upstream: "https://y", provider: openai, credential: c }
+"#;
+    let errors = load(text).expect_err("invalid");
+    assert!(
+        errors.iter().any(|e| e.path == "routes[1].name"),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.path == "routes[1]"), "{errors:?}");
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_line() {
+    let errors = load("routes: [\n  - {").expect_err("invalid");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].path.starts_with("line "), "{errors:?}");
+}
+
+#[test]
+fn missing_files_are_reported() {
+    let text = format!("{MINIMAL}\nupstream: {{ ca_file: /nonexistent/ca.pem }}\ncredentials: {{ local: nope.yaml }}\n");
+    let errors = load(&text).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["upstream.ca_file", "credentials.local"]);
+}
+
+#[test]
+fn ssl_cert_file_is_the_ca_fallback() {
+    let env = |name: &str| (name == "SSL_CERT_FILE").then(|| "/nonexistent/bundle.pem".to_string());
+    let errors = Config::from_yaml(MINIMAL, Path::new("."), &env).expect_err("missing file");
+    assert_eq!(errors[0].path, "SSL_CERT_FILE");
+}
+
+#[test]
+fn access_lists_report_bad_items_and_empty_token_lists() {
+    let text = format!(
+        "{MINIMAL}access:\n  allowed_cidrs: [\"10.0.0.0/8\", \"nope\", 7]\n  client_tokens: {{ sha256: [] }}\n"
+    );
+    let errors = load(&text).expect_err("invalid");
+    let mut paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "access.allowed_cidrs[1]",
+            "access.allowed_cidrs[2]",
+            "access.client_tokens.sha256"
+        ],
+        "{errors:?}"
+    );
+}

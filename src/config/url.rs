@@ -1,0 +1,134 @@
+//! Upstream base URLs: `https://host[:port][/base/path]` (or `http://` for local tests).
+
+use std::fmt;
+
+/// A parsed upstream base URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamUrl {
+    /// `true` for `https`.
+    pub tls: bool,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// Port, defaulted from the scheme.
+    pub port: u16,
+    /// Path prepended to every forwarded path, without a trailing slash (`""` for none).
+    pub base_path: String,
+}
+
+impl UpstreamUrl {
+    /// Parses `text`, explaining what is wrong when it cannot.
+    pub fn parse(text: &str) -> Result<UpstreamUrl, String> {
+        let (tls, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "{text:?} must start with https:// (or http:// for local use)"
+            ));
+        };
+        if rest.contains(['?', '#']) {
+            return Err(format!("{text:?} must not have a query or fragment"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err(format!("{text:?} must not carry user info"));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| format!("{text:?} has no valid host[:port]"))?;
+        let port = port.unwrap_or(if tls { 443 } else { 80 });
+        Ok(UpstreamUrl {
+            tls,
+            host: host.to_ascii_lowercase(),
+            port,
+            base_path: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The `Host` header value: the host, plus the port when it is not the scheme's default.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == if self.tls { 443 } else { 80 } {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.host_header(), self.base_path)
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let port = rest[end + 1..].strip_prefix(':');
+        (&rest[..end], port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if !valid_host {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0)?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_scheme_host_port_and_path() {
+        let u = UpstreamUrl::parse("https://api.openai.com").expect("valid");
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.base_path.as_str()),
+            (true, "api.openai.com", 443, "")
+        );
+        let u = UpstreamUrl::parse("http://127.0.0.1:8080/v1/").expect("valid");
+        assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 8080, "/v1"));
+        assert_eq!(u.host_header(), "127.0.0.1:8080");
+        let u = UpstreamUrl::parse("https://[::1]:9443").expect("valid");
+        assert_eq!(
+            (u.host.as_str(), u.host_header()),
+            ("::1", "[::1]:9443".to_string())
+        );
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_an_upstream() {
+        for bad in [
+            "api.openai.com",
+            "ftp://x",
+            "https://",
+            "https://user:pw@host",
+            "https://host:0",
+            "https://host:99999",
+            "https://host/path?q=1",
+            "https://ho st",
+        ] {
+            assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

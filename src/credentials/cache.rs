@@ -1,0 +1,189 @@
+//! The in-memory credential snapshot and the lock-free cache that serves it.
+//!
+//! A [`Snapshot`] is built completely off the request path (decryption included), then published
+//! with one atomic [`CredentialCache::publish`]. Readers take an `Arc` to the current snapshot and
+//! keep it for the whole request, so a refresh never changes a request halfway through. The
+//! request path never decrypts and never takes a lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::models::Deployment;
+use super::Credential;
+
+/// An immutable set of decrypted credentials and model deployments, plus the names that failed
+/// to load and why.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Credentials by name.
+    pub credentials: HashMap<String, Arc<Credential>>,
+    /// Model aliases → their deployments, used round-robin.
+    pub models: HashMap<String, Deployments>,
+    /// Credential names that failed to load → why (fields named, never values).
+    pub credential_failures: HashMap<String, String>,
+    /// Model aliases none of whose deployments loaded → why.
+    pub model_failures: HashMap<String, String>,
+}
+
+/// The deployments of one model alias and the round-robin position.
+#[derive(Debug, Default)]
+pub struct Deployments {
+    list: Vec<Arc<Deployment>>,
+    next: AtomicUsize,
+}
+
+impl Deployments {
+    /// Deployments in the order they are served.
+    pub fn new(list: Vec<Arc<Deployment>>) -> Deployments {
+        Deployments {
+            list,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Every deployment.
+    pub fn all(&self) -> &[Arc<Deployment>] {
+        &self.list
+    }
+}
+
+/// The result of looking a credential or model up by name.
+#[derive(Debug)]
+pub enum Lookup<'a, T> {
+    /// Loaded and ready to use.
+    Ready(T),
+    /// Present in a source but unusable; the reason names fields, never values.
+    Failed(&'a str),
+    /// Not in any source (or not loaded yet).
+    Missing,
+}
+
+impl Snapshot {
+    /// Looks up a credential.
+    pub fn credential(&self, name: &str) -> Lookup<'_, &Arc<Credential>> {
+        if let Some(c) = self.credentials.get(name) {
+            Lookup::Ready(c)
+        } else if let Some(reason) = self.credential_failures.get(name) {
+            Lookup::Failed(reason)
+        } else {
+            Lookup::Missing
+        }
+    }
+
+    /// Picks the next deployment of a model alias (round-robin).
+    pub fn deployment(&self, model: &str) -> Lookup<'_, &Arc<Deployment>> {
+        match self.models.get(model) {
+            Some(d) if !d.list.is_empty() => {
+                let i = d.next.fetch_add(1, Ordering::Relaxed) % d.list.len();
+                Lookup::Ready(&d.list[i])
+            }
+            _ => match self.model_failures.get(model) {
+                Some(reason) => Lookup::Failed(reason),
+                None => Lookup::Missing,
+            },
+        }
+    }
+}
+
+/// The current snapshot, swapped atomically.
+pub struct CredentialCache {
+    current: ArcSwap<Snapshot>,
+}
+
+impl Default for CredentialCache {
+    fn default() -> Self {
+        CredentialCache {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+        }
+    }
+}
+
+impl CredentialCache {
+    /// The snapshot in force now. Cheap and lock-free; hold it for a whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot; requests already holding the old one keep it.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Secret;
+
+    fn credential(name: &str, key: &str) -> Credential {
+        Credential {
+            name: name.into(),
+            provider: None,
+            api_key: Secret::new(key.into()),
+            api_base: None,
+            api_version: None,
+        }
+    }
+
+    fn snapshot(credentials: Vec<Credential>) -> Snapshot {
+        Snapshot {
+            credentials: credentials
+                .into_iter()
+                .map(|c| (c.name.clone(), Arc::new(c)))
+                .collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn lookups_distinguish_ready_failed_and_missing() {
+        let mut snap = snapshot(vec![credential("good", "k1")]);
+        snap.credential_failures
+            .insert("bad".into(), "api_key: cannot decrypt".into());
+        assert!(matches!(snap.credential("good"), Lookup::Ready(c) if c.api_key.expose() == "k1"));
+        assert!(matches!(snap.credential("bad"), Lookup::Failed(r) if r.contains("decrypt")));
+        assert!(matches!(snap.credential("other"), Lookup::Missing));
+    }
+
+    #[test]
+    fn readers_keep_their_snapshot_across_a_publish() {
+        let cache = CredentialCache::default();
+        cache.publish(snapshot(vec![credential("a", "old")]));
+        let held = cache.snapshot();
+        cache.publish(snapshot(vec![credential("a", "new")]));
+        assert!(matches!(held.credential("a"), Lookup::Ready(c) if c.api_key.expose() == "old"));
+        assert!(
+            matches!(cache.snapshot().credential("a"), Lookup::Ready(c) if c.api_key.expose() == "new")
+        );
+    }
+
+    #[test]
+    fn deployments_rotate_round_robin() {
+        let deployment = |id: &str| {
+            Arc::new(Deployment {
+                id: id.into(),
+                provider: "openai".into(),
+                credential: Arc::new(credential(id, id)),
+                upstream: None,
+                target: None,
+                auth: None,
+            })
+        };
+        let mut snap = Snapshot::default();
+        snap.models.insert(
+            "m".into(),
+            Deployments::new(vec![deployment("a"), deployment("b")]),
+        );
+        let picks: Vec<String> = (0..4)
+            .map(|_| match snap.deployment("m") {
+                Lookup::Ready(d) => d.id.clone(),
+                _ => panic!("ready"),
+            })
+            .collect();
+        assert_eq!(picks, ["a", "b", "a", "b"]);
+        assert!(matches!(snap.deployment("other"), Lookup::Missing));
+    }
+}

@@ -1,0 +1,224 @@
+//! The embedded credential store: a YAML file in the shape of LiteLLM's credential rows.
+//!
+//! ```yaml
+//! credential_list:
+//!   - credential_name: openai-prod
+//!     credential_values:
+//!       api_key: "v3:gcm:…"                 # written by `sidecar credentials encrypt`
+//!     credential_info:
+//!       custom_llm_provider: openai
+//!   - credential_name: anthropic-dev
+//!     credential_values:
+//!       api_key: os.environ/ANTHROPIC_API_KEY   # LiteLLM-style environment reference
+//! ```
+//!
+//! Every string in `credential_values` is either LiteLLM ciphertext or an `os.environ/VAR`
+//! reference; plaintext keys are refused, so a key never sits in a file in the clear. Structural
+//! mistakes (unknown keys, wrong types, duplicate names) fail the whole file with every error
+//! listed; an entry that cannot be decrypted or resolved is left out and reported by name.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_yaml::Value;
+
+use super::cipher::Keys;
+use super::source::{CredentialSource, LoadOutcome};
+use super::values::{ValueReader, AUTHENTICATION_FAILURE};
+use crate::config::reader::{Diagnostics, Section};
+use crate::config::Env;
+
+const TOP_KEYS: &[&str] = &["credential_list"];
+const ENTRY_KEYS: &[&str] = &["credential_name", "credential_values", "credential_info"];
+
+/// One entry as written in the file, structurally valid.
+struct Entry {
+    name: String,
+    values: serde_json::Map<String, serde_json::Value>,
+    info: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The local file store.
+pub struct LocalStore {
+    path: PathBuf,
+    keys: Option<Keys>,
+}
+
+impl LocalStore {
+    /// A store reading `path`, decrypting with `keys` (none when no salt key is set).
+    pub fn new(path: &Path, keys: Option<Keys>) -> LocalStore {
+        LocalStore {
+            path: path.to_path_buf(),
+            keys,
+        }
+    }
+
+    /// Reads and decrypts the file now, with `env` resolving `os.environ/` references.
+    pub fn load_with_env(&self, env: &Env) -> Result<LoadOutcome, String> {
+        let file = self.path.display();
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+        let entries = parse_entries(&text).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            format!("{file}: {} error(s)\n{}", errors.len(), lines.join("\n"))
+        })?;
+        let reader = ValueReader {
+            keys: self.keys.as_ref(),
+            env: Some(env),
+        };
+        let mut outcome = LoadOutcome::default();
+        for entry in entries {
+            outcome.rows += 1;
+            match reader.credential(&entry.name, &entry.values, entry.info.as_ref()) {
+                Ok(c) => outcome.credentials.push(Arc::new(c)),
+                Err(reason) => {
+                    if reason.contains(AUTHENTICATION_FAILURE) {
+                        outcome.rows_failing_authentication += 1;
+                    }
+                    outcome.credential_failures.insert(entry.name, reason);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl CredentialSource for LocalStore {
+    fn describe(&self) -> String {
+        format!("local store {}", self.path.display())
+    }
+
+    async fn load(&self) -> Result<LoadOutcome, String> {
+        self.load_with_env(&|name| std::env::var(name).ok())
+    }
+}
+
+/// Checks the file's structure, collecting every error with its path.
+fn parse_entries(text: &str) -> Result<Vec<Entry>, Vec<crate::config::ConfigError>> {
+    let mut diag = Diagnostics::default();
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| {
+        diag.error("(document)", format!("invalid YAML: {e}"));
+        std::mem::take(&mut diag.errors)
+    })?;
+    let mut entries = Vec::new();
+    let mut names = HashSet::new();
+    if let Some(top) = Section::open(&doc, "", TOP_KEYS, &mut diag) {
+        for (path, item) in top.list("credential_list", &mut diag) {
+            let Some(s) = Section::open(item, &path, ENTRY_KEYS, &mut diag) else {
+                continue;
+            };
+            let name = s.string("credential_name", &mut diag);
+            if name.is_none() && !s.has("credential_name") {
+                diag.error(s.path_of("credential_name"), "required");
+            }
+            let values = json_object(&s, "credential_values", true, &mut diag);
+            let info = json_object(&s, "credential_info", false, &mut diag);
+            let (Some(name), Some(values)) = (name, values) else {
+                continue;
+            };
+            if !names.insert(name.clone()) {
+                diag.error(
+                    s.path_of("credential_name"),
+                    format!("{name:?} is listed twice"),
+                );
+                continue;
+            }
+            entries.push(Entry { name, values, info });
+        }
+    }
+    if diag.is_empty() {
+        Ok(entries)
+    } else {
+        Err(diag.errors)
+    }
+}
+
+/// Reads a mapping under `key` as a JSON object (the shape LiteLLM's jsonb columns have).
+fn json_object(
+    s: &Section<'_>,
+    key: &str,
+    required: bool,
+    diag: &mut Diagnostics,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let Some(value) = s.value(key) else {
+        if required {
+            diag.error(s.path_of(key), "required");
+        }
+        return None;
+    };
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
+        _ => {
+            diag.error(
+                s.path_of(key),
+                "expected a mapping of field names to values",
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cipher::{encrypt, Format};
+    use super::super::Secret;
+    use super::*;
+
+    fn store(text: &str, keys: Option<Keys>) -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("credentials.yaml");
+        std::fs::write(&path, text).expect("write");
+        (dir, LocalStore::new(&path, keys))
+    }
+
+    #[test]
+    fn loads_encrypted_and_env_entries_and_reports_bad_ones_by_name() {
+        let keys = Keys::derive(&Secret::new("salt".into()));
+        let text = format!(
+            "credential_list:\n\
+             - credential_name: enc\n  credential_values: {{ api_key: \"{}\" }}\n  credential_info: {{ custom_llm_provider: openai }}\n\
+             - credential_name: env\n  credential_values: {{ api_key: os.environ/TEST_KEY }}\n\
+             - credential_name: plain\n  credential_values: {{ api_key: sk-plaintext }}\n\
+             - credential_name: unset\n  credential_values: {{ api_key: os.environ/UNSET_VAR }}\n",
+            encrypt("sk-enc", Format::V3, &keys)
+        );
+        let (_dir, store) = store(&text, Some(keys));
+        let env = |n: &str| (n == "TEST_KEY").then(|| "sk-env".to_string());
+        let outcome = store.load_with_env(&env).expect("structurally valid");
+        let mut names: Vec<_> = outcome
+            .credentials
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["enc", "env"]);
+        let failures = outcome.failure_lines();
+        assert_eq!(failures.len(), 2);
+        assert!(
+            failures[0].starts_with("credential plain: api_key: cannot decrypt"),
+            "{failures:?}"
+        );
+        assert!(
+            failures[1].starts_with("credential unset: api_key: environment variable UNSET_VAR")
+        );
+        assert!(!failures.join(" ").contains("sk-plaintext"));
+    }
+
+    #[test]
+    fn structural_errors_are_all_listed() {
+        let text = "credential_list:\n- credential_values: 3\n  extra: 1\n- credential_name: a\n  credential_values: {}\n- credential_name: a\n  credential_values: {}\n";
+        let (_dir, store) = store(text, None);
+        let err = store.load_with_env(&|_| None).unwrap_err();
+        for expected in [
+            "credential_list[0].extra",
+            "credential_list[0].credential_name",
+            "credential_list[0].credential_values",
+            "credential_list[2].credential_name",
+        ] {
+            assert!(err.contains(expected), "missing {expected} in {err}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! LiteLLM model deployments (`"LiteLLM_ProxyModelTable"` rows) → [`Deployment`]s: the key, the
+//! upstream and the auth style a request for that model alias uses.
+//!
+//! `litellm_params` may be a JSON object or a JSON string whose content is an object; every string
+//! in it is encrypted. A row naming `litellm_credential_name` takes its missing values from that
+//! credential; values set on the row win. The provider is the prefix of `model`
+//! (`azure/gpt-4o` → `azure`), else `custom_llm_provider`, else the credential's, else `openai`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::values::ValueReader;
+use super::Credential;
+use crate::config::UpstreamUrl;
+use crate::db::litellm::ModelRow;
+use crate::providers::{known_provider, AuthStyle};
+use crate::upstream::{Target, Targets};
+
+/// One deployment of a model alias, ready to serve.
+#[derive(Debug)]
+pub struct Deployment {
+    /// `model_id`.
+    pub id: String,
+    /// The LiteLLM provider name (`openai`, `azure`, …).
+    pub provider: String,
+    /// The key and its companions (`api_version` for Azure).
+    pub credential: Arc<Credential>,
+    /// `api_base`, else the provider's public base; `None` when neither is known (the route
+    /// must then set `upstream`).
+    pub upstream: Option<Arc<UpstreamUrl>>,
+    /// The resolved endpoint for `upstream`.
+    pub target: Option<Arc<Target>>,
+    /// The provider's auth style, when known (the route may set one instead).
+    pub auth: Option<AuthStyle>,
+}
+
+/// Parses `litellm_params`, which LiteLLM stores as an object or as a string holding one.
+pub fn params_object(params: &Value) -> Result<Map<String, Value>, String> {
+    match params {
+        Value::Object(map) => Ok(map.clone()),
+        Value::String(text) => match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err("litellm_params is a string that does not hold a JSON object".to_string()),
+        },
+        _ => Err("litellm_params is neither an object nor a string holding one".to_string()),
+    }
+}
+
+/// Builds a deployment from a model row, resolving `litellm_credential_name` against
+/// `credentials` (already decrypted). Errors name fields, never values.
+pub fn deployment(
+    row: &ModelRow,
+    reader: &ValueReader<'_>,
+    credentials: &HashMap<String, Arc<Credential>>,
+    targets: &Targets,
+) -> Result<Deployment, String> {
+    let mut values = reader.read_all(&params_object(&row.params)?)?;
+    let mut take = |field: &str| values.remove(field);
+    let linked = match take("litellm_credential_name") {
+        Some(name) => Some(credentials.get(name.expose()).cloned().ok_or_else(|| {
+            format!(
+                "litellm_credential_name {:?} is not a loaded credential",
+                name.expose()
+            )
+        })?),
+        None => None,
+    };
+    let model = take("model");
+    let (prefix, _) = model
+        .as_ref()
+        .and_then(|m| m.expose().split_once('/'))
+        .unwrap_or(("", ""));
+    let provider = Some(prefix.to_string())
+        .filter(|p| !p.is_empty())
+        .or_else(|| take("custom_llm_provider").map(|p| p.expose().to_string()))
+        .or_else(|| linked.as_ref().and_then(|c| c.provider.clone()))
+        .unwrap_or_else(|| "openai".to_string());
+    let api_key = take("api_key")
+        .or_else(|| linked.as_ref().map(|c| c.api_key.clone()))
+        .filter(|k| !k.is_empty())
+        .ok_or("no api_key on the row or its linked credential")?;
+    let api_base = take("api_base")
+        .map(|v| v.expose().to_string())
+        .or_else(|| linked.as_ref().and_then(|c| c.api_base.clone()));
+    let api_version = take("api_version")
+        .map(|v| v.expose().to_string())
+        .or_else(|| linked.as_ref().and_then(|c| c.api_version.clone()));
+    let known = known_provider(&provider);
+    let base = api_base
+        .as_deref()
+        .or(known.as_ref().and_then(|(_, base)| *base));
+    let upstream = base
+        .map(|b| UpstreamUrl::parse(b).map_err(|e| format!("api_base: {e}")))
+        .transpose()?;
+    let target = upstream.as_ref().map(|u| targets.target_for(u));
+    Ok(Deployment {
+        id: row.id.clone(),
+        credential: Arc::new(Credential {
+            name: format!("model {} ({})", row.name, row.id),
+            provider: Some(provider.clone()),
+            api_key,
+            api_base,
+            api_version,
+        }),
+        provider,
+        upstream: upstream.map(Arc::new),
+        target,
+        auth: known.map(|(style, _)| style),
+    })
+}
+
+#[cfg(test)]
+mod tests;

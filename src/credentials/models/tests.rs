@@ -1,0 +1,143 @@
+//! Model-row parsing: both `litellm_params` shapes, credential resolution, provider inference.
+
+use super::*;
+use crate::config::UpstreamSettings;
+use crate::credentials::cipher::{encrypt, Format, Keys};
+use crate::credentials::Secret;
+
+fn keys() -> Keys {
+    Keys::derive(&Secret::new("salt".into()))
+}
+
+fn targets() -> Targets {
+    let config = crate::config::Config::from_yaml(
+        "listeners: [{ address: \"127.0.0.1:1\" }]\nroutes: [{ name: a, path_prefix: /a, model: m }]\n",
+        std::path::Path::new("."),
+        &|_| None,
+    )
+    .expect("valid");
+    let settings: &UpstreamSettings = &config.upstream;
+    Targets::standalone(settings).expect("targets")
+}
+
+fn row(params: Value) -> ModelRow {
+    ModelRow {
+        id: "id-1".into(),
+        name: "gpt-4o".into(),
+        params,
+    }
+}
+
+fn enc(k: &Keys, v: &str) -> Value {
+    Value::String(encrypt(v, Format::V3, k))
+}
+
+#[test]
+fn params_as_object_or_as_string_holding_json() {
+    let k = keys();
+    let object = serde_json::json!({ "model": enc(&k, "azure/gpt-4o"), "api_key": enc(&k, "sk-a"),
+        "api_base": enc(&k, "https://res.openai.azure.com"), "api_version": enc(&k, "2024-10-21"), "rpm": 10 });
+    let as_string = Value::String(object.to_string());
+    let reader = ValueReader {
+        keys: Some(&k),
+        env: None,
+    };
+    for params in [object, as_string] {
+        let d = deployment(&row(params), &reader, &HashMap::new(), &targets()).expect("valid");
+        assert_eq!(d.provider, "azure");
+        assert_eq!(d.auth, Some(AuthStyle::Azure));
+        assert_eq!(d.credential.api_key.expose(), "sk-a");
+        assert_eq!(d.credential.api_version.as_deref(), Some("2024-10-21"));
+        assert_eq!(
+            d.upstream.as_ref().map(|u| u.host.as_str()),
+            Some("res.openai.azure.com")
+        );
+    }
+}
+
+#[test]
+fn row_values_win_over_the_linked_credential() {
+    let k = keys();
+    let linked = Credential {
+        name: "shared".into(),
+        provider: Some("openai".into()),
+        api_key: Secret::new("sk-linked".into()),
+        api_base: Some("https://linked.example/v1".into()),
+        api_version: Some("v-linked".into()),
+    };
+    let credentials = HashMap::from([("shared".to_string(), Arc::new(linked))]);
+    let reader = ValueReader {
+        keys: Some(&k),
+        env: None,
+    };
+    let params = serde_json::json!({ "model": enc(&k, "gpt-4o"), "litellm_credential_name": enc(&k, "shared"),
+        "api_base": enc(&k, "https://row.example/v1") });
+    let d = deployment(&row(params), &reader, &credentials, &targets()).expect("valid");
+    assert_eq!(
+        d.credential.api_key.expose(),
+        "sk-linked",
+        "missing on the row: from the credential"
+    );
+    assert_eq!(
+        d.credential.api_base.as_deref(),
+        Some("https://row.example/v1"),
+        "row wins"
+    );
+    assert_eq!(d.credential.api_version.as_deref(), Some("v-linked"));
+    assert_eq!(d.provider, "openai");
+
+    let missing = serde_json::json!({ "model": enc(&k, "gpt-4o"), "litellm_credential_name": enc(&k, "nope") });
+    let err = deployment(&row(missing), &reader, &credentials, &targets()).unwrap_err();
+    assert!(err.contains("\"nope\" is not a loaded credential"), "{err}");
+}
+
+#[test]
+fn provider_defaults_and_unknown_providers() {
+    let k = keys();
+    let reader = ValueReader {
+        keys: Some(&k),
+        env: None,
+    };
+    let anthropic =
+        serde_json::json!({ "model": enc(&k, "anthropic/claude"), "api_key": enc(&k, "sk-ant") });
+    let d = deployment(&row(anthropic), &reader, &HashMap::new(), &targets()).expect("valid");
+    assert_eq!(
+        d.upstream.as_ref().map(|u| u.to_string()).as_deref(),
+        Some("https://api.anthropic.com")
+    );
+    let custom = serde_json::json!({ "model": enc(&k, "somevendor/m"), "api_key": enc(&k, "sk") });
+    let d = deployment(&row(custom), &reader, &HashMap::new(), &targets()).expect("valid");
+    assert!(d.upstream.is_none() && d.auth.is_none() && d.target.is_none());
+}
+
+#[test]
+fn plaintext_env_references_and_bad_shapes_fail_the_row() {
+    let k = keys();
+    let reader = ValueReader {
+        keys: Some(&k),
+        env: None,
+    };
+    let cases = [
+        (
+            serde_json::json!({ "model": "gpt-4o", "api_key": enc(&k, "sk") }),
+            "model: cannot decrypt",
+        ),
+        (
+            serde_json::json!({ "api_key": enc(&k, "os.environ/OPENAI_API_KEY") }),
+            "not resolved for database rows",
+        ),
+        (
+            serde_json::json!({ "model": enc(&k, "gpt-4o") }),
+            "no api_key",
+        ),
+        (
+            Value::String("not json".into()),
+            "does not hold a JSON object",
+        ),
+        (serde_json::json!([1, 2]), "neither an object"),
+    ];
+    for (params, expected) in cases {
+        let err = deployment(&row(params), &reader, &HashMap::new(), &targets()).unwrap_err();
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Keeps the credential snapshot current without a restart: every source is read again every
+//! `refresh_interval` (and at once on a Postgres `NOTIFY`, with `listen: true`); a complete new
+//! snapshot is built off the request path and swapped in atomically.
+//!
+//! Failures never empty the cache: a source that cannot be read keeps its last good outcome;
+//! a row that stops decrypting keeps its last good value; every row failing (a wrong salt key)
+//! is refused as a whole. Retries back off exponentially up to [`MAX_BACKOFF`]. Logs record
+//! state changes (database lost, back, rows failing or recovering), not every attempt.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use log::{error, info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::Mutex;
+
+use super::cache::{CredentialCache, Deployments, Snapshot};
+use super::source::{CredentialSource, LoadOutcome};
+use crate::db::Database;
+use crate::upstream::resolver::resolve;
+
+/// First retry delay after a failed refresh.
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest delay between retries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One source and what the refresher remembers about it.
+struct Tracked {
+    source: Box<dyn CredentialSource>,
+    last_good: Option<LoadOutcome>,
+    fingerprint: Option<String>,
+    healthy: Option<bool>,
+    failing: BTreeSet<String>,
+}
+
+/// Change notifications, when `listen: true`.
+pub struct Listen {
+    /// The database to LISTEN on.
+    pub db: Database,
+    /// The channel.
+    pub channel: String,
+}
+
+/// The refresher: sources in precedence order (later ones win on a name clash).
+pub struct Refresher {
+    cache: Arc<CredentialCache>,
+    sources: Mutex<Vec<Tracked>>,
+    interval: Duration,
+    listen: Option<Listen>,
+}
+
+impl Refresher {
+    /// A refresher publishing to `cache` from `sources`.
+    pub fn new(
+        cache: Arc<CredentialCache>,
+        sources: Vec<Box<dyn CredentialSource>>,
+        interval: Duration,
+        listen: Option<Listen>,
+    ) -> Refresher {
+        let sources = sources
+            .into_iter()
+            .map(|source| Tracked {
+                source,
+                last_good: None,
+                fingerprint: None,
+                healthy: None,
+                failing: BTreeSet::new(),
+            })
+            .collect();
+        Refresher {
+            cache,
+            sources: Mutex::new(sources),
+            interval,
+            listen,
+        }
+    }
+
+    /// Reads every source once and publishes a new snapshot when anything changed. Returns
+    /// `false` when some source could not be read (its last good outcome stays in use).
+    pub async fn refresh(&self) -> bool {
+        let mut sources = self.sources.lock().await;
+        let mut all_read = true;
+        let mut changed = false;
+        for tracked in sources.iter_mut() {
+            match read(tracked).await {
+                Ok(source_changed) => {
+                    changed |= source_changed;
+                    if tracked.healthy != Some(true) {
+                        if tracked.healthy == Some(false) {
+                            info!(
+                                "credentials: {} is readable again",
+                                tracked.source.describe()
+                            );
+                        }
+                        tracked.healthy = Some(true);
+                    }
+                }
+                Err(e) => {
+                    all_read = false;
+                    if tracked.healthy != Some(false) {
+                        let serving = if tracked.last_good.is_some() {
+                            "serving its last good credentials"
+                        } else {
+                            "its credentials are not loaded yet"
+                        };
+                        error!("credentials: {e}; {serving}; retrying with backoff");
+                        tracked.healthy = Some(false);
+                    }
+                }
+            }
+        }
+        if changed {
+            let snapshot = merge(&sources);
+            resolve_new_targets(&snapshot).await;
+            info!(
+                "credentials: snapshot published ({} credentials, {} models)",
+                snapshot.credentials.len(),
+                snapshot.models.len()
+            );
+            self.cache.publish(snapshot);
+        }
+        all_read
+    }
+}
+
+/// Reads one source; `Ok(true)` when its outcome changed.
+async fn read(tracked: &mut Tracked) -> Result<bool, String> {
+    let fingerprint = tracked.source.fingerprint().await?;
+    if fingerprint.is_some() && fingerprint == tracked.fingerprint && tracked.last_good.is_some() {
+        return Ok(false);
+    }
+    let mut outcome = tracked.source.load().await?;
+    if outcome.wrong_key_suspected() {
+        return Err(format!(
+            "{}: every one of its {} rows failed to decrypt: the salt key (LITELLM_SALT_KEY, else \
+             LITELLM_MASTER_KEY) is probably wrong",
+            tracked.source.describe(),
+            outcome.rows
+        ));
+    }
+    if let Some(previous) = &tracked.last_good {
+        for name in outcome.keep_last_good(previous) {
+            warn!("credentials: {name} no longer loads; keeping its last good value");
+        }
+    }
+    let failing: BTreeSet<String> = outcome.failure_lines().into_iter().collect();
+    for line in failing.difference(&tracked.failing) {
+        warn!("credentials: left out {line}");
+    }
+    for line in tracked.failing.difference(&failing) {
+        info!(
+            "credentials: no longer failing: {}",
+            line.split(':').next().unwrap_or(line)
+        );
+    }
+    tracked.failing = failing;
+    tracked.fingerprint = fingerprint;
+    tracked.last_good = Some(outcome);
+    Ok(true)
+}
+
+/// One snapshot from every source's last good outcome, later sources winning on a clash.
+fn merge(sources: &[Tracked]) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    let mut models = std::collections::HashMap::new();
+    for outcome in sources.iter().filter_map(|t| t.last_good.as_ref()) {
+        for c in &outcome.credentials {
+            snapshot.credential_failures.remove(&c.name);
+            snapshot.credentials.insert(c.name.clone(), c.clone());
+        }
+        for (name, reason) in &outcome.credential_failures {
+            if !snapshot.credentials.contains_key(name) {
+                snapshot
+                    .credential_failures
+                    .insert(name.clone(), reason.clone());
+            }
+        }
+        for (alias, list) in &outcome.models {
+            models.insert(alias.clone(), list.clone());
+        }
+        for (alias, reason) in &outcome.model_failures {
+            snapshot
+                .model_failures
+                .insert(alias.clone(), reason.clone());
+        }
+    }
+    snapshot.models = models
+        .into_iter()
+        .map(|(alias, list)| (alias, Deployments::new(list)))
+        .collect();
+    snapshot
+}
+
+/// Resolves upstreams that deployments introduced, before requests need them.
+async fn resolve_new_targets(snapshot: &Snapshot) {
+    for deployments in snapshot.models.values() {
+        for target in deployments.all().iter().filter_map(|d| d.target.as_ref()) {
+            if target.address().is_none() {
+                if let Err(e) = resolve(target).await {
+                    warn!(
+                        "upstream {}: {e}; retried every dns_refresh_interval",
+                        target.url
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Refresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = MIN_BACKOFF;
+        let mut listener: Option<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<String>)> =
+            None;
+        let mut listen_failed = false;
+        loop {
+            if let (Some(listen), None) = (&self.listen, &listener) {
+                match listen.db.listen(&listen.channel).await {
+                    Ok(l) => {
+                        info!(
+                            "credentials: listening for changes on channel {}",
+                            listen.channel
+                        );
+                        listener = Some(l);
+                        listen_failed = false;
+                    }
+                    Err(e) if !listen_failed => {
+                        warn!(
+                            "credentials: {e}; polling every {:?} until it works",
+                            self.interval
+                        );
+                        listen_failed = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+            let wait = if self.refresh().await {
+                backoff = MIN_BACKOFF;
+                self.interval
+            } else {
+                let wait = backoff.min(self.interval);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait
+            };
+            let notified = async {
+                match listener.as_mut() {
+                    Some((_, rx)) => rx.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                still_listening = notified => {
+                    if !still_listening {
+                        warn!("credentials: lost the LISTEN connection; reconnecting");
+                        listener = None;
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `Secret`: a string that holds key material (provider keys, the salt key).
+//!
+//! The bytes are zeroized when the value is dropped, and `Debug`/`Display` print `[redacted]`,
+//! so a secret cannot reach a log line or an error body by accident. The only way to read it is
+//! [`Secret::expose`], which makes every use greppable.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// What `Debug` and `Display` print in place of a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// A secret string, zeroized on drop and redacted when printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps `value`; the `String`'s buffer is zeroized when the secret is dropped.
+    pub fn new(value: String) -> Self {
+        Secret(Zeroizing::new(value))
+    }
+
+    /// Takes ownership of decrypted bytes, which must be UTF-8. On error the bytes are zeroized.
+    pub fn from_utf8(bytes: Zeroizing<Vec<u8>>) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        let mut bytes = bytes;
+        let owned = std::mem::take(&mut *bytes);
+        // The buffer was checked above; this moves it without copying the plaintext.
+        let text = String::from_utf8(owned).map_err(|e| e.utf8_error())?;
+        Ok(Secret::new(text))
+    }
+
+    /// The secret's value. Call only where the value is put on the wire or encrypted.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_redacted_in_debug_and_display() {
+        let secret = Secret::new("sk-live-123".to_string());
+        assert_eq!(format!("{secret}"), REDACTED);
+        assert_eq!(format!("{secret:?}"), REDACTED);
+        assert_eq!(format!("{:?}", Some(&secret)), "Some([redacted])");
+        assert_eq!(secret.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn from_utf8_rejects_invalid_bytes() {
+        assert!(Secret::from_utf8(Zeroizing::new(vec![0xff, 0xfe])).is_err());
+        let ok = Secret::from_utf8(Zeroizing::new(b"abc".to_vec())).expect("utf-8");
+        assert_eq!(ok.expose(), "abc");
+    }
+}

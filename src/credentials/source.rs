@@ -1,0 +1,89 @@
+//! The seam every credential source implements (the local file, LiteLLM's Postgres tables),
+//! and what one load of a source produces.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::models::Deployment;
+use super::Credential;
+
+/// What one load of a source produced. Reasons name fields, never values.
+#[derive(Debug, Default, Clone)]
+pub struct LoadOutcome {
+    /// Decrypted credentials.
+    pub credentials: Vec<Arc<Credential>>,
+    /// Credential names left out → why.
+    pub credential_failures: HashMap<String, String>,
+    /// Model aliases → deployments that loaded.
+    pub models: HashMap<String, Vec<Arc<Deployment>>>,
+    /// Model aliases with deployments left out → why (`model_id: reason`, joined by `; `).
+    pub model_failures: HashMap<String, String>,
+    /// Rows read in all.
+    pub rows: usize,
+    /// Rows that failed authentication (the signature of a wrong salt key when it is all of them).
+    pub rows_failing_authentication: usize,
+}
+
+impl LoadOutcome {
+    /// Every failure as a log-ready line, `name: reason`, sorted.
+    pub fn failure_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .credential_failures
+            .iter()
+            .map(|(n, r)| format!("credential {n}: {r}"))
+            .chain(
+                self.model_failures
+                    .iter()
+                    .map(|(n, r)| format!("model {n}: {r}")),
+            )
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// Whether every row failed authentication: the salt key is almost certainly wrong.
+    pub fn wrong_key_suspected(&self) -> bool {
+        self.rows > 0 && self.rows_failing_authentication == self.rows
+    }
+
+    /// Keeps the last good value of every credential or model that loaded in `previous` but
+    /// fails now (a refresh never replaces a working key with nothing); deleted entries, which
+    /// are absent rather than failing, are dropped. Returns the names kept this way.
+    pub fn keep_last_good(&mut self, previous: &LoadOutcome) -> Vec<String> {
+        let mut kept = Vec::new();
+        for old in &previous.credentials {
+            if self.credential_failures.contains_key(&old.name)
+                && !self.credentials.iter().any(|c| c.name == old.name)
+            {
+                self.credentials.push(old.clone());
+                kept.push(format!("credential {}", old.name));
+            }
+        }
+        for (alias, old) in &previous.models {
+            if self.model_failures.contains_key(alias) && !self.models.contains_key(alias) {
+                self.models.insert(alias.clone(), old.clone());
+                kept.push(format!("model {alias}"));
+            }
+        }
+        kept
+    }
+}
+
+/// A place credentials are loaded from.
+#[async_trait]
+pub trait CredentialSource: Send + Sync {
+    /// A short description for logs, e.g. `local store conf/credentials.yaml` (no secrets).
+    fn describe(&self) -> String;
+
+    /// A cheap digest of the source's content: when it equals the last one, loading can be
+    /// skipped. `None` when the source has no cheap digest.
+    async fn fingerprint(&self) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
+    /// Loads everything. `Err` means the source as a whole could not be read (the file is
+    /// malformed, the database is down); the caller keeps its last good outcome.
+    async fn load(&self) -> Result<LoadOutcome, String>;
+}

@@ -1,0 +1,226 @@
+//! The connection to LiteLLM's Postgres database: connection-string handling (libpq's `sslmode`
+//! and `sslrootcert`, which tokio-postgres does not parse), a small connection pool, and the
+//! dedicated connection that `LISTEN`s for change notifications.
+//!
+//! The connection string carries a password: it lives in a [`Secret`] and is never logged; logs
+//! name the database by host, port and database name only.
+
+pub mod litellm;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+
+use crate::credentials::Secret;
+use crate::percent;
+use tls::{BoringTls, SslMode};
+
+/// Connections kept by the pool (refreshes and CLI commands use one at a time).
+const POOL_SIZE: usize = 2;
+
+/// Where the database is and how to reach it.
+#[derive(Clone)]
+pub struct Database {
+    pg_config: tokio_postgres::Config,
+    tls: BoringTls,
+    /// Schema holding LiteLLM's tables, unquoted.
+    pub schema: String,
+    described: String,
+}
+
+impl Database {
+    /// Parses `url` (URL or `key=value` form; `sslmode` and `sslrootcert` understood as libpq
+    /// does, default `prefer`), trusting `ca_file` for verification when the URL names no root
+    /// certificate.
+    pub fn new(
+        url: &Secret,
+        schema: &str,
+        ca_file: Option<&PathBuf>,
+        connect_timeout: Duration,
+    ) -> Result<Database, String> {
+        let (rest, mode, root_cert) = split_tls_options(url.expose())?;
+        let mut pg_config = tokio_postgres::Config::from_str(&rest)
+            .map_err(|e| format!("the database connection string is invalid: {e}"))?;
+        pg_config.connect_timeout(connect_timeout);
+        pg_config.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let root_cert = root_cert.or_else(|| ca_file.cloned());
+        let tls = BoringTls::new(mode, root_cert.as_ref())?;
+        let described = describe(&pg_config);
+        Ok(Database {
+            pg_config,
+            tls,
+            schema: schema.to_string(),
+            described,
+        })
+    }
+
+    /// `host:port/dbname`, for logs (no user, no password).
+    pub fn describe(&self) -> &str {
+        &self.described
+    }
+
+    /// A connection pool (connections are made lazily, on first use).
+    pub fn pool(&self) -> Result<Pool, String> {
+        let manager = Manager::from_config(
+            self.pg_config.clone(),
+            self.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| format!("cannot build the database pool: {e}"))
+    }
+
+    /// One direct connection (CLI commands).
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, String> {
+        let (client, connection) = self
+            .pg_config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| format!("cannot connect to the database at {}: {e}", self.described))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// A connection that `LISTEN`s on `channel`. Each notification's payload arrives on the
+    /// receiver; the receiver closes when the connection is lost. Keep the client alive as long
+    /// as notifications are wanted.
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<(tokio_postgres::Client, mpsc::Receiver<String>), String> {
+        let (client, mut connection) = self
+            .pg_config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| format!("cannot connect to the database at {}: {e}", self.described))?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message {
+                    // A full channel already guarantees a refresh; dropping extras is fine.
+                    let _ = tx.try_send(n.payload().to_string());
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {}", litellm::quote_ident(channel)))
+            .await
+            .map_err(|e| format!("LISTEN {channel} failed: {e}"))?;
+        Ok((client, rx))
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("(default)");
+    format!("{host}:{port}/{db}")
+}
+
+/// Removes `sslmode` and `sslrootcert` from a connection string (URL or `key=value` form),
+/// returning them parsed.
+fn split_tls_options(url: &str) -> Result<(String, SslMode, Option<PathBuf>), String> {
+    let mut mode = SslMode::Prefer;
+    let mut root = None;
+    let mut take = |key: &str, value: &str| -> Result<bool, String> {
+        match key {
+            "sslmode" => {
+                mode = SslMode::parse(value).ok_or_else(|| {
+                    format!("sslmode={value} is not one of disable, prefer, require, verify-ca, verify-full")
+                })?;
+                Ok(true)
+            }
+            "sslrootcert" => {
+                root = Some(PathBuf::from(percent::decode(value).as_ref()));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    };
+    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let mut kept = Vec::new();
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    if !take(k, v)? {
+                        kept.push(pair);
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+            None => url.to_string(),
+        }
+    } else {
+        let mut kept = Vec::new();
+        for token in url.split_whitespace() {
+            let (k, v) = token.split_once('=').unwrap_or((token, ""));
+            if !take(k.trim(), v.trim_matches('\''))? {
+                kept.push(token);
+            }
+        }
+        kept.join(" ")
+    };
+    Ok((rest, mode, root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_and_root_cert_are_taken_out_of_urls() {
+        let (rest, mode, root) =
+            split_tls_options("postgresql://u:p@db:5432/x?sslmode=verify-full&application_name=s&sslrootcert=%2Fetc%2Fca.pem")
+                .expect("valid");
+        assert_eq!(rest, "postgresql://u:p@db:5432/x?application_name=s");
+        assert_eq!(mode, SslMode::VerifyFull);
+        assert_eq!(root, Some(PathBuf::from("/etc/ca.pem")));
+        let (rest, mode, _) = split_tls_options("postgres://db/x").expect("valid");
+        assert_eq!((rest.as_str(), mode), ("postgres://db/x", SslMode::Prefer));
+    }
+
+    #[test]
+    fn sslmode_and_root_cert_are_taken_out_of_key_value_strings() {
+        let (rest, mode, root) =
+            split_tls_options("host=db dbname=x sslmode=require sslrootcert=/ca.pem")
+                .expect("valid");
+        assert_eq!(rest, "host=db dbname=x");
+        assert_eq!(mode, SslMode::Require);
+        assert_eq!(root, Some(PathBuf::from("/ca.pem")));
+    }
+
+    #[test]
+    fn unknown_sslmode_is_an_error_without_the_url() {
+        let err = split_tls_options("postgres://u:hunter2@db/x?sslmode=maybe").unwrap_err();
+        assert!(
+            err.contains("sslmode=maybe") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! SQL over LiteLLM's two tables, `"LiteLLM_CredentialsTable"` and `"LiteLLM_ProxyModelTable"`
+//! (names are quoted and case-sensitive), in a configurable schema.
+//!
+//! Reads return rows as stored (ciphertext included); decryption is the credentials module's
+//! job. The NOTIFY triggers send only the table name, never a row.
+
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+
+/// LiteLLM's credentials table.
+pub const CREDENTIALS_TABLE: &str = "LiteLLM_CredentialsTable";
+/// LiteLLM's model deployments table.
+pub const MODELS_TABLE: &str = "LiteLLM_ProxyModelTable";
+/// Name of the trigger (on each table) and prefix of the function `db install-notify` creates.
+const NOTIFY_TRIGGER: &str = "sidecar_notify_change";
+
+/// One row of the credentials table, as stored.
+#[derive(Debug)]
+pub struct CredentialRow {
+    /// `credential_name`.
+    pub name: String,
+    /// `credential_values` (each string encrypted).
+    pub values: Value,
+    /// `credential_info` (plain).
+    pub info: Option<Value>,
+}
+
+/// One row of the model table, as stored.
+#[derive(Debug)]
+pub struct ModelRow {
+    /// `model_id`.
+    pub id: String,
+    /// `model_name`, the public alias.
+    pub name: String,
+    /// `litellm_params`: an object, or a string whose content is a JSON object.
+    pub params: Value,
+}
+
+/// `"name"`, with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn table(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+fn db_error(what: &str, e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{what}: {}", db.message()),
+        None => format!("{what}: {e}"),
+    }
+}
+
+/// Whether the model table has the `blocked` column (newer LiteLLM schemas).
+pub async fn has_blocked_column(client: &impl GenericClient, schema: &str) -> Result<bool, String> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 AND column_name = 'blocked')",
+            &[&schema, &MODELS_TABLE],
+        )
+        .await
+        .map_err(|e| db_error("cannot inspect the model table", e))?;
+    Ok(row.get(0))
+}
+
+/// A digest of everything the sidecar reads from both tables: when it is unchanged, a refresh
+/// has nothing to do (the database does the hashing; one short row crosses the network).
+pub async fn fingerprint(
+    client: &impl GenericClient,
+    schema: &str,
+    blocked: bool,
+) -> Result<String, String> {
+    let blocked_expr = if blocked {
+        "coalesce(blocked::text, '')"
+    } else {
+        "''"
+    };
+    let sql = format!(
+        "SELECT md5(coalesce((SELECT string_agg(credential_name || E'\\x1f' || credential_values::text \
+           || E'\\x1f' || coalesce(credential_info::text, ''), E'\\x1e' ORDER BY credential_name) FROM {c}), '') \
+           || E'\\x1d' || coalesce((SELECT string_agg(model_id || E'\\x1f' || model_name || E'\\x1f' \
+           || litellm_params::text || E'\\x1f' || {blocked_expr}, E'\\x1e' ORDER BY model_id) FROM {m}), ''))",
+        c = table(schema, CREDENTIALS_TABLE),
+        m = table(schema, MODELS_TABLE),
+    );
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| db_error("cannot read LiteLLM's tables", e))?;
+    Ok(row.get(0))
+}
+
+/// Every credential row.
+pub async fn fetch_credentials(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<CredentialRow>, String> {
+    let sql = format!(
+        "SELECT credential_name, credential_values, credential_info FROM {} ORDER BY credential_name",
+        table(schema, CREDENTIALS_TABLE)
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| db_error("cannot read the credentials table", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| CredentialRow {
+            name: r.get(0),
+            values: r.get(1),
+            info: r.get(2),
+        })
+        .collect())
+}
+
+/// Every model row that is not blocked.
+pub async fn fetch_models(
+    client: &impl GenericClient,
+    schema: &str,
+    blocked: bool,
+) -> Result<Vec<ModelRow>, String> {
+    let filter = if blocked {
+        " WHERE blocked IS NOT TRUE"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT model_id, model_name, litellm_params FROM {}{filter} ORDER BY model_id",
+        table(schema, MODELS_TABLE)
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| db_error("cannot read the model table", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| ModelRow {
+            id: r.get(0),
+            name: r.get(1),
+            params: r.get(2),
+        })
+        .collect())
+}
+
+/// Creates or replaces a credential row the way LiteLLM writes it (new uuid id on insert;
+/// `created_by`/`updated_by` set to `actor`).
+pub async fn upsert_credential(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+    values: &Value,
+    info: &Value,
+    actor: &str,
+) -> Result<(), String> {
+    let sql = format!(
+        "INSERT INTO {} (credential_id, credential_name, credential_values, credential_info, \
+           created_at, created_by, updated_at, updated_by) \
+         VALUES ($1, $2, $3, $4, now(), $5, now(), $5) \
+         ON CONFLICT (credential_name) DO UPDATE SET credential_values = EXCLUDED.credential_values, \
+           credential_info = EXCLUDED.credential_info, updated_at = now(), updated_by = EXCLUDED.updated_by",
+        table(schema, CREDENTIALS_TABLE)
+    );
+    let id = uuid::Uuid::new_v4().to_string();
+    client
+        .execute(&sql, &[&id, &name, values, info, &actor])
+        .await
+        .map_err(|e| db_error("cannot write the credential", e))?;
+    Ok(())
+}
+
+/// Deletes a credential row; `false` when there was none.
+pub async fn delete_credential(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+) -> Result<bool, String> {
+    let sql = format!(
+        "DELETE FROM {} WHERE credential_name = $1",
+        table(schema, CREDENTIALS_TABLE)
+    );
+    let n = client
+        .execute(&sql, &[&name])
+        .await
+        .map_err(|e| db_error("cannot delete the credential", e))?;
+    Ok(n > 0)
+}
+
+/// Name, provider and last update of every credential (never values).
+pub async fn list_credentials(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<(String, String, String)>, String> {
+    let sql = format!(
+        "SELECT credential_name, coalesce(credential_info->>'custom_llm_provider', '-'), \
+           coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'), '-') FROM {} ORDER BY credential_name",
+        table(schema, CREDENTIALS_TABLE)
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| db_error("cannot list credentials", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Replaces the stored values of a credential row (key rotation).
+pub async fn update_credential_values(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+    values: &Value,
+    actor: &str,
+) -> Result<(), String> {
+    let sql = format!(
+        "UPDATE {} SET credential_values = $2, updated_at = now(), updated_by = $3 WHERE credential_name = $1",
+        table(schema, CREDENTIALS_TABLE)
+    );
+    client
+        .execute(&sql, &[&name, values, &actor])
+        .await
+        .map_err(|e| db_error("cannot update the credential", e))?;
+    Ok(())
+}
+
+/// Replaces the stored `litellm_params` of a model row (key rotation).
+pub async fn update_model_params(
+    client: &impl GenericClient,
+    schema: &str,
+    id: &str,
+    params: &Value,
+    actor: &str,
+) -> Result<(), String> {
+    let sql = format!(
+        "UPDATE {} SET litellm_params = $2, updated_at = now(), updated_by = $3 WHERE model_id = $1",
+        table(schema, MODELS_TABLE)
+    );
+    client
+        .execute(&sql, &[&id, params, &actor])
+        .await
+        .map_err(|e| db_error("cannot update the model", e))?;
+    Ok(())
+}
+
+/// Installs (or replaces) the triggers that `NOTIFY channel` with the table's name after any
+/// insert, update or delete on either table. Idempotent.
+pub async fn install_notify(
+    client: &impl GenericClient,
+    schema: &str,
+    channel: &str,
+) -> Result<(), String> {
+    let function = table(schema, NOTIFY_TRIGGER);
+    let channel_literal = channel.replace('\'', "''");
+    let mut sql = format!(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$ \
+         BEGIN PERFORM pg_notify('{channel_literal}', TG_TABLE_NAME); RETURN NULL; END $body$;"
+    );
+    for t in [CREDENTIALS_TABLE, MODELS_TABLE] {
+        let target = table(schema, t);
+        sql += &format!(
+            "DROP TRIGGER IF EXISTS {NOTIFY_TRIGGER} ON {target}; \
+             CREATE TRIGGER {NOTIFY_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {target} \
+             FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
+        );
+    }
+    client
+        .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
+        .await
+        .map_err(|e| db_error("cannot install the notify triggers", e))
+}
+
+/// Removes what [`install_notify`] installed. Idempotent.
+pub async fn uninstall_notify(client: &impl GenericClient, schema: &str) -> Result<(), String> {
+    let mut sql = String::new();
+    for t in [CREDENTIALS_TABLE, MODELS_TABLE] {
+        sql += &format!(
+            "DROP TRIGGER IF EXISTS {NOTIFY_TRIGGER} ON {};",
+            table(schema, t)
+        );
+    }
+    sql += &format!(
+        "DROP FUNCTION IF EXISTS {}();",
+        table(schema, NOTIFY_TRIGGER)
+    );
+    client
+        .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
+        .await
+        .map_err(|e| db_error("cannot remove the notify triggers", e))
+}

@@ -1,0 +1,24 @@
+//! `sidecar`: a Pingora-based egress proxy that lets applications call LLM providers without
+//! holding a provider key.
+//!
+//! Data path for one request: [`proxy`] (Pingora phases) → [`routes`] (which route) →
+//! [`credentials`] (the decrypted key, from a lock-free snapshot) → [`proxy::rewrite`] (strip the
+//! client's credentials, inject the route's, per [`providers`]) → [`upstream`] (pooled, verified
+//! TLS to the provider). Control path, off the request path: [`config`] at start, credential
+//! loading into the snapshot, DNS refresh.
+
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod db;
+pub mod logging;
+pub mod percent;
+pub mod providers;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod tls;
+pub mod upstream;

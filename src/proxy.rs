@@ -1,0 +1,383 @@
+//! The Pingora `ProxyHttp` implementation: the request's phases, each delegating to the module
+//! that owns the work (routes, credentials, rewrite, upstream).
+//!
+//! Order for one request: `request_filter` (refuse CONNECT, match the route, take the credential
+//! from the current snapshot, or answer with a JSON error and send nothing) → `upstream_peer` (a
+//! pre-resolved peer) → `upstream_request_filter` (strip and inject) → response streamed back
+//! → `logging` (one access line, no secrets).
+
+pub mod binding;
+pub mod failure;
+pub mod respond;
+pub mod rewrite;
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::Method;
+use log::{info, warn};
+use pingora::http::RequestHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::access::{allowed, Cidr, TokenCheck};
+use crate::config::AccessSettings;
+use crate::credentials::CredentialCache;
+use crate::routes::{Route, RouteTable};
+use crate::tls::ClientIdentity;
+use crate::upstream::gate::{Connection, ConnectionGate, GateConnector, Reservation};
+use crate::upstream::retry::{should_retry, FailedAttempt};
+use binding::{bind, Binding};
+use respond::ErrorReply;
+
+/// The proxy's shared state: the route table, the credential cache and the connection gate.
+pub struct SidecarProxy {
+    routes: Arc<RouteTable>,
+    credentials: Arc<CredentialCache>,
+    gate: Arc<ConnectionGate>,
+    access: AccessSettings,
+}
+
+impl SidecarProxy {
+    /// A proxy serving `routes` with credentials from `credentials`.
+    pub fn new(
+        routes: Arc<RouteTable>,
+        credentials: Arc<CredentialCache>,
+        gate: Arc<ConnectionGate>,
+        access: AccessSettings,
+    ) -> SidecarProxy {
+        SidecarProxy {
+            routes,
+            credentials,
+            gate,
+            access,
+        }
+    }
+
+    /// Decides what to do with a request before anything is sent upstream: what serves it (the
+    /// route is recorded in `ctx` as soon as it is known), or the error to answer with.
+    fn admit(
+        &self,
+        req: &RequestHeader,
+        client: Option<IpAddr>,
+        identity: Option<&ClientIdentity>,
+        ctx: &mut RequestCtx,
+    ) -> Result<Binding, ErrorReply> {
+        let client_allowed =
+            |list: &[Cidr]| client.is_some_and(|ip| allowed(list, ip)) || list.is_empty();
+        if !client_allowed(&self.access.allowed_cidrs) {
+            return Err(ErrorReply::new(
+                403,
+                "client_not_allowed",
+                "this client address may not use the sidecar",
+            ));
+        }
+        if let Some(tokens) = &self.access.client_tokens {
+            match tokens.check(req) {
+                TokenCheck::Accepted => {}
+                TokenCheck::Missing => {
+                    return Err(ErrorReply::new(
+                        401,
+                        "client_token_missing",
+                        format!("a client token is required in the {} header", tokens.header),
+                    ))
+                }
+                TokenCheck::Rejected => {
+                    return Err(ErrorReply::new(
+                        403,
+                        "client_token_rejected",
+                        "the client token is not accepted",
+                    ))
+                }
+            }
+        }
+        if req.method == Method::CONNECT {
+            return Err(ErrorReply::new(
+                405,
+                "connect_not_supported",
+                "CONNECT tunnels cannot carry an injected credential; set your SDK's base URL to \
+                 this sidecar (e.g. http://127.0.0.1:4000/openai/v1) instead of using it as an \
+                 HTTPS proxy",
+            ));
+        }
+        let path = req.uri.path();
+        let host = req.uri.host().or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let route = self.routes.find(host, path).ok_or_else(|| {
+            ErrorReply::new(
+                404,
+                "route_not_found",
+                format!("no route matches path {path:?}"),
+            )
+        })?;
+        // Known from here on, so every later refusal is logged with its route.
+        ctx.route = Some(route.clone());
+        if !client_allowed(&route.allowed_cidrs) {
+            return Err(ErrorReply::new(
+                403,
+                "client_not_allowed",
+                format!("this client address may not use route {}", route.name),
+            ));
+        }
+        if !route.allowed_identities.is_empty() {
+            let permitted =
+                identity.is_some_and(|id| route.allowed_identities.iter().any(|e| id.matches(e)));
+            if !permitted {
+                return Err(ErrorReply::new(
+                    403,
+                    "client_identity_not_allowed",
+                    format!("route {} needs an allowed client certificate", route.name),
+                ));
+            }
+        }
+        bind(route, &self.credentials.snapshot())
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    route: Option<Arc<Route>>,
+    binding: Option<Binding>,
+    /// An error the sidecar answers with, set before failing a phase.
+    reply: Option<ErrorReply>,
+    retried: bool,
+    reused_connection: Option<bool>,
+    /// The upstream connection in use, marked idle again when the request ends.
+    connection: Option<Arc<Connection>>,
+    /// The connection slot reserved for this attempt, given back if a pooled one is reused.
+    reservation: Option<Reservation>,
+}
+
+#[async_trait]
+impl ProxyHttp for SidecarProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            binding: None,
+            reply: None,
+            retried: false,
+            reused_connection: None,
+            connection: None,
+            reservation: None,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let identity = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|ssl| ssl.extension.get::<ClientIdentity>())
+            .cloned();
+        match self.admit(session.req_header(), client, identity.as_ref(), ctx) {
+            Ok(binding) => {
+                ctx.binding = Some(binding);
+                Ok(false)
+            }
+            Err(reply) => {
+                if matches!(reply.status, 401 | 403) {
+                    let who = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+                    warn!("denied a request from {who}: {}", reply.code);
+                }
+                reply.send(session).await?;
+                ctx.reply = Some(reply);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let binding = ctx
+            .binding
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let reserved: Reservation = match binding.target.address() {
+            Some(addr) => Arc::new(Mutex::new(self.gate.admit(addr).await?)),
+            None => Reservation::default(),
+        };
+        ctx.reservation = Some(reserved.clone());
+        let connector = GateConnector::new(self.gate.clone(), reserved);
+        binding.target.peer(connector, ctx.retried).ok_or_else(|| {
+            let message = format!(
+                "upstream host {:?} has not been resolved",
+                binding.upstream.host
+            );
+            ctx.reply = Some(ErrorReply::new(502, "upstream_unresolved", message));
+            Error::new(ErrorType::ConnectNoRoute)
+        })
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let version = digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|ssl| ssl.version.clone());
+        if let (Some(version), Some(binding)) = (version, &ctx.binding) {
+            if !binding.target.accepts_tls_version(&version) {
+                let message = format!(
+                    "upstream {} negotiated {version}, below the configured minimum",
+                    binding.upstream.host_header()
+                );
+                ctx.reply = Some(ErrorReply::new(502, "upstream_tls_version", message));
+                return Err(Error::new(ErrorType::HandshakeError));
+            }
+        }
+        ctx.reused_connection = Some(reused);
+        if reused {
+            self.gate.counters.reuses.fetch_add(1, Ordering::Relaxed);
+            if let Some(reserved) = ctx.reservation.take() {
+                self.gate.unreserve(&reserved);
+            }
+        }
+        // A previous attempt's connection (before a retry) is no longer ours to mark.
+        ctx.connection = self.gate.connection(fd);
+        if let Some(conn) = &ctx.connection {
+            conn.set_in_use();
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let (Some(route), Some(binding)) = (&ctx.route, &ctx.binding) else {
+            return Err(Error::new(ErrorType::InternalError));
+        };
+        rewrite::rewrite_request(upstream_request, route, binding).map_err(|message| {
+            ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
+            Error::new(ErrorType::InternalError)
+        })
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let retry = should_retry(FailedAttempt {
+            reused: client_reused,
+            already_retried: ctx.retried,
+            body_truncated: session.as_ref().retry_buffer_truncated(),
+            error_type: &e.etype,
+            retry_class: &e.retry,
+        });
+        e.set_retry(retry);
+        if retry {
+            ctx.retried = true;
+            info!(
+                "route {}: pooled connection was closed by the provider; retrying once",
+                route_name(ctx)
+            );
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let reply = ctx
+            .reply
+            .clone()
+            .or_else(|| failure::reply_for(e, ctx.binding.as_ref()));
+        let error_code = match reply {
+            Some(reply) => {
+                let status = reply.status;
+                if let Err(write_error) = reply.send(session).await {
+                    warn!(
+                        "route {}: could not send error response: {write_error}",
+                        route_name(ctx)
+                    );
+                }
+                ctx.reply = Some(reply);
+                status
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // Pingora has returned the connection to its pool (or dropped it, which the gate saw).
+        if let Some(conn) = ctx.connection.take() {
+            self.gate.set_idle(&conn);
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let client = session
+            .client_addr()
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let upstream = ctx
+            .binding
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |b| b.upstream.host_header());
+        let reused = ctx
+            .reused_connection
+            .map_or("-", |r| if r { "true" } else { "false" });
+        let error = e.map_or_else(String::new, |e| format!(" error={:?}", e.etype.as_str()));
+        info!(
+            target: "access",
+            "route={} method={} path={:?} status={status} upstream={upstream} reused={reused} retried={} duration_ms={} client={client}{error}",
+            route_name(ctx),
+            req.method,
+            req.uri.path(),
+            ctx.retried,
+            ctx.started.elapsed().as_millis(),
+        );
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        // Pingora's default summary includes the query string, which may hold a client key.
+        let req = session.req_header();
+        format!(
+            "{} {} route={}",
+            req.method,
+            req.uri.path(),
+            route_name(ctx)
+        )
+    }
+}
+
+fn route_name(ctx: &RequestCtx) -> &str {
+    ctx.route.as_ref().map_or("-", |r| r.name.as_str())
+}

@@ -1,0 +1,64 @@
+//! The JSON reply for a proxy error the sidecar did not plan for (upstream refused, timed out,
+//! TLS failed, connection cap reached…), by error type and side.
+
+use pingora::{Error, ErrorSource, ErrorType};
+
+use super::binding::Binding;
+use super::respond::ErrorReply;
+use crate::upstream::gate::LIMIT_REACHED;
+
+/// The JSON reply for a proxy error the sidecar did not plan for, or `None` when the client is
+/// gone and nothing can be written.
+pub fn reply_for(e: &Error, binding: Option<&Binding>) -> Option<ErrorReply> {
+    let upstream = binding.map_or_else(
+        || "upstream".to_string(),
+        |b| format!("upstream {}", b.upstream.host_header()),
+    );
+    let (status, code, what) = match (e.esource(), e.etype()) {
+        (_, ErrorType::HTTPStatus(code)) => (*code, "http_error", "request failed".to_string()),
+        (
+            ErrorSource::Downstream,
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+        ) => return None,
+        (ErrorSource::Downstream, _) => (
+            400,
+            "bad_request",
+            "the request could not be read".to_string(),
+        ),
+        (_, ErrorType::Custom(LIMIT_REACHED)) => (
+            503,
+            "upstream_connection_limit",
+            "upstream connection limit reached; retry later".to_string(),
+        ),
+        (_, ErrorType::ConnectTimedout) => (
+            504,
+            "upstream_connect_timeout",
+            format!("{upstream}: connect timed out"),
+        ),
+        (_, ErrorType::ReadTimedout) => (
+            504,
+            "upstream_timeout",
+            format!("{upstream}: no response within the read timeout"),
+        ),
+        (_, ErrorType::ConnectRefused) => (
+            502,
+            "upstream_connect_refused",
+            format!("{upstream}: connection refused"),
+        ),
+        (
+            _,
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError,
+        ) => (
+            502,
+            "upstream_tls_failed",
+            format!("{upstream}: TLS handshake failed (certificate not trusted?)"),
+        ),
+        (ErrorSource::Upstream, _) | (_, ErrorType::ConnectError | ErrorType::ConnectNoRoute) => (
+            502,
+            "upstream_failed",
+            format!("{upstream}: {}", e.etype.as_str()),
+        ),
+        _ => (500, "internal_error", "internal error".to_string()),
+    };
+    Some(ErrorReply::new(status, code, what))
+}

@@ -1,0 +1,67 @@
+//! JSON error responses the sidecar itself sends, in the shape OpenAI-style SDKs display:
+//! `{"error": {"message": "...", "type": "sidecar_error", "code": "..."}}`.
+//!
+//! Messages name routes, paths and credentials, never credential values or client tokens.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// An error the sidecar answers with itself; nothing is sent upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `route_not_found`.
+    pub code: &'static str,
+    /// Human-readable message (no secrets).
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// An error reply.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": "sidecar_error",
+                "code": self.code,
+            }
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// Writes the reply and closes the client connection afterwards (the request body may be
+    /// unread). Returns the status for logging.
+    pub async fn send(&self, session: &mut Session) -> pingora::Result<u16> {
+        let body = self.body();
+        let mut header = ResponseHeader::build(self.status, Some(3))?;
+        header.insert_header("content-type", "application/json")?;
+        header.insert_header("content-length", body.len().to_string())?;
+        session.write_error_response(header, body).await?;
+        Ok(self.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped_json() {
+        let reply = ErrorReply::new(404, "route_not_found", "no route for path /x \"y\"");
+        let parsed: serde_json::Value = serde_json::from_slice(&reply.body()).expect("json");
+        assert_eq!(parsed["error"]["code"], "route_not_found");
+        assert_eq!(parsed["error"]["message"], "no route for path /x \"y\"");
+        assert_eq!(parsed["error"]["type"], "sidecar_error");
+    }
+}

@@ -1,0 +1,102 @@
+//! The header and URI rewrite applied to every forwarded request: strip whatever credential the
+//! client sent, inject the route's, point Host (and so SNI's twin) at the upstream, and rewrite
+//! the path and query. Pure functions over a [`RequestHeader`], tested without sockets.
+
+use http::header::{HeaderValue, HOST};
+use http::Uri;
+use pingora::http::RequestHeader;
+
+use super::binding::Binding;
+use crate::credentials::Credential;
+use crate::percent;
+use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_QUERY_PARAMS, DEFAULT_ANTHROPIC_VERSION};
+use crate::routes::Route;
+
+/// Azure's version query parameter.
+const AZURE_API_VERSION_PARAM: &str = "api-version";
+
+/// Rewrites `req` for `route` as `binding` says. Errors never contain the credential.
+pub fn rewrite_request(
+    req: &mut RequestHeader,
+    route: &Route,
+    binding: &Binding,
+) -> Result<(), String> {
+    let (credential, auth) = (&binding.credential, &binding.auth);
+    let path = route.upstream_path(&binding.upstream, req.uri.path());
+    let query = rewrite_query(req.uri.query(), auth, credential);
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let uri: Uri = target
+        .parse()
+        .map_err(|_| "the rewritten request target is not a valid URI".to_string())?;
+    req.set_uri(uri);
+
+    for name in route.strip_headers.iter() {
+        req.remove_header(name);
+    }
+    let mut value = HeaderValue::from_str(&auth.header_value(credential.api_key.expose()))
+        .map_err(|_| {
+            format!(
+                "credential {:?} cannot be sent in a header",
+                credential.name
+            )
+        })?;
+    // Sensitive values print as "Sensitive" in Debug output (Pingora logs request headers at debug).
+    value.set_sensitive(true);
+    insert(req, auth.header_name(), value)?;
+    if *auth == AuthStyle::Anthropic && !req.headers.contains_key("anthropic-version") {
+        insert(
+            req,
+            "anthropic-version",
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        )?;
+    }
+    let host = HeaderValue::from_str(&binding.upstream.host_header())
+        .map_err(|_| "upstream host is not a valid Host header".to_string())?;
+    insert(req, HOST, host)
+}
+
+fn insert(
+    req: &mut RequestHeader,
+    name: impl pingora::http::IntoCaseHeaderName,
+    value: HeaderValue,
+) -> Result<(), String> {
+    req.insert_header(name, value)
+        .map_err(|_| "cannot set an upstream request header".to_string())
+}
+
+/// The upstream query: client `key=` parameters removed; for Azure with a credential
+/// `api_version`, `api-version` set to it (the operator's pin wins over the client's).
+/// `None` when nothing is left.
+pub fn rewrite_query(
+    query: Option<&str>,
+    auth: &AuthStyle,
+    credential: &Credential,
+) -> Option<String> {
+    let pinned_version = match auth {
+        AuthStyle::Azure => credential.api_version.as_deref(),
+        _ => None,
+    };
+    let mut kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = percent::decode(pair.split('=').next().unwrap_or(""));
+            let credential_param = CLIENT_CREDENTIAL_QUERY_PARAMS.contains(&name.as_ref());
+            let replaced_version = pinned_version.is_some() && name == AZURE_API_VERSION_PARAM;
+            !credential_param && !replaced_version
+        })
+        .collect();
+    let version_pair;
+    if let Some(version) = pinned_version {
+        version_pair = format!("{AZURE_API_VERSION_PARAM}={}", percent::encode(version));
+        kept.push(&version_pair);
+    }
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+#[cfg(test)]
+mod tests;

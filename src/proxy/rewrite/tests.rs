@@ -1,0 +1,152 @@
+//! Rewrite tests on plain request headers.
+
+use super::*;
+use crate::config::Config;
+use crate::credentials::Secret;
+use crate::providers::CLIENT_CREDENTIAL_HEADERS;
+use crate::routes::RouteTable;
+use crate::upstream::Targets;
+
+const KEY: &str = "sk-injected-0123";
+
+fn route(provider: &str, extra: &str) -> std::sync::Arc<Route> {
+    let text = format!(
+        "listeners: [{{ address: \"127.0.0.1:1\" }}]\nroutes:\n  - {{ name: r, path_prefix: /p, strip_prefix: true, upstream: \"https://api.example.com:8443/v1\", provider: {provider}, credential: c{extra} }}\n"
+    );
+    let config = Config::from_yaml(&text, std::path::Path::new("."), &|_| None).expect("valid");
+    let targets = Targets::standalone(&config.upstream).expect("targets");
+    let table = RouteTable::new(&config.routes, &targets, None);
+    let route = table.iter().next().expect("one route").clone();
+    route
+}
+
+fn credential(api_version: Option<&str>) -> Credential {
+    Credential {
+        name: "c".into(),
+        provider: None,
+        api_key: Secret::new(KEY.into()),
+        api_base: None,
+        api_version: api_version.map(str::to_string),
+    }
+}
+
+fn bound(route: &Route, credential: Credential) -> Binding {
+    Binding {
+        credential: std::sync::Arc::new(credential),
+        upstream: route.upstream.clone().expect("upstream"),
+        target: route.target.clone().expect("target"),
+        auth: route.auth.clone().expect("provider"),
+    }
+}
+
+fn client_request(target: &str) -> RequestHeader {
+    let mut req = RequestHeader::build("POST", target.as_bytes(), None).expect("request");
+    for (name, value) in [
+        ("Authorization", "Bearer client-token"),
+        ("X-Api-Key", "client-x"),
+        ("api-key", "client-azure"),
+        ("x-goog-api-key", "client-goog"),
+        ("Proxy-Authorization", "Basic abc"),
+        ("Host", "127.0.0.1:4000"),
+        ("Content-Type", "application/json"),
+    ] {
+        req.append_header(name, value).expect("header");
+    }
+    req
+}
+
+fn header<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a str> {
+    req.headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect()
+}
+
+#[test]
+fn each_provider_gets_its_header_and_client_credentials_are_gone() {
+    let cases = [
+        ("openai", "", "authorization", format!("Bearer {KEY}")),
+        ("anthropic", "", "x-api-key", KEY.to_string()),
+        ("azure", "", "api-key", KEY.to_string()),
+        ("gemini", "", "x-goog-api-key", KEY.to_string()),
+        (
+            "header",
+            ", auth_header: X-Custom, auth_prefix: \"Token \"",
+            "x-custom",
+            format!("Token {KEY}"),
+        ),
+    ];
+    for (provider, extra, injected, value) in cases {
+        let r = route(provider, extra);
+        let mut req = client_request("/p/chat/completions");
+        req.append_header("X-Custom", "client-custom")
+            .expect("header");
+        rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+        assert_eq!(header(&req, injected), [value.as_str()], "{provider}");
+        for name in CLIENT_CREDENTIAL_HEADERS {
+            if name != injected {
+                assert!(
+                    header(&req, name).is_empty(),
+                    "{provider}: {name} left in place"
+                );
+            }
+        }
+        assert_eq!(header(&req, "host"), ["api.example.com:8443"]);
+        assert_eq!(header(&req, "content-type"), ["application/json"]);
+        assert_eq!(req.uri.path(), "/v1/chat/completions");
+        assert!(req.headers.get(injected).expect("set").is_sensitive());
+    }
+}
+
+#[test]
+fn anthropic_version_is_added_only_when_missing() {
+    let r = route("anthropic", "");
+    let mut req = client_request("/p/messages");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(
+        header(&req, "anthropic-version"),
+        [DEFAULT_ANTHROPIC_VERSION]
+    );
+    let mut req = client_request("/p/messages");
+    req.append_header("anthropic-version", "2024-01-01")
+        .expect("header");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(header(&req, "anthropic-version"), ["2024-01-01"]);
+}
+
+#[test]
+fn key_query_parameters_are_removed_in_any_spelling() {
+    let r = route("gemini", "");
+    let mut req = client_request("/p/models?key=client&alt=sse&%6Bey=x&keys=kept&k%65y=y");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(req.uri.query(), Some("alt=sse&keys=kept"));
+    let mut req = client_request("/p/models?key=only");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(req.uri.query(), None);
+}
+
+#[test]
+fn azure_api_version_comes_from_the_credential_when_it_has_one() {
+    let r = route("azure", "");
+    let mut req =
+        client_request("/p/openai/deployments/gpt/chat/completions?api-version=2023-05-15&x=1");
+    rewrite_request(&mut req, &r, &bound(&r, credential(Some("2024-10-21")))).expect("rewrite");
+    assert_eq!(req.uri.query(), Some("x=1&api-version=2024-10-21"));
+    let mut req =
+        client_request("/p/openai/deployments/gpt/chat/completions?api-version=2023-05-15");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(req.uri.query(), Some("api-version=2023-05-15"));
+}
+
+#[test]
+fn absolute_form_targets_are_replaced_by_origin_form() {
+    let r = route("openai", "");
+    let mut req = client_request("http://evil.example/p/chat");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(
+        std::str::from_utf8(req.raw_path()).expect("utf8"),
+        "/v1/chat"
+    );
+    assert_eq!(header(&req, "host"), ["api.example.com:8443"]);
+}

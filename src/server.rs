@@ -1,0 +1,211 @@
+//! Builds and runs the Pingora server from a validated [`Config`]: credentials loaded and
+//! upstreams resolved before the first listener opens, then the proxy service, the credential
+//! refresh service (when a database is configured) and the DNS refresh service.
+
+use std::sync::Arc;
+
+use log::{info, warn};
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::config::Config;
+use crate::credentials::cipher::Keys;
+use crate::credentials::local::LocalStore;
+use crate::credentials::postgres::PostgresSource;
+use crate::credentials::refresh::{Listen, Refresher};
+use crate::credentials::source::CredentialSource;
+use crate::credentials::{salt_key_from_env, CredentialCache, Snapshot};
+use crate::db::Database;
+use crate::proxy::binding::bind;
+use crate::proxy::SidecarProxy;
+use crate::routes::RouteTable;
+use crate::tls::{listener_settings, CertReloader, CertStore};
+use crate::upstream::gate::ConnectionGate;
+use crate::upstream::resolver::{resolve_all, ResolverService};
+use crate::upstream::Targets;
+
+/// Process-level options from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take over the listeners of a running sidecar (`-u`).
+    pub upgrade: bool,
+    /// Detach into the background (`-d`).
+    pub daemon: bool,
+}
+
+/// Pingora's server settings, from ours.
+pub fn server_conf(config: &Config) -> ServerConf {
+    let threads = config.server.threads;
+    ServerConf {
+        threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
+        pid_file: config.server.pid_file.clone(),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        // Pingora multiplies this by `threads`; ours is the total across the process.
+        upstream_keepalive_pool_size: config.upstream.keepalive_pool_size.div_ceil(threads),
+        ..ServerConf::default()
+    }
+}
+
+/// The database configured in `config`, if any.
+pub fn database(config: &Config) -> Result<Option<Database>, String> {
+    config
+        .credentials
+        .postgres
+        .as_ref()
+        .map(|pg| Database::new(&pg.url, &pg.schema, pg.ca_file.as_ref(), pg.connect_timeout))
+        .transpose()
+}
+
+/// The configured credential sources, in precedence order (the database wins on a name clash).
+/// The local store is read once here so that a malformed file stops the start.
+pub async fn credential_sources(
+    config: &Config,
+    targets: &Arc<Targets>,
+) -> Result<Vec<Box<dyn CredentialSource>>, String> {
+    let keys = || salt_key_from_env(&config.credentials.salt_key_env).map(|k| Keys::derive(&k));
+    let mut sources: Vec<Box<dyn CredentialSource>> = Vec::new();
+    if let Some(path) = &config.credentials.local {
+        let local = LocalStore::new(path, keys());
+        local.load().await?;
+        sources.push(Box::new(local));
+    }
+    if let Some(db) = database(config)? {
+        sources.push(Box::new(PostgresSource::new(db, keys(), targets.clone())?));
+    }
+    Ok(sources)
+}
+
+/// Warns about routes that cannot be served now, so the operator sees it at start rather than
+/// at the first 503. Returns how many.
+pub fn report_unserved_routes(routes: &RouteTable, snapshot: &Snapshot) -> usize {
+    let mut unserved = 0;
+    for route in routes.iter() {
+        if let Err(reply) = bind(route, snapshot) {
+            unserved += 1;
+            warn!(
+                "route {}: {}; requests answer 503",
+                route.name, reply.message
+            );
+        }
+    }
+    unserved
+}
+
+/// Runs the sidecar until it is told to stop. Returns only on a start-up error.
+pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
+    for endpoint in config
+        .upstream
+        .endpoints
+        .iter()
+        .filter(|e| e.insecure_skip_verify)
+    {
+        warn!(
+            "upstream {}: certificate verification is OFF (insecure_skip_verify); keys sent there can be intercepted",
+            endpoint.host
+        );
+    }
+    let cache = Arc::new(CredentialCache::default());
+    let up = &config.upstream;
+    let gate = ConnectionGate::new(up.max_connections, up.pool_wait_timeout, up.connect_timeout);
+    let targets = Arc::new(Targets::new(up, &gate)?);
+    let token_header = config.access.client_tokens.as_ref().map(|t| &t.header);
+    let routes = Arc::new(RouteTable::new(&config.routes, &targets, token_header));
+
+    // Start-up work runs on a short-lived runtime: Pingora starts its own per service, and may
+    // fork to daemonize, which would lose threads made before `run`.
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    let refresher = startup.block_on(async {
+        let sources = credential_sources(&config, &targets).await?;
+        let postgres = config.credentials.postgres.as_ref();
+        let listen = match postgres.filter(|pg| pg.listen) {
+            Some(pg) => database(&config)?.map(|db| Listen {
+                db,
+                channel: pg.channel.clone(),
+            }),
+            None => None,
+        };
+        let interval = postgres.map_or(crate::config::DEFAULT_REFRESH_INTERVAL, |pg| {
+            pg.refresh_interval
+        });
+        let refresher = Refresher::new(cache.clone(), sources, interval, listen);
+        refresher.refresh().await;
+        report_unserved_routes(&routes, &cache.snapshot());
+        resolve_all(&targets.all()).await;
+        Ok::<_, String>(refresher)
+    })?;
+    drop(startup);
+
+    let opt = Opt {
+        upgrade: options.upgrade,
+        daemon: options.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        SidecarProxy::new(routes, cache, gate, config.access.clone()),
+        "sidecar proxy",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        // Let CONNECT reach our request filter, which answers it with an explanatory JSON 405
+        // (Pingora's own refusal is a bare 405). It is never tunnelled.
+        let mut server_options = HttpServerOptions::default();
+        server_options.allow_connect_method_proxying = true;
+        app.server_options = Some(server_options);
+    }
+    let mut cert_stores = Vec::new();
+    let mut reload_interval = None::<std::time::Duration>;
+    for listener in &config.listeners {
+        match &listener.tls {
+            None => {
+                proxy.add_tcp(&listener.address);
+                info!("listening on http://{}", listener.address);
+            }
+            Some(tls) => {
+                let store = CertStore::load(&tls.cert, &tls.key)?;
+                let settings = listener_settings(tls, store.clone())?;
+                proxy.add_tls_with_settings(&listener.address, None, settings);
+                cert_stores.push(store);
+                reload_interval = Some(
+                    reload_interval.map_or(tls.reload_interval, |r| r.min(tls.reload_interval)),
+                );
+                let mtls = if tls.client_ca.is_some() {
+                    " (client certificates required)"
+                } else {
+                    ""
+                };
+                info!("listening on https://{}{mtls}", listener.address);
+            }
+        }
+    }
+    server.add_service(proxy);
+    if let Some(interval) = reload_interval {
+        server.add_service(background_service(
+            "tls certificate reload",
+            CertReloader {
+                stores: cert_stores,
+                interval,
+            },
+        ));
+    }
+    if config.credentials.postgres.is_some() {
+        server.add_service(background_service("credential refresh", refresher));
+    }
+    server.add_service(background_service(
+        "upstream dns refresh",
+        ResolverService {
+            targets,
+            interval: config.upstream.dns_refresh_interval,
+        },
+    ));
+    server.run_forever();
+}

@@ -1,0 +1,245 @@
+//! Downstream TLS (BoringSSL): the listener's settings, the certificate served from an
+//! `ArcSwap` so a changed file takes effect for new connections without dropping open ones, and
+//! the client identity taken from a verified client certificate (mTLS).
+//!
+//! Reload: a background service reads the certificate and key files every
+//! `reload_interval`. Kubernetes updates a mounted Secret by swapping a symlink in the directory;
+//! reading the paths follows it, so the new files are seen on the next read. A change that does
+//! not parse (or a file that vanished) is logged and the old certificate keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use boring::nid::Nid;
+use boring::pkey::{PKey, Private};
+use boring::ssl::{SslVerifyMode, SslVersion};
+use boring::x509::X509;
+use log::{error, info};
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{TlsAccept, TlsAcceptCallbacks};
+use pingora::protocols::tls::TlsRef;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
+
+use crate::config::ListenerTls;
+
+/// A certificate chain and its key, as read from disk.
+struct CertKey {
+    chain: Vec<X509>,
+    key: PKey<Private>,
+    /// The file contents they were parsed from, to notice changes.
+    source: (Vec<u8>, Vec<u8>),
+}
+
+/// The certificate a TLS listener serves now.
+pub struct CertStore {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: ArcSwap<CertKey>,
+}
+
+impl CertStore {
+    /// Loads the certificate chain and key; errors name the file.
+    pub fn load(cert_path: &PathBuf, key_path: &PathBuf) -> Result<Arc<CertStore>, String> {
+        let loaded = read_cert_key(cert_path, key_path)?;
+        Ok(Arc::new(CertStore {
+            cert_path: cert_path.clone(),
+            key_path: key_path.clone(),
+            current: ArcSwap::from_pointee(loaded),
+        }))
+    }
+
+    /// Reads the files again; swaps in the new pair when they changed and are valid.
+    /// `Ok(true)` when a new certificate was loaded.
+    pub fn reload(&self) -> Result<bool, String> {
+        let cert = std::fs::read(&self.cert_path)
+            .map_err(|e| format!("{}: {e}", self.cert_path.display()))?;
+        let key = std::fs::read(&self.key_path)
+            .map_err(|e| format!("{}: {e}", self.key_path.display()))?;
+        if self.current.load().source == (cert.clone(), key.clone()) {
+            return Ok(false);
+        }
+        let parsed = parse_cert_key(&cert, &key, &self.cert_path, &self.key_path)?;
+        self.current.store(Arc::new(parsed));
+        Ok(true)
+    }
+}
+
+fn read_cert_key(cert_path: &PathBuf, key_path: &PathBuf) -> Result<CertKey, String> {
+    let cert = std::fs::read(cert_path).map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    let key = std::fs::read(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    parse_cert_key(&cert, &key, cert_path, key_path)
+}
+
+fn parse_cert_key(
+    cert: &[u8],
+    key: &[u8],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertKey, String> {
+    let chain = X509::stack_from_pem(cert)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| format!("{}: no PEM certificate", cert_path.display()))?;
+    let pkey = PKey::private_key_from_pem(key)
+        .map_err(|_| format!("{}: not a PEM private key", key_path.display()))?;
+    let matches = chain[0]
+        .public_key()
+        .map(|public| public.public_eq(&pkey))
+        .unwrap_or(false);
+    if !matches {
+        return Err(format!(
+            "{} does not match the key in {}",
+            cert_path.display(),
+            key_path.display()
+        ));
+    }
+    Ok(CertKey {
+        chain,
+        key: pkey,
+        source: (cert.to_vec(), key.to_vec()),
+    })
+}
+
+/// The identity of a client that presented a verified certificate: its subject common name
+/// and subject alternative names (DNS, URI, email).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Subject CN, when present.
+    pub common_name: Option<String>,
+    /// Subject alternative names.
+    pub alt_names: Vec<String>,
+}
+
+impl ClientIdentity {
+    /// Whether an allow-list entry names this client: `CN=name` matches the common name; any
+    /// other entry matches a SAN exactly (e.g. `spiffe://cluster/ns/app/sa/web`).
+    pub fn matches(&self, entry: &str) -> bool {
+        match entry.strip_prefix("CN=") {
+            Some(cn) => self.common_name.as_deref() == Some(cn),
+            None => self.alt_names.iter().any(|san| san == entry),
+        }
+    }
+
+    fn of(cert: &X509) -> ClientIdentity {
+        let common_name = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().as_utf8().ok())
+            .map(|s| s.to_string());
+        let alt_names = cert
+            .subject_alt_names()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.dnsname().or(n.uri()).or(n.email()).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClientIdentity {
+            common_name,
+            alt_names,
+        }
+    }
+}
+
+/// Serves the current certificate and records the client's identity.
+struct Callbacks {
+    store: Arc<CertStore>,
+}
+
+#[async_trait]
+impl TlsAccept for Callbacks {
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let current = self.store.current.load();
+        let mut ok = ssl_use_certificate(ssl, &current.chain[0]).is_ok()
+            && ssl_use_private_key(ssl, &current.key).is_ok();
+        for intermediate in &current.chain[1..] {
+            ok &= ssl_add_chain_cert(ssl, intermediate).is_ok();
+        }
+        if !ok {
+            error!("TLS: could not set the certificate for a handshake");
+        }
+    }
+
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let cert = ssl.peer_certificate()?;
+        Some(Arc::new(ClientIdentity::of(&cert)))
+    }
+}
+
+/// Pingora TLS settings for a listener: the reloadable certificate, TLS 1.2+ (or 1.3 only),
+/// optional cipher list, ALPN h2 and http/1.1, optional client-certificate verification.
+pub fn listener_settings(tls: &ListenerTls, store: Arc<CertStore>) -> Result<TlsSettings, String> {
+    let callbacks: TlsAcceptCallbacks = Box::new(Callbacks { store });
+    let mut settings =
+        TlsSettings::with_callbacks(callbacks).map_err(|e| format!("TLS setup: {e}"))?;
+    settings.enable_h2();
+    let min = if tls.min_version_13 {
+        SslVersion::TLS1_3
+    } else {
+        SslVersion::TLS1_2
+    };
+    settings
+        .set_min_proto_version(Some(min))
+        .map_err(|e| format!("TLS minimum version: {e}"))?;
+    if let Some(ciphers) = &tls.ciphers {
+        settings
+            .set_cipher_list(ciphers)
+            .map_err(|e| format!("TLS cipher list {ciphers:?}: {e}"))?;
+    }
+    if let Some(ca) = &tls.client_ca {
+        settings
+            .set_ca_file(ca)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        settings.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    Ok(settings)
+}
+
+/// Re-reads every TLS listener's certificate every `interval`.
+pub struct CertReloader {
+    /// The stores to keep current.
+    pub stores: Vec<Arc<CertStore>>,
+    /// Time between reads.
+    pub interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for CertReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut failing: Vec<Option<String>> = vec![None; self.stores.len()];
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            for (store, failing) in self.stores.iter().zip(failing.iter_mut()) {
+                match store.reload() {
+                    Ok(true) => {
+                        info!(
+                            "TLS: loaded the new certificate {}",
+                            store.cert_path.display()
+                        );
+                        *failing = None;
+                    }
+                    Ok(false) => *failing = None,
+                    Err(e) => {
+                        if failing.as_ref() != Some(&e) {
+                            error!("TLS: cannot reload the certificate ({e}); the previous one keeps serving");
+                            *failing = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

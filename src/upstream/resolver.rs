@@ -1,0 +1,84 @@
+//! Resolves upstream host names off the request path: once before the proxy starts, then every
+//! `upstream.dns_refresh_interval` in a background service.
+//!
+//! A failed lookup keeps the last good address. IPv4 addresses are preferred when a name has both,
+//! matching what most providers' edge networks serve best and what loopback test servers bind.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::{Target, Targets};
+
+/// Resolves `target` now and points it at the first address. Returns a message on failure.
+pub async fn resolve(target: &Target) -> Result<SocketAddr, String> {
+    let host = target.url.host.as_str();
+    let port = target.url.port;
+    let addr = if let Ok(ip) = host.parse::<IpAddr>() {
+        SocketAddr::new(ip, port)
+    } else {
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+        addrs.sort_by_key(|a| a.is_ipv6());
+        *addrs
+            .first()
+            .ok_or_else(|| format!("{host} resolved to no address"))?
+    };
+    let before = target.address();
+    target.set_address(addr);
+    if before.is_some_and(|b| b != addr) {
+        info!("upstream {} now resolves to {addr}", target.url);
+    }
+    Ok(addr)
+}
+
+/// Resolves every target, logging each failure. Returns how many failed.
+pub async fn resolve_all(targets: &[Arc<Target>]) -> usize {
+    let mut failed = 0;
+    for target in targets {
+        if let Err(e) = resolve(target).await {
+            failed += 1;
+            if target.address().is_some() {
+                warn!(
+                    "upstream {}: {e}; keeping the last good address",
+                    target.url
+                );
+            } else {
+                warn!(
+                    "upstream {}: {e}; its routes answer 502 until it resolves",
+                    target.url
+                );
+            }
+        }
+    }
+    failed
+}
+
+/// The background service re-resolving every target periodically.
+pub struct ResolverService {
+    /// Targets to keep resolved (new ones are picked up each round).
+    pub targets: Arc<Targets>,
+    /// Time between rounds.
+    pub interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for ResolverService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {
+                    resolve_all(&self.targets.all()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Client access control: allowed networks (global and per route) and client tokens, checked
+//! before anything is sent upstream; the token never reaches the provider or the logs.
+
+mod support;
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+use support::certs::TestCa;
+use support::gateway::start_with_test_credentials;
+use support::mock_provider::MockProvider;
+use support::sidecar_process::SidecarProcess;
+
+const TOKEN: &str = "client-token-7f3a9c";
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn start(
+    access: &str,
+    route_extra: &str,
+) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write_ca_file(dir.path());
+    let mock = MockProvider::start_http1(&ca).await;
+    let config = format!(
+        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
+         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
+         upstream: {{ ca_file: \"{}\" }}\n\
+         credentials: {{ local: credentials.yaml }}\n\
+         {access}\n\
+         routes:\n\
+         \x20 - {{ name: open, path_prefix: /open, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred }}\n\
+         \x20 - {{ name: narrow, path_prefix: /narrow, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred{route_extra} }}\n",
+        ca_file.display(),
+        u = mock.base_url()
+    );
+    let sidecar = start_with_test_credentials(&config).await;
+    (mock, sidecar, dir)
+}
+
+async fn status(
+    sidecar: &SidecarProcess,
+    from: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<IpAddr>().expect("ip"))
+        .build()
+        .expect("client");
+    let mut req = client
+        .post(format!("{}{path}", sidecar.base_url()))
+        .body("{}");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_networks_are_enforced_globally_and_per_route() {
+    let (mock, sidecar, _dir) = start(
+        "access: { allowed_cidrs: [\"127.0.0.1/32\", \"127.0.0.2/32\"] }",
+        ", allowed_cidrs: [\"127.0.0.1/32\"]",
+    )
+    .await;
+    assert_eq!(status(&sidecar, "127.0.0.1", "/open/x", &[]).await.0, 200);
+    assert_eq!(status(&sidecar, "127.0.0.1", "/narrow/x", &[]).await.0, 200);
+    assert_eq!(status(&sidecar, "127.0.0.2", "/open/x", &[]).await.0, 200);
+    let (code, body) = status(&sidecar, "127.0.0.2", "/narrow/x", &[]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("client_not_allowed"));
+    let (code, body) = status(&sidecar, "127.0.0.3", "/open/x", &[]).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(mock.requests().len(), 3, "denied requests sent nothing");
+    let logs = sidecar.output();
+    assert!(logs.contains("denied a request from 127.0.0.3"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tokens_are_checked_by_hash_and_never_forwarded() {
+    let access = format!(
+        "access: {{ client_tokens: {{ header: x-sidecar-token, sha256: [\"{}\"] }} }}",
+        sha256_hex(TOKEN)
+    );
+    let (mock, sidecar, _dir) = start(&access, "").await;
+    let (code, body) = status(&sidecar, "127.0.0.1", "/open/x", &[]).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("x-sidecar-token"), "{body}");
+    let (code, _) = status(
+        &sidecar,
+        "127.0.0.1",
+        "/open/x",
+        &[("x-sidecar-token", "wrong-token")],
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert!(
+        mock.requests().is_empty(),
+        "nothing forwarded without a valid token"
+    );
+    let (code, body) = status(
+        &sidecar,
+        "127.0.0.1",
+        "/open/x",
+        &[("x-sidecar-token", TOKEN)],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].header("x-sidecar-token").is_none(),
+        "the token is removed before forwarding"
+    );
+    let logs = sidecar.output();
+    assert!(
+        !logs.contains(TOKEN) && !logs.contains("wrong-token"),
+        "tokens never logged:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_in_authorization_work_too() {
+    let access = format!(
+        "access: {{ client_tokens: {{ sha256: [\"{}\"] }} }}",
+        sha256_hex(TOKEN)
+    );
+    let (mock, sidecar, _dir) = start(&access, "").await;
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(
+        status(
+            &sidecar,
+            "127.0.0.1",
+            "/open/x",
+            &[("authorization", &bearer)]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        status(
+            &sidecar,
+            "127.0.0.1",
+            "/open/x",
+            &[("authorization", "Bearer nope")]
+        )
+        .await
+        .0,
+        403
+    );
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0]
+            .header("authorization")
+            .is_some_and(|v| !v.contains(TOKEN)),
+        "replaced by the provider key"
+    );
+}

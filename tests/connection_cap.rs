@@ -1,0 +1,212 @@
+//! The exact upstream connection cap, observed from the provider's side: it never sees more
+//! simultaneous connections than `upstream.max_connections`, whatever the load and however many
+//! upstreams share the cap.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::certs::TestCa;
+use support::gateway::{credentials_yaml, SALT_KEY};
+use support::mock_provider::MockProvider;
+use support::sidecar_process::SidecarProcess;
+use support::wait_until;
+
+/// A gateway with routes `/a` and `/b` to two providers, and the given cap settings.
+fn gateway(ca_file: &str, a: &MockProvider, b: &MockProvider, cap: usize, wait: &str) -> String {
+    format!(
+        "server: {{ threads: 2, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
+         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
+         upstream: {{ ca_file: \"{ca_file}\", max_connections: {cap}, pool_wait_timeout: {wait}, keepalive_pool_size: {cap}, read_timeout: 30s }}\n\
+         credentials: {{ local: credentials.yaml }}\n\
+         routes:\n\
+         \x20 - {{ name: a, path_prefix: /a, strip_prefix: true, upstream: \"{}\", provider: openai, credential: openai-cred }}\n\
+         \x20 - {{ name: b, path_prefix: /b, strip_prefix: true, upstream: \"{}\", provider: openai, credential: openai-cred }}\n",
+        a.base_url(),
+        b.base_url()
+    )
+}
+
+struct Setup {
+    a: MockProvider,
+    b: MockProvider,
+    sidecar: SidecarProcess,
+    _ca_dir: tempfile::TempDir,
+}
+
+async fn setup(cap: usize, wait: &str) -> Setup {
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write_ca_file(ca_dir.path()).display().to_string();
+    let a = MockProvider::start_http1(&ca).await;
+    let b = MockProvider::start_http1(&ca).await;
+    let sidecar = SidecarProcess::start_async(
+        &gateway(&ca_file, &a, &b, cap, wait),
+        &[("credentials.yaml", &credentials_yaml())],
+        &[
+            ("LITELLM_SALT_KEY", SALT_KEY),
+            (
+                "RUST_LOG",
+                &std::env::var("CAP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+        ],
+    )
+    .await;
+    Setup {
+        a,
+        b,
+        sidecar,
+        _ca_dir: ca_dir,
+    }
+}
+
+/// `n` concurrent slow (streamed, `events` × `delay_ms`) requests to `route`; returns the statuses.
+async fn burst(s: &Setup, route: &str, n: usize, events: u32, delay_ms: u32) -> Vec<u16> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .expect("client");
+    let url = format!("{}/{route}/chat/completions", s.sidecar.base_url());
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let resp = client
+                    .post(url)
+                    .header("x-mock-sse-events", events.to_string())
+                    .header("x-mock-sse-delay-ms", delay_ms.to_string())
+                    .body("{}")
+                    .send()
+                    .await
+                    .expect("request");
+                let status = resp.status().as_u16();
+                let _ = resp.bytes().await;
+                status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    statuses
+}
+
+/// Samples the total of both providers' open connections until stopped; returns the peak seen.
+fn watch_total(
+    s: &Setup,
+) -> (
+    Arc<AtomicUsize>,
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a, b) = (s.a.open_counter(), s.b.open_counter());
+    let task = tokio::spawn({
+        let (peak, stop) = (peak.clone(), stop.clone());
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                let total = a.load(Ordering::SeqCst) + b.load(Ordering::SeqCst);
+                peak.fetch_max(total, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    (peak, stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_fifty_requests_never_open_more_than_twenty_connections() {
+    let s = setup(20, "20s").await;
+    let statuses = burst(&s, "a", 150, 2, 200).await;
+    assert!(
+        statuses.iter().all(|&st| st == 200),
+        "every request finished within the wait: {statuses:?}\n{}",
+        s.sidecar
+            .output()
+            .lines()
+            .filter(|l| l.contains("502")
+                || l.contains("ERROR")
+                || l.contains("keepalive")
+                || l.contains("Idle connection")
+                || l.contains("evict")
+                || l.contains("tries: 2"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(s.a.requests().len(), 150);
+    assert!(
+        s.a.max_open_connections() <= 20,
+        "provider saw {} connections",
+        s.a.max_open_connections()
+    );
+    assert!(
+        s.a.max_open_connections() >= 10,
+        "the cap was actually used: {}",
+        s.a.max_open_connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_a_short_wait_get_503_and_send_nothing() {
+    let s = setup(20, "200ms").await;
+    let statuses = burst(&s, "a", 60, 2, 800).await;
+    let ok = statuses.iter().filter(|&&st| st == 200).count();
+    let refused = statuses.iter().filter(|&&st| st == 503).count();
+    assert_eq!(ok + refused, 60, "{statuses:?}");
+    assert!(refused >= 20, "overflow refused: {statuses:?}");
+    assert_eq!(s.a.requests().len(), ok, "refused requests sent nothing");
+    assert!(s.a.max_open_connections() <= 20);
+    assert!(
+        s.sidecar
+            .output()
+            .contains("error=\"UpstreamConnectionLimit\""),
+        "{}",
+        s.sidecar.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_upstreams_share_one_cap() {
+    let s = setup(20, "20s").await;
+    let (peak, stop, watcher) = watch_total(&s);
+    let (a, b) = tokio::join!(burst(&s, "a", 60, 2, 200), burst(&s, "b", 60, 2, 200));
+    stop.store(true, Ordering::SeqCst);
+    watcher.await.expect("watcher");
+    assert!(
+        a.iter().chain(&b).all(|&st| st == 200),
+        "{a:?} {b:?}\n{}",
+        s.sidecar
+            .output()
+            .lines()
+            .filter(|l| l.contains("status=5") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!((s.a.requests().len(), s.b.requests().len()), (60, 60));
+    // How the 20 slots split between the two upstreams depends on scheduling; what must hold is
+    // that the cap was reached and never exceeded by the two together.
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 20, "together the providers saw {peak}");
+    assert!(peak >= 10, "the shared cap was actually used: {peak}");
+    assert!(s.a.max_open_connections() >= 1 && s.b.max_open_connections() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_one_upstream_make_room_for_another() {
+    let s = setup(5, "5s").await;
+    // Five connections to A, then idle in the pool: the cap is full.
+    assert!(burst(&s, "a", 5, 1, 300).await.iter().all(|&st| st == 200));
+    assert!(wait_until(Duration::from_secs(5), || s.a.open_connections() == 5).await);
+    // B gets a connection by closing an idle one to A.
+    assert_eq!(burst(&s, "b", 1, 1, 0).await, [200]);
+    assert!(
+        s.a.open_connections() <= 4,
+        "an idle A connection was closed: {}",
+        s.a.open_connections()
+    );
+    assert!(s.a.open_connections() + s.b.open_connections() <= 5);
+}

@@ -1,0 +1,228 @@
+//! Credentials from a real PostgreSQL holding LiteLLM's tables: every stored format, both
+//! `litellm_params` shapes, credential resolution, round-robin, bad rows and a wrong salt key.
+//! Each test has its own schema.
+
+mod support;
+
+use serde_json::{json, Value};
+use sidecar::credentials::cipher::{encrypt, Format};
+use support::db_gateway::*;
+use support::pg::TestDb;
+use support::sidecar_process::SidecarProcess;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stored_format_and_params_shape_is_served() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "nacl-std",
+        json!({ "api_key": nacl_standard("sk-nacl-std") }),
+        "openai",
+    )
+    .await;
+    db.put_credential(
+        "nacl-url",
+        json!({ "api_key": enc("sk-nacl-url", Format::Nacl) }),
+        "openai",
+    )
+    .await;
+    db.put_credential(
+        "gcm-v2",
+        json!({ "api_key": enc("sk-gcm-v2", Format::V2) }),
+        "openai",
+    )
+    .await;
+    db.put_credential(
+        "gcm-v3",
+        json!({ "api_key": enc("sk-gcm-v3", Format::V3) }),
+        "openai",
+    )
+    .await;
+    db.put_credential(
+        "shared",
+        json!({ "api_key": enc("sk-shared", Format::V3),
+        "api_base": enc(&format!("{upstream}/ignored"), Format::V3) }),
+        "openai",
+    )
+    .await;
+    // A model as a JSON object, taking its key from a credential; its own api_base wins.
+    db.put_model(
+        "m-obj",
+        "obj-model",
+        json!({ "model": enc("openai/gpt-4o", Format::V3),
+        "litellm_credential_name": enc("shared", Format::V3),
+        "api_base": enc(&format!("{upstream}/v1"), Format::V3) }),
+    )
+    .await;
+    // A model as a JSON string holding JSON, with its own key (Azure style).
+    let params = json!({ "model": enc("azure/gpt-4o", Format::V3), "api_key": enc("sk-azure-model", Format::V2),
+        "api_base": enc(&upstream, Format::V3), "api_version": enc("2024-10-21", Format::Nacl) });
+    db.put_model("m-str", "str-model", Value::String(params.to_string()))
+        .await;
+    // Blocked deployments are never used.
+    db.put_model(
+        "m-blocked",
+        "str-model",
+        json!({ "model": enc("azure/gpt-4o", Format::V3),
+        "api_key": enc("sk-blocked", Format::V3), "api_base": enc(&upstream, Format::V3) }),
+    )
+    .await;
+    db.exec(r#"UPDATE {schema}."LiteLLM_ProxyModelTable" SET blocked = true WHERE model_id = 'm-blocked'"#).await;
+
+    let mut routes = String::new();
+    for name in ["nacl-std", "nacl-url", "gcm-v2", "gcm-v3"] {
+        routes += &credential_route(name, name, &upstream, "openai");
+    }
+    routes += &model_route("obj", "obj-model");
+    routes += &model_route("str", "str-model");
+    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, &routes);
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+
+    for name in ["nacl-std", "nacl-url", "gcm-v2", "gcm-v3"] {
+        let (status, key) = call(
+            &e,
+            &sidecar,
+            &format!("/{name}/chat/completions"),
+            "authorization",
+        )
+        .await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(key, Some(format!("Bearer sk-{name}")), "{name}");
+    }
+    let (status, key) = call(&e, &sidecar, "/obj/chat/completions", "authorization").await;
+    assert_eq!((status, key.as_deref()), (200, Some("Bearer sk-shared")));
+    assert_eq!(
+        e.mock.requests().last().expect("seen").path,
+        "/v1/chat/completions",
+        "row api_base won"
+    );
+    for _ in 0..3 {
+        let (status, key) = call(
+            &e,
+            &sidecar,
+            "/str/openai/deployments/d/chat/completions",
+            "api-key",
+        )
+        .await;
+        assert_eq!(
+            (status, key.as_deref()),
+            (200, Some("sk-azure-model")),
+            "blocked row never used"
+        );
+        let query = e
+            .mock
+            .requests()
+            .last()
+            .expect("seen")
+            .query
+            .clone()
+            .unwrap_or_default();
+        assert!(query.contains("api-version=2024-10-21"), "{query}");
+    }
+    let logs = sidecar.output();
+    for secret in [
+        "sk-nacl-std",
+        "sk-gcm-v3",
+        "sk-shared",
+        "sk-azure-model",
+        "postgres@",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_of_one_model_rotate_and_old_schemas_without_blocked_load() {
+    let e = env().await;
+    let db = TestDb::new(false).await;
+    let upstream = format!("{}/v1", e.mock.base_url());
+    for (id, key) in [("d1", "sk-first"), ("d2", "sk-second")] {
+        db.put_model(
+            id,
+            "pool",
+            json!({ "model": enc("openai/gpt-4o", Format::V3),
+            "api_key": enc(key, Format::V3), "api_base": enc(&upstream, Format::V3) }),
+        )
+        .await;
+    }
+    let config = gateway(
+        &e,
+        &db,
+        &TestDb::url(None),
+        "30s",
+        false,
+        &model_route("pool", "pool"),
+    );
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(
+            call(&e, &sidecar, "/pool/chat/completions", "authorization")
+                .await
+                .1
+                .expect("served"),
+        );
+    }
+    assert_ne!(keys[0], keys[1], "round-robin: {keys:?}");
+    assert_eq!(keys[0], keys[2]);
+    assert_eq!(keys[1], keys[3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "good",
+        json!({ "api_key": enc("sk-good", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let mut tampered = encrypt("sk-tampered", Format::V3, &keys());
+    tampered.replace_range(20..21, if &tampered[20..21] == "A" { "B" } else { "A" });
+    db.put_credential("tampered", json!({ "api_key": tampered }), "openai")
+        .await;
+    let routes = credential_route("good", "good", &upstream, "openai")
+        + &credential_route("tampered", "tampered", &upstream, "openai");
+    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, &routes);
+
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    assert_eq!(
+        call(&e, &sidecar, "/good/x", "authorization").await,
+        (200, Some("Bearer sk-good".into()))
+    );
+    let before = e.mock.requests().len();
+    let resp = e
+        .client
+        .post(format!("{}/tampered/x", sidecar.base_url()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.expect("JSON body");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("credential \"tampered\"") && message.contains("authentication failed"),
+        "{message}"
+    );
+    assert_eq!(e.mock.requests().len(), before, "nothing sent upstream");
+    assert!(
+        sidecar.output().contains("left out credential tampered"),
+        "{}",
+        sidecar.output()
+    );
+    drop(sidecar);
+
+    let wrong =
+        SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", "not-the-key")]).await;
+    assert_eq!(call(&e, &wrong, "/good/x", "authorization").await.0, 503);
+    assert!(
+        wrong
+            .output()
+            .contains("salt key (LITELLM_SALT_KEY, else LITELLM_MASTER_KEY) is probably wrong"),
+        "{}",
+        wrong.output()
+    );
+}

@@ -1,0 +1,289 @@
+//! The database CLI against a real PostgreSQL: put → served → rotate-key → still served →
+//! restarted with the new key → served; list never shows values; check finds bad rows; and TLS
+//! to the database with libpq's `sslmode` values.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use sidecar::credentials::cipher::{decrypt, Keys};
+use sidecar::credentials::Secret;
+use support::certs::TestCa;
+use support::mock_provider::MockProvider;
+use support::pg::{server_url, TestDb};
+use support::sidecar_process::SidecarProcess;
+use support::wait_until_async;
+
+const OLD: &str = "sk-old-salt";
+const NEW: &str = "sk-new-salt";
+
+struct Cli {
+    conf: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cli {
+    /// A config file naming `db`'s schema, for the CLI.
+    fn new(db: &TestDb, extra: &str) -> Cli {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &conf,
+            format!(
+                "listeners: [{{ address: \"127.0.0.1:1\" }}]\n\
+                 credentials: {{ postgres: {{ url: \"{}\", schema: {}, refresh_interval: 1s }} }}\n\
+                 routes:\n  - {{ name: r, path_prefix: /r, upstream: \"https://x\", provider: openai, credential: c }}\n{extra}",
+                TestDb::url(None),
+                db.schema
+            ),
+        )
+        .expect("write");
+        Cli {
+            conf: conf.display().to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn run(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> (bool, String, String) {
+        let mut full = vec!["-c", &self.conf];
+        full.extend_from_slice(args);
+        let out = SidecarProcess::run_cli(&full, stdin, env);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_serve_rotate_and_serve_again() {
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write_ca_file(ca_dir.path());
+    let mock = MockProvider::start_http1(&ca).await;
+    let db = TestDb::new(true).await;
+    let cli = Cli::new(&db, "");
+    let old = [("LITELLM_SALT_KEY", OLD)];
+
+    let (ok, _, err) = cli.run(
+        &[
+            "credentials",
+            "put",
+            "prod",
+            "--provider",
+            "anthropic",
+            "--api-version",
+            "2023-06-01",
+        ],
+        Some("sk-ant-cli-123\n"),
+        &old,
+    );
+    assert!(ok, "{err}");
+    // The row is what LiteLLM writes: every value encrypted, a uuid id, created_by/updated_by.
+    let row = db
+        .client
+        .query_one(&format!(r#"SELECT credential_id, credential_values, credential_info, created_by, updated_by FROM {}."LiteLLM_CredentialsTable""#, db.schema), &[])
+        .await
+        .expect("row");
+    let id: String = row.get(0);
+    assert_eq!(id.len(), 36, "uuid: {id}");
+    let values: serde_json::Value = row.get(1);
+    let stored = values["api_key"].as_str().expect("api_key");
+    assert!(stored.starts_with("v3:gcm:"));
+    let keys = Keys::derive(&Secret::new(OLD.into()));
+    assert_eq!(
+        decrypt(stored, &keys).expect("decrypts").expose(),
+        "sk-ant-cli-123"
+    );
+    assert_eq!(
+        row.get::<_, serde_json::Value>(2),
+        json!({ "custom_llm_provider": "anthropic" })
+    );
+    assert_eq!(
+        (row.get::<_, String>(3), row.get::<_, String>(4)),
+        ("sidecar-cli".into(), "sidecar-cli".into())
+    );
+
+    let (ok, listing, _) = cli.run(&["credentials", "list"], None, &[]);
+    assert!(
+        ok && listing.contains("prod") && listing.contains("anthropic"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("sk-ant") && !listing.contains("v3:gcm"),
+        "values never listed"
+    );
+
+    let gateway = format!(
+        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
+         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
+         upstream: {{ ca_file: \"{}\" }}\n\
+         credentials: {{ postgres: {{ url: \"{}\", schema: {}, refresh_interval: 1s }} }}\n\
+         routes:\n  - {{ name: a, path_prefix: /a, strip_prefix: true, upstream: \"{}\", provider: anthropic, credential: prod }}\n",
+        ca_file.display(),
+        TestDb::url(None),
+        db.schema,
+        mock.base_url()
+    );
+    let client = reqwest::Client::new();
+    let served = |sidecar: &SidecarProcess| {
+        let url = format!("{}/a/v1/messages", sidecar.base_url());
+        let client = client.clone();
+        let mock = &mock;
+        async move {
+            let status = client
+                .post(url)
+                .body("{}")
+                .send()
+                .await
+                .expect("request")
+                .status();
+            let key = mock
+                .requests()
+                .last()
+                .and_then(|r| r.header("x-api-key").map(str::to_string));
+            (status.as_u16(), key)
+        }
+    };
+    let sidecar = SidecarProcess::start_async(&gateway, &[], &old).await;
+    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+
+    let both = [("LITELLM_SALT_KEY", OLD), ("LITELLM_NEW_SALT_KEY", NEW)];
+    let (ok, out, err) = cli.run(&["credentials", "rotate-key"], None, &both);
+    assert!(
+        ok && out.contains("re-encrypted 1 credential row(s)"),
+        "{out}{err}"
+    );
+    // The running sidecar still has the old key: every row now fails under it, which it reports
+    // as a wrong key and keeps serving its last good snapshot.
+    assert!(
+        wait_until_async(Duration::from_secs(15), || async {
+            sidecar.output().contains("probably wrong")
+        })
+        .await
+    );
+    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+    drop(sidecar);
+
+    let (ok, out, _) = cli.run(
+        &["credentials", "check"],
+        None,
+        &[("LITELLM_SALT_KEY", NEW)],
+    );
+    assert!(ok && out.contains("1 rows checked, 0 failed"), "{out}");
+    let (ok, out, err) = cli.run(&["credentials", "check"], None, &old);
+    assert!(
+        !ok && out.contains("FAIL credential prod") && err.contains("probably wrong"),
+        "{out}{err}"
+    );
+
+    let sidecar = SidecarProcess::start_async(&gateway, &[], &[("LITELLM_SALT_KEY", NEW)]).await;
+    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+
+    let (ok, _, err) = cli.run(&["credentials", "delete", "prod"], None, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        wait_until_async(Duration::from_secs(15), || async {
+            served(&sidecar).await.0 == 503
+        })
+        .await
+    );
+    let (ok, _, err) = cli.run(&["credentials", "delete", "prod"], None, &[]);
+    assert!(!ok && err.contains("no credential named"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_key_changes_nothing_when_a_row_does_not_decrypt() {
+    let db = TestDb::new(true).await;
+    let cli = Cli::new(&db, "");
+    let old = [("LITELLM_SALT_KEY", OLD)];
+    assert!(
+        cli.run(
+            &["credentials", "put", "a", "--provider", "openai"],
+            Some("sk-a"),
+            &old
+        )
+        .0
+    );
+    db.put_credential(
+        "bad",
+        json!({ "api_key": "v3:gcm:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" }),
+        "openai",
+    )
+    .await;
+    let before = db.client.query_one(&format!(r#"SELECT credential_values::text FROM {}."LiteLLM_CredentialsTable" WHERE credential_name = 'a'"#, db.schema), &[]).await.expect("row").get::<_, String>(0);
+    let (ok, _, err) = cli.run(
+        &["credentials", "rotate-key"],
+        None,
+        &[("LITELLM_SALT_KEY", OLD), ("LITELLM_NEW_SALT_KEY", NEW)],
+    );
+    assert!(
+        !ok && err.contains("FAIL credential bad") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let after = db.client.query_one(&format!(r#"SELECT credential_values::text FROM {}."LiteLLM_CredentialsTable" WHERE credential_name = 'a'"#, db.schema), &[]).await.expect("row").get::<_, String>(0);
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_follows_sslmode() {
+    let client = support::pg::connect().await;
+    let ssl: String = client
+        .query_one("SHOW ssl", &[])
+        .await
+        .expect("SHOW ssl")
+        .get(0);
+    assert_eq!(
+        ssl, "on",
+        "this test needs the PostgreSQL server's TLS (Debian's default, snakeoil certificate)"
+    );
+    let base = server_url();
+    let list = |url: String| {
+        let out = SidecarProcess::run_cli(
+            &["-c", "/nonexistent.yaml", "credentials", "list"],
+            None,
+            &[("DATABASE_URL", url.as_str())],
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // `public` may lack LiteLLM's tables: a query error proves the TLS connection was made.
+    let connected = |(ok, err): &(bool, String)| *ok || err.contains("cannot list credentials");
+    let require = list(format!("{base}?sslmode=require"));
+    assert!(connected(&require), "sslmode=require: {}", require.1);
+    let wrong_ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = wrong_ca.write_ca_file(dir.path());
+    let refused = list(format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    ));
+    assert!(
+        !refused.0 && refused.1.contains("cannot connect"),
+        "an untrusted server certificate is refused: {}",
+        refused.1
+    );
+    // The server's own (self-signed) certificate as the root: the chain verifies.
+    let cert_file: String = client
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("SHOW ssl_cert_file")
+        .get(0);
+    let verified = list(format!("{base}?sslmode=verify-ca&sslrootcert={cert_file}"));
+    assert!(
+        connected(&verified),
+        "sslmode=verify-ca with the server's certificate: {}",
+        verified.1
+    );
+    let disabled = list(format!("{base}?sslmode=disable"));
+    assert!(connected(&disabled), "sslmode=disable: {}", disabled.1);
+}

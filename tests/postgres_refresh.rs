@@ -1,0 +1,225 @@
+//! Live refresh against a real PostgreSQL: NOTIFY and polling, deletes, the database going away
+//! and coming back, and starting without it. Each test has its own schema.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use sidecar::credentials::cipher::Format;
+use support::db_gateway::*;
+use support::pg::{PgRelay, TestDb};
+use support::sidecar_process::SidecarProcess;
+use support::wait_until_async;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_arrive_by_notify_and_by_polling() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "live",
+        json!({ "api_key": enc("sk-v1", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let routes = credential_route("live", "live", &upstream, "openai");
+
+    // NOTIFY: polling is an hour apart, so only the trigger can bring the change.
+    let notify = gateway(&e, &db, &TestDb::url(None), "1h", true, &routes);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &conf,
+        notify
+            .replace("{DIR}", &dir.path().display().to_string())
+            .replace("{PORT}", "1"),
+    )
+    .expect("write");
+    for _ in 0..2 {
+        let out = SidecarProcess::run_cli(
+            &["-c", conf.to_str().expect("utf-8"), "db", "install-notify"],
+            None,
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "install is idempotent: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let sidecar = SidecarProcess::start_async(&notify, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    assert_eq!(
+        call(&e, &sidecar, "/live/x", "authorization")
+            .await
+            .1
+            .as_deref(),
+        Some("Bearer sk-v1")
+    );
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            sidecar.output().contains("listening for changes")
+        })
+        .await
+    );
+    db.put_credential(
+        "live",
+        json!({ "api_key": enc("sk-v2", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let took = wait_for_key(&e, &sidecar, "/live/x", "authorization", "Bearer sk-v2").await;
+    println!("UPDATE → provider with NOTIFY: {took:?}");
+    assert!(took.is_some(), "the NOTIFY did not bring the new key");
+    drop(sidecar);
+
+    // Polling alone, with the triggers removed.
+    let out = SidecarProcess::run_cli(
+        &[
+            "-c",
+            conf.to_str().expect("utf-8"),
+            "db",
+            "uninstall-notify",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let polling = gateway(&e, &db, &TestDb::url(None), "1s", false, &routes);
+    let sidecar = SidecarProcess::start_async(&polling, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    assert_eq!(
+        call(&e, &sidecar, "/live/x", "authorization")
+            .await
+            .1
+            .as_deref(),
+        Some("Bearer sk-v2")
+    );
+    db.put_credential(
+        "live",
+        json!({ "api_key": enc("sk-v3", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let took = wait_for_key(&e, &sidecar, "/live/x", "authorization", "Bearer sk-v3").await;
+    println!("UPDATE → provider polling every 1s: {took:?}");
+    assert!(took.is_some(), "polling did not bring the new key");
+
+    // A deleted row disappears at the next refresh.
+    db.exec(r#"DELETE FROM {schema}."LiteLLM_CredentialsTable" WHERE credential_name = 'live'"#)
+        .await;
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            call(&e, &sidecar, "/live/x", "authorization").await.0 == 503
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "steady",
+        json!({ "api_key": enc("sk-steady", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let relay = PgRelay::start().await;
+    let routes = credential_route("steady", "steady", &upstream, "openai");
+    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, &routes);
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    assert_eq!(
+        call(&e, &sidecar, "/steady/x", "authorization").await.0,
+        200
+    );
+
+    relay.cut();
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            sidecar
+                .output()
+                .contains("serving its last good credentials")
+        })
+        .await,
+        "{}",
+        sidecar.output()
+    );
+    for _ in 0..20 {
+        let (status, key) = call(&e, &sidecar, "/steady/x", "authorization").await;
+        assert_eq!(
+            (status, key.as_deref()),
+            (200, Some("Bearer sk-steady")),
+            "served from the last good snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    db.put_credential(
+        "steady",
+        json!({ "api_key": enc("sk-after", Format::V3) }),
+        "openai",
+    )
+    .await;
+    relay.restore();
+    let took = wait_for_key(
+        &e,
+        &sidecar,
+        "/steady/x",
+        "authorization",
+        "Bearer sk-after",
+    )
+    .await;
+    assert!(
+        took.is_some(),
+        "the cache caught up after the database came back"
+    );
+    let logs = sidecar.output();
+    assert!(logs.contains("readable again"), "{logs}");
+    assert_eq!(
+        logs.matches("serving its last good credentials").count(),
+        1,
+        "one line per state change:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_without_the_database_and_catches_up() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "late",
+        json!({ "api_key": enc("sk-late", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let relay = PgRelay::start().await;
+    relay.cut();
+    let routes = credential_route("late", "late", &upstream, "openai");
+    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, &routes);
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let resp = e
+        .client
+        .post(format!("{}/late/x", sidecar.base_url()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503);
+    assert!(resp
+        .text()
+        .await
+        .expect("body")
+        .contains("credential \\\"late\\\" not loaded yet"));
+    relay.restore();
+    assert!(
+        wait_for_key(&e, &sidecar, "/late/x", "authorization", "Bearer sk-late")
+            .await
+            .is_some()
+    );
+}

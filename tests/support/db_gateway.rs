@@ -1,0 +1,127 @@
+//! Shared pieces of the Postgres integration tests: encrypted values, a gateway config over a
+//! test schema, and request helpers that report what the mock provider received.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sidecar::credentials::cipher::{encrypt, Format, Keys};
+use sidecar::credentials::Secret;
+
+use super::certs::TestCa;
+use super::mock_provider::MockProvider;
+use super::pg::TestDb;
+use super::sidecar_process::SidecarProcess;
+use super::wait_until_async;
+
+pub const SALT: &str = "sk-pg-test-salt";
+/// Generous: these deadlines bound a poll; the latencies themselves are printed, not asserted.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub fn keys() -> Keys {
+    Keys::derive(&Secret::new(SALT.to_string()))
+}
+
+pub fn enc(value: &str, format: Format) -> Value {
+    Value::String(encrypt(value, format, &keys()))
+}
+
+/// The standard-alphabet spelling of a NaCl value (older LiteLLM releases wrote it).
+pub fn nacl_standard(value: &str) -> Value {
+    let stored = encrypt(value, Format::Nacl, &keys())
+        .replace('-', "+")
+        .replace('_', "/");
+    Value::String(stored)
+}
+
+pub struct Env {
+    /// The mock provider.
+    pub mock: MockProvider,
+    _ca_dir: tempfile::TempDir,
+    /// The CA file the sidecar trusts.
+    pub ca_file: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+}
+
+pub async fn env() -> Env {
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write_ca_file(ca_dir.path()).display().to_string();
+    Env {
+        mock: MockProvider::start_http1(&ca).await,
+        _ca_dir: ca_dir,
+        ca_file,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// A gateway over `db`'s schema with `routes` (YAML list items).
+pub fn gateway(
+    e: &Env,
+    db: &TestDb,
+    url: &str,
+    refresh: &str,
+    listen: bool,
+    routes: &str,
+) -> String {
+    format!(
+        "server: {{ threads: 1, pid_file: \"{{DIR}}/sidecar.pid\", upgrade_sock: \"{{DIR}}/upgrade.sock\" }}\n\
+         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
+         upstream: {{ ca_file: \"{}\", read_timeout: 5s }}\n\
+         credentials:\n  postgres: {{ url: \"{url}\", schema: {}, refresh_interval: {refresh}, listen: {listen}, connect_timeout: 1s }}\n\
+         routes:\n{routes}",
+        e.ca_file, db.schema
+    )
+}
+
+pub fn credential_route(name: &str, credential: &str, upstream: &str, provider: &str) -> String {
+    format!("  - {{ name: {name}, path_prefix: /{name}, strip_prefix: true, upstream: \"{upstream}/v1\", provider: {provider}, credential: {credential} }}\n")
+}
+
+pub fn model_route(name: &str, model: &str) -> String {
+    format!("  - {{ name: {name}, path_prefix: /{name}, strip_prefix: true, model: {model} }}\n")
+}
+
+/// Sends a request to `path`; returns the status and the injected header the provider saw (or
+/// `None` when nothing new reached it).
+pub async fn call(
+    e: &Env,
+    sidecar: &SidecarProcess,
+    path: &str,
+    header: &str,
+) -> (u16, Option<String>) {
+    let before = e.mock.requests().len();
+    let resp = e
+        .client
+        .post(format!("{}{path}", sidecar.base_url()))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let _ = resp.bytes().await;
+    let seen = e.mock.requests();
+    let injected = (seen.len() > before)
+        .then(|| {
+            seen.last()
+                .and_then(|r| r.header(header).map(str::to_string))
+        })
+        .flatten();
+    (status, injected)
+}
+
+/// Polls until a request to `path` injects `expected`; returns how long that took.
+pub async fn wait_for_key(
+    e: &Env,
+    sidecar: &SidecarProcess,
+    path: &str,
+    header: &str,
+    expected: &str,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let ok = wait_until_async(DEADLINE, || async {
+        call(e, sidecar, path, header).await.1.as_deref() == Some(expected)
+    })
+    .await;
+    ok.then(|| started.elapsed())
+}

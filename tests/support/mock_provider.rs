@@ -1,0 +1,403 @@
+//! In-process mock LLM provider over TLS: owns the BoringSSL acceptor, the hyper 1 server
+//! (HTTP/1.1 keep-alive, plus HTTP/2 when a client negotiates `h2` via ALPN), request
+//! recording, connection counters, and the canned JSON / SSE / status responses.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use boring::pkey::PKey;
+use boring::ssl::{AlpnError, SslAcceptor, SslMethod};
+use boring::x509::X509;
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::certs::TestCa;
+
+type RespBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One request as the mock saw it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// Method, e.g. `"POST"`.
+    pub method: String,
+    /// Path without the query, e.g. `"/v1/chat/completions"`.
+    pub path: String,
+    /// Raw query string without `?`, if any.
+    pub query: Option<String>,
+    /// Headers with lowercase names, in received order (values lossily UTF-8 decoded).
+    /// Under HTTP/2 the authority is a pseudo-header and is not listed as `host`.
+    pub headers: Vec<(String, String)>,
+    /// The full request body.
+    pub body: Vec<u8>,
+    /// `"HTTP/1.1"` or `"HTTP/2.0"`.
+    pub version: String,
+}
+
+impl RecordedRequest {
+    /// First value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_all(name).into_iter().next()
+    }
+
+    /// All values of header `name` (case-insensitive), in received order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The body decoded as UTF-8 (lossily).
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Mutex<Vec<RecordedRequest>>,
+    tcp_connections: AtomicUsize,
+    tls_handshakes: AtomicUsize,
+    open_connections: AtomicUsize,
+    max_open_connections: AtomicUsize,
+    /// Shared so a test can sample several providers' totals.
+    open_now: Arc<AtomicUsize>,
+    drop_reused: AtomicBool,
+    dropped_requests: AtomicUsize,
+}
+
+/// Decrements the open-connection gauge when a connection task ends (or is aborted).
+struct OpenGuard(Arc<State>);
+
+impl OpenGuard {
+    fn new(state: Arc<State>) -> OpenGuard {
+        state.tcp_connections.fetch_add(1, Ordering::SeqCst);
+        state.open_now.fetch_add(1, Ordering::SeqCst);
+        let now = state.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_open_connections.fetch_max(now, Ordering::SeqCst);
+        OpenGuard(state)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
+        self.0.open_now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A running mock provider on `127.0.0.1:<random port>`; shuts down (listener and every
+/// connection) when dropped.
+pub struct MockProvider {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept_task: JoinHandle<()>,
+}
+
+impl MockProvider {
+    /// Starts the mock with a certificate for `localhost` and `127.0.0.1` issued by `ca`,
+    /// offering ALPN `h2` and `http/1.1`.
+    pub async fn start(ca: &TestCa) -> MockProvider {
+        Self::start_with_alpn(ca, &["h2", "http/1.1"]).await
+    }
+
+    /// Starts the mock offering only ALPN `http/1.1`.
+    pub async fn start_http1(ca: &TestCa) -> MockProvider {
+        Self::start_with_alpn(ca, &["http/1.1"]).await
+    }
+
+    /// Starts the mock offering the given ALPN protocols, in server preference order
+    /// (clients that send no ALPN always get HTTP/1.1).
+    pub async fn start_with_alpn(ca: &TestCa, alpn: &[&str]) -> MockProvider {
+        Self::start_with(ca, alpn, None).await
+    }
+
+    /// Starts the mock speaking at most `max` (e.g. TLS 1.2 only), HTTP/1.1.
+    pub async fn start_with_max_tls(ca: &TestCa, max: boring::ssl::SslVersion) -> MockProvider {
+        Self::start_with(ca, &["http/1.1"], Some(max)).await
+    }
+
+    /// Starts the mock requiring a client certificate issued by `client_ca` (upstream mTLS).
+    pub async fn start_requiring_client_cert(ca: &TestCa, client_ca: &TestCa) -> MockProvider {
+        let mut acceptor = acceptor_builder(ca, &["http/1.1"], None);
+        let client_root = X509::from_pem(client_ca.ca_cert_pem().as_bytes()).expect("client CA");
+        acceptor
+            .cert_store_mut()
+            .add_cert(client_root)
+            .expect("trust the client CA");
+        acceptor.set_verify(
+            boring::ssl::SslVerifyMode::PEER | boring::ssl::SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        );
+        Self::listen(Arc::new(acceptor.build())).await
+    }
+
+    async fn start_with(
+        ca: &TestCa,
+        alpn: &[&str],
+        max: Option<boring::ssl::SslVersion>,
+    ) -> MockProvider {
+        Self::listen(Arc::new(acceptor_builder(ca, alpn, max).build())).await
+    }
+
+    async fn listen(acceptor: Arc<SslAcceptor>) -> MockProvider {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock provider listener");
+        let addr = listener.local_addr().expect("mock provider local_addr");
+        let state = Arc::new(State::default());
+        let accept_task = tokio::spawn(accept_loop(listener, acceptor, state.clone()));
+        MockProvider {
+            addr,
+            state,
+            accept_task,
+        }
+    }
+
+    /// The listening address (always 127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://localhost:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// Snapshot of every request recorded so far, in completion order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().expect("requests lock").clone()
+    }
+
+    /// Forgets recorded requests (counters are kept).
+    pub fn clear(&self) {
+        self.state.requests.lock().expect("requests lock").clear();
+    }
+
+    /// Total TCP connections accepted.
+    pub fn tcp_connections(&self) -> usize {
+        self.state.tcp_connections.load(Ordering::SeqCst)
+    }
+
+    /// Total TLS handshakes completed.
+    pub fn tls_handshakes(&self) -> usize {
+        self.state.tls_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.state.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// When on, any request that is not the first on its connection is answered by closing the
+    /// connection without a response: what a client sees when the provider closed a pooled
+    /// connection just as the request was sent.
+    pub fn set_drop_reused_requests(&self, on: bool) {
+        self.state.drop_reused.store(on, Ordering::SeqCst);
+    }
+
+    /// Requests dropped by [`Self::set_drop_reused_requests`].
+    pub fn dropped_requests(&self) -> usize {
+        self.state.dropped_requests.load(Ordering::SeqCst)
+    }
+
+    /// The live open-connection gauge, to sample several providers together.
+    pub fn open_counter(&self) -> Arc<AtomicUsize> {
+        self.state.open_now.clone()
+    }
+
+    /// Peak number of simultaneously open TCP connections.
+    pub fn max_open_connections(&self) -> usize {
+        self.state.max_open_connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockProvider {
+    fn drop(&mut self) {
+        // The accept task owns the JoinSet of connection tasks, so this aborts them all.
+        self.accept_task.abort();
+    }
+}
+
+fn acceptor_builder(
+    ca: &TestCa,
+    alpn: &[&str],
+    max: Option<boring::ssl::SslVersion>,
+) -> boring::ssl::SslAcceptorBuilder {
+    let (cert_pem, key_pem) = ca.issue(&["localhost", "127.0.0.1"]);
+    let cert = X509::from_pem(cert_pem.as_bytes()).expect("parse mock cert");
+    let key = PKey::private_key_from_pem(key_pem.as_bytes()).expect("parse mock key");
+    let mut builder =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("SslAcceptor builder");
+    builder.set_certificate(&cert).expect("set mock cert");
+    builder.set_private_key(&key).expect("set mock key");
+    builder.check_private_key().expect("mock key matches cert");
+    if max.is_some() {
+        builder.set_max_proto_version(max).expect("max TLS version");
+    }
+    let prefs: Vec<Vec<u8>> = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    builder.set_alpn_select_callback(move |_, client| {
+        prefs
+            .iter()
+            .find_map(|want| client_protocols(client).find(|offered| offered == want))
+            .ok_or(AlpnError::NOACK)
+    });
+    builder
+}
+
+/// Splits a client's ALPN wire-format list into protocol names (borrowing from it).
+fn client_protocols(mut wire: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = wire.split_first()?;
+        let name = rest.get(..usize::from(len))?;
+        wire = &rest[usize::from(len)..];
+        Some(name)
+    })
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: Arc<SslAcceptor>, state: Arc<State>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else { continue };
+                let guard = OpenGuard::new(state.clone());
+                connections.spawn(serve_connection(tcp, acceptor.clone(), guard));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: Arc<SslAcceptor>,
+    guard: OpenGuard,
+) {
+    let state = guard.0.clone();
+    let Ok(tls) = tokio_boring::accept(&acceptor, tcp).await else {
+        return;
+    };
+    state.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+    let is_h2 = tls.ssl().selected_alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(tls);
+    let served_on_connection = Arc::new(AtomicUsize::new(0));
+    let svc = hyper::service::service_fn(move |req| {
+        handle(
+            state.clone(),
+            served_on_connection.fetch_add(1, Ordering::SeqCst),
+            req,
+        )
+    });
+    // Connection errors (client resets, aborted streams) are expected in tests; ignore them.
+    if is_h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, svc)
+            .await;
+    }
+    drop(guard);
+}
+
+/// Returned to hyper to make it close the connection without answering.
+#[derive(Debug)]
+struct DroppedOnPurpose;
+
+impl std::fmt::Display for DroppedOnPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DroppedOnPurpose {}
+
+async fn handle(
+    state: Arc<State>,
+    earlier_on_connection: usize,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Box<dyn std::error::Error + Send + Sync>> {
+    if earlier_on_connection > 0 && state.drop_reused.load(Ordering::SeqCst) {
+        state.dropped_requests.fetch_add(1, Ordering::SeqCst);
+        return Err(Box::new(DroppedOnPurpose));
+    }
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let recorded = RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_string(), value)
+            })
+            .collect(),
+        body: body.to_vec(),
+        version: format!("{:?}", parts.version),
+    };
+    let status = recorded
+        .header("x-mock-status")
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::OK);
+    let sse_events = recorded
+        .header("x-mock-sse-events")
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    let delay = recorded
+        .header("x-mock-sse-delay-ms")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::ZERO);
+    let path = recorded.path.clone();
+    state.requests.lock().expect("requests lock").push(recorded);
+
+    let builder = Response::builder().status(status);
+    let response = match sse_events {
+        Some(n) => builder
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(sse_body(n, delay)),
+        None => {
+            let json = serde_json::json!({"id": "mock", "object": "chat.completion", "path": path});
+            builder
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(json.to_string())).boxed_unsync())
+        }
+    };
+    Ok(response.expect("build mock response"))
+}
+
+/// `n` events `data: {"i":k}` then `data: [DONE]`, one frame each, `delay` before every
+/// frame after the first. No length is known up front, so HTTP/1.1 uses chunked encoding.
+fn sse_body(n: usize, delay: Duration) -> RespBody {
+    let frames = futures_util::stream::unfold(0usize, move |k| async move {
+        if k > n {
+            return None;
+        }
+        if k > 0 && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let text = if k < n {
+            format!("data: {{\"i\":{k}}}\n\n")
+        } else {
+            "data: [DONE]\n\n".to_string()
+        };
+        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(text))), k + 1))
+    });
+    StreamBody::new(frames).boxed_unsync()
+}

@@ -1,0 +1,53 @@
+//! Shared integration-test harness: owns the submodule tree (`certs`, `mock_provider`,
+//! `sidecar_process`) and small polling/port helpers. Test crates include it with `mod support;`.
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod db_gateway;
+pub mod gateway;
+pub mod mock_provider;
+pub mod pg;
+pub mod sidecar_process;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// Interval between polls in [`wait_until`] and [`wait_until_async`].
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read, drop).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a free port");
+    listener
+        .local_addr()
+        .expect("local_addr of the probe listener")
+        .port()
+}
+
+/// Polls `f` every 20 ms until it returns `true` (→ `true`) or `deadline` elapses (→ `false`).
+/// `f` is always evaluated once more at the deadline, so a slow scheduler cannot cause a miss.
+pub async fn wait_until<F>(deadline: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> bool,
+{
+    wait_until_async(deadline, move || std::future::ready(f())).await
+}
+
+/// Like [`wait_until`], but the predicate is async (e.g. it performs a request).
+pub async fn wait_until_async<F, Fut>(deadline: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}

@@ -1,0 +1,275 @@
+//! Runs the real `sidecar` binary as a child process: owns its temp config directory,
+//! environment scrubbing, stdout/stderr capture, readiness polling, and shutdown.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Environment variables removed from the child unless the test passes them explicitly.
+pub const SCRUBBED_ENV: &[&str] = &[
+    "LITELLM_SALT_KEY",
+    "LITELLM_MASTER_KEY",
+    "SSL_CERT_FILE",
+    "RUST_LOG",
+];
+
+/// How long [`SidecarProcess::start`] waits for the listener to accept TCP connections.
+pub const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long [`SidecarProcess::stop`] waits after SIGTERM before SIGKILL.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// A running `sidecar -c <dir>/gateway.yaml`; killed on drop.
+pub struct SidecarProcess {
+    child: Child,
+    dir: TempDir,
+    port: u16,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl SidecarProcess {
+    /// Writes `config_yaml` to `gateway.yaml` (and each `(file_name, contents)` of
+    /// `extra_files`) in a fresh temp dir, spawns the binary there with `env`, and waits until
+    /// `listen_addr()` accepts TCP. In every written file `{PORT}` becomes the chosen free port
+    /// and `{DIR}` the temp dir path. Panics with the captured output on exit or timeout.
+    ///
+    /// This blocks the calling thread; inside a current-thread tokio test whose runtime also
+    /// drives a `MockProvider`, prefer [`SidecarProcess::start_async`].
+    pub fn start(config_yaml: &str, extra_files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+        Self::try_start(config_yaml, extra_files, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`SidecarProcess::start`] on a blocking thread, so the caller's runtime keeps running.
+    pub async fn start_async(
+        config_yaml: &str,
+        extra_files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let config = config_yaml.to_string();
+        let files = owned_pairs(extra_files);
+        let env = owned_pairs(env);
+        let joined = tokio::task::spawn_blocking(move || {
+            Self::start(&config, &borrowed_pairs(&files), &borrowed_pairs(&env))
+        })
+        .await;
+        match joined {
+            Ok(process) => process,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Like [`SidecarProcess::start`] but returns `Err(message with captured output)` when the
+    /// process exits before becoming ready or the deadline passes (e.g. to test bad configs).
+    pub fn try_start(
+        config_yaml: &str,
+        extra_files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let dir = tempfile::tempdir().expect("create sidecar temp dir");
+        let port = super::free_port();
+        let fill = |text: &str| {
+            text.replace("{PORT}", &port.to_string())
+                .replace("{DIR}", &dir.path().display().to_string())
+        };
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, fill(config_yaml)).expect("write gateway.yaml");
+        for (name, contents) in extra_files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, fill(contents))
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+
+        let mut cmd = command(env);
+        cmd.arg("-c")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn sidecar binary");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            spawn_reader(child.stdout.take().expect("child stdout"), output.clone()),
+            spawn_reader(child.stderr.take().expect("child stderr"), output.clone()),
+        ];
+        let mut process = SidecarProcess {
+            child,
+            dir,
+            port,
+            output,
+            readers,
+        };
+        process.wait_ready()?;
+        Ok(process)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let end = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait sidecar") {
+                self.join_readers();
+                return Err(format!(
+                    "sidecar exited before listening ({status}); output:\n{}",
+                    self.output()
+                ));
+            }
+            if TcpStream::connect_timeout(&self.listen_addr(), Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= end {
+                return Err(format!(
+                    "sidecar not listening on {} after {READY_DEADLINE:?}; output:\n{}",
+                    self.listen_addr(),
+                    self.output()
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// `127.0.0.1:PORT`, the address substituted for `{PORT}`.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.listen_addr())
+    }
+
+    /// The temp dir holding `gateway.yaml` and the extra files (also the child's cwd).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Child stdout and stderr captured so far (interleaved as read, lossily UTF-8).
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned()
+    }
+
+    /// Exit status if the child has already exited.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait sidecar")
+    }
+
+    /// Sends SIGTERM, waits up to 10 s for exit, then SIGKILLs; returns the exit status.
+    /// After this returns, [`SidecarProcess::output`] holds everything the child printed.
+    pub fn stop(&mut self) -> ExitStatus {
+        if let Some(status) = self.try_exit_status() {
+            self.join_readers();
+            return status;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + STOP_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.try_exit_status() {
+                break status;
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait killed sidecar");
+            }
+            std::thread::sleep(POLL);
+        };
+        self.join_readers();
+        status
+    }
+
+    /// Waits (bounded, in case a grandchild keeps a pipe open) for the pipe readers to drain.
+    fn join_readers(&mut self) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < end {
+            std::thread::sleep(POLL);
+        }
+        for reader in self.readers.drain(..) {
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
+        }
+    }
+
+    /// Runs the binary once with `args` (and `stdin` piped in, if given), env scrubbed as for
+    /// [`SidecarProcess::start`] apart from `env`, and returns its complete output.
+    pub fn run_cli(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+        let mut cmd = command(env);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn sidecar binary");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("child stdin");
+            let input = input.to_string();
+            // Write from a thread so a child that fills stdout before reading cannot deadlock.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(input.as_bytes());
+            });
+        }
+        child.wait_with_output().expect("wait for sidecar CLI")
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `Command` for the sidecar binary with [`SCRUBBED_ENV`] removed, then `env` applied.
+fn command(env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecar"));
+    for name in SCRUBBED_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+fn spawn_reader<R: Read + Send + 'static>(
+    mut pipe: R,
+    sink: Arc<Mutex<Vec<u8>>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .expect("output lock")
+                .extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+fn owned_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn borrowed_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect()
+}

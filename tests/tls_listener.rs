@@ -1,0 +1,336 @@
+//! TLS termination: protocol versions, ALPN, certificate reload without dropping open
+//! connections, and client certificates (mTLS) with per-route identity allow lists.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use boring::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
+use boring::x509::X509;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use support::certs::{alpn_wire, TestCa};
+use support::gateway::start_with_test_credentials;
+use support::mock_provider::MockProvider;
+use support::sidecar_process::SidecarProcess;
+use support::{free_port, wait_until_async};
+use tokio::net::TcpStream;
+use tokio_boring::SslStream;
+
+struct Tls {
+    _mock: MockProvider,
+    sidecar: SidecarProcess,
+    tls_port: u16,
+    server_ca: TestCa,
+    client_ca: TestCa,
+    dir: tempfile::TempDir,
+}
+
+/// A sidecar with a plain listener (for readiness) and a TLS one; `tls_extra` goes into the
+/// listener's `tls:` mapping, with `{TLSDIR}` replaced by the directory holding the test's
+/// certificates (`client-ca.pem` among them).
+async fn start(tls_extra: &str) -> Tls {
+    let server_ca = TestCa::new();
+    let client_ca = TestCa::new();
+    let upstream_ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = server_ca.issue(&["localhost", "127.0.0.1"]);
+    std::fs::write(dir.path().join("tls.crt"), cert).expect("write");
+    std::fs::write(dir.path().join("tls.key"), key).expect("write");
+    std::fs::write(dir.path().join("client-ca.pem"), client_ca.ca_cert_pem()).expect("write");
+    let upstream_ca_file = upstream_ca.write_ca_file(dir.path());
+    let mock = MockProvider::start_http1(&upstream_ca).await;
+    let tls_port = free_port();
+    let d = dir.path().display();
+    let config = format!(
+        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
+         listeners:\n\
+         \x20 - {{ address: \"127.0.0.1:{{PORT}}\" }}\n\
+         \x20 - {{ address: \"127.0.0.1:{tls_port}\", tls: {{ cert: \"{d}/tls.crt\", key: \"{d}/tls.key\", reload_interval: 100ms{} }} }}\n\
+         upstream: {{ ca_file: \"{}\" }}\n\
+         credentials: {{ local: credentials.yaml }}\n\
+         routes:\n\
+         \x20 - {{ name: open, path_prefix: /open, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred }}\n\
+         \x20 - {{ name: narrow, path_prefix: /narrow, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred, allowed_identities: [\"app-a.internal\"] }}\n",
+        tls_extra.replace("{TLSDIR}", &d.to_string()),
+        upstream_ca_file.display(),
+        u = mock.base_url()
+    );
+    let sidecar = start_with_test_credentials(&config).await;
+    Tls {
+        _mock: mock,
+        sidecar,
+        tls_port,
+        server_ca,
+        client_ca,
+        dir,
+    }
+}
+
+/// Client options: TLS versions, ALPN, an optional client certificate.
+#[derive(Default)]
+struct Client<'a> {
+    max: Option<SslVersion>,
+    alpn: Option<&'a [&'a str]>,
+    cert: Option<(&'a Path, &'a Path)>,
+}
+
+async fn handshake(t: &Tls, c: Client<'_>) -> Result<SslStream<TcpStream>, String> {
+    let mut builder = SslConnector::builder(SslMethod::tls()).expect("builder");
+    let ca = t.dir.path().join("server-ca.pem");
+    std::fs::write(&ca, t.server_ca.ca_cert_pem()).expect("write");
+    builder.set_ca_file(&ca).expect("ca");
+    builder
+        .set_min_proto_version(Some(SslVersion::TLS1))
+        .expect("min");
+    builder.set_max_proto_version(c.max).expect("max");
+    if let Some(alpn) = c.alpn {
+        builder.set_alpn_protos(&alpn_wire(alpn)).expect("alpn");
+    }
+    if let Some((cert, key)) = c.cert {
+        builder
+            .set_certificate_chain_file(cert)
+            .expect("client cert");
+        builder
+            .set_private_key_file(key, SslFiletype::PEM)
+            .expect("client key");
+    }
+    let tcp = TcpStream::connect(("127.0.0.1", t.tls_port))
+        .await
+        .expect("tcp");
+    let config = builder.build().configure().expect("configure");
+    let mut stream = tokio_boring::connect(config, "localhost", tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    // With TLS 1.3 a refused client certificate surfaces on the first read, not the handshake.
+    use tokio::io::AsyncWriteExt;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends requests over one kept-alive HTTP/1.1 connection.
+struct Conn(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
+
+impl Conn {
+    async fn open(stream: SslStream<TcpStream>) -> Result<Conn, String> {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Ok(Conn(sender))
+    }
+
+    async fn post(&mut self, path: &str) -> Result<u16, String> {
+        let req = hyper::Request::post(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("request");
+        let resp = self.0.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_versions_and_alpn() {
+    let t = start("").await;
+    for version in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
+        let stream = handshake(
+            &t,
+            Client {
+                max: Some(version),
+                ..Client::default()
+            },
+        )
+        .await
+        .expect("accepted");
+        assert_eq!(stream.ssl().version2(), Some(version));
+        assert_eq!(
+            Conn::open(stream)
+                .await
+                .expect("http")
+                .post("/open/x")
+                .await,
+            Ok(200)
+        );
+    }
+    let refused = handshake(
+        &t,
+        Client {
+            max: Some(SslVersion::TLS1_1),
+            ..Client::default()
+        },
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "TLS 1.1 must be refused when the minimum is 1.2"
+    );
+    let h2 = handshake(
+        &t,
+        Client {
+            alpn: Some(&["h2", "http/1.1"]),
+            ..Client::default()
+        },
+    )
+    .await
+    .expect("h2");
+    assert_eq!(h2.ssl().selected_alpn_protocol(), Some(b"h2".as_slice()));
+    let h1 = handshake(
+        &t,
+        Client {
+            alpn: Some(&["http/1.1"]),
+            ..Client::default()
+        },
+    )
+    .await
+    .expect("h1");
+    assert_eq!(
+        h1.ssl().selected_alpn_protocol(),
+        Some(b"http/1.1".as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_3_only_refuses_1_2() {
+    let t = start(", min_version: \"1.3\"").await;
+    assert!(handshake(
+        &t,
+        Client {
+            max: Some(SslVersion::TLS1_2),
+            ..Client::default()
+        }
+    )
+    .await
+    .is_err());
+    assert!(handshake(&t, Client::default()).await.is_ok());
+}
+
+fn served_cert(stream: &SslStream<TcpStream>) -> Vec<u8> {
+    stream
+        .ssl()
+        .peer_certificate()
+        .expect("server cert")
+        .to_der()
+        .expect("der")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_serves_new_connections_and_open_ones_keep_working() {
+    let t = start("").await;
+    let old_stream = handshake(&t, Client::default()).await.expect("tls");
+    let old_cert = served_cert(&old_stream);
+    let mut old = Conn::open(old_stream).await.expect("http");
+    assert_eq!(old.post("/open/a").await, Ok(200));
+
+    // A corrupted file is refused; the old certificate keeps serving.
+    std::fs::write(t.dir.path().join("tls.crt"), "not a certificate").expect("write");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            t.sidecar.output().contains("cannot reload the certificate")
+        })
+        .await
+    );
+    assert_eq!(
+        served_cert(&handshake(&t, Client::default()).await.expect("tls")),
+        old_cert
+    );
+
+    let (cert, key) = t.server_ca.issue(&["localhost", "127.0.0.1"]);
+    let new_cert = X509::from_pem(cert.as_bytes())
+        .expect("pem")
+        .to_der()
+        .expect("der");
+    std::fs::write(t.dir.path().join("tls.key"), key).expect("write");
+    std::fs::write(t.dir.path().join("tls.crt"), cert).expect("write");
+    let switched = wait_until_async(Duration::from_secs(10), || async {
+        handshake(&t, Client::default())
+            .await
+            .map(|s| served_cert(&s))
+            .ok()
+            == Some(new_cert.clone())
+    })
+    .await;
+    assert!(switched, "new connections see the new certificate");
+    assert_eq!(
+        old.post("/open/b").await,
+        Ok(200),
+        "the open connection keeps working"
+    );
+}
+
+/// A kept-alive connection presenting the client certificate `pair` (cert, key).
+async fn connect_as(t: &Tls, pair: &(std::path::PathBuf, std::path::PathBuf)) -> Conn {
+    let client = Client {
+        cert: Some((pair.0.as_path(), pair.1.as_path())),
+        ..Client::default()
+    };
+    Conn::open(handshake(t, client).await.expect("handshake"))
+        .await
+        .expect("http")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_verified_and_identities_allowed_per_route() {
+    // `start` writes the client CA into its directory and replaces {TLSDIR} with it.
+    let t = start(", client_ca: \"{TLSDIR}/client-ca.pem\"").await;
+    let write_pair = |name: &str, (cert, key): (String, String)| {
+        let c = t.dir.path().join(format!("{name}.crt"));
+        let k = t.dir.path().join(format!("{name}.key"));
+        std::fs::write(&c, cert).expect("write");
+        std::fs::write(&k, key).expect("write");
+        (c, k)
+    };
+    let app_a = write_pair("app-a", t.client_ca.issue(&["app-a.internal"]));
+    let app_b = write_pair("app-b", t.client_ca.issue(&["app-b.internal"]));
+    let stranger = write_pair("stranger", TestCa::new().issue(&["app-a.internal"]));
+
+    let request_without_cert = async {
+        let stream = handshake(&t, Client::default()).await.ok()?;
+        Conn::open(stream).await.ok()?.post("/open/x").await.ok()
+    };
+    assert_eq!(
+        request_without_cert.await,
+        None,
+        "no client certificate: refused"
+    );
+    let request_from_stranger = async {
+        let stream = handshake(
+            &t,
+            Client {
+                cert: Some((&stranger.0, &stranger.1)),
+                ..Client::default()
+            },
+        )
+        .await
+        .ok()?;
+        Conn::open(stream).await.ok()?.post("/open/x").await.ok()
+    };
+    assert_eq!(
+        request_from_stranger.await,
+        None,
+        "certificate from another CA: refused"
+    );
+
+    assert_eq!(
+        connect_as(&t, &app_a).await.post("/narrow/x").await,
+        Ok(200),
+        "allowed identity"
+    );
+    assert_eq!(
+        connect_as(&t, &app_b).await.post("/open/x").await,
+        Ok(200),
+        "any verified client on an open route"
+    );
+    assert_eq!(
+        connect_as(&t, &app_b).await.post("/narrow/x").await,
+        Ok(403),
+        "identity not on the route's list"
+    );
+}

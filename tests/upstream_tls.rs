@@ -1,0 +1,121 @@
+//! Upstream TLS: providers are verified; per-endpoint CA bundles and the explicitly named
+//! `insecure_skip_verify` (warned about at every start); the minimum TLS version.
+
+mod support;
+
+use support::certs::TestCa;
+use support::gateway::start_with_test_credentials;
+use support::mock_provider::MockProvider;
+
+async fn run(
+    upstream_extra: &str,
+    mock: &MockProvider,
+    trusted_ca: &TestCa,
+) -> (u16, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global_ca = trusted_ca.write_ca_file(dir.path());
+    let config = format!(
+        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
+         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
+         upstream: {{ ca_file: \"{}\"{upstream_extra} }}\n\
+         credentials: {{ local: credentials.yaml }}\n\
+         routes: [{{ name: a, path_prefix: /a, strip_prefix: true, upstream: \"{}\", provider: openai, credential: openai-cred }}]\n",
+        global_ca.display(),
+        mock.base_url()
+    );
+    let sidecar = start_with_test_credentials(&config).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/a/x", sidecar.base_url()))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.text().await.unwrap_or_default(),
+        sidecar.output(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_providers_are_refused_unless_their_endpoint_says_otherwise() {
+    let provider_ca = TestCa::new();
+    let other_ca = TestCa::new();
+    let mock = MockProvider::start_http1(&provider_ca).await;
+
+    let (status, body, _) = run("", &mock, &other_ca).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_tls_failed"), "{body}");
+    assert!(
+        mock.requests().is_empty(),
+        "nothing sent to an unverified provider"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint_ca = provider_ca.write_ca_file(dir.path());
+    let endpoint = format!(
+        ", endpoints: [{{ host: localhost, ca_file: \"{}\" }}]",
+        endpoint_ca.display()
+    );
+    let (status, body, _) = run(&endpoint, &mock, &other_ca).await;
+    assert_eq!(status, 200, "the endpoint's own CA bundle: {body}");
+
+    let (status, body, logs) = run(
+        ", endpoints: [{ host: localhost, insecure_skip_verify: true }]",
+        &mock,
+        &other_ca,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(logs.contains("certificate verification is OFF"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimum_tls_version_is_enforced_before_anything_is_sent() {
+    let ca = TestCa::new();
+    let modern = MockProvider::start_http1(&ca).await;
+    let (status, body, _) = run(", min_tls_version: \"1.3\"", &modern, &ca).await;
+    assert_eq!(
+        status, 200,
+        "a TLS 1.3 provider passes a 1.3 minimum: {body}"
+    );
+
+    let legacy = MockProvider::start_with_max_tls(&ca, boring::ssl::SslVersion::TLS1_2).await;
+    let (status, body, _) = run("", &legacy, &ca).await;
+    assert_eq!(status, 200, "TLS 1.2 passes the default minimum: {body}");
+    let before = legacy.requests().len();
+    let (status, body, _) = run(
+        ", endpoints: [{ host: localhost, min_tls_version: \"1.3\" }]",
+        &legacy,
+        &ca,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_tls_version"), "{body}");
+    assert_eq!(legacy.requests().len(), before, "nothing sent over TLS 1.2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_client_certificate_is_presented_to_providers_that_require_one() {
+    let ca = TestCa::new();
+    let client_ca = TestCa::new();
+    let mock = MockProvider::start_requiring_client_cert(&ca, &client_ca).await;
+    let (status, body, _) = run("", &mock, &ca).await;
+    assert_eq!(
+        status, 502,
+        "no client certificate: the provider refuses: {body}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = client_ca.issue(&["sidecar.internal"]);
+    std::fs::write(dir.path().join("client.crt"), cert).expect("write");
+    std::fs::write(dir.path().join("client.key"), key).expect("write");
+    let endpoint = format!(
+        ", endpoints: [{{ host: localhost, client_cert: \"{d}/client.crt\", client_key: \"{d}/client.key\" }}]",
+        d = dir.path().display()
+    );
+    let (status, body, _) = run(&endpoint, &mock, &ca).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(mock.requests().len(), 1);
+}
