@@ -58,6 +58,12 @@ async fn start(tls_extra: &str) -> Tls {
         u = mock.base_url()
     );
     let sidecar = start_with_test_credentials(&config).await;
+    // Readiness was seen on the plain listener; Pingora binds the listeners one after another.
+    let tls_bound = wait_until_async(Duration::from_secs(10), || async {
+        TcpStream::connect(("127.0.0.1", tls_port)).await.is_ok()
+    })
+    .await;
+    assert!(tls_bound, "the TLS listener never accepted a connection");
     Tls {
         _mock: mock,
         sidecar,
