@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "credentials",
     "routes",
     "access",
+    "admin",
     "log",
 ];
 const SERVER_KEYS: &[&str] = &[
@@ -42,7 +43,8 @@ const ROUTE_KEYS: &[&str] = &[
     "allowed_cidrs",
     "allowed_identities",
 ];
-const LOG_KEYS: &[&str] = &["level"];
+const LOG_KEYS: &[&str] = &["level", "format"];
+const ADMIN_KEYS: &[&str] = &["address"];
 
 /// Reads `doc`; relative file paths are resolved against `base_dir` (the config file's folder).
 /// `env` looks up environment variables (injected so tests need not touch the process's).
@@ -64,6 +66,7 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
     );
     let routes = parse_routes(&top, diag);
     let access = network::parse_access(top.section("access", network::ACCESS_KEYS, diag), diag);
+    let admin = parse_admin(top.section("admin", ADMIN_KEYS, diag), &listeners, diag);
     let log = parse_log(top.section("log", LOG_KEYS, diag), diag);
     if !diag.is_empty() {
         return None;
@@ -75,8 +78,37 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
         credentials,
         routes,
         access,
+        admin,
         log,
     })
+}
+
+fn parse_admin(
+    s: Option<Section<'_>>,
+    listeners: &[Listener],
+    diag: &mut Diagnostics,
+) -> AdminSettings {
+    let address = s
+        .as_ref()
+        .and_then(|s| {
+            let address = s.string("address", diag)?;
+            if address.parse::<std::net::SocketAddr>().is_err() {
+                diag.error(
+                    s.path_of("address"),
+                    format!("{address:?} is not IP:PORT (e.g. 127.0.0.1:9901)"),
+                );
+            } else if listeners.iter().any(|l| l.address == address) {
+                diag.error(
+                    s.path_of("address"),
+                    format!(
+                        "{address} is also a proxy listener; the admin listener needs its own port"
+                    ),
+                );
+            }
+            Some(address)
+        })
+        .unwrap_or_else(|| DEFAULT_ADMIN_ADDRESS.to_string());
+    AdminSettings { address }
 }
 
 fn parse_server(s: Option<Section<'_>>, diag: &mut Diagnostics) -> ServerSettings {
@@ -243,8 +275,22 @@ fn parse_log(s: Option<Section<'_>>, diag: &mut Diagnostics) -> LogSettings {
             })
             .ok()
     });
+    let format = s
+        .as_ref()
+        .and_then(|s| match s.string("format", diag)?.as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            other => {
+                diag.error(
+                    s.path_of("format"),
+                    format!("{other:?} is not one of text, json"),
+                );
+                None
+            }
+        });
     LogSettings {
         level: level.unwrap_or(DEFAULT_LOG_LEVEL),
+        format: format.unwrap_or_default(),
     }
 }
 

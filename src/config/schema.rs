@@ -66,6 +66,8 @@ pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
 /// Log level when neither `log.level` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
+/// The admin listener (`/healthz`, `/readyz`, `/metrics`): loopback only unless configured.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -82,8 +84,17 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Who may use the sidecar.
     pub access: AccessSettings,
+    /// The admin listener.
+    pub admin: AdminSettings,
     /// Logging.
     pub log: LogSettings,
+}
+
+/// The admin listener: probes and metrics, separate from the proxy listeners.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `IP:PORT` it listens on (plain HTTP).
+    pub address: String,
 }
 
 /// Pingora's own server settings.
@@ -257,4 +268,16 @@ pub struct AccessSettings {
 pub struct LogSettings {
     /// Level for the sidecar's own log lines; `RUST_LOG`, when set, wins.
     pub level: log::LevelFilter,
+    /// How each line is written.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `timestamp LEVEL target: message key=value …`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }

@@ -32,6 +32,7 @@ pub struct SidecarProcess {
     child: Child,
     dir: TempDir,
     port: u16,
+    admin_port: u16,
     output: Arc<Mutex<Vec<u8>>>,
     readers: Vec<JoinHandle<()>>,
 }
@@ -40,7 +41,8 @@ impl SidecarProcess {
     /// Writes `config_yaml` to `gateway.yaml` (and each `(file_name, contents)` of
     /// `extra_files`) in a fresh temp dir, spawns the binary there with `env`, and waits until
     /// `listen_addr()` accepts TCP. In every written file `{PORT}` becomes the chosen free port
-    /// and `{DIR}` the temp dir path. Panics with the captured output on exit or timeout.
+    /// and `{DIR}` the temp dir path; `{ADMIN_PORT}` a second free port, on which an `admin:`
+    /// listener is added when the config has none (parallel tests must not share 9901). Panics with the captured output on exit or timeout.
     ///
     /// This blocks the calling thread; inside a current-thread tokio test whose runtime also
     /// drives a `MockProvider`, prefer [`SidecarProcess::start_async`].
@@ -76,12 +78,14 @@ impl SidecarProcess {
     ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("create sidecar temp dir");
         let port = super::free_port();
+        let admin_port = super::free_port();
         let fill = |text: &str| {
             text.replace("{PORT}", &port.to_string())
+                .replace("{ADMIN_PORT}", &admin_port.to_string())
                 .replace("{DIR}", &dir.path().display().to_string())
         };
         let config_path = dir.path().join("gateway.yaml");
-        std::fs::write(&config_path, fill(config_yaml)).expect("write gateway.yaml");
+        std::fs::write(&config_path, fill(&with_admin(config_yaml))).expect("write gateway.yaml");
         for (name, contents) in extra_files {
             let path = dir.path().join(name);
             std::fs::write(&path, fill(contents))
@@ -105,6 +109,7 @@ impl SidecarProcess {
             child,
             dir,
             port,
+            admin_port,
             output,
             readers,
         };
@@ -139,6 +144,11 @@ impl SidecarProcess {
     /// `127.0.0.1:PORT`, the address substituted for `{PORT}`.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `http://127.0.0.1:ADMIN_PORT`, the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -234,6 +244,16 @@ impl Drop for SidecarProcess {
 }
 
 /// A `Command` for the sidecar binary with [`SCRUBBED_ENV`] removed, then `env` applied.
+/// `config_yaml` with an admin listener on `{ADMIN_PORT}` unless it configures one itself.
+fn with_admin(config_yaml: &str) -> String {
+    let has_admin = config_yaml.lines().any(|l| l.starts_with("admin:"));
+    if has_admin {
+        config_yaml.to_string()
+    } else {
+        format!("{config_yaml}\nadmin: {{ address: \"127.0.0.1:{{ADMIN_PORT}}\" }}\n")
+    }
+}
+
 fn command(env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecar"));
     for name in SCRUBBED_ENV {
