@@ -171,6 +171,20 @@ impl SidecarProcess {
         self.child.try_wait().expect("try_wait sidecar")
     }
 
+    /// Sends a signal by name (`"HUP"`, `"QUIT"`, `"TERM"`) and returns at once.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM, waits up to 10 s for exit, then SIGKILLs; returns the exit status.
     /// After this returns, [`SidecarProcess::output`] holds everything the child printed.
     pub fn stop(&mut self) -> ExitStatus {
