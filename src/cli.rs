@@ -171,12 +171,12 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            crate::logging::init(config.log.level);
+            crate::logging::init(config.log.level, config.log.format);
             let options = RunOptions {
                 upgrade: cli.upgrade,
                 daemon: cli.daemon,
             };
-            server::run(config, options)
+            server::run(config, &cli.conf, options)
         }
     };
     match result {
@@ -191,7 +191,10 @@ pub fn main() -> ExitCode {
 /// `-t`: validate the config, the local store and the CA bundle; try the database; report.
 fn test_config(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|errors| errors.to_string().trim_end().to_string())?;
-    crate::logging::init(config.log.level.min(log::LevelFilter::Warn));
+    crate::logging::init(
+        config.log.level.min(log::LevelFilter::Warn),
+        config.log.format,
+    );
     let targets = std::sync::Arc::new(crate::upstream::Targets::standalone(&config.upstream)?);
     let routes = crate::routes::RouteTable::new(&config.routes, &targets, None);
     let cache = std::sync::Arc::new(crate::credentials::CredentialCache::default());

@@ -10,14 +10,17 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod logging;
+pub mod metrics;
 pub mod percent;
 pub mod providers;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod tls;

@@ -1,10 +1,21 @@
-//! Log setup: `log.level` from the config, overridden by `RUST_LOG` when set.
+//! Log setup: `log.level` from the config, overridden by `RUST_LOG` when set; lines on stderr as
+//! text (`log.format: text`) or one JSON object per line (`log.format: json`).
+//!
+//! Structured fields travel as `log` key-values (the access line is one `access` record with
+//! `route`, `status`, … fields), so both formats carry the same data: text writes them as
+//! `key=value`, JSON as members of the line's object.
 //!
 //! Pingora's own TRACE level prints raw upstream request bytes, injected credential included,
 //! so TRACE records from `pingora*` targets are always dropped, whatever the level asked for.
 //! Everything the sidecar logs itself names credentials, never their values.
 
+use std::io::Write;
+
+use log::kv::{Key, Value, VisitSource};
 use log::{LevelFilter, Log, Metadata, Record};
+use serde_json::{Map, Value as Json};
+
+use crate::config::LogFormat;
 
 /// Wraps the real logger and drops the records that could carry secrets.
 struct SecretSafeLogger {
@@ -32,19 +43,90 @@ impl Log for SecretSafeLogger {
     }
 }
 
-/// Installs the logger (stderr, millisecond timestamps). Safe to call more than once; only the
-/// first call takes effect.
-pub fn init(level: LevelFilter) {
+/// Installs the logger on stderr. Safe to call more than once; only the first call takes effect.
+pub fn init(level: LevelFilter, format: LogFormat) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level).format_timestamp_millis();
+    builder.filter_level(level);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }
+    builder.format(move |buf, record| {
+        let ts = buf.timestamp_millis().to_string();
+        let line = match format {
+            LogFormat::Text => text_line(&ts, record),
+            LogFormat::Json => json_line(&ts, record),
+        };
+        writeln!(buf, "{line}")
+    });
     let inner = builder.build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(SecretSafeLogger { inner })).is_ok() {
         log::set_max_level(max);
     }
+}
+
+/// `ts LEVEL target: message key=value …`; values with spaces or quotes are quoted.
+fn text_line(ts: &str, record: &Record<'_>) -> String {
+    let mut line = format!(
+        "[{ts} {:<5} {}] {}",
+        record.level(),
+        record.target(),
+        record.args()
+    );
+    for (key, value) in fields(record) {
+        let shown = match value {
+            Json::String(s) if is_bare(&s) => s,
+            Json::String(s) => format!("{s:?}"),
+            other => other.to_string(),
+        };
+        line.push_str(&format!(" {key}={shown}"));
+    }
+    line
+}
+
+/// `{"ts":…,"level":…,"target":…,"message":…, fields…}`.
+fn json_line(ts: &str, record: &Record<'_>) -> String {
+    let mut object = Map::new();
+    object.insert("ts".into(), ts.into());
+    object.insert("level".into(), record.level().as_str().into());
+    object.insert("target".into(), record.target().into());
+    object.insert("message".into(), record.args().to_string().into());
+    for (key, value) in fields(record) {
+        object.insert(key, value);
+    }
+    Json::Object(object).to_string()
+}
+
+/// Whether a text value can be written without quotes.
+fn is_bare(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/[]@".contains(c))
+}
+
+/// The record's key-values as JSON values (numbers and booleans kept as such).
+fn fields(record: &Record<'_>) -> Vec<(String, Json)> {
+    struct Collect(Vec<(String, Json)>);
+    impl<'kvs> VisitSource<'kvs> for Collect {
+        fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+            let json = if let Some(n) = value.to_u64() {
+                Json::from(n)
+            } else if let Some(n) = value.to_i64() {
+                Json::from(n)
+            } else if let Some(b) = value.to_bool() {
+                Json::from(b)
+            } else if let Some(f) = value.to_f64() {
+                Json::from(f)
+            } else {
+                Json::from(value.to_string())
+            };
+            self.0.push((key.as_str().to_string(), json));
+            Ok(())
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    let _ = record.key_values().visit(&mut collect);
+    collect.0
 }
 
 #[cfg(test)]
@@ -63,5 +145,32 @@ mod tests {
             "pingora_core::protocols::http::v1::client"
         )));
         assert!(allowed(&meta(log::Level::Trace, "sidecar::proxy")));
+    }
+
+    #[test]
+    fn both_formats_carry_the_fields() {
+        let kvs: [(&str, Value<'_>); 4] = [
+            ("route", Value::from("openai")),
+            ("status", Value::from(200u64)),
+            ("path", Value::from("/a b")),
+            ("reused", Value::from(true)),
+        ];
+        let record = Record::builder()
+            .target("access")
+            .level(log::Level::Info)
+            .args(format_args!("request"))
+            .key_values(&kvs)
+            .build();
+        let text = text_line("T", &record);
+        assert_eq!(
+            text,
+            "[T INFO  access] request route=openai status=200 path=\"/a b\" reused=true"
+        );
+        let json: Json = serde_json::from_str(&json_line("T", &record)).expect("json");
+        assert_eq!(json["route"], "openai");
+        assert_eq!(json["status"], 200);
+        assert_eq!(json["reused"], true);
+        assert_eq!(json["message"], "request");
+        assert_eq!(json["level"], "INFO");
     }
 }

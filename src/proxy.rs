@@ -6,7 +6,9 @@
 //! pre-resolved peer) → `upstream_request_filter` (strip and inject) → response streamed back
 //! → `logging` (one access line, no secrets).
 
+mod access_log;
 pub mod binding;
+pub mod dispatch;
 pub mod failure;
 pub mod respond;
 pub mod rewrite;
@@ -19,42 +21,39 @@ use std::time::Instant;
 use async_trait::async_trait;
 use http::Method;
 use log::{info, warn};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::access::{allowed, Cidr, TokenCheck};
-use crate::config::AccessSettings;
 use crate::credentials::CredentialCache;
-use crate::routes::{Route, RouteTable};
+use crate::routes::Route;
 use crate::tls::ClientIdentity;
 use crate::upstream::gate::{Connection, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
 use binding::{bind, Binding};
+use dispatch::{Dispatch, SharedDispatch};
 use respond::ErrorReply;
 
-/// The proxy's shared state: the route table, the credential cache and the connection gate.
+/// The proxy's shared state: routes and access rules, the credential cache, the connection gate.
 pub struct SidecarProxy {
-    routes: Arc<RouteTable>,
+    dispatch: SharedDispatch,
     credentials: Arc<CredentialCache>,
     gate: Arc<ConnectionGate>,
-    access: AccessSettings,
 }
 
 impl SidecarProxy {
-    /// A proxy serving `routes` with credentials from `credentials`.
+    /// A proxy serving `dispatch` with credentials from `credentials`.
     pub fn new(
-        routes: Arc<RouteTable>,
+        dispatch: SharedDispatch,
         credentials: Arc<CredentialCache>,
         gate: Arc<ConnectionGate>,
-        access: AccessSettings,
     ) -> SidecarProxy {
         SidecarProxy {
-            routes,
+            dispatch,
             credentials,
             gate,
-            access,
         }
     }
 
@@ -62,6 +61,7 @@ impl SidecarProxy {
     /// route is recorded in `ctx` as soon as it is known), or the error to answer with.
     fn admit(
         &self,
+        dispatch: &Dispatch,
         req: &RequestHeader,
         client: Option<IpAddr>,
         identity: Option<&ClientIdentity>,
@@ -69,14 +69,14 @@ impl SidecarProxy {
     ) -> Result<Binding, ErrorReply> {
         let client_allowed =
             |list: &[Cidr]| client.is_some_and(|ip| allowed(list, ip)) || list.is_empty();
-        if !client_allowed(&self.access.allowed_cidrs) {
+        if !client_allowed(&dispatch.access.allowed_cidrs) {
             return Err(ErrorReply::new(
                 403,
                 "client_not_allowed",
                 "this client address may not use the sidecar",
             ));
         }
-        if let Some(tokens) = &self.access.client_tokens {
+        if let Some(tokens) = &dispatch.access.client_tokens {
             match tokens.check(req) {
                 TokenCheck::Accepted => {}
                 TokenCheck::Missing => {
@@ -110,7 +110,7 @@ impl SidecarProxy {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        let route = self.routes.find(host, path).ok_or_else(|| {
+        let route = dispatch.routes.find(host, path).ok_or_else(|| {
             ErrorReply::new(
                 404,
                 "route_not_found",
@@ -150,6 +150,10 @@ pub struct RequestCtx {
     reply: Option<ErrorReply>,
     retried: bool,
     reused_connection: Option<bool>,
+    /// When the first attempt got past the connection cap, about to connect or reuse.
+    upstream_started: Option<Instant>,
+    /// From then to the upstream's response header.
+    upstream_ttfb: Option<std::time::Duration>,
     /// The upstream connection in use, marked idle again when the request ends.
     connection: Option<Arc<Connection>>,
     /// The connection slot reserved for this attempt, given back if a pooled one is reused.
@@ -168,6 +172,8 @@ impl ProxyHttp for SidecarProxy {
             reply: None,
             retried: false,
             reused_connection: None,
+            upstream_started: None,
+            upstream_ttfb: None,
             connection: None,
             reservation: None,
         }
@@ -187,7 +193,14 @@ impl ProxyHttp for SidecarProxy {
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|ssl| ssl.extension.get::<ClientIdentity>())
             .cloned();
-        match self.admit(session.req_header(), client, identity.as_ref(), ctx) {
+        let dispatch = self.dispatch.load();
+        match self.admit(
+            &dispatch,
+            session.req_header(),
+            client,
+            identity.as_ref(),
+            ctx,
+        ) {
             Ok(binding) => {
                 ctx.binding = Some(binding);
                 Ok(false)
@@ -218,6 +231,7 @@ impl ProxyHttp for SidecarProxy {
             None => Reservation::default(),
         };
         ctx.reservation = Some(reserved.clone());
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         let connector = GateConnector::new(self.gate.clone(), reserved);
         binding.target.peer(connector, ctx.retried).ok_or_else(|| {
             let message = format!(
@@ -337,33 +351,22 @@ impl ProxyHttp for SidecarProxy {
         }
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_ttfb = ctx.upstream_started.map(|t| t.elapsed());
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         // Pingora has returned the connection to its pool (or dropped it, which the gate saw).
         if let Some(conn) = ctx.connection.take() {
             self.gate.set_idle(&conn);
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let req = session.req_header();
-        let client = session
-            .client_addr()
-            .map_or_else(|| "-".to_string(), |a| a.to_string());
-        let upstream = ctx
-            .binding
-            .as_ref()
-            .map_or_else(|| "-".to_string(), |b| b.upstream.host_header());
-        let reused = ctx
-            .reused_connection
-            .map_or("-", |r| if r { "true" } else { "false" });
-        let error = e.map_or_else(String::new, |e| format!(" error={:?}", e.etype.as_str()));
-        info!(
-            target: "access",
-            "route={} method={} path={:?} status={status} upstream={upstream} reused={reused} retried={} duration_ms={} client={client}{error}",
-            route_name(ctx),
-            req.method,
-            req.uri.path(),
-            ctx.retried,
-            ctx.started.elapsed().as_millis(),
-        );
+        access_log::finish(session, e, ctx);
     }
 
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {

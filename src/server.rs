@@ -2,24 +2,33 @@
 //! upstreams resolved before the first listener opens, then the proxy service, the credential
 //! refresh service (when a database is configured) and the DNS refresh service.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use log::{info, warn};
 use pingora::apps::HttpServerOptions;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
+use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::credentials::cipher::Keys;
 use crate::credentials::local::LocalStore;
 use crate::credentials::postgres::PostgresSource;
-use crate::credentials::refresh::{Listen, Refresher};
+use crate::credentials::refresh::{Listen, RefreshService, Refresher};
 use crate::credentials::source::CredentialSource;
 use crate::credentials::{salt_key_from_env, CredentialCache, Snapshot};
 use crate::db::Database;
+use crate::metrics;
 use crate::proxy::binding::bind;
+use crate::proxy::dispatch::{Dispatch, SharedDispatch};
 use crate::proxy::SidecarProxy;
+use crate::reload::Reloader;
 use crate::routes::RouteTable;
 use crate::tls::{listener_settings, CertReloader, CertStore};
 use crate::upstream::gate::ConnectionGate;
@@ -96,7 +105,8 @@ pub fn report_unserved_routes(routes: &RouteTable, snapshot: &Snapshot) -> usize
 }
 
 /// Runs the sidecar until it is told to stop. Returns only on a start-up error.
-pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
+/// `config_path` is where `config` came from, read again on SIGHUP.
+pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<(), String> {
     for endpoint in config
         .upstream
         .endpoints
@@ -112,8 +122,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let up = &config.upstream;
     let gate = ConnectionGate::new(up.max_connections, up.pool_wait_timeout, up.connect_timeout);
     let targets = Arc::new(Targets::new(up, &gate)?);
-    let token_header = config.access.client_tokens.as_ref().map(|t| &t.header);
-    let routes = Arc::new(RouteTable::new(&config.routes, &targets, token_header));
+    let dispatch: SharedDispatch =
+        Arc::new(ArcSwap::from_pointee(Dispatch::new(&config, &targets)));
+    metrics::register_state(gate.clone(), cache.clone())?;
 
     // Start-up work runs on a short-lived runtime: Pingora starts its own per service, and may
     // fork to daemonize, which would lose threads made before `run`.
@@ -136,9 +147,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         });
         let refresher = Refresher::new(cache.clone(), sources, interval, listen);
         refresher.refresh().await;
-        report_unserved_routes(&routes, &cache.snapshot());
+        report_unserved_routes(&dispatch.load().routes, &cache.snapshot());
         resolve_all(&targets.all()).await;
-        Ok::<_, String>(refresher)
+        Ok::<_, String>(Arc::new(refresher))
     })?;
     drop(startup);
 
@@ -152,7 +163,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        SidecarProxy::new(routes, cache, gate, config.access.clone()),
+        SidecarProxy::new(dispatch.clone(), cache.clone(), gate),
         "sidecar proxy",
     );
     if let Some(app) = proxy.app_logic_mut() {
@@ -162,8 +173,58 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         server_options.allow_connect_method_proxying = true;
         app.server_options = Some(server_options);
     }
+    let cert_stores = add_listeners(&mut proxy, &config)?;
+    server.add_service(proxy);
+    server.add_service(admin_service(&config, dispatch.clone(), cache.clone()));
+    if let Some(interval) = config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .map(|t| t.reload_interval)
+        .min()
+    {
+        server.add_service(background_service(
+            "tls certificate reload",
+            CertReloader {
+                stores: cert_stores,
+                interval,
+            },
+        ));
+    }
+    if config.credentials.postgres.is_some() {
+        server.add_service(background_service(
+            "credential refresh",
+            RefreshService(refresher.clone()),
+        ));
+    }
+    server.add_service(background_service(
+        "upstream dns refresh",
+        ResolverService {
+            targets: targets.clone(),
+            interval: config.upstream.dns_refresh_interval,
+        },
+    ));
+    server.add_service(background_service(
+        "config reload",
+        Reloader {
+            path: config_path.to_path_buf(),
+            running: Mutex::new(config),
+            dispatch,
+            targets,
+            refresher,
+            cache,
+        },
+    ));
+    server.run_forever();
+}
+
+/// Adds every configured listener to the proxy service; returns the TLS certificate stores
+/// (watched for new certificates).
+fn add_listeners(
+    proxy: &mut Service<HttpProxy<SidecarProxy>>,
+    config: &Config,
+) -> Result<Vec<Arc<CertStore>>, String> {
     let mut cert_stores = Vec::new();
-    let mut reload_interval = None::<std::time::Duration>;
     for listener in &config.listeners {
         match &listener.tls {
             None => {
@@ -175,9 +236,6 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
                 let settings = listener_settings(tls, store.clone())?;
                 proxy.add_tls_with_settings(&listener.address, None, settings);
                 cert_stores.push(store);
-                reload_interval = Some(
-                    reload_interval.map_or(tls.reload_interval, |r| r.min(tls.reload_interval)),
-                );
                 let mtls = if tls.client_ca.is_some() {
                     " (client certificates required)"
                 } else {
@@ -187,25 +245,35 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             }
         }
     }
-    server.add_service(proxy);
-    if let Some(interval) = reload_interval {
-        server.add_service(background_service(
-            "tls certificate reload",
-            CertReloader {
-                stores: cert_stores,
-                interval,
-            },
-        ));
-    }
-    if config.credentials.postgres.is_some() {
-        server.add_service(background_service("credential refresh", refresher));
-    }
-    server.add_service(background_service(
-        "upstream dns refresh",
-        ResolverService {
-            targets,
-            interval: config.upstream.dns_refresh_interval,
-        },
-    ));
-    server.run_forever();
+    Ok(cert_stores)
+}
+
+/// The admin listener's service: probes and metrics.
+fn admin_service(
+    config: &Config,
+    dispatch: SharedDispatch,
+    cache: Arc<CredentialCache>,
+) -> Service<AdminApp> {
+    let app = AdminApp {
+        dispatch,
+        cache,
+        listeners: config
+            .listeners
+            .iter()
+            .filter_map(|l| l.address.parse().ok())
+            .collect(),
+        // Three missed polls in a row before the snapshot counts as stale.
+        stale_after: config
+            .credentials
+            .postgres
+            .as_ref()
+            .map(|pg| pg.refresh_interval * 3),
+    };
+    let mut service = Service::new("admin".to_string(), app);
+    service.add_tcp(&config.admin.address);
+    info!(
+        "admin listener on http://{} (/healthz, /readyz, /metrics)",
+        config.admin.address
+    );
+    service
 }

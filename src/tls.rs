@@ -171,6 +171,7 @@ impl TlsAccept for Callbacks {
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        crate::metrics::DOWNSTREAM_TLS_HANDSHAKES.inc();
         let cert = ssl.peer_certificate()?;
         Some(Arc::new(ClientIdentity::of(&cert)))
     }

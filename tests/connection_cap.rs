@@ -163,7 +163,7 @@ async fn requests_past_a_short_wait_get_503_and_send_nothing() {
     assert!(
         s.sidecar
             .output()
-            .contains("error=\"UpstreamConnectionLimit\""),
+            .contains("error=UpstreamConnectionLimit"),
         "{}",
         s.sidecar.output()
     );

@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -88,15 +89,18 @@ impl Snapshot {
     }
 }
 
-/// The current snapshot, swapped atomically.
+/// The current snapshot, swapped atomically, and when it was last known to match its sources.
 pub struct CredentialCache {
     current: ArcSwap<Snapshot>,
+    /// When every source was last read successfully (the process start until then).
+    fresh_at: Mutex<Instant>,
 }
 
 impl Default for CredentialCache {
     fn default() -> Self {
         CredentialCache {
             current: ArcSwap::from_pointee(Snapshot::default()),
+            fresh_at: Mutex::new(Instant::now()),
         }
     }
 }
@@ -110,6 +114,19 @@ impl CredentialCache {
     /// Replaces the snapshot; requests already holding the old one keep it.
     pub fn publish(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+    }
+
+    /// Records that every source was just read successfully (the snapshot is current).
+    pub fn mark_fresh(&self) {
+        *self.fresh_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// How long since every source was last read successfully: how stale the snapshot may be.
+    pub fn age(&self) -> Duration {
+        self.fresh_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 }
 

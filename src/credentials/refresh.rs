@@ -7,7 +7,7 @@
 //! is refused as a whole. Retries back off exponentially up to [`MAX_BACKOFF`]. Logs record
 //! state changes (database lost, back, rows failing or recovering), not every attempt.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,18 @@ struct Tracked {
     failing: BTreeSet<String>,
 }
 
+impl Tracked {
+    fn new(source: Box<dyn CredentialSource>) -> Tracked {
+        Tracked {
+            source,
+            last_good: None,
+            fingerprint: None,
+            healthy: None,
+            failing: BTreeSet::new(),
+        }
+    }
+}
+
 /// Change notifications, when `listen: true`.
 pub struct Listen {
     /// The database to LISTEN on.
@@ -60,22 +72,36 @@ impl Refresher {
         interval: Duration,
         listen: Option<Listen>,
     ) -> Refresher {
-        let sources = sources
-            .into_iter()
-            .map(|source| Tracked {
-                source,
-                last_good: None,
-                fingerprint: None,
-                healthy: None,
-                failing: BTreeSet::new(),
-            })
-            .collect();
+        let sources = sources.into_iter().map(Tracked::new).collect();
         Refresher {
             cache,
             sources: Mutex::new(sources),
             interval,
             listen,
         }
+    }
+
+    /// Replaces the sources (a config reload). A source that was configured before (same
+    /// description) keeps its last good outcome, so reloading while the database is down does
+    /// not drop its credentials; a new source contributes from the next [`Refresher::refresh`],
+    /// which reads every source again.
+    pub async fn replace_sources(&self, sources: Vec<Box<dyn CredentialSource>>) {
+        let mut current = self.sources.lock().await;
+        let mut previous: HashMap<String, Tracked> = current
+            .drain(..)
+            .map(|t| (t.source.describe(), t))
+            .collect();
+        for source in sources {
+            let mut tracked = Tracked::new(source);
+            if let Some(old) = previous.remove(&tracked.source.describe()) {
+                tracked.last_good = old.last_good;
+                tracked.healthy = old.healthy;
+                tracked.failing = old.failing;
+            }
+            current.push(tracked);
+        }
+        // Sources that were dropped leave the snapshot now, even if nothing else changes.
+        self.cache.publish(merge(&current));
     }
 
     /// Reads every source once and publishes a new snapshot when anything changed. Returns
@@ -122,6 +148,11 @@ impl Refresher {
             );
             self.cache.publish(snapshot);
         }
+        if all_read {
+            self.cache.mark_fresh();
+        }
+        let result = if all_read { "success" } else { "failure" };
+        crate::metrics::REFRESHES.with_label_values(&[result]).inc();
         all_read
     }
 }
@@ -210,9 +241,20 @@ async fn resolve_new_targets(snapshot: &Snapshot) {
     }
 }
 
+/// The refresher as a Pingora background service (it is shared with the config reloader).
+pub struct RefreshService(pub Arc<Refresher>);
+
 #[async_trait]
-impl BackgroundService for Refresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl BackgroundService for RefreshService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+impl Refresher {
+    /// Refreshes every `refresh_interval` (and on each `NOTIFY`), backing off after failures,
+    /// until shutdown.
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = MIN_BACKOFF;
         let mut listener: Option<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<String>)> =
             None;

@@ -76,7 +76,7 @@ impl Connection {
     }
 }
 
-/// Counters (monotonic) for the metrics issue.
+/// Counters (monotonic), exported by [`crate::metrics`].
 #[derive(Debug, Default)]
 pub struct GateCounters {
     /// New upstream connections made.
@@ -128,6 +128,19 @@ impl ConnectionGate {
     /// Connections open now (in use, idle, being established, or closing).
     pub fn open_connections(&self) -> usize {
         self.max - self.slots.available_permits()
+    }
+
+    /// The cap, `upstream.max_connections`.
+    pub fn max_connections(&self) -> usize {
+        self.max
+    }
+
+    /// Connections carrying a request now.
+    pub fn in_use_connections(&self) -> usize {
+        self.lock_open()
+            .values()
+            .filter(|c| !c.idle.load(Ordering::Relaxed))
+            .count()
     }
 
     /// Idle pooled connections now.

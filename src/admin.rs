@@ -1,0 +1,113 @@
+//! The admin listener, separate from the proxy listeners (default `127.0.0.1:9901`):
+//!
+//! - `GET /healthz`: 200 while the process serves HTTP at all (liveness);
+//! - `GET /readyz`: 200 when every listener is bound and every credential or model a route
+//!   references is loaded; otherwise 503 with a JSON list of what is missing. A snapshot older
+//!   than the stale limit (database unreachable) is reported but does not fail readiness: the
+//!   last good copy is meant to keep serving, and failing every replica at once when Postgres
+//!   blips would turn a database outage into a traffic outage;
+//! - `GET /metrics`: Prometheus text, served by `pingora-prometheus` ([`crate::metrics`]).
+
+pub mod listeners;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora_prometheus::PrometheusHttpApp;
+use serde_json::{json, Value};
+
+use crate::credentials::CredentialCache;
+use crate::proxy::binding::bind;
+use crate::proxy::dispatch::SharedDispatch;
+
+/// What the admin endpoints look at.
+pub struct AdminApp {
+    /// The routes in force (readiness checks each one).
+    pub dispatch: SharedDispatch,
+    /// The credential snapshot.
+    pub cache: Arc<CredentialCache>,
+    /// The proxy listeners that must be bound.
+    pub listeners: Vec<SocketAddr>,
+    /// With a database: a snapshot not confirmed for this long is reported stale.
+    pub stale_after: Option<Duration>,
+}
+
+impl AdminApp {
+    /// The readiness verdict and its JSON report.
+    pub fn readiness(&self) -> (bool, Value) {
+        let snapshot = self.cache.snapshot();
+        let dispatch = self.dispatch.load();
+        // Binding a model route advances its round-robin by one; harmless at probe rates.
+        let missing: Vec<Value> = dispatch
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let reason = bind(route, &snapshot).err()?.message;
+                Some(json!({ "route": route.name, "reason": reason }))
+            })
+            .collect();
+        let unbound: Vec<String> = listeners::unbound(&self.listeners)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let age = self.cache.age();
+        let stale = self.stale_after.filter(|limit| age > *limit).map(|limit| {
+            json!({
+                "snapshot_age_seconds": age.as_secs(),
+                "limit_seconds": limit.as_secs(),
+                "note": "credential sources unreadable; serving the last good snapshot",
+            })
+        });
+        let ready = missing.is_empty() && unbound.is_empty();
+        let report = json!({
+            "ready": ready,
+            "missing": missing,
+            "unbound_listeners": unbound,
+            "stale": stale,
+        });
+        (ready, report)
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
+    let body = body.to_string().into_bytes();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            let body = json!({ "error": "the admin endpoints answer GET only" });
+            return json_response(StatusCode::METHOD_NOT_ALLOWED, &body);
+        }
+        match req.uri.path() {
+            "/healthz" => json_response(StatusCode::OK, &json!({ "status": "alive" })),
+            "/readyz" => {
+                let (ready, report) = self.readiness();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_response(status, &report)
+            }
+            "/metrics" => PrometheusHttpApp.response(session).await,
+            other => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": format!("no admin endpoint {other:?}; try /healthz, /readyz, /metrics") }),
+            ),
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Every metric the sidecar exports, defined in one place, all in the `prometheus` default
+//! registry that `pingora-prometheus` serves on the admin listener's `/metrics`.
+//!
+//! Request-path metrics are plain statics updated where things happen. State that already lives
+//! elsewhere (the connection gate's counters, the credential snapshot) is read at scrape time by
+//! a [`Collector`], so there is one source of truth and nothing to keep in sync.
+//!
+//! Labels are bounded: route names (from the config), status classes, credential and model
+//! names (rows in the store). Never paths, client addresses, hosts from requests, or values.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
+
+use crate::credentials::CredentialCache;
+use crate::upstream::gate::ConnectionGate;
+
+/// Latency buckets (seconds): LLM calls range from milliseconds (errors, cached) to minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+fn registered<C: Collector + Clone + 'static>(collector: C) -> C {
+    prometheus::register(Box::new(collector.clone())).expect("metric registered once");
+    collector
+}
+
+/// Requests by route (`-` when none matched) and status class (`2xx` … `5xx`, `none` when no
+/// response was written).
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_requests_total",
+                "Requests by route and status class",
+            ),
+            &["route", "status_class"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// From sending the request upstream to the upstream's response header, by route.
+pub static UPSTREAM_TTFB: LazyLock<HistogramVec> = LazyLock::new(|| {
+    registered(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "sidecar_upstream_ttfb_seconds",
+                "Time from choosing the upstream to its response header, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Whole request duration as the client sees it (streams included), by route.
+pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    registered(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "sidecar_request_duration_seconds",
+                "Request duration from arrival to the last byte, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Completed downstream TLS handshakes.
+pub static DOWNSTREAM_TLS_HANDSHAKES: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "sidecar_downstream_tls_handshakes_total",
+            "Completed TLS handshakes on the TLS listeners",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Credential refresh rounds by result (`success`: every source read; `failure`: some source
+/// could not be read and its last good credentials stayed in use).
+pub static REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_credential_refreshes_total",
+                "Credential refresh rounds by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Config reloads (SIGHUP) by result.
+pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new("sidecar_config_reloads_total", "Config reloads by result"),
+            &["result"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// `2xx` … `5xx` for a status code; `none` when no response was written.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Records one finished request.
+pub fn record_request(route: &str, status: u16, ttfb: Option<Duration>, total: Duration) {
+    REQUESTS
+        .with_label_values(&[route, status_class(status)])
+        .inc();
+    if let Some(ttfb) = ttfb {
+        UPSTREAM_TTFB
+            .with_label_values(&[route])
+            .observe(ttfb.as_secs_f64());
+    }
+    REQUEST_DURATION
+        .with_label_values(&[route])
+        .observe(total.as_secs_f64());
+}
+
+/// Registers the scrape-time collectors over the gate and the credential cache. Call once.
+pub fn register_state(
+    gate: Arc<ConnectionGate>,
+    cache: Arc<CredentialCache>,
+) -> Result<(), String> {
+    let gate = GateCollector::new(gate).map_err(|e| e.to_string())?;
+    let cache = CacheCollector::new(cache).map_err(|e| e.to_string())?;
+    prometheus::register(Box::new(gate)).map_err(|e| format!("metrics: {e}"))?;
+    prometheus::register(Box::new(cache)).map_err(|e| format!("metrics: {e}"))?;
+    Ok(())
+}
+
+/// A counter whose value is owned elsewhere: set at scrape time.
+fn set_counter(counter: &IntCounter, value: u64) {
+    counter.reset();
+    counter.inc_by(value);
+}
+
+/// The connection gate's gauges and counters.
+struct GateCollector {
+    gate: Arc<ConnectionGate>,
+    connections: IntGaugeVec,
+    limit: IntGauge,
+    new_connections: IntCounter,
+    reuses: IntCounter,
+    waits: IntCounter,
+    rejections: IntCounter,
+    evictions: IntCounter,
+    /// Serializes scrapes: setting a counter is a reset and an add.
+    scrape: Mutex<()>,
+}
+
+impl GateCollector {
+    fn new(gate: Arc<ConnectionGate>) -> prometheus::Result<GateCollector> {
+        let counter = IntCounter::new;
+        Ok(GateCollector {
+            gate,
+            connections: IntGaugeVec::new(
+                Opts::new(
+                    "sidecar_upstream_connections",
+                    "Upstream TCP connections now, by state (open = in_use + idle + opening/closing)",
+                ),
+                &["state"],
+            )?,
+            limit: IntGauge::new(
+                "sidecar_upstream_connections_limit",
+                "upstream.max_connections",
+            )?,
+            new_connections: counter(
+                "sidecar_upstream_connections_new_total",
+                "New upstream connections (TLS handshakes to providers)",
+            )?,
+            reuses: counter(
+                "sidecar_upstream_connection_reuses_total",
+                "Requests served on a pooled upstream connection",
+            )?,
+            waits: counter(
+                "sidecar_upstream_cap_waits_total",
+                "Requests that waited at the connection cap",
+            )?,
+            rejections: counter(
+                "sidecar_upstream_cap_rejections_total",
+                "Requests refused (503) at the connection cap",
+            )?,
+            evictions: counter(
+                "sidecar_upstream_cap_evictions_total",
+                "Idle connections closed to make room under the cap",
+            )?,
+            scrape: Mutex::new(()),
+        })
+    }
+}
+
+impl Collector for GateCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.connections.desc();
+        for c in [
+            &self.new_connections,
+            &self.reuses,
+            &self.waits,
+            &self.rejections,
+            &self.evictions,
+        ] {
+            descs.extend(c.desc());
+        }
+        descs.extend(self.limit.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &self.gate;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let states = [
+            ("open", g.open_connections()),
+            ("idle", g.idle_connections()),
+            ("in_use", g.in_use_connections()),
+        ];
+        for (state, n) in states {
+            self.connections.with_label_values(&[state]).set(n as i64);
+        }
+        self.limit.set(g.max_connections() as i64);
+        set_counter(&self.new_connections, load(&g.counters.new_connections));
+        set_counter(&self.reuses, load(&g.counters.reuses));
+        set_counter(&self.waits, load(&g.counters.waits));
+        set_counter(&self.rejections, load(&g.counters.rejections));
+        set_counter(&self.evictions, load(&g.counters.evictions));
+        let mut families = self.connections.collect();
+        for c in [
+            &self.new_connections,
+            &self.reuses,
+            &self.waits,
+            &self.rejections,
+            &self.evictions,
+        ] {
+            families.extend(c.collect());
+        }
+        families.extend(self.limit.collect());
+        families
+    }
+}
+
+/// The credential snapshot: its size, its age, and the names that failed to load.
+struct CacheCollector {
+    cache: Arc<CredentialCache>,
+    loaded: IntGaugeVec,
+    age: Gauge,
+    failures: IntGaugeVec,
+    scrape: Mutex<()>,
+}
+
+impl CacheCollector {
+    fn new(cache: Arc<CredentialCache>) -> prometheus::Result<CacheCollector> {
+        Ok(CacheCollector {
+            cache,
+            loaded: IntGaugeVec::new(
+                Opts::new(
+                    "sidecar_credential_snapshot_entries",
+                    "Entries in the credential snapshot, by kind (credential, model)",
+                ),
+                &["kind"],
+            )?,
+            age: Gauge::new(
+                "sidecar_credential_snapshot_age_seconds",
+                "Seconds since every credential source was last read successfully",
+            )?,
+            failures: IntGaugeVec::new(
+                Opts::new(
+                    "sidecar_credential_load_failures",
+                    "1 for each credential or model that failed to decrypt or parse (names only)",
+                ),
+                &["kind", "name"],
+            )?,
+            scrape: Mutex::new(()),
+        })
+    }
+}
+
+impl Collector for CacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.loaded.desc();
+        descs.extend(self.age.desc());
+        descs.extend(self.failures.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.cache.snapshot();
+        let count = |n: usize| n as i64;
+        self.loaded
+            .with_label_values(&["credential"])
+            .set(count(snapshot.credentials.len()));
+        self.loaded
+            .with_label_values(&["model"])
+            .set(count(snapshot.models.len()));
+        self.age.set(self.cache.age().as_secs_f64());
+        self.failures.reset();
+        for name in snapshot.credential_failures.keys() {
+            self.failures
+                .with_label_values(&["credential", name])
+                .set(1);
+        }
+        for name in snapshot.model_failures.keys() {
+            self.failures.with_label_values(&["model", name]).set(1);
+        }
+        let mut families = self.loaded.collect();
+        families.extend(self.age.collect());
+        families.extend(self.failures.collect());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(0), "none");
+    }
+}

@@ -1,0 +1,33 @@
+//! What the proxy consults for every request and a config reload (SIGHUP) replaces as one unit:
+//! the route table and the client access rules. Requests take the current [`Dispatch`] once, at
+//! admission, so a reload never changes a request halfway through.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{AccessSettings, Config};
+use crate::routes::RouteTable;
+use crate::upstream::Targets;
+
+/// Routes and access rules from one config.
+pub struct Dispatch {
+    /// The routes, registered with their upstream targets.
+    pub routes: RouteTable,
+    /// Who may use the sidecar.
+    pub access: AccessSettings,
+}
+
+/// The dispatch in force, shared by the proxy, the admin listener and the reloader.
+pub type SharedDispatch = Arc<ArcSwap<Dispatch>>;
+
+impl Dispatch {
+    /// Builds the dispatch of `config`, registering new upstreams in `targets`.
+    pub fn new(config: &Config, targets: &Targets) -> Dispatch {
+        let token_header = config.access.client_tokens.as_ref().map(|t| &t.header);
+        Dispatch {
+            routes: RouteTable::new(&config.routes, targets, token_header),
+            access: config.access.clone(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Config reload without a restart, on SIGHUP: the file is read and validated again; if it is
+//! valid, its routes, access rules and credential sources replace the running ones, each as one
+//! atomic swap (credentials first, so a new route never goes live before its key is loaded).
+//! If it is not, every error is logged and the running config stays in force.
+//!
+//! Settings that shape sockets and threads (`server`, `listeners`, `upstream`, `admin`, `log`,
+//! and the refresh schedule of `credentials.postgres`) take effect at the next restart or `-u`
+//! upgrade; a reload that changes them says so.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use log::{error, info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::credentials::refresh::Refresher;
+use crate::credentials::CredentialCache;
+use crate::metrics::RELOADS;
+use crate::proxy::dispatch::{Dispatch, SharedDispatch};
+use crate::server::{credential_sources, report_unserved_routes};
+use crate::upstream::resolver::resolve_all;
+use crate::upstream::Targets;
+
+/// Reloads the config on SIGHUP.
+pub struct Reloader {
+    /// The config file, as given with `-c`.
+    pub path: PathBuf,
+    /// The config in force.
+    pub running: Mutex<Config>,
+    /// Routes and access rules, swapped on reload.
+    pub dispatch: SharedDispatch,
+    /// Upstream endpoints; new routes register theirs here.
+    pub targets: Arc<Targets>,
+    /// Credential loading, given the new sources.
+    pub refresher: Arc<Refresher>,
+    /// The snapshot, to report routes a reload leaves unserved.
+    pub cache: Arc<CredentialCache>,
+}
+
+impl Reloader {
+    /// Reads the config file again and applies it, or logs why not. Returns whether it applied.
+    pub async fn reload(&self) -> bool {
+        let path = self.path.display();
+        info!("config reload: reading {path}");
+        let config = match Config::load(&self.path) {
+            Ok(config) => config,
+            Err(errors) => {
+                error!(
+                    "config reload: {path} rejected; the running config stays in force\n{errors}"
+                );
+                RELOADS.with_label_values(&["rejected"]).inc();
+                return false;
+            }
+        };
+        let sources = match credential_sources(&config, &self.targets).await {
+            Ok(sources) => sources,
+            Err(e) => {
+                error!("config reload: {path} rejected; the running config stays in force: {e}");
+                RELOADS.with_label_values(&["rejected"]).inc();
+                return false;
+            }
+        };
+        for section in restart_only_changes(&self.running(), &config) {
+            warn!("config reload: {section} changed; that takes effect at the next restart");
+        }
+        let dispatch = Dispatch::new(&config, &self.targets);
+        resolve_all(&self.targets.all()).await;
+        self.refresher.replace_sources(sources).await;
+        self.refresher.refresh().await;
+        report_unserved_routes(&dispatch.routes, &self.cache.snapshot());
+        let routes = dispatch.routes.iter().count();
+        self.dispatch.store(Arc::new(dispatch));
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = config;
+        RELOADS.with_label_values(&["applied"]).inc();
+        info!("config reload: applied {path} ({routes} routes)");
+        true
+    }
+
+    fn running(&self) -> Config {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The sections that differ between `old` and `new` but apply only at a restart.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    // Compared through `Debug` (never printed): the settings types are plain data, and secrets
+    // among them print redacted, which only means a changed database URL is not reported here
+    // (it is reloadable anyway: the database source is rebuilt).
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let schedule = |c: &Config| {
+        c.credentials
+            .postgres
+            .as_ref()
+            .map(|pg| (pg.refresh_interval, pg.listen, pg.channel.clone()))
+    };
+    let mut changed = Vec::new();
+    if differs(&old.server, &new.server) {
+        changed.push("server");
+    }
+    if differs(&old.listeners, &new.listeners) {
+        changed.push("listeners");
+    }
+    if differs(&old.upstream, &new.upstream) {
+        changed.push("upstream");
+    }
+    if differs(&old.admin, &new.admin) {
+        changed.push("admin");
+    }
+    if differs(&old.log, &new.log) {
+        changed.push("log");
+    }
+    if schedule(old) != schedule(new) {
+        changed.push("credentials.postgres refresh schedule (refresh_interval, listen, channel)");
+    }
+    changed
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("config reload: cannot watch SIGHUP ({e}); reload by restarting");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                Some(()) = hangups.recv() => {
+                    self.reload().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
