@@ -1,0 +1,187 @@
+//! The admin listener: liveness, readiness that names what is missing, and the metrics page.
+
+mod support;
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use support::certs::TestCa;
+use support::gateway::{gateway_yaml, start_with_test_credentials, KEYS};
+use support::mock_provider::MockProvider;
+
+struct Setup {
+    _mock: MockProvider,
+    sidecar: support::sidecar_process::SidecarProcess,
+    client: reqwest::Client,
+    _ca_dir: tempfile::TempDir,
+}
+
+/// The test gateway (routes `missing` and `broken` cannot be served) or, with `only_openai`,
+/// just its `openai` route.
+async fn setup(only_openai: bool) -> Setup {
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write_ca_file(ca_dir.path());
+    let mock = MockProvider::start_http1(&ca).await;
+    let mut config = gateway_yaml(&mock.base_url(), &ca_file);
+    if only_openai {
+        config = config
+            .lines()
+            .filter(|l| !l.starts_with("  - ") || l.contains("name: openai,"))
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    Setup {
+        sidecar: start_with_test_credentials(&config).await,
+        _mock: mock,
+        client: reqwest::Client::new(),
+        _ca_dir: ca_dir,
+    }
+}
+
+async fn get(s: &Setup, path: &str) -> (u16, String) {
+    let resp = s
+        .client
+        .get(format!("{}{path}", s.sidecar.admin_url()))
+        .send()
+        .await
+        .expect("admin request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+/// The value of the sample named exactly `series` (name plus labels) on a metrics page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_alive_and_readyz_names_the_routes_that_cannot_be_served() {
+    let s = setup(false).await;
+    assert_eq!(get(&s, "/healthz").await.0, 200);
+    let (status, body) = get(&s, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let report: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["ready"], false);
+    let missing: HashSet<&str> = report["missing"]
+        .as_array()
+        .expect("missing list")
+        .iter()
+        .map(|m| m["route"].as_str().expect("route"))
+        .collect();
+    assert_eq!(missing, HashSet::from(["missing", "broken"]), "{body}");
+    assert!(
+        body.contains("absent-cred") && body.contains("broken-cred"),
+        "{body}"
+    );
+    assert_eq!(
+        report["unbound_listeners"].as_array().map(Vec::len),
+        Some(0)
+    );
+    for (_, key, _) in KEYS {
+        assert!(!body.contains(key));
+    }
+    assert_eq!(get(&s, "/nope").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_200_when_every_route_can_be_served() {
+    let s = setup(true).await;
+    let (status, body) = get(&s, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["ready"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_a_proxy_listener_is_not_bound() {
+    // Someone else holds the proxy port; the admin listener takes {PORT}, which the harness
+    // waits for.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = squatter.local_addr().expect("addr");
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_http1(&ca).await;
+    let config = gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path()))
+        .replace("127.0.0.1:{PORT}", &taken.to_string())
+        + "admin: { address: \"127.0.0.1:{PORT}\" }\n";
+    let sidecar = start_with_test_credentials(&config).await;
+    let resp = reqwest::get(format!("{}/readyz", sidecar.base_url()))
+        .await
+        .expect("readyz");
+    assert_eq!(resp.status().as_u16(), 503);
+    let report: Value = resp.json().await.expect("json");
+    assert_eq!(
+        report["unbound_listeners"][0],
+        taken.to_string(),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_connections_and_credentials() {
+    let s = setup(false).await;
+    let base = s.sidecar.base_url();
+    for _ in 0..3 {
+        let resp = s
+            .client
+            .post(format!("{base}/openai/chat/completions"))
+            .body("{}")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.expect("body");
+    }
+    let post = |path: &str| s.client.post(format!("{base}{path}")).body("{}").send();
+    assert_eq!(post("/missing/x").await.expect("missing").status(), 503);
+    assert_eq!(post("/nowhere").await.expect("nowhere").status(), 404);
+
+    let (status, page) = get(&s, "/metrics").await;
+    assert_eq!(status, 200);
+    let value =
+        |series: &str| sample(&page, series).unwrap_or_else(|| panic!("{series} in\n{page}"));
+    assert_eq!(
+        value("sidecar_requests_total{route=\"openai\",status_class=\"2xx\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("sidecar_requests_total{route=\"missing\",status_class=\"5xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("sidecar_requests_total{route=\"-\",status_class=\"4xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("sidecar_upstream_ttfb_seconds_count{route=\"openai\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("sidecar_request_duration_seconds_count{route=\"openai\"}"),
+        3.0
+    );
+    // Three sequential requests: one new upstream connection, then the pooled one.
+    let new = value("sidecar_upstream_connections_new_total");
+    let reuses = value("sidecar_upstream_connection_reuses_total");
+    assert_eq!((new, new + reuses), (1.0, 3.0), "{page}");
+    assert_eq!(value("sidecar_upstream_connections{state=\"open\"}"), 1.0);
+    assert_eq!(value("sidecar_upstream_connections{state=\"idle\"}"), 1.0);
+    assert_eq!(value("sidecar_upstream_connections_limit"), 1000.0);
+    assert_eq!(value("sidecar_upstream_cap_rejections_total"), 0.0);
+    assert_eq!(
+        value("sidecar_credential_snapshot_entries{kind=\"credential\"}"),
+        5.0
+    );
+    assert_eq!(
+        value("sidecar_credential_load_failures{kind=\"credential\",name=\"broken-cred\"}"),
+        1.0
+    );
+    assert!(value("sidecar_credential_snapshot_age_seconds") >= 0.0);
+    for (_, key, _) in KEYS {
+        assert!(!page.contains(key));
+    }
+}
