@@ -1,0 +1,141 @@
+//! Config reload on SIGHUP: new routes and rotated credentials go live without a restart; an
+//! invalid file is rejected with its errors logged and the running config keeps serving.
+
+mod support;
+
+use std::time::Duration;
+
+use sidecar::credentials::cipher::{encrypt, Format, Keys};
+use sidecar::credentials::Secret;
+use support::certs::TestCa;
+use support::gateway::{credentials_yaml, gateway_yaml, start_with_test_credentials, SALT_KEY};
+use support::mock_provider::MockProvider;
+use support::sidecar_process::SidecarProcess;
+use support::{wait_until, wait_until_async};
+
+struct Setup {
+    mock: MockProvider,
+    sidecar: SidecarProcess,
+    client: reqwest::Client,
+    _ca_dir: tempfile::TempDir,
+}
+
+/// The test gateway with only its `openai` route.
+async fn setup() -> Setup {
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_http1(&ca).await;
+    let config = gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path()))
+        .lines()
+        .filter(|l| !l.starts_with("  - ") || l.contains("name: openai,"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Setup {
+        sidecar: start_with_test_credentials(&config).await,
+        mock,
+        client: reqwest::Client::new(),
+        _ca_dir: ca_dir,
+    }
+}
+
+impl Setup {
+    async fn status(&self, path: &str) -> u16 {
+        let url = format!("{}{path}", self.sidecar.base_url());
+        match self.client.post(url).body("{}").send().await {
+            Ok(resp) => resp.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Rewrites the sidecar's `gateway.yaml` through `edit`.
+    fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.sidecar.dir().join("gateway.yaml");
+        let text = std::fs::read_to_string(&path).expect("read gateway.yaml");
+        std::fs::write(&path, edit(text)).expect("write gateway.yaml");
+    }
+
+    /// The `authorization` header of the last request the provider received.
+    fn last_authorization(&self) -> Option<String> {
+        let requests = self.mock.requests();
+        let last = requests.last()?;
+        last.headers
+            .iter()
+            .find(|(name, _)| name == "authorization")
+            .map(|(_, v)| v.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_routes_and_rotates_credentials_without_a_restart() {
+    let s = setup().await;
+    let pid = s.sidecar.pid();
+    assert_eq!(s.status("/openai/chat/completions").await, 200);
+    assert_eq!(s.status("/anthropic/v1/messages").await, 404);
+
+    // A new route, and openai-cred rotated in the local store.
+    s.edit_config(|text| {
+        let openai = text
+            .lines()
+            .find(|l| l.contains("name: openai,"))
+            .expect("openai route")
+            .to_string();
+        let anthropic = openai.replace("openai", "anthropic");
+        text.replace(&openai, &format!("{openai}\n{anthropic}"))
+    });
+    let keys = Keys::derive(&Secret::new(SALT_KEY.to_string()));
+    let rotated = credentials_yaml().replacen(
+        "credential_name: openai-cred\n    credential_values:\n      api_key: \"",
+        &format!(
+            "credential_name: openai-cred\n    credential_values:\n      api_key: \"{}\"\n      unused: \"",
+            encrypt("sk-openai-ROTATED-0009", Format::V3, &keys)
+        ),
+        1,
+    );
+    std::fs::write(s.sidecar.dir().join("credentials.yaml"), rotated).expect("write");
+    s.sidecar.signal("HUP");
+
+    let applied = wait_until_async(Duration::from_secs(10), || async {
+        s.status("/anthropic/v1/messages").await == 200
+    })
+    .await;
+    assert!(applied, "new route never served:\n{}", s.sidecar.output());
+    assert_eq!(s.status("/openai/chat/completions").await, 200);
+    assert_eq!(
+        s.last_authorization().as_deref(),
+        Some("Bearer sk-openai-ROTATED-0009")
+    );
+    assert!(s.sidecar.output().contains("config reload: applied"));
+    assert_eq!(s.sidecar.pid(), pid);
+    assert!(s.sidecar.output().lines().all(|l| !l.contains("ROTATED")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_on_sighup_is_rejected_and_the_running_one_keeps_serving() {
+    let s = setup().await;
+    s.edit_config(|text| {
+        text.replace("read_timeout: 5s", "read_timeout: soon")
+            .replace("routes:", "routez: []\nroutes:")
+    });
+    s.sidecar.signal("HUP");
+    let rejected = wait_until(Duration::from_secs(10), || {
+        s.sidecar
+            .output()
+            .contains("rejected; the running config stays in force")
+    })
+    .await;
+    assert!(rejected, "{}", s.sidecar.output());
+    let output = s.sidecar.output();
+    assert!(output.contains("upstream.read_timeout"), "{output}");
+    assert!(output.contains("routez"), "{output}");
+    assert_eq!(s.status("/openai/chat/completions").await, 200);
+    let metrics = reqwest::get(format!("{}/metrics", s.sidecar.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("sidecar_config_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+}
