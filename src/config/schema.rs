@@ -102,9 +102,9 @@ pub struct AdminSettings {
 pub struct ServerSettings {
     /// Worker threads of the proxy service.
     pub threads: usize,
-    /// After SIGTERM, how long listeners keep accepting while load balancers notice.
+    /// After SIGTERM (listeners closed at once), how long in-flight requests run undisturbed.
     pub grace_period: Duration,
-    /// After the grace period, how long in-flight requests may take to finish.
+    /// After the grace period, how much longer in-flight requests get before the runtimes stop.
     pub graceful_shutdown_timeout: Duration,
     /// Pid file written by the server.
     pub pid_file: String,
