@@ -45,35 +45,27 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// From sending the request upstream to the upstream's response header, by route.
+/// From getting past the connection cap to the upstream's response header, by route.
 pub static UPSTREAM_TTFB: LazyLock<HistogramVec> = LazyLock::new(|| {
-    registered(
-        HistogramVec::new(
-            HistogramOpts::new(
-                "sidecar_upstream_ttfb_seconds",
-                "Time from choosing the upstream to its response header, by route",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric"),
+    latency_by_route(
+        "sidecar_upstream_ttfb_seconds",
+        "Time from getting past the connection cap to the upstream's response header, by route",
     )
 });
 
 /// Whole request duration as the client sees it (streams included), by route.
 pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    registered(
-        HistogramVec::new(
-            HistogramOpts::new(
-                "sidecar_request_duration_seconds",
-                "Request duration from arrival to the last byte, by route",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric"),
+    latency_by_route(
+        "sidecar_request_duration_seconds",
+        "Request duration from arrival to the last byte, by route",
     )
 });
+
+/// A registered latency histogram with a `route` label.
+fn latency_by_route(name: &str, help: &str) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    registered(HistogramVec::new(opts, &["route"]).expect("valid metric"))
+}
 
 /// Completed downstream TLS handshakes.
 pub static DOWNSTREAM_TLS_HANDSHAKES: LazyLock<IntCounter> = LazyLock::new(|| {

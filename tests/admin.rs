@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 use support::certs::TestCa;
-use support::gateway::{gateway_yaml, start_with_test_credentials, KEYS};
+use support::gateway::{gateway_yaml, only_route, start_with_test_credentials, KEYS};
 use support::mock_provider::MockProvider;
 
 struct Setup {
@@ -25,11 +25,7 @@ async fn setup(only_openai: bool) -> Setup {
     let mock = MockProvider::start_http1(&ca).await;
     let mut config = gateway_yaml(&mock.base_url(), &ca_file);
     if only_openai {
-        config = config
-            .lines()
-            .filter(|l| !l.starts_with("  - ") || l.contains("name: openai,"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        config = only_route(&config, "openai");
     }
     Setup {
         sidecar: start_with_test_credentials(&config).await,

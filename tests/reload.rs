@@ -8,7 +8,9 @@ use std::time::Duration;
 use sidecar::credentials::cipher::{encrypt, Format, Keys};
 use sidecar::credentials::Secret;
 use support::certs::TestCa;
-use support::gateway::{credentials_yaml, gateway_yaml, start_with_test_credentials, SALT_KEY};
+use support::gateway::{
+    credentials_yaml, gateway_yaml, only_route, start_with_test_credentials, SALT_KEY,
+};
 use support::mock_provider::MockProvider;
 use support::sidecar_process::SidecarProcess;
 use support::{wait_until, wait_until_async};
@@ -25,11 +27,10 @@ async fn setup() -> Setup {
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;
-    let config = gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path()))
-        .lines()
-        .filter(|l| !l.starts_with("  - ") || l.contains("name: openai,"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let config = only_route(
+        &gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path())),
+        "openai",
+    );
     Setup {
         sidecar: start_with_test_credentials(&config).await,
         mock,

@@ -61,6 +61,16 @@ pub fn gateway_yaml(upstream: &str, ca_file: &Path) -> String {
     )
 }
 
+/// `config` (a [`gateway_yaml`]) with only the route named `name`.
+pub fn only_route(config: &str, name: &str) -> String {
+    let keep = format!("name: {name},");
+    config
+        .lines()
+        .filter(|l| !l.starts_with("  - ") || l.contains(&keep))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `credentials.yaml` text with every entry of [`KEYS`] (Azure's with an `api_version`), plus
 /// `broken-cred` whose key is not valid ciphertext.
 pub fn credentials_yaml() -> String {
