@@ -1,0 +1,117 @@
+//! Lifecycle signals: SIGTERM closes the listeners at once, lets a stream in flight finish within
+//! `server.grace_period`, and exits 0; what is still running when the grace period ends is cut.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::certs::TestCa;
+use support::gateway::{gateway_yaml, only_route, start_with_test_credentials};
+use support::mock_provider::MockProvider;
+use support::sidecar_process::SidecarProcess;
+use support::wait_until;
+
+/// The one-route test gateway with the given drain settings.
+async fn start(grace: &str, timeout: &str) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_http1(&ca).await;
+    let config = only_route(
+        &gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path())),
+        "openai",
+    )
+    .replace(
+        "threads: 1,",
+        &format!("threads: 1, grace_period: {grace}, graceful_shutdown_timeout: {timeout},"),
+    );
+    let sidecar = start_with_test_credentials(&config).await;
+    (mock, sidecar, ca_dir)
+}
+
+/// Starts a stream of `events` SSE events `delay_ms` apart; returns once its first chunk arrived,
+/// with a task that collects the rest.
+async fn open_stream(
+    sidecar: &SidecarProcess,
+    events: u32,
+    delay_ms: u32,
+) -> tokio::task::JoinHandle<String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/openai/chat/completions", sidecar.base_url()))
+        .header("x-mock-sse-events", events.to_string())
+        .header("x-mock-sse-delay-ms", delay_ms.to_string())
+        .body("{}")
+        .send()
+        .await
+        .expect("stream request");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("a first chunk").expect("chunk");
+    tokio::spawn(async move {
+        let mut text = String::from_utf8_lossy(&first).into_owned();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => text += &String::from_utf8_lossy(&chunk),
+                Err(e) => {
+                    text += &format!("\n<stream error: {e}>");
+                    break;
+                }
+            }
+        }
+        text
+    })
+}
+
+/// Whether the sidecar's proxy listener still accepts connections.
+fn accepting(sidecar: &SidecarProcess) -> bool {
+    std::net::TcpStream::connect_timeout(&sidecar.listen_addr(), Duration::from_millis(200)).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_the_listener_lets_a_stream_finish_and_exits_zero() {
+    let (_mock, mut sidecar, _dir) = start("3s", "2s").await;
+    let stream = open_stream(&sidecar, 8, 250).await;
+    sidecar.signal("TERM");
+    assert!(
+        wait_until(Duration::from_secs(5), || !accepting(&sidecar)).await,
+        "the listener still accepts after SIGTERM"
+    );
+    let text = stream.await.expect("stream task");
+    assert_eq!(
+        text.matches("data:").count(),
+        9,
+        "every event and [DONE]:\n{text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        wait_until(Duration::from_secs(20), || sidecar
+            .try_exit_status()
+            .is_some())
+        .await,
+        "still running after the grace period"
+    );
+    assert_eq!(sidecar.try_exit_status().map(|s| s.code()), Some(Some(0)));
+    assert!(sidecar.output().contains("SIGTERM received"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_still_running_when_the_grace_period_ends_is_cut() {
+    // The drain is bounded by `server.grace_period`: Pingora then stops its runtimes, which
+    // drops whatever is still in flight (`graceful_shutdown_timeout` only bounds that stop).
+    let (_mock, mut sidecar, _dir) = start("1s", "5s").await;
+    let stream = open_stream(&sidecar, 40, 250).await;
+    sidecar.signal("TERM");
+    let text = stream.await.expect("stream task");
+    assert!(
+        !text.contains("[DONE]"),
+        "a 10 s stream outlived a 1 s grace:\n{text}"
+    );
+    assert!(text.contains("stream error"), "{text}");
+    assert!(
+        wait_until(Duration::from_secs(20), || sidecar
+            .try_exit_status()
+            .is_some())
+        .await
+    );
+    assert_eq!(sidecar.try_exit_status().map(|s| s.code()), Some(Some(0)));
+}
