@@ -135,7 +135,9 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let refresher = startup.block_on(async {
         // Installs the process's SIGHUP handler now, so a reload signal that arrives while
         // starting is ignored instead of killing the process (the default action).
-        drop(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()));
+        drop(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ));
         let sources = credential_sources(&config, &targets).await?;
         let postgres = config.credentials.postgres.as_ref();
         let listen = match postgres.filter(|pg| pg.listen) {

@@ -102,9 +102,10 @@ pub struct AdminSettings {
 pub struct ServerSettings {
     /// Worker threads of the proxy service.
     pub threads: usize,
-    /// After SIGTERM (listeners closed at once), how long in-flight requests run undisturbed.
+    /// After SIGTERM (listeners closed at once), how long in-flight requests get to finish;
+    /// what still runs at its end is cut.
     pub grace_period: Duration,
-    /// After the grace period, how much longer in-flight requests get before the runtimes stop.
+    /// After the grace period, the longest the runtimes may take to stop (blocking work).
     pub graceful_shutdown_timeout: Duration,
     /// Pid file written by the server.
     pub pid_file: String,
