@@ -1,15 +1,19 @@
 //! Lifecycle signals: SIGTERM closes the listeners at once, lets a stream in flight finish within
 //! `server.grace_period`, and exits 0; what is still running when the grace period ends is cut.
+//! SIGQUIT with a new process started with `-u`: the listening sockets are handed over and no
+//! request is refused.
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use support::certs::TestCa;
-use support::gateway::{gateway_yaml, only_route, start_with_test_credentials};
+use support::gateway::{gateway_yaml, only_route, start_with_test_credentials, SALT_KEY};
 use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
+use support::sidecar_process::{command, SidecarProcess};
 use support::wait_until;
 
 /// The one-route test gateway with the given drain settings.
@@ -114,4 +118,86 @@ async fn a_stream_still_running_when_the_grace_period_ends_is_cut() {
         .await
     );
     assert_eq!(sidecar.try_exit_status().map(|s| s.code()), Some(Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dash_u_and_sigquit_hand_the_listener_over_without_refusing_a_request() {
+    let (_mock, mut old, _dir) = start("2s", "1s").await;
+    let stream = open_stream(&old, 4, 250).await;
+
+    // The new process, same config and directory: it waits on `server.upgrade_sock`.
+    let log_path = old.dir().join("new.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut new = command(&[("LITELLM_SALT_KEY", SALT_KEY)])
+        .args(["-u", "-c", "gateway.yaml"])
+        .current_dir(old.dir())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn the new sidecar");
+    let new_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || new_log()
+            .contains("Bootstrap starting"))
+        .await,
+        "{}",
+        new_log()
+    );
+
+    // Fresh connections, one after another, across the handover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = tokio::spawn({
+        let (url, stop) = (
+            format!("{}/openai/chat/completions", old.base_url()),
+            stop.clone(),
+        );
+        async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client");
+            let (mut ok, mut failed) = (0, Vec::new());
+            for _ in 0..20_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match client.post(&url).body("{}").send().await {
+                    Ok(resp) if resp.status() == 200 => ok += 1,
+                    Ok(resp) => failed.push(resp.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old.signal("QUIT");
+    let text = stream.await.expect("stream task");
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "the stream on the old process: {text}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || old.try_exit_status().is_some()).await,
+        "the old process is still running"
+    );
+    assert_eq!(old.try_exit_status().map(|s| s.code()), Some(Some(0)));
+    // Served by the new process alone from here on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed) = traffic.await.expect("traffic task");
+    eprintln!("handover: {ok} requests on fresh connections, {} failed", failed.len());
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(ok > 0);
+    assert!(new.try_wait().expect("try_wait").is_none(), "{}", new_log());
+    let after = reqwest::Client::new()
+        .post(format!("{}/openai/chat/completions", old.base_url()))
+        .body("{}")
+        .send()
+        .await
+        .expect("request to the new process");
+    assert_eq!(after.status(), 200);
+    assert!(new_log().contains("route=openai"), "{}", new_log());
+    let _ = new.kill();
+    let _ = new.wait();
 }

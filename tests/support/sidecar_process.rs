@@ -257,7 +257,6 @@ impl Drop for SidecarProcess {
     }
 }
 
-/// A `Command` for the sidecar binary with [`SCRUBBED_ENV`] removed, then `env` applied.
 /// `config_yaml` with an admin listener on `{ADMIN_PORT}` unless it configures one itself.
 fn with_admin(config_yaml: &str) -> String {
     let has_admin = config_yaml.lines().any(|l| l.starts_with("admin:"));
@@ -268,7 +267,8 @@ fn with_admin(config_yaml: &str) -> String {
     }
 }
 
-fn command(env: &[(&str, &str)]) -> Command {
+/// A `Command` for the sidecar binary with [`SCRUBBED_ENV`] removed, then `env` applied.
+pub fn command(env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecar"));
     for name in SCRUBBED_ENV {
         cmd.env_remove(name);
