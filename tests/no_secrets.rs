@@ -19,6 +19,13 @@ use support::wait_until;
 /// The client token the sidecar accepts (the config holds only its hash).
 const TOKEN: &str = "tok-CLIENT-TOKEN-7777";
 
+/// One request of the mix: path, client token, extra headers.
+type Step = (
+    &'static str,
+    Option<&'static str>,
+    &'static [(&'static str, &'static str)],
+);
+
 /// Every value that must never be printed.
 fn secrets() -> Vec<&'static str> {
     let mut all: Vec<&str> = KEYS.iter().map(|(_, key, _)| *key).collect();
@@ -53,7 +60,7 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
     let client = reqwest::Client::new();
     let base = sidecar.base_url();
     let mut bodies = Vec::new();
-    let mut send = |path: &str, token: Option<&str>, extra: &[(&str, &str)]| {
+    let send = |path: &str, token: Option<&str>, extra: &[(&str, &str)]| {
         let mut req = client
             .post(format!("{base}{path}?key={}", CLIENT_SECRETS[3]))
             .header("Authorization", format!("Bearer {}", CLIENT_SECRETS[0]))
@@ -75,7 +82,7 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
         }
     };
     let mut statuses = Vec::new();
-    let mix: [(&str, Option<&str>, &[(&str, &str)]); 12] = [
+    let mix: [Step; 12] = [
         ("/openai/chat/completions", Some(TOKEN), &[]),
         ("/anthropic/v1/messages", Some(TOKEN), &[]),
         ("/azure/chat/completions", Some(TOKEN), &[]),

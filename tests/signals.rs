@@ -186,7 +186,10 @@ async fn dash_u_and_sigquit_hand_the_listener_over_without_refusing_a_request() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let (ok, failed) = traffic.await.expect("traffic task");
-    eprintln!("handover: {ok} requests on fresh connections, {} failed", failed.len());
+    eprintln!(
+        "handover: {ok} requests on fresh connections, {} failed",
+        failed.len()
+    );
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
     assert!(ok > 0);
     assert!(new.try_wait().expect("try_wait").is_none(), "{}", new_log());
