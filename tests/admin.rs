@@ -46,12 +46,6 @@ async fn get(s: &Setup, path: &str) -> (u16, String) {
     (status, resp.text().await.expect("body"))
 }
 
-/// The value of the sample named exactly `series` (name plus labels) on a metrics page.
-fn sample(page: &str, series: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_alive_and_readyz_names_the_routes_that_cannot_be_served() {
     let s = setup(false).await;
@@ -138,8 +132,9 @@ async fn metrics_count_requests_connections_and_credentials() {
 
     let (status, page) = get(&s, "/metrics").await;
     assert_eq!(status, 200);
-    let value =
-        |series: &str| sample(&page, series).unwrap_or_else(|| panic!("{series} in\n{page}"));
+    let value = |series: &str| {
+        support::metric(&page, series).unwrap_or_else(|| panic!("{series} in\n{page}"))
+    };
     assert_eq!(
         value("sidecar_requests_total{route=\"openai\",status_class=\"2xx\"}"),
         3.0

@@ -159,6 +159,22 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Visible to monitoring, yet still ready: the last good snapshot is meant to serve.
+    let admin = |path: &str| reqwest::get(format!("{}{path}", sidecar.admin_url()));
+    let page = admin("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let failures = "sidecar_credential_refreshes_total{result=\"failure\"}";
+    assert!(
+        support::metric(&page, failures).is_some_and(|n| n >= 1.0),
+        "{page}"
+    );
+    let age = support::metric(&page, "sidecar_credential_snapshot_age_seconds");
+    assert!(age.is_some_and(|s| s >= 1.0), "{page}");
+    assert_eq!(admin("/readyz").await.expect("readyz").status(), 200);
 
     db.put_credential(
         "steady",

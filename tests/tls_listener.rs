@@ -197,6 +197,15 @@ async fn tls_versions_and_alpn() {
     )
     .await
     .expect("h1");
+    // Four handshakes completed (1.3, 1.2, h2, h1); the refused 1.1 one is not counted.
+    let page = reqwest::get(format!("{}/metrics", t.sidecar.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let handshakes = support::metric(&page, "sidecar_downstream_tls_handshakes_total");
+    assert_eq!(handshakes, Some(4.0), "{page}");
     assert_eq!(
         h1.ssl().selected_alpn_protocol(),
         Some(b"http/1.1".as_slice())

@@ -51,3 +51,9 @@ where
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// The value of the sample named exactly `series` (name plus labels) on a Prometheus page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
