@@ -10,6 +10,7 @@ mod access_log;
 pub mod binding;
 pub mod dispatch;
 pub mod failure;
+mod request_checks;
 pub mod respond;
 pub mod rewrite;
 
@@ -27,6 +28,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::access::{allowed, Cidr, TokenCheck};
+use crate::config::Limits;
 use crate::credentials::CredentialCache;
 use crate::routes::Route;
 use crate::tls::ClientIdentity;
@@ -67,6 +69,8 @@ impl SidecarProxy {
         identity: Option<&ClientIdentity>,
         ctx: &mut RequestCtx,
     ) -> Result<Binding, ErrorReply> {
+        request_checks::check_head(req, &dispatch.limits)?;
+        ctx.limits = dispatch.limits;
         let client_allowed =
             |list: &[Cidr]| client.is_some_and(|ip| allowed(list, ip)) || list.is_empty();
         if !client_allowed(&dispatch.access.allowed_cidrs) {
@@ -158,6 +162,10 @@ pub struct RequestCtx {
     connection: Option<Arc<Connection>>,
     /// The connection slot reserved for this attempt, given back if a pooled one is reused.
     reservation: Option<Reservation>,
+    /// The limits in force when the request was admitted.
+    limits: Limits,
+    /// Request body bytes received so far.
+    body_received: u64,
 }
 
 #[async_trait]
@@ -176,6 +184,8 @@ impl ProxyHttp for SidecarProxy {
             upstream_ttfb: None,
             connection: None,
             reservation: None,
+            limits: Limits::default(),
+            body_received: 0,
         }
     }
 
@@ -215,6 +225,20 @@ impl ProxyHttp for SidecarProxy {
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let chunk = body.as_ref().map_or(0, |b| b.len());
+        request_checks::count_body(&mut ctx.body_received, chunk, &ctx.limits).map_err(|reply| {
+            ctx.reply = Some(reply);
+            Error::new(ErrorType::Custom("RequestBodyTooLarge"))
+        })
     }
 
     async fn upstream_peer(

@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "credentials",
     "routes",
     "access",
+    "limits",
     "admin",
     "log",
 ];
@@ -45,6 +46,11 @@ const ROUTE_KEYS: &[&str] = &[
 ];
 const LOG_KEYS: &[&str] = &["level", "format"];
 const ADMIN_KEYS: &[&str] = &["address"];
+const LIMIT_KEYS: &[&str] = &[
+    "max_request_header_bytes",
+    "max_request_headers",
+    "max_request_body_bytes",
+];
 
 /// Reads `doc`; relative file paths are resolved against `base_dir` (the config file's folder).
 /// `env` looks up environment variables (injected so tests need not touch the process's).
@@ -66,6 +72,7 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
     );
     let routes = parse_routes(&top, diag);
     let access = network::parse_access(top.section("access", network::ACCESS_KEYS, diag), diag);
+    let limits = parse_limits(top.section("limits", LIMIT_KEYS, diag), diag);
     let admin = parse_admin(top.section("admin", ADMIN_KEYS, diag), &listeners, diag);
     let log = parse_log(top.section("log", LOG_KEYS, diag), diag);
     if !diag.is_empty() {
@@ -78,9 +85,34 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
         credentials,
         routes,
         access,
+        limits,
         admin,
         log,
     })
+}
+
+fn parse_limits(s: Option<Section<'_>>, diag: &mut Diagnostics) -> Limits {
+    let defaults = Limits::default();
+    let Some(s) = s else {
+        return defaults;
+    };
+    let mut get = |key, min, max, default| s.number(key, min, max, diag).unwrap_or(default);
+    Limits {
+        // Pingora itself refuses heads over 1 MiB and more than 256 headers.
+        max_request_header_bytes: get(
+            "max_request_header_bytes",
+            1024,
+            1024 * 1024,
+            defaults.max_request_header_bytes,
+        ),
+        max_request_headers: get("max_request_headers", 1, 256, defaults.max_request_headers),
+        max_request_body_bytes: get(
+            "max_request_body_bytes",
+            0,
+            u64::MAX,
+            defaults.max_request_body_bytes,
+        ),
+    }
 }
 
 fn parse_admin(

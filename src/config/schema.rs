@@ -66,6 +66,12 @@ pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
 /// Log level when neither `log.level` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
+/// Largest request head (request line plus headers) accepted, in bytes.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 32 * 1024;
+/// Most request headers accepted.
+pub const DEFAULT_MAX_REQUEST_HEADERS: u64 = 100;
+/// Largest request body accepted, in bytes (prompts with inline images run to megabytes).
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 32 * 1024 * 1024;
 /// The admin listener (`/healthz`, `/readyz`, `/metrics`): loopback only unless configured.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
@@ -84,10 +90,33 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Who may use the sidecar.
     pub access: AccessSettings,
+    /// Request size limits.
+    pub limits: Limits,
     /// The admin listener.
     pub admin: AdminSettings,
     /// Logging.
     pub log: LogSettings,
+}
+
+/// Request size limits, checked before anything is sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus header names and values, in bytes; larger heads get 431.
+    pub max_request_header_bytes: u64,
+    /// Number of request headers; more get 431.
+    pub max_request_headers: u64,
+    /// Request body, in bytes (declared or streamed); larger bodies get 413.
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+        }
+    }
 }
 
 /// The admin listener: probes and metrics, separate from the proxy listeners.

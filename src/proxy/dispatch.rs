@@ -1,12 +1,12 @@
 //! What the proxy consults for every request and a config reload (SIGHUP) replaces as one unit:
-//! the route table and the client access rules. Requests take the current [`Dispatch`] once, at
+//! the route table, the client access rules and the request size limits. Requests take the current [`Dispatch`] once, at
 //! admission, so a reload never changes a request halfway through.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{AccessSettings, Config};
+use crate::config::{AccessSettings, Config, Limits};
 use crate::routes::RouteTable;
 use crate::upstream::Targets;
 
@@ -16,6 +16,8 @@ pub struct Dispatch {
     pub routes: RouteTable,
     /// Who may use the sidecar.
     pub access: AccessSettings,
+    /// Request size limits.
+    pub limits: Limits,
 }
 
 /// The dispatch in force, shared by the proxy, the admin listener and the reloader.
@@ -28,6 +30,7 @@ impl Dispatch {
         Dispatch {
             routes: RouteTable::new(&config.routes, targets, token_header),
             access: config.access.clone(),
+            limits: config.limits,
         }
     }
 }
