@@ -113,11 +113,18 @@ impl SidecarProcess {
             output,
             readers,
         };
-        process.wait_ready()?;
+        // Pingora binds each service's listeners on its own: wait for the admin one too when
+        // this harness added it (a test's own admin address may be meant to stay unbound).
+        let added_admin = !has_admin(config_yaml);
+        process.wait_ready(added_admin)?;
         Ok(process)
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    fn wait_ready(&mut self, with_admin: bool) -> Result<(), String> {
+        let admin = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
+        let accepts = |addr: &SocketAddr| {
+            TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+        };
         let end = Instant::now() + READY_DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait sidecar") {
@@ -127,7 +134,7 @@ impl SidecarProcess {
                     self.output()
                 ));
             }
-            if TcpStream::connect_timeout(&self.listen_addr(), Duration::from_millis(200)).is_ok() {
+            if accepts(&self.listen_addr()) && (!with_admin || accepts(&admin)) {
                 return Ok(());
             }
             if Instant::now() >= end {
@@ -257,10 +264,14 @@ impl Drop for SidecarProcess {
     }
 }
 
+/// Whether `config_yaml` configures the admin listener itself.
+fn has_admin(config_yaml: &str) -> bool {
+    config_yaml.lines().any(|l| l.starts_with("admin:"))
+}
+
 /// `config_yaml` with an admin listener on `{ADMIN_PORT}` unless it configures one itself.
 fn with_admin(config_yaml: &str) -> String {
-    let has_admin = config_yaml.lines().any(|l| l.starts_with("admin:"));
-    if has_admin {
+    if has_admin(config_yaml) {
         config_yaml.to_string()
     } else {
         format!("{config_yaml}\nadmin: {{ address: \"127.0.0.1:{{ADMIN_PORT}}\" }}\n")
@@ -306,4 +317,106 @@ fn borrowed_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect()
+}
+
+/// A second `sidecar -u -c <dir>/gateway.yaml`, started by [`SidecarProcess::start_upgrade`] in
+/// the directory of a running one; its output is captured; killed on drop.
+pub struct UpgradeProcess {
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl SidecarProcess {
+    /// Spawns the same binary with `-u -c <dir>/gateway.yaml` in this process's temp dir (same
+    /// config, so the same `server.upgrade_sock`), env scrubbed as for [`SidecarProcess::start`]
+    /// apart from `env`, and returns at once: the new process cannot be probed over TCP, it
+    /// waits on the upgrade socket for the listeners of this one (sent on SIGQUIT).
+    pub fn start_upgrade(&self, env: &[(&str, &str)]) -> UpgradeProcess {
+        let mut cmd = command(env);
+        cmd.arg("-u")
+            .arg("-c")
+            .arg(self.dir().join("gateway.yaml"))
+            .current_dir(self.dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the upgrading sidecar");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            spawn_reader(child.stdout.take().expect("child stdout"), output.clone()),
+            spawn_reader(child.stderr.take().expect("child stderr"), output.clone()),
+        ];
+        UpgradeProcess {
+            child,
+            output,
+            readers,
+        }
+    }
+}
+
+impl UpgradeProcess {
+    /// Child stdout and stderr captured so far (interleaved as read, lossily UTF-8).
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned()
+    }
+
+    /// Exit status if the child has already exited.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait upgrading sidecar")
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`"HUP"`, `"QUIT"`, `"TERM"`, `"INT"`) and returns at once.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
+    /// Sends SIGINT (Pingora's immediate stop), waits up to 10 s for exit, then SIGKILLs;
+    /// returns the exit status. After this returns, [`UpgradeProcess::output`] is complete.
+    pub fn stop(&mut self) -> ExitStatus {
+        if self.try_exit_status().is_none() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+        }
+        let end = Instant::now() + STOP_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.try_exit_status() {
+                break status;
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait killed sidecar");
+            }
+            std::thread::sleep(POLL);
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < end {
+            std::thread::sleep(POLL);
+        }
+        for reader in self.readers.drain(..) {
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
+        }
+        status
+    }
+}
+
+impl Drop for UpgradeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
