@@ -256,6 +256,24 @@ async fn a_replaced_certificate_serves_new_connections_and_open_ones_keep_workin
         served_cert(&handshake(&t, Client::default()).await.expect("tls")),
         old_cert
     );
+    // So is a deleted one (a new error, logged once more).
+    std::fs::remove_file(t.dir.path().join("tls.crt")).expect("remove");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            t.sidecar
+                .output()
+                .matches("cannot reload the certificate")
+                .count()
+                >= 2
+        })
+        .await,
+        "{}",
+        t.sidecar.output()
+    );
+    assert_eq!(
+        served_cert(&handshake(&t, Client::default()).await.expect("tls")),
+        old_cert
+    );
 
     let (cert, key) = t.server_ca.issue(&["localhost", "127.0.0.1"]);
     let new_cert = X509::from_pem(cert.as_bytes())
