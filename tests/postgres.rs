@@ -226,3 +226,88 @@ async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
         wrong.output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_with_wrong_json_shapes_are_left_out_by_name_and_the_rest_load() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "good",
+        json!({ "api_key": enc("sk-good", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let wrong_values = [
+        ("values-array", json!([enc("sk-x", Format::V3)])),
+        ("values-string", json!("sk-plain")),
+        ("values-number", json!(42)),
+        ("key-number", json!({ "api_key": 42 })),
+        (
+            "key-object",
+            json!({ "api_key": { "nested": enc("sk-x", Format::V3) } }),
+        ),
+        (
+            "key-missing",
+            json!({ "api_base": enc("https://x", Format::V3) }),
+        ),
+        ("key-null", json!({ "api_key": null })),
+    ];
+    for (name, values) in &wrong_values {
+        db.put_credential(name, values.clone(), "openai").await;
+    }
+    db.exec(r#"UPDATE {schema}."LiteLLM_CredentialsTable" SET credential_info = '[1,2]' WHERE credential_name = 'values-array'"#)
+        .await;
+    let wrong_params = [
+        ("params-number", json!(7)),
+        ("params-bad-json-string", json!("{\"model\": ")),
+        ("params-array", json!([{ "model": "openai/gpt-4o" }])),
+        (
+            "params-no-model",
+            json!({ "api_key": enc("sk-x", Format::V3) }),
+        ),
+        (
+            "params-model-number",
+            json!({ "model": 5, "api_key": enc("sk-x", Format::V3) }),
+        ),
+    ];
+    for (i, (name, params)) in wrong_params.iter().enumerate() {
+        db.put_model(&format!("m{i}"), name, params.clone()).await;
+    }
+    let mut routes = credential_route("good", "good", &upstream, "openai");
+    for (name, _) in &wrong_values {
+        routes += &credential_route(name, name, &upstream, "openai");
+    }
+    for (name, _) in &wrong_params {
+        routes += &model_route(name, name);
+    }
+    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, &routes);
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+
+    assert_eq!(
+        call(&e, &sidecar, "/good/x", "authorization").await,
+        (200, Some("Bearer sk-good".into()))
+    );
+    let before = e.mock.requests().len();
+    for (name, _) in wrong_values.iter().chain(&wrong_params) {
+        let (status, _) = call(&e, &sidecar, &format!("/{name}/x"), "authorization").await;
+        assert_eq!(status, 503, "{name}");
+    }
+    assert_eq!(
+        e.mock.requests().len(),
+        before,
+        "nothing sent for a malformed row"
+    );
+    let logs = sidecar.output();
+    for (name, _) in wrong_values.iter().chain(&wrong_params) {
+        assert!(logs.contains(name), "{name} named in the log:\n{logs}");
+    }
+    assert!(
+        !logs.contains("sk-plain"),
+        "a plaintext value is never logged"
+    );
+    assert!(
+        !logs.contains("probably wrong"),
+        "shape errors are not a wrong key:\n{logs}"
+    );
+}

@@ -67,11 +67,10 @@ pub fn deployment(
         })?),
         None => None,
     };
-    let model = take("model");
-    let (prefix, _) = model
-        .as_ref()
-        .and_then(|m| m.expose().split_once('/'))
-        .unwrap_or(("", ""));
+    // LiteLLM requires `model`; without it the provider (and so where the key goes) would be a
+    // guess, so the row is refused rather than sent to a default.
+    let model = take("model").ok_or("litellm_params has no model")?;
+    let (prefix, _) = model.expose().split_once('/').unwrap_or(("", ""));
     let provider = Some(prefix.to_string())
         .filter(|p| !p.is_empty())
         .or_else(|| take("custom_llm_provider").map(|p| p.expose().to_string()))
