@@ -67,8 +67,8 @@ pub fn only_route(config: &str, name: &str) -> String {
     config
         .lines()
         .filter(|l| !l.starts_with("  - ") || l.contains(&keep))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// `credentials.yaml` text with every entry of [`KEYS`] (Azure's with an `api_version`), plus
