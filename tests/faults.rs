@@ -9,12 +9,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sidecar::credentials::cipher::{encrypt, Format, Keys};
-use sidecar::credentials::Secret;
-use support::certs::TestCa;
-use support::gateway::{
-    credentials_yaml, gateway_yaml, only_route, start_with_test_credentials, SALT_KEY,
-};
+use support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
 use support::mock_provider::MockProvider;
 use support::sidecar_process::SidecarProcess;
 use support::wait_until;
@@ -22,17 +17,15 @@ use support::wait_until;
 /// A sidecar with route `/openai` to the TLS mock and route `/raw` to `raw_upstream`
 /// (plain HTTP), with a 1 s read timeout.
 async fn start(raw_upstream: &str) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockProvider::start_http1(&ca).await;
-    let config = only_route(&gateway_yaml(&mock.base_url(), &ca.write_ca_file(dir.path())), "openai")
-        .replace("read_timeout: 5s", "read_timeout: 1s")
-        .replace(
-            "routes:\n",
-            &format!("routes:\n  - {{ name: raw, path_prefix: /raw, strip_prefix: true, upstream: \"{raw_upstream}\", provider: openai, credential: openai-cred }}\n"),
-        );
-    let sidecar = start_with_test_credentials(&config).await;
-    (mock, sidecar, dir)
+    let raw_route = format!(
+        "routes:\n  - {{ name: raw, path_prefix: /raw, strip_prefix: true, upstream: \"{raw_upstream}\", provider: openai, credential: openai-cred }}\n"
+    );
+    start_openai_only(|config| {
+        config
+            .replace("read_timeout: 5s", "read_timeout: 1s")
+            .replace("routes:\n", &raw_route)
+    })
+    .await
 }
 
 async fn post(sidecar: &SidecarProcess, path: &str) -> (u16, String) {
@@ -147,15 +140,7 @@ async fn a_credential_rotated_during_a_long_stream_leaves_the_stream_whole() {
     let mut text =
         String::from_utf8_lossy(&body.next().await.expect("first").expect("chunk")).into_owned();
 
-    let keys = Keys::derive(&Secret::new(SALT_KEY.to_string()));
-    let rotated = credentials_yaml().replacen(
-        "credential_name: openai-cred\n    credential_values:\n      api_key: \"",
-        &format!(
-            "credential_name: openai-cred\n    credential_values:\n      api_key: \"{}\"\n      old: \"",
-            encrypt("sk-openai-NEXT-0010", Format::V3, &keys)
-        ),
-        1,
-    );
+    let rotated = credentials_yaml_rotating_openai("sk-openai-NEXT-0010");
     std::fs::write(sidecar.dir().join("credentials.yaml"), rotated).expect("write");
     sidecar.signal("HUP");
     assert!(

@@ -5,12 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use sidecar::credentials::cipher::{encrypt, Format, Keys};
-use sidecar::credentials::Secret;
-use support::certs::TestCa;
-use support::gateway::{
-    credentials_yaml, gateway_yaml, only_route, start_with_test_credentials, SALT_KEY,
-};
+use support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
 use support::mock_provider::MockProvider;
 use support::sidecar_process::SidecarProcess;
 use support::{wait_until, wait_until_async};
@@ -24,18 +19,12 @@ struct Setup {
 
 /// The test gateway with only its `openai` route.
 async fn setup() -> Setup {
-    let ca = TestCa::new();
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockProvider::start_http1(&ca).await;
-    let config = only_route(
-        &gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path())),
-        "openai",
-    );
+    let (mock, sidecar, dir) = start_openai_only(|c| c).await;
     Setup {
-        sidecar: start_with_test_credentials(&config).await,
+        sidecar,
         mock,
         client: reqwest::Client::new(),
-        _ca_dir: ca_dir,
+        _ca_dir: dir,
     }
 }
 
@@ -83,15 +72,7 @@ async fn sighup_adds_routes_and_rotates_credentials_without_a_restart() {
         let anthropic = openai.replace("openai", "anthropic");
         text.replace(&openai, &format!("{openai}\n{anthropic}"))
     });
-    let keys = Keys::derive(&Secret::new(SALT_KEY.to_string()));
-    let rotated = credentials_yaml().replacen(
-        "credential_name: openai-cred\n    credential_values:\n      api_key: \"",
-        &format!(
-            "credential_name: openai-cred\n    credential_values:\n      api_key: \"{}\"\n      unused: \"",
-            encrypt("sk-openai-ROTATED-0009", Format::V3, &keys)
-        ),
-        1,
-    );
+    let rotated = credentials_yaml_rotating_openai("sk-openai-ROTATED-0009");
     std::fs::write(s.sidecar.dir().join("credentials.yaml"), rotated).expect("write");
     s.sidecar.signal("HUP");
 

@@ -10,27 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use support::certs::TestCa;
-use support::gateway::{gateway_yaml, only_route, start_with_test_credentials, SALT_KEY};
+use support::gateway::{start_openai_only, SALT_KEY};
 use support::mock_provider::MockProvider;
 use support::sidecar_process::{command, SidecarProcess};
 use support::wait_until;
 
 /// The one-route test gateway with the given drain settings.
 async fn start(grace: &str, timeout: &str) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
-    let ca = TestCa::new();
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockProvider::start_http1(&ca).await;
-    let config = only_route(
-        &gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path())),
-        "openai",
-    )
-    .replace(
-        "threads: 1,",
-        &format!("threads: 1, grace_period: {grace}, graceful_shutdown_timeout: {timeout},"),
-    );
-    let sidecar = start_with_test_credentials(&config).await;
-    (mock, sidecar, ca_dir)
+    start_openai_only(|config| {
+        config.replace(
+            "threads: 1,",
+            &format!("threads: 1, grace_period: {grace}, graceful_shutdown_timeout: {timeout},"),
+        )
+    })
+    .await
 }
 
 /// Starts a stream of `events` SSE events `delay_ms` apart; returns once its first chunk arrived,

@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::certs::TestCa;
-use support::gateway::{gateway_yaml, only_route, start_with_test_credentials};
-use support::mock_provider::MockProvider;
+use support::gateway::start_openai_only;
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -35,14 +33,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn mixed_traffic_has_no_errors_and_flat_memory() {
     let total = knob("SOAK_REQUESTS", 5_000);
     let concurrency = knob("SOAK_CONCURRENCY", 16);
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockProvider::start_http1(&ca).await;
-    let config = only_route(
-        &gateway_yaml(&mock.base_url(), &ca.write_ca_file(dir.path())),
-        "openai",
-    ) + "log: { level: warn }\n";
-    let sidecar = start_with_test_credentials(&config).await;
+    let (mock, sidecar, _dir) = start_openai_only(|c| c + "log: { level: warn }\n").await;
     let pid = sidecar.pid();
     let url = format!("{}/openai/chat/completions", sidecar.base_url());
     let client = reqwest::Client::new();

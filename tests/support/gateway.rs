@@ -5,6 +5,8 @@ use std::path::Path;
 
 use sidecar::credentials::cipher::{encrypt, Format, Keys};
 
+use super::certs::TestCa;
+use super::mock_provider::MockProvider;
 use super::sidecar_process::SidecarProcess;
 use sidecar::credentials::Secret;
 
@@ -90,6 +92,36 @@ pub fn credentials_yaml() -> String {
     }
     text += "  - credential_name: broken-cred\n    credential_values:\n      api_key: \"v3:gcm:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n";
     text
+}
+
+/// [`credentials_yaml`] with `openai-cred` rotated to `new_key` (the old value kept under an
+/// unused field, as a rotation in place would leave the row).
+pub fn credentials_yaml_rotating_openai(new_key: &str) -> String {
+    let keys = Keys::derive(&Secret::new(SALT_KEY.to_string()));
+    credentials_yaml().replacen(
+        "credential_name: openai-cred\n    credential_values:\n      api_key: \"",
+        &format!(
+            "credential_name: openai-cred\n    credential_values:\n      api_key: \"{}\"\n      previous: \"",
+            encrypt(new_key, Format::V3, &keys)
+        ),
+        1,
+    )
+}
+
+/// A TLS mock provider and a sidecar with only the `openai` route of [`gateway_yaml`] in front
+/// of it, the config passed through `edit` first. Keep the returned directory (the CA file).
+pub async fn start_openai_only(
+    edit: impl FnOnce(String) -> String,
+) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_http1(&ca).await;
+    let config = only_route(
+        &gateway_yaml(&mock.base_url(), &ca.write_ca_file(dir.path())),
+        "openai",
+    );
+    let sidecar = start_with_test_credentials(&edit(config)).await;
+    (mock, sidecar, dir)
 }
 
 /// Starts the sidecar with `config`, the test credential store beside it, and its salt key.
