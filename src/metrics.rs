@@ -8,6 +8,7 @@
 //! Labels are bounded: route names (from the config), status classes, credential and model
 //! names (rows in the store). Never paths, client addresses, hosts from requests, or values.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -204,17 +205,25 @@ impl GateCollector {
     }
 }
 
+impl GateCollector {
+    /// Each exported counter with the gate's own counter it mirrors.
+    fn counters(&self) -> [(&IntCounter, &AtomicU64); 5] {
+        let c = &self.gate.counters;
+        [
+            (&self.new_connections, &c.new_connections),
+            (&self.reuses, &c.reuses),
+            (&self.waits, &c.waits),
+            (&self.rejections, &c.rejections),
+            (&self.evictions, &c.evictions),
+        ]
+    }
+}
+
 impl Collector for GateCollector {
     fn desc(&self) -> Vec<&Desc> {
         let mut descs = self.connections.desc();
-        for c in [
-            &self.new_connections,
-            &self.reuses,
-            &self.waits,
-            &self.rejections,
-            &self.evictions,
-        ] {
-            descs.extend(c.desc());
+        for (exported, _) in self.counters() {
+            descs.extend(exported.desc());
         }
         descs.extend(self.limit.desc());
         descs
@@ -223,7 +232,6 @@ impl Collector for GateCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         let g = &self.gate;
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let states = [
             ("open", g.open_connections()),
             ("idle", g.idle_connections()),
@@ -233,20 +241,10 @@ impl Collector for GateCollector {
             self.connections.with_label_values(&[state]).set(n as i64);
         }
         self.limit.set(g.max_connections() as i64);
-        set_counter(&self.new_connections, load(&g.counters.new_connections));
-        set_counter(&self.reuses, load(&g.counters.reuses));
-        set_counter(&self.waits, load(&g.counters.waits));
-        set_counter(&self.rejections, load(&g.counters.rejections));
-        set_counter(&self.evictions, load(&g.counters.evictions));
         let mut families = self.connections.collect();
-        for c in [
-            &self.new_connections,
-            &self.reuses,
-            &self.waits,
-            &self.rejections,
-            &self.evictions,
-        ] {
-            families.extend(c.collect());
+        for (exported, source) in self.counters() {
+            set_counter(exported, source.load(Ordering::Relaxed));
+            families.extend(exported.collect());
         }
         families.extend(self.limit.collect());
         families
