@@ -60,8 +60,12 @@ fn with_client_credentials(req: reqwest::RequestBuilder) -> reqwest::RequestBuil
         .header("api-key", CLIENT_SECRETS[2])
         .header("x-goog-api-key", CLIENT_SECRETS[3])
         .header("X-Custom-Key", CLIENT_SECRETS[4])
+        .header("Proxy-Authorization", PROXY_AUTHORIZATION)
         .header("Content-Type", "application/json")
 }
+
+/// A client's proxy credential: meant for a proxy, never for the provider.
+const PROXY_AUTHORIZATION: &str = "Basic cHJveHktdXNlcjpwcm94eS1wYXNz";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injects_each_provider_credential_and_strips_the_clients() {
@@ -116,7 +120,12 @@ async fn injects_each_provider_credential_and_strips_the_clients() {
             query.contains("stream=true") && !query.contains("key="),
             "{route}: query {query}"
         );
+        assert!(
+            req.header("proxy-authorization").is_none(),
+            "{route}: Proxy-Authorization forwarded"
+        );
         let everything = format!("{:?} {query}", req.headers);
+        assert!(!everything.contains(PROXY_AUTHORIZATION));
         for secret in CLIENT_SECRETS {
             assert!(
                 !everything.contains(secret),
