@@ -72,6 +72,19 @@ async fn untrusted_providers_are_refused_unless_their_endpoint_says_otherwise() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_certificate_for_another_host_name_is_refused() {
+    let ca = TestCa::new();
+    let mock = MockProvider::start_with_cert_names(&ca, &["api.other-provider.example"]).await;
+    let (status, body, _) = run("", &mock, &ca).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_tls_failed"), "{body}");
+    assert!(
+        mock.requests().is_empty(),
+        "nothing sent to a host-name mismatch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minimum_tls_version_is_enforced_before_anything_is_sent() {
     let ca = TestCa::new();
     let modern = MockProvider::start_http1(&ca).await;

@@ -127,6 +127,13 @@ impl MockProvider {
         Self::start_with(ca, &["http/1.1"], Some(max)).await
     }
 
+    /// Starts the mock with a certificate for `names` only (e.g. a name the sidecar does not
+    /// connect by, to check host-name verification), HTTP/1.1.
+    pub async fn start_with_cert_names(ca: &TestCa, names: &[&str]) -> MockProvider {
+        let acceptor = acceptor_builder_for(ca, names, &["http/1.1"], None);
+        Self::listen(Arc::new(acceptor.build())).await
+    }
+
     /// Starts the mock requiring a client certificate issued by `client_ca` (upstream mTLS).
     pub async fn start_requiring_client_cert(ca: &TestCa, client_ca: &TestCa) -> MockProvider {
         let mut acceptor = acceptor_builder(ca, &["http/1.1"], None);
@@ -233,7 +240,16 @@ fn acceptor_builder(
     alpn: &[&str],
     max: Option<boring::ssl::SslVersion>,
 ) -> boring::ssl::SslAcceptorBuilder {
-    let (cert_pem, key_pem) = ca.issue(&["localhost", "127.0.0.1"]);
+    acceptor_builder_for(ca, &["localhost", "127.0.0.1"], alpn, max)
+}
+
+fn acceptor_builder_for(
+    ca: &TestCa,
+    names: &[&str],
+    alpn: &[&str],
+    max: Option<boring::ssl::SslVersion>,
+) -> boring::ssl::SslAcceptorBuilder {
+    let (cert_pem, key_pem) = ca.issue(names);
     let cert = X509::from_pem(cert_pem.as_bytes()).expect("parse mock cert");
     let key = PKey::private_key_from_pem(key_pem.as_bytes()).expect("parse mock key");
     let mut builder =
