@@ -239,3 +239,63 @@ async fn starts_without_the_database_and_catches_up() {
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refresh() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "stable",
+        json!({ "api_key": enc("sk-stable-1", Format::V3) }),
+        "openai",
+    )
+    .await;
+    db.put_credential(
+        "other",
+        json!({ "api_key": enc("sk-other-1", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let routes = credential_route("stable", "stable", &upstream, "openai")
+        + &credential_route("other", "other", &upstream, "openai");
+    let config = gateway(&e, &db, &TestDb::url(None), "1s", false, &routes);
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    assert_eq!(
+        call(&e, &sidecar, "/stable/x", "authorization").await,
+        (200, Some("Bearer sk-stable-1".into()))
+    );
+
+    // `stable` is overwritten with something that does not decrypt; `other` rotates.
+    db.put_credential(
+        "stable",
+        json!({ "api_key": "v3:gcm:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" }),
+        "openai",
+    )
+    .await;
+    db.put_credential(
+        "other",
+        json!({ "api_key": enc("sk-other-2", Format::V3) }),
+        "openai",
+    )
+    .await;
+    let took = wait_for_key(
+        &e,
+        &sidecar,
+        "/other/x",
+        "authorization",
+        "Bearer sk-other-2",
+    )
+    .await;
+    assert!(took.is_some(), "the healthy row refreshed");
+    assert_eq!(
+        call(&e, &sidecar, "/stable/x", "authorization").await,
+        (200, Some("Bearer sk-stable-1".into())),
+        "the failing row serves its last good value"
+    );
+    let logs = sidecar.output();
+    assert!(
+        logs.contains("stable no longer loads; keeping its last good value"),
+        "{logs}"
+    );
+}
