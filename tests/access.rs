@@ -81,8 +81,13 @@ async fn client_networks_are_enforced_globally_and_per_route() {
     let (code, body) = status(&sidecar, "127.0.0.3", "/open/x", &[]).await;
     assert_eq!(code, 403, "{body}");
     assert_eq!(mock.requests().len(), 3, "denied requests sent nothing");
-    let logs = sidecar.output();
-    assert!(logs.contains("denied a request from 127.0.0.3"), "{logs}");
+    assert!(
+        sidecar
+            .wait_for_output("denied a request from 127.0.0.3")
+            .await,
+        "{}",
+        sidecar.output()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,7 +161,9 @@ async fn requests_past_a_short_wait_get_503_and_send_nothing() {
     assert_eq!(s.a.requests().len(), ok, "refused requests sent nothing");
     assert!(s.a.max_open_connections() <= 20);
     assert!(
-        s.sidecar.output().contains("error=UpstreamConnectionLimit"),
+        s.sidecar
+            .wait_for_output("error=UpstreamConnectionLimit")
+            .await,
         "{}",
         s.sidecar.output()
     );

@@ -140,8 +140,11 @@ async fn injects_each_provider_credential_and_strips_the_clients() {
         .unwrap_or("")
         .contains("api-version=2024-10-21"));
 
+    assert!(
+        s.sidecar.wait_for_output("route=openai").await,
+        "access log missing"
+    );
     let logs = s.sidecar.output();
-    assert!(logs.contains("route=openai"), "access log missing:\n{logs}");
     assert!(
         logs.contains("Sending header to upstream"),
         "Pingora's debug lines are on:\n{logs}"
@@ -204,10 +207,11 @@ async fn unusable_credentials_and_unknown_paths_fail_closed_with_json() {
         "nothing may reach the provider"
     );
     assert_eq!(s.mock.tcp_connections(), 0, "not even a connection");
-    let logs = s.sidecar.output();
     assert!(
-        logs.contains("route=missing method=POST") && logs.contains("status=503"),
-        "refusals are logged with their route:\n{logs}"
+        s.sidecar.wait_for_output("route=missing method=POST").await
+            && s.sidecar.wait_for_output("status=503").await,
+        "refusals are logged with their route:\n{}",
+        s.sidecar.output()
     );
 }
 

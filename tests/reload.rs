@@ -86,7 +86,7 @@ async fn sighup_adds_routes_and_rotates_credentials_without_a_restart() {
         s.last_authorization().as_deref(),
         Some("Bearer sk-openai-ROTATED-0009")
     );
-    assert!(s.sidecar.output().contains("config reload: applied"));
+    assert!(s.sidecar.wait_for_output("config reload: applied").await);
     assert_eq!(s.sidecar.pid(), pid);
     assert!(s.sidecar.output().lines().all(|l| !l.contains("ROTATED")));
 }

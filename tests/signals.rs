@@ -88,7 +88,7 @@ async fn sigterm_closes_the_listener_lets_a_stream_finish_and_exits_zero() {
         "still running after the grace period"
     );
     assert_eq!(sidecar.try_exit_status().map(|s| s.code()), Some(Some(0)));
-    assert!(sidecar.output().contains("SIGTERM received"));
+    assert!(sidecar.wait_for_output("SIGTERM received").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

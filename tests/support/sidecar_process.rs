@@ -178,6 +178,12 @@ impl SidecarProcess {
         self.child.try_wait().expect("try_wait sidecar")
     }
 
+    /// Waits (up to 5 s) until the captured output contains `needle`: lines written after a
+    /// response (access lines, refusals) reach the pipe readers a moment later.
+    pub async fn wait_for_output(&self, needle: &str) -> bool {
+        super::wait_until(Duration::from_secs(5), || self.output().contains(needle)).await
+    }
+
     /// Sends a signal by name (`"HUP"`, `"QUIT"`, `"TERM"`) and returns at once.
     pub fn signal(&self, name: &str) {
         let sent = Command::new("kill")
