@@ -195,8 +195,8 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
         took.is_some(),
         "the cache caught up after the database came back"
     );
+    assert!(sidecar.wait_for_output("readable again").await);
     let logs = sidecar.output();
-    assert!(logs.contains("readable again"), "{logs}");
     assert_eq!(
         logs.matches("serving its last good credentials").count(),
         1,
@@ -293,9 +293,11 @@ async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refr
         (200, Some("Bearer sk-stable-1".into())),
         "the failing row serves its last good value"
     );
-    let logs = sidecar.output();
     assert!(
-        logs.contains("stable no longer loads; keeping its last good value"),
-        "{logs}"
+        sidecar
+            .wait_for_output("stable no longer loads; keeping its last good value")
+            .await,
+        "{}",
+        sidecar.output()
     );
 }
