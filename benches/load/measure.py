@@ -1,0 +1,118 @@
+"""Load generators and process accounting.
+
+- `wrk_closed_loop`: wrk (Debian) at a fixed concurrency; results via `wrk_report.lua`.
+- `oha_run`: oha (crates.io) at a fixed request rate (latency-corrected) or a fixed number
+  of concurrent requests (the streams runs).
+- `ProcessMeter`: CPU seconds (utime + stime) and peak RSS (VmHWM, reset through
+  `/proc/PID/clear_refs`) of a set of processes over one run.
+"""
+
+import json
+import os
+import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REQUEST_BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}]}'
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _run(argv, timeout):
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    return done.stdout
+
+
+def wrk_closed_loop(url, concurrency, seconds, headers):
+    """Closed loop: `concurrency` connections, each sending the next request when the last
+    answer arrived. Returns req/s, errors and latency percentiles in milliseconds."""
+    threads = min(2, concurrency)
+    argv = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s",
+            "--timeout", "10s", "-s", os.path.join(HERE, "wrk_report.lua")]
+    for header in headers:
+        argv += ["-H", header]
+    out = _run(argv + [url], timeout=seconds + 60)
+    line = next((l for l in out.splitlines() if l.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result line:\n{out}")
+    raw = json.loads(line[len("WRK_RESULT "):])
+    return {
+        "requests": raw["requests"],
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "errors": raw["socket_errors"] + raw["status_errors"],
+        "p50": raw["p50"] / 1000, "p90": raw["p90"] / 1000,
+        "p99": raw["p99"] / 1000, "p999": raw["p999"] / 1000,
+    }
+
+
+def oha_run(url, headers, *, rate=None, seconds=None, requests=None, concurrency,
+            cacert=None, timeout_s=30):
+    """oha without its TUI, JSON out. With `rate`, an open loop at that many req/s for
+    `seconds` (latency measured from when each request was due, not when it was sent).
+    Returns req/s, successes, failures by kind and latency percentiles in milliseconds."""
+    argv = ["oha", "--no-tui", "--output-format", "json", "-c", str(concurrency),
+            "-m", "POST", "-d", REQUEST_BODY, "-H", "content-type: application/json",
+            "-t", f"{timeout_s}s"]
+    if rate is not None:
+        # -w: requests in flight at the deadline finish (and count) instead of being cut.
+        argv += ["-q", str(rate), "--latency-correction", "-z", f"{seconds}s", "-w"]
+    else:
+        argv += ["-n", str(requests)]
+    if cacert:
+        argv += ["--cacert", cacert]
+    for header in headers:
+        argv += ["-H", header]
+    out = _run(argv + [url], timeout=(seconds or timeout_s) + 120)
+    raw = json.loads(out)
+    percentiles = raw.get("latencyPercentiles", {})
+    statuses = {int(k): v for k, v in raw.get("statusCodeDistribution", {}).items()}
+    failures = dict(raw.get("errorDistribution", {}))
+    for status, count in statuses.items():
+        if status != 200:
+            failures[f"HTTP {status}"] = count
+    ms = lambda key: (percentiles.get(key) or 0.0) * 1000
+    return {
+        "requests": sum(statuses.values()) + sum(raw.get("errorDistribution", {}).values()),
+        "ok": statuses.get(200, 0),
+        "failures": failures,
+        "rps": raw["summary"]["requestsPerSec"],
+        "p50": ms("p50"), "p90": ms("p90"), "p99": ms("p99"), "p999": ms("p99.9"),
+        "slowest": (raw["summary"].get("slowest") or 0.0) * 1000,
+    }
+
+
+def _cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def rss_kib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class ProcessMeter:
+    """CPU seconds and peak RSS of `pids` between `__enter__` and `__exit__`. The peak of a
+    multi-process server (nginx) is the sum of each process's peak."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.cpu_s = 0.0
+        self.peak_rss_mb = 0.0
+
+    def __enter__(self):
+        for pid in self.pids:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+        self._start = sum(_cpu_ticks(pid) for pid in self.pids)
+        return self
+
+    def __exit__(self, *exc):
+        end = sum(_cpu_ticks(pid) for pid in self.pids)
+        self.cpu_s = (end - self._start) / CLOCK_TICKS
+        self.peak_rss_mb = sum(rss_kib(pid, "VmHWM") for pid in self.pids) / 1024
+        return False

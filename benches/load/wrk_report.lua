@@ -1,0 +1,15 @@
+-- wrk script for the load benchmark: sends the chat-completion POST and, when the run ends,
+-- prints one machine-readable line the driver parses (latencies in microseconds).
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests":%d,"duration_us":%d,"socket_errors":%d,"status_errors":%d,' ..
+    '"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
+end

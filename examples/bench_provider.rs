@@ -1,0 +1,328 @@
+//! The load benchmark's stand-in for an LLM provider: a lean HTTPS server (BoringSSL, HTTP/1.1
+//! keep-alive) whose answers are shaped by flags, and a plain-HTTP stats port the benchmark
+//! driver reads between runs. Started by `benches/load.sh`; not a test double with recording
+//! (see `tests/support/mock_provider.rs` for that), but a fast one that counts.
+//!
+//! ```text
+//! cargo run --release --example bench_provider -- --listen direct=127.0.0.1:18443 \
+//!     --listen sidecar=127.0.0.1:18445 --stats 127.0.0.1:18444 --ca-out /tmp/bench-ca.pem \
+//!     --key sk-bench \
+//!     [--response-bytes 1024] [--latency-ms 0] [--stream-events 20] [--stream-ms 2000]
+//! ```
+//!
+//! - `POST /v1/chat/completions` (any path but `/v1/stream`): waits `--latency-ms`, then a JSON
+//!   body of `--response-bytes` bytes with a content-length.
+//! - `/v1/stream`: `--stream-events` SSE events spread evenly over `--stream-ms`, then
+//!   `data: [DONE]` (chunked).
+//! - A request whose `authorization` is not `Bearer <--key>` gets 401 and is counted.
+//! - Each `--listen NAME=ADDRESS` is a port with its own counters, so each client of the
+//!   benchmark (direct, sidecar, nginx) is counted apart: `GET http://<--stats>/` → JSON, by
+//!   name, of TLS handshakes, connections open now and at peak, requests, unauthorized;
+//!   `POST http://<--stats>/reset-peak` sets every peak to what is open now.
+
+#[allow(dead_code)] // the benchmark uses only the CA and certificate issuing of the test helper
+#[path = "../tests/support/certs.rs"]
+mod certs;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use boring::pkey::PKey;
+use boring::ssl::{SslAcceptor, SslMethod};
+use boring::x509::X509;
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What the command line sets.
+struct Options {
+    listen: Vec<(String, SocketAddr)>,
+    stats: SocketAddr,
+    ca_out: String,
+    key: String,
+    response_bytes: usize,
+    latency: Duration,
+    stream_events: u32,
+    stream_duration: Duration,
+}
+
+/// Counters read through the stats port.
+#[derive(Default)]
+struct Counters {
+    handshakes: AtomicU64,
+    open: AtomicU64,
+    peak_open: AtomicU64,
+    requests: AtomicU64,
+    unauthorized: AtomicU64,
+}
+
+impl Counters {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "handshakes": self.handshakes.load(Ordering::Relaxed),
+            "open": self.open.load(Ordering::Relaxed),
+            "peak_open": self.peak_open.load(Ordering::Relaxed),
+            "requests": self.requests.load(Ordering::Relaxed),
+            "unauthorized": self.unauthorized.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Counts a TCP connection as open for as long as it lives.
+struct OpenConnection(Arc<Counters>);
+
+impl OpenConnection {
+    fn new(counters: Arc<Counters>) -> OpenConnection {
+        let now = counters.open.fetch_add(1, Ordering::Relaxed) + 1;
+        counters.peak_open.fetch_max(now, Ordering::Relaxed);
+        OpenConnection(counters)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How requests are answered, shared by every listener.
+struct Answers {
+    expected_auth: String,
+    json: Bytes,
+    latency: Duration,
+    stream_events: u32,
+    stream_gap: Duration,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        listen: Vec::new(),
+        stats: "127.0.0.1:18444".parse().expect("literal address"),
+        ca_out: "bench-ca.pem".to_string(),
+        key: "sk-bench".to_string(),
+        response_bytes: 1024,
+        latency: Duration::ZERO,
+        stream_events: 20,
+        stream_duration: Duration::from_secs(2),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value:?}: {e}");
+        let millis = |v: &str| v.parse::<u64>().map(Duration::from_millis);
+        match flag.as_str() {
+            "--listen" => {
+                let (name, address) = value.split_once('=').ok_or(bad(&"expected NAME=ADDRESS"))?;
+                let address = address.parse().map_err(|e| bad(&e))?;
+                options.listen.push((name.to_string(), address));
+            }
+            "--stats" => options.stats = value.parse().map_err(|e| bad(&e))?,
+            "--ca-out" => options.ca_out = value,
+            "--key" => options.key = value,
+            "--response-bytes" => options.response_bytes = value.parse().map_err(|e| bad(&e))?,
+            "--latency-ms" => options.latency = millis(&value).map_err(|e| bad(&e))?,
+            "--stream-events" => options.stream_events = value.parse().map_err(|e| bad(&e))?,
+            "--stream-ms" => options.stream_duration = millis(&value).map_err(|e| bad(&e))?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if options.listen.is_empty() {
+        return Err("at least one --listen NAME=ADDRESS is needed".to_string());
+    }
+    if options.stream_events == 0 {
+        return Err("--stream-events must be at least 1".to_string());
+    }
+    Ok(options)
+}
+
+/// A JSON chat-completion body padded to `size` bytes (or the smallest valid one, if larger).
+fn completion_json(size: usize) -> Bytes {
+    let head = r#"{"id":"bench","object":"chat.completion","choices":[{"message":{"content":""#;
+    let tail = r#""}}]}"#;
+    let padding = size.saturating_sub(head.len() + tail.len());
+    Bytes::from(format!("{head}{}{tail}", "x".repeat(padding)))
+}
+
+/// A certificate for `localhost` and `127.0.0.1` from a fresh CA whose PEM goes to `ca_out`.
+fn acceptor(ca_out: &str) -> Result<SslAcceptor, String> {
+    let ca = certs::TestCa::new();
+    std::fs::write(ca_out, ca.ca_cert_pem()).map_err(|e| format!("write {ca_out}: {e}"))?;
+    let (cert_pem, key_pem) = ca.issue(&["localhost", "127.0.0.1"]);
+    let tls_error = |e: boring::error::ErrorStack| format!("TLS setup: {e}");
+    let cert = X509::from_pem(cert_pem.as_bytes()).map_err(tls_error)?;
+    let key = PKey::private_key_from_pem(key_pem.as_bytes()).map_err(tls_error)?;
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(tls_error)?;
+    builder.set_certificate(&cert).map_err(tls_error)?;
+    builder.set_private_key(&key).map_err(tls_error)?;
+    Ok(builder.build())
+}
+
+async fn serve_tls(
+    tcp: TcpStream,
+    acceptor: Arc<SslAcceptor>,
+    answers: Arc<Answers>,
+    counters: Arc<Counters>,
+) {
+    let _open = OpenConnection::new(counters.clone());
+    let _ = tcp.set_nodelay(true);
+    let Ok(tls) = tokio_boring::accept(&acceptor, tcp).await else {
+        return;
+    };
+    counters.handshakes.fetch_add(1, Ordering::Relaxed);
+    let service = hyper::service::service_fn(move |request| {
+        answer(answers.clone(), counters.clone(), request)
+    });
+    // Clients closing mid-stream is normal under load; nothing to report.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
+}
+
+async fn answer(
+    shared: Arc<Answers>,
+    counters: Arc<Counters>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = request.into_parts();
+    body.collect().await?;
+    let authorized = parts
+        .headers
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == shared.expected_auth.as_bytes());
+    if !authorized {
+        counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Ok(json_response(StatusCode::UNAUTHORIZED, r#"{"error":"bad key"}"#));
+    }
+    if parts.uri.path() == "/v1/stream" {
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(sse_body(shared.stream_events, shared.stream_gap))
+            .expect("static response parts");
+        return Ok(response);
+    }
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
+    }
+    Ok(json_response(StatusCode::OK, shared.json.clone()))
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()).boxed_unsync())
+        .expect("static response parts")
+}
+
+/// `events` SSE events with `gap` before each, then `data: [DONE]`.
+fn sse_body(events: u32, gap: Duration) -> Body {
+    let frames = futures_util::stream::unfold(0u32, move |sent| async move {
+        if sent > events {
+            return None;
+        }
+        let text = if sent < events {
+            tokio::time::sleep(gap).await;
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {sent}\"}}}}]}}\n\n")
+        } else {
+            "data: [DONE]\n\n".to_string()
+        };
+        Some((Ok(Frame::data(Bytes::from(text))), sent + 1))
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
+/// Counters of every listener, by name.
+type AllCounters = Arc<Vec<(String, Arc<Counters>)>>;
+
+fn stats_json(all: &AllCounters) -> String {
+    let by_name: serde_json::Map<String, serde_json::Value> = all
+        .iter()
+        .map(|(name, counters)| (name.clone(), counters.to_json()))
+        .collect();
+    serde_json::Value::Object(by_name).to_string()
+}
+
+async fn serve_stats(listener: TcpListener, counters: AllCounters) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let counters = counters.clone();
+                async move {
+                    if request.uri().path() == "/reset-peak" {
+                        for (_, one) in counters.iter() {
+                            let open = one.open.load(Ordering::Relaxed);
+                            one.peak_open.store(open, Ordering::Relaxed);
+                        }
+                    }
+                    Ok::<_, Infallible>(json_response(StatusCode::OK, stats_json(&counters)))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let options = parse_options()?;
+    let acceptor = Arc::new(acceptor(&options.ca_out)?);
+    let answers = Arc::new(Answers {
+        expected_auth: format!("Bearer {}", options.key),
+        json: completion_json(options.response_bytes),
+        latency: options.latency,
+        stream_events: options.stream_events,
+        stream_gap: options.stream_duration / options.stream_events,
+    });
+    let mut all = Vec::new();
+    for (name, address) in &options.listen {
+        let listener = bind(*address).await?;
+        let counters = Arc::new(Counters::default());
+        all.push((name.clone(), counters.clone()));
+        tokio::spawn(accept_loop(listener, acceptor.clone(), answers.clone(), counters));
+    }
+    let stats = bind(options.stats).await?;
+    tokio::spawn(serve_stats(stats, Arc::new(all)));
+    println!("bench_provider ready (stats on http://{})", options.stats);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("bind {address}: {e}"))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Arc<SslAcceptor>,
+    answers: Arc<Answers>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            // Out of file descriptors under a connection storm: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let connection = serve_tls(tcp, acceptor.clone(), answers.clone(), counters.clone());
+        tokio::spawn(connection);
+    }
+}
