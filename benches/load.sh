@@ -4,7 +4,7 @@
 # crates.io), builds the release binaries, and prints a markdown report (also written to
 # target/bench-load/results.md). See benches/README.md.
 #
-#   bash benches/load.sh              # the full run (about 10 minutes after the build)
+#   bash benches/load.sh              # the full run (about 7 minutes after the build)
 #   SMOKE=1 bash benches/load.sh      # seconds, tiny sizes, debug build: proves it still runs
 #
 # Extra arguments go to the driver (`python3 benches/load/driver.py --help`), e.g.

@@ -188,7 +188,7 @@ async fn serve_tls(
 }
 
 async fn answer(
-    shared: Arc<Answers>,
+    answers: Arc<Answers>,
     counters: Arc<Counters>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
@@ -198,23 +198,26 @@ async fn answer(
     let authorized = parts
         .headers
         .get("authorization")
-        .is_some_and(|v| v.as_bytes() == shared.expected_auth.as_bytes());
+        .is_some_and(|v| v.as_bytes() == answers.expected_auth.as_bytes());
     if !authorized {
         counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return Ok(json_response(StatusCode::UNAUTHORIZED, r#"{"error":"bad key"}"#));
+        return Ok(json_response(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"bad key"}"#,
+        ));
     }
     if parts.uri.path() == "/v1/stream" {
         let response = Response::builder()
             .header("content-type", "text/event-stream")
             .header("cache-control", "no-cache")
-            .body(sse_body(shared.stream_events, shared.stream_gap))
+            .body(sse_body(answers.stream_events, answers.stream_gap))
             .expect("static response parts");
         return Ok(response);
     }
-    if !shared.latency.is_zero() {
-        tokio::time::sleep(shared.latency).await;
+    if !answers.latency.is_zero() {
+        tokio::time::sleep(answers.latency).await;
     }
-    Ok(json_response(StatusCode::OK, shared.json.clone()))
+    Ok(json_response(StatusCode::OK, answers.json.clone()))
 }
 
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -295,7 +298,12 @@ async fn main() -> Result<(), String> {
         let listener = bind(*address).await?;
         let counters = Arc::new(Counters::default());
         all.push((name.clone(), counters.clone()));
-        tokio::spawn(accept_loop(listener, acceptor.clone(), answers.clone(), counters));
+        tokio::spawn(accept_loop(
+            listener,
+            acceptor.clone(),
+            answers.clone(),
+            counters,
+        ));
     }
     let stats = bind(options.stats).await?;
     tokio::spawn(serve_stats(stats, Arc::new(all)));

@@ -1,5 +1,9 @@
 //! The `sidecar` binary: everything lives in the library; see `sidecar --help`.
 
+/// jemalloc instead of glibc malloc: see `benches/README.md` for what it changed under load.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     sidecar::cli::main()
 }

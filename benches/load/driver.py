@@ -29,6 +29,7 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; median reported")
     p.add_argument("--rate", type=int, default=2000, help="fixed-rate run, requests/s")
     p.add_argument("--response-bytes", type=int, default=1024)
+    p.add_argument("--latency-ms", type=int, default=0, help="provider time to answer")
     p.add_argument("--streams", type=int, default=1000, help="concurrent streams = the cap")
     p.add_argument("--overflow-streams", type=int, default=1500)
     p.add_argument("--stream-ms", type=int, default=2000)
@@ -151,7 +152,7 @@ def main():
     services = []
     try:
         provider = Provider(args.provider_bin, args.workdir, args.response_bytes,
-                            args.stream_events, args.stream_ms)
+                            args.latency_ms, args.stream_events, args.stream_ms)
         services.append(provider)
         sidecar = Sidecar(args.sidecar_bin, args.workdir, provider, args.threads,
                           max_connections=args.streams, pool_wait=10,

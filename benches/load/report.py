@@ -116,7 +116,7 @@ def render(args, machine, closed, rate, runs, idle_rss_mb, settled_rss_mb):
 Machine: {machine}. Everything on this one machine (load generator, proxy, provider share the
 cores). Sidecar `server.threads: {args.threads}`, nginx `worker_processes {args.threads}`; access
 logs {args.access_log}. Workload: `POST /v1/chat/completions` (74-byte JSON) → a
-{args.response_bytes}-byte JSON answer, no provider latency. Closed-loop runs: wrk, {args.seconds} s
+{args.response_bytes}-byte JSON answer after {args.latency_ms} ms. Closed-loop runs: wrk, {args.seconds} s
 each after a {args.warmup_seconds} s warm-up, {args.rounds} rounds alternating the order; the median
 round by req/s is shown. Fixed rate: oha `-q {args.rate} --latency-correction`, {args.seconds} s, median
 round by p99. "direct" is the client speaking TLS to the provider itself (the limit); sidecar and

@@ -85,7 +85,7 @@ class Provider(Service):
 
     CLIENTS = ("direct", "sidecar", "nginx")
 
-    def __init__(self, binary, workdir, response_bytes, stream_events, stream_ms):
+    def __init__(self, binary, workdir, response_bytes, latency_ms, stream_events, stream_ms):
         self.ports = {client: free_port() for client in self.CLIENTS}
         self.stats_port = free_port()
         self.ca_file = os.path.join(workdir, "provider-ca.pem")
@@ -99,6 +99,7 @@ class Provider(Service):
             "--ca-out", self.ca_file,
             "--key", PROVIDER_KEY,
             "--response-bytes", str(response_bytes),
+            "--latency-ms", str(latency_ms),
             "--stream-events", str(stream_events),
             "--stream-ms", str(stream_ms),
         ]
