@@ -19,13 +19,14 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 if ((${#need_apt[@]})); then
     echo "installing ${need_apt[*]} (Debian)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null; }
 fi
+export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v oha >/dev/null; then
     echo "installing oha $OHA_VERSION (crates.io; a few minutes once)"
     cargo install --locked --quiet oha --version "$OHA_VERSION"
 fi
-export PATH="$HOME/.cargo/bin:$PATH"
 
 # 1,500 client connections plus 1,000 upstream ones, with room to spare.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
