@@ -9,7 +9,8 @@
 //! so TRACE records from `pingora*` targets are always dropped, whatever the level asked for.
 //! Everything the sidecar logs itself names credentials, never their values.
 
-use std::io::Write;
+use std::fmt::Display;
+use std::io::{self, Write};
 
 use log::kv::{Key, Value, VisitSource};
 use log::{LevelFilter, Log, Metadata, Record};
@@ -51,12 +52,11 @@ pub fn init(level: LevelFilter, format: LogFormat) {
         builder.parse_filters(&spec);
     }
     builder.format(move |buf, record| {
-        let ts = buf.timestamp_millis().to_string();
-        let line = match format {
-            LogFormat::Text => text_line(&ts, record),
-            LogFormat::Json => json_line(&ts, record),
-        };
-        writeln!(buf, "{line}")
+        let ts = buf.timestamp_millis();
+        match format {
+            LogFormat::Text => write_text(buf, &ts, record),
+            LogFormat::Json => writeln!(buf, "{}", json_line(&ts.to_string(), record)),
+        }
     });
     let inner = builder.build();
     let max = inner.filter();
@@ -65,23 +65,60 @@ pub fn init(level: LevelFilter, format: LogFormat) {
     }
 }
 
-/// `ts LEVEL target: message key=value …`; values with spaces or quotes are quoted.
-fn text_line(ts: &str, record: &Record<'_>) -> String {
-    let mut line = format!(
+/// `[ts LEVEL target] message key=value …` and a newline, written straight into `out`: the
+/// access line is written for every request, so numbers, booleans and borrowed strings are not
+/// copied on the way. Values with spaces or quotes are quoted.
+fn write_text(out: &mut impl Write, ts: &dyn Display, record: &Record<'_>) -> io::Result<()> {
+    write!(
+        out,
         "[{ts} {:<5} {}] {}",
         record.level(),
         record.target(),
         record.args()
-    );
-    for (key, value) in fields(record) {
-        let shown = match value {
-            Json::String(s) if is_bare(&s) => s,
-            Json::String(s) => format!("{s:?}"),
-            other => other.to_string(),
-        };
-        line.push_str(&format!(" {key}={shown}"));
+    )?;
+    let mut fields = TextFields { out, failed: None };
+    let _ = record.key_values().visit(&mut fields);
+    if let Some(error) = fields.failed {
+        return Err(error);
     }
-    line
+    writeln!(out)
+}
+
+/// Writes each key-value as ` key=value`; keeps the first write error.
+struct TextFields<'a, W: Write> {
+    out: &'a mut W,
+    failed: Option<io::Error>,
+}
+
+impl<'kvs, W: Write> VisitSource<'kvs> for TextFields<'_, W> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let out = &mut *self.out;
+        let written = if let Some(n) = value.to_u64() {
+            write!(out, " {key}={n}")
+        } else if let Some(n) = value.to_i64() {
+            write!(out, " {key}={n}")
+        } else if let Some(b) = value.to_bool() {
+            write!(out, " {key}={b}")
+        } else if let Some(f) = value.to_f64() {
+            write!(out, " {key}={}", Json::from(f))
+        } else if let Some(s) = value.to_borrowed_str() {
+            write_text_value(out, &key, s)
+        } else {
+            write_text_value(out, &key, &value.to_string())
+        };
+        written.map_err(|error| {
+            self.failed = Some(error);
+            log::kv::Error::msg("log line not written")
+        })
+    }
+}
+
+fn write_text_value(out: &mut impl Write, key: &Key<'_>, value: &str) -> io::Result<()> {
+    if is_bare(value) {
+        write!(out, " {key}={value}")
+    } else {
+        write!(out, " {key}={value:?}")
+    }
 }
 
 /// `{"ts":…,"level":…,"target":…,"message":…, fields…}`.
@@ -161,10 +198,11 @@ mod tests {
             .args(format_args!("request"))
             .key_values(&kvs)
             .build();
-        let text = text_line("T", &record);
+        let mut text = Vec::new();
+        write_text(&mut text, &"T", &record).expect("written");
         assert_eq!(
-            text,
-            "[T INFO  access] request route=openai status=200 path=\"/a b\" reused=true"
+            String::from_utf8(text).expect("utf-8"),
+            "[T INFO  access] request route=openai status=200 path=\"/a b\" reused=true\n"
         );
         let json: Json = serde_json::from_str(&json_line("T", &record)).expect("json");
         assert_eq!(json["route"], "openai");
