@@ -7,7 +7,6 @@ then the streaming runs through the sidecar. Prints a markdown report and writes
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -73,8 +72,9 @@ def measured(way, provider, run):
     return result
 
 
-def median_by_rps(results):
-    ordered = sorted(results, key=lambda r: r["rps"])
+def median_by(results, measure_key):
+    """The round whose `measure_key` is the median: one real round, not averaged numbers."""
+    ordered = sorted(results, key=lambda r: r[measure_key])
     return ordered[len(ordered) // 2]
 
 
@@ -90,7 +90,7 @@ def closed_loop(args, ways, provider):
                 rows.setdefault((concurrency, way.name), []).append(result)
                 print(f"  c={concurrency:<4} {way.name:<8} {result['rps']:>9.0f} req/s  "
                       f"p50 {result['p50']:.3f} ms  p99 {result['p99']:.3f} ms", flush=True)
-    return {key: median_by_rps(results) for key, results in rows.items()}
+    return {key: median_by(results, "rps") for key, results in rows.items()}
 
 
 def fixed_rate(args, ways, provider):
@@ -103,13 +103,8 @@ def fixed_rate(args, ways, provider):
             rows.setdefault(way.name, []).append(result)
             print(f"  {args.rate} req/s {way.name:<8} p50 {result['p50']:.3f} ms  "
                   f"p99 {result['p99']:.3f} ms  p99.9 {result['p999']:.3f} ms", flush=True)
-    return {name: statistics_row(results) for name, results in rows.items()}
-
-
-def statistics_row(results):
-    """The run with the median p99 (fixed rate: latency is the measure)."""
-    ordered = sorted(results, key=lambda r: r["p99"])
-    return ordered[len(ordered) // 2]
+    # Fixed rate: latency is the measure.
+    return {name: median_by(results, "p99") for name, results in rows.items()}
 
 
 def streams(args, sidecar, provider, count):

@@ -37,7 +37,6 @@ def wrk_closed_loop(url, concurrency, seconds, headers):
         raise RuntimeError(f"wrk printed no result line:\n{out}")
     raw = json.loads(line[len("WRK_RESULT "):])
     return {
-        "requests": raw["requests"],
         "rps": raw["requests"] / (raw["duration_us"] / 1e6),
         "errors": raw["socket_errors"] + raw["status_errors"],
         "p50": raw["p50"] / 1000, "p90": raw["p90"] / 1000,
@@ -72,7 +71,6 @@ def oha_run(url, headers, *, rate=None, seconds=None, requests=None, concurrency
             failures[f"HTTP {status}"] = count
     ms = lambda key: (percentiles.get(key) or 0.0) * 1000
     return {
-        "requests": sum(statuses.values()) + sum(raw.get("errorDistribution", {}).values()),
         "ok": statuses.get(200, 0),
         "failures": failures,
         "rps": raw["summary"]["requestsPerSec"],
