@@ -1,6 +1,8 @@
 //! Measures what credential refresh costs with many rows: the time (and memory) to load N
 //! credential rows from LiteLLM's table, decryption included, and the time of a refresh that
-//! finds nothing changed (the database-side digest).
+//! finds nothing changed, in both change-detection modes: the full hash of both tables (no
+//! version table) and the version row `db install-notify` adds. Each is a client-side round
+//! trip over loopback: an upper bound on the database's own time.
 //!
 //! `cargo run --release --example refresh_cost -- [ROWS] [DATABASE_URL]`
 //! (default 10000 rows, `postgresql://postgres@127.0.0.1:5432/test`). Uses its own schema and
@@ -14,6 +16,8 @@ use sidecar::credentials::cipher::{encrypt, Format, Keys};
 use sidecar::credentials::postgres::PostgresSource;
 use sidecar::credentials::source::CredentialSource;
 use sidecar::credentials::Secret;
+use sidecar::db::litellm::install_notify;
+use sidecar::db::session::Session;
 use sidecar::db::Database;
 use sidecar::upstream::Targets;
 
@@ -96,8 +100,10 @@ async fn main() -> Result<(), String> {
         None,
         DEFAULT_DB_CONNECT_TIMEOUT,
     )?;
-    let source = PostgresSource::new(db, Some(keys), targets)?;
-    source.fingerprint().await?; // warm the pool's connection
+    let session = Session::new(db, None, Duration::from_secs(30), Arc::default());
+    let hour = Duration::from_secs(3600);
+    let source = PostgresSource::new(session, Some(keys), targets, hour, None);
+    source.fingerprint().await?; // connect
 
     let rss_before = rss_kib();
     let mut loads = Vec::new();
@@ -119,11 +125,19 @@ async fn main() -> Result<(), String> {
         }
     }
     let rss_after = rss_kib();
-    let mut unchanged = Vec::new();
+    let mut unchanged_full = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
         source.fingerprint().await?;
-        unchanged.push(started.elapsed());
+        unchanged_full.push(started.elapsed());
+    }
+    install_notify(&client, &schema, "refresh_cost").await?;
+    source.fingerprint().await?; // finds the version table (one last full check)
+    let mut unchanged_version = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        source.fingerprint().await?;
+        unchanged_version.push(started.elapsed());
     }
     drop(kept);
     client
@@ -137,8 +151,12 @@ async fn main() -> Result<(), String> {
         median(loads)
     );
     println!(
-        "unchanged refresh (database digest), median of 20: {:?}",
-        median(unchanged)
+        "unchanged refresh, full hash of both tables, median of 20: {:?}",
+        median(unchanged_full)
+    );
+    println!(
+        "unchanged refresh, version row (after db install-notify), median of 20: {:?}",
+        median(unchanged_version)
     );
     println!(
         "resident memory growth after the first load (snapshot held): {} KiB",

@@ -199,12 +199,17 @@ fn test_config(path: &std::path::Path) -> Result<(), String> {
     let routes = crate::routes::RouteTable::new(&config.routes, &targets, None);
     let cache = std::sync::Arc::new(crate::credentials::CredentialCache::default());
     runtime()?.block_on(async {
-        let sources = server::credential_sources(&config, &targets).await?;
+        let ctx = server::SourceContext {
+            targets: targets.clone(),
+            wake: std::sync::Arc::default(),
+            hub: None,
+        };
+        let sources = server::credential_sources(&config, &ctx).await?;
         let refresher = crate::credentials::refresh::Refresher::new(
             cache.clone(),
             sources,
             crate::config::DEFAULT_REFRESH_INTERVAL,
-            None,
+            ctx.wake.clone(),
         );
         refresher.refresh().await;
         Ok::<_, String>(())

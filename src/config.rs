@@ -6,6 +6,7 @@
 //! `LITELLM_MASTER_KEY`, `SSL_CERT_FILE`) are applied here, nowhere else.
 
 mod credentials;
+mod fanout;
 mod network;
 mod parse;
 pub mod reader;

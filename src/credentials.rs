@@ -7,6 +7,7 @@
 //! - [`local`]: the embedded store (a YAML file, plus `os.environ/VAR` references).
 //! - [`postgres`]: LiteLLM's credential and model tables.
 //! - [`models`]: one model row (`litellm_params`) → a [`models::Deployment`].
+//! - [`rows`]: stored rows → a load's outcome (shared by the database and fan-out sources).
 //! - [`source`]: the trait every credential source implements, and a load's outcome.
 //! - [`cache`]: the `ArcSwap` snapshot the request path reads without a lock.
 //! - [`refresh`]: the background refresh (poll + LISTEN/NOTIFY, backoff, last-known-good).
@@ -17,6 +18,7 @@ pub mod local;
 pub mod models;
 pub mod postgres;
 pub mod refresh;
+pub mod rows;
 pub mod secret;
 pub mod source;
 pub mod values;

@@ -1,28 +1,25 @@
 //! The connection to LiteLLM's Postgres database: connection-string handling (libpq's `sslmode`
-//! and `sslrootcert`, which tokio-postgres does not parse), a small connection pool, and the
-//! dedicated connection that `LISTEN`s for change notifications.
+//! and `sslrootcert`, which tokio-postgres does not parse), the one connection a running sidecar
+//! holds ([`session`]), and the SQL over LiteLLM's tables ([`litellm`]).
 //!
 //! The connection string carries a password: it lives in a [`Secret`] and is never logged; logs
 //! name the database by host, port and database name only.
 
 pub mod litellm;
+pub mod session;
 pub mod tls;
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
-use tokio_postgres::AsyncMessage;
-
 use crate::credentials::Secret;
 use crate::percent;
 use tls::{BoringTls, SslMode};
 
-/// Connections kept by the pool (refreshes and CLI commands use one at a time).
-const POOL_SIZE: usize = 2;
+/// `application_name` when the connection string sets none: the sidecar's connections are
+/// then easy to count in `pg_stat_activity`.
+pub const DEFAULT_APPLICATION_NAME: &str = "sidecar";
 
 /// Where the database is and how to reach it.
 #[derive(Clone)]
@@ -48,6 +45,9 @@ impl Database {
         let mut pg_config = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| format!("the database connection string is invalid: {e}"))?;
         pg_config.connect_timeout(connect_timeout);
+        if pg_config.get_application_name().is_none() {
+            pg_config.application_name(DEFAULT_APPLICATION_NAME);
+        }
         pg_config.ssl_mode(match mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -69,61 +69,23 @@ impl Database {
         &self.described
     }
 
-    /// A connection pool (connections are made lazily, on first use).
-    pub fn pool(&self) -> Result<Pool, String> {
-        let manager = Manager::from_config(
-            self.pg_config.clone(),
-            self.tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(|e| format!("cannot build the database pool: {e}"))
-    }
-
     /// One direct connection (CLI commands).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, String> {
         let (client, connection) = self
             .pg_config
             .connect(self.tls.clone())
             .await
-            .map_err(|e| format!("cannot connect to the database at {}: {e}", self.described))?;
+            .map_err(|e| {
+                format!(
+                    "cannot connect to the database at {}: {}",
+                    self.described,
+                    session::pg_error(&e)
+                )
+            })?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
         Ok(client)
-    }
-
-    /// A connection that `LISTEN`s on `channel`. Each notification's payload arrives on the
-    /// receiver; the receiver closes when the connection is lost. Keep the client alive as long
-    /// as notifications are wanted.
-    pub async fn listen(
-        &self,
-        channel: &str,
-    ) -> Result<(tokio_postgres::Client, mpsc::Receiver<String>), String> {
-        let (client, mut connection) = self
-            .pg_config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| format!("cannot connect to the database at {}: {e}", self.described))?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = messages.next().await {
-                if let AsyncMessage::Notification(n) = message {
-                    // A full channel already guarantees a refresh; dropping extras is fine.
-                    let _ = tx.try_send(n.payload().to_string());
-                }
-            }
-        });
-        client
-            .batch_execute(&format!("LISTEN {}", litellm::quote_ident(channel)))
-            .await
-            .map_err(|e| format!("LISTEN {channel} failed: {e}"))?;
-        Ok((client, rx))
     }
 }
 

@@ -94,6 +94,36 @@ pub static REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Database change checks by kind (`version`: one read of the version row the triggers keep;
+/// `full`: both tables hashed) — what polling costs the database.
+pub static CHANGE_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_credential_change_checks_total",
+                "Database change checks by kind (version row or full table hash)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Fan-out snapshot requests answered, by result (`changed`, `unchanged`, `unauthorized`,
+/// `forbidden`, `bad_request`, `unavailable`).
+pub static FANOUT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_fanout_requests_total",
+                "Fan-out snapshot requests answered, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Config reloads (SIGHUP) by result.
 pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(

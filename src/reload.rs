@@ -4,8 +4,9 @@
 //! If it is not, every error is logged and the running config stays in force.
 //!
 //! Settings that shape sockets and threads (`server`, `listeners`, `upstream`, `admin`, `log`,
-//! and the refresh schedule of `credentials.postgres`) take effect at the next restart or `-u`
-//! upgrade; a reload that changes them says so.
+//! `credentials.postgres.refresh_interval`, the fan-out listener's address and TLS) take effect
+//! at the next restart or `-u` upgrade; a reload that changes them says so. Fan-out watcher
+//! grants are applied by the reload (a revoked token is refused from then on).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,11 +20,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::credentials::refresh::Refresher;
 use crate::credentials::CredentialCache;
+use crate::fanout::server::{grants_by_token, SharedGrants};
 use crate::metrics::RELOADS;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
-use crate::server::{credential_sources, report_unserved_routes};
+use crate::server::{credential_sources, report_unserved_routes, SourceContext};
 use crate::upstream::resolver::resolve_all;
-use crate::upstream::Targets;
 
 /// Reloads the config on SIGHUP.
 pub struct Reloader {
@@ -33,12 +34,14 @@ pub struct Reloader {
     pub running: Mutex<Config>,
     /// Routes and access rules, swapped on reload.
     pub dispatch: SharedDispatch,
-    /// Upstream endpoints; new routes register theirs here.
-    pub targets: Arc<Targets>,
+    /// What new credential sources are built with (new routes register upstreams there).
+    pub sources: SourceContext,
     /// Credential loading, given the new sources.
     pub refresher: Arc<Refresher>,
     /// The snapshot, to report routes a reload leaves unserved.
     pub cache: Arc<CredentialCache>,
+    /// The fan-out watchers' grants, when this instance serves fan-out.
+    pub fanout_grants: Option<SharedGrants>,
 }
 
 impl Reloader {
@@ -56,7 +59,7 @@ impl Reloader {
                 return false;
             }
         };
-        let sources = match credential_sources(&config, &self.targets).await {
+        let sources = match credential_sources(&config, &self.sources).await {
             Ok(sources) => sources,
             Err(e) => {
                 error!("config reload: {path} rejected; the running config stays in force: {e}");
@@ -67,8 +70,13 @@ impl Reloader {
         for section in restart_only_changes(&self.running(), &config) {
             warn!("config reload: {section} changed; that takes effect at the next restart");
         }
-        let dispatch = Dispatch::new(&config, &self.targets);
-        resolve_all(&self.targets.all()).await;
+        let targets = &self.sources.targets;
+        let dispatch = Dispatch::new(&config, targets);
+        resolve_all(&targets.all()).await;
+        if let Some(grants) = &self.fanout_grants {
+            let watchers = config.fanout.as_ref().map_or(&[][..], |f| &f.watchers[..]);
+            grants.store(Arc::new(grants_by_token(watchers)));
+        }
         self.refresher.replace_sources(sources).await;
         self.refresher.refresh().await;
         report_unserved_routes(&dispatch.routes, &self.cache.snapshot());
@@ -99,7 +107,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         c.credentials
             .postgres
             .as_ref()
-            .map(|pg| (pg.refresh_interval, pg.listen, pg.channel.clone()))
+            .map(|pg| pg.refresh_interval)
+    };
+    let fanout_listener = |c: &Config| {
+        c.fanout
+            .as_ref()
+            .map(|f| (f.address.clone(), format!("{:?}", f.tls)))
     };
     let mut changed = Vec::new();
     if differs(&old.server, &new.server) {
@@ -118,7 +131,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("log");
     }
     if schedule(old) != schedule(new) {
-        changed.push("credentials.postgres refresh schedule (refresh_interval, listen, channel)");
+        changed.push("credentials.postgres.refresh_interval");
+    }
+    if fanout_listener(old) != fanout_listener(new) {
+        changed.push("fanout listener (address, tls; the watcher grants were applied)");
     }
     changed
 }

@@ -1,6 +1,7 @@
 //! Builds and runs the Pingora server from a validated [`Config`]: credentials loaded and
-//! upstreams resolved before the first listener opens, then the proxy service, the credential
-//! refresh service (when a database is configured) and the DNS refresh service.
+//! upstreams resolved before the first listener opens, then the proxy service, the admin
+//! service, the fan-out service (when configured), the credential refresh service (when a
+//! database or a fan-out server is the source) and the DNS refresh service.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,14 +17,19 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::config::Backend;
 use crate::config::Config;
 use crate::credentials::cipher::Keys;
 use crate::credentials::local::LocalStore;
 use crate::credentials::postgres::PostgresSource;
-use crate::credentials::refresh::{Listen, RefreshService, Refresher};
+use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::source::CredentialSource;
 use crate::credentials::{salt_key_from_env, CredentialCache, Snapshot};
+use crate::db::session::{ListenSettings, Session};
 use crate::db::Database;
+use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
+use crate::fanout::watch::WatchSource;
+use crate::fanout::FanoutHub;
 use crate::metrics;
 use crate::proxy::binding::bind;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
@@ -69,23 +75,76 @@ pub fn database(config: &Config) -> Result<Option<Database>, String> {
         .transpose()
 }
 
-/// The configured credential sources, in precedence order (the database wins on a name clash).
-/// The local store is read once here so that a malformed file stops the start.
+/// What credential sources are built with; lives as long as the process (reloads reuse it).
+#[derive(Clone)]
+pub struct SourceContext {
+    /// Upstream endpoints; deployments register theirs here.
+    pub targets: Arc<Targets>,
+    /// Wakes the refresher (NOTIFY, a lost connection, a new fan-out snapshot).
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Where the database rows go when this instance serves other sidecars.
+    pub hub: Option<Arc<FanoutHub>>,
+}
+
+/// The salt-key-derived keys, when a salt key is set.
+fn keys(config: &Config) -> Option<Keys> {
+    salt_key_from_env(&config.credentials.salt_key_env).map(|k| Keys::derive(&k))
+}
+
+/// The configured credential sources, in precedence order (the database or fan-out server wins
+/// on a name clash). The local store is read once here so that a malformed file stops the start.
 pub async fn credential_sources(
     config: &Config,
-    targets: &Arc<Targets>,
+    ctx: &SourceContext,
 ) -> Result<Vec<Box<dyn CredentialSource>>, String> {
-    let keys = || salt_key_from_env(&config.credentials.salt_key_env).map(|k| Keys::derive(&k));
     let mut sources: Vec<Box<dyn CredentialSource>> = Vec::new();
     if let Some(path) = &config.credentials.local {
-        let local = LocalStore::new(path, keys());
+        let local = LocalStore::new(path, keys(config));
         local.load().await?;
         sources.push(Box::new(local));
     }
-    if let Some(db) = database(config)? {
-        sources.push(Box::new(PostgresSource::new(db, keys(), targets.clone())?));
+    if let (Some(db), Some(pg)) = (database(config)?, &config.credentials.postgres) {
+        let listen = pg.listen.then(|| ListenSettings {
+            channel: pg.channel.clone(),
+            jitter: pg.notify_jitter,
+        });
+        let session = Session::new(db, listen, pg.query_timeout, ctx.wake.clone());
+        sources.push(Box::new(PostgresSource::new(
+            session,
+            keys(config),
+            ctx.targets.clone(),
+            pg.full_check_interval,
+            ctx.hub.clone(),
+        )));
+    }
+    if let Some(watch) = &config.credentials.watch {
+        let (credentials, models) = route_backends(config);
+        sources.push(Box::new(WatchSource::new(
+            watch,
+            config.upstream.ca_file.as_ref(),
+            &credentials,
+            &models,
+            keys(config),
+            ctx.targets.clone(),
+            ctx.wake.clone(),
+        )?));
     }
     Ok(sources)
+}
+
+/// The credential names and model aliases the routes use (what a watcher asks for).
+fn route_backends(config: &Config) -> (Vec<String>, Vec<String>) {
+    let (mut credentials, mut models) = (Vec::new(), Vec::new());
+    for route in &config.routes {
+        let (list, name) = match &route.backend {
+            Backend::Credential(name) => (&mut credentials, name),
+            Backend::Model(name) => (&mut models, name),
+        };
+        if !list.contains(name) {
+            list.push(name.clone());
+        }
+    }
+    (credentials, models)
 }
 
 /// Warns about routes that cannot be served now, so the operator sees it at start rather than
@@ -132,25 +191,26 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
+    let ctx = SourceContext {
+        targets: targets.clone(),
+        wake: Arc::default(),
+        hub: config.fanout.as_ref().map(|_| Arc::default()),
+    };
     let refresher = startup.block_on(async {
         // Installs the process's SIGHUP handler now, so a reload signal that arrives while
         // starting is ignored instead of killing the process (the default action).
         drop(tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::hangup(),
         ));
-        let sources = credential_sources(&config, &targets).await?;
-        let postgres = config.credentials.postgres.as_ref();
-        let listen = match postgres.filter(|pg| pg.listen) {
-            Some(pg) => database(&config)?.map(|db| Listen {
-                db,
-                channel: pg.channel.clone(),
-            }),
-            None => None,
-        };
-        let interval = postgres.map_or(crate::config::DEFAULT_REFRESH_INTERVAL, |pg| {
-            pg.refresh_interval
-        });
-        let refresher = Refresher::new(cache.clone(), sources, interval, listen);
+        let sources = credential_sources(&config, &ctx).await?;
+        let interval = config
+            .credentials
+            .postgres
+            .as_ref()
+            .map_or(crate::config::DEFAULT_REFRESH_INTERVAL, |pg| {
+                pg.refresh_interval
+            });
+        let refresher = Refresher::new(cache.clone(), sources, interval, ctx.wake.clone());
         refresher.refresh().await;
         report_unserved_routes(&dispatch.load().routes, &cache.snapshot());
         resolve_all(&targets.all()).await;
@@ -178,9 +238,26 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         server_options.allow_connect_method_proxying = true;
         app.server_options = Some(server_options);
     }
-    let cert_stores = add_listeners(&mut proxy, &config)?;
+    let mut cert_stores = add_listeners(&mut proxy, &config)?;
     server.add_service(proxy);
     server.add_service(admin_service(&config, dispatch.clone(), cache.clone()));
+    let fanout_grants = match (&config.fanout, &ctx.hub) {
+        (Some(fanout), Some(hub)) => {
+            let grants: SharedGrants =
+                Arc::new(ArcSwap::from_pointee(grants_by_token(&fanout.watchers)));
+            let app = FanoutApp::new(hub.clone(), grants.clone(), keys(&config));
+            let mut service = Service::new("fanout".to_string(), app);
+            cert_stores.extend(add_listener(
+                &mut service,
+                "fanout",
+                &fanout.address,
+                fanout.tls.as_ref(),
+            )?);
+            server.add_service(service);
+            Some(grants)
+        }
+        _ => None,
+    };
     if let Some(interval) = config
         .listeners
         .iter()
@@ -196,7 +273,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             },
         ));
     }
-    if config.credentials.postgres.is_some() {
+    if config.credentials.postgres.is_some() || config.credentials.watch.is_some() {
         server.add_service(background_service(
             "credential refresh",
             RefreshService(refresher.clone()),
@@ -215,9 +292,10 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             path: config_path.to_path_buf(),
             running: Mutex::new(config),
             dispatch,
-            targets,
+            sources: ctx,
             refresher,
             cache,
+            fanout_grants,
         },
     ));
     server.run_forever();
@@ -231,26 +309,39 @@ fn add_listeners(
 ) -> Result<Vec<Arc<CertStore>>, String> {
     let mut cert_stores = Vec::new();
     for listener in &config.listeners {
-        match &listener.tls {
-            None => {
-                proxy.add_tcp(&listener.address);
-                info!("listening on http://{}", listener.address);
-            }
-            Some(tls) => {
-                let store = CertStore::load(&tls.cert, &tls.key)?;
-                let settings = listener_settings(tls, store.clone())?;
-                proxy.add_tls_with_settings(&listener.address, None, settings);
-                cert_stores.push(store);
-                let mtls = if tls.client_ca.is_some() {
-                    " (client certificates required)"
-                } else {
-                    ""
-                };
-                info!("listening on https://{}{mtls}", listener.address);
-            }
-        }
+        cert_stores.extend(add_listener(
+            proxy,
+            "proxy",
+            &listener.address,
+            listener.tls.as_ref(),
+        )?);
     }
     Ok(cert_stores)
+}
+
+/// Adds one listener, plain or TLS, to `service`; returns its certificate store when TLS.
+/// `what` names the listener in the log line.
+fn add_listener<A>(
+    service: &mut Service<A>,
+    what: &str,
+    address: &str,
+    tls: Option<&crate::config::ListenerTls>,
+) -> Result<Option<Arc<CertStore>>, String> {
+    let Some(tls) = tls else {
+        service.add_tcp(address);
+        info!("{what}: listening on http://{address}");
+        return Ok(None);
+    };
+    let store = CertStore::load(&tls.cert, &tls.key)?;
+    let settings = listener_settings(tls, store.clone())?;
+    service.add_tls_with_settings(address, None, settings);
+    let mtls = if tls.client_ca.is_some() {
+        " (client certificates required)"
+    } else {
+        ""
+    };
+    info!("{what}: listening on https://{address}{mtls}");
+    Ok(Some(store))
 }
 
 /// The admin listener's service: probes and metrics.

@@ -1,5 +1,5 @@
-//! Reads the `credentials` section: the salt-key variable, the local store, and LiteLLM's
-//! database (`credentials.postgres`).
+//! Reads the `credentials` section: the salt-key variable, the local store, LiteLLM's
+//! database (`credentials.postgres`) or another sidecar's fan-out endpoint (`credentials.watch`).
 
 use std::path::Path;
 
@@ -9,7 +9,15 @@ use super::schema::*;
 use super::Env;
 use crate::credentials::Secret;
 
-pub(super) const CREDENTIAL_KEYS: &[&str] = &["salt_key_env", "local", "postgres"];
+pub(super) const CREDENTIAL_KEYS: &[&str] = &["salt_key_env", "local", "postgres", "watch"];
+const WATCH_KEYS: &[&str] = &[
+    "url",
+    "token_env",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "wait",
+];
 const POSTGRES_KEYS: &[&str] = &[
     "url",
     "schema",
@@ -18,6 +26,9 @@ const POSTGRES_KEYS: &[&str] = &[
     "channel",
     "ca_file",
     "connect_timeout",
+    "query_timeout",
+    "full_check_interval",
+    "notify_jitter",
 ];
 
 pub(super) fn parse_credentials(
@@ -38,11 +49,108 @@ pub(super) fn parse_credentials(
         .as_ref()
         .and_then(|s| s.section("postgres", POSTGRES_KEYS, diag))
         .and_then(|p| parse_postgres(&p, base_dir, env, diag));
+    let watch = s
+        .as_ref()
+        .and_then(|s| s.section("watch", WATCH_KEYS, diag))
+        .and_then(|w| parse_watch(&w, base_dir, diag));
+    if let (Some(s), Some(_), Some(_)) = (s.as_ref(), &postgres, &watch) {
+        diag.error(
+            s.path_of("watch"),
+            "credentials.watch and credentials.postgres exclude each other: a watcher takes \
+             the database rows from its fan-out server, not from the database",
+        );
+    }
     CredentialSettings {
         salt_key_env,
         local,
         postgres,
+        watch,
     }
+}
+
+fn parse_watch(s: &Section<'_>, base_dir: &Path, diag: &mut Diagnostics) -> Option<WatchSettings> {
+    let url = s.string("url", diag);
+    if url.is_none() && !s.has("url") {
+        diag.error(
+            s.path_of("url"),
+            "required (the fan-out server, e.g. https://sidecar-fanout:9443)",
+        );
+    }
+    let url = url?.trim_end_matches('/').to_string();
+    let (tls, host, port) = parse_fanout_url(&url)
+        .map_err(|problem| diag.error(s.path_of("url"), problem))
+        .ok()?;
+    let file = |key: &str, diag: &mut Diagnostics| {
+        s.string(key, diag)
+            .map(|p| checked_file(&resolve(base_dir, &p), &s.path_of(key), diag))
+    };
+    let ca_file = file("ca_file", diag);
+    let client_cert = file("client_cert", diag);
+    let client_key = file("client_key", diag);
+    if client_cert.is_some() != client_key.is_some() {
+        diag.error(s.path(), "client_cert and client_key go together");
+    }
+    Some(WatchSettings {
+        url,
+        tls,
+        host,
+        port,
+        token_env: s
+            .string("token_env", diag)
+            .unwrap_or_else(|| DEFAULT_WATCH_TOKEN_ENV.to_string()),
+        ca_file,
+        client_cert,
+        client_key,
+        wait: s.duration("wait", diag).unwrap_or(DEFAULT_WATCH_WAIT),
+    })
+}
+
+/// `https://host[:port]`, or `http://` to a loopback address only (the rows are ciphertext,
+/// but the watcher's token is not). Errors say what is wrong with the URL.
+fn parse_fanout_url(url: &str) -> Result<(bool, String, u16), String> {
+    let shape =
+        || format!("{url:?} must be a scheme and host only, e.g. https://sidecar-fanout:9443");
+    let (tls, authority) = match url.split_once("://") {
+        Some(("https", rest)) => (true, rest),
+        Some(("http", rest)) => (false, rest),
+        _ => return Err(format!("{url:?} must start with https://")),
+    };
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err(shape());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']').ok_or_else(shape)?;
+            (host, after)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, &authority[host.len()..][..port.len() + 1]),
+            None => (authority, ""),
+        },
+    };
+    let port = match port.strip_prefix(':') {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("{url:?}: the port must be a number"))?,
+        None if port.is_empty() => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+        None => return Err(shape()),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    if !tls && !loopback {
+        return Err(format!(
+            "{url:?}: plain http is allowed to a loopback address only; use https"
+        ));
+    }
+    Ok((tls, host.to_ascii_lowercase(), port))
 }
 
 fn parse_postgres(
@@ -87,6 +195,15 @@ fn parse_postgres(
         connect_timeout: s
             .duration("connect_timeout", diag)
             .unwrap_or(DEFAULT_DB_CONNECT_TIMEOUT),
+        query_timeout: s
+            .duration("query_timeout", diag)
+            .unwrap_or(DEFAULT_DB_QUERY_TIMEOUT),
+        full_check_interval: s
+            .duration("full_check_interval", diag)
+            .unwrap_or(DEFAULT_FULL_CHECK_INTERVAL),
+        notify_jitter: s
+            .duration("notify_jitter", diag)
+            .unwrap_or(DEFAULT_NOTIFY_JITTER),
     })
 }
 

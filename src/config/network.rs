@@ -45,7 +45,7 @@ pub(super) const ENDPOINT_KEYS: &[&str] = &[
     "insecure_skip_verify",
 ];
 
-fn parse_listener_tls(
+pub(super) fn parse_listener_tls(
     t: &Section<'_>,
     base_dir: &Path,
     env: &Env,

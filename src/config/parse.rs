@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "admin",
     "log",
+    "fanout",
 ];
 const SERVER_KEYS: &[&str] = &[
     "threads",
@@ -75,6 +76,24 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
     let limits = parse_limits(top.section("limits", LIMIT_KEYS, diag), diag);
     let admin = parse_admin(top.section("admin", ADMIN_KEYS, diag), &listeners, diag);
     let log = parse_log(top.section("log", LOG_KEYS, diag), diag);
+    let taken: Vec<&str> = listeners
+        .iter()
+        .map(|l| l.address.as_str())
+        .chain([admin.address.as_str()])
+        .collect();
+    let fanout = super::fanout::parse_fanout(
+        top.section("fanout", super::fanout::FANOUT_KEYS, diag),
+        base_dir,
+        env,
+        &taken,
+        diag,
+    );
+    if fanout.is_some() && credentials.postgres.is_none() {
+        diag.error(
+            "fanout",
+            "serves the database rows, so it needs credentials.postgres",
+        );
+    }
     if !diag.is_empty() {
         return None;
     }
@@ -88,6 +107,7 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
         limits,
         admin,
         log,
+        fanout,
     })
 }
 

@@ -60,6 +60,18 @@ pub const DEFAULT_DB_SCHEMA: &str = "public";
 pub const DEFAULT_NOTIFY_CHANNEL: &str = "sidecar_credentials_changed";
 /// Connect timeout to the database.
 pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a database round trip (or a connect) may take before it counts as failed.
+pub const DEFAULT_DB_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often both tables are hashed in full, to catch changes the version triggers missed.
+pub const DEFAULT_FULL_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+/// A `NOTIFY` starts a refresh after a random delay below this (a trigger reaches every
+/// listening sidecar at once).
+pub const DEFAULT_NOTIFY_JITTER: Duration = Duration::from_millis(500);
+/// The environment variable holding a watcher's fan-out token when `credentials.watch.token_env`
+/// is unset.
+pub const DEFAULT_WATCH_TOKEN_ENV: &str = "SIDECAR_WATCH_TOKEN";
+/// How long a fan-out server holds a watch request open when nothing changes.
+pub const DEFAULT_WATCH_WAIT: Duration = Duration::from_secs(30);
 /// The environment variable holding the database URL when `credentials.postgres.url` is unset.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 /// The header client tokens are presented in when `access.client_tokens.header` is unset.
@@ -94,6 +106,8 @@ pub struct Config {
     pub limits: Limits,
     /// The admin listener.
     pub admin: AdminSettings,
+    /// Serving the database rows to other sidecars, when configured.
+    pub fanout: Option<FanoutSettings>,
     /// Logging.
     pub log: LogSettings,
 }
@@ -226,6 +240,58 @@ pub struct CredentialSettings {
     pub local: Option<PathBuf>,
     /// LiteLLM's Postgres database, if configured.
     pub postgres: Option<PostgresSettings>,
+    /// Another sidecar's fan-out endpoint to take the database rows from, instead of Postgres.
+    pub watch: Option<WatchSettings>,
+}
+
+/// Taking the credential rows from a fan-out server (another sidecar) instead of the database.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// The server's base URL (`https://host:port`; `http://` on loopback only), as written.
+    pub url: String,
+    /// `https`.
+    pub tls: bool,
+    /// Its host (a name or an IP address, without brackets).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The environment variable holding this watcher's token.
+    pub token_env: String,
+    /// CA bundle the server's certificate is verified against (else `upstream.ca_file`, else
+    /// the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for a server that requires mTLS.
+    pub client_cert: Option<PathBuf>,
+    /// Key of `client_cert` (PEM).
+    pub client_key: Option<PathBuf>,
+    /// How long the server may hold each watch request open when nothing changes.
+    pub wait: Duration,
+}
+
+/// Serving the database rows to other sidecars (`fanout`): this instance holds the database
+/// connection, watchers hold none.
+#[derive(Debug, Clone)]
+pub struct FanoutSettings {
+    /// `IP:PORT` of the fan-out listener.
+    pub address: String,
+    /// TLS for the listener (required unless `address` is a loopback address).
+    pub tls: Option<ListenerTls>,
+    /// Who may watch, and which rows each one receives.
+    pub watchers: Vec<WatcherGrant>,
+}
+
+/// One watcher's identity and what it may receive (least privilege: a compromised pod gets its
+/// own keys, not the fleet's).
+#[derive(Debug, Clone)]
+pub struct WatcherGrant {
+    /// A name for logs.
+    pub name: String,
+    /// SHA-256 of the watcher's token (the token itself never appears in config).
+    pub token_sha256: [u8; 32],
+    /// Credential names it may receive.
+    pub credentials: Vec<String>,
+    /// Model aliases it may receive (with the credentials their rows link to).
+    pub models: Vec<String>,
 }
 
 /// Reading credentials and model deployments from LiteLLM's database.
@@ -245,6 +311,12 @@ pub struct PostgresSettings {
     pub ca_file: Option<PathBuf>,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Deadline of every round trip (server `statement_timeout`, socket and client side).
+    pub query_timeout: Duration,
+    /// How often both tables are hashed in full (the version row is read on every poll).
+    pub full_check_interval: Duration,
+    /// A `NOTIFY` starts a refresh after a random delay below this.
+    pub notify_jitter: Duration,
 }
 
 /// One route: which requests it takes and where they go with which key.

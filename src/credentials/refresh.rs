@@ -1,10 +1,13 @@
 //! Keeps the credential snapshot current without a restart: every source is read again every
-//! `refresh_interval` (and at once on a Postgres `NOTIFY`, with `listen: true`); a complete new
-//! snapshot is built off the request path and swapped in atomically.
+//! `refresh_interval` (±10 % at random, so a fleet started together does not poll together),
+//! and whenever a source wakes the refresher (a Postgres `NOTIFY`, a lost database connection,
+//! a new snapshot from a fan-out server); a complete new snapshot is built off the request path
+//! and swapped in atomically.
 //!
 //! Failures never empty the cache: a source that cannot be read keeps its last good outcome;
 //! a row that stops decrypting keeps its last good value; every row failing (a wrong salt key)
-//! is refused as a whole. Retries back off exponentially up to [`MAX_BACKOFF`]. Logs record
+//! is refused as a whole. Retries back off exponentially up to [`MAX_BACKOFF`], each delay drawn
+//! at random from its upper half (no fleet retrying in lockstep after a database restart). Logs record
 //! state changes (database lost, back, rows failing or recovering), not every attempt.
 
 use std::collections::{BTreeSet, HashMap};
@@ -15,11 +18,11 @@ use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use super::cache::{CredentialCache, Deployments, Snapshot};
 use super::source::{CredentialSource, LoadOutcome};
-use crate::db::Database;
+use crate::db::session::random_below;
 use crate::upstream::resolver::resolve;
 
 /// First retry delay after a failed refresh.
@@ -48,37 +51,35 @@ impl Tracked {
     }
 }
 
-/// Change notifications, when `listen: true`.
-pub struct Listen {
-    /// The database to LISTEN on.
-    pub db: Database,
-    /// The channel.
-    pub channel: String,
-}
-
 /// The refresher: sources in precedence order (later ones win on a name clash).
 pub struct Refresher {
     cache: Arc<CredentialCache>,
     sources: Mutex<Vec<Tracked>>,
     interval: Duration,
-    listen: Option<Listen>,
+    wake: Arc<Notify>,
 }
 
 impl Refresher {
-    /// A refresher publishing to `cache` from `sources`.
+    /// A refresher publishing to `cache` from `sources`, woken early by `wake` (give the same
+    /// `Notify` to the sources that can tell when they changed).
     pub fn new(
         cache: Arc<CredentialCache>,
         sources: Vec<Box<dyn CredentialSource>>,
         interval: Duration,
-        listen: Option<Listen>,
+        wake: Arc<Notify>,
     ) -> Refresher {
         let sources = sources.into_iter().map(Tracked::new).collect();
         Refresher {
             cache,
             sources: Mutex::new(sources),
             interval,
-            listen,
+            wake,
         }
+    }
+
+    /// What wakes the refresher before its next poll (for sources built after it, on reload).
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// Replaces the sources (a config reload). A source that was configured before (same
@@ -252,58 +253,76 @@ impl BackgroundService for RefreshService {
 }
 
 impl Refresher {
-    /// Refreshes every `refresh_interval` (and on each `NOTIFY`), backing off after failures,
-    /// until shutdown.
+    /// Refreshes every `refresh_interval` (jittered) and whenever woken, backing off after
+    /// failures, until shutdown.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = MIN_BACKOFF;
-        let mut listener: Option<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<String>)> =
-            None;
-        let mut listen_failed = false;
         loop {
-            if let (Some(listen), None) = (&self.listen, &listener) {
-                match listen.db.listen(&listen.channel).await {
-                    Ok(l) => {
-                        info!(
-                            "credentials: listening for changes on channel {}",
-                            listen.channel
-                        );
-                        listener = Some(l);
-                        listen_failed = false;
-                    }
-                    Err(e) if !listen_failed => {
-                        warn!(
-                            "credentials: {e}; polling every {:?} until it works",
-                            self.interval
-                        );
-                        listen_failed = true;
-                    }
-                    Err(_) => {}
-                }
-            }
-            let wait = if self.refresh().await {
-                backoff = MIN_BACKOFF;
-                self.interval
-            } else {
-                let wait = backoff.min(self.interval);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                wait
-            };
-            let notified = async {
-                match listener.as_mut() {
-                    Some((_, rx)) => rx.recv().await.is_some(),
-                    None => std::future::pending().await,
-                }
-            };
+            let all_read = self.refresh().await;
+            let wait = next_wait(all_read, &mut backoff, self.interval);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                still_listening = notified => {
-                    if !still_listening {
-                        warn!("credentials: lost the LISTEN connection; reconnecting");
-                        listener = None;
-                    }
-                }
+                _ = self.wake.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// How long to wait before the next refresh: the interval ±10 % after a success; after a
+/// failure the current backoff (capped by the interval), drawn from its upper half, and the
+/// backoff doubles up to [`MAX_BACKOFF`].
+fn next_wait(all_read: bool, backoff: &mut Duration, interval: Duration) -> Duration {
+    if all_read {
+        *backoff = MIN_BACKOFF;
+        return interval - interval / 10 + random_below(interval / 5);
+    }
+    let ceiling = (*backoff).min(interval);
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    ceiling / 2 + random_below(ceiling / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_spread_within_ten_percent_of_the_interval() {
+        let interval = Duration::from_secs(30);
+        let mut backoff = MIN_BACKOFF;
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| next_wait(true, &mut backoff, interval))
+            .collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= Duration::from_secs(27) && *w < Duration::from_secs(33)));
+        let distinct: BTreeSet<Duration> = waits.into_iter().collect();
+        assert!(distinct.len() > 100, "polls are not spread");
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_with_jitter_then_reset() {
+        let interval = Duration::from_secs(60);
+        let mut backoff = MIN_BACKOFF;
+        let mut ceilings = Vec::new();
+        for _ in 0..7 {
+            let ceiling = backoff.min(interval);
+            let wait = next_wait(false, &mut backoff, interval);
+            assert!(
+                wait >= ceiling / 2 && wait < ceiling,
+                "{wait:?} for {ceiling:?}"
+            );
+            ceilings.push(ceiling.as_secs());
+        }
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 30, 30]);
+        next_wait(true, &mut backoff, interval);
+        assert_eq!(backoff, MIN_BACKOFF);
+    }
+
+    #[test]
+    fn backoff_never_exceeds_a_short_interval() {
+        let interval = Duration::from_secs(2);
+        let mut backoff = Duration::from_secs(16);
+        assert!(next_wait(false, &mut backoff, interval) < interval);
     }
 }

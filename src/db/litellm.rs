@@ -2,10 +2,19 @@
 //! (names are quoted and case-sensitive), in a configurable schema.
 //!
 //! Reads return rows as stored (ciphertext included); decryption is the credentials module's
-//! job. The NOTIFY triggers send only the table name, never a row.
+//! job. The NOTIFY triggers send only the table name and the new change version, never a row.
+//!
+//! Change detection: `db install-notify` installs a one-row version table that the triggers
+//! bump in the same transaction as every change to either table, so "has anything changed?" is
+//! one primary-key read ([`read_version`]), whatever the number of rows. [`fingerprint`] hashes
+//! both tables in full: the slow check for changes the triggers did not see.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
+
+use super::session::pg_error;
 
 /// LiteLLM's credentials table.
 pub const CREDENTIALS_TABLE: &str = "LiteLLM_CredentialsTable";
@@ -13,20 +22,23 @@ pub const CREDENTIALS_TABLE: &str = "LiteLLM_CredentialsTable";
 pub const MODELS_TABLE: &str = "LiteLLM_ProxyModelTable";
 /// Name of the trigger (on each table) and prefix of the function `db install-notify` creates.
 const NOTIFY_TRIGGER: &str = "sidecar_notify_change";
+/// The one-row table (`id = 1`, `version`, `changed_at`) the triggers bump on every change.
+pub const VERSION_TABLE: &str = "sidecar_change_version";
 
-/// One row of the credentials table, as stored.
-#[derive(Debug)]
+/// One row of the credentials table, as stored (the fan-out wire carries it as it is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CredentialRow {
     /// `credential_name`.
     pub name: String,
     /// `credential_values` (each string encrypted).
     pub values: Value,
     /// `credential_info` (plain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
 }
 
-/// One row of the model table, as stored.
-#[derive(Debug)]
+/// One row of the model table, as stored (the fan-out wire carries it as it is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelRow {
     /// `model_id`.
     pub id: String,
@@ -47,9 +59,34 @@ pub fn table(schema: &str, table: &str) -> String {
 }
 
 fn db_error(what: &str, e: tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{what}: {}", db.message()),
-        None => format!("{what}: {e}"),
+    format!("{what}: {}", pg_error(&e))
+}
+
+/// Whether `db install-notify` created the version table in `schema`.
+pub async fn has_version_table(client: &impl GenericClient, schema: &str) -> Result<bool, String> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&table(schema, VERSION_TABLE)],
+        )
+        .await
+        .map_err(|e| db_error("cannot look for the change-version table", e))?;
+    Ok(row.get(0))
+}
+
+/// The change version the triggers keep; `None` when the table is gone (uninstalled since).
+pub async fn read_version(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Option<i64>, String> {
+    let sql = format!(
+        "SELECT version FROM {} WHERE id = 1",
+        table(schema, VERSION_TABLE)
+    );
+    match client.query_opt(&sql, &[]).await {
+        Ok(row) => Ok(Some(row.map_or(0, |r| r.get(0)))),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(db_error("cannot read the change version", e)),
     }
 }
 
@@ -246,24 +283,39 @@ pub async fn update_model_params(
     Ok(())
 }
 
-/// Installs (or replaces) the triggers that `NOTIFY channel` with the table's name after any
-/// insert, update or delete on either table. Idempotent.
+/// Installs (or replaces) the change-version table and the triggers that bump it and
+/// `NOTIFY channel` (payload: table name and new version) after any insert, update, delete or
+/// truncate on either table. Idempotent. The trigger function runs with its owner's rights
+/// (`SECURITY DEFINER`), so LiteLLM's own role needs no grant on the version table; everyone may
+/// read the version (it is a counter, nothing more).
 pub async fn install_notify(
     client: &impl GenericClient,
     schema: &str,
     channel: &str,
 ) -> Result<(), String> {
     let function = table(schema, NOTIFY_TRIGGER);
+    let version = table(schema, VERSION_TABLE);
     let channel_literal = channel.replace('\'', "''");
     let mut sql = format!(
-        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$ \
-         BEGIN PERFORM pg_notify('{channel_literal}', TG_TABLE_NAME); RETURN NULL; END $body$;"
+        "CREATE TABLE IF NOT EXISTS {version} (id integer PRIMARY KEY CHECK (id = 1), \
+           version bigint NOT NULL, changed_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO {version} (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING; \
+         GRANT SELECT ON {version} TO PUBLIC; \
+         CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
+           SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$ \
+         DECLARE v bigint; \
+         BEGIN \
+           UPDATE {version} SET version = version + 1, changed_at = now() WHERE id = 1 \
+             RETURNING version INTO v; \
+           PERFORM pg_notify('{channel_literal}', TG_TABLE_NAME || ' ' || coalesce(v::text, '')); \
+           RETURN NULL; \
+         END $body$;"
     );
     for t in [CREDENTIALS_TABLE, MODELS_TABLE] {
         let target = table(schema, t);
         sql += &format!(
             "DROP TRIGGER IF EXISTS {NOTIFY_TRIGGER} ON {target}; \
-             CREATE TRIGGER {NOTIFY_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {target} \
+             CREATE TRIGGER {NOTIFY_TRIGGER} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {target} \
              FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
         );
     }
@@ -283,8 +335,9 @@ pub async fn uninstall_notify(client: &impl GenericClient, schema: &str) -> Resu
         );
     }
     sql += &format!(
-        "DROP FUNCTION IF EXISTS {}();",
-        table(schema, NOTIFY_TRIGGER)
+        "DROP FUNCTION IF EXISTS {}(); DROP TABLE IF EXISTS {};",
+        table(schema, NOTIFY_TRIGGER),
+        table(schema, VERSION_TABLE)
     );
     client
         .batch_execute(&format!("BEGIN; {sql} COMMIT;"))

@@ -1,0 +1,176 @@
+//! LiteLLM rows as stored → a [`LoadOutcome`]: the one decoding step shared by the Postgres
+//! source (rows read from the tables) and the watch source (the same rows received from a
+//! fan-out server), so both fail closed the same way and name failures the same way.
+//!
+//! [`StoredRows`] is a database read kept as ciphertext: what a fan-out server hands out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::cipher::Keys;
+use super::models::{deployment, params_object};
+use super::source::LoadOutcome;
+use super::values::{ValueReader, AUTHENTICATION_FAILURE};
+use crate::db::litellm::{CredentialRow, ModelRow};
+use crate::upstream::Targets;
+
+/// Rows of both tables exactly as stored (every secret still LiteLLM ciphertext).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredRows {
+    /// `"LiteLLM_CredentialsTable"` rows.
+    pub credentials: Vec<CredentialRow>,
+    /// `"LiteLLM_ProxyModelTable"` rows that are not blocked.
+    pub models: Vec<ModelRow>,
+}
+
+impl StoredRows {
+    /// Only what `credentials` and `models` name, plus every credential row a selected model
+    /// row links to with `litellm_credential_name` (resolved with `reader`: the link itself may
+    /// be encrypted). Rows keep their stored order.
+    pub fn select(
+        &self,
+        credentials: &[String],
+        models: &[String],
+        reader: &ValueReader<'_>,
+    ) -> StoredRows {
+        let models: Vec<ModelRow> = self
+            .models
+            .iter()
+            .filter(|m| models.contains(&m.name))
+            .cloned()
+            .collect();
+        let linked: Vec<String> = models
+            .iter()
+            .filter_map(|m| linked_credential(m, reader))
+            .collect();
+        let credentials = self
+            .credentials
+            .iter()
+            .filter(|c| credentials.contains(&c.name) || linked.contains(&c.name))
+            .cloned()
+            .collect();
+        StoredRows {
+            credentials,
+            models,
+        }
+    }
+}
+
+/// The `litellm_credential_name` of a model row, when it has a readable one.
+fn linked_credential(row: &ModelRow, reader: &ValueReader<'_>) -> Option<String> {
+    let params = params_object(&row.params).ok()?;
+    let stored = params.get("litellm_credential_name")?.as_str()?;
+    let name = reader.read("litellm_credential_name", stored).ok()?;
+    Some(name.expose().to_string())
+}
+
+/// Decrypts every row; rows that fail are left out and named (fail closed: a row that does not
+/// decrypt is never used as if its ciphertext were the key).
+pub fn decode(rows: &StoredRows, keys: Option<&Keys>, targets: &Targets) -> LoadOutcome {
+    let reader = ValueReader { keys, env: None };
+    let mut outcome = LoadOutcome {
+        rows: rows.credentials.len() + rows.models.len(),
+        ..LoadOutcome::default()
+    };
+    let mut by_name = HashMap::new();
+    for row in &rows.credentials {
+        let loaded = match (row.values.as_object(), row.info.as_ref()) {
+            (Some(values), info) => {
+                reader.credential(&row.name, values, info.and_then(|i| i.as_object()))
+            }
+            (None, _) => Err("credential_values is not a JSON object".to_string()),
+        };
+        match loaded {
+            Ok(c) => {
+                by_name.insert(row.name.clone(), Arc::new(c));
+            }
+            Err(reason) => {
+                outcome.rows_failing_authentication +=
+                    usize::from(reason.contains(AUTHENTICATION_FAILURE));
+                outcome.credential_failures.insert(row.name.clone(), reason);
+            }
+        }
+    }
+    for row in &rows.models {
+        match deployment(row, &reader, &by_name, targets) {
+            Ok(d) => outcome
+                .models
+                .entry(row.name.clone())
+                .or_default()
+                .push(Arc::new(d)),
+            Err(reason) => {
+                outcome.rows_failing_authentication +=
+                    usize::from(reason.contains(AUTHENTICATION_FAILURE));
+                let entry = outcome.model_failures.entry(row.name.clone()).or_default();
+                if !entry.is_empty() {
+                    entry.push_str("; ");
+                }
+                entry.push_str(&format!("deployment {}: {reason}", row.id));
+            }
+        }
+    }
+    outcome.credentials = by_name.into_values().collect();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::credentials::cipher::{encrypt, Format};
+    use crate::credentials::Secret;
+
+    fn keys() -> Keys {
+        Keys::derive(&Secret::new("rows-test-salt".into()))
+    }
+
+    fn credential(name: &str, key: &str) -> CredentialRow {
+        CredentialRow {
+            name: name.into(),
+            values: json!({ "api_key": encrypt(key, Format::Nacl, &keys()) }),
+            info: Some(json!({ "custom_llm_provider": "openai" })),
+        }
+    }
+
+    fn model(id: &str, alias: &str, linked: &str) -> ModelRow {
+        let params = json!({
+            "model": encrypt("openai/gpt-4o", Format::Nacl, &keys()),
+            "litellm_credential_name": encrypt(linked, Format::Nacl, &keys()),
+        });
+        ModelRow {
+            id: id.into(),
+            name: alias.into(),
+            params,
+        }
+    }
+
+    #[test]
+    fn selection_keeps_named_rows_and_the_credentials_selected_models_link_to() {
+        let rows = StoredRows {
+            credentials: vec![
+                credential("a", "sk-rows-test-key-a"),
+                credential("b", "sk-rows-test-key-b"),
+                credential("linked", "sk-rows-test-key-linked"),
+            ],
+            models: vec![model("m1", "gpt", "linked"), model("m2", "other", "b")],
+        };
+        let k = keys();
+        let reader = ValueReader {
+            keys: Some(&k),
+            env: None,
+        };
+        let picked = rows.select(&["a".into()], &["gpt".into()], &reader);
+        let names: Vec<&str> = picked.credentials.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "linked"]);
+        assert_eq!(picked.models.len(), 1);
+        assert_eq!(picked.models[0].id, "m1");
+        // Nothing asked for: nothing given.
+        assert_eq!(rows.select(&[], &[], &reader), StoredRows::default());
+        // The selection is still ciphertext: the key is nowhere in its JSON.
+        let wire = serde_json::to_string(&picked).expect("serialize");
+        assert!(!wire.contains("sk-rows-test-key"), "{wire}");
+    }
+}

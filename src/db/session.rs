@@ -1,0 +1,265 @@
+//! The one database connection a sidecar holds: change notifications (`LISTEN`) and every query
+//! share it, so a fleet of N sidecars costs the database N connections, never 2N.
+//!
+//! The connection is made on first use and again after it is lost; a lost connection wakes the
+//! refresher after a random delay (so a restarted database is not met by every sidecar at the
+//! same instant). A `NOTIFY` wakes it after a random delay below `notify_jitter`, for the same
+//! reason: one trigger reaches every listening sidecar at once. Every round trip has a deadline
+//! (`query_timeout`): on the server as `statement_timeout`, on the socket as `TCP_USER_TIMEOUT`
+//! and keepalives, and around the call itself, so a frozen network path fails instead of
+//! hanging. Errors carry Postgres's own text (`FATAL 53300: sorry, too many clients already`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use log::{debug, info, warn};
+use tokio::sync::{Mutex, Notify};
+use tokio_postgres::{AsyncMessage, Client};
+
+use super::{litellm, Database};
+
+/// Idle time before the first TCP keepalive probe on the database connection (an idle LISTEN
+/// connection on a dead path is otherwise noticed only by the next poll).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+/// What to `LISTEN` on, and how to spread the refreshes a `NOTIFY` starts.
+#[derive(Debug, Clone)]
+pub struct ListenSettings {
+    /// The channel the triggers notify.
+    pub channel: String,
+    /// A refresh starts a random delay below this after a notification.
+    pub jitter: Duration,
+}
+
+/// One lazily made, re-made-when-lost connection; see the module docs.
+pub struct Session {
+    db: Database,
+    listen: Option<ListenSettings>,
+    query_timeout: Duration,
+    wake: Arc<Notify>,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl Session {
+    /// A session over `db` that wakes `wake` on notifications and on connection loss.
+    pub fn new(
+        db: Database,
+        listen: Option<ListenSettings>,
+        query_timeout: Duration,
+        wake: Arc<Notify>,
+    ) -> Session {
+        Session {
+            db,
+            listen,
+            query_timeout,
+            wake,
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The database, for descriptions.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The connected client, connecting (and `LISTEN`ing) first when there is none or the last
+    /// one was lost.
+    pub async fn client(&self) -> Result<Arc<Client>, String> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        *slot = None;
+        let client = Arc::new(self.connect().await?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Runs database work under the deadline. Any failure (a timeout, a lost connection, an
+    /// error inside a transaction) drops the connection, so the next call starts on a fresh one.
+    pub async fn deadline<T>(
+        &self,
+        call: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let error = match tokio::time::timeout(self.query_timeout + SLACK, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e,
+            Err(_) => format!(
+                "database {}: no answer within {:?} (query_timeout); reconnecting",
+                self.db.describe(),
+                self.query_timeout
+            ),
+        };
+        self.disconnect().await;
+        Err(error)
+    }
+
+    /// Drops the connection (the next call reconnects).
+    pub async fn disconnect(&self) {
+        *self.client.lock().await = None;
+    }
+
+    async fn connect(&self) -> Result<Client, String> {
+        let mut config = self.db.pg_config.clone();
+        config
+            .tcp_user_timeout(self.query_timeout)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE);
+        let connecting = config.connect(self.db.tls.clone());
+        let (client, mut connection) =
+            match tokio::time::timeout(self.query_timeout + SLACK, connecting).await {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "cannot connect to the database at {}: {}",
+                        self.db.describe(),
+                        pg_error(&e)
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "cannot connect to the database at {}: no answer within {:?}",
+                        self.db.describe(),
+                        self.query_timeout
+                    ))
+                }
+            };
+        let wake = self.wake.clone();
+        let jitter = self.listen.as_ref().map(|l| l.jitter);
+        let described = self.db.describe().to_string();
+        tokio::spawn(async move {
+            let pending = Arc::new(AtomicBool::new(false));
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            loop {
+                match messages.next().await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        debug!("database: NOTIFY on {} ({})", n.channel(), n.payload());
+                        wake_later(&wake, &pending, jitter.unwrap_or_default());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        warn!("database {described}: connection lost: {}", pg_error(&e));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            // Reconnect soon, but not in step with every other sidecar of the fleet.
+            wake_later(&wake, &pending, RECONNECT_SPREAD);
+        });
+        let mut setup = format!("SET statement_timeout = {}", self.query_timeout.as_millis());
+        if let Some(listen) = &self.listen {
+            setup += &format!("; LISTEN {}", litellm::quote_ident(&listen.channel));
+        }
+        match tokio::time::timeout(self.query_timeout + SLACK, client.batch_execute(&setup)).await {
+            Ok(Ok(())) => {
+                if let Some(listen) = &self.listen {
+                    info!(
+                        "credentials: listening for changes on channel {} (database {})",
+                        listen.channel,
+                        self.db.describe()
+                    );
+                }
+                Ok(client)
+            }
+            Ok(Err(e)) => Err(format!(
+                "database {}: cannot set up the session (statement_timeout, LISTEN): {}",
+                self.db.describe(),
+                pg_error(&e)
+            )),
+            Err(_) => Err(format!(
+                "database {}: no answer to the session set-up within {:?}",
+                self.db.describe(),
+                self.query_timeout
+            )),
+        }
+    }
+}
+
+/// Time the client-side deadline adds to `statement_timeout`, so the server's own timeout (and
+/// its clearer error) normally fires first.
+const SLACK: Duration = Duration::from_secs(1);
+/// After a lost connection, the refresher is woken within this random delay.
+const RECONNECT_SPREAD: Duration = Duration::from_secs(1);
+
+/// Wakes `wake` after a random delay below `spread`; a wake already pending absorbs this one.
+fn wake_later(wake: &Arc<Notify>, pending: &Arc<AtomicBool>, spread: Duration) {
+    if pending.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let delay = random_below(spread);
+    let (wake, pending) = (wake.clone(), pending.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        pending.store(false, Ordering::Release);
+        wake.notify_one();
+    });
+}
+
+/// A uniformly random duration in `[0, limit)` (zero for a zero limit).
+pub fn random_below(limit: Duration) -> Duration {
+    let nanos = limit.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(fastrand::u64(0..nanos))
+}
+
+/// An error as Postgres said it: `SEVERITY CODE: message (detail; hint)` for server errors (the
+/// text `tokio_postgres` prints for those is only "db error"), the cause chain otherwise.
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        let extra: Vec<&str> = [db.detail(), db.hint()].into_iter().flatten().collect();
+        if !extra.is_empty() {
+            text += &format!(" ({})", extra.join("; "));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text += &format!(": {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_delays_stay_below_their_limit_and_spread() {
+        let limit = Duration::from_millis(500);
+        let samples: Vec<Duration> = (0..1000).map(|_| random_below(limit)).collect();
+        assert!(samples.iter().all(|d| *d < limit));
+        let low = samples.iter().filter(|d| **d < limit / 2).count();
+        assert!((300..700).contains(&low), "{low} of 1000 below the middle");
+        assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn notifications_arriving_together_wake_once_within_the_spread() {
+        let wake = Arc::new(Notify::new());
+        let pending = Arc::new(AtomicBool::new(false));
+        let started = tokio::time::Instant::now();
+        for _ in 0..10 {
+            wake_later(&wake, &pending, Duration::from_millis(500));
+        }
+        wake.notified().await;
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // The nine others were absorbed: no second wake is stored.
+        let second = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+        assert!(
+            second.is_err(),
+            "ten notifications woke the refresher twice"
+        );
+    }
+}

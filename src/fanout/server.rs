@@ -1,0 +1,283 @@
+//! The serving side of fan-out: `GET /v1/snapshot` on a listener of its own (TLS, required off
+//! loopback), answered from the [`FanoutHub`] without touching the database.
+//!
+//! A watcher is known by its token (`Authorization: Bearer …`; the config holds only its
+//! SHA-256) and receives only the rows its grant names, plus the credentials those model rows
+//! link to. A request naming anything outside the grant is refused whole (403, naming what was
+//! refused), so a misconfigured watcher is told rather than silently served less. Tokens are
+//! compared by their SHA-256 through a map: what a lookup's timing could reveal is about the
+//! digest, which an attacker cannot invert into a token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::{header, Method, Response, StatusCode};
+use log::{debug, info};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{entity_tag, FanoutHub, MAX_WAIT_SECONDS, SNAPSHOT_PATH};
+use crate::config::WatcherGrant;
+use crate::credentials::cipher::Keys;
+use crate::credentials::values::ValueReader;
+use crate::metrics::FANOUT_REQUESTS;
+use crate::percent;
+
+/// What one watch request asks for.
+#[derive(Debug, Default, PartialEq)]
+pub struct WatchRequest {
+    /// Credential names.
+    pub credentials: Vec<String>,
+    /// Model aliases.
+    pub models: Vec<String>,
+    /// How long to hold the request when nothing changed.
+    pub wait: Duration,
+}
+
+impl WatchRequest {
+    /// Parses the query string; errors name the parameter.
+    pub fn parse(query: Option<&str>) -> Result<WatchRequest, String> {
+        let mut request = WatchRequest::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent::decode(value).into_owned();
+            match key {
+                "credential" if !value.is_empty() => request.credentials.push(value),
+                "model" if !value.is_empty() => request.models.push(value),
+                "wait" => {
+                    let seconds: u64 = value
+                        .parse()
+                        .map_err(|_| format!("wait={value:?} is not a whole number of seconds"))?;
+                    request.wait = Duration::from_secs(seconds.min(MAX_WAIT_SECONDS));
+                }
+                "credential" | "model" => return Err(format!("{key}= is empty")),
+                other => return Err(format!("unknown parameter {other:?}")),
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// Watcher grants by token digest, swapped whole on a config reload (revoking a token takes a
+/// SIGHUP, not a restart).
+pub type SharedGrants = Arc<ArcSwap<HashMap<[u8; 32], WatcherGrant>>>;
+
+/// The grants of `fanout.watchers`, by token digest.
+pub fn grants_by_token(watchers: &[WatcherGrant]) -> HashMap<[u8; 32], WatcherGrant> {
+    watchers
+        .iter()
+        .map(|g| (g.token_sha256, g.clone()))
+        .collect()
+}
+
+/// The fan-out listener's application.
+pub struct FanoutApp {
+    hub: Arc<FanoutHub>,
+    grants: SharedGrants,
+    keys: Option<Keys>,
+}
+
+impl FanoutApp {
+    /// Serves `hub` to the watchers in `grants`; `keys` resolves encrypted
+    /// `litellm_credential_name` links (without them, only plain links are followed).
+    pub fn new(hub: Arc<FanoutHub>, grants: SharedGrants, keys: Option<Keys>) -> FanoutApp {
+        FanoutApp { hub, grants, keys }
+    }
+
+    fn grant(&self, session: &ServerSession) -> Option<WatcherGrant> {
+        let value = session.req_header().headers.get(header::AUTHORIZATION)?;
+        let token = value.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.grants.load().get(&digest).cloned()
+    }
+
+    /// The answer to an authorized request: waits while the watcher's rows still match
+    /// `if_none_match`, up to the requested wait.
+    async fn answer(
+        &self,
+        grant: &WatcherGrant,
+        request: &WatchRequest,
+        if_none_match: Option<&str>,
+    ) -> Response<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + request.wait;
+        let mut updates = self.hub.subscribe();
+        loop {
+            let rows = updates.borrow_and_update().clone();
+            if let Some(rows) = rows {
+                let reader = ValueReader {
+                    keys: self.keys.as_ref(),
+                    env: None,
+                };
+                let selected = rows.select(&request.credentials, &request.models, &reader);
+                let body = serde_json::to_vec(&selected).expect("rows serialize");
+                let tag = entity_tag(&body);
+                if if_none_match != Some(tag.as_str()) {
+                    FANOUT_REQUESTS.with_label_values(&["changed"]).inc();
+                    debug!(
+                        "fanout: watcher {} gets {} credential and {} model rows",
+                        grant.name,
+                        selected.credentials.len(),
+                        selected.models.len()
+                    );
+                    return snapshot_response(body, &tag);
+                }
+            }
+            let woke = tokio::time::timeout_at(deadline, updates.changed()).await;
+            if !matches!(woke, Ok(Ok(()))) {
+                break;
+            }
+        }
+        if updates.borrow().is_none() {
+            FANOUT_REQUESTS.with_label_values(&["unavailable"]).inc();
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this server has not read the database yet; retry",
+            );
+        }
+        FANOUT_REQUESTS.with_label_values(&["unchanged"]).inc();
+        let mut response = Response::new(Vec::new());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        if let Some(tag) = if_none_match {
+            if let Ok(value) = tag.parse() {
+                response.headers_mut().insert(header::ETAG, value);
+            }
+        }
+        response
+    }
+}
+
+fn snapshot_response(body: Vec<u8>, tag: &str) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .header(header::ETAG, tag)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    let body = json!({ "error": message }).to_string().into_bytes();
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len());
+    if status == StatusCode::UNAUTHORIZED {
+        builder = builder.header(header::WWW_AUTHENTICATE, "Bearer");
+    }
+    builder.body(body).expect("static response parts are valid")
+}
+
+/// The names in `request` that `grant` does not cover.
+fn outside_grant(grant: &WatcherGrant, request: &WatchRequest) -> Vec<String> {
+    let credentials = request
+        .credentials
+        .iter()
+        .filter(|n| !grant.credentials.contains(n))
+        .map(|n| format!("credential {n}"));
+    let models = request
+        .models
+        .iter()
+        .filter(|n| !grant.models.contains(n))
+        .map(|n| format!("model {n}"));
+    credentials.chain(models).collect()
+}
+
+#[async_trait]
+impl ServeHttp for FanoutApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != Method::GET || req.uri.path() != SNAPSHOT_PATH {
+            FANOUT_REQUESTS.with_label_values(&["bad_request"]).inc();
+            return error(
+                StatusCode::NOT_FOUND,
+                "the fan-out listener answers GET /v1/snapshot only",
+            );
+        }
+        let request = match WatchRequest::parse(req.uri.query()) {
+            Ok(request) => request,
+            Err(e) => {
+                FANOUT_REQUESTS.with_label_values(&["bad_request"]).inc();
+                return error(StatusCode::BAD_REQUEST, &e);
+            }
+        };
+        let if_none_match = req
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(grant) = self.grant(session) else {
+            FANOUT_REQUESTS.with_label_values(&["unauthorized"]).inc();
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a watcher token is required (Authorization: Bearer …) and this one is not known",
+            );
+        };
+        let refused = outside_grant(&grant, &request);
+        if !refused.is_empty() {
+            FANOUT_REQUESTS.with_label_values(&["forbidden"]).inc();
+            info!(
+                "fanout: watcher {} asked for what its grant does not cover: {}",
+                grant.name,
+                refused.join(", ")
+            );
+            return error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "not granted to watcher {}: {}",
+                    grant.name,
+                    refused.join(", ")
+                ),
+            );
+        }
+        self.answer(&grant, &request, if_none_match.as_deref())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_parse_names_and_a_bounded_wait() {
+        let r = WatchRequest::parse(Some("credential=a%2Fb&model=gpt&credential=c&wait=25"))
+            .expect("valid");
+        assert_eq!(r.credentials, ["a/b", "c"]);
+        assert_eq!(r.models, ["gpt"]);
+        assert_eq!(r.wait, Duration::from_secs(25));
+        let capped = WatchRequest::parse(Some("wait=100000")).expect("valid");
+        assert_eq!(capped.wait, Duration::from_secs(MAX_WAIT_SECONDS));
+        assert!(WatchRequest::parse(Some("wait=soon"))
+            .unwrap_err()
+            .contains("wait"));
+        assert!(WatchRequest::parse(Some("everything=1"))
+            .unwrap_err()
+            .contains("everything"));
+        assert!(WatchRequest::parse(Some("credential="))
+            .unwrap_err()
+            .contains("empty"));
+    }
+
+    #[test]
+    fn names_outside_the_grant_are_listed() {
+        let grant = WatcherGrant {
+            name: "w".into(),
+            token_sha256: [0; 32],
+            credentials: vec!["a".into()],
+            models: vec!["m".into()],
+        };
+        let request = WatchRequest {
+            credentials: vec!["a".into(), "b".into()],
+            models: vec!["m".into(), "n".into()],
+            wait: Duration::ZERO,
+        };
+        assert_eq!(outside_grant(&grant, &request), ["credential b", "model n"]);
+    }
+}
