@@ -301,3 +301,133 @@ async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refr
         sidecar.output()
     );
 }
+
+/// The value of `series` on the sidecar's metrics page (0 when absent).
+async fn metric_value(sidecar: &SidecarProcess, series: &str) -> f64 {
+    let page = reqwest::get(format!("{}/metrics", sidecar.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    support::metric(&page, series).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_listen_and_polls_and_unchanged_polls_read_only_the_version_row() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let upstream = e.mock.base_url();
+    db.put_credential(
+        "live",
+        json!({ "api_key": enc("sk-one-1", Format::Nacl) }),
+        "openai",
+    )
+    .await;
+    let app = format!("conn_{}", db.schema);
+    let url = format!("{}&application_name={app}", TestDb::url(None));
+    let routes = credential_route("live", "live", &upstream, "openai");
+    let config = gateway(&e, &db, &url, "100ms", true, &routes).replace(
+        "connect_timeout: 1s }",
+        "connect_timeout: 1s, full_check_interval: 1s, notify_jitter: 50ms }",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &conf,
+        config
+            .replace("{DIR}", &dir.path().display().to_string())
+            .replace("{PORT}", "1"),
+    )
+    .expect("write");
+    let out = SidecarProcess::run_cli(
+        &["-c", conf.to_str().expect("utf-8"), "db", "install-notify"],
+        None,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    assert!(sidecar.wait_for_output("listening for changes").await);
+    let connections = || async {
+        db.client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+    };
+
+    // Polling every 100 ms for 3 s: one connection throughout; the version row is read on
+    // every poll, both tables are hashed about once a second.
+    let version = "sidecar_credential_change_checks_total{kind=\"version\"}";
+    let full = "sidecar_credential_change_checks_total{kind=\"full\"}";
+    let (v0, f0) = (
+        metric_value(&sidecar, version).await,
+        metric_value(&sidecar, full).await,
+    );
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(connections().await, 1, "{}", sidecar.output());
+    }
+    let (v1, f1) = (
+        metric_value(&sidecar, version).await,
+        metric_value(&sidecar, full).await,
+    );
+    println!(
+        "in 3 s: {} version checks, {} full checks",
+        v1 - v0,
+        f1 - f0
+    );
+    assert!(v1 - v0 >= 10.0, "version checks: {v0} → {v1}");
+    assert!(
+        f1 - f0 <= (v1 - v0) / 3.0,
+        "full checks {f0} → {f1}, version {v0} → {v1}"
+    );
+
+    // A change through the triggers (NOTIFY and version row) is served on the same connection.
+    db.put_credential(
+        "live",
+        json!({ "api_key": enc("sk-one-2", Format::Nacl) }),
+        "openai",
+    )
+    .await;
+    let took = wait_for_key(&e, &sidecar, "/live/x", "authorization", "Bearer sk-one-2").await;
+    assert!(took.is_some(), "{}", sidecar.output());
+    // A change the triggers never see (as pg_restore or logical replication apply it) is caught
+    // by the full check.
+    db.exec(&format!(
+        r#"SET session_replication_role = replica;
+           UPDATE {{schema}}."LiteLLM_CredentialsTable" SET credential_values = '{}'::jsonb
+             WHERE credential_name = 'live';
+           SET session_replication_role = origin;"#,
+        json!({ "api_key": enc("sk-one-3", Format::Nacl) })
+    ))
+    .await;
+    let took = wait_for_key(&e, &sidecar, "/live/x", "authorization", "Bearer sk-one-3").await;
+    println!("UPDATE without triggers → served via the full check: {took:?}");
+    assert!(took.is_some(), "{}", sidecar.output());
+    assert_eq!(connections().await, 1, "{}", sidecar.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_carries_postgres_own_error_text() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let missing = format!("no_such_db_{}", std::process::id());
+    let url = TestDb::url(None).replace("/test?", &format!("/{missing}?"));
+    let routes = credential_route("x", "x", &e.mock.base_url(), "openai");
+    let config = gateway(&e, &db, &url, "1h", true, &routes);
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let expected = format!("FATAL 3D000: database \"{missing}\" does not exist");
+    assert!(
+        sidecar.wait_for_output(&expected).await,
+        "{}",
+        sidecar.output()
+    );
+}
