@@ -358,12 +358,13 @@ fn admin_service(
             .iter()
             .filter_map(|l| l.address.parse().ok())
             .collect(),
-        // Three missed polls in a row before the snapshot counts as stale.
-        stale_after: config
-            .credentials
-            .postgres
-            .as_ref()
-            .map(|pg| pg.refresh_interval * 3),
+        // Three missed polls in a row before the snapshot counts as stale (a watcher's source
+        // is checked every default refresh interval, and at once when its server goes away).
+        stale_after: match (&config.credentials.postgres, &config.credentials.watch) {
+            (Some(pg), _) => Some(pg.refresh_interval * 3),
+            (None, Some(_)) => Some(crate::config::DEFAULT_REFRESH_INTERVAL * 3),
+            (None, None) => None,
+        },
     };
     let mut service = Service::new("admin".to_string(), app);
     service.add_tcp(&config.admin.address);

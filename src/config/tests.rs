@@ -126,3 +126,104 @@ fn access_lists_report_bad_items_and_empty_token_lists() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn watch_and_fanout_settings_parse_with_defaults() {
+    let digest = "a".repeat(64);
+    let text = format!(
+        "{MINIMAL}credentials:\n  watch: {{ url: \"https://Sidecar-Fanout.svc:9443/\" }}\n"
+    );
+    let c = load(&text).expect("valid");
+    let w = c.credentials.watch.expect("watch");
+    assert_eq!(
+        (w.tls, w.host.as_str(), w.port),
+        (true, "sidecar-fanout.svc", 9443)
+    );
+    assert_eq!(w.token_env, DEFAULT_WATCH_TOKEN_ENV);
+    assert_eq!(w.wait, DEFAULT_WATCH_WAIT);
+    let local = format!("{MINIMAL}credentials:\n  watch: {{ url: \"http://[::1]:9\" }}\n");
+    let w = load(&local)
+        .expect("valid")
+        .credentials
+        .watch
+        .expect("watch");
+    assert_eq!((w.tls, w.host.as_str(), w.port), (false, "::1", 9));
+
+    let text = format!(
+        "{MINIMAL}credentials:\n  postgres: {{ url: \"postgres://db/x\" }}\n\
+         fanout:\n  address: \"127.0.0.1:9443\"\n  watchers:\n    - {{ name: w, token_sha256: \"{digest}\", models: [gpt] }}\n"
+    );
+    let c = load(&text).expect("valid");
+    let pg = c.credentials.postgres.expect("postgres");
+    assert_eq!(pg.query_timeout, DEFAULT_DB_QUERY_TIMEOUT);
+    assert_eq!(pg.full_check_interval, DEFAULT_FULL_CHECK_INTERVAL);
+    assert_eq!(pg.notify_jitter, DEFAULT_NOTIFY_JITTER);
+    let f = c.fanout.expect("fanout");
+    assert_eq!(f.watchers[0].models, ["gpt"]);
+    assert_eq!(f.watchers[0].token_sha256, [0xaa; 32]);
+}
+
+#[test]
+fn watch_and_fanout_mistakes_are_named() {
+    let digest = "b".repeat(64);
+    let cases = [
+        // (added text, path, words the message must contain)
+        (
+            "credentials:\n  watch: { url: \"http://10.0.0.5:9443\" }\n".to_string(),
+            "credentials.watch.url",
+            "loopback",
+        ),
+        (
+            "credentials:\n  watch: { url: \"https://h:9443/v1\" }\n".to_string(),
+            "credentials.watch.url",
+            "scheme and host only",
+        ),
+        (
+            "credentials:\n  watch: { url: \"https://h:port\" }\n".to_string(),
+            "credentials.watch.url",
+            "port",
+        ),
+        (
+            "credentials:\n  watch: { url: \"https://h\" }\n  postgres: { url: \"postgres://db/x\" }\n"
+                .to_string(),
+            "credentials.watch",
+            "exclude each other",
+        ),
+        (
+            format!("fanout: {{ address: \"127.0.0.1:9443\", watchers: [{{ name: w, token_sha256: \"{digest}\", credentials: [a] }}] }}\n"),
+            "fanout",
+            "needs credentials.postgres",
+        ),
+        (
+            format!("credentials:\n  postgres: {{ url: \"postgres://db/x\" }}\nfanout: {{ address: \"0.0.0.0:9443\", watchers: [{{ name: w, token_sha256: \"{digest}\", credentials: [a] }}] }}\n"),
+            "fanout.tls",
+            "reachable from other hosts",
+        ),
+        (
+            "credentials:\n  postgres: { url: \"postgres://db/x\" }\nfanout: { address: \"127.0.0.1:9443\", watchers: [{ name: w, token_sha256: \"hunter2\", credentials: [a] }] }\n".to_string(),
+            "fanout.watchers[0].token_sha256",
+            "",
+        ),
+        (
+            format!("credentials:\n  postgres: {{ url: \"postgres://db/x\" }}\nfanout: {{ address: \"127.0.0.1:9443\", watchers: [{{ name: w, token_sha256: \"{digest}\" }}] }}\n"),
+            "fanout.watchers[0]",
+            "grants nothing",
+        ),
+        (
+            format!("credentials:\n  postgres: {{ url: \"postgres://db/x\" }}\nfanout: {{ address: \"127.0.0.1:4000\", watchers: [{{ name: w, token_sha256: \"{digest}\", credentials: [a] }}] }}\n"),
+            "fanout.address",
+            "already a proxy or admin listener",
+        ),
+    ];
+    for (added, path, words) in cases {
+        let errors = load(&format!("{MINIMAL}{added}")).expect_err(&added);
+        let found = errors
+            .iter()
+            .any(|e| e.path == path && e.message.contains(words));
+        assert!(found, "{added}: expected {path}: …{words}…, got {errors:?}");
+        assert!(
+            errors.iter().all(|e| !e.message.contains("hunter2")),
+            "{errors:?}"
+        );
+    }
+}
