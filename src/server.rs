@@ -262,6 +262,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         .listeners
         .iter()
         .filter_map(|l| l.tls.as_ref())
+        .chain(config.fanout.as_ref().and_then(|f| f.tls.as_ref()))
         .map(|t| t.reload_interval)
         .min()
     {
@@ -353,10 +354,13 @@ fn admin_service(
     let app = AdminApp {
         dispatch,
         cache,
+        // The proxy listeners and the fan-out listener must all be bound to be ready.
         listeners: config
             .listeners
             .iter()
-            .filter_map(|l| l.address.parse().ok())
+            .map(|l| &l.address)
+            .chain(config.fanout.as_ref().map(|f| &f.address))
+            .filter_map(|address| address.parse().ok())
             .collect(),
         // Three missed polls in a row before the snapshot counts as stale (a watcher's source
         // is checked every default refresh interval, and at once when its server goes away).

@@ -206,7 +206,7 @@ async fn the_endpoint_authenticates_grants_least_privilege_and_answers_only_chan
     let fanout_port = free_port();
     let conf = server_config(&e, &db, &url, fanout_port, false);
     install_notify(&conf).await;
-    let _server =
+    let server =
         SidecarProcess::start_async(&yaml(&conf), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     let base = format!("http://127.0.0.1:{fanout_port}/v1/snapshot");
     let get = |query: &str, token: Option<&str>, tag: Option<&str>| {
@@ -295,4 +295,32 @@ async fn the_endpoint_authenticates_grants_least_privilege_and_answers_only_chan
     );
     assert_eq!(r.status(), 200);
     assert_ne!(r.headers()["etag"].to_str().expect("ascii"), tag);
+
+    // Revoked by a reload while a request waits: the next change answers 401, not rows.
+    let tag = r.headers()["etag"].to_str().expect("ascii").to_string();
+    let waiting = tokio::spawn(get("credential=mine&wait=60", Some(TOKEN_A), Some(&tag)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let conf_path = server.dir().join("gateway.yaml");
+    let text = std::fs::read_to_string(&conf_path).expect("read config");
+    let revoked = text.replace(&sha256_hex(TOKEN_A), &sha256_hex("a-token-nobody-has"));
+    assert_ne!(text, revoked);
+    std::fs::write(&conf_path, revoked).expect("write config");
+    server.signal("HUP");
+    assert!(
+        server.wait_for_output("config reload: applied").await,
+        "{}",
+        server.output()
+    );
+    db.put_credential(
+        "mine",
+        json!({ "api_key": enc("sk-mine-v3", Format::Nacl) }),
+        "openai",
+    )
+    .await;
+    let r = waiting.await.expect("join").expect("request");
+    assert_eq!(r.status(), 401, "a revoked watcher received rows");
+    let r = get("credential=mine", Some(TOKEN_A), None)
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 401);
 }

@@ -89,24 +89,62 @@ impl FanoutApp {
         FanoutApp { hub, grants, keys }
     }
 
-    fn grant(&self, session: &ServerSession) -> Option<WatcherGrant> {
+    /// The SHA-256 of the presented bearer token.
+    fn token_digest(session: &ServerSession) -> Option<[u8; 32]> {
         let value = session.req_header().headers.get(header::AUTHORIZATION)?;
         let token = value.to_str().ok()?.strip_prefix("Bearer ")?.trim();
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.grants.load().get(&digest).cloned()
+        Some(Sha256::digest(token.as_bytes()).into())
     }
 
-    /// The answer to an authorized request: waits while the watcher's rows still match
-    /// `if_none_match`, up to the requested wait.
+    /// The grant in force now for `digest`, and the refusal when the request is not (or no
+    /// longer: a reload may revoke it while the request waits) covered by one.
+    fn authorize(
+        &self,
+        digest: Option<&[u8; 32]>,
+        request: &WatchRequest,
+    ) -> Result<WatcherGrant, Response<Vec<u8>>> {
+        let Some(grant) = digest.and_then(|d| self.grants.load().get(d).cloned()) else {
+            FANOUT_REQUESTS.with_label_values(&["unauthorized"]).inc();
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "a watcher token is required (Authorization: Bearer …) and this one is not known",
+            ));
+        };
+        let refused = outside_grant(&grant, request);
+        if refused.is_empty() {
+            return Ok(grant);
+        }
+        FANOUT_REQUESTS.with_label_values(&["forbidden"]).inc();
+        info!(
+            "fanout: watcher {} asked for what its grant does not cover: {}",
+            grant.name,
+            refused.join(", ")
+        );
+        Err(error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "not granted to watcher {}: {}",
+                grant.name,
+                refused.join(", ")
+            ),
+        ))
+    }
+
+    /// The answer to a request: waits while the watcher's rows still match `if_none_match`, up
+    /// to the requested wait, checking the grant again before every answer.
     async fn answer(
         &self,
-        grant: &WatcherGrant,
+        digest: Option<[u8; 32]>,
         request: &WatchRequest,
         if_none_match: Option<&str>,
     ) -> Response<Vec<u8>> {
         let deadline = tokio::time::Instant::now() + request.wait;
         let mut updates = self.hub.subscribe();
         loop {
+            let grant = match self.authorize(digest.as_ref(), request) {
+                Ok(grant) => grant,
+                Err(refusal) => return refusal,
+            };
             let rows = updates.borrow_and_update().clone();
             if let Some(rows) = rows {
                 let reader = ValueReader {
@@ -212,31 +250,8 @@ impl ServeHttp for FanoutApp {
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let Some(grant) = self.grant(session) else {
-            FANOUT_REQUESTS.with_label_values(&["unauthorized"]).inc();
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "a watcher token is required (Authorization: Bearer …) and this one is not known",
-            );
-        };
-        let refused = outside_grant(&grant, &request);
-        if !refused.is_empty() {
-            FANOUT_REQUESTS.with_label_values(&["forbidden"]).inc();
-            info!(
-                "fanout: watcher {} asked for what its grant does not cover: {}",
-                grant.name,
-                refused.join(", ")
-            );
-            return error(
-                StatusCode::FORBIDDEN,
-                &format!(
-                    "not granted to watcher {}: {}",
-                    grant.name,
-                    refused.join(", ")
-                ),
-            );
-        }
-        self.answer(&grant, &request, if_none_match.as_deref())
+        let digest = Self::token_digest(session);
+        self.answer(digest, &request, if_none_match.as_deref())
             .await
     }
 }
