@@ -102,13 +102,13 @@ impl FanoutApp {
         &self,
         digest: Option<&[u8; 32]>,
         request: &WatchRequest,
-    ) -> Result<WatcherGrant, Response<Vec<u8>>> {
+    ) -> Result<WatcherGrant, Box<Response<Vec<u8>>>> {
         let Some(grant) = digest.and_then(|d| self.grants.load().get(d).cloned()) else {
             FANOUT_REQUESTS.with_label_values(&["unauthorized"]).inc();
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "a watcher token is required (Authorization: Bearer …) and this one is not known",
-            ));
+            )));
         };
         let refused = outside_grant(&grant, request);
         if refused.is_empty() {
@@ -120,14 +120,14 @@ impl FanoutApp {
             grant.name,
             refused.join(", ")
         );
-        Err(error(
+        Err(Box::new(error(
             StatusCode::FORBIDDEN,
             &format!(
                 "not granted to watcher {}: {}",
                 grant.name,
                 refused.join(", ")
             ),
-        ))
+        )))
     }
 
     /// The answer to a request: waits while the watcher's rows still match `if_none_match`, up
@@ -143,7 +143,7 @@ impl FanoutApp {
         loop {
             let grant = match self.authorize(digest.as_ref(), request) {
                 Ok(grant) => grant,
-                Err(refusal) => return refusal,
+                Err(refusal) => return *refusal,
             };
             let rows = updates.borrow_and_update().clone();
             if let Some(rows) = rows {
