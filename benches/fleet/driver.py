@@ -491,6 +491,14 @@ def main(argv=None):
         f.write(text)
     print(text)
     failed = [r for r in results if r["status"] == "failed"]
+    if args.smoke:
+        # CI: the smoke run must prove the whole path, so anything short of every instance ready
+        # and every update served everywhere fails it (the numbers themselves are not checked).
+        failed += [r for r in results if r["status"] != "run" or r.get("not_ready")
+                   or r.get("exited")
+                   or any(u["never"] for u in r.get("updates", []))]
+    for r in failed:
+        log(f"FAILED: {r['label']}: {r.get('reason') or 'instances not ready, exited or never served an update'}")
     return 1 if failed else 0
 
 
