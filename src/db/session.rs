@@ -40,7 +40,19 @@ pub struct Session {
     listen: Option<ListenSettings>,
     query_timeout: Duration,
     wake: Arc<Notify>,
-    client: Mutex<Option<Arc<Client>>>,
+    client: Mutex<Option<Connection>>,
+}
+
+/// A live connection, and whether this side chose to close it (then its loss wakes nobody).
+struct Connection {
+    client: Arc<Client>,
+    closing: Arc<AtomicBool>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::Release);
+    }
 }
 
 impl Session {
@@ -69,12 +81,16 @@ impl Session {
     /// one was lost.
     pub async fn client(&self) -> Result<Arc<Client>, String> {
         let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
+        if let Some(live) = slot.as_ref().filter(|c| !c.client.is_closed()) {
+            return Ok(live.client.clone());
         }
         *slot = None;
-        let client = Arc::new(self.connect().await?);
-        *slot = Some(client.clone());
+        let closing = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(self.connect(closing.clone()).await?);
+        *slot = Some(Connection {
+            client: client.clone(),
+            closing,
+        });
         Ok(client)
     }
 
@@ -102,7 +118,7 @@ impl Session {
         *self.client.lock().await = None;
     }
 
-    async fn connect(&self) -> Result<Client, String> {
+    async fn connect(&self, closing: Arc<AtomicBool>) -> Result<Client, String> {
         let mut config = self.db.pg_config.clone();
         config
             .tcp_user_timeout(self.query_timeout)
@@ -147,8 +163,11 @@ impl Session {
                     None => break,
                 }
             }
-            // Reconnect soon, but not in step with every other sidecar of the fleet.
-            wake_later(&wake, &pending, RECONNECT_SPREAD);
+            // Lost, not closed on purpose (after a failure, whose retry the refresher's backoff
+            // times): reconnect soon, but not in step with every other sidecar of the fleet.
+            if !closing.load(Ordering::Acquire) {
+                wake_later(&wake, &pending, RECONNECT_SPREAD);
+            }
         });
         let mut setup = format!("SET statement_timeout = {}", self.query_timeout.as_millis());
         if let Some(listen) = &self.listen {
