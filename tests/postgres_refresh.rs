@@ -431,3 +431,56 @@ async fn the_log_carries_postgres_own_error_text() {
         sidecar.output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_mid_query_is_cut_at_query_timeout_and_serving_goes_on() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    db.put_credential(
+        "frozen",
+        json!({ "api_key": enc("sk-frozen-1", Format::Nacl) }),
+        "openai",
+    )
+    .await;
+    let relay = PgRelay::start().await;
+    let routes = credential_route("frozen", "frozen", &e.mock.base_url(), "openai");
+    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "200ms", false, &routes).replace(
+        "connect_timeout: 1s }",
+        "connect_timeout: 1s, query_timeout: 1s }",
+    );
+    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    assert_eq!(
+        call(&e, &sidecar, "/frozen/x", "authorization").await.0,
+        200
+    );
+
+    // The path freezes mid-conversation: the next poll's round trip never completes.
+    relay.freeze();
+    assert!(
+        sidecar.wait_for_output("(query_timeout)").await,
+        "no deadline fired: {}",
+        sidecar.output()
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            call(&e, &sidecar, "/frozen/x", "authorization").await,
+            (200, Some("Bearer sk-frozen-1".to_string()))
+        );
+    }
+    relay.thaw();
+    db.put_credential(
+        "frozen",
+        json!({ "api_key": enc("sk-frozen-2", Format::Nacl) }),
+        "openai",
+    )
+    .await;
+    let took = wait_for_key(
+        &e,
+        &sidecar,
+        "/frozen/x",
+        "authorization",
+        "Bearer sk-frozen-2",
+    )
+    .await;
+    assert!(took.is_some(), "{}", sidecar.output());
+}

@@ -158,11 +158,13 @@ pub async fn connect() -> Client {
 }
 
 /// A TCP relay to the test server that can be cut (every open connection closed, new ones
-/// refused) and restored.
+/// refused), frozen (connections stay open, no byte moves: a database that stops answering
+/// mid-query) and restored.
 pub struct PgRelay {
     /// The relay's port on 127.0.0.1.
     pub port: u16,
     down: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -173,19 +175,27 @@ impl PgRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let port = listener.local_addr().expect("addr").port();
         let down = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn({
             let down = down.clone();
+            let frozen = frozen.clone();
             let connections = connections.clone();
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     if down.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
                     }
+                    let frozen = frozen.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect("127.0.0.1:5432").await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        if let Ok(server) = TcpStream::connect("127.0.0.1:5432").await {
+                            let (client_read, client_write) = client.into_split();
+                            let (server_read, server_write) = server.into_split();
+                            tokio::join!(
+                                forward(client_read, server_write, &frozen),
+                                forward(server_read, client_write, &frozen)
+                            );
                         }
                     });
                     connections.lock().expect("lock").push(task);
@@ -195,9 +205,20 @@ impl PgRelay {
         PgRelay {
             port,
             down,
+            frozen,
             connections,
             accept,
         }
+    }
+
+    /// Stops moving bytes (both ways, every connection, new ones too) without closing anything.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Moves bytes again after [`PgRelay::freeze`].
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
     }
 
     /// Cuts every open connection and refuses new ones.
@@ -211,6 +232,29 @@ impl PgRelay {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes, holding each chunk while `frozen`.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: &AtomicBool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                while frozen.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
