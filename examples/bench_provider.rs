@@ -1,7 +1,7 @@
 //! The load benchmark's stand-in for an LLM provider: a lean HTTPS server (BoringSSL, HTTP/1.1
 //! keep-alive) whose answers are shaped by flags, and a plain-HTTP stats port the benchmark
 //! driver reads between runs. Started by `benches/load.sh`; not a test double with recording
-//! (see `tests/support/mock_provider.rs` for that), but a fast one that counts.
+//! (see `tests/it/support/mock_provider.rs` for that), but a fast one that counts.
 //!
 //! ```text
 //! cargo run --release --example bench_provider -- --listen direct=127.0.0.1:18443 \
@@ -21,7 +21,7 @@
 //!   `POST http://<--stats>/reset-peak` sets every peak to what is open now.
 
 #[allow(dead_code)] // the benchmark uses only the CA and certificate issuing of the test helper
-#[path = "../tests/support/certs.rs"]
+#[path = "../tests/it/support/certs.rs"]
 mod certs;
 
 use std::convert::Infallible;

@@ -17,7 +17,7 @@ CREDENTIALS = '"LiteLLM_CredentialsTable"'
 MODELS = '"LiteLLM_ProxyModelTable"'
 ROUTE_CREDENTIAL = "fleet-key"
 
-# The column lists of LiteLLM's tables, as tests/support/pg.rs creates them (with `blocked`).
+# The column lists of LiteLLM's tables, as tests/it/support/pg.rs creates them (with `blocked`).
 TABLES_SQL = """\
 CREATE SCHEMA {schema};
 CREATE TABLE {schema}."LiteLLM_CredentialsTable" (

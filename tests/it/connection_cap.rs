@@ -2,17 +2,15 @@
 //! simultaneous connections than `upstream.max_connections`, whatever the load and however many
 //! upstreams share the cap.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::certs::TestCa;
-use support::gateway::{credentials_yaml, SALT_KEY};
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
-use support::wait_until;
+use crate::support::certs::TestCa;
+use crate::support::gateway::{credentials_yaml, SALT_KEY};
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::wait_until;
 
 /// A gateway with routes `/a` and `/b` to two providers, and the given cap settings.
 fn gateway(ca_file: &str, a: &MockProvider, b: &MockProvider, cap: usize, wait: &str) -> String {

@@ -1,17 +1,15 @@
 //! The admin listener: liveness, readiness that names what is missing, and the metrics page.
 
-mod support;
-
 use std::collections::HashSet;
 
+use crate::support::certs::TestCa;
+use crate::support::gateway::{gateway_yaml, only_route, start_with_test_credentials, KEYS};
+use crate::support::mock_provider::MockProvider;
 use serde_json::Value;
-use support::certs::TestCa;
-use support::gateway::{gateway_yaml, only_route, start_with_test_credentials, KEYS};
-use support::mock_provider::MockProvider;
 
 struct Setup {
     _mock: MockProvider,
-    sidecar: support::sidecar_process::SidecarProcess,
+    sidecar: crate::support::sidecar_process::SidecarProcess,
     client: reqwest::Client,
     _ca_dir: tempfile::TempDir,
 }
@@ -133,7 +131,7 @@ async fn metrics_count_requests_connections_and_credentials() {
     let (status, page) = get(&s, "/metrics").await;
     assert_eq!(status, 200);
     let value = |series: &str| {
-        support::metric(&page, series).unwrap_or_else(|| panic!("{series} in\n{page}"))
+        crate::support::metric(&page, series).unwrap_or_else(|| panic!("{series} in\n{page}"))
     };
     assert_eq!(
         value("sidecar_requests_total{route=\"openai\",status_class=\"2xx\"}"),

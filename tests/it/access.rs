@@ -1,15 +1,13 @@
 //! Client access control: allowed networks (global and per route) and client tokens, checked
 //! before anything is sent upstream; the token never reaches the provider or the logs.
 
-mod support;
-
 use std::net::IpAddr;
 
+use crate::support::certs::TestCa;
+use crate::support::gateway::start_with_test_credentials;
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
 use sha2::{Digest, Sha256};
-use support::certs::TestCa;
-use support::gateway::start_with_test_credentials;
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
 
 const TOKEN: &str = "client-token-7f3a9c";
 

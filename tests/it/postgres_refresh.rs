@@ -1,16 +1,14 @@
 //! Live refresh against a real PostgreSQL: NOTIFY and polling, deletes, the database going away
 //! and coming back, and starting without it. Each test has its own schema.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::db_gateway::*;
+use crate::support::pg::{PgRelay, TestDb};
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::wait_until_async;
 use serde_json::json;
 use sidecar::credentials::cipher::Format;
-use support::db_gateway::*;
-use support::pg::{PgRelay, TestDb};
-use support::sidecar_process::SidecarProcess;
-use support::wait_until_async;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_arrive_by_notify_and_by_polling() {
@@ -169,10 +167,10 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
         .expect("body");
     let failures = "sidecar_credential_refreshes_total{result=\"failure\"}";
     assert!(
-        support::metric(&page, failures).is_some_and(|n| n >= 1.0),
+        crate::support::metric(&page, failures).is_some_and(|n| n >= 1.0),
         "{page}"
     );
-    let age = support::metric(&page, "sidecar_credential_snapshot_age_seconds");
+    let age = crate::support::metric(&page, "sidecar_credential_snapshot_age_seconds");
     assert!(age.is_some_and(|s| s >= 1.0), "{page}");
     assert_eq!(admin("/readyz").await.expect("readyz").status(), 200);
 
@@ -310,7 +308,7 @@ async fn metric_value(sidecar: &SidecarProcess, series: &str) -> f64 {
         .text()
         .await
         .expect("metrics body");
-    support::metric(&page, series).unwrap_or(0.0)
+    crate::support::metric(&page, series).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

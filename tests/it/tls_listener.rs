@@ -1,20 +1,18 @@
 //! TLS termination: protocol versions, ALPN, certificate reload without dropping open
 //! connections, and client certificates (mTLS) with per-route identity allow lists.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::certs::{alpn_wire, TestCa};
+use crate::support::gateway::start_with_test_credentials;
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::{free_port, wait_until_async};
 use boring::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
 use boring::x509::X509;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use support::certs::{alpn_wire, TestCa};
-use support::gateway::start_with_test_credentials;
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
-use support::{free_port, wait_until_async};
 use tokio::net::TcpStream;
 use tokio_boring::SslStream;
 
@@ -204,7 +202,7 @@ async fn tls_versions_and_alpn() {
         .text()
         .await
         .expect("body");
-    let handshakes = support::metric(&page, "sidecar_downstream_tls_handshakes_total");
+    let handshakes = crate::support::metric(&page, "sidecar_downstream_tls_handshakes_total");
     assert_eq!(handshakes, Some(4.0), "{page}");
     assert_eq!(
         h1.ssl().selected_alpn_protocol(),

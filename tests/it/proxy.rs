@@ -1,15 +1,13 @@
 //! End-to-end proxy tests: the real `sidecar` binary between a real HTTP client and the
 //! in-process TLS mock provider.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::certs::TestCa;
+use crate::support::gateway::{credentials_yaml, gateway_yaml, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
 use futures_util::StreamExt;
-use support::certs::TestCa;
-use support::gateway::{credentials_yaml, gateway_yaml, CLIENT_SECRETS, KEYS, SALT_KEY};
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
 
 struct Setup {
     mock: MockProvider,

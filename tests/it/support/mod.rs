@@ -1,5 +1,5 @@
 //! Shared integration-test harness: owns the submodule tree (`certs`, `mock_provider`,
-//! `sidecar_process`) and small polling/port helpers. Test crates include it with `mod support;`.
+//! `sidecar_process`) and small polling/port helpers. `tests/it/main.rs` declares it once for every module.
 #![allow(dead_code)]
 
 pub mod certs;

@@ -1,17 +1,15 @@
-//! Self-tests for the integration harness in `tests/support/`: exercises `TestCa` and
+//! Self-tests for the integration harness in `tests/it/support/`: exercises `TestCa` and
 //! `MockProvider` directly over TLS (no sidecar binary involved), plus the polling helpers.
-
-mod support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::certs::TestCa;
+use crate::support::mock_provider::MockProvider;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::certs::TestCa;
-use support::mock_provider::MockProvider;
 
 type Body = Full<Bytes>;
 
@@ -129,7 +127,8 @@ async fn keepalive_reuses_one_connection_and_handshake() {
     assert_eq!(mock.open_connections(), 1);
 
     drop(sender);
-    let closed = support::wait_until(Duration::from_secs(5), || mock.open_connections() == 0).await;
+    let closed =
+        crate::support::wait_until(Duration::from_secs(5), || mock.open_connections() == 0).await;
     assert!(
         closed,
         "mock still reports an open connection after the client closed"
@@ -248,20 +247,20 @@ async fn h2_is_negotiated_via_alpn() {
 
 #[tokio::test]
 async fn helpers_free_port_wait_until_and_ca_file() {
-    let port = support::free_port();
+    let port = crate::support::free_port();
     assert_ne!(port, 0);
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("free_port is bindable");
 
     let start = Instant::now();
     let mut calls = 0;
-    let ok = support::wait_until(Duration::from_secs(5), || {
+    let ok = crate::support::wait_until(Duration::from_secs(5), || {
         calls += 1;
         calls == 3
     })
     .await;
     assert!(ok);
     assert!(start.elapsed() >= Duration::from_millis(30));
-    assert!(!support::wait_until(Duration::from_millis(60), || false).await);
+    assert!(!crate::support::wait_until(Duration::from_millis(60), || false).await);
 
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -274,7 +273,7 @@ async fn helpers_free_port_wait_until_and_ca_file() {
 #[tokio::test]
 async fn sidecar_try_start_reports_early_exit_with_output() {
     // Any build of the binary must exit on a config that is not even YAML.
-    let result = support::sidecar_process::SidecarProcess::try_start(
+    let result = crate::support::sidecar_process::SidecarProcess::try_start(
         "listen: [unterminated {PORT}\n",
         &[("credentials.yaml", "dir: {DIR}\n")],
         &[],

@@ -2,15 +2,13 @@
 //! request may fail and the sidecar's resident memory must stay flat.
 //!
 //! CI runs a short form. The long form (documented in README "Tests"):
-//! `SOAK_REQUESTS=200000 SOAK_CONCURRENCY=64 cargo test --release --test soak -- --nocapture`.
-
-mod support;
+//! `SOAK_REQUESTS=200000 SOAK_CONCURRENCY=64 cargo test --release --test it soak -- --nocapture`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::gateway::start_openai_only;
+use crate::support::gateway::start_openai_only;
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)

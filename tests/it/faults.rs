@@ -2,17 +2,15 @@
 //! the middle of a response; and a credential rotated while a long stream is in flight. Each
 //! failure is a JSON error (or a cut stream) for that request only: the sidecar keeps serving.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+use crate::support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::wait_until;
 use futures_util::StreamExt;
-use support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
-use support::wait_until;
 
 /// A sidecar with route `/openai` to the TLS mock and route `/raw` to `raw_upstream`
 /// (plain HTTP), with a 1 s read timeout.

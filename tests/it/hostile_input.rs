@@ -2,15 +2,13 @@
 //! requests naming another host, control and non-UTF-8 bytes, path tricks, oversized bodies.
 //! Each gets a 4xx (never a crash, never a key sent anywhere but the route's upstream).
 
-mod support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use support::certs::TestCa;
-use support::gateway::{gateway_yaml, start_with_test_credentials};
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
+use crate::support::certs::TestCa;
+use crate::support::gateway::{gateway_yaml, start_with_test_credentials};
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends `bytes` on a fresh connection; returns the status line (or `<closed>`).

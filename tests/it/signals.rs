@@ -3,17 +3,15 @@
 //! SIGQUIT with a new process started with `-u`: the listening sockets are handed over and no
 //! request is refused.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::gateway::{start_openai_only, SALT_KEY};
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::{command, SidecarProcess};
+use crate::support::wait_until;
 use futures_util::StreamExt;
-use support::gateway::{start_openai_only, SALT_KEY};
-use support::mock_provider::MockProvider;
-use support::sidecar_process::{command, SidecarProcess};
-use support::wait_until;
 
 /// The one-route test gateway with the given drain settings.
 async fn start(grace: &str, timeout: &str) -> (MockProvider, SidecarProcess, tempfile::TempDir) {

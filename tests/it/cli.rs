@@ -1,10 +1,8 @@
 //! The command line: config testing (`-t`) and `credentials encrypt`.
 
-mod support;
-
+use crate::support::sidecar_process::SidecarProcess;
 use sidecar::credentials::cipher::{decrypt, Keys};
 use sidecar::credentials::Secret;
-use support::sidecar_process::SidecarProcess;
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -4,17 +4,15 @@
 //! level, then every credential value and client token is looked for in stdout, stderr, the
 //! admin pages and every response body.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::certs::TestCa;
+use crate::support::gateway::{credentials_yaml, gateway_yaml, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::wait_until;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::certs::TestCa;
-use support::gateway::{credentials_yaml, gateway_yaml, CLIENT_SECRETS, KEYS, SALT_KEY};
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
-use support::wait_until;
 
 /// The client token the sidecar accepts (the config holds only its hash).
 const TOKEN: &str = "tok-CLIENT-TOKEN-7777";

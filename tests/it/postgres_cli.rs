@@ -2,18 +2,16 @@
 //! restarted with the new key → served; list never shows values; check finds bad rows; and TLS
 //! to the database with libpq's `sslmode` values.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::certs::TestCa;
+use crate::support::mock_provider::MockProvider;
+use crate::support::pg::{server_url, TestDb};
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::wait_until_async;
 use serde_json::json;
 use sidecar::credentials::cipher::{decrypt, Keys};
 use sidecar::credentials::Secret;
-use support::certs::TestCa;
-use support::mock_provider::MockProvider;
-use support::pg::{server_url, TestDb};
-use support::sidecar_process::SidecarProcess;
-use support::wait_until_async;
 
 const OLD: &str = "sk-old-salt";
 const NEW: &str = "sk-new-salt";
@@ -234,7 +232,7 @@ async fn rotate_key_changes_nothing_when_a_row_does_not_decrypt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_database_follows_sslmode() {
-    let client = support::pg::connect().await;
+    let client = crate::support::pg::connect().await;
     let ssl: String = client
         .query_one("SHOW ssl", &[])
         .await

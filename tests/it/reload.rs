@@ -1,14 +1,12 @@
 //! Config reload on SIGHUP: new routes and rotated credentials go live without a restart; an
 //! invalid file is rejected with its errors logged and the running config keeps serving.
 
-mod support;
-
 use std::time::Duration;
 
-use support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
-use support::mock_provider::MockProvider;
-use support::sidecar_process::SidecarProcess;
-use support::{wait_until, wait_until_async};
+use crate::support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
+use crate::support::mock_provider::MockProvider;
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::{wait_until, wait_until_async};
 
 struct Setup {
     mock: MockProvider,

@@ -1,11 +1,9 @@
 //! Upstream TLS: providers are verified; per-endpoint CA bundles and the explicitly named
 //! `insecure_skip_verify` (warned about at every start); the minimum TLS version.
 
-mod support;
-
-use support::certs::TestCa;
-use support::gateway::start_with_test_credentials;
-use support::mock_provider::MockProvider;
+use crate::support::certs::TestCa;
+use crate::support::gateway::start_with_test_credentials;
+use crate::support::mock_provider::MockProvider;
 
 async fn run(
     upstream_extra: &str,

@@ -2,13 +2,11 @@
 //! `litellm_params` shapes, credential resolution, round-robin, bad rows and a wrong salt key.
 //! Each test has its own schema.
 
-mod support;
-
+use crate::support::db_gateway::*;
+use crate::support::pg::TestDb;
+use crate::support::sidecar_process::SidecarProcess;
 use serde_json::{json, Value};
 use sidecar::credentials::cipher::{encrypt, Format};
-use support::db_gateway::*;
-use support::pg::TestDb;
-use support::sidecar_process::SidecarProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_format_and_params_shape_is_served() {

@@ -3,18 +3,16 @@
 //! watcher keeps its last rows when the server goes away. Configs are built as JSON values and
 //! written as YAML.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::certs::TestCa;
+use crate::support::db_gateway::*;
+use crate::support::pg::TestDb;
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::{free_port, wait_until_async};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sidecar::credentials::cipher::Format;
-use support::certs::TestCa;
-use support::db_gateway::*;
-use support::pg::TestDb;
-use support::sidecar_process::SidecarProcess;
-use support::{free_port, wait_until_async};
 
 const TOKEN_A: &str = "watch-token-team-a-0123456789";
 const TOKEN_B: &str = "watch-token-team-b-9876543210";

@@ -1,0 +1,29 @@
+//! The integration tests: one crate, one link step, a module per concern (as linkerd2-proxy
+//! does). Each module starts the real `sidecar` binary (or the parts it tests) on 127.0.0.1
+//! against the harness in [`support`]: a TLS mock provider, generated certificates, a real
+//! PostgreSQL (a schema per test) and a relay that can cut or freeze it.
+//!
+//! Run one concern with `cargo test --test it proxy::`, one test by name as usual.
+
+mod support;
+
+mod access;
+mod admin;
+mod cipher_vectors;
+mod cli;
+mod connection_cap;
+mod fanout;
+mod faults;
+mod harness_selftest;
+mod hostile_input;
+mod no_secrets;
+mod postgres;
+mod postgres_cli;
+mod postgres_refresh;
+mod properties;
+mod proxy;
+mod reload;
+mod signals;
+mod soak;
+mod tls_listener;
+mod upstream_tls;
