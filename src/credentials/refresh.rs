@@ -283,46 +283,4 @@ fn next_wait(all_read: bool, backoff: &mut Duration, interval: Duration) -> Dura
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn polls_spread_within_ten_percent_of_the_interval() {
-        let interval = Duration::from_secs(30);
-        let mut backoff = MIN_BACKOFF;
-        let waits: Vec<Duration> = (0..200)
-            .map(|_| next_wait(true, &mut backoff, interval))
-            .collect();
-        assert!(waits
-            .iter()
-            .all(|w| *w >= Duration::from_secs(27) && *w < Duration::from_secs(33)));
-        let distinct: BTreeSet<Duration> = waits.into_iter().collect();
-        assert!(distinct.len() > 100, "polls are not spread");
-    }
-
-    #[test]
-    fn failures_back_off_exponentially_with_jitter_then_reset() {
-        let interval = Duration::from_secs(60);
-        let mut backoff = MIN_BACKOFF;
-        let mut ceilings = Vec::new();
-        for _ in 0..7 {
-            let ceiling = backoff.min(interval);
-            let wait = next_wait(false, &mut backoff, interval);
-            assert!(
-                wait >= ceiling / 2 && wait < ceiling,
-                "{wait:?} for {ceiling:?}"
-            );
-            ceilings.push(ceiling.as_secs());
-        }
-        assert_eq!(ceilings, [1, 2, 4, 8, 16, 30, 30]);
-        next_wait(true, &mut backoff, interval);
-        assert_eq!(backoff, MIN_BACKOFF);
-    }
-
-    #[test]
-    fn backoff_never_exceeds_a_short_interval() {
-        let interval = Duration::from_secs(2);
-        let mut backoff = Duration::from_secs(16);
-        assert!(next_wait(false, &mut backoff, interval) < interval);
-    }
-}
+mod tests;
