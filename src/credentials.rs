@@ -2,7 +2,6 @@
 //! the request path, and served from an in-memory snapshot.
 //!
 //! - [`cipher`]: LiteLLM's four at-rest formats, read and written.
-//! - [`secret`]: the zeroize-on-drop, redacted-when-printed string every key lives in.
 //! - [`values`]: one credential row (`credential_values` + `credential_info`) → a [`Credential`].
 //! - [`local`]: the embedded store (a YAML file, plus `os.environ/VAR` references).
 //! - [`postgres`]: LiteLLM's credential and model tables.
@@ -19,12 +18,13 @@ pub mod models;
 pub mod postgres;
 pub mod refresh;
 pub mod rows;
-pub mod secret;
 pub mod source;
 pub mod values;
 
+/// Every key lives in a [`Secret`] (the leaf module [`crate::secret`], which config and the
+/// database code import too).
+pub use crate::secret::Secret;
 pub use cache::{CredentialCache, Lookup, Snapshot};
-pub use secret::Secret;
 
 /// A decrypted credential, ready to inject.
 #[derive(Debug)]

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::credentials::Secret;
 use crate::percent;
+use crate::secret::Secret;
 use tls::{BoringTls, SslMode};
 
 /// `application_name` when the connection string sets none: the sidecar's connections are

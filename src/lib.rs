@@ -23,6 +23,7 @@ pub mod providers;
 pub mod proxy;
 pub mod reload;
 pub mod routes;
+pub mod secret;
 pub mod server;
 pub mod tls;
 pub mod upstream;

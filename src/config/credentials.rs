@@ -7,7 +7,7 @@ use super::parse::{checked_file, resolve};
 use super::reader::{Diagnostics, Section};
 use super::schema::*;
 use super::Env;
-use crate::credentials::Secret;
+use crate::secret::Secret;
 
 pub(super) const CREDENTIAL_KEYS: &[&str] = &["salt_key_env", "local", "postgres", "watch"];
 const WATCH_KEYS: &[&str] = &[

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::{Cidr, ClientTokens};
-use crate::credentials::Secret;
 use crate::providers::AuthStyle;
+use crate::secret::Secret;
 
 use super::url::UpstreamUrl;
 

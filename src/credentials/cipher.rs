@@ -19,7 +19,7 @@ use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::secret::Secret;
+use crate::secret::Secret;
 
 const V2_PREFIX: &str = "v2:gcm:";
 const V3_PREFIX: &str = "v3:gcm:";
