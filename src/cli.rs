@@ -199,12 +199,12 @@ fn test_config(path: &std::path::Path) -> Result<(), String> {
     let routes = crate::routes::RouteTable::new(&config.routes, &targets, None);
     let cache = std::sync::Arc::new(crate::credentials::CredentialCache::default());
     runtime()?.block_on(async {
-        let ctx = server::SourceContext {
+        let ctx = crate::sources::SourceContext {
             targets: targets.clone(),
             wake: std::sync::Arc::default(),
             hub: None,
         };
-        let sources = server::credential_sources(&config, &ctx).await?;
+        let sources = crate::sources::credential_sources(&config, &ctx).await?;
         let refresher = crate::credentials::refresh::Refresher::new(
             cache.clone(),
             sources,
@@ -215,7 +215,7 @@ fn test_config(path: &std::path::Path) -> Result<(), String> {
         Ok::<_, String>(())
     })?;
     let snapshot = cache.snapshot();
-    let unserved = server::report_unserved_routes(&routes, &snapshot);
+    let unserved = crate::sources::report_unserved_routes(&routes, &snapshot);
     println!(
         "{}: configuration is valid ({} routes, {} credentials and {} models loaded, {unserved} \
          routes cannot be served now)",

@@ -25,5 +25,6 @@ pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod sources;
 pub mod tls;
 pub mod upstream;

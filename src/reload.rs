@@ -23,7 +23,7 @@ use crate::credentials::CredentialCache;
 use crate::fanout::server::{grants_by_token, SharedGrants};
 use crate::metrics::RELOADS;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
-use crate::server::{credential_sources, report_unserved_routes, SourceContext};
+use crate::sources::{credential_sources, report_unserved_routes, SourceContext};
 use crate::upstream::resolver::resolve_all;
 
 /// Reloads the config on SIGHUP.

@@ -1,7 +1,8 @@
 //! Builds and runs the Pingora server from a validated [`Config`]: credentials loaded and
 //! upstreams resolved before the first listener opens, then the proxy service, the admin
 //! service, the fan-out service (when configured), the credential refresh service (when a
-//! database or a fan-out server is the source) and the DNS refresh service.
+//! database or a fan-out server is the source) and the DNS refresh service. What the credential
+//! sources are built from is [`crate::sources`]'s, shared with the reload.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,25 +18,15 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::config::Backend;
 use crate::config::Config;
-use crate::credentials::cipher::Keys;
-use crate::credentials::local::LocalStore;
-use crate::credentials::postgres::PostgresSource;
 use crate::credentials::refresh::{RefreshService, Refresher};
-use crate::credentials::source::CredentialSource;
-use crate::credentials::{salt_key_from_env, CredentialCache, Snapshot};
-use crate::db::session::{ListenSettings, Session};
-use crate::db::Database;
+use crate::credentials::CredentialCache;
 use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
-use crate::fanout::watch::WatchSource;
-use crate::fanout::FanoutHub;
 use crate::metrics;
-use crate::proxy::binding::bind;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
 use crate::proxy::SidecarProxy;
 use crate::reload::Reloader;
-use crate::routes::RouteTable;
+use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
 use crate::tls::{listener_settings, CertReloader, CertStore};
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::resolver::{resolve_all, ResolverService};
@@ -63,104 +54,6 @@ pub fn server_conf(config: &Config) -> ServerConf {
         upstream_keepalive_pool_size: config.upstream.keepalive_pool_size.div_ceil(threads),
         ..ServerConf::default()
     }
-}
-
-/// The database configured in `config`, if any.
-pub fn database(config: &Config) -> Result<Option<Database>, String> {
-    config
-        .credentials
-        .postgres
-        .as_ref()
-        .map(|pg| Database::new(&pg.url, &pg.schema, pg.ca_file.as_ref(), pg.connect_timeout))
-        .transpose()
-}
-
-/// What credential sources are built with; lives as long as the process (reloads reuse it).
-#[derive(Clone)]
-pub struct SourceContext {
-    /// Upstream endpoints; deployments register theirs here.
-    pub targets: Arc<Targets>,
-    /// Wakes the refresher (NOTIFY, a lost connection, a new fan-out snapshot).
-    pub wake: Arc<tokio::sync::Notify>,
-    /// Where the database rows go when this instance serves other sidecars.
-    pub hub: Option<Arc<FanoutHub>>,
-}
-
-/// The salt-key-derived keys, when a salt key is set.
-fn keys(config: &Config) -> Option<Keys> {
-    salt_key_from_env(&config.credentials.salt_key_env).map(|k| Keys::derive(&k))
-}
-
-/// The configured credential sources, in precedence order (the database or fan-out server wins
-/// on a name clash). The local store is read once here so that a malformed file stops the start.
-pub async fn credential_sources(
-    config: &Config,
-    ctx: &SourceContext,
-) -> Result<Vec<Box<dyn CredentialSource>>, String> {
-    let mut sources: Vec<Box<dyn CredentialSource>> = Vec::new();
-    if let Some(path) = &config.credentials.local {
-        let local = LocalStore::new(path, keys(config));
-        local.load().await?;
-        sources.push(Box::new(local));
-    }
-    if let (Some(db), Some(pg)) = (database(config)?, &config.credentials.postgres) {
-        let listen = pg.listen.then(|| ListenSettings {
-            channel: pg.channel.clone(),
-            jitter: pg.notify_jitter,
-        });
-        let session = Session::new(db, listen, pg.query_timeout, ctx.wake.clone());
-        sources.push(Box::new(PostgresSource::new(
-            session,
-            keys(config),
-            ctx.targets.clone(),
-            pg.full_check_interval,
-            ctx.hub.clone(),
-        )));
-    }
-    if let Some(watch) = &config.credentials.watch {
-        let (credentials, models) = route_backends(config);
-        sources.push(Box::new(WatchSource::new(
-            watch,
-            config.upstream.ca_file.as_ref(),
-            &credentials,
-            &models,
-            keys(config),
-            ctx.targets.clone(),
-            ctx.wake.clone(),
-        )?));
-    }
-    Ok(sources)
-}
-
-/// The credential names and model aliases the routes use (what a watcher asks for).
-fn route_backends(config: &Config) -> (Vec<String>, Vec<String>) {
-    let (mut credentials, mut models) = (Vec::new(), Vec::new());
-    for route in &config.routes {
-        let (list, name) = match &route.backend {
-            Backend::Credential(name) => (&mut credentials, name),
-            Backend::Model(name) => (&mut models, name),
-        };
-        if !list.contains(name) {
-            list.push(name.clone());
-        }
-    }
-    (credentials, models)
-}
-
-/// Warns about routes that cannot be served now, so the operator sees it at start rather than
-/// at the first 503. Returns how many.
-pub fn report_unserved_routes(routes: &RouteTable, snapshot: &Snapshot) -> usize {
-    let mut unserved = 0;
-    for route in routes.iter() {
-        if let Err(reply) = bind(route, snapshot) {
-            unserved += 1;
-            warn!(
-                "route {}: {}; requests answer 503",
-                route.name, reply.message
-            );
-        }
-    }
-    unserved
 }
 
 /// Runs the sidecar until it is told to stop. Returns only on a start-up error.
