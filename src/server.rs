@@ -59,17 +59,7 @@ pub fn server_conf(config: &Config) -> ServerConf {
 /// Runs the sidecar until it is told to stop. Returns only on a start-up error.
 /// `config_path` is where `config` came from, read again on SIGHUP.
 pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<(), String> {
-    for endpoint in config
-        .upstream
-        .endpoints
-        .iter()
-        .filter(|e| e.insecure_skip_verify)
-    {
-        warn!(
-            "upstream {}: certificate verification is OFF (insecure_skip_verify); keys sent there can be intercepted",
-            endpoint.host
-        );
-    }
+    warn_about_unverified_endpoints(&config);
     let cache = Arc::new(CredentialCache::default());
     let up = &config.upstream;
     let gate = ConnectionGate::new(up.max_connections, up.pool_wait_timeout, up.connect_timeout);
@@ -77,39 +67,12 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let dispatch: SharedDispatch =
         Arc::new(ArcSwap::from_pointee(Dispatch::new(&config, &targets)));
     metrics::register_state(gate.clone(), cache.clone())?;
-
-    // Start-up work runs on a short-lived runtime: Pingora starts its own per service, and may
-    // fork to daemonize, which would lose threads made before `run`.
-    let startup = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start runtime: {e}"))?;
     let ctx = SourceContext {
         targets: targets.clone(),
         wake: Arc::default(),
         hub: config.fanout.as_ref().map(|_| Arc::default()),
     };
-    let refresher = startup.block_on(async {
-        // Installs the process's SIGHUP handler now, so a reload signal that arrives while
-        // starting is ignored instead of killing the process (the default action).
-        drop(tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        ));
-        let sources = credential_sources(&config, &ctx).await?;
-        let interval = config
-            .credentials
-            .postgres
-            .as_ref()
-            .map_or(crate::config::DEFAULT_REFRESH_INTERVAL, |pg| {
-                pg.refresh_interval
-            });
-        let refresher = Refresher::new(cache.clone(), sources, interval, ctx.wake.clone());
-        refresher.refresh().await;
-        report_unserved_routes(&dispatch.load().routes, &cache.snapshot());
-        resolve_all(&targets.all()).await;
-        Ok::<_, String>(Arc::new(refresher))
-    })?;
-    drop(startup);
+    let refresher = load_at_start(&config, &ctx, &cache, &dispatch)?;
 
     let opt = Opt {
         upgrade: options.upgrade,
@@ -118,34 +81,13 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     server.bootstrap();
-
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        SidecarProxy::new(dispatch.clone(), cache.clone(), gate),
-        "sidecar proxy",
-    );
-    if let Some(app) = proxy.app_logic_mut() {
-        // Let CONNECT reach our request filter, which answers it with an explanatory JSON 405
-        // (Pingora's own refusal is a bare 405). It is never tunnelled.
-        let mut server_options = HttpServerOptions::default();
-        server_options.allow_connect_method_proxying = true;
-        app.server_options = Some(server_options);
-    }
-    let mut cert_stores = add_listeners(&mut proxy, &config)?;
+    let mut cert_stores = Vec::new();
+    let proxy = proxy_service(&server, &config, &dispatch, &cache, gate, &mut cert_stores)?;
     server.add_service(proxy);
     server.add_service(admin_service(&config, dispatch.clone(), cache.clone()));
     let fanout_grants = match (&config.fanout, &ctx.hub) {
         (Some(fanout), Some(hub)) => {
-            let grants: SharedGrants =
-                Arc::new(ArcSwap::from_pointee(grants_by_token(&fanout.watchers)));
-            let app = FanoutApp::new(hub.clone(), grants.clone(), keys(&config));
-            let mut service = Service::new("fanout".to_string(), app);
-            cert_stores.extend(add_listener(
-                &mut service,
-                "fanout",
-                &fanout.address,
-                fanout.tls.as_ref(),
-            )?);
+            let (service, grants) = fanout_service(&config, fanout, hub, &mut cert_stores)?;
             server.add_service(service);
             Some(grants)
         }
@@ -193,6 +135,100 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         },
     ));
     server.run_forever();
+}
+
+fn warn_about_unverified_endpoints(config: &Config) {
+    for endpoint in config
+        .upstream
+        .endpoints
+        .iter()
+        .filter(|e| e.insecure_skip_verify)
+    {
+        warn!(
+            "upstream {}: certificate verification is OFF (insecure_skip_verify); keys sent there can be intercepted",
+            endpoint.host
+        );
+    }
+}
+
+/// Loads every credential source once and resolves the upstreams, before anything listens; the
+/// refresher it returns keeps them current. Runs on a short-lived runtime: Pingora starts its
+/// own per service, and may fork to daemonize, which would lose threads made before.
+fn load_at_start(
+    config: &Config,
+    ctx: &SourceContext,
+    cache: &Arc<CredentialCache>,
+    dispatch: &SharedDispatch,
+) -> Result<Arc<Refresher>, String> {
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    startup.block_on(async {
+        // Installs the process's SIGHUP handler now, so a reload signal that arrives while
+        // starting is ignored instead of killing the process (the default action).
+        drop(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ));
+        let sources = credential_sources(config, ctx).await?;
+        let interval = config
+            .credentials
+            .postgres
+            .as_ref()
+            .map_or(crate::config::DEFAULT_REFRESH_INTERVAL, |pg| {
+                pg.refresh_interval
+            });
+        let refresher = Refresher::new(cache.clone(), sources, interval, ctx.wake.clone());
+        refresher.refresh().await;
+        report_unserved_routes(&dispatch.load().routes, &cache.snapshot());
+        resolve_all(&ctx.targets.all()).await;
+        Ok(Arc::new(refresher))
+    })
+}
+
+/// The proxy service on every configured listener; TLS listeners' certificate stores are added
+/// to `cert_stores`.
+fn proxy_service(
+    server: &Server,
+    config: &Config,
+    dispatch: &SharedDispatch,
+    cache: &Arc<CredentialCache>,
+    gate: Arc<ConnectionGate>,
+    cert_stores: &mut Vec<Arc<CertStore>>,
+) -> Result<Service<HttpProxy<SidecarProxy>>, String> {
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        SidecarProxy::new(dispatch.clone(), cache.clone(), gate),
+        "sidecar proxy",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        // Let CONNECT reach our request filter, which answers it with an explanatory JSON 405
+        // (Pingora's own refusal is a bare 405). It is never tunnelled.
+        let mut server_options = HttpServerOptions::default();
+        server_options.allow_connect_method_proxying = true;
+        app.server_options = Some(server_options);
+    }
+    cert_stores.extend(add_listeners(&mut proxy, config)?);
+    Ok(proxy)
+}
+
+/// The fan-out service on its listener, and the grants a reload replaces.
+fn fanout_service(
+    config: &Config,
+    fanout: &crate::config::FanoutSettings,
+    hub: &Arc<crate::fanout::FanoutHub>,
+    cert_stores: &mut Vec<Arc<CertStore>>,
+) -> Result<(Service<FanoutApp>, SharedGrants), String> {
+    let grants: SharedGrants = Arc::new(ArcSwap::from_pointee(grants_by_token(&fanout.watchers)));
+    let app = FanoutApp::new(hub.clone(), grants.clone(), keys(config));
+    let mut service = Service::new("fanout".to_string(), app);
+    cert_stores.extend(add_listener(
+        &mut service,
+        "fanout",
+        &fanout.address,
+        fanout.tls.as_ref(),
+    )?);
+    Ok((service, grants))
 }
 
 /// Adds every configured listener to the proxy service; returns the TLS certificate stores
