@@ -46,8 +46,18 @@ impl SidecarProcess {
     ///
     /// This blocks the calling thread; inside a current-thread tokio test whose runtime also
     /// drives a `MockProvider`, prefer [`SidecarProcess::start_async`].
+    /// A port picked by [`super::free_port`] can be taken by a parallel test before the sidecar
+    /// binds it; such a start is tried again (at most three times) on fresh ports.
     pub fn start(config_yaml: &str, extra_files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
-        Self::try_start(config_yaml, extra_files, env).unwrap_or_else(|e| panic!("{e}"))
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::try_start(config_yaml, extra_files, env) {
+                Ok(process) => return process,
+                Err(e) if attempts < 3 && e.contains("in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// [`SidecarProcess::start`] on a blocking thread, so the caller's runtime keeps running.
