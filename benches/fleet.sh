@@ -41,8 +41,9 @@ rm -rf "$workdir" && mkdir -p "$workdir"
 
 if [[ -z "$bin" ]]; then
     if [[ -n "$smoke" ]]; then
-        # The debug build `cargo test` already made.
-        cargo build --quiet --bin sidecar
+        # The debug build `cargo test` already made. Naming an example keeps the dev-dependencies'
+        # feature unification, so nothing (BoringSSL above all) is built a second time.
+        cargo build --quiet --bin sidecar --example bench_provider
         bin=target/debug/sidecar
     else
         cargo build --quiet --release --bin sidecar
