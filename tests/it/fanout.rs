@@ -64,25 +64,12 @@ fn server_config(e: &Env, db: &TestDb, url: &str, fanout_port: u16, tls: bool) -
     })
 }
 
-async fn install_notify(config: &Value) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("gateway.yaml");
+/// `db install-notify` with the serving config (less its fan-out section, whose certificate
+/// files exist only in the sidecar's own directory).
+fn install_notify(config: &Value) {
     let mut config = config.clone();
     config.as_object_mut().expect("an object").remove("fanout");
-    let text = yaml(&config)
-        .replace("{DIR}", &dir.path().display().to_string())
-        .replace("{PORT}", "1");
-    std::fs::write(&conf, text).expect("write config");
-    let out = SidecarProcess::run_cli(
-        &["-c", conf.to_str().expect("utf-8"), "db", "install-notify"],
-        None,
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    db_command(&yaml(&config), "install-notify");
 }
 
 async fn connections(db: &TestDb, application_name: &str) -> i64 {
@@ -112,7 +99,7 @@ async fn watchers_serve_their_keys_from_one_database_connection_and_keep_them_wh
     let (url, app) = counted_url(&db);
     let fanout_port = free_port();
     let server_conf = server_config(&e, &db, &url, fanout_port, true);
-    install_notify(&server_conf).await;
+    install_notify(&server_conf);
     let ca = TestCa::new();
     let (cert, key) = ca.issue(&["localhost"]);
     let ca_dir = tempfile::tempdir().expect("tempdir");
@@ -203,7 +190,7 @@ async fn the_endpoint_authenticates_grants_least_privilege_and_answers_only_chan
     let (url, _) = counted_url(&db);
     let fanout_port = free_port();
     let conf = server_config(&e, &db, &url, fanout_port, false);
-    install_notify(&conf).await;
+    install_notify(&conf);
     let server =
         SidecarProcess::start_async(&yaml(&conf), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     let base = format!("http://127.0.0.1:{fanout_port}/v1/snapshot");

@@ -25,26 +25,8 @@ async fn updates_arrive_by_notify_and_by_polling() {
 
     // NOTIFY: polling is an hour apart, so only the trigger can bring the change.
     let notify = gateway(&e, &db, &TestDb::url(None), "1h", true, &routes);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &conf,
-        notify
-            .replace("{DIR}", &dir.path().display().to_string())
-            .replace("{PORT}", "1"),
-    )
-    .expect("write");
     for _ in 0..2 {
-        let out = SidecarProcess::run_cli(
-            &["-c", conf.to_str().expect("utf-8"), "db", "install-notify"],
-            None,
-            &[],
-        );
-        assert!(
-            out.status.success(),
-            "install is idempotent: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        db_command(&notify, "install-notify"); // idempotent
     }
     let sidecar = SidecarProcess::start_async(&notify, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
@@ -72,21 +54,7 @@ async fn updates_arrive_by_notify_and_by_polling() {
     drop(sidecar);
 
     // Polling alone, with the triggers removed.
-    let out = SidecarProcess::run_cli(
-        &[
-            "-c",
-            conf.to_str().expect("utf-8"),
-            "db",
-            "uninstall-notify",
-        ],
-        None,
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    db_command(&notify, "uninstall-notify");
     let polling = gateway(&e, &db, &TestDb::url(None), "1s", false, &routes);
     let sidecar = SidecarProcess::start_async(&polling, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
@@ -329,25 +297,7 @@ async fn one_connection_carries_listen_and_polls_and_unchanged_polls_read_only_t
         "connect_timeout: 1s }",
         "connect_timeout: 1s, full_check_interval: 1s, notify_jitter: 50ms }",
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &conf,
-        config
-            .replace("{DIR}", &dir.path().display().to_string())
-            .replace("{PORT}", "1"),
-    )
-    .expect("write");
-    let out = SidecarProcess::run_cli(
-        &["-c", conf.to_str().expect("utf-8"), "db", "install-notify"],
-        None,
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    db_command(&config, "install-notify");
     let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert!(sidecar.wait_for_output("listening for changes").await);
     let connections = || async {

@@ -125,3 +125,24 @@ pub async fn wait_for_key(
     .await;
     ok.then(|| started.elapsed())
 }
+
+/// Runs `sidecar -c CONFIG db COMMAND` (`install-notify`, `uninstall-notify`) with `config` (a
+/// gateway YAML whose `{DIR}` and `{PORT}` get throwaway values) and asserts that it succeeded.
+pub fn db_command(config: &str, command: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("gateway.yaml");
+    let text = config
+        .replace("{DIR}", &dir.path().display().to_string())
+        .replace("{PORT}", "1");
+    std::fs::write(&conf, text).expect("write the config");
+    let out = SidecarProcess::run_cli(
+        &["-c", conf.to_str().expect("utf-8"), "db", command],
+        None,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "db {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
