@@ -8,8 +8,9 @@
 //! before the standard one; the benches show whether any of them is an outlier. `encrypt` is what
 //! `sidecar` pays when it writes a value LiteLLM can read.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -96,16 +97,9 @@ fn bench_cipher(c: &mut Criterion) {
     });
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_cipher
 }
 criterion_main!(benches);

@@ -8,10 +8,11 @@
 //! SDK sends them. The per-iteration clone of the request is done outside the timed region
 //! (`iter_batched`), and the rewritten request is dropped outside it too.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use pingora::http::RequestHeader;
@@ -133,16 +134,9 @@ fn bench_rewrite(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_rewrite
 }
 criterion_main!(benches);

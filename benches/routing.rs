@@ -9,9 +9,10 @@
 //! (the last of the host routes, with a `:port` suffix to strip) and a miss (a full scan that
 //! ends in a 404).
 
+mod common;
+
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sidecar::config::Config;
@@ -105,16 +106,9 @@ fn bench_routing(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_routing
 }
 criterion_main!(benches);

@@ -16,6 +16,8 @@
 //! throughput is twice the reciprocal). On a 2-core machine, the continuous writer is a third
 //! busy thread, so that case also includes the readers losing CPU time to it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,16 +149,9 @@ fn bench_snapshot(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_snapshot
 }
 criterion_main!(benches);
