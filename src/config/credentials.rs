@@ -123,10 +123,8 @@ fn parse_fanout_url(url: &str) -> Result<(bool, String, u16), String> {
             let (host, after) = rest.split_once(']').ok_or_else(shape)?;
             (host, after)
         }
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, &authority[host.len()..][..port.len() + 1]),
-            None => (authority, ""),
-        },
+        // `host` or `host:port`; the port part keeps its `:`.
+        None => authority.split_at(authority.find(':').unwrap_or(authority.len())),
     };
     let port = match port.strip_prefix(':') {
         Some(p) => p

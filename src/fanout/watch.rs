@@ -31,7 +31,7 @@ use crate::credentials::source::{CredentialSource, LoadOutcome};
 use crate::credentials::Secret;
 use crate::db::session::random_below;
 use crate::percent;
-use crate::upstream::tls::{endpoint_material, load_ca_bundle};
+use crate::upstream::tls::{load_ca_bundle, load_client_cert};
 use crate::upstream::Targets;
 
 /// Largest snapshot accepted from a server.
@@ -203,16 +203,10 @@ impl WatchSource {
         if let Some(ca) = settings.ca_file.as_ref().or(upstream_ca) {
             options.ca = Some(load_ca_bundle(ca)?);
         }
-        let client_cert = endpoint_material(&crate::config::EndpointTls {
-            host: settings.host.clone(),
-            port: None,
-            ca_file: None,
-            client_cert: settings.client_cert.clone(),
-            client_key: settings.client_key.clone(),
-            min_tls_version_13: None,
-            insecure_skip_verify: false,
-        })?
-        .client_cert;
+        let client_cert = match (&settings.client_cert, &settings.client_key) {
+            (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
+            _ => None,
+        };
         let names = credentials
             .iter()
             .map(|n| format!("credential={}", percent::encode(n)))

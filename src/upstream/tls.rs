@@ -23,20 +23,23 @@ pub struct EndpointMaterial {
 pub fn endpoint_material(e: &EndpointTls) -> Result<EndpointMaterial, String> {
     let ca = e.ca_file.as_deref().map(load_ca_bundle).transpose()?;
     let client_cert = match (&e.client_cert, &e.client_key) {
-        (Some(cert), Some(key)) => {
-            let pem = std::fs::read(cert).map_err(|err| format!("{}: {err}", cert.display()))?;
-            let chain = X509::stack_from_pem(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| format!("{}: no PEM certificate", cert.display()))?;
-            let key_pem = std::fs::read(key).map_err(|err| format!("{}: {err}", key.display()))?;
-            let key = PKey::private_key_from_pem(&key_pem)
-                .map_err(|_| format!("{}: not a PEM private key", key.display()))?;
-            Some(Arc::new(CertKey::new(chain, key)))
-        }
+        (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
         _ => None,
     };
     Ok(EndpointMaterial { ca, client_cert })
+}
+
+/// Loads a client certificate chain and its key (PEM); errors name the file.
+pub fn load_client_cert(cert: &Path, key: &Path) -> Result<Arc<CertKey>, String> {
+    let pem = std::fs::read(cert).map_err(|err| format!("{}: {err}", cert.display()))?;
+    let chain = X509::stack_from_pem(&pem)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| format!("{}: no PEM certificate", cert.display()))?;
+    let key_pem = std::fs::read(key).map_err(|err| format!("{}: {err}", key.display()))?;
+    let key = PKey::private_key_from_pem(&key_pem)
+        .map_err(|_| format!("{}: not a PEM private key", key.display()))?;
+    Ok(Arc::new(CertKey::new(chain, key)))
 }
 
 /// Loads every certificate of a PEM bundle. An unreadable, empty or malformed file is an error

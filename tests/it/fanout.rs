@@ -107,7 +107,7 @@ async fn watchers_serve_their_keys_from_one_database_connection_and_keep_them_wh
     let mut server = SidecarProcess::start_async(
         &yaml(&server_conf),
         &[("fanout.crt", &cert), ("fanout.key", &key)],
-        &[("LITELLM_SALT_KEY", SALT)],
+        &[("LITELLM_SALT_KEY", SALT), ("RUST_LOG", "trace")],
     )
     .await;
 
@@ -122,7 +122,11 @@ async fn watchers_serve_their_keys_from_one_database_connection_and_keep_them_wh
             "routes": [route("mine", &e.mock.base_url())],
         })
     };
-    let env_a = [("LITELLM_SALT_KEY", SALT), ("TEAM_TOKEN", TOKEN_A)];
+    let env_a = [
+        ("LITELLM_SALT_KEY", SALT),
+        ("TEAM_TOKEN", TOKEN_A),
+        ("RUST_LOG", "trace"),
+    ];
     let watchers = [
         SidecarProcess::start_async(&yaml(&watcher_conf("TEAM_TOKEN")), &[], &env_a).await,
         SidecarProcess::start_async(&yaml(&watcher_conf("TEAM_TOKEN")), &[], &env_a).await,
@@ -164,6 +168,13 @@ async fn watchers_serve_their_keys_from_one_database_connection_and_keep_them_wh
         "{}",
         refused.output()
     );
+
+    // At trace level, neither side logs the token, the salt key or a provider key.
+    for output in [server.output(), watchers[0].output(), watchers[1].output()] {
+        for secret in [TOKEN_A, SALT, "sk-mine-v1", "sk-mine-v2", "sk-theirs-v1"] {
+            assert!(!output.contains(secret), "{secret} in a log:\n{output}");
+        }
+    }
 
     // The server goes away: the watchers keep serving the last rows they received.
     server.stop();
