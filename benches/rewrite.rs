@@ -18,8 +18,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use pingora::http::RequestHeader;
 use sidecar::config::Config;
 use sidecar::credentials::{Credential, Secret};
-use sidecar::proxy::binding::Binding;
 use sidecar::proxy::rewrite::rewrite_request;
+use sidecar::routes::Binding;
 use sidecar::routes::{Route, RouteTable};
 use sidecar::upstream::Targets;
 

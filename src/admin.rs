@@ -22,8 +22,8 @@ use pingora_prometheus::PrometheusHttpApp;
 use serde_json::{json, Value};
 
 use crate::credentials::CredentialCache;
-use crate::proxy::binding::bind;
 use crate::proxy::dispatch::SharedDispatch;
+use crate::routes::bind;
 
 /// What the admin endpoints look at.
 pub struct AdminApp {
@@ -47,7 +47,7 @@ impl AdminApp {
             .routes
             .iter()
             .filter_map(|route| {
-                let reason = bind(route, &snapshot).err()?.message;
+                let reason = bind(route, &snapshot).err()?.to_string();
                 Some(json!({ "route": route.name, "reason": reason }))
             })
             .collect();

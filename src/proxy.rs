@@ -7,7 +7,6 @@
 //! → `logging` (one access line, no secrets).
 
 mod access_log;
-pub mod binding;
 pub mod dispatch;
 pub mod failure;
 mod request_checks;
@@ -30,11 +29,10 @@ use pingora::{Error, ErrorType};
 use crate::access::{allowed, Cidr, TokenCheck};
 use crate::config::Limits;
 use crate::credentials::CredentialCache;
-use crate::routes::Route;
+use crate::routes::{bind, Binding, Route};
 use crate::tls::ClientIdentity;
-use crate::upstream::gate::{Connection, ConnectionGate, GateConnector, Reservation};
+use crate::upstream::gate::{Admission, Connection, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
-use binding::{bind, Binding};
 use dispatch::{Dispatch, SharedDispatch};
 use respond::ErrorReply;
 
@@ -142,6 +140,7 @@ impl SidecarProxy {
             }
         }
         bind(route, &self.credentials.snapshot())
+            .map_err(|unbound| ErrorReply::new(503, "credential_unavailable", unbound.to_string()))
     }
 }
 
@@ -162,6 +161,8 @@ pub struct RequestCtx {
     connection: Option<Arc<Connection>>,
     /// The connection slot reserved for this attempt, given back if a pooled one is reused.
     reservation: Option<Reservation>,
+    /// The upstream on which this attempt holds a claim to a pooled connection (see the gate).
+    claim: Option<std::net::SocketAddr>,
     /// The limits in force when the request was admitted.
     limits: Limits,
     /// Request body bytes received so far.
@@ -184,6 +185,7 @@ impl ProxyHttp for SidecarProxy {
             upstream_ttfb: None,
             connection: None,
             reservation: None,
+            claim: None,
             limits: Limits::default(),
             body_received: 0,
         }
@@ -250,8 +252,18 @@ impl ProxyHttp for SidecarProxy {
             .binding
             .as_ref()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        // A claim of an earlier attempt (before a retry) is not used any more.
+        if let Some(peer) = ctx.claim.take() {
+            self.gate.drop_claim(peer);
+        }
         let reserved: Reservation = match binding.target.address() {
-            Some(addr) => Arc::new(Mutex::new(self.gate.admit(addr).await?)),
+            Some(addr) => match self.gate.admit(addr).await? {
+                Admission::Pooled => {
+                    ctx.claim = Some(addr);
+                    Reservation::default()
+                }
+                Admission::NewConnection(slot) => Arc::new(Mutex::new(Some(slot))),
+            },
             None => Reservation::default(),
         };
         ctx.reservation = Some(reserved.clone());
@@ -298,8 +310,11 @@ impl ProxyHttp for SidecarProxy {
         }
         // A previous attempt's connection (before a retry) is no longer ours to mark.
         ctx.connection = self.gate.connection(fd);
-        if let Some(conn) = &ctx.connection {
-            conn.set_in_use();
+        let claim = ctx.claim.take();
+        match (&ctx.connection, claim) {
+            (Some(conn), claim) => self.gate.start_using(conn, claim.is_some()),
+            (None, Some(peer)) => self.gate.drop_claim(peer),
+            (None, None) => {}
         }
         Ok(())
     }
@@ -389,6 +404,9 @@ impl ProxyHttp for SidecarProxy {
         // Pingora has returned the connection to its pool (or dropped it, which the gate saw).
         if let Some(conn) = ctx.connection.take() {
             self.gate.set_idle(&conn);
+        }
+        if let Some(peer) = ctx.claim.take() {
+            self.gate.drop_claim(peer);
         }
         access_log::finish(session, e, ctx);
     }

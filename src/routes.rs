@@ -4,6 +4,8 @@
 //! longest `path_prefix`. Prefixes match on segment boundaries, so `/openai` takes `/openai` and
 //! `/openai/v1/...` but never `/openaiX`.
 
+mod binding;
+
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -12,6 +14,8 @@ use crate::access::Cidr;
 use crate::config::{Backend, RouteConfig, UpstreamUrl};
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_HEADERS};
 use crate::upstream::{Target, Targets};
+
+pub use binding::{bind, Binding, Unbound};
 
 /// One route, ready to serve.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use crate::db::session::{ListenSettings, Session};
 use crate::db::Database;
 use crate::fanout::watch::WatchSource;
 use crate::fanout::FanoutHub;
-use crate::proxy::binding::bind;
+use crate::routes::bind;
 use crate::routes::RouteTable;
 use crate::upstream::Targets;
 
@@ -107,12 +107,9 @@ fn route_backends(config: &Config) -> (Vec<String>, Vec<String>) {
 pub fn report_unserved_routes(routes: &RouteTable, snapshot: &Snapshot) -> usize {
     let mut unserved = 0;
     for route in routes.iter() {
-        if let Err(reply) = bind(route, snapshot) {
+        if let Err(unbound) = bind(route, snapshot) {
             unserved += 1;
-            warn!(
-                "route {}: {}; requests answer 503",
-                route.name, reply.message
-            );
+            warn!("route {}: {}; requests answer 503", route.name, unbound);
         }
     }
     unserved

@@ -3,8 +3,8 @@
 
 use pingora::{Error, ErrorSource, ErrorType};
 
-use super::binding::Binding;
 use super::respond::ErrorReply;
+use crate::routes::Binding;
 use crate::upstream::gate::LIMIT_REACHED;
 
 /// The JSON reply for a proxy error the sidecar did not plan for, or `None` when the client is

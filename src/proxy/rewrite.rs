@@ -6,10 +6,10 @@ use http::header::{HeaderValue, HOST};
 use http::Uri;
 use pingora::http::RequestHeader;
 
-use super::binding::Binding;
 use crate::credentials::Credential;
 use crate::percent;
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_QUERY_PARAMS, DEFAULT_ANTHROPIC_VERSION};
+use crate::routes::Binding;
 use crate::routes::Route;
 
 /// Azure's version query parameter.

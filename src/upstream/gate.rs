@@ -2,43 +2,45 @@
 //! TCP connections to upstreams open, counted at the socket level across every upstream, idle
 //! pooled ones included.
 //!
-//! Pingora has no such cap, but it calls [`PeerOptions::custom_l4`] for every *new* connection
+//! Pingora has no such cap, but it calls `PeerOptions::custom_l4` for every *new* connection
 //! (never for pooled reuse) and tells the peer's tracer when a connection's stream is dropped.
 //! [`GateConnector`] takes a slot before the socket exists and hands it to the stream;
 //! [`GateTracer`] gives it back once the stream (pooled or not) is dropped **and** the provider
 //! has closed its end too (or [`LINGER`] passed), so the provider never sees more than the cap
-//! either.
+//! either. This file is the accounting (slots, connection states, waiting); `connector.rs` is the
+//! Pingora glue.
 //!
 //! Waiting: a request first waits in [`ConnectionGate::admit`] (before Pingora looks in its pool)
-//! until it can reserve a connection to its upstream idle in the pool, or a slot for a new one,
-//! so a burst to one upstream reuses connections instead of churning them; meanwhile it
+//! until it can claim a connection to its upstream idle in the pool, or reserve a slot for a new
+//! one, so a burst to one upstream reuses connections instead of churning them; meanwhile it
 //! half-closes idle connections to *other* upstreams to make room. A request that still finds
 //! itself connecting without a reserved slot waits in the connector the same way. Past
 //! `upstream.pool_wait_timeout` it fails with [`LIMIT_REACHED`] (a 503; nothing is sent).
 //!
-//! Which connection a tracer belongs to: Pingora calls the tracer's `on_connected` right after
-//! `custom_l4` returns, on the same thread with no await in between, so the connector leaves the
-//! new connection in a thread-local slot that `on_connected` takes.
-//!
-//! [`PeerOptions::custom_l4`]: pingora::upstreams::peer::PeerOptions
+//! A connection's [`State`]: `InUse` → `Idle` (back in Pingora's pool) → `Claimed` (an admitted
+//! request counts on it) → `InUse` again; or `Idle` → `Closing` (half-closed to make room). A claim
+//! is a count per upstream, not a promise of one socket: Pingora's pool picks which idle
+//! connection a request gets, so [`ConnectionGate::start_using`] moves claims between connections
+//! to keep the number of `Claimed` connections equal to the claims outstanding.
 
-use std::cell::RefCell;
+mod connector;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr as InetAddr};
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use log::debug;
-use pingora::connectors::L4Connect;
-use pingora::protocols::l4::socket::SocketAddr;
-use pingora::protocols::l4::stream::Stream;
-use pingora::upstreams::peer::Tracing;
 use pingora::{Error, ErrorType};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+pub use connector::{GateConnector, GateTracer};
 
 /// The error type of a request refused at the cap.
 pub const LIMIT_REACHED: &str = "UpstreamConnectionLimit";
@@ -51,9 +53,29 @@ const MIN_IDLE_TO_EVICT: Duration = Duration::from_millis(50);
 /// given back anyway.
 pub const LINGER: Duration = Duration::from_secs(1);
 
-thread_local! {
-    /// The connection `GateConnector::connect` just made, for the tracer's `on_connected`.
-    static JUST_CONNECTED: RefCell<Option<Arc<Connection>>> = const { RefCell::new(None) };
+/// Where one open connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Carrying a request (or just made for one).
+    InUse = 0,
+    /// In Pingora's pool, free for any request.
+    Idle = 1,
+    /// In Pingora's pool, counted on by an admitted request.
+    Claimed = 2,
+    /// Half-closed by the gate to make room; its slot comes back when Pingora drops it.
+    Closing = 3,
+}
+
+impl State {
+    fn from_u8(value: u8) -> State {
+        match value {
+            1 => State::Idle,
+            2 => State::Claimed,
+            3 => State::Closing,
+            _ => State::InUse,
+        }
+    }
 }
 
 /// One open upstream connection.
@@ -61,7 +83,7 @@ thread_local! {
 pub struct Connection {
     fd: RawFd,
     peer: InetAddr,
-    idle: AtomicBool,
+    state: AtomicU8,
     /// When it last went idle, in milliseconds since the gate was made.
     idle_since: AtomicU64,
     /// A second handle on the socket, to half-close an idle connection from outside Pingora's
@@ -70,11 +92,36 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Marks the connection as carrying a request.
-    pub fn set_in_use(&self) {
-        self.idle.store(false, Ordering::Relaxed);
+    /// Where the connection stands now.
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    fn swap_state(&self, to: State) -> State {
+        State::from_u8(self.state.swap(to as u8, Ordering::Relaxed))
+    }
+
+    /// Moves `from` → `to` if the connection is in `from`; returns whether it was.
+    fn move_state(&self, from: State, to: State) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 }
+
+/// What [`ConnectionGate::admit`] reserved for a request.
+#[derive(Debug)]
+pub enum Admission {
+    /// A claim on a connection to the upstream idle in the pool: Pingora will reuse one.
+    Pooled,
+    /// A slot for a new connection, to travel with the request's peer into the connector.
+    NewConnection(OwnedSemaphorePermit),
+}
+
+/// A slot reserved by [`ConnectionGate::admit`] for one request, shared between the request's
+/// peer (its connector uses it) and the request's context (which gives it back when a pooled
+/// connection was reused instead).
+pub type Reservation = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
 
 /// Counters (monotonic), exported by [`crate::metrics`].
 #[derive(Debug, Default)]
@@ -125,7 +172,8 @@ impl ConnectionGate {
         })
     }
 
-    /// Connections open now (in use, idle, being established, or closing).
+    /// Slots taken now: connections in use, idle, being established or closing, and slots
+    /// reserved for connections about to be made.
     pub fn open_connections(&self) -> usize {
         self.max - self.slots.available_permits()
     }
@@ -137,17 +185,18 @@ impl ConnectionGate {
 
     /// Connections carrying a request now.
     pub fn in_use_connections(&self) -> usize {
-        self.lock_open()
-            .values()
-            .filter(|c| !c.idle.load(Ordering::Relaxed))
-            .count()
+        self.count(|s| s == State::InUse)
     }
 
-    /// Idle pooled connections now.
+    /// Idle pooled connections now (claimed or not).
     pub fn idle_connections(&self) -> usize {
+        self.count(|s| matches!(s, State::Idle | State::Claimed))
+    }
+
+    fn count(&self, wanted: impl Fn(State) -> bool) -> usize {
         self.lock_open()
             .values()
-            .filter(|c| c.idle.load(Ordering::Relaxed))
+            .filter(|c| wanted(c.state()))
             .count()
     }
 
@@ -159,8 +208,50 @@ impl ConnectionGate {
     /// Marks a connection as back in the pool, waking requests waiting for one.
     pub fn set_idle(&self, conn: &Connection) {
         conn.idle_since.store(self.now_ms(), Ordering::Relaxed);
-        conn.idle.store(true, Ordering::Relaxed);
-        self.changed.notify_waiters();
+        if conn.move_state(State::InUse, State::Idle) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Marks `conn` as carrying a request that Pingora gave it (new or pooled). `claimed` says
+    /// whether the request held a claim from [`admit`](Self::admit): if Pingora handed it a
+    /// different connection than the claimed one, the claim moves so that the number of
+    /// claimed connections stays the number of claims outstanding.
+    pub fn start_using(&self, conn: &Connection, claimed: bool) {
+        let was = conn.swap_state(State::InUse);
+        match (claimed, was == State::Claimed) {
+            // Its claim was spent elsewhere: give one claimed connection back to the pool.
+            (true, false) => self.drop_claim(conn.peer),
+            // It took a connection another request had claimed: that claim moves to another
+            // idle connection, if there is one (else that request will connect anew).
+            (false, true) => {
+                self.move_one(conn.peer, State::Idle, State::Claimed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Gives back a claim a request did not use (it failed before connecting, or retried).
+    pub fn drop_claim(&self, peer: InetAddr) {
+        if self.move_one(peer, State::Claimed, State::Idle) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Moves one connection to `peer` from `from` to `to`; returns whether there was one.
+    fn move_one(&self, peer: InetAddr, from: State, to: State) -> bool {
+        self.lock_open()
+            .values()
+            .any(|c| c.peer == peer && c.move_state(from, to))
+    }
+
+    /// Gives back a reserved slot the request did not need (it reused a pooled connection).
+    pub fn unreserve(&self, reserved: &Reservation) {
+        let slot = reserved.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if slot.is_some() {
+            drop(slot);
+            self.changed.notify_waiters();
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -171,23 +262,31 @@ impl ConnectionGate {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until a request to `peer` can go ahead without tripping the cap, and reserves
-    /// what lets it: a connection to `peer` idle in the pool (claimed, so concurrent waiters do
-    /// not count it twice; returns `None`) or a slot for a new connection (returned, to travel
-    /// with the request's peer into [`GateConnector::connect`]). Meanwhile idle connections to
-    /// other upstreams are half-closed to make room. Gives up (503) after the wait timeout.
-    pub async fn admit(&self, peer: InetAddr) -> Result<Option<OwnedSemaphorePermit>, Box<Error>> {
+    /// What a request to `peer` can have right now without waiting: a claim on an idle pooled
+    /// connection to `peer`, else a slot for a new one.
+    pub fn try_admit(&self, peer: InetAddr) -> Option<Admission> {
+        if self.move_one(peer, State::Idle, State::Claimed) {
+            return Some(Admission::Pooled);
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Admission::NewConnection)
+    }
+
+    /// Waits until a request to `peer` can go ahead without tripping the cap (see
+    /// [`try_admit`](Self::try_admit)). Meanwhile idle connections to other upstreams are
+    /// half-closed to make room. Gives up (503) after the wait timeout.
+    pub async fn admit(&self, peer: InetAddr) -> Result<Admission, Box<Error>> {
         let deadline = Instant::now() + self.wait_timeout;
         let slot = self.slots.clone().acquire_owned();
         tokio::pin!(slot);
         let mut counted = false;
         loop {
             let changed = self.changed.notified();
-            if self.claim_idle_to(peer) {
-                return Ok(None);
-            }
-            if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-                return Ok(Some(permit));
+            if let Some(admission) = self.try_admit(peer) {
+                return Ok(admission);
             }
             if !counted {
                 self.counters.waits.fetch_add(1, Ordering::Relaxed);
@@ -197,21 +296,12 @@ impl ConnectionGate {
             let tick = self.next_tick(deadline)?;
             tokio::select! {
                 permit = &mut slot => {
-                    return permit
-                        .map(Some)
-                        .map_err(|_| Error::explain(ErrorType::InternalError, "connection gate closed"));
+                    return permit.map(Admission::NewConnection).map_err(|_| closed());
                 }
                 _ = changed => {}
                 _ = tokio::time::sleep(tick) => {}
             }
         }
-    }
-
-    /// Takes the idle mark of one connection to `peer`, if any.
-    fn claim_idle_to(&self, peer: InetAddr) -> bool {
-        self.lock_open()
-            .values()
-            .any(|c| c.peer == peer && c.idle.swap(false, Ordering::Relaxed))
     }
 
     /// How long to wait before checking again, or the refusal once `deadline` has passed.
@@ -252,17 +342,15 @@ impl ConnectionGate {
             }
             let tick = self.next_tick(deadline)?;
             tokio::select! {
-                permit = &mut wait => {
-                    return permit.map_err(|_| Error::explain(ErrorType::InternalError, "connection gate closed"));
-                }
+                permit = &mut wait => return permit.map_err(|_| closed()),
                 _ = tokio::time::sleep(tick) => {}
             }
         }
     }
 
-    /// Half-closes one idle pooled connection that `eligible` accepts: the provider closes its
-    /// end, Pingora's pool notices and drops it, and its slot comes back. Returns whether one was
-    /// found.
+    /// Half-closes one idle, unclaimed pooled connection that `eligible` accepts and that has
+    /// been idle at least [`MIN_IDLE_TO_EVICT`]: the provider closes its end, Pingora's pool
+    /// notices and drops it, and its slot comes back. Returns whether one was found.
     fn evict_one_idle(&self, eligible: impl Fn(&Connection) -> bool) -> bool {
         let now = self.now_ms();
         let settled = |c: &Connection| {
@@ -272,11 +360,16 @@ impl ConnectionGate {
         let victim = self
             .lock_open()
             .values()
-            .find(|c| eligible(c) && settled(c) && c.idle.swap(false, Ordering::Relaxed))
+            .find(|c| eligible(c) && settled(c) && c.move_state(State::Idle, State::Closing))
             .cloned();
         let Some(conn) = victim else {
             return false;
         };
+        self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            "closing an idle upstream connection to {} to make room",
+            conn.peer
+        );
         if let Some(handle) = conn
             .handle
             .lock()
@@ -284,13 +377,32 @@ impl ConnectionGate {
             .as_ref()
         {
             let _ = handle.shutdown(Shutdown::Write);
-            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-            debug!(
-                "closing an idle upstream connection to {} to make room",
-                conn.peer
-            );
         }
         true
+    }
+
+    /// Records a connection just made with `permit`'s slot, which from now on belongs to it
+    /// (given back by [`release`](Self::release)). `handle` is a second handle on its socket.
+    fn register(
+        &self,
+        permit: OwnedSemaphorePermit,
+        fd: RawFd,
+        peer: InetAddr,
+        handle: Option<std::net::TcpStream>,
+    ) -> Arc<Connection> {
+        let conn = Arc::new(Connection {
+            fd,
+            peer,
+            state: AtomicU8::new(State::InUse as u8),
+            idle_since: AtomicU64::new(0),
+            handle: Mutex::new(handle),
+        });
+        permit.forget();
+        self.lock_open().insert(fd, conn.clone());
+        self.counters
+            .new_connections
+            .fetch_add(1, Ordering::Relaxed);
+        conn
     }
 
     /// Called when Pingora drops a connection's stream: once the provider has closed its end
@@ -303,29 +415,31 @@ impl ConnectionGate {
             }
         }
         let handle = conn.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Some(handle), Ok(runtime)) = (handle, runtime) else {
+            self.give_back_slot();
+            return;
+        };
         let gate = self.clone();
-        let close = async move {
-            if let Some(handle) = handle {
-                let _ = handle.shutdown(Shutdown::Write);
-                if handle.set_nonblocking(true).is_ok() {
-                    if let Ok(stream) = TcpStream::from_std(handle) {
-                        let _ = tokio::time::timeout(LINGER, wait_for_eof(stream)).await;
-                    }
+        runtime.spawn(async move {
+            let _ = handle.shutdown(Shutdown::Write);
+            if handle.set_nonblocking(true).is_ok() {
+                if let Ok(stream) = TcpStream::from_std(handle) {
+                    let _ = tokio::time::timeout(LINGER, wait_for_eof(stream)).await;
                 }
             }
-            gate.slots.add_permits(1);
-            gate.changed.notify_waiters();
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(close);
-            }
-            Err(_) => {
-                self.slots.add_permits(1);
-                self.changed.notify_waiters();
-            }
-        }
+            gate.give_back_slot();
+        });
     }
+
+    fn give_back_slot(&self) {
+        self.slots.add_permits(1);
+        self.changed.notify_waiters();
+    }
+}
+
+fn closed() -> Box<Error> {
+    Error::explain(ErrorType::InternalError, "connection gate closed")
 }
 
 /// Reads (and discards) until the provider closes its end.
@@ -333,136 +447,4 @@ async fn wait_for_eof(mut stream: TcpStream) {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 1024];
     while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-}
-
-/// A slot reserved by [`ConnectionGate::admit`] for one request, shared between the request's
-/// peer (its connector uses it) and the request's context (which drops it when a pooled
-/// connection was reused instead).
-pub type Reservation = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
-
-/// Pingora's `custom_l4`: uses the request's reserved slot (or takes one), then connects.
-#[derive(Debug)]
-pub struct GateConnector {
-    gate: Arc<ConnectionGate>,
-    reserved: Reservation,
-}
-
-impl GateConnector {
-    /// A connector for one request, with the slot `admit` reserved for it (if any).
-    pub fn new(gate: Arc<ConnectionGate>, reserved: Reservation) -> GateConnector {
-        GateConnector { gate, reserved }
-    }
-}
-
-impl ConnectionGate {
-    /// Gives back a reserved slot the request did not need (it reused a pooled connection).
-    pub fn unreserve(&self, reserved: &Reservation) {
-        if reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .is_some()
-        {
-            self.changed.notify_waiters();
-        }
-    }
-}
-
-#[async_trait]
-impl L4Connect for GateConnector {
-    async fn connect(&self, addr: &SocketAddr) -> pingora::Result<Stream> {
-        let gate = &self.gate;
-        let Some(inet) = addr.as_inet().copied() else {
-            return Err(Error::explain(
-                ErrorType::ConnectError,
-                "only TCP upstreams are supported",
-            ));
-        };
-        let reserved = self
-            .reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let permit = match reserved {
-            Some(permit) => permit,
-            None => gate.acquire(inet).await?,
-        };
-        let tcp = match tokio::time::timeout(gate.connect_timeout, TcpStream::connect(inet)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                let etype = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                    ErrorType::ConnectRefused
-                } else {
-                    ErrorType::ConnectError
-                };
-                return Err(Error::because(etype, format!("connecting to {inet}"), e));
-            }
-            Err(_) => {
-                return Err(Error::explain(
-                    ErrorType::ConnectTimedout,
-                    format!("timeout {:?} connecting to {inet}", gate.connect_timeout),
-                ))
-            }
-        };
-        let (tcp, handle) = duplicate(tcp)
-            .map_err(|e| Error::because(ErrorType::SocketError, "duplicating the socket", e))?;
-        let _ = tcp.set_nodelay(true);
-        let conn = Arc::new(Connection {
-            fd: tcp.as_raw_fd(),
-            peer: inet,
-            idle: AtomicBool::new(false),
-            idle_since: AtomicU64::new(0),
-            handle: Mutex::new(Some(handle)),
-        });
-        // From here the slot belongs to the connection; its tracer gives it back.
-        permit.forget();
-        gate.lock_open().insert(conn.fd, conn.clone());
-        gate.counters
-            .new_connections
-            .fetch_add(1, Ordering::Relaxed);
-        JUST_CONNECTED.with(|slot| *slot.borrow_mut() = Some(conn));
-        Ok(Stream::from(tcp))
-    }
-}
-
-/// A second handle on the same socket, so it can be shut down while Pingora holds the stream.
-fn duplicate(tcp: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
-    let std_stream = tcp.into_std()?;
-    let handle = std_stream.try_clone()?;
-    Ok((TcpStream::from_std(std_stream)?, handle))
-}
-
-/// Pingora's tracer: one instance per connection gives its slot back when the stream drops.
-#[derive(Debug)]
-pub struct GateTracer {
-    gate: Arc<ConnectionGate>,
-    conn: Mutex<Option<Arc<Connection>>>,
-}
-
-impl GateTracer {
-    /// The tracer template peers carry.
-    pub fn new(gate: Arc<ConnectionGate>) -> GateTracer {
-        GateTracer {
-            gate,
-            conn: Mutex::new(None),
-        }
-    }
-}
-
-impl Tracing for GateTracer {
-    fn on_connected(&self) {
-        let conn = JUST_CONNECTED.with(|slot| slot.borrow_mut().take());
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn;
-    }
-
-    fn on_disconnected(&self) {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(conn) = conn {
-            self.gate.release(&conn);
-        }
-    }
-
-    fn boxed_clone(&self) -> Box<dyn Tracing> {
-        Box::new(GateTracer::new(self.gate.clone()))
-    }
 }

@@ -12,8 +12,8 @@ use sidecar::config::Config;
 use sidecar::credentials::cipher::{decrypt, encrypt, Format, Keys};
 use sidecar::credentials::values::ValueReader;
 use sidecar::credentials::{Credential, Secret};
-use sidecar::proxy::binding::Binding;
 use sidecar::proxy::rewrite::rewrite_request;
+use sidecar::routes::Binding;
 use sidecar::routes::{Route, RouteTable};
 use sidecar::upstream::Targets;
 

@@ -1,16 +1,16 @@
 //! Binding a request to what serves it: the key, the upstream and the auth style, taken from the
 //! route (credential routes) or from the next deployment of the route's model (model routes,
-//! where settings on the route win). Decided once per request, from one snapshot.
+//! where settings on the route win). Decided once per request, from one snapshot. The proxy
+//! serves with it; the admin's `/readyz` and start-up's report ask it which routes cannot serve.
 
 use std::sync::Arc;
 
 use crate::config::{Backend, UpstreamUrl};
 use crate::credentials::{Credential, Lookup, Snapshot};
 use crate::providers::AuthStyle;
-use crate::routes::Route;
 use crate::upstream::Target;
 
-use super::respond::ErrorReply;
+use super::Route;
 
 /// Everything the rewrite and the upstream choice need for one request.
 #[derive(Debug)]
@@ -25,9 +25,14 @@ pub struct Binding {
     pub auth: AuthStyle,
 }
 
-/// Binds a request for `route` using `snapshot`, or says why it cannot be served (503: nothing
-/// is sent upstream).
-pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Binding, ErrorReply> {
+/// Why a route cannot serve now (the proxy answers 503 `credential_unavailable`; nothing is sent
+/// upstream). The text names the route, credential or model, never a value.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unbound(String);
+
+/// Binds a request for `route` using `snapshot`, or says why it cannot be served.
+pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Binding, Unbound> {
     match &route.backend {
         Backend::Credential(name) => {
             let credential = ready(snapshot.credential(name), "credential", name)?;
@@ -71,8 +76,8 @@ pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Binding, ErrorReply> {
     }
 }
 
-/// The value of a lookup, or the 503 that says why there is none.
-fn ready<T: Clone>(lookup: Lookup<'_, &T>, what: &str, name: &str) -> Result<T, ErrorReply> {
+/// The value of a lookup, or why there is none.
+fn ready<T: Clone>(lookup: Lookup<'_, &T>, what: &str, name: &str) -> Result<T, Unbound> {
     match lookup {
         Lookup::Ready(value) => Ok(value.clone()),
         Lookup::Failed(reason) => Err(unavailable(format!(
@@ -82,6 +87,6 @@ fn ready<T: Clone>(lookup: Lookup<'_, &T>, what: &str, name: &str) -> Result<T, 
     }
 }
 
-fn unavailable(message: String) -> ErrorReply {
-    ErrorReply::new(503, "credential_unavailable", message)
+fn unavailable(message: String) -> Unbound {
+    Unbound(message)
 }

@@ -1,0 +1,459 @@
+//! The gate's accounting on tokio's paused clock: reserve, claim, evict, release, the wait
+//! deadline; then its invariants over random interleavings of requests, pool hand-outs,
+//! finishes, drops, evictions and time (a property test). Connections here have no socket
+//! (`register` with no handle), except in the one test about the provider's close.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicI32;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(1);
+
+fn upstream(port: u16) -> InetAddr {
+    InetAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+fn gate(max: usize) -> Arc<ConnectionGate> {
+    ConnectionGate::new(max, WAIT, Duration::from_secs(1))
+}
+
+/// A connection made with a fresh slot (panics if none is free), as the connector makes it.
+fn connect(gate: &ConnectionGate, peer: InetAddr) -> Arc<Connection> {
+    static NEXT_FD: AtomicI32 = AtomicI32::new(100_000);
+    let slot = gate.slots.clone().try_acquire_owned().expect("a free slot");
+    gate.register(slot, NEXT_FD.fetch_add(1, Ordering::Relaxed), peer, None)
+}
+
+fn claimed(gate: &ConnectionGate) -> usize {
+    gate.count(|s| s == State::Claimed)
+}
+
+fn refused(result: Result<Admission, Box<Error>>) -> bool {
+    matches!(result, Err(e) if e.etype == ErrorType::Custom(LIMIT_REACHED))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_slot_is_reserved_at_once_and_counted_until_dropped() {
+    let gate = gate(2);
+    let admission = gate.admit(upstream(1)).await.expect("admitted");
+    assert!(matches!(admission, Admission::NewConnection(_)));
+    assert_eq!(gate.open_connections(), 1);
+    drop(admission);
+    assert_eq!(gate.open_connections(), 0);
+    assert_eq!(gate.counters.waits.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_claimed_once_and_the_next_request_is_refused_at_the_deadline() {
+    let gate = gate(1);
+    let conn = connect(&gate, upstream(1));
+    gate.set_idle(&conn);
+    assert!(matches!(
+        gate.admit(upstream(1)).await,
+        Ok(Admission::Pooled)
+    ));
+    assert_eq!(conn.state(), State::Claimed);
+    assert_eq!(
+        gate.idle_connections(),
+        1,
+        "a claimed connection is still idle in the pool"
+    );
+
+    let started = Instant::now();
+    assert!(refused(gate.admit(upstream(1)).await));
+    let waited = started.elapsed();
+    assert!(
+        waited >= WAIT && waited < WAIT + RECHECK_EVERY,
+        "{waited:?}"
+    );
+    assert_eq!(gate.counters.waits.load(Ordering::Relaxed), 1);
+    assert_eq!(gate.counters.rejections.load(Ordering::Relaxed), 1);
+    assert_eq!(gate.open_connections(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_takes_the_slot_a_dropped_connection_gives_back() {
+    let gate = gate(1);
+    let conn = connect(&gate, upstream(1));
+    let waiter = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            let started = Instant::now();
+            (gate.admit(upstream(2)).await, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(!waiter.is_finished());
+    gate.release(&conn);
+    let (admission, waited) = waiter.await.expect("joined");
+    assert!(matches!(admission, Ok(Admission::NewConnection(_))));
+    assert_eq!(
+        waited,
+        Duration::from_millis(120),
+        "woken by the release, not a tick"
+    );
+    assert_eq!(gate.counters.waits.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_claims_a_connection_to_its_upstream_going_idle() {
+    let gate = gate(1);
+    let conn = connect(&gate, upstream(1));
+    let waiter = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.admit(upstream(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    gate.set_idle(&conn);
+    assert!(matches!(
+        waiter.await.expect("joined"),
+        Ok(Admission::Pooled)
+    ));
+    assert_eq!(conn.state(), State::Claimed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_to_other_upstreams_are_closed_to_make_room_once_settled() {
+    let gate = gate(1);
+    let other = connect(&gate, upstream(2));
+    gate.set_idle(&other);
+    let waiter = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.admit(upstream(1)).await }
+    });
+    tokio::time::sleep(MIN_IDLE_TO_EVICT / 2).await;
+    assert_eq!(other.state(), State::Idle, "too fresh to close");
+    tokio::time::sleep(MIN_IDLE_TO_EVICT + RECHECK_EVERY).await;
+    assert_eq!(other.state(), State::Closing);
+    assert_eq!(gate.counters.evictions.load(Ordering::Relaxed), 1);
+    assert!(
+        !waiter.is_finished(),
+        "the slot is back only when Pingora drops it"
+    );
+    gate.release(&other);
+    assert!(matches!(
+        waiter.await.expect("joined"),
+        Ok(Admission::NewConnection(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn claimed_and_same_upstream_connections_are_not_closed_by_admit() {
+    let gate = gate(2);
+    let claimed_one = connect(&gate, upstream(2));
+    let same = connect(&gate, upstream(1));
+    gate.set_idle(&claimed_one);
+    gate.set_idle(&same);
+    assert!(matches!(
+        gate.try_admit(upstream(2)),
+        Some(Admission::Pooled)
+    ));
+    // `same` is idle to upstream 1 itself: admit claims it rather than closing it.
+    tokio::time::sleep(MIN_IDLE_TO_EVICT * 2).await;
+    assert!(matches!(
+        gate.admit(upstream(1)).await,
+        Ok(Admission::Pooled)
+    ));
+    assert!(refused(gate.admit(upstream(3)).await));
+    assert_eq!(claimed_one.state(), State::Claimed);
+    assert_eq!(same.state(), State::Claimed);
+    assert_eq!(gate.counters.evictions.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_connector_closes_an_idle_connection_to_its_own_upstream_after_half_the_wait() {
+    let gate = gate(1);
+    let same = connect(&gate, upstream(1));
+    gate.set_idle(&same);
+    let acquiring = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.acquire(upstream(1)).await.map(drop) }
+    });
+    tokio::time::sleep(WAIT / 2 - RECHECK_EVERY).await;
+    assert_eq!(same.state(), State::Idle);
+    tokio::time::sleep(RECHECK_EVERY * 3).await;
+    assert_eq!(same.state(), State::Closing);
+    gate.release(&same);
+    acquiring.await.expect("joined").expect("a slot");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unused_reservation_goes_back() {
+    let gate = gate(1);
+    let Some(Admission::NewConnection(slot)) = gate.try_admit(upstream(1)) else {
+        panic!("a free slot");
+    };
+    let reserved: Reservation = Arc::new(Mutex::new(Some(slot)));
+    assert!(gate.try_admit(upstream(1)).is_none());
+    gate.unreserve(&reserved);
+    assert_eq!(gate.open_connections(), 0);
+    assert!(gate.try_admit(upstream(1)).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_follow_the_connection_pingora_hands_out() {
+    let gate = gate(3);
+    let conns: Vec<_> = (0..3).map(|_| connect(&gate, upstream(1))).collect();
+    conns.iter().for_each(|c| gate.set_idle(c));
+    assert!(matches!(
+        gate.try_admit(upstream(1)),
+        Some(Admission::Pooled)
+    ));
+    let claimed_conn = conns.iter().find(|c| c.state() == State::Claimed).unwrap();
+    let unclaimed: Vec<_> = conns.iter().filter(|c| c.state() == State::Idle).collect();
+
+    // The claimant is handed another connection: the claim is spent, none stays claimed.
+    gate.start_using(unclaimed[0], true);
+    assert_eq!(claimed(&gate), 0);
+    assert_eq!(claimed_conn.state(), State::Idle);
+
+    // A request without a claim takes a claimed connection: the claim moves to an idle one.
+    assert!(matches!(
+        gate.try_admit(upstream(1)),
+        Some(Admission::Pooled)
+    ));
+    let now_claimed = conns.iter().find(|c| c.state() == State::Claimed).unwrap();
+    gate.start_using(now_claimed, false);
+    assert_eq!(claimed(&gate), 1);
+    // An unused claim goes back.
+    gate.drop_claim(upstream(1));
+    assert_eq!(claimed(&gate), 0);
+    assert_eq!(gate.idle_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_released_connection_is_half_closed_and_its_slot_comes_back_after_the_provider_closes() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (mut provider, _) = listener.accept().expect("accept");
+    let gate = gate(1);
+    let slot = gate.slots.clone().try_acquire_owned().unwrap();
+    let handle = ours.try_clone().unwrap();
+    let conn = gate.register(slot, ours.as_raw_fd(), upstream(1), Some(handle));
+    drop(ours); // Pingora's stream is gone; the gate's handle keeps the socket open.
+    gate.release(&conn);
+    let mut buf = [0u8; 8];
+    let provider_read = tokio::task::spawn_blocking(move || {
+        let n = provider.read(&mut buf);
+        drop(provider);
+        n.map_err(|e| e.to_string())
+    });
+    assert_eq!(
+        provider_read.await.unwrap(),
+        Ok(0),
+        "the provider sees our FIN"
+    );
+    let back = tokio::time::timeout(Duration::from_secs(30), gate.slots.acquire()).await;
+    assert!(back.is_ok(), "the slot came back");
+}
+
+/// One step of a random interleaving.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A request to upstream `u` asks the gate (without waiting).
+    Admit(u16),
+    /// Admitted request number `r` reaches Pingora's pool, which hands it the `pick`-th
+    /// pooled connection to its upstream, or none.
+    Pool(usize, usize),
+    /// Request `r` ends (its connection goes back to the pool) or fails before connecting.
+    Finish(usize),
+    /// Pingora drops open connection `c` (idle timeout, error, provider close).
+    Drop(usize),
+    /// A waiting request to upstream `u` closes an idle connection to another upstream.
+    Evict(u16),
+    /// Time passes.
+    Advance(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u16..2).prop_map(Step::Admit),
+        3 => (0usize..8, 0usize..4).prop_map(|(r, p)| Step::Pool(r, p)),
+        3 => (0usize..8).prop_map(Step::Finish),
+        1 => (0usize..8).prop_map(Step::Drop),
+        1 => (0u16..2).prop_map(Step::Evict),
+        1 => (0u64..120).prop_map(Step::Advance),
+    ]
+}
+
+/// A request the test drives, as the proxy would.
+enum Request {
+    Admitted {
+        peer: InetAddr,
+        slot: Option<OwnedSemaphorePermit>,
+        claim: bool,
+    },
+    Using(Arc<Connection>),
+}
+
+/// The model: requests in flight and connections open (not yet dropped by Pingora).
+#[derive(Default)]
+struct World {
+    requests: Vec<Request>,
+    open: Vec<Arc<Connection>>,
+    idle_since: HashMap<RawFd, Instant>,
+}
+
+impl World {
+    async fn apply(&mut self, gate: &Arc<ConnectionGate>, step: Step) {
+        match step {
+            Step::Admit(u) => {
+                let peer = upstream(u + 1);
+                match gate.try_admit(peer) {
+                    Some(Admission::Pooled) => self.requests.push(Request::Admitted {
+                        peer,
+                        slot: None,
+                        claim: true,
+                    }),
+                    Some(Admission::NewConnection(slot)) => self.requests.push(Request::Admitted {
+                        peer,
+                        slot: Some(slot),
+                        claim: false,
+                    }),
+                    None => {}
+                }
+            }
+            Step::Pool(r, pick) => self.pool(gate, r, pick),
+            Step::Finish(r) if r < self.requests.len() => match self.requests.remove(r) {
+                Request::Using(conn) => {
+                    gate.set_idle(&conn);
+                    if conn.state() == State::Idle {
+                        self.idle_since.insert(conn.fd, Instant::now());
+                    }
+                }
+                Request::Admitted { peer, claim, .. } => {
+                    if claim {
+                        gate.drop_claim(peer);
+                    }
+                }
+            },
+            Step::Drop(c) if c < self.open.len() => {
+                let conn = self.open.remove(c);
+                self.requests
+                    .retain(|r| !matches!(r, Request::Using(used) if Arc::ptr_eq(used, &conn)));
+                gate.release(&conn);
+            }
+            Step::Evict(u) => {
+                let before: Vec<State> = self.open.iter().map(|c| c.state()).collect();
+                gate.evict_one_idle(|c| c.peer != upstream(u + 1));
+                for (conn, was) in self.open.iter().zip(before) {
+                    if conn.state() == State::Closing && was != State::Closing {
+                        assert_eq!(was, State::Idle, "only an unclaimed idle connection closes");
+                        assert_ne!(conn.peer, upstream(u + 1));
+                        let idle_for = Instant::now() - self.idle_since[&conn.fd];
+                        assert!(idle_for >= MIN_IDLE_TO_EVICT, "closed after {idle_for:?}");
+                    }
+                }
+            }
+            Step::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
+            Step::Finish(_) | Step::Drop(_) => {}
+        }
+    }
+
+    /// Pingora's pool lookup for request `r`: reuse, or connect with the reserved slot (or a
+    /// free one), or fail.
+    fn pool(&mut self, gate: &Arc<ConnectionGate>, r: usize, pick: usize) {
+        let Some(Request::Admitted { peer, slot, claim }) = self.requests.get_mut(r) else {
+            return;
+        };
+        let (peer, claim, slot) = (*peer, *claim, slot.take());
+        let pooled: Vec<&Arc<Connection>> = self
+            .open
+            .iter()
+            .filter(|c| c.peer == peer && c.state() != State::InUse)
+            .collect();
+        let conn = if let Some(conn) = pooled.get(pick).map(|c| (*c).clone()) {
+            drop(slot);
+            conn
+        } else if let Some(slot) = slot.or_else(|| gate.slots.clone().try_acquire_owned().ok()) {
+            static NEXT_FD: AtomicI32 = AtomicI32::new(1);
+            let conn = gate.register(slot, NEXT_FD.fetch_add(1, Ordering::Relaxed), peer, None);
+            self.open.push(conn.clone());
+            conn
+        } else {
+            // The connector would wait; here the attempt fails and gives its claim back.
+            gate.drop_claim(peer);
+            self.requests.remove(r);
+            return;
+        };
+        gate.start_using(&conn, claim);
+        self.requests[r] = Request::Using(conn);
+    }
+
+    fn check(&self, gate: &ConnectionGate, max: usize) {
+        let reserved = self
+            .requests
+            .iter()
+            .filter(|r| matches!(r, Request::Admitted { slot: Some(_), .. }))
+            .count();
+        assert_eq!(
+            gate.open_connections(),
+            self.open.len() + reserved,
+            "slot accounting"
+        );
+        assert!(gate.open_connections() <= max);
+        for peer in [upstream(1), upstream(2)] {
+            let claims = self
+                .requests
+                .iter()
+                .filter(
+                    |r| matches!(r, Request::Admitted { peer: p, claim: true, .. } if *p == peer),
+                )
+                .count();
+            let claimed = self
+                .open
+                .iter()
+                .filter(|c| c.peer == peer && c.state() == State::Claimed)
+                .count();
+            assert!(
+                claimed <= claims,
+                "{claimed} claimed connections for {claims} claims"
+            );
+        }
+        let using = self
+            .requests
+            .iter()
+            .filter(|r| matches!(r, Request::Using(_)))
+            .count();
+        assert_eq!(gate.in_use_connections(), using);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Whatever the order: the slots taken equal the connections open plus the slots reserved,
+    /// never above the cap; no connection stays claimed without a claim; and once every request
+    /// ends and Pingora drops every connection, every slot is back and nothing is claimed.
+    #[test]
+    fn the_gate_accounts_for_every_slot(steps in proptest::collection::vec(step(), 1..80)) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            const MAX: usize = 3;
+            let gate = gate(MAX);
+            let mut world = World::default();
+            for step in steps {
+                world.apply(&gate, step).await;
+                world.check(&gate, MAX);
+            }
+            while !world.requests.is_empty() {
+                world.apply(&gate, Step::Finish(0)).await;
+            }
+            assert_eq!(claimed(&gate), 0, "a claim outlived every request");
+            while !world.open.is_empty() {
+                world.apply(&gate, Step::Drop(0)).await;
+            }
+            assert_eq!(gate.open_connections(), 0, "a slot leaked");
+        });
+    }
+}
