@@ -99,7 +99,8 @@ async fn main() -> Result<(), String> {
         &schema,
         None,
         DEFAULT_DB_CONNECT_TIMEOUT,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let session = Session::new(db, None, Duration::from_secs(30), Arc::default());
     let hour = Duration::from_secs(3600);
     let source = PostgresSource::new(session, Some(keys), targets, hour, None);
@@ -131,7 +132,9 @@ async fn main() -> Result<(), String> {
         source.fingerprint().await?;
         unchanged_full.push(started.elapsed());
     }
-    install_notify(&client, &schema, "refresh_cost").await?;
+    install_notify(&client, &schema, "refresh_cost")
+        .await
+        .map_err(|e| e.to_string())?;
     source.fingerprint().await?; // finds the version table (one last full check)
     let mut unchanged_version = Vec::new();
     for _ in 0..20 {

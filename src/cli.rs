@@ -10,6 +10,7 @@ mod database;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::anyhow;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -176,26 +177,29 @@ pub fn main() -> ExitCode {
                 upgrade: cli.upgrade,
                 daemon: cli.daemon,
             };
-            server::run(config, &cli.conf, options)
+            server::run(config, &cli.conf, options).map_err(anyhow::Error::from)
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("sidecar: {message}");
+        Err(error) => {
+            eprintln!("sidecar: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 /// `-t`: validate the config, the local store and the CA bundle; try the database; report.
-fn test_config(path: &std::path::Path) -> Result<(), String> {
-    let config = Config::load(path).map_err(|errors| errors.to_string().trim_end().to_string())?;
+fn test_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config =
+        Config::load(path).map_err(|errors| anyhow!(errors.to_string().trim_end().to_string()))?;
     crate::logging::init(
         config.log.level.min(log::LevelFilter::Warn),
         config.log.format,
     );
-    let targets = std::sync::Arc::new(crate::upstream::Targets::standalone(&config.upstream)?);
+    let targets =
+        crate::upstream::Targets::standalone(&config.upstream).map_err(anyhow::Error::msg)?;
+    let targets = std::sync::Arc::new(targets);
     let routes = crate::routes::RouteTable::new(&config.routes, &targets, None);
     let cache = std::sync::Arc::new(crate::credentials::CredentialCache::default());
     runtime()?.block_on(async {
@@ -212,7 +216,7 @@ fn test_config(path: &std::path::Path) -> Result<(), String> {
             ctx.wake.clone(),
         );
         refresher.refresh().await;
-        Ok::<_, String>(())
+        Ok::<_, anyhow::Error>(())
     })?;
     let snapshot = cache.snapshot();
     let unserved = crate::sources::report_unserved_routes(&routes, &snapshot);
@@ -228,9 +232,9 @@ fn test_config(path: &std::path::Path) -> Result<(), String> {
 }
 
 /// A runtime for one-shot work.
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start runtime: {e}"))
+        .map_err(|e| anyhow!("cannot start runtime: {e}"))
 }

@@ -23,8 +23,10 @@ pub use url::UpstreamUrl;
 /// supply their own environment.
 pub type Env = dyn Fn(&str) -> Option<String>;
 
-/// Every problem found in one configuration file.
-#[derive(Debug)]
+/// Every problem found in one configuration file: `FILE: N errors`, then one indented line
+/// per error.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.report())]
 pub struct ConfigErrors {
     /// The file the errors are in.
     pub file: String,
@@ -32,23 +34,17 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
 }
 
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl ConfigErrors {
+    fn report(&self) -> String {
         let n = self.errors.len();
-        writeln!(
-            f,
-            "{}: {n} error{}",
-            self.file,
-            if n == 1 { "" } else { "s" }
-        )?;
+        let plural = if n == 1 { "" } else { "s" };
+        let mut text = format!("{}: {n} error{plural}\n", self.file);
         for e in &self.errors {
-            writeln!(f, "  {e}")?;
+            text += &format!("  {e}\n");
         }
-        Ok(())
+        text
     }
 }
-
-impl std::error::Error for ConfigErrors {}
 
 impl Config {
     /// Loads and validates `path`, reading environment fallbacks from the process environment.

@@ -5,6 +5,7 @@
 //! The connection string carries a password: it lives in a [`Secret`] and is never logged; logs
 //! name the database by host, port and database name only.
 
+mod error;
 pub mod litellm;
 pub mod session;
 pub mod tls;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use crate::percent;
 use crate::secret::Secret;
+pub use error::DbError;
 use tls::{BoringTls, SslMode};
 
 /// `application_name` when the connection string sets none: the sidecar's connections are
@@ -40,10 +42,11 @@ impl Database {
         schema: &str,
         ca_file: Option<&PathBuf>,
         connect_timeout: Duration,
-    ) -> Result<Database, String> {
-        let (rest, mode, root_cert) = split_tls_options(url.expose())?;
-        let mut pg_config = tokio_postgres::Config::from_str(&rest)
-            .map_err(|e| format!("the database connection string is invalid: {e}"))?;
+    ) -> Result<Database, DbError> {
+        let (rest, mode, root_cert) = split_tls_options(url.expose()).map_err(DbError::Settings)?;
+        let mut pg_config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            DbError::Settings(format!("the database connection string is invalid: {e}"))
+        })?;
         pg_config.connect_timeout(connect_timeout);
         if pg_config.get_application_name().is_none() {
             pg_config.application_name(DEFAULT_APPLICATION_NAME);
@@ -54,7 +57,7 @@ impl Database {
             _ => tokio_postgres::config::SslMode::Require,
         });
         let root_cert = root_cert.or_else(|| ca_file.cloned());
-        let tls = BoringTls::new(mode, root_cert.as_ref())?;
+        let tls = BoringTls::new(mode, root_cert.as_ref()).map_err(DbError::Settings)?;
         let described = describe(&pg_config);
         Ok(Database {
             pg_config,
@@ -70,22 +73,25 @@ impl Database {
     }
 
     /// One direct connection (CLI commands).
-    pub async fn connect(&self) -> Result<tokio_postgres::Client, String> {
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, DbError> {
         let (client, connection) = self
             .pg_config
             .connect(self.tls.clone())
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot connect to the database at {}: {}",
-                    self.described,
-                    session::pg_error(&e)
-                )
-            })?;
+            .map_err(|e| self.connect_error(error::pg_error(&e)))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
         Ok(client)
+    }
+}
+
+impl Database {
+    fn connect_error(&self, reason: String) -> DbError {
+        DbError::Connect {
+            at: self.described.clone(),
+            reason,
+        }
     }
 }
 

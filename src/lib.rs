@@ -21,7 +21,6 @@ pub mod metrics;
 pub mod percent;
 pub mod providers;
 pub mod proxy;
-pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;

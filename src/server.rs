@@ -4,6 +4,9 @@
 //! database or a fan-out server is the source) and the DNS refresh service. What the credential
 //! sources are built from is [`crate::sources`]'s, shared with the reload.
 
+mod error;
+mod reload;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -25,12 +28,13 @@ use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
 use crate::metrics;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
 use crate::proxy::SidecarProxy;
-use crate::reload::Reloader;
 use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
 use crate::tls::{listener_settings, CertReloader, CertStore};
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::resolver::{resolve_all, ResolverService};
 use crate::upstream::Targets;
+pub use error::StartError;
+use reload::Reloader;
 
 /// Process-level options from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,15 +62,15 @@ pub fn server_conf(config: &Config) -> ServerConf {
 
 /// Runs the sidecar until it is told to stop. Returns only on a start-up error.
 /// `config_path` is where `config` came from, read again on SIGHUP.
-pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<(), String> {
+pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<(), StartError> {
     warn_about_unverified_endpoints(&config);
     let cache = Arc::new(CredentialCache::default());
     let up = &config.upstream;
     let gate = ConnectionGate::new(up.max_connections, up.pool_wait_timeout, up.connect_timeout);
-    let targets = Arc::new(Targets::new(up, &gate)?);
+    let targets = Arc::new(Targets::new(up, &gate).map_err(StartError::Upstream)?);
     let dispatch: SharedDispatch =
         Arc::new(ArcSwap::from_pointee(Dispatch::new(&config, &targets)));
-    metrics::register_state(gate.clone(), cache.clone())?;
+    metrics::register_state(gate.clone(), cache.clone()).map_err(StartError::Metrics)?;
     let ctx = SourceContext {
         targets: targets.clone(),
         wake: Arc::default(),
@@ -159,11 +163,11 @@ fn load_at_start(
     ctx: &SourceContext,
     cache: &Arc<CredentialCache>,
     dispatch: &SharedDispatch,
-) -> Result<Arc<Refresher>, String> {
+) -> Result<Arc<Refresher>, StartError> {
     let startup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     startup.block_on(async {
         // Installs the process's SIGHUP handler now, so a reload signal that arrives while
         // starting is ignored instead of killing the process (the default action).
@@ -195,7 +199,7 @@ fn proxy_service(
     cache: &Arc<CredentialCache>,
     gate: Arc<ConnectionGate>,
     cert_stores: &mut Vec<Arc<CertStore>>,
-) -> Result<Service<HttpProxy<SidecarProxy>>, String> {
+) -> Result<Service<HttpProxy<SidecarProxy>>, StartError> {
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         SidecarProxy::new(dispatch.clone(), cache.clone(), gate),
@@ -218,7 +222,7 @@ fn fanout_service(
     fanout: &crate::config::FanoutSettings,
     hub: &Arc<crate::fanout::FanoutHub>,
     cert_stores: &mut Vec<Arc<CertStore>>,
-) -> Result<(Service<FanoutApp>, SharedGrants), String> {
+) -> Result<(Service<FanoutApp>, SharedGrants), StartError> {
     let grants: SharedGrants = Arc::new(ArcSwap::from_pointee(grants_by_token(&fanout.watchers)));
     let app = FanoutApp::new(hub.clone(), grants.clone(), keys(config));
     let mut service = Service::new("fanout".to_string(), app);
@@ -236,7 +240,7 @@ fn fanout_service(
 fn add_listeners(
     proxy: &mut Service<HttpProxy<SidecarProxy>>,
     config: &Config,
-) -> Result<Vec<Arc<CertStore>>, String> {
+) -> Result<Vec<Arc<CertStore>>, StartError> {
     let mut cert_stores = Vec::new();
     for listener in &config.listeners {
         cert_stores.extend(add_listener(
@@ -256,14 +260,14 @@ fn add_listener<A>(
     what: &str,
     address: &str,
     tls: Option<&crate::config::ListenerTls>,
-) -> Result<Option<Arc<CertStore>>, String> {
+) -> Result<Option<Arc<CertStore>>, StartError> {
     let Some(tls) = tls else {
         service.add_tcp(address);
         info!("{what}: listening on http://{address}");
         return Ok(None);
     };
-    let store = CertStore::load(&tls.cert, &tls.key)?;
-    let settings = listener_settings(tls, store.clone())?;
+    let store = CertStore::load(&tls.cert, &tls.key).map_err(StartError::ListenerTls)?;
+    let settings = listener_settings(tls, store.clone()).map_err(StartError::ListenerTls)?;
     service.add_tls_with_settings(address, None, settings);
     let mtls = if tls.client_ca.is_some() {
         " (client certificates required)"

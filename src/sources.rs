@@ -13,15 +13,29 @@ use crate::credentials::postgres::PostgresSource;
 use crate::credentials::source::CredentialSource;
 use crate::credentials::{salt_key_from_env, Snapshot};
 use crate::db::session::{ListenSettings, Session};
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::fanout::watch::WatchSource;
 use crate::fanout::FanoutHub;
 use crate::routes::bind;
 use crate::routes::RouteTable;
 use crate::upstream::Targets;
 
+/// Why the credential sources cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The database settings (connection string, TLS options).
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The local store cannot be read or parsed.
+    #[error("{0}")]
+    Local(String),
+    /// The `credentials.watch` settings (URL, token, certificates).
+    #[error("{0}")]
+    Watch(String),
+}
+
 /// The database configured in `config`, if any.
-pub fn database(config: &Config) -> Result<Option<Database>, String> {
+pub fn database(config: &Config) -> Result<Option<Database>, DbError> {
     config
         .credentials
         .postgres
@@ -51,11 +65,11 @@ pub fn keys(config: &Config) -> Option<Keys> {
 pub async fn credential_sources(
     config: &Config,
     ctx: &SourceContext,
-) -> Result<Vec<Box<dyn CredentialSource>>, String> {
+) -> Result<Vec<Box<dyn CredentialSource>>, SourceError> {
     let mut sources: Vec<Box<dyn CredentialSource>> = Vec::new();
     if let Some(path) = &config.credentials.local {
         let local = LocalStore::new(path, keys(config));
-        local.load().await?;
+        local.load().await.map_err(SourceError::Local)?;
         sources.push(Box::new(local));
     }
     if let (Some(db), Some(pg)) = (database(config)?, &config.credentials.postgres) {
@@ -74,15 +88,18 @@ pub async fn credential_sources(
     }
     if let Some(watch) = &config.credentials.watch {
         let (credentials, models) = route_backends(config);
-        sources.push(Box::new(WatchSource::new(
-            watch,
-            config.upstream.ca_file.as_ref(),
-            &credentials,
-            &models,
-            keys(config),
-            ctx.targets.clone(),
-            ctx.wake.clone(),
-        )?));
+        sources.push(Box::new(
+            WatchSource::new(
+                watch,
+                config.upstream.ca_file.as_ref(),
+                &credentials,
+                &models,
+                keys(config),
+                ctx.targets.clone(),
+                ctx.wake.clone(),
+            )
+            .map_err(SourceError::Watch)?,
+        ));
     }
     Ok(sources)
 }

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 
+use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Map, Value};
 
 use crate::config::DEFAULT_SALT_KEY_ENV;
@@ -10,7 +11,7 @@ use crate::credentials::cipher::{decrypt, encrypt, Format, Keys};
 use crate::credentials::models::params_object;
 use crate::credentials::values::ENV_REFERENCE_PREFIX;
 use crate::credentials::{salt_key_from_env, Secret};
-use crate::db::litellm;
+use crate::db::{litellm, DbError};
 
 use super::database::{context, DbContext};
 use super::{runtime, CredentialsCommand};
@@ -19,14 +20,9 @@ use super::{runtime, CredentialsCommand};
 const ACTOR: &str = "sidecar-cli";
 
 /// Runs a `credentials` subcommand.
-pub fn run(conf: &Path, command: CredentialsCommand) -> Result<(), String> {
+pub fn run(conf: &Path, command: CredentialsCommand) -> Result<()> {
     match command {
-        CredentialsCommand::Encrypt { format } => {
-            let keys = keys_from(DEFAULT_SALT_KEY_ENV)?;
-            let secret = read_secret(None)?;
-            println!("{}", encrypt(secret.expose(), format.into(), &keys));
-            Ok(())
-        }
+        CredentialsCommand::Encrypt { format } => encrypt_stdin(format.into()),
         CredentialsCommand::Put {
             name,
             provider,
@@ -35,58 +31,18 @@ pub fn run(conf: &Path, command: CredentialsCommand) -> Result<(), String> {
             key_env,
             format,
         } => {
-            let ctx = context(conf)?;
-            let keys = keys_from(&ctx.salt_key_env)?;
-            let key = read_secret(key_env.as_deref())?;
-            let format: Format = format.into();
-            let mut values = Map::new();
-            values.insert(
-                "api_key".into(),
-                encrypt(key.expose(), format, &keys).into(),
-            );
-            for (field, value) in [("api_base", &api_base), ("api_version", &api_version)] {
-                if let Some(v) = value {
-                    values.insert(field.into(), encrypt(v, format, &keys).into());
-                }
-            }
-            let info = json!({ "custom_llm_provider": provider });
-            with_db(&ctx, |client, schema| async move {
-                litellm::upsert_credential(
-                    &client,
-                    &schema,
-                    &name,
-                    &Value::Object(values),
-                    &info,
-                    ACTOR,
-                )
-                .await?;
-                println!("credential {name} written");
-                Ok(())
-            })
+            let fields = [("api_base", api_base), ("api_version", api_version)];
+            put(
+                conf,
+                &name,
+                &provider,
+                &fields,
+                key_env.as_deref(),
+                format.into(),
+            )
         }
-        CredentialsCommand::List => {
-            let ctx = context(conf)?;
-            with_db(&ctx, |client, schema| async move {
-                let rows = litellm::list_credentials(&client, &schema).await?;
-                println!("{:<32} {:<16} UPDATED", "NAME", "PROVIDER");
-                for (name, provider, updated) in &rows {
-                    println!("{name:<32} {provider:<16} {updated}");
-                }
-                eprintln!("{} credential(s)", rows.len());
-                Ok(())
-            })
-        }
-        CredentialsCommand::Delete { name } => {
-            let ctx = context(conf)?;
-            with_db(&ctx, |client, schema| async move {
-                if litellm::delete_credential(&client, &schema, &name).await? {
-                    println!("credential {name} deleted");
-                    Ok(())
-                } else {
-                    Err(format!("no credential named {name:?}"))
-                }
-            })
-        }
+        CredentialsCommand::List => list(conf),
+        CredentialsCommand::Delete { name } => delete(conf, &name),
         CredentialsCommand::Check => {
             let ctx = context(conf)?;
             let keys = keys_from(&ctx.salt_key_env)?;
@@ -97,34 +53,102 @@ pub fn run(conf: &Path, command: CredentialsCommand) -> Result<(), String> {
         CredentialsCommand::RotateKey {
             new_key_env,
             format,
-        } => {
-            let ctx = context(conf)?;
-            let old = keys_from(&ctx.salt_key_env)?;
-            let new = std::env::var(&new_key_env)
-                .ok()
-                .filter(|k| !k.is_empty())
-                .map(|k| Keys::derive(&Secret::new(k)))
-                .ok_or_else(|| format!("set {new_key_env} to the new salt key"))?;
-            let format: Format = format.into();
-            with_db(&ctx, |mut client, schema| async move {
-                rotate(&mut client, &schema, &old, &new, format).await
-            })
-        }
+        } => rotate_key(conf, &new_key_env, format.into()),
     }
 }
 
-fn keys_from(salt_key_env: &str) -> Result<Keys, String> {
+/// `encrypt`: prints the stored form of a secret read from stdin.
+fn encrypt_stdin(format: Format) -> Result<()> {
+    let keys = keys_from(DEFAULT_SALT_KEY_ENV)?;
+    let secret = read_secret(None)?;
+    println!("{}", encrypt(secret.expose(), format, &keys));
+    Ok(())
+}
+
+/// `put`: writes credential `name` (key from `key_env` or stdin, and the optional plain
+/// `fields`), each value encrypted in `format`.
+fn put(
+    conf: &Path,
+    name: &str,
+    provider: &str,
+    fields: &[(&str, Option<String>)],
+    key_env: Option<&str>,
+    format: Format,
+) -> Result<()> {
+    let ctx = context(conf)?;
+    let keys = keys_from(&ctx.salt_key_env)?;
+    let key = read_secret(key_env)?;
+    let mut values = Map::new();
+    values.insert(
+        "api_key".into(),
+        encrypt(key.expose(), format, &keys).into(),
+    );
+    for (field, value) in fields {
+        if let Some(v) = value {
+            values.insert((*field).into(), encrypt(v, format, &keys).into());
+        }
+    }
+    let info = json!({ "custom_llm_provider": provider });
+    with_db(&ctx, |client, schema| async move {
+        let values = Value::Object(values);
+        litellm::upsert_credential(&client, &schema, name, &values, &info, ACTOR).await?;
+        println!("credential {name} written");
+        Ok(())
+    })
+}
+
+/// `list`: names, providers and update times; never values.
+fn list(conf: &Path) -> Result<()> {
+    let ctx = context(conf)?;
+    with_db(&ctx, |client, schema| async move {
+        let rows = litellm::list_credentials(&client, &schema).await?;
+        println!("{:<32} {:<16} UPDATED", "NAME", "PROVIDER");
+        for (name, provider, updated) in &rows {
+            println!("{name:<32} {provider:<16} {updated}");
+        }
+        eprintln!("{} credential(s)", rows.len());
+        Ok(())
+    })
+}
+
+/// `delete`: removes credential `name`; an error when there is none.
+fn delete(conf: &Path, name: &str) -> Result<()> {
+    let ctx = context(conf)?;
+    with_db(&ctx, |client, schema| async move {
+        if !litellm::delete_credential(&client, &schema, name).await? {
+            bail!("no credential named {name:?}");
+        }
+        println!("credential {name} deleted");
+        Ok(())
+    })
+}
+
+/// `rotate-key`: re-encrypts every row from the current salt key to the one in `new_key_env`.
+fn rotate_key(conf: &Path, new_key_env: &str, format: Format) -> Result<()> {
+    let ctx = context(conf)?;
+    let old = keys_from(&ctx.salt_key_env)?;
+    let new = std::env::var(new_key_env)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(|k| Keys::derive(&Secret::new(k)))
+        .ok_or_else(|| anyhow!("set {new_key_env} to the new salt key"))?;
+    with_db(&ctx, |mut client, schema| async move {
+        rotate(&mut client, &schema, &old, &new, format).await
+    })
+}
+
+fn keys_from(salt_key_env: &str) -> Result<Keys> {
     salt_key_from_env(salt_key_env)
         .map(|k| Keys::derive(&k))
         .ok_or_else(|| {
-            format!("set {salt_key_env} (or LITELLM_MASTER_KEY) to the key LiteLLM uses; it is read from the environment only")
+            anyhow!("set {salt_key_env} (or LITELLM_MASTER_KEY) to the key LiteLLM uses; it is read from the environment only")
         })
 }
 
-fn with_db<F, Fut>(ctx: &DbContext, work: F) -> Result<(), String>
+fn with_db<F, Fut>(ctx: &DbContext, work: F) -> Result<()>
 where
     F: FnOnce(tokio_postgres::Client, String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<()>>,
 {
     runtime()?.block_on(async {
         let client = ctx.db.connect().await?;
@@ -133,10 +157,10 @@ where
 }
 
 /// A secret from the variable `env_var`, else from stdin (one trailing newline dropped).
-fn read_secret(env_var: Option<&str>) -> Result<Secret, String> {
+fn read_secret(env_var: Option<&str>) -> Result<Secret> {
     let raw = match env_var {
         Some(var) => {
-            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            std::env::var(var).map_err(|_| anyhow!("environment variable {var} is not set"))?
         }
         None => {
             let stdin = std::io::stdin();
@@ -147,7 +171,7 @@ fn read_secret(env_var: Option<&str>) -> Result<Secret, String> {
             stdin
                 .lock()
                 .read_to_string(&mut raw)
-                .map_err(|e| format!("cannot read the secret from stdin: {e}"))?;
+                .map_err(|e| anyhow!("cannot read the secret from stdin: {e}"))?;
             raw
         }
     };
@@ -158,16 +182,16 @@ fn read_secret(env_var: Option<&str>) -> Result<Secret, String> {
         .or_else(|| value.strip_suffix('\n'))
         .unwrap_or(value);
     if value.is_empty() {
-        return Err("the secret is empty".into());
+        bail!("the secret is empty");
     }
     if value.chars().any(char::is_control) {
-        return Err("the secret contains control characters (CR, LF, tab, …); refusing it".into());
+        bail!("the secret contains control characters (CR, LF, tab, …); refusing it");
     }
     Ok(Secret::new(value.to_string()))
 }
 
 /// Decrypts every string of every row; prints the failures by row and field.
-async fn check(client: &tokio_postgres::Client, schema: &str, keys: &Keys) -> Result<(), String> {
+async fn check(client: &tokio_postgres::Client, schema: &str, keys: &Keys) -> Result<()> {
     let blocked = litellm::has_blocked_column(client, schema).await?;
     let mut rows = 0;
     let mut failures = Vec::new();
@@ -195,9 +219,9 @@ async fn check(client: &tokio_postgres::Client, schema: &str, keys: &Keys) -> Re
     if failures.is_empty() {
         Ok(())
     } else if failures.len() == rows {
-        Err("every row failed: the salt key is probably wrong".into())
+        bail!("every row failed: the salt key is probably wrong")
     } else {
-        Err(format!("{} row(s) cannot be decrypted", failures.len()))
+        bail!("{} row(s) cannot be decrypted", failures.len())
     }
 }
 
@@ -233,11 +257,11 @@ async fn rotate(
     old: &Keys,
     new: &Keys,
     format: Format,
-) -> Result<(), String> {
+) -> Result<()> {
     let tx = client
         .transaction()
         .await
-        .map_err(|e| format!("cannot start a transaction: {e}"))?;
+        .map_err(|e| DbError::query("cannot start a transaction", &e))?;
     let lock = format!(
         "LOCK TABLE {}, {} IN SHARE ROW EXCLUSIVE MODE",
         litellm::table(schema, litellm::CREDENTIALS_TABLE),
@@ -245,7 +269,7 @@ async fn rotate(
     );
     tx.batch_execute(&lock)
         .await
-        .map_err(|e| format!("cannot lock LiteLLM's tables: {e}"))?;
+        .map_err(|e| DbError::query("cannot lock LiteLLM's tables", &e))?;
     let credentials = litellm::fetch_credentials(&tx, schema).await?;
     // Blocked deployments too: they must still decrypt if they are unblocked later.
     let models = litellm::fetch_models(&tx, schema, false).await?;
@@ -280,10 +304,10 @@ async fn rotate(
         for line in &failures {
             eprintln!("FAIL {line}");
         }
-        return Err(format!(
+        bail!(
             "{} row(s) do not decrypt with the current key; nothing was changed",
             failures.len()
-        ));
+        );
     }
     for (name, values) in &credential_updates {
         litellm::update_credential_values(&tx, schema, name, values, ACTOR).await?;
@@ -293,7 +317,7 @@ async fn rotate(
     }
     tx.commit()
         .await
-        .map_err(|e| format!("cannot commit: {e}"))?;
+        .map_err(|e| DbError::query("cannot commit", &e))?;
     println!(
         "re-encrypted {} credential row(s) and {} model row(s); restart or reconfigure every reader with the new key",
         credential_updates.len(),

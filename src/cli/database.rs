@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use anyhow::{anyhow, Result};
+
 use crate::config::{
     Config, DATABASE_URL_ENV, DEFAULT_DB_CONNECT_TIMEOUT, DEFAULT_DB_SCHEMA,
     DEFAULT_NOTIFY_CHANNEL, DEFAULT_SALT_KEY_ENV,
@@ -23,9 +25,10 @@ pub struct DbContext {
 
 /// From the config file's `credentials.postgres` when the file exists and has one; else from
 /// `DATABASE_URL` (schema `public`).
-pub fn context(conf: &Path) -> Result<DbContext, String> {
+pub fn context(conf: &Path) -> Result<DbContext> {
     if conf.exists() {
-        let config = Config::load(conf).map_err(|e| e.to_string().trim_end().to_string())?;
+        let config =
+            Config::load(conf).map_err(|e| anyhow!(e.to_string().trim_end().to_string()))?;
         if let Some(pg) = &config.credentials.postgres {
             return Ok(DbContext {
                 db: Database::new(&pg.url, &pg.schema, pg.ca_file.as_ref(), pg.connect_timeout)?,
@@ -38,7 +41,7 @@ pub fn context(conf: &Path) -> Result<DbContext, String> {
         .ok()
         .filter(|u| !u.is_empty())
         .ok_or_else(|| {
-            format!(
+            anyhow!(
                 "no database: {} has no credentials.postgres section and {DATABASE_URL_ENV} is not set",
                 conf.display()
             )
@@ -56,7 +59,7 @@ pub fn context(conf: &Path) -> Result<DbContext, String> {
 }
 
 /// Runs a `db` subcommand.
-pub fn run(conf: &Path, command: DbCommand) -> Result<(), String> {
+pub fn run(conf: &Path, command: DbCommand) -> Result<()> {
     let ctx = context(conf)?;
     runtime()?.block_on(async {
         let client = ctx.db.connect().await?;
@@ -76,6 +79,6 @@ pub fn run(conf: &Path, command: DbCommand) -> Result<(), String> {
                 println!("removed the NOTIFY triggers from schema {schema}");
             }
         }
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     })
 }

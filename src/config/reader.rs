@@ -4,24 +4,18 @@
 //! with its YAML path (`routes[2].upstream`). [`Section`] walks a mapping, flags unknown keys, and
 //! records a [`ConfigError`] for each wrong value while the caller keeps going with defaults.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
 /// One problem in a configuration file, located by its YAML path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
 pub struct ConfigError {
     /// Where the problem is, e.g. `routes[1].upstream`.
     pub path: String,
     /// What is wrong, in words an operator can act on. Never contains a secret.
     pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
 }
 
 /// Every error found while reading one file.

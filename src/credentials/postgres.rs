@@ -28,7 +28,8 @@ use super::cipher::Keys;
 use super::rows::{self, StoredRows};
 use super::source::{CredentialSource, LoadOutcome};
 use crate::db::litellm;
-use crate::db::session::{pg_error, Session};
+use crate::db::session::Session;
+use crate::db::DbError;
 use crate::fanout::FanoutHub;
 use crate::metrics::CHANGE_CHECKS;
 use crate::upstream::Targets;
@@ -82,7 +83,7 @@ impl PostgresSource {
     }
 
     /// `version/digest`: changes when the triggers saw a change or the last full hash did.
-    async fn read_fingerprint(&self) -> Result<String, String> {
+    async fn read_fingerprint(&self) -> Result<String, DbError> {
         let client = self.session.client().await?;
         let schema = &self.session.database().schema;
         let due = {
@@ -109,7 +110,7 @@ impl PostgresSource {
         }
     }
 
-    async fn full_check(&self, client: &tokio_postgres::Client) -> Result<(), String> {
+    async fn full_check(&self, client: &tokio_postgres::Client) -> Result<(), DbError> {
         let schema = &self.session.database().schema;
         let versioned = litellm::has_version_table(client, schema).await?;
         let blocked = litellm::has_blocked_column(client, schema).await?;
@@ -132,29 +133,30 @@ impl PostgresSource {
         Ok(())
     }
 
-    async fn read_rows(&self) -> Result<StoredRows, String> {
+    async fn read_rows(&self) -> Result<StoredRows, DbError> {
         let client = self.session.client().await?;
         let schema = &self.session.database().schema;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
-            .map_err(|e| format!("cannot start the read transaction: {}", pg_error(&e)))?;
+            .map_err(|e| DbError::query("cannot start the read transaction", &e))?;
         let blocked = litellm::has_blocked_column(&*client, schema).await?;
         let credentials = litellm::fetch_credentials(&*client, schema).await?;
         let models = litellm::fetch_models(&*client, schema, blocked).await?;
         client
             .batch_execute("COMMIT")
             .await
-            .map_err(|e| format!("cannot end the read transaction: {}", pg_error(&e)))?;
+            .map_err(|e| DbError::query("cannot end the read transaction", &e))?;
         Ok(StoredRows {
             credentials,
             models,
         })
     }
 
-    fn located(&self, error: String) -> String {
-        if error.starts_with("database ") || error.starts_with("cannot connect") {
-            error
+    /// The error's text, naming the database when the error itself does not.
+    fn located(&self, error: DbError) -> String {
+        if error.names_the_database() {
+            error.to_string()
         } else {
             format!("database {}: {error}", self.session.database().describe())
         }

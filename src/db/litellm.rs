@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
-use super::session::pg_error;
+use super::DbError;
 
 /// LiteLLM's credentials table.
 pub const CREDENTIALS_TABLE: &str = "LiteLLM_CredentialsTable";
@@ -58,19 +58,15 @@ pub fn table(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
 }
 
-fn db_error(what: &str, e: tokio_postgres::Error) -> String {
-    format!("{what}: {}", pg_error(&e))
-}
-
 /// Whether `db install-notify` created the version table in `schema`.
-pub async fn has_version_table(client: &impl GenericClient, schema: &str) -> Result<bool, String> {
+pub async fn has_version_table(client: &impl GenericClient, schema: &str) -> Result<bool, DbError> {
     let row = client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
             &[&table(schema, VERSION_TABLE)],
         )
         .await
-        .map_err(|e| db_error("cannot look for the change-version table", e))?;
+        .map_err(|e| DbError::query("cannot look for the change-version table", &e))?;
     Ok(row.get(0))
 }
 
@@ -78,7 +74,7 @@ pub async fn has_version_table(client: &impl GenericClient, schema: &str) -> Res
 pub async fn read_version(
     client: &impl GenericClient,
     schema: &str,
-) -> Result<Option<i64>, String> {
+) -> Result<Option<i64>, DbError> {
     let sql = format!(
         "SELECT version FROM {} WHERE id = 1",
         table(schema, VERSION_TABLE)
@@ -86,12 +82,15 @@ pub async fn read_version(
     match client.query_opt(&sql, &[]).await {
         Ok(row) => Ok(Some(row.map_or(0, |r| r.get(0)))),
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
-        Err(e) => Err(db_error("cannot read the change version", e)),
+        Err(e) => Err(DbError::query("cannot read the change version", &e)),
     }
 }
 
 /// Whether the model table has the `blocked` column (newer LiteLLM schemas).
-pub async fn has_blocked_column(client: &impl GenericClient, schema: &str) -> Result<bool, String> {
+pub async fn has_blocked_column(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<bool, DbError> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
@@ -99,7 +98,7 @@ pub async fn has_blocked_column(client: &impl GenericClient, schema: &str) -> Re
             &[&schema, &MODELS_TABLE],
         )
         .await
-        .map_err(|e| db_error("cannot inspect the model table", e))?;
+        .map_err(|e| DbError::query("cannot inspect the model table", &e))?;
     Ok(row.get(0))
 }
 
@@ -109,7 +108,7 @@ pub async fn fingerprint(
     client: &impl GenericClient,
     schema: &str,
     blocked: bool,
-) -> Result<String, String> {
+) -> Result<String, DbError> {
     let blocked_expr = if blocked {
         "coalesce(blocked::text, '')"
     } else {
@@ -126,7 +125,7 @@ pub async fn fingerprint(
     let row = client
         .query_one(&sql, &[])
         .await
-        .map_err(|e| db_error("cannot read LiteLLM's tables", e))?;
+        .map_err(|e| DbError::query("cannot read LiteLLM's tables", &e))?;
     Ok(row.get(0))
 }
 
@@ -134,7 +133,7 @@ pub async fn fingerprint(
 pub async fn fetch_credentials(
     client: &impl GenericClient,
     schema: &str,
-) -> Result<Vec<CredentialRow>, String> {
+) -> Result<Vec<CredentialRow>, DbError> {
     let sql = format!(
         "SELECT credential_name, credential_values, credential_info FROM {} ORDER BY credential_name",
         table(schema, CREDENTIALS_TABLE)
@@ -142,7 +141,7 @@ pub async fn fetch_credentials(
     let rows = client
         .query(&sql, &[])
         .await
-        .map_err(|e| db_error("cannot read the credentials table", e))?;
+        .map_err(|e| DbError::query("cannot read the credentials table", &e))?;
     Ok(rows
         .iter()
         .map(|r| CredentialRow {
@@ -158,7 +157,7 @@ pub async fn fetch_models(
     client: &impl GenericClient,
     schema: &str,
     blocked: bool,
-) -> Result<Vec<ModelRow>, String> {
+) -> Result<Vec<ModelRow>, DbError> {
     let filter = if blocked {
         " WHERE blocked IS NOT TRUE"
     } else {
@@ -171,7 +170,7 @@ pub async fn fetch_models(
     let rows = client
         .query(&sql, &[])
         .await
-        .map_err(|e| db_error("cannot read the model table", e))?;
+        .map_err(|e| DbError::query("cannot read the model table", &e))?;
     Ok(rows
         .iter()
         .map(|r| ModelRow {
@@ -191,7 +190,7 @@ pub async fn upsert_credential(
     values: &Value,
     info: &Value,
     actor: &str,
-) -> Result<(), String> {
+) -> Result<(), DbError> {
     let sql = format!(
         "INSERT INTO {} (credential_id, credential_name, credential_values, credential_info, \
            created_at, created_by, updated_at, updated_by) \
@@ -204,7 +203,7 @@ pub async fn upsert_credential(
     client
         .execute(&sql, &[&id, &name, values, info, &actor])
         .await
-        .map_err(|e| db_error("cannot write the credential", e))?;
+        .map_err(|e| DbError::query("cannot write the credential", &e))?;
     Ok(())
 }
 
@@ -213,7 +212,7 @@ pub async fn delete_credential(
     client: &impl GenericClient,
     schema: &str,
     name: &str,
-) -> Result<bool, String> {
+) -> Result<bool, DbError> {
     let sql = format!(
         "DELETE FROM {} WHERE credential_name = $1",
         table(schema, CREDENTIALS_TABLE)
@@ -221,7 +220,7 @@ pub async fn delete_credential(
     let n = client
         .execute(&sql, &[&name])
         .await
-        .map_err(|e| db_error("cannot delete the credential", e))?;
+        .map_err(|e| DbError::query("cannot delete the credential", &e))?;
     Ok(n > 0)
 }
 
@@ -229,7 +228,7 @@ pub async fn delete_credential(
 pub async fn list_credentials(
     client: &impl GenericClient,
     schema: &str,
-) -> Result<Vec<(String, String, String)>, String> {
+) -> Result<Vec<(String, String, String)>, DbError> {
     let sql = format!(
         "SELECT credential_name, coalesce(credential_info->>'custom_llm_provider', '-'), \
            coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'), '-') FROM {} ORDER BY credential_name",
@@ -238,7 +237,7 @@ pub async fn list_credentials(
     let rows = client
         .query(&sql, &[])
         .await
-        .map_err(|e| db_error("cannot list credentials", e))?;
+        .map_err(|e| DbError::query("cannot list credentials", &e))?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -252,7 +251,7 @@ pub async fn update_credential_values(
     name: &str,
     values: &Value,
     actor: &str,
-) -> Result<(), String> {
+) -> Result<(), DbError> {
     let sql = format!(
         "UPDATE {} SET credential_values = $2, updated_at = now(), updated_by = $3 WHERE credential_name = $1",
         table(schema, CREDENTIALS_TABLE)
@@ -260,7 +259,7 @@ pub async fn update_credential_values(
     client
         .execute(&sql, &[&name, values, &actor])
         .await
-        .map_err(|e| db_error("cannot update the credential", e))?;
+        .map_err(|e| DbError::query("cannot update the credential", &e))?;
     Ok(())
 }
 
@@ -271,7 +270,7 @@ pub async fn update_model_params(
     id: &str,
     params: &Value,
     actor: &str,
-) -> Result<(), String> {
+) -> Result<(), DbError> {
     let sql = format!(
         "UPDATE {} SET litellm_params = $2, updated_at = now(), updated_by = $3 WHERE model_id = $1",
         table(schema, MODELS_TABLE)
@@ -279,7 +278,7 @@ pub async fn update_model_params(
     client
         .execute(&sql, &[&id, params, &actor])
         .await
-        .map_err(|e| db_error("cannot update the model", e))?;
+        .map_err(|e| DbError::query("cannot update the model", &e))?;
     Ok(())
 }
 
@@ -292,7 +291,7 @@ pub async fn install_notify(
     client: &impl GenericClient,
     schema: &str,
     channel: &str,
-) -> Result<(), String> {
+) -> Result<(), DbError> {
     let function = table(schema, NOTIFY_TRIGGER);
     let version = table(schema, VERSION_TABLE);
     let channel_literal = channel.replace('\'', "''");
@@ -322,11 +321,11 @@ pub async fn install_notify(
     client
         .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
         .await
-        .map_err(|e| db_error("cannot install the notify triggers", e))
+        .map_err(|e| DbError::query("cannot install the notify triggers", &e))
 }
 
 /// Removes what [`install_notify`] installed. Idempotent.
-pub async fn uninstall_notify(client: &impl GenericClient, schema: &str) -> Result<(), String> {
+pub async fn uninstall_notify(client: &impl GenericClient, schema: &str) -> Result<(), DbError> {
     let mut sql = String::new();
     for t in [CREDENTIALS_TABLE, MODELS_TABLE] {
         sql += &format!(
@@ -342,5 +341,5 @@ pub async fn uninstall_notify(client: &impl GenericClient, schema: &str) -> Resu
     client
         .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
         .await
-        .map_err(|e| db_error("cannot remove the notify triggers", e))
+        .map_err(|e| DbError::query("cannot remove the notify triggers", &e))
 }

@@ -19,7 +19,8 @@ use log::{debug, info, warn};
 use tokio::sync::{Mutex, Notify};
 use tokio_postgres::{AsyncMessage, Client};
 
-use super::{litellm, Database};
+pub use super::error::pg_error;
+use super::{litellm, Database, DbError};
 
 /// Idle time before the first TCP keepalive probe on the database connection (an idle LISTEN
 /// connection on a dead path is otherwise noticed only by the next poll).
@@ -79,7 +80,7 @@ impl Session {
 
     /// The connected client, connecting (and `LISTEN`ing) first when there is none or the last
     /// one was lost.
-    pub async fn client(&self) -> Result<Arc<Client>, String> {
+    pub async fn client(&self) -> Result<Arc<Client>, DbError> {
         let mut slot = self.client.lock().await;
         if let Some(live) = slot.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(live.client.clone());
@@ -98,16 +99,15 @@ impl Session {
     /// error inside a transaction) drops the connection, so the next call starts on a fresh one.
     pub async fn deadline<T>(
         &self,
-        call: impl Future<Output = Result<T, String>>,
-    ) -> Result<T, String> {
+        call: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
         let error = match tokio::time::timeout(self.query_timeout + SLACK, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e,
-            Err(_) => format!(
-                "database {}: no answer within {:?} (query_timeout); reconnecting",
-                self.db.describe(),
-                self.query_timeout
-            ),
+            Err(_) => DbError::Timeout {
+                at: self.db.describe().to_string(),
+                timeout: self.query_timeout,
+            },
         };
         self.disconnect().await;
         Err(error)
@@ -118,7 +118,7 @@ impl Session {
         *self.client.lock().await = None;
     }
 
-    async fn connect(&self, closing: Arc<AtomicBool>) -> Result<Client, String> {
+    async fn connect(&self, closing: Arc<AtomicBool>) -> Result<Client, DbError> {
         let mut config = self.db.pg_config.clone();
         config
             .tcp_user_timeout(self.query_timeout)
@@ -128,19 +128,10 @@ impl Session {
         let (client, mut connection) =
             match tokio::time::timeout(self.query_timeout + SLACK, connecting).await {
                 Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => {
-                    return Err(format!(
-                        "cannot connect to the database at {}: {}",
-                        self.db.describe(),
-                        pg_error(&e)
-                    ))
-                }
+                Ok(Err(e)) => return Err(self.db.connect_error(pg_error(&e))),
                 Err(_) => {
-                    return Err(format!(
-                        "cannot connect to the database at {}: no answer within {:?}",
-                        self.db.describe(),
-                        self.query_timeout
-                    ))
+                    let reason = format!("no answer within {:?}", self.query_timeout);
+                    return Err(self.db.connect_error(reason));
                 }
             };
         let wake = self.wake.clone();
@@ -184,16 +175,14 @@ impl Session {
                 }
                 Ok(client)
             }
-            Ok(Err(e)) => Err(format!(
-                "database {}: cannot set up the session (statement_timeout, LISTEN): {}",
-                self.db.describe(),
-                pg_error(&e)
-            )),
-            Err(_) => Err(format!(
-                "database {}: no answer to the session set-up within {:?}",
-                self.db.describe(),
-                self.query_timeout
-            )),
+            Ok(Err(e)) => Err(DbError::Setup {
+                at: self.db.describe().to_string(),
+                reason: pg_error(&e),
+            }),
+            Err(_) => Err(DbError::Timeout {
+                at: self.db.describe().to_string(),
+                timeout: self.query_timeout,
+            }),
         }
     }
 }
@@ -225,29 +214,6 @@ pub fn random_below(limit: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_nanos(fastrand::u64(0..nanos))
-}
-
-/// An error as Postgres said it: `SEVERITY CODE: message (detail; hint)` for server errors (the
-/// text `tokio_postgres` prints for those is only "db error"), the cause chain otherwise.
-pub fn pg_error(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-        let extra: Vec<&str> = [db.detail(), db.hint()].into_iter().flatten().collect();
-        if !extra.is_empty() {
-            text += &format!(" ({})", extra.join("; "));
-        }
-        return text;
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text += &format!(": {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

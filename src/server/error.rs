@@ -1,0 +1,32 @@
+//! Why the sidecar did not start. Every variant's text is what the operator reads after
+//! `sidecar:` on stderr: it names the file, listener or database, never a secret.
+
+use crate::db::DbError;
+use crate::sources::SourceError;
+
+/// A start-up failure; the process exits 1 before any listener opens.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An upstream's TLS material (CA bundle, client certificate and key).
+    #[error("{0}")]
+    Upstream(String),
+    /// A listener's certificate, key, client CA or TLS settings.
+    #[error("{0}")]
+    ListenerTls(String),
+    /// A credential source cannot be built (the local store, the database settings, the
+    /// watch settings).
+    #[error(transparent)]
+    Credentials(#[from] SourceError),
+    /// The metrics registry refused a collector.
+    #[error("{0}")]
+    Metrics(String),
+    /// The start-up runtime could not be made.
+    #[error("cannot start runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl From<DbError> for StartError {
+    fn from(e: DbError) -> StartError {
+        StartError::Credentials(SourceError::Database(e))
+    }
+}
