@@ -7,6 +7,7 @@
 //! → `logging` (one access line, no secrets).
 
 mod access_log;
+mod admission;
 pub mod dispatch;
 pub mod failure;
 mod request_checks;
@@ -19,14 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::Method;
 use log::{info, warn};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-use crate::access::{allowed, Cidr, TokenCheck};
 use crate::config::Limits;
 use crate::credentials::CredentialCache;
 use crate::routes::{bind, Binding, Route};
@@ -69,76 +68,12 @@ impl SidecarProxy {
     ) -> Result<Binding, ErrorReply> {
         request_checks::check_head(req, &dispatch.limits)?;
         ctx.limits = dispatch.limits;
-        let client_allowed =
-            |list: &[Cidr]| client.is_some_and(|ip| allowed(list, ip)) || list.is_empty();
-        if !client_allowed(&dispatch.access.allowed_cidrs) {
-            return Err(ErrorReply::new(
-                403,
-                "client_not_allowed",
-                "this client address may not use the sidecar",
-            ));
-        }
-        if let Some(tokens) = &dispatch.access.client_tokens {
-            match tokens.check(req) {
-                TokenCheck::Accepted => {}
-                TokenCheck::Missing => {
-                    return Err(ErrorReply::new(
-                        401,
-                        "client_token_missing",
-                        format!("a client token is required in the {} header", tokens.header),
-                    ))
-                }
-                TokenCheck::Rejected => {
-                    return Err(ErrorReply::new(
-                        403,
-                        "client_token_rejected",
-                        "the client token is not accepted",
-                    ))
-                }
-            }
-        }
-        if req.method == Method::CONNECT {
-            return Err(ErrorReply::new(
-                405,
-                "connect_not_supported",
-                "CONNECT tunnels cannot carry an injected credential; set your SDK's base URL to \
-                 this sidecar (e.g. http://127.0.0.1:4000/openai/v1) instead of using it as an \
-                 HTTPS proxy",
-            ));
-        }
-        let path = req.uri.path();
-        let host = req.uri.host().or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let route = dispatch.routes.find(host, path).ok_or_else(|| {
-            ErrorReply::new(
-                404,
-                "route_not_found",
-                format!("no route matches path {path:?}"),
-            )
-        })?;
+        admission::check_sidecar_access(&dispatch.access, req, client)?;
+        admission::refuse_connect(req)?;
+        let route = admission::find_route(&dispatch.routes, req)?;
         // Known from here on, so every later refusal is logged with its route.
         ctx.route = Some(route.clone());
-        if !client_allowed(&route.allowed_cidrs) {
-            return Err(ErrorReply::new(
-                403,
-                "client_not_allowed",
-                format!("this client address may not use route {}", route.name),
-            ));
-        }
-        if !route.allowed_identities.is_empty() {
-            let permitted =
-                identity.is_some_and(|id| route.allowed_identities.iter().any(|e| id.matches(e)));
-            if !permitted {
-                return Err(ErrorReply::new(
-                    403,
-                    "client_identity_not_allowed",
-                    format!("route {} needs an allowed client certificate", route.name),
-                ));
-            }
-        }
+        admission::check_route_access(route, client, identity)?;
         bind(route, &self.credentials.snapshot())
             .map_err(|unbound| ErrorReply::new(503, "credential_unavailable", unbound.to_string()))
     }

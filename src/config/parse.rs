@@ -217,71 +217,12 @@ fn parse_routes(top: &Section<'_>, diag: &mut Diagnostics) -> Vec<RouteConfig> {
 
 fn parse_route(s: &Section<'_>, diag: &mut Diagnostics) -> Option<RouteConfig> {
     let errors_before = diag.errors.len();
-    let required = |key: &str, diag: &mut Diagnostics| {
-        let value = s.string(key, diag);
-        if value.is_none() && !s.has(key) {
-            diag.error(s.path_of(key), "required");
-        }
-        value
-    };
-    let name = required("name", diag);
-    let backend = match (s.string("credential", diag), s.string("model", diag)) {
-        (Some(c), None) => Some(Backend::Credential(c)),
-        (None, Some(m)) => Some(Backend::Model(m)),
-        (Some(_), Some(_)) => {
-            diag.error(s.path(), "set credential or model, not both");
-            None
-        }
-        (None, None) => {
-            if !s.has("credential") && !s.has("model") {
-                diag.error(s.path_of("credential"), "required (or model)");
-            }
-            None
-        }
-    };
-    // A credential route has no deployment to take these from.
+    let name = required(s, "name", diag);
+    let backend = parse_backend(s, diag);
+    // A credential route has no deployment to take its upstream and provider from.
     let needs_target = matches!(backend, Some(Backend::Credential(_)));
-    let upstream_text = if needs_target {
-        required("upstream", diag)
-    } else {
-        s.string("upstream", diag)
-    };
-    let provider = if needs_target {
-        required("provider", diag)
-    } else {
-        s.string("provider", diag)
-    };
-    let path_prefix = s.string("path_prefix", diag).map(|p| normalize_prefix(&p));
-    if let Some(p) = &path_prefix {
-        if !p.starts_with('/') {
-            diag.error(s.path_of("path_prefix"), format!("{p:?} must start with /"));
-        }
-    }
-    let host = s.string("host", diag).map(|h| h.to_ascii_lowercase());
-    if path_prefix.is_none() && host.is_none() && !s.has("path_prefix") && !s.has("host") {
-        diag.error(s.path(), "a route needs path_prefix, host, or both");
-    }
-    let strip_prefix = s.boolean("strip_prefix", diag).unwrap_or(false);
-    if strip_prefix && path_prefix.is_none() {
-        diag.error(s.path_of("strip_prefix"), "needs path_prefix");
-    }
-    let upstream = upstream_text.and_then(|text| {
-        UpstreamUrl::parse(&text)
-            .map_err(|e| diag.error(s.path_of("upstream"), e))
-            .ok()
-    });
-    let header = s.string("auth_header", diag);
-    let prefix = s.string("auth_prefix", diag);
-    let auth = match provider {
-        Some(p) => AuthStyle::from_config(&p, header.as_deref(), prefix.as_deref())
-            .map_err(|e| diag.error(s.path_of("provider"), e))
-            .ok(),
-        None if header.is_some() || prefix.is_some() => {
-            diag.error(s.path_of("auth_header"), "needs provider: header");
-            None
-        }
-        None => None,
-    };
+    let (upstream, auth) = parse_target(s, needs_target, diag);
+    let (host, path_prefix, strip_prefix) = parse_match(s, diag);
     let allowed_cidrs = network::cidr_list(s, "allowed_cidrs", diag);
     let allowed_identities = s.parsed_list(
         "allowed_identities",
@@ -303,6 +244,83 @@ fn parse_route(s: &Section<'_>, diag: &mut Diagnostics) -> Option<RouteConfig> {
         auth,
         backend: backend?,
     })
+}
+
+/// A string the section must have.
+fn required(s: &Section<'_>, key: &str, diag: &mut Diagnostics) -> Option<String> {
+    let value = s.string(key, diag);
+    if value.is_none() && !s.has(key) {
+        diag.error(s.path_of(key), "required");
+    }
+    value
+}
+
+/// `credential` or `model`: exactly one.
+fn parse_backend(s: &Section<'_>, diag: &mut Diagnostics) -> Option<Backend> {
+    match (s.string("credential", diag), s.string("model", diag)) {
+        (Some(c), None) => Some(Backend::Credential(c)),
+        (None, Some(m)) => Some(Backend::Model(m)),
+        (Some(_), Some(_)) => {
+            diag.error(s.path(), "set credential or model, not both");
+            None
+        }
+        (None, None) => {
+            if !s.has("credential") && !s.has("model") {
+                diag.error(s.path_of("credential"), "required (or model)");
+            }
+            None
+        }
+    }
+}
+
+/// `upstream` and `provider` (with `auth_header` / `auth_prefix`): required when `needed`.
+fn parse_target(
+    s: &Section<'_>,
+    needed: bool,
+    diag: &mut Diagnostics,
+) -> (Option<UpstreamUrl>, Option<AuthStyle>) {
+    let (upstream_text, provider) = if needed {
+        (required(s, "upstream", diag), required(s, "provider", diag))
+    } else {
+        (s.string("upstream", diag), s.string("provider", diag))
+    };
+    let upstream = upstream_text.and_then(|text| {
+        UpstreamUrl::parse(&text)
+            .map_err(|e| diag.error(s.path_of("upstream"), e))
+            .ok()
+    });
+    let header = s.string("auth_header", diag);
+    let prefix = s.string("auth_prefix", diag);
+    let auth = match provider {
+        Some(p) => AuthStyle::from_config(&p, header.as_deref(), prefix.as_deref())
+            .map_err(|e| diag.error(s.path_of("provider"), e))
+            .ok(),
+        None if header.is_some() || prefix.is_some() => {
+            diag.error(s.path_of("auth_header"), "needs provider: header");
+            None
+        }
+        None => None,
+    };
+    (upstream, auth)
+}
+
+/// What a request must match: `host`, `path_prefix` (at least one), and `strip_prefix`.
+fn parse_match(s: &Section<'_>, diag: &mut Diagnostics) -> (Option<String>, Option<String>, bool) {
+    let path_prefix = s.string("path_prefix", diag).map(|p| normalize_prefix(&p));
+    if let Some(p) = &path_prefix {
+        if !p.starts_with('/') {
+            diag.error(s.path_of("path_prefix"), format!("{p:?} must start with /"));
+        }
+    }
+    let host = s.string("host", diag).map(|h| h.to_ascii_lowercase());
+    if path_prefix.is_none() && host.is_none() && !s.has("path_prefix") && !s.has("host") {
+        diag.error(s.path(), "a route needs path_prefix, host, or both");
+    }
+    let strip_prefix = s.boolean("strip_prefix", diag).unwrap_or(false);
+    if strip_prefix && path_prefix.is_none() {
+        diag.error(s.path_of("strip_prefix"), "needs path_prefix");
+    }
+    (host, path_prefix, strip_prefix)
 }
 
 /// `/openai/` and `/openai` mean the same prefix; `/` stays `/`.

@@ -1,0 +1,115 @@
+//! Who may use the sidecar and which route serves a request, checked in this order before
+//! anything is sent upstream: the sidecar-wide client networks and client token, CONNECT
+//! refused, the route match, then the route's own networks and client identities. Each refusal
+//! is the JSON error the client receives (401, 403, 404, 405); none names a secret.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::Method;
+use pingora::http::RequestHeader;
+
+use super::respond::ErrorReply;
+use crate::access::{allowed, Cidr, TokenCheck};
+use crate::config::AccessSettings;
+use crate::routes::{Route, RouteTable};
+use crate::tls::ClientIdentity;
+
+/// Whether `client` is inside `list` (an empty list allows every client).
+fn client_allowed(list: &[Cidr], client: Option<IpAddr>) -> bool {
+    list.is_empty() || client.is_some_and(|ip| allowed(list, ip))
+}
+
+/// `access.allowed_cidrs` and `access.client_tokens`.
+pub fn check_sidecar_access(
+    access: &AccessSettings,
+    req: &RequestHeader,
+    client: Option<IpAddr>,
+) -> Result<(), ErrorReply> {
+    if !client_allowed(&access.allowed_cidrs, client) {
+        return Err(ErrorReply::new(
+            403,
+            "client_not_allowed",
+            "this client address may not use the sidecar",
+        ));
+    }
+    let Some(tokens) = &access.client_tokens else {
+        return Ok(());
+    };
+    match tokens.check(req) {
+        TokenCheck::Accepted => Ok(()),
+        TokenCheck::Missing => Err(ErrorReply::new(
+            401,
+            "client_token_missing",
+            format!("a client token is required in the {} header", tokens.header),
+        )),
+        TokenCheck::Rejected => Err(ErrorReply::new(
+            403,
+            "client_token_rejected",
+            "the client token is not accepted",
+        )),
+    }
+}
+
+/// CONNECT is answered with an explanation, never tunnelled: a tunnel would carry the client's
+/// own TLS, where no credential can be injected.
+pub fn refuse_connect(req: &RequestHeader) -> Result<(), ErrorReply> {
+    if req.method != Method::CONNECT {
+        return Ok(());
+    }
+    Err(ErrorReply::new(
+        405,
+        "connect_not_supported",
+        "CONNECT tunnels cannot carry an injected credential; set your SDK's base URL to \
+         this sidecar (e.g. http://127.0.0.1:4000/openai/v1) instead of using it as an \
+         HTTPS proxy",
+    ))
+}
+
+/// The route for the request's host (absolute URI, else `Host`) and path.
+pub fn find_route<'a>(
+    routes: &'a RouteTable,
+    req: &RequestHeader,
+) -> Result<&'a Arc<Route>, ErrorReply> {
+    let path = req.uri.path();
+    let host = req.uri.host().or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    routes.find(host, path).ok_or_else(|| {
+        ErrorReply::new(
+            404,
+            "route_not_found",
+            format!("no route matches path {path:?}"),
+        )
+    })
+}
+
+/// The route's `allowed_cidrs` and `allowed_identities`.
+pub fn check_route_access(
+    route: &Route,
+    client: Option<IpAddr>,
+    identity: Option<&ClientIdentity>,
+) -> Result<(), ErrorReply> {
+    if !client_allowed(&route.allowed_cidrs, client) {
+        return Err(ErrorReply::new(
+            403,
+            "client_not_allowed",
+            format!("this client address may not use route {}", route.name),
+        ));
+    }
+    if route.allowed_identities.is_empty() {
+        return Ok(());
+    }
+    let permitted =
+        identity.is_some_and(|id| route.allowed_identities.iter().any(|e| id.matches(e)));
+    if !permitted {
+        return Err(ErrorReply::new(
+            403,
+            "client_identity_not_allowed",
+            format!("route {} needs an allowed client certificate", route.name),
+        ));
+    }
+    Ok(())
+}
