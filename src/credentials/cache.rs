@@ -8,7 +8,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one in production, the paused one in the refresher's unit tests.
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 

@@ -241,3 +241,33 @@ async fn a_failing_source_is_retried_with_growing_backoff_and_a_wake_refreshes_a
     stop.send(true).expect("shutdown");
     running.await.expect("the refresher stops on shutdown");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_ages_while_a_source_fails_and_is_fresh_again_when_it_recovers() {
+    let (failing, _) = Scripted::new(
+        "db",
+        vec![
+            loaded(&[("a", "a-1")]),
+            Err("database down".into()),
+            Err("database down".into()),
+            loaded(&[("a", "a-2")]),
+        ],
+    );
+    let (steady, _) = Scripted::new("local", vec![loaded(&[("b", "b-1")])]);
+    let (refresher, cache) = refresher(vec![Box::new(steady), Box::new(failing)]);
+    assert!(refresher.refresh().await);
+    assert_eq!(cache.age(), Duration::ZERO);
+    tokio::time::advance(Duration::from_secs(40)).await;
+    assert!(!refresher.refresh().await);
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert!(!refresher.refresh().await);
+    assert_eq!(
+        cache.age(),
+        Duration::from_secs(90),
+        "one failing source of two leaves the snapshot unconfirmed since the last full success"
+    );
+    assert_eq!(key(&cache, "a").as_deref(), Some("a-1"), "served meanwhile");
+    assert!(refresher.refresh().await);
+    assert_eq!(cache.age(), Duration::ZERO);
+    assert_eq!(key(&cache, "a").as_deref(), Some("a-2"));
+}
