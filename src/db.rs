@@ -184,6 +184,28 @@ mod tests {
     }
 
     #[test]
+    fn connections_are_named_sidecar_unless_the_url_names_them() {
+        let open = |url: &str| {
+            let db = Database::new(
+                &Secret::new(url.into()),
+                "public",
+                None,
+                Duration::from_secs(1),
+            );
+            db.expect("valid").pg_config
+        };
+        let unnamed = open("postgres://db/x?sslmode=disable");
+        assert_eq!(
+            unnamed.get_application_name(),
+            Some(DEFAULT_APPLICATION_NAME)
+        );
+        let named = open("postgres://db/x?application_name=billing&sslmode=disable");
+        assert_eq!(named.get_application_name(), Some("billing"));
+        let key_value = open("host=db dbname=x application_name=kv sslmode=disable");
+        assert_eq!(key_value.get_application_name(), Some("kv"));
+    }
+
+    #[test]
     fn unknown_sslmode_is_an_error_without_the_url() {
         let err = split_tls_options("postgres://u:hunter2@db/x?sslmode=maybe").unwrap_err();
         assert!(
