@@ -3,9 +3,10 @@
 use std::collections::HashSet;
 
 use crate::support::certs::TestCa;
-use crate::support::gateway::{gateway_yaml, only_route, start_with_test_credentials, KEYS};
+use crate::support::config::LISTEN;
+use crate::support::gateway::{gateway_config, only_route, start_with_test_credentials, KEYS};
 use crate::support::mock_provider::MockProvider;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 struct Setup {
     _mock: MockProvider,
@@ -21,9 +22,9 @@ async fn setup(only_openai: bool) -> Setup {
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca.write_ca_file(ca_dir.path());
     let mock = MockProvider::start_http1(&ca).await;
-    let mut config = gateway_yaml(&mock.base_url(), &ca_file);
+    let mut config = gateway_config(&mock.base_url(), &ca_file);
     if only_openai {
-        config = only_route(&config, "openai");
+        config = only_route(config, "openai");
     }
     Setup {
         sidecar: start_with_test_credentials(&config).await,
@@ -93,9 +94,9 @@ async fn readyz_is_503_while_a_proxy_listener_is_not_bound() {
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;
-    let config = gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path()))
-        .replace("127.0.0.1:{PORT}", &taken.to_string())
-        + "admin: { address: \"127.0.0.1:{PORT}\" }\n";
+    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(ca_dir.path()));
+    config["listeners"][0]["address"] = json!(taken.to_string());
+    config["admin"] = json!({ "address": LISTEN });
     let sidecar = start_with_test_credentials(&config).await;
     let resp = reqwest::get(format!("{}/readyz", sidecar.base_url()))
         .await

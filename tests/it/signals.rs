@@ -12,14 +12,13 @@ use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::{command, SidecarProcess};
 use crate::support::wait_until;
 use futures_util::StreamExt;
+use serde_json::json;
 
 /// The one-route test gateway with the given drain settings.
 async fn start(grace: &str, timeout: &str) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
     start_openai_only(|config| {
-        config.replace(
-            "threads: 1,",
-            &format!("threads: 1, grace_period: {grace}, graceful_shutdown_timeout: {timeout},"),
-        )
+        config["server"]["grace_period"] = json!(grace);
+        config["server"]["graceful_shutdown_timeout"] = json!(timeout);
     })
     .await
 }
