@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::support::config::yaml;
 use crate::support::db_gateway::*;
 use crate::support::pg::{PgRelay, TestDb};
 use crate::support::sidecar_process::SidecarProcess;
@@ -21,14 +22,15 @@ async fn updates_arrive_by_notify_and_by_polling() {
         "openai",
     )
     .await;
-    let routes = credential_route("live", "live", &upstream, "openai");
+    let routes = vec![credential_route("live", "live", &upstream, "openai")];
 
     // NOTIFY: polling is an hour apart, so only the trigger can bring the change.
-    let notify = gateway(&e, &db, &TestDb::url(None), "1h", true, &routes);
+    let notify = gateway(&e, &db, &TestDb::url(None), "1h", true, routes.clone());
     for _ in 0..2 {
         db_command(&notify, "install-notify"); // idempotent
     }
-    let sidecar = SidecarProcess::start_async(&notify, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&notify), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/live/x", "authorization")
             .await
@@ -55,8 +57,9 @@ async fn updates_arrive_by_notify_and_by_polling() {
 
     // Polling alone, with the triggers removed.
     db_command(&notify, "uninstall-notify");
-    let polling = gateway(&e, &db, &TestDb::url(None), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&polling, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let polling = gateway(&e, &db, &TestDb::url(None), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&polling), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/live/x", "authorization")
             .await
@@ -97,9 +100,10 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
     )
     .await;
     let relay = PgRelay::start().await;
-    let routes = credential_route("steady", "steady", &upstream, "openai");
-    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![credential_route("steady", "steady", &upstream, "openai")];
+    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/steady/x", "authorization").await.0,
         200
@@ -183,9 +187,10 @@ async fn starts_without_the_database_and_catches_up() {
     .await;
     let relay = PgRelay::start().await;
     relay.cut();
-    let routes = credential_route("late", "late", &upstream, "openai");
-    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![credential_route("late", "late", &upstream, "openai")];
+    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     let resp = e
         .client
         .post(format!("{}/late/x", sidecar.base_url()))
@@ -223,10 +228,13 @@ async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refr
         "openai",
     )
     .await;
-    let routes = credential_route("stable", "stable", &upstream, "openai")
-        + &credential_route("other", "other", &upstream, "openai");
-    let config = gateway(&e, &db, &TestDb::url(None), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![
+        credential_route("stable", "stable", &upstream, "openai"),
+        credential_route("other", "other", &upstream, "openai"),
+    ];
+    let config = gateway(&e, &db, &TestDb::url(None), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/stable/x", "authorization").await,
         (200, Some("Bearer sk-stable-1".into()))
@@ -292,13 +300,14 @@ async fn one_connection_carries_listen_and_polls_and_unchanged_polls_read_only_t
     .await;
     let app = format!("conn_{}", db.schema);
     let url = format!("{}&application_name={app}", TestDb::url(None));
-    let routes = credential_route("live", "live", &upstream, "openai");
-    let config = gateway(&e, &db, &url, "100ms", true, &routes).replace(
-        "connect_timeout: 1s }",
-        "connect_timeout: 1s, full_check_interval: 1s, notify_jitter: 50ms }",
-    );
+    let routes = vec![credential_route("live", "live", &upstream, "openai")];
+    let mut config = gateway(&e, &db, &url, "100ms", true, routes);
+    let postgres = &mut config["credentials"]["postgres"];
+    postgres["full_check_interval"] = json!("1s");
+    postgres["notify_jitter"] = json!("50ms");
     db_command(&config, "install-notify");
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert!(sidecar.wait_for_output("listening for changes").await);
     let connections = || async {
         db.client
@@ -369,9 +378,10 @@ async fn the_log_carries_postgres_own_error_text() {
     let db = TestDb::new(true).await;
     let missing = format!("no_such_db_{}", std::process::id());
     let url = TestDb::url(None).replace("/test?", &format!("/{missing}?"));
-    let routes = credential_route("x", "x", &e.mock.base_url(), "openai");
-    let config = gateway(&e, &db, &url, "1h", true, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![credential_route("x", "x", &e.mock.base_url(), "openai")];
+    let config = gateway(&e, &db, &url, "1h", true, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     let expected = format!("FATAL 3D000: database \"{missing}\" does not exist");
     assert!(
         sidecar.wait_for_output(&expected).await,
@@ -391,12 +401,16 @@ async fn a_database_that_stops_answering_mid_query_is_cut_at_query_timeout_and_s
     )
     .await;
     let relay = PgRelay::start().await;
-    let routes = credential_route("frozen", "frozen", &e.mock.base_url(), "openai");
-    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "200ms", false, &routes).replace(
-        "connect_timeout: 1s }",
-        "connect_timeout: 1s, query_timeout: 1s }",
-    );
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![credential_route(
+        "frozen",
+        "frozen",
+        &e.mock.base_url(),
+        "openai",
+    )];
+    let mut config = gateway(&e, &db, &TestDb::url(Some(&relay)), "200ms", false, routes);
+    config["credentials"]["postgres"]["query_timeout"] = json!("1s");
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/frozen/x", "authorization").await.0,
         200
