@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::support::config::route;
 use crate::support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
+use crate::support::http::post;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until;
@@ -26,22 +27,6 @@ async fn start(raw_upstream: &str) -> (MockProvider, SidecarProcess, tempfile::T
             .insert(0, raw);
     })
     .await
-}
-
-async fn post(sidecar: &SidecarProcess, path: &str) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", sidecar.base_url()))
-        .body("{}")
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (
-        status,
-        resp.text()
-            .await
-            .unwrap_or_else(|e| format!("<body error: {e}>")),
-    )
 }
 
 /// Serves each accepted connection with `serve` on its own thread, for `accepts` connections.

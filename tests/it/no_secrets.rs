@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::support::certs::TestCa;
 use crate::support::config::yaml;
 use crate::support::gateway::{credentials_yaml, gateway_config, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until;
@@ -122,10 +123,7 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
         .await
     );
     for page in ["/metrics", "/readyz", "/healthz"] {
-        let resp = reqwest::get(format!("{}{page}", sidecar.admin_url()))
-            .await
-            .expect("admin page");
-        bodies.push(resp.text().await.expect("body"));
+        bodies.push(admin_get(&sidecar, page).await.1);
     }
     assert!(sidecar.stop().success());
 

@@ -4,6 +4,7 @@
 
 use crate::support::config::yaml;
 use crate::support::db_gateway::*;
+use crate::support::http::post;
 use crate::support::pg::TestDb;
 use crate::support::sidecar_process::SidecarProcess;
 use serde_json::{json, Value};
@@ -195,14 +196,9 @@ async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
         (200, Some("Bearer sk-good".into()))
     );
     let before = e.mock.requests().len();
-    let resp = e
-        .client
-        .post(format!("{}/tampered/x", sidecar.base_url()))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 503);
-    let body: Value = resp.json().await.expect("JSON body");
+    let (status, body) = post(&sidecar, "/tampered/x").await;
+    assert_eq!(status, 503);
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
     let message = body["error"]["message"].as_str().expect("message");
     assert!(
         message.contains("credential \"tampered\"") && message.contains("authentication failed"),

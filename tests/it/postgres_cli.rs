@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::support::certs::TestCa;
 use crate::support::config::{self, route, yaml};
+use crate::support::http::post;
 use crate::support::mock_provider::MockProvider;
 use crate::support::pg::{server_url, TestDb};
 use crate::support::sidecar_process::SidecarProcess;
@@ -60,6 +61,16 @@ impl Cli {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// Sends a request to route `/a`; returns the status and the key the provider saw last.
+async fn served(sidecar: &SidecarProcess, mock: &MockProvider) -> (u16, Option<String>) {
+    let (status, _) = post(sidecar, "/a/v1/messages").await;
+    let key = mock
+        .requests()
+        .last()
+        .and_then(|r| r.header("x-api-key").map(str::to_string));
+    (status, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,28 +137,11 @@ async fn put_serve_rotate_and_serve_again() {
         postgres(&db),
         vec![route("a", &mock.base_url(), "anthropic", "prod")],
     ));
-    let client = reqwest::Client::new();
-    let served = |sidecar: &SidecarProcess| {
-        let url = format!("{}/a/v1/messages", sidecar.base_url());
-        let client = client.clone();
-        let mock = &mock;
-        async move {
-            let status = client
-                .post(url)
-                .body("{}")
-                .send()
-                .await
-                .expect("request")
-                .status();
-            let key = mock
-                .requests()
-                .last()
-                .and_then(|r| r.header("x-api-key").map(str::to_string));
-            (status.as_u16(), key)
-        }
-    };
     let sidecar = SidecarProcess::start_async(&gateway, &[], &old).await;
-    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+    assert_eq!(
+        served(&sidecar, &mock).await,
+        (200, Some("sk-ant-cli-123".into()))
+    );
 
     let both = [("LITELLM_SALT_KEY", OLD), ("LITELLM_NEW_SALT_KEY", NEW)];
     let (ok, out, err) = cli.run(&["credentials", "rotate-key"], None, &both);
@@ -163,7 +157,10 @@ async fn put_serve_rotate_and_serve_again() {
         })
         .await
     );
-    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+    assert_eq!(
+        served(&sidecar, &mock).await,
+        (200, Some("sk-ant-cli-123".into()))
+    );
     drop(sidecar);
 
     let (ok, out, _) = cli.run(
@@ -179,13 +176,16 @@ async fn put_serve_rotate_and_serve_again() {
     );
 
     let sidecar = SidecarProcess::start_async(&gateway, &[], &[("LITELLM_SALT_KEY", NEW)]).await;
-    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+    assert_eq!(
+        served(&sidecar, &mock).await,
+        (200, Some("sk-ant-cli-123".into()))
+    );
 
     let (ok, _, err) = cli.run(&["credentials", "delete", "prod"], None, &[]);
     assert!(ok, "{err}");
     assert!(
         wait_until_async(Duration::from_secs(15), || async {
-            served(&sidecar).await.0 == 503
+            served(&sidecar, &mock).await.0 == 503
         })
         .await
     );

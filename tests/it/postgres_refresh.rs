@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::support::config::yaml;
 use crate::support::db_gateway::*;
+use crate::support::http::{admin_get, post};
 use crate::support::pg::{PgRelay, TestDb};
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until_async;
@@ -130,13 +131,7 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Visible to monitoring, yet still ready: the last good snapshot is meant to serve.
-    let admin = |path: &str| reqwest::get(format!("{}{path}", sidecar.admin_url()));
-    let page = admin("/metrics")
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let (_, page) = admin_get(&sidecar, "/metrics").await;
     let failures = "sidecar_credential_refreshes_total{result=\"failure\"}";
     assert!(
         crate::support::metric(&page, failures).is_some_and(|n| n >= 1.0),
@@ -144,7 +139,7 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
     );
     let age = crate::support::metric(&page, "sidecar_credential_snapshot_age_seconds");
     assert!(age.is_some_and(|s| s >= 1.0), "{page}");
-    assert_eq!(admin("/readyz").await.expect("readyz").status(), 200);
+    assert_eq!(admin_get(&sidecar, "/readyz").await.0, 200);
 
     db.put_credential(
         "steady",
@@ -191,18 +186,9 @@ async fn starts_without_the_database_and_catches_up() {
     let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, routes);
     let sidecar =
         SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
-    let resp = e
-        .client
-        .post(format!("{}/late/x", sidecar.base_url()))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 503);
-    assert!(resp
-        .text()
-        .await
-        .expect("body")
-        .contains("credential \\\"late\\\" not loaded yet"));
+    let (status, body) = post(&sidecar, "/late/x").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("credential \\\"late\\\" not loaded yet"));
     relay.restore();
     assert!(
         wait_for_key(&e, &sidecar, "/late/x", "authorization", "Bearer sk-late")
@@ -278,12 +264,7 @@ async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refr
 
 /// The value of `series` on the sidecar's metrics page (0 when absent).
 async fn metric_value(sidecar: &SidecarProcess, series: &str) -> f64 {
-    let page = reqwest::get(format!("{}/metrics", sidecar.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let (_, page) = admin_get(sidecar, "/metrics").await;
     crate::support::metric(&page, series).unwrap_or(0.0)
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::support::config::{edit_file, extend};
 use crate::support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
+use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::{wait_until, wait_until_async};
@@ -110,12 +111,7 @@ async fn an_invalid_config_on_sighup_is_rejected_and_the_running_one_keeps_servi
     assert!(output.contains("upstream.read_timeout"), "{output}");
     assert!(output.contains("routez"), "{output}");
     assert_eq!(s.status("/openai/chat/completions").await, 200);
-    let metrics = reqwest::get(format!("{}/metrics", s.sidecar.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let (_, metrics) = admin_get(&s.sidecar, "/metrics").await;
     assert!(
         metrics.contains("sidecar_config_reloads_total{result=\"rejected\"} 1"),
         "{metrics}"

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::support::certs::{alpn_wire, TestCa};
 use crate::support::config::{extend, gateway, local_credentials, route};
 use crate::support::gateway::start_with_test_credentials;
+use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::{free_port, wait_until_async};
@@ -199,12 +200,7 @@ async fn tls_versions_and_alpn() {
     .await
     .expect("h1");
     // Four handshakes completed (1.3, 1.2, h2, h1); the refused 1.1 one is not counted.
-    let page = reqwest::get(format!("{}/metrics", t.sidecar.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let (_, page) = admin_get(&t.sidecar, "/metrics").await;
     let handshakes = crate::support::metric(&page, "sidecar_downstream_tls_handshakes_total");
     assert_eq!(handshakes, Some(4.0), "{page}");
     assert_eq!(

@@ -4,6 +4,7 @@
 use crate::support::certs::TestCa;
 use crate::support::config::{extend, gateway, local_credentials, route};
 use crate::support::gateway::start_with_test_credentials;
+use crate::support::http::post;
 use crate::support::mock_provider::MockProvider;
 use serde_json::{json, Value};
 
@@ -20,18 +21,8 @@ async fn run(
     let routes = vec![route("a", &mock.base_url(), "openai", "openai-cred")];
     let config = gateway(upstream, local_credentials(), routes);
     let sidecar = start_with_test_credentials(&config).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/a/x", sidecar.base_url()))
-        .body("{}")
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (
-        status,
-        resp.text().await.unwrap_or_default(),
-        sidecar.output(),
-    )
+    let (status, body) = post(&sidecar, "/a/x").await;
+    (status, body, sidecar.output())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

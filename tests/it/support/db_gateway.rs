@@ -9,6 +9,7 @@ use sidecar::credentials::Secret;
 
 use super::certs::TestCa;
 use super::config::{self, yaml};
+use super::http::post;
 use super::mock_provider::MockProvider;
 use super::pg::TestDb;
 use super::sidecar_process::SidecarProcess;
@@ -95,15 +96,7 @@ pub async fn call(
     header: &str,
 ) -> (u16, Option<String>) {
     let before = e.mock.requests().len();
-    let resp = e
-        .client
-        .post(format!("{}{path}", sidecar.base_url()))
-        .body("{}")
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let _ = resp.bytes().await;
+    let (status, _) = post(sidecar, path).await;
     let seen = e.mock.requests();
     let injected = (seen.len() > before)
         .then(|| {
