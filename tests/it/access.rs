@@ -4,9 +4,11 @@
 use std::net::IpAddr;
 
 use crate::support::certs::TestCa;
+use crate::support::config::{extend, gateway, local_credentials, route};
 use crate::support::gateway::start_with_test_credentials;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "client-token-7f3a9c";
@@ -18,26 +20,25 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// A sidecar with the `access` section given and routes `/open` and `/narrow` (the latter with
+/// the fields of `narrow_extra`).
 async fn start(
-    access: &str,
-    route_extra: &str,
+    access: Value,
+    narrow_extra: Value,
 ) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca.write_ca_file(dir.path());
     let mock = MockProvider::start_http1(&ca).await;
-    let config = format!(
-        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
-         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
-         upstream: {{ ca_file: \"{}\" }}\n\
-         credentials: {{ local: credentials.yaml }}\n\
-         {access}\n\
-         routes:\n\
-         \x20 - {{ name: open, path_prefix: /open, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred }}\n\
-         \x20 - {{ name: narrow, path_prefix: /narrow, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred{route_extra} }}\n",
-        ca_file.display(),
-        u = mock.base_url()
+    let u = mock.base_url();
+    let mut narrow = route("narrow", &u, "openai", "openai-cred");
+    extend(&mut narrow, narrow_extra);
+    let mut config = gateway(
+        json!({ "ca_file": ca_file }),
+        local_credentials(),
+        vec![route("open", &u, "openai", "openai-cred"), narrow],
     );
+    config["access"] = access;
     let sidecar = start_with_test_credentials(&config).await;
     (mock, sidecar, dir)
 }
@@ -66,8 +67,8 @@ async fn status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_networks_are_enforced_globally_and_per_route() {
     let (mock, sidecar, _dir) = start(
-        "access: { allowed_cidrs: [\"127.0.0.1/32\", \"127.0.0.2/32\"] }",
-        ", allowed_cidrs: [\"127.0.0.1/32\"]",
+        json!({ "allowed_cidrs": ["127.0.0.1/32", "127.0.0.2/32"] }),
+        json!({ "allowed_cidrs": ["127.0.0.1/32"] }),
     )
     .await;
     assert_eq!(status(&sidecar, "127.0.0.1", "/open/x", &[]).await.0, 200);
@@ -90,11 +91,10 @@ async fn client_networks_are_enforced_globally_and_per_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_tokens_are_checked_by_hash_and_never_forwarded() {
-    let access = format!(
-        "access: {{ client_tokens: {{ header: x-sidecar-token, sha256: [\"{}\"] }} }}",
-        sha256_hex(TOKEN)
-    );
-    let (mock, sidecar, _dir) = start(&access, "").await;
+    let access = json!({
+        "client_tokens": { "header": "x-sidecar-token", "sha256": [sha256_hex(TOKEN)] },
+    });
+    let (mock, sidecar, _dir) = start(access, json!({})).await;
     let (code, body) = status(&sidecar, "127.0.0.1", "/open/x", &[]).await;
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("x-sidecar-token"), "{body}");
@@ -133,11 +133,8 @@ async fn client_tokens_are_checked_by_hash_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_in_authorization_work_too() {
-    let access = format!(
-        "access: {{ client_tokens: {{ sha256: [\"{}\"] }} }}",
-        sha256_hex(TOKEN)
-    );
-    let (mock, sidecar, _dir) = start(&access, "").await;
+    let access = json!({ "client_tokens": { "sha256": [sha256_hex(TOKEN)] } });
+    let (mock, sidecar, _dir) = start(access, json!({})).await;
     let bearer = format!("Bearer {TOKEN}");
     assert_eq!(
         status(

@@ -3,14 +3,15 @@
 use std::collections::HashSet;
 
 use crate::support::certs::TestCa;
-use crate::support::gateway::{gateway_yaml, only_route, start_with_test_credentials, KEYS};
+use crate::support::config::LISTEN;
+use crate::support::gateway::{gateway_config, only_route, start_with_test_credentials, KEYS};
+use crate::support::http::{self, admin_get, post};
 use crate::support::mock_provider::MockProvider;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 struct Setup {
     _mock: MockProvider,
     sidecar: crate::support::sidecar_process::SidecarProcess,
-    client: reqwest::Client,
     _ca_dir: tempfile::TempDir,
 }
 
@@ -21,34 +22,22 @@ async fn setup(only_openai: bool) -> Setup {
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca.write_ca_file(ca_dir.path());
     let mock = MockProvider::start_http1(&ca).await;
-    let mut config = gateway_yaml(&mock.base_url(), &ca_file);
+    let mut config = gateway_config(&mock.base_url(), &ca_file);
     if only_openai {
-        config = only_route(&config, "openai");
+        config = only_route(config, "openai");
     }
     Setup {
         sidecar: start_with_test_credentials(&config).await,
         _mock: mock,
-        client: reqwest::Client::new(),
         _ca_dir: ca_dir,
     }
-}
-
-async fn get(s: &Setup, path: &str) -> (u16, String) {
-    let resp = s
-        .client
-        .get(format!("{}{path}", s.sidecar.admin_url()))
-        .send()
-        .await
-        .expect("admin request");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.expect("body"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_alive_and_readyz_names_the_routes_that_cannot_be_served() {
     let s = setup(false).await;
-    assert_eq!(get(&s, "/healthz").await.0, 200);
-    let (status, body) = get(&s, "/readyz").await;
+    assert_eq!(admin_get(&s.sidecar, "/healthz").await.0, 200);
+    let (status, body) = admin_get(&s.sidecar, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     let report: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(report["ready"], false);
@@ -70,13 +59,13 @@ async fn healthz_is_alive_and_readyz_names_the_routes_that_cannot_be_served() {
     for (_, key, _) in KEYS {
         assert!(!body.contains(key));
     }
-    assert_eq!(get(&s, "/nope").await.0, 404);
+    assert_eq!(admin_get(&s.sidecar, "/nope").await.0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_200_when_every_route_can_be_served() {
     let s = setup(true).await;
-    let (status, body) = get(&s, "/readyz").await;
+    let (status, body) = admin_get(&s.sidecar, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).expect("json")["ready"],
@@ -93,15 +82,13 @@ async fn readyz_is_503_while_a_proxy_listener_is_not_bound() {
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;
-    let config = gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path()))
-        .replace("127.0.0.1:{PORT}", &taken.to_string())
-        + "admin: { address: \"127.0.0.1:{PORT}\" }\n";
+    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(ca_dir.path()));
+    config["listeners"][0]["address"] = json!(taken.to_string());
+    config["admin"] = json!({ "address": LISTEN });
     let sidecar = start_with_test_credentials(&config).await;
-    let resp = reqwest::get(format!("{}/readyz", sidecar.base_url()))
-        .await
-        .expect("readyz");
-    assert_eq!(resp.status().as_u16(), 503);
-    let report: Value = resp.json().await.expect("json");
+    let (status, body) = http::get(&format!("{}/readyz", sidecar.base_url())).await;
+    assert_eq!(status, 503);
+    let report: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(
         report["unbound_listeners"][0],
         taken.to_string(),
@@ -112,23 +99,13 @@ async fn readyz_is_503_while_a_proxy_listener_is_not_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_connections_and_credentials() {
     let s = setup(false).await;
-    let base = s.sidecar.base_url();
     for _ in 0..3 {
-        let resp = s
-            .client
-            .post(format!("{base}/openai/chat/completions"))
-            .body("{}")
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(resp.status(), 200);
-        resp.bytes().await.expect("body");
+        assert_eq!(post(&s.sidecar, "/openai/chat/completions").await.0, 200);
     }
-    let post = |path: &str| s.client.post(format!("{base}{path}")).body("{}").send();
-    assert_eq!(post("/missing/x").await.expect("missing").status(), 503);
-    assert_eq!(post("/nowhere").await.expect("nowhere").status(), 404);
+    assert_eq!(post(&s.sidecar, "/missing/x").await.0, 503);
+    assert_eq!(post(&s.sidecar, "/nowhere").await.0, 404);
 
-    let (status, page) = get(&s, "/metrics").await;
+    let (status, page) = admin_get(&s.sidecar, "/metrics").await;
     assert_eq!(status, 200);
     let value = |series: &str| {
         crate::support::metric(&page, series).unwrap_or_else(|| panic!("{series} in\n{page}"))

@@ -7,24 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::certs::TestCa;
+use crate::support::config::{self, local_credentials, route, yaml};
 use crate::support::gateway::{credentials_yaml, SALT_KEY};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until;
+use serde_json::{json, Value};
 
-/// A gateway with routes `/a` and `/b` to two providers, and the given cap settings.
-fn gateway(ca_file: &str, a: &MockProvider, b: &MockProvider, cap: usize, wait: &str) -> String {
-    format!(
-        "server: {{ threads: 2, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
-         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
-         upstream: {{ ca_file: \"{ca_file}\", max_connections: {cap}, pool_wait_timeout: {wait}, keepalive_pool_size: {cap}, read_timeout: 30s }}\n\
-         credentials: {{ local: credentials.yaml }}\n\
-         routes:\n\
-         \x20 - {{ name: a, path_prefix: /a, strip_prefix: true, upstream: \"{}\", provider: openai, credential: openai-cred }}\n\
-         \x20 - {{ name: b, path_prefix: /b, strip_prefix: true, upstream: \"{}\", provider: openai, credential: openai-cred }}\n",
-        a.base_url(),
-        b.base_url()
-    )
+/// A gateway (two threads) with routes `/a` and `/b` to two providers, and the given cap settings.
+fn gateway(ca_file: &str, a: &MockProvider, b: &MockProvider, cap: usize, wait: &str) -> Value {
+    let upstream = json!({
+        "ca_file": ca_file, "max_connections": cap, "pool_wait_timeout": wait,
+        "keepalive_pool_size": cap, "read_timeout": "30s",
+    });
+    let routes = vec![
+        route("a", &a.base_url(), "openai", "openai-cred"),
+        route("b", &b.base_url(), "openai", "openai-cred"),
+    ];
+    let mut config = config::gateway(upstream, local_credentials(), routes);
+    config["server"]["threads"] = json!(2);
+    config
 }
 
 struct Setup {
@@ -41,7 +43,7 @@ async fn setup(cap: usize, wait: &str) -> Setup {
     let a = MockProvider::start_http1(&ca).await;
     let b = MockProvider::start_http1(&ca).await;
     let sidecar = SidecarProcess::start_async(
-        &gateway(&ca_file, &a, &b, cap, wait),
+        &yaml(&gateway(&ca_file, &a, &b, cap, wait)),
         &[("credentials.yaml", &credentials_yaml())],
         &[
             ("LITELLM_SALT_KEY", SALT_KEY),

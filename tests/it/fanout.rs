@@ -1,11 +1,11 @@
 //! Fan-out against a real PostgreSQL: a serving sidecar holds the only database connection and
 //! watchers take the rows from it (over TLS), each receiving only its grant, as ciphertext; a
-//! watcher keeps its last rows when the server goes away. Configs are built as JSON values and
-//! written as YAML.
+//! watcher keeps its last rows when the server goes away.
 
 use std::time::{Duration, Instant};
 
 use crate::support::certs::TestCa;
+use crate::support::config::{self, yaml};
 use crate::support::db_gateway::*;
 use crate::support::pg::TestDb;
 use crate::support::sidecar_process::SidecarProcess;
@@ -24,13 +24,9 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-fn yaml(config: &Value) -> String {
-    serde_yaml::to_string(config).expect("config serializes to YAML")
-}
-
-fn route(name: &str, upstream: &str) -> Value {
-    json!({ "name": name, "path_prefix": format!("/{name}"), "strip_prefix": true,
-            "upstream": format!("{upstream}/v1"), "provider": "openai", "credential": name })
+/// The route both sides serve: `/mine`, with the credential `mine`.
+fn mine_route(e: &Env) -> Value {
+    credential_route("mine", "mine", &e.mock.base_url(), "openai")
 }
 
 /// A database URL whose connections are counted apart from every other test's.
@@ -52,16 +48,10 @@ fn server_config(e: &Env, db: &TestDb, url: &str, fanout_port: u16, tls: bool) -
     if tls {
         fanout["tls"] = json!({ "cert": "fanout.crt", "key": "fanout.key" });
     }
-    json!({
-        "server": { "threads": 1, "pid_file": "{DIR}/sidecar.pid", "upgrade_sock": "{DIR}/upgrade.sock" },
-        "listeners": [{ "address": "127.0.0.1:{PORT}" }],
-        "upstream": { "ca_file": e.ca_file, "read_timeout": "5s" },
-        "credentials": { "postgres": {
-            "url": url, "schema": db.schema, "refresh_interval": "1h", "listen": true,
-            "notify_jitter": "50ms", "connect_timeout": "1s" } },
-        "fanout": fanout,
-        "routes": [route("mine", &e.mock.base_url())],
-    })
+    let mut config = gateway(e, db, url, "1h", true, vec![mine_route(e)]);
+    config["credentials"]["postgres"]["notify_jitter"] = json!("50ms");
+    config["fanout"] = fanout;
+    config
 }
 
 /// `db install-notify` with the serving config (less its fan-out section, whose certificate
@@ -69,7 +59,7 @@ fn server_config(e: &Env, db: &TestDb, url: &str, fanout_port: u16, tls: bool) -
 fn install_notify(config: &Value) {
     let mut config = config.clone();
     config.as_object_mut().expect("an object").remove("fanout");
-    db_command(&yaml(&config), "install-notify");
+    db_command(&config, "install-notify");
 }
 
 async fn connections(db: &TestDb, application_name: &str) -> i64 {
@@ -112,15 +102,13 @@ async fn watchers_serve_their_keys_from_one_database_connection_and_keep_them_wh
     .await;
 
     let watcher_conf = |token_env: &str| {
-        json!({
-            "server": { "threads": 1, "pid_file": "{DIR}/sidecar.pid", "upgrade_sock": "{DIR}/upgrade.sock" },
-            "listeners": [{ "address": "127.0.0.1:{PORT}" }],
-            "upstream": { "ca_file": e.ca_file, "read_timeout": "5s" },
-            "credentials": { "watch": {
+        config::gateway(
+            json!({ "ca_file": e.ca_file, "read_timeout": "5s" }),
+            json!({ "watch": {
                 "url": format!("https://localhost:{fanout_port}"), "ca_file": fanout_ca,
-                "token_env": token_env, "wait": "20s" } },
-            "routes": [route("mine", &e.mock.base_url())],
-        })
+                "token_env": token_env, "wait": "20s" } }),
+            vec![mine_route(&e)],
+        )
     };
     let env_a = [
         ("LITELLM_SALT_KEY", SALT),
@@ -296,11 +284,11 @@ async fn the_endpoint_authenticates_grants_least_privilege_and_answers_only_chan
     let tag = r.headers()["etag"].to_str().expect("ascii").to_string();
     let waiting = tokio::spawn(get("credential=mine&wait=60", Some(TOKEN_A), Some(&tag)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let conf_path = server.dir().join("gateway.yaml");
-    let text = std::fs::read_to_string(&conf_path).expect("read config");
-    let revoked = text.replace(&sha256_hex(TOKEN_A), &sha256_hex("a-token-nobody-has"));
-    assert_ne!(text, revoked);
-    std::fs::write(&conf_path, revoked).expect("write config");
+    config::edit_file(&server.dir().join("gateway.yaml"), |config| {
+        let team_a = &mut config["fanout"]["watchers"][0];
+        assert_eq!(team_a["token_sha256"], sha256_hex(TOKEN_A));
+        team_a["token_sha256"] = json!(sha256_hex("a-token-nobody-has"));
+    });
     server.signal("HUP");
     assert!(
         server.wait_for_output("config reload: applied").await,

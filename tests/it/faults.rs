@@ -6,40 +6,27 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+use crate::support::config::route;
 use crate::support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
+use crate::support::http::post;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until;
 use futures_util::StreamExt;
+use serde_json::json;
 
 /// A sidecar with route `/openai` to the TLS mock and route `/raw` to `raw_upstream`
 /// (plain HTTP), with a 1 s read timeout.
 async fn start(raw_upstream: &str) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
-    let raw_route = format!(
-        "routes:\n  - {{ name: raw, path_prefix: /raw, strip_prefix: true, upstream: \"{raw_upstream}\", provider: openai, credential: openai-cred }}\n"
-    );
     start_openai_only(|config| {
-        config
-            .replace("read_timeout: 5s", "read_timeout: 1s")
-            .replace("routes:\n", &raw_route)
+        config["upstream"]["read_timeout"] = json!("1s");
+        let raw = route("raw", raw_upstream, "openai", "openai-cred");
+        config["routes"]
+            .as_array_mut()
+            .expect("routes")
+            .insert(0, raw);
     })
     .await
-}
-
-async fn post(sidecar: &SidecarProcess, path: &str) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", sidecar.base_url()))
-        .body("{}")
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (
-        status,
-        resp.text()
-            .await
-            .unwrap_or_else(|e| format!("<body error: {e}>")),
-    )
 }
 
 /// Serves each accepted connection with `serve` on its own thread, for `accepts` connections.

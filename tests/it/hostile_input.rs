@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use crate::support::certs::TestCa;
-use crate::support::gateway::{gateway_yaml, start_with_test_credentials};
+use crate::support::gateway::{gateway_config, start_with_test_credentials};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,8 +30,8 @@ async fn setup() -> (MockProvider, SidecarProcess, tempfile::TempDir) {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;
-    let config = gateway_yaml(&mock.base_url(), &ca.write_ca_file(dir.path()))
-        + "limits: { max_request_body_bytes: 1000 }\n";
+    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(dir.path()));
+    config["limits"] = serde_json::json!({ "max_request_body_bytes": 1000 });
     let sidecar = start_with_test_credentials(&config).await;
     (mock, sidecar, dir)
 }

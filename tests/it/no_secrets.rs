@@ -7,11 +7,13 @@
 use std::time::Duration;
 
 use crate::support::certs::TestCa;
-use crate::support::gateway::{credentials_yaml, gateway_yaml, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::config::yaml;
+use crate::support::gateway::{credentials_yaml, gateway_config, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// The client token the sidecar accepts (the config holds only its hash).
@@ -41,16 +43,14 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let config = format!(
-        "{}access: {{ client_tokens: {{ header: x-sidecar-token, sha256: [\"{hash}\"] }} }}\n\
-         log: {{ level: trace, format: json }}\n",
-        gateway_yaml(&mock.base_url(), &ca.write_ca_file(ca_dir.path())).replace(
-            "threads: 1,",
-            "threads: 1, grace_period: 1s, graceful_shutdown_timeout: 2s,"
-        )
-    );
+    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(ca_dir.path()));
+    config["server"]["grace_period"] = json!("1s");
+    config["server"]["graceful_shutdown_timeout"] = json!("2s");
+    config["access"] =
+        json!({ "client_tokens": { "header": "x-sidecar-token", "sha256": [hash] } });
+    config["log"] = json!({ "level": "trace", "format": "json" });
     let mut sidecar = SidecarProcess::start_async(
-        &config,
+        &yaml(&config),
         &[("credentials.yaml", &credentials_yaml())],
         &[("LITELLM_SALT_KEY", SALT_KEY), ("RUST_LOG", "trace")],
     )
@@ -123,10 +123,7 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
         .await
     );
     for page in ["/metrics", "/readyz", "/healthz"] {
-        let resp = reqwest::get(format!("{}{page}", sidecar.admin_url()))
-            .await
-            .expect("admin page");
-        bodies.push(resp.text().await.expect("body"));
+        bodies.push(admin_get(&sidecar, page).await.1);
     }
     assert!(sidecar.stop().success());
 

@@ -2,7 +2,9 @@
 //! `litellm_params` shapes, credential resolution, round-robin, bad rows and a wrong salt key.
 //! Each test has its own schema.
 
+use crate::support::config::yaml;
 use crate::support::db_gateway::*;
+use crate::support::http::post;
 use crate::support::pg::TestDb;
 use crate::support::sidecar_process::SidecarProcess;
 use serde_json::{json, Value};
@@ -68,13 +70,13 @@ async fn every_stored_format_and_params_shape_is_served() {
     .await;
     db.exec(r#"UPDATE {schema}."LiteLLM_ProxyModelTable" SET blocked = true WHERE model_id = 'm-blocked'"#).await;
 
-    let mut routes = String::new();
+    let mut routes = Vec::new();
     for name in ["nacl-std", "nacl-url", "gcm-v2", "gcm-v3"] {
-        routes += &credential_route(name, name, &upstream, "openai");
+        routes.push(credential_route(name, name, &upstream, "openai"));
     }
-    routes += &model_route("obj", "obj-model");
-    routes += &model_route("str", "str-model");
-    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, &routes);
+    routes.push(model_route("obj", "obj-model"));
+    routes.push(model_route("str", "str-model"));
+    let config = yaml(&gateway(&e, &db, &TestDb::url(None), "30s", false, routes));
     let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
 
     for name in ["nacl-std", "nacl-url", "gcm-v2", "gcm-v3"] {
@@ -144,14 +146,14 @@ async fn deployments_of_one_model_rotate_and_old_schemas_without_blocked_load() 
         )
         .await;
     }
-    let config = gateway(
+    let config = yaml(&gateway(
         &e,
         &db,
         &TestDb::url(None),
         "30s",
         false,
-        &model_route("pool", "pool"),
-    );
+        vec![model_route("pool", "pool")],
+    ));
     let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     let mut keys = Vec::new();
     for _ in 0..4 {
@@ -182,9 +184,11 @@ async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
     tampered.replace_range(20..21, if &tampered[20..21] == "A" { "B" } else { "A" });
     db.put_credential("tampered", json!({ "api_key": tampered }), "openai")
         .await;
-    let routes = credential_route("good", "good", &upstream, "openai")
-        + &credential_route("tampered", "tampered", &upstream, "openai");
-    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, &routes);
+    let routes = vec![
+        credential_route("good", "good", &upstream, "openai"),
+        credential_route("tampered", "tampered", &upstream, "openai"),
+    ];
+    let config = yaml(&gateway(&e, &db, &TestDb::url(None), "30s", false, routes));
 
     let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
@@ -192,14 +196,9 @@ async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
         (200, Some("Bearer sk-good".into()))
     );
     let before = e.mock.requests().len();
-    let resp = e
-        .client
-        .post(format!("{}/tampered/x", sidecar.base_url()))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 503);
-    let body: Value = resp.json().await.expect("JSON body");
+    let (status, body) = post(&sidecar, "/tampered/x").await;
+    assert_eq!(status, 503);
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
     let message = body["error"]["message"].as_str().expect("message");
     assert!(
         message.contains("credential \"tampered\"") && message.contains("authentication failed"),
@@ -272,14 +271,14 @@ async fn rows_with_wrong_json_shapes_are_left_out_by_name_and_the_rest_load() {
     for (i, (name, params)) in wrong_params.iter().enumerate() {
         db.put_model(&format!("m{i}"), name, params.clone()).await;
     }
-    let mut routes = credential_route("good", "good", &upstream, "openai");
+    let mut routes = vec![credential_route("good", "good", &upstream, "openai")];
     for (name, _) in &wrong_values {
-        routes += &credential_route(name, name, &upstream, "openai");
+        routes.push(credential_route(name, name, &upstream, "openai"));
     }
     for (name, _) in &wrong_params {
-        routes += &model_route(name, name);
+        routes.push(model_route(name, name));
     }
-    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, &routes);
+    let config = yaml(&gateway(&e, &db, &TestDb::url(None), "30s", false, routes));
     let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
 
     assert_eq!(

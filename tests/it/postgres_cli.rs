@@ -5,16 +5,23 @@
 use std::time::Duration;
 
 use crate::support::certs::TestCa;
+use crate::support::config::{self, route, yaml};
+use crate::support::http::post;
 use crate::support::mock_provider::MockProvider;
 use crate::support::pg::{server_url, TestDb};
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until_async;
-use serde_json::json;
+use serde_json::{json, Value};
 use sidecar::credentials::cipher::{decrypt, Keys};
 use sidecar::credentials::Secret;
 
 const OLD: &str = "sk-old-salt";
 const NEW: &str = "sk-new-salt";
+
+/// The `credentials` section for `db`'s schema, polled every second.
+fn postgres(db: &TestDb) -> Value {
+    json!({ "postgres": { "url": TestDb::url(None), "schema": db.schema, "refresh_interval": "1s" } })
+}
 
 struct Cli {
     conf: String,
@@ -23,20 +30,16 @@ struct Cli {
 
 impl Cli {
     /// A config file naming `db`'s schema, for the CLI.
-    fn new(db: &TestDb, extra: &str) -> Cli {
+    fn new(db: &TestDb) -> Cli {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("gateway.yaml");
-        std::fs::write(
-            &conf,
-            format!(
-                "listeners: [{{ address: \"127.0.0.1:1\" }}]\n\
-                 credentials: {{ postgres: {{ url: \"{}\", schema: {}, refresh_interval: 1s }} }}\n\
-                 routes:\n  - {{ name: r, path_prefix: /r, upstream: \"https://x\", provider: openai, credential: c }}\n{extra}",
-                TestDb::url(None),
-                db.schema
-            ),
-        )
-        .expect("write");
+        let config = json!({
+            "listeners": [{ "address": "127.0.0.1:1" }],
+            "credentials": postgres(db),
+            "routes": [{ "name": "r", "path_prefix": "/r", "upstream": "https://x",
+                         "provider": "openai", "credential": "c" }],
+        });
+        std::fs::write(&conf, yaml(&config)).expect("write");
         Cli {
             conf: conf.display().to_string(),
             _dir: dir,
@@ -60,6 +63,16 @@ impl Cli {
     }
 }
 
+/// Sends a request to route `/a`; returns the status and the key the provider saw last.
+async fn served(sidecar: &SidecarProcess, mock: &MockProvider) -> (u16, Option<String>) {
+    let (status, _) = post(sidecar, "/a/v1/messages").await;
+    let key = mock
+        .requests()
+        .last()
+        .and_then(|r| r.header("x-api-key").map(str::to_string));
+    (status, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_serve_rotate_and_serve_again() {
     let ca = TestCa::new();
@@ -67,7 +80,7 @@ async fn put_serve_rotate_and_serve_again() {
     let ca_file = ca.write_ca_file(ca_dir.path());
     let mock = MockProvider::start_http1(&ca).await;
     let db = TestDb::new(true).await;
-    let cli = Cli::new(&db, "");
+    let cli = Cli::new(&db);
     let old = [("LITELLM_SALT_KEY", OLD)];
 
     let (ok, _, err) = cli.run(
@@ -119,39 +132,16 @@ async fn put_serve_rotate_and_serve_again() {
         "values never listed"
     );
 
-    let gateway = format!(
-        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
-         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
-         upstream: {{ ca_file: \"{}\" }}\n\
-         credentials: {{ postgres: {{ url: \"{}\", schema: {}, refresh_interval: 1s }} }}\n\
-         routes:\n  - {{ name: a, path_prefix: /a, strip_prefix: true, upstream: \"{}\", provider: anthropic, credential: prod }}\n",
-        ca_file.display(),
-        TestDb::url(None),
-        db.schema,
-        mock.base_url()
-    );
-    let client = reqwest::Client::new();
-    let served = |sidecar: &SidecarProcess| {
-        let url = format!("{}/a/v1/messages", sidecar.base_url());
-        let client = client.clone();
-        let mock = &mock;
-        async move {
-            let status = client
-                .post(url)
-                .body("{}")
-                .send()
-                .await
-                .expect("request")
-                .status();
-            let key = mock
-                .requests()
-                .last()
-                .and_then(|r| r.header("x-api-key").map(str::to_string));
-            (status.as_u16(), key)
-        }
-    };
+    let gateway = yaml(&config::gateway(
+        json!({ "ca_file": ca_file }),
+        postgres(&db),
+        vec![route("a", &mock.base_url(), "anthropic", "prod")],
+    ));
     let sidecar = SidecarProcess::start_async(&gateway, &[], &old).await;
-    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+    assert_eq!(
+        served(&sidecar, &mock).await,
+        (200, Some("sk-ant-cli-123".into()))
+    );
 
     let both = [("LITELLM_SALT_KEY", OLD), ("LITELLM_NEW_SALT_KEY", NEW)];
     let (ok, out, err) = cli.run(&["credentials", "rotate-key"], None, &both);
@@ -167,7 +157,10 @@ async fn put_serve_rotate_and_serve_again() {
         })
         .await
     );
-    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+    assert_eq!(
+        served(&sidecar, &mock).await,
+        (200, Some("sk-ant-cli-123".into()))
+    );
     drop(sidecar);
 
     let (ok, out, _) = cli.run(
@@ -183,13 +176,16 @@ async fn put_serve_rotate_and_serve_again() {
     );
 
     let sidecar = SidecarProcess::start_async(&gateway, &[], &[("LITELLM_SALT_KEY", NEW)]).await;
-    assert_eq!(served(&sidecar).await, (200, Some("sk-ant-cli-123".into())));
+    assert_eq!(
+        served(&sidecar, &mock).await,
+        (200, Some("sk-ant-cli-123".into()))
+    );
 
     let (ok, _, err) = cli.run(&["credentials", "delete", "prod"], None, &[]);
     assert!(ok, "{err}");
     assert!(
         wait_until_async(Duration::from_secs(15), || async {
-            served(&sidecar).await.0 == 503
+            served(&sidecar, &mock).await.0 == 503
         })
         .await
     );
@@ -200,7 +196,7 @@ async fn put_serve_rotate_and_serve_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_key_changes_nothing_when_a_row_does_not_decrypt() {
     let db = TestDb::new(true).await;
-    let cli = Cli::new(&db, "");
+    let cli = Cli::new(&db);
     let old = [("LITELLM_SALT_KEY", OLD)];
     assert!(
         cli.run(

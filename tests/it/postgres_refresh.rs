@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use crate::support::config::yaml;
 use crate::support::db_gateway::*;
+use crate::support::http::{admin_get, post};
 use crate::support::pg::{PgRelay, TestDb};
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until_async;
@@ -21,14 +23,15 @@ async fn updates_arrive_by_notify_and_by_polling() {
         "openai",
     )
     .await;
-    let routes = credential_route("live", "live", &upstream, "openai");
+    let routes = vec![credential_route("live", "live", &upstream, "openai")];
 
     // NOTIFY: polling is an hour apart, so only the trigger can bring the change.
-    let notify = gateway(&e, &db, &TestDb::url(None), "1h", true, &routes);
+    let notify = gateway(&e, &db, &TestDb::url(None), "1h", true, routes.clone());
     for _ in 0..2 {
         db_command(&notify, "install-notify"); // idempotent
     }
-    let sidecar = SidecarProcess::start_async(&notify, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&notify), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/live/x", "authorization")
             .await
@@ -55,8 +58,9 @@ async fn updates_arrive_by_notify_and_by_polling() {
 
     // Polling alone, with the triggers removed.
     db_command(&notify, "uninstall-notify");
-    let polling = gateway(&e, &db, &TestDb::url(None), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&polling, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let polling = gateway(&e, &db, &TestDb::url(None), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&polling), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/live/x", "authorization")
             .await
@@ -97,9 +101,10 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
     )
     .await;
     let relay = PgRelay::start().await;
-    let routes = credential_route("steady", "steady", &upstream, "openai");
-    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![credential_route("steady", "steady", &upstream, "openai")];
+    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/steady/x", "authorization").await.0,
         200
@@ -126,13 +131,7 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Visible to monitoring, yet still ready: the last good snapshot is meant to serve.
-    let admin = |path: &str| reqwest::get(format!("{}{path}", sidecar.admin_url()));
-    let page = admin("/metrics")
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let (_, page) = admin_get(&sidecar, "/metrics").await;
     let failures = "sidecar_credential_refreshes_total{result=\"failure\"}";
     assert!(
         crate::support::metric(&page, failures).is_some_and(|n| n >= 1.0),
@@ -140,7 +139,7 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
     );
     let age = crate::support::metric(&page, "sidecar_credential_snapshot_age_seconds");
     assert!(age.is_some_and(|s| s >= 1.0), "{page}");
-    assert_eq!(admin("/readyz").await.expect("readyz").status(), 200);
+    assert_eq!(admin_get(&sidecar, "/readyz").await.0, 200);
 
     db.put_credential(
         "steady",
@@ -183,21 +182,13 @@ async fn starts_without_the_database_and_catches_up() {
     .await;
     let relay = PgRelay::start().await;
     relay.cut();
-    let routes = credential_route("late", "late", &upstream, "openai");
-    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
-    let resp = e
-        .client
-        .post(format!("{}/late/x", sidecar.base_url()))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 503);
-    assert!(resp
-        .text()
-        .await
-        .expect("body")
-        .contains("credential \\\"late\\\" not loaded yet"));
+    let routes = vec![credential_route("late", "late", &upstream, "openai")];
+    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let (status, body) = post(&sidecar, "/late/x").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("credential \\\"late\\\" not loaded yet"));
     relay.restore();
     assert!(
         wait_for_key(&e, &sidecar, "/late/x", "authorization", "Bearer sk-late")
@@ -223,10 +214,13 @@ async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refr
         "openai",
     )
     .await;
-    let routes = credential_route("stable", "stable", &upstream, "openai")
-        + &credential_route("other", "other", &upstream, "openai");
-    let config = gateway(&e, &db, &TestDb::url(None), "1s", false, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![
+        credential_route("stable", "stable", &upstream, "openai"),
+        credential_route("other", "other", &upstream, "openai"),
+    ];
+    let config = gateway(&e, &db, &TestDb::url(None), "1s", false, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/stable/x", "authorization").await,
         (200, Some("Bearer sk-stable-1".into()))
@@ -270,12 +264,7 @@ async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refr
 
 /// The value of `series` on the sidecar's metrics page (0 when absent).
 async fn metric_value(sidecar: &SidecarProcess, series: &str) -> f64 {
-    let page = reqwest::get(format!("{}/metrics", sidecar.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let (_, page) = admin_get(sidecar, "/metrics").await;
     crate::support::metric(&page, series).unwrap_or(0.0)
 }
 
@@ -292,13 +281,14 @@ async fn one_connection_carries_listen_and_polls_and_unchanged_polls_read_only_t
     .await;
     let app = format!("conn_{}", db.schema);
     let url = format!("{}&application_name={app}", TestDb::url(None));
-    let routes = credential_route("live", "live", &upstream, "openai");
-    let config = gateway(&e, &db, &url, "100ms", true, &routes).replace(
-        "connect_timeout: 1s }",
-        "connect_timeout: 1s, full_check_interval: 1s, notify_jitter: 50ms }",
-    );
+    let routes = vec![credential_route("live", "live", &upstream, "openai")];
+    let mut config = gateway(&e, &db, &url, "100ms", true, routes);
+    let postgres = &mut config["credentials"]["postgres"];
+    postgres["full_check_interval"] = json!("1s");
+    postgres["notify_jitter"] = json!("50ms");
     db_command(&config, "install-notify");
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert!(sidecar.wait_for_output("listening for changes").await);
     let connections = || async {
         db.client
@@ -369,9 +359,10 @@ async fn the_log_carries_postgres_own_error_text() {
     let db = TestDb::new(true).await;
     let missing = format!("no_such_db_{}", std::process::id());
     let url = TestDb::url(None).replace("/test?", &format!("/{missing}?"));
-    let routes = credential_route("x", "x", &e.mock.base_url(), "openai");
-    let config = gateway(&e, &db, &url, "1h", true, &routes);
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![credential_route("x", "x", &e.mock.base_url(), "openai")];
+    let config = gateway(&e, &db, &url, "1h", true, routes);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     let expected = format!("FATAL 3D000: database \"{missing}\" does not exist");
     assert!(
         sidecar.wait_for_output(&expected).await,
@@ -391,12 +382,16 @@ async fn a_database_that_stops_answering_mid_query_is_cut_at_query_timeout_and_s
     )
     .await;
     let relay = PgRelay::start().await;
-    let routes = credential_route("frozen", "frozen", &e.mock.base_url(), "openai");
-    let config = gateway(&e, &db, &TestDb::url(Some(&relay)), "200ms", false, &routes).replace(
-        "connect_timeout: 1s }",
-        "connect_timeout: 1s, query_timeout: 1s }",
-    );
-    let sidecar = SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let routes = vec![credential_route(
+        "frozen",
+        "frozen",
+        &e.mock.base_url(),
+        "openai",
+    )];
+    let mut config = gateway(&e, &db, &TestDb::url(Some(&relay)), "200ms", false, routes);
+    config["credentials"]["postgres"]["query_timeout"] = json!("1s");
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
     assert_eq!(
         call(&e, &sidecar, "/frozen/x", "authorization").await.0,
         200

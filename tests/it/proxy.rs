@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::certs::TestCa;
-use crate::support::gateway::{credentials_yaml, gateway_yaml, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::config::yaml;
+use crate::support::gateway::{credentials_yaml, gateway_config, CLIENT_SECRETS, KEYS, SALT_KEY};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use futures_util::StreamExt;
@@ -24,7 +25,7 @@ async fn setup(extra_env: &[(&str, &str)]) -> Setup {
     let mut env = vec![("LITELLM_SALT_KEY", SALT_KEY)];
     env.extend_from_slice(extra_env);
     let sidecar = SidecarProcess::start_async(
-        &gateway_yaml(&mock.base_url(), &ca_file),
+        &yaml(&gateway_config(&mock.base_url(), &ca_file)),
         &[("credentials.yaml", &credentials_yaml())],
         &env,
     )

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use crate::support::config::{edit_file, extend};
 use crate::support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
+use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::{wait_until, wait_until_async};
+use serde_json::{json, Value};
 
 struct Setup {
     mock: MockProvider,
@@ -17,7 +20,7 @@ struct Setup {
 
 /// The test gateway with only its `openai` route.
 async fn setup() -> Setup {
-    let (mock, sidecar, dir) = start_openai_only(|c| c).await;
+    let (mock, sidecar, dir) = start_openai_only(|_| {}).await;
     Setup {
         sidecar,
         mock,
@@ -36,10 +39,8 @@ impl Setup {
     }
 
     /// Rewrites the sidecar's `gateway.yaml` through `edit`.
-    fn edit_config(&self, edit: impl FnOnce(String) -> String) {
-        let path = self.sidecar.dir().join("gateway.yaml");
-        let text = std::fs::read_to_string(&path).expect("read gateway.yaml");
-        std::fs::write(&path, edit(text)).expect("write gateway.yaml");
+    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
+        edit_file(&self.sidecar.dir().join("gateway.yaml"), edit);
     }
 
     /// The `authorization` header of the last request the provider received.
@@ -61,14 +62,16 @@ async fn sighup_adds_routes_and_rotates_credentials_without_a_restart() {
     assert_eq!(s.status("/anthropic/v1/messages").await, 404);
 
     // A new route, and openai-cred rotated in the local store.
-    s.edit_config(|text| {
-        let openai = text
-            .lines()
-            .find(|l| l.contains("name: openai,"))
-            .expect("openai route")
-            .to_string();
-        let anthropic = openai.replace("openai", "anthropic");
-        text.replace(&openai, &format!("{openai}\n{anthropic}"))
+    s.edit_config(|config| {
+        let routes = config["routes"].as_array_mut().expect("routes");
+        let openai = routes.iter().find(|r| r["name"] == "openai");
+        let mut anthropic = openai.expect("openai route").clone();
+        extend(
+            &mut anthropic,
+            json!({ "name": "anthropic", "path_prefix": "/anthropic",
+                    "provider": "anthropic", "credential": "anthropic-cred" }),
+        );
+        routes.push(anthropic);
     });
     let rotated = credentials_yaml_rotating_openai("sk-openai-ROTATED-0009");
     std::fs::write(s.sidecar.dir().join("credentials.yaml"), rotated).expect("write");
@@ -92,9 +95,9 @@ async fn sighup_adds_routes_and_rotates_credentials_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_on_sighup_is_rejected_and_the_running_one_keeps_serving() {
     let s = setup().await;
-    s.edit_config(|text| {
-        text.replace("read_timeout: 5s", "read_timeout: soon")
-            .replace("routes:", "routez: []\nroutes:")
+    s.edit_config(|config| {
+        config["upstream"]["read_timeout"] = json!("soon");
+        config["routez"] = json!([]);
     });
     s.sidecar.signal("HUP");
     let rejected = wait_until(Duration::from_secs(10), || {
@@ -108,12 +111,7 @@ async fn an_invalid_config_on_sighup_is_rejected_and_the_running_one_keeps_servi
     assert!(output.contains("upstream.read_timeout"), "{output}");
     assert!(output.contains("routez"), "{output}");
     assert_eq!(s.status("/openai/chat/completions").await, 200);
-    let metrics = reqwest::get(format!("{}/metrics", s.sidecar.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let (_, metrics) = admin_get(&s.sidecar, "/metrics").await;
     assert!(
         metrics.contains("sidecar_config_reloads_total{result=\"rejected\"} 1"),
         "{metrics}"

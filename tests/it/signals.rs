@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::gateway::{start_openai_only, SALT_KEY};
+use crate::support::http::post;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::{command, SidecarProcess};
 use crate::support::wait_until;
 use futures_util::StreamExt;
+use serde_json::json;
 
 /// The one-route test gateway with the given drain settings.
 async fn start(grace: &str, timeout: &str) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
     start_openai_only(|config| {
-        config.replace(
-            "threads: 1,",
-            &format!("threads: 1, grace_period: {grace}, graceful_shutdown_timeout: {timeout},"),
-        )
+        config["server"]["grace_period"] = json!(grace);
+        config["server"]["graceful_shutdown_timeout"] = json!(timeout);
     })
     .await
 }
@@ -198,13 +198,8 @@ async fn dash_u_and_sigquit_hand_the_listener_over_without_refusing_a_request() 
     assert!(failed.len() <= 1, "{} failed: {failed:?}", failed.len());
     assert!(ok > 0);
     assert!(new.try_wait().expect("try_wait").is_none(), "{}", new_log());
-    let after = reqwest::Client::new()
-        .post(format!("{}/openai/chat/completions", old.base_url()))
-        .body("{}")
-        .send()
-        .await
-        .expect("request to the new process");
-    assert_eq!(after.status(), 200);
+    let (status, _) = post(&old, "/openai/chat/completions").await;
+    assert_eq!(status, 200, "a request to the new process");
     assert!(new_log().contains("route=openai"), "{}", new_log());
     let _ = new.kill();
     let _ = new.wait();

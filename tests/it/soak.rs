@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::gateway::start_openai_only;
+use serde_json::json;
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -31,7 +32,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn mixed_traffic_has_no_errors_and_flat_memory() {
     let total = knob("SOAK_REQUESTS", 5_000);
     let concurrency = knob("SOAK_CONCURRENCY", 16);
-    let (mock, sidecar, _dir) = start_openai_only(|c| c + "log: { level: warn }\n").await;
+    let (mock, sidecar, _dir) = start_openai_only(|c| c["log"] = json!({ "level": "warn" })).await;
     let pid = sidecar.pid();
     let url = format!("{}/openai/chat/completions", sidecar.base_url());
     let client = reqwest::Client::new();

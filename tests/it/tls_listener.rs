@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::certs::{alpn_wire, TestCa};
+use crate::support::config::{extend, gateway, local_credentials, route};
 use crate::support::gateway::start_with_test_credentials;
+use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::{free_port, wait_until_async};
@@ -13,6 +15,7 @@ use boring::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
 use boring::x509::X509;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_boring::SslStream;
 
@@ -25,10 +28,10 @@ struct Tls {
     dir: tempfile::TempDir,
 }
 
-/// A sidecar with a plain listener (for readiness) and a TLS one; `tls_extra` goes into the
-/// listener's `tls:` mapping, with `{TLSDIR}` replaced by the directory holding the test's
-/// certificates (`client-ca.pem` among them).
-async fn start(tls_extra: &str) -> Tls {
+/// A sidecar with a plain listener (for readiness) and a TLS one; the fields `tls_extra` returns
+/// for the directory holding the test's certificates (`client-ca.pem` among them) go into the
+/// listener's `tls` mapping.
+async fn start(tls_extra: impl FnOnce(&Path) -> Value) -> Tls {
     let server_ca = TestCa::new();
     let client_ca = TestCa::new();
     let upstream_ca = TestCa::new();
@@ -40,21 +43,22 @@ async fn start(tls_extra: &str) -> Tls {
     let upstream_ca_file = upstream_ca.write_ca_file(dir.path());
     let mock = MockProvider::start_http1(&upstream_ca).await;
     let tls_port = free_port();
-    let d = dir.path().display();
-    let config = format!(
-        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
-         listeners:\n\
-         \x20 - {{ address: \"127.0.0.1:{{PORT}}\" }}\n\
-         \x20 - {{ address: \"127.0.0.1:{tls_port}\", tls: {{ cert: \"{d}/tls.crt\", key: \"{d}/tls.key\", reload_interval: 100ms{} }} }}\n\
-         upstream: {{ ca_file: \"{}\" }}\n\
-         credentials: {{ local: credentials.yaml }}\n\
-         routes:\n\
-         \x20 - {{ name: open, path_prefix: /open, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred }}\n\
-         \x20 - {{ name: narrow, path_prefix: /narrow, strip_prefix: true, upstream: \"{u}\", provider: openai, credential: openai-cred, allowed_identities: [\"app-a.internal\"] }}\n",
-        tls_extra.replace("{TLSDIR}", &d.to_string()),
-        upstream_ca_file.display(),
-        u = mock.base_url()
+    let u = mock.base_url();
+    let mut narrow = route("narrow", &u, "openai", "openai-cred");
+    narrow["allowed_identities"] = json!(["app-a.internal"]);
+    let mut config = gateway(
+        json!({ "ca_file": upstream_ca_file }),
+        local_credentials(),
+        vec![route("open", &u, "openai", "openai-cred"), narrow],
     );
+    let mut tls = json!({
+        "cert": dir.path().join("tls.crt"),
+        "key": dir.path().join("tls.key"),
+        "reload_interval": "100ms",
+    });
+    extend(&mut tls, tls_extra(dir.path()));
+    let listeners = config["listeners"].as_array_mut().expect("listeners");
+    listeners.push(json!({ "address": format!("127.0.0.1:{tls_port}"), "tls": tls }));
     let sidecar = start_with_test_credentials(&config).await;
     // Readiness was seen on the plain listener; Pingora binds the listeners one after another.
     let tls_bound = wait_until_async(Duration::from_secs(10), || async {
@@ -143,7 +147,7 @@ impl Conn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_versions_and_alpn() {
-    let t = start("").await;
+    let t = start(|_| json!({})).await;
     for version in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
         let stream = handshake(
             &t,
@@ -196,12 +200,7 @@ async fn tls_versions_and_alpn() {
     .await
     .expect("h1");
     // Four handshakes completed (1.3, 1.2, h2, h1); the refused 1.1 one is not counted.
-    let page = reqwest::get(format!("{}/metrics", t.sidecar.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let (_, page) = admin_get(&t.sidecar, "/metrics").await;
     let handshakes = crate::support::metric(&page, "sidecar_downstream_tls_handshakes_total");
     assert_eq!(handshakes, Some(4.0), "{page}");
     assert_eq!(
@@ -212,7 +211,7 @@ async fn tls_versions_and_alpn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_3_only_refuses_1_2() {
-    let t = start(", min_version: \"1.3\"").await;
+    let t = start(|_| json!({ "min_version": "1.3" })).await;
     assert!(handshake(
         &t,
         Client {
@@ -236,7 +235,7 @@ fn served_cert(stream: &SslStream<TcpStream>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_certificate_serves_new_connections_and_open_ones_keep_working() {
-    let t = start("").await;
+    let t = start(|_| json!({})).await;
     let old_stream = handshake(&t, Client::default()).await.expect("tls");
     let old_cert = served_cert(&old_stream);
     let mut old = Conn::open(old_stream).await.expect("http");
@@ -309,8 +308,8 @@ async fn connect_as(t: &Tls, pair: &(std::path::PathBuf, std::path::PathBuf)) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_verified_and_identities_allowed_per_route() {
-    // `start` writes the client CA into its directory and replaces {TLSDIR} with it.
-    let t = start(", client_ca: \"{TLSDIR}/client-ca.pem\"").await;
+    // `start` writes the client CA into its directory.
+    let t = start(|dir| json!({ "client_ca": dir.join("client-ca.pem") })).await;
     let write_pair = |name: &str, (cert, key): (String, String)| {
         let c = t.dir.path().join(format!("{name}.crt"));
         let k = t.dir.path().join(format!("{name}.key"));

@@ -2,38 +2,27 @@
 //! `insecure_skip_verify` (warned about at every start); the minimum TLS version.
 
 use crate::support::certs::TestCa;
+use crate::support::config::{extend, gateway, local_credentials, route};
 use crate::support::gateway::start_with_test_credentials;
+use crate::support::http::post;
 use crate::support::mock_provider::MockProvider;
+use serde_json::{json, Value};
 
+/// A sidecar whose `upstream` section trusts `trusted_ca` and has the fields of `upstream_extra`,
+/// with route `/a` to `mock`; returns the status and body of one request, and the sidecar's output.
 async fn run(
-    upstream_extra: &str,
+    upstream_extra: Value,
     mock: &MockProvider,
     trusted_ca: &TestCa,
 ) -> (u16, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let global_ca = trusted_ca.write_ca_file(dir.path());
-    let config = format!(
-        "server: {{ threads: 1, pid_file: \"{{DIR}}/p\", upgrade_sock: \"{{DIR}}/u\" }}\n\
-         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
-         upstream: {{ ca_file: \"{}\"{upstream_extra} }}\n\
-         credentials: {{ local: credentials.yaml }}\n\
-         routes: [{{ name: a, path_prefix: /a, strip_prefix: true, upstream: \"{}\", provider: openai, credential: openai-cred }}]\n",
-        global_ca.display(),
-        mock.base_url()
-    );
+    let mut upstream = json!({ "ca_file": trusted_ca.write_ca_file(dir.path()) });
+    extend(&mut upstream, upstream_extra);
+    let routes = vec![route("a", &mock.base_url(), "openai", "openai-cred")];
+    let config = gateway(upstream, local_credentials(), routes);
     let sidecar = start_with_test_credentials(&config).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/a/x", sidecar.base_url()))
-        .body("{}")
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (
-        status,
-        resp.text().await.unwrap_or_default(),
-        sidecar.output(),
-    )
+    let (status, body) = post(&sidecar, "/a/x").await;
+    (status, body, sidecar.output())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +31,7 @@ async fn untrusted_providers_are_refused_unless_their_endpoint_says_otherwise() 
     let other_ca = TestCa::new();
     let mock = MockProvider::start_http1(&provider_ca).await;
 
-    let (status, body, _) = run("", &mock, &other_ca).await;
+    let (status, body, _) = run(json!({}), &mock, &other_ca).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("upstream_tls_failed"), "{body}");
     assert!(
@@ -52,15 +41,12 @@ async fn untrusted_providers_are_refused_unless_their_endpoint_says_otherwise() 
 
     let dir = tempfile::tempdir().expect("tempdir");
     let endpoint_ca = provider_ca.write_ca_file(dir.path());
-    let endpoint = format!(
-        ", endpoints: [{{ host: localhost, ca_file: \"{}\" }}]",
-        endpoint_ca.display()
-    );
-    let (status, body, _) = run(&endpoint, &mock, &other_ca).await;
+    let endpoint = json!({ "endpoints": [{ "host": "localhost", "ca_file": endpoint_ca }] });
+    let (status, body, _) = run(endpoint, &mock, &other_ca).await;
     assert_eq!(status, 200, "the endpoint's own CA bundle: {body}");
 
     let (status, body, logs) = run(
-        ", endpoints: [{ host: localhost, insecure_skip_verify: true }]",
+        json!({ "endpoints": [{ "host": "localhost", "insecure_skip_verify": true }] }),
         &mock,
         &other_ca,
     )
@@ -73,7 +59,7 @@ async fn untrusted_providers_are_refused_unless_their_endpoint_says_otherwise() 
 async fn a_trusted_certificate_for_another_host_name_is_refused() {
     let ca = TestCa::new();
     let mock = MockProvider::start_with_cert_names(&ca, &["api.other-provider.example"]).await;
-    let (status, body, _) = run("", &mock, &ca).await;
+    let (status, body, _) = run(json!({}), &mock, &ca).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("upstream_tls_failed"), "{body}");
     assert!(
@@ -86,18 +72,18 @@ async fn a_trusted_certificate_for_another_host_name_is_refused() {
 async fn the_minimum_tls_version_is_enforced_before_anything_is_sent() {
     let ca = TestCa::new();
     let modern = MockProvider::start_http1(&ca).await;
-    let (status, body, _) = run(", min_tls_version: \"1.3\"", &modern, &ca).await;
+    let (status, body, _) = run(json!({ "min_tls_version": "1.3" }), &modern, &ca).await;
     assert_eq!(
         status, 200,
         "a TLS 1.3 provider passes a 1.3 minimum: {body}"
     );
 
     let legacy = MockProvider::start_with_max_tls(&ca, boring::ssl::SslVersion::TLS1_2).await;
-    let (status, body, _) = run("", &legacy, &ca).await;
+    let (status, body, _) = run(json!({}), &legacy, &ca).await;
     assert_eq!(status, 200, "TLS 1.2 passes the default minimum: {body}");
     let before = legacy.requests().len();
     let (status, body, _) = run(
-        ", endpoints: [{ host: localhost, min_tls_version: \"1.3\" }]",
+        json!({ "endpoints": [{ "host": "localhost", "min_tls_version": "1.3" }] }),
         &legacy,
         &ca,
     )
@@ -112,7 +98,7 @@ async fn an_endpoint_client_certificate_is_presented_to_providers_that_require_o
     let ca = TestCa::new();
     let client_ca = TestCa::new();
     let mock = MockProvider::start_requiring_client_cert(&ca, &client_ca).await;
-    let (status, body, _) = run("", &mock, &ca).await;
+    let (status, body, _) = run(json!({}), &mock, &ca).await;
     assert_eq!(
         status, 502,
         "no client certificate: the provider refuses: {body}"
@@ -122,11 +108,12 @@ async fn an_endpoint_client_certificate_is_presented_to_providers_that_require_o
     let (cert, key) = client_ca.issue(&["sidecar.internal"]);
     std::fs::write(dir.path().join("client.crt"), cert).expect("write");
     std::fs::write(dir.path().join("client.key"), key).expect("write");
-    let endpoint = format!(
-        ", endpoints: [{{ host: localhost, client_cert: \"{d}/client.crt\", client_key: \"{d}/client.key\" }}]",
-        d = dir.path().display()
-    );
-    let (status, body, _) = run(&endpoint, &mock, &ca).await;
+    let endpoint = json!({ "endpoints": [{
+        "host": "localhost",
+        "client_cert": dir.path().join("client.crt"),
+        "client_key": dir.path().join("client.key"),
+    }] });
+    let (status, body, _) = run(endpoint, &mock, &ca).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(mock.requests().len(), 1);
 }

@@ -3,11 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sidecar::credentials::cipher::{encrypt, Format, Keys};
 use sidecar::credentials::Secret;
 
 use super::certs::TestCa;
+use super::config::{self, yaml};
+use super::http::post;
 use super::mock_provider::MockProvider;
 use super::pg::TestDb;
 use super::sidecar_process::SidecarProcess;
@@ -55,31 +57,34 @@ pub async fn env() -> Env {
     }
 }
 
-/// A gateway over `db`'s schema with `routes` (YAML list items).
+/// A gateway over `db`'s schema (at `url`, polled every `refresh`, with `LISTEN` when `listen`)
+/// with `routes`; the postgres settings are `config["credentials"]["postgres"]`.
 pub fn gateway(
     e: &Env,
     db: &TestDb,
     url: &str,
     refresh: &str,
     listen: bool,
-    routes: &str,
-) -> String {
-    format!(
-        "server: {{ threads: 1, pid_file: \"{{DIR}}/sidecar.pid\", upgrade_sock: \"{{DIR}}/upgrade.sock\" }}\n\
-         listeners: [{{ address: \"127.0.0.1:{{PORT}}\" }}]\n\
-         upstream: {{ ca_file: \"{}\", read_timeout: 5s }}\n\
-         credentials:\n  postgres: {{ url: \"{url}\", schema: {}, refresh_interval: {refresh}, listen: {listen}, connect_timeout: 1s }}\n\
-         routes:\n{routes}",
-        e.ca_file, db.schema
+    routes: Vec<Value>,
+) -> Value {
+    config::gateway(
+        json!({ "ca_file": e.ca_file, "read_timeout": "5s" }),
+        json!({ "postgres": {
+            "url": url, "schema": db.schema, "refresh_interval": refresh, "listen": listen,
+            "connect_timeout": "1s",
+        } }),
+        routes,
     )
 }
 
-pub fn credential_route(name: &str, credential: &str, upstream: &str, provider: &str) -> String {
-    format!("  - {{ name: {name}, path_prefix: /{name}, strip_prefix: true, upstream: \"{upstream}/v1\", provider: {provider}, credential: {credential} }}\n")
+/// A route `/name` to `upstream`'s `/v1` with `provider`'s auth and the credential row `credential`.
+pub fn credential_route(name: &str, credential: &str, upstream: &str, provider: &str) -> Value {
+    config::route(name, &format!("{upstream}/v1"), provider, credential)
 }
 
-pub fn model_route(name: &str, model: &str) -> String {
-    format!("  - {{ name: {name}, path_prefix: /{name}, strip_prefix: true, model: {model} }}\n")
+/// A route `/name` to the deployments of the model row(s) named `model`.
+pub fn model_route(name: &str, model: &str) -> Value {
+    json!({ "name": name, "path_prefix": format!("/{name}"), "strip_prefix": true, "model": model })
 }
 
 /// Sends a request to `path`; returns the status and the injected header the provider saw (or
@@ -91,15 +96,7 @@ pub async fn call(
     header: &str,
 ) -> (u16, Option<String>) {
     let before = e.mock.requests().len();
-    let resp = e
-        .client
-        .post(format!("{}{path}", sidecar.base_url()))
-        .body("{}")
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let _ = resp.bytes().await;
+    let (status, _) = post(sidecar, path).await;
     let seen = e.mock.requests();
     let injected = (seen.len() > before)
         .then(|| {
@@ -127,11 +124,11 @@ pub async fn wait_for_key(
 }
 
 /// Runs `sidecar -c CONFIG db COMMAND` (`install-notify`, `uninstall-notify`) with `config` (a
-/// gateway YAML whose `{DIR}` and `{PORT}` get throwaway values) and asserts that it succeeded.
-pub fn db_command(config: &str, command: &str) {
+/// gateway whose `{DIR}` and `{PORT}` get throwaway values) and asserts that it succeeded.
+pub fn db_command(config: &Value, command: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = dir.path().join("gateway.yaml");
-    let text = config
+    let text = yaml(config)
         .replace("{DIR}", &dir.path().display().to_string())
         .replace("{PORT}", "1");
     std::fs::write(&conf, text).expect("write the config");

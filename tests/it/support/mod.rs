@@ -1,10 +1,12 @@
-//! Shared integration-test harness: owns the submodule tree (`certs`, `mock_provider`,
-//! `sidecar_process`) and small polling/port helpers. `tests/it/main.rs` declares it once for every module.
+//! Shared integration-test harness: owns the submodule tree (`certs`, `config`, `http`,
+//! `mock_provider`, `sidecar_process`, ...) and small polling/port helpers. `tests/it/main.rs` declares it once for every module.
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod config;
 pub mod db_gateway;
 pub mod gateway;
+pub mod http;
 pub mod mock_provider;
 pub mod pg;
 pub mod sidecar_process;

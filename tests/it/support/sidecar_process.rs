@@ -286,11 +286,12 @@ fn has_admin(config_yaml: &str) -> bool {
 }
 
 /// `config_yaml` with an admin listener on `{ADMIN_PORT}` unless it configures one itself.
+/// Appended as text: the harness also starts configs that are not valid YAML on purpose.
 fn with_admin(config_yaml: &str) -> String {
     if has_admin(config_yaml) {
         config_yaml.to_string()
     } else {
-        format!("{config_yaml}\nadmin: {{ address: \"127.0.0.1:{{ADMIN_PORT}}\" }}\n")
+        config_yaml.to_string() + "\nadmin: { address: \"127.0.0.1:{ADMIN_PORT}\" }\n"
     }
 }
 
