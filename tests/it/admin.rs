@@ -1,12 +1,14 @@
 //! The admin listener: liveness, readiness that names what is missing, and the metrics page.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::support::certs::TestCa;
 use crate::support::config::LISTEN;
 use crate::support::gateway::{gateway_config, only_route, start_with_test_credentials, KEYS};
 use crate::support::http::{self, admin_get, post};
 use crate::support::mock_provider::MockProvider;
+use crate::support::wait_until_async;
 use serde_json::{json, Value};
 
 struct Setup {
@@ -105,6 +107,15 @@ async fn metrics_count_requests_connections_and_credentials() {
     assert_eq!(post(&s.sidecar, "/missing/x").await.0, 503);
     assert_eq!(post(&s.sidecar, "/nowhere").await.0, 404);
 
+    // A request is counted in its logging phase, after the client has its response: wait (a
+    // bounded time) until the last one is in, then read every figure from one page.
+    let last = "sidecar_requests_total{route=\"-\",status_class=\"4xx\"}";
+    let counted = wait_until_async(Duration::from_secs(10), || async {
+        let page = admin_get(&s.sidecar, "/metrics").await.1;
+        crate::support::metric(&page, last).is_some()
+    })
+    .await;
+    assert!(counted, "{last} never appeared");
     let (status, page) = admin_get(&s.sidecar, "/metrics").await;
     assert_eq!(status, 200);
     let value = |series: &str| {
