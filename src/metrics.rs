@@ -8,6 +8,8 @@
 //! Labels are bounded: route names (from the config), status classes, credential and model
 //! names (rows in the store). Never paths, client addresses, hosts from requests, or values.
 
+mod clients;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -20,6 +22,8 @@ use prometheus::{
 
 use crate::credentials::CredentialCache;
 use crate::upstream::gate::ConnectionGate;
+
+pub use clients::register_clients;
 
 /// Latency buckets (seconds): LLM calls range from milliseconds (errors, cached) to minutes.
 const LATENCY_BUCKETS: &[f64] = &[

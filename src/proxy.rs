@@ -131,6 +131,7 @@ impl ProxyHttp for SidecarProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        crate::downstream::mark_head_read();
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())

@@ -106,7 +106,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// All routes, in matching order.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
 }

@@ -24,6 +24,7 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
+use crate::downstream::{ClientConnections, GuardedApp};
 use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
 use crate::metrics;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
@@ -86,7 +87,17 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     server.bootstrap();
     let mut cert_stores = Vec::new();
-    let proxy = proxy_service(&server, &config, &dispatch, &cache, gate, &mut cert_stores)?;
+    let clients = ClientConnections::new(dispatch.clone());
+    metrics::register_clients(clients.clone()).map_err(StartError::Metrics)?;
+    let proxy = proxy_service(
+        &server,
+        &config,
+        &dispatch,
+        &cache,
+        gate,
+        &mut cert_stores,
+        &clients,
+    )?;
     server.add_service(proxy);
     server.add_service(admin_service(&config, dispatch.clone(), cache.clone()));
     let fanout_grants = match (&config.fanout, &ctx.hub) {
@@ -199,20 +210,23 @@ fn proxy_service(
     cache: &Arc<CredentialCache>,
     gate: Arc<ConnectionGate>,
     cert_stores: &mut Vec<Arc<CertStore>>,
-) -> Result<Service<HttpProxy<SidecarProxy>>, StartError> {
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    clients: &Arc<ClientConnections>,
+) -> Result<Service<GuardedApp<HttpProxy<SidecarProxy>>>, StartError> {
+    let mut app = pingora::proxy::http_proxy(
         &server.configuration,
         SidecarProxy::new(dispatch.clone(), cache.clone(), gate),
-        "sidecar proxy",
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        // Let CONNECT reach our request filter, which answers it with an explanatory JSON 405
-        // (Pingora's own refusal is a bare 405). It is never tunnelled.
-        let mut server_options = HttpServerOptions::default();
-        server_options.allow_connect_method_proxying = true;
-        app.server_options = Some(server_options);
-    }
+    // Let CONNECT reach our request filter, which answers it with an explanatory JSON 405
+    // (Pingora's own refusal is a bare 405). It is never tunnelled.
+    let mut server_options = HttpServerOptions::default();
+    server_options.allow_connect_method_proxying = true;
+    app.server_options = Some(server_options);
+    let mut proxy = Service::new(
+        "sidecar proxy".to_string(),
+        GuardedApp::new(app, clients.clone()),
+    );
     cert_stores.extend(add_listeners(&mut proxy, config)?);
+    proxy.set_connection_filter(clients.clone());
     Ok(proxy)
 }
 
@@ -237,8 +251,8 @@ fn fanout_service(
 
 /// Adds every configured listener to the proxy service; returns the TLS certificate stores
 /// (watched for new certificates).
-fn add_listeners(
-    proxy: &mut Service<HttpProxy<SidecarProxy>>,
+fn add_listeners<A>(
+    proxy: &mut Service<A>,
     config: &Config,
 ) -> Result<Vec<Arc<CertStore>>, StartError> {
     let mut cert_stores = Vec::new();

@@ -51,6 +51,9 @@ const LIMIT_KEYS: &[&str] = &[
     "max_request_header_bytes",
     "max_request_headers",
     "max_request_body_bytes",
+    "max_client_connections",
+    "request_head_timeout",
+    "client_keepalive_timeout",
 ];
 
 /// Reads `doc`; relative file paths are resolved against `base_dir` (the config file's folder).
@@ -132,6 +135,18 @@ fn parse_limits(s: Option<Section<'_>>, diag: &mut Diagnostics) -> Limits {
             u64::MAX,
             defaults.max_request_body_bytes,
         ),
+        max_client_connections: get(
+            "max_client_connections",
+            1,
+            1_000_000,
+            defaults.max_client_connections,
+        ),
+        request_head_timeout: s
+            .duration("request_head_timeout", diag)
+            .unwrap_or(defaults.request_head_timeout),
+        client_keepalive_timeout: s
+            .duration("client_keepalive_timeout", diag)
+            .unwrap_or(defaults.client_keepalive_timeout),
     }
 }
 

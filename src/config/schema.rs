@@ -84,6 +84,13 @@ pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 32 * 1024;
 pub const DEFAULT_MAX_REQUEST_HEADERS: u64 = 100;
 /// Largest request body accepted, in bytes (prompts with inline images run to megabytes).
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 32 * 1024 * 1024;
+/// Default `limits.max_client_connections`: ample for one application (the pod form), and
+/// within the pod manifest's memory limit even if every one is held open (see README).
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: u64 = 1024;
+/// Default `limits.request_head_timeout`.
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `limits.client_keepalive_timeout`.
+pub const DEFAULT_CLIENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The admin listener (`/healthz`, `/readyz`, `/metrics`): loopback only unless configured.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
@@ -112,7 +119,8 @@ pub struct Config {
     pub log: LogSettings,
 }
 
-/// Request size limits, checked before anything is sent upstream.
+/// What one client may cost: request sizes (checked before anything is sent upstream), open
+/// connections and how long a request head may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Request line plus header names and values, in bytes; larger heads get 431.
@@ -121,6 +129,15 @@ pub struct Limits {
     pub max_request_headers: u64,
     /// Request body, in bytes (declared or streamed); larger bodies get 413.
     pub max_request_body_bytes: u64,
+    /// Client connections open at once on the proxy listeners (TLS handshakes included); past
+    /// it a new connection is closed at accept.
+    pub max_client_connections: u64,
+    /// How long a client may take to send a whole request head once its connection is handed
+    /// over (after the TLS handshake); past it the connection is closed.
+    pub request_head_timeout: Duration,
+    /// How long a kept-alive client connection may stay idle between requests (the head
+    /// deadline then applies on top).
+    pub client_keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -129,6 +146,9 @@ impl Default for Limits {
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            request_head_timeout: DEFAULT_REQUEST_HEAD_TIMEOUT,
+            client_keepalive_timeout: DEFAULT_CLIENT_KEEPALIVE_TIMEOUT,
         }
     }
 }

@@ -111,6 +111,7 @@ mod tests {
             max_request_header_bytes: 200,
             max_request_headers: 3,
             max_request_body_bytes: 10,
+            ..Limits::default()
         }
     }
 

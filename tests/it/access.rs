@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use crate::support::certs::TestCa;
 use crate::support::config::{extend, gateway, local_credentials, route};
 use crate::support::gateway::start_with_test_credentials;
+use crate::support::http::admin_get;
+use crate::support::metric;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use serde_json::{json, Value};
@@ -77,16 +79,27 @@ async fn client_networks_are_enforced_globally_and_per_route() {
     let (code, body) = status(&sidecar, "127.0.0.2", "/narrow/x", &[]).await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("client_not_allowed"));
-    let (code, body) = status(&sidecar, "127.0.0.3", "/open/x", &[]).await;
-    assert_eq!(code, 403, "{body}");
-    assert_eq!(mock.requests().len(), 3, "denied requests sent nothing");
     assert!(
         sidecar
-            .wait_for_output("denied a request from 127.0.0.3")
+            .wait_for_output("denied a request from 127.0.0.2")
             .await,
         "{}",
         sidecar.output()
     );
+    // Outside access.allowed_cidrs the connection is closed at accept: no answer at all.
+    let refused = reqwest::Client::builder()
+        .local_address("127.0.0.3".parse::<IpAddr>().expect("ip"))
+        .build()
+        .expect("client")
+        .post(format!("{}/open/x", sidecar.base_url()))
+        .body("{}")
+        .send()
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(mock.requests().len(), 3, "denied requests sent nothing");
+    let page = admin_get(&sidecar, "/metrics").await.1;
+    let series = "sidecar_client_connections_refused_total{reason=\"address\"}";
+    assert_eq!(metric(&page, series), Some(1.0), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
