@@ -11,6 +11,7 @@ mod access;
 mod admin;
 mod cipher_vectors;
 mod cli;
+mod client_connections;
 mod connection_cap;
 mod fanout;
 mod faults;
