@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_yaml::Value;
+use sha2::{Digest, Sha256};
 
 use super::cipher::Keys;
 use super::source::{CredentialSource, LoadOutcome};
@@ -89,6 +90,14 @@ impl LocalStore {
 impl CredentialSource for LocalStore {
     fn describe(&self) -> String {
         format!("local store {}", self.path.display())
+    }
+
+    /// The SHA-256 of the file: an unchanged file is not parsed, decrypted or published again.
+    /// (Its `os.environ/` references resolve against the process environment, which is fixed.)
+    async fn fingerprint(&self) -> Result<Option<String>, String> {
+        let bytes = std::fs::read(&self.path)
+            .map_err(|e| format!("{}: cannot read: {e}", self.path.display()))?;
+        Ok(Some(format!("{:x}", Sha256::digest(&bytes))))
     }
 
     async fn load(&self) -> Result<LoadOutcome, String> {

@@ -271,3 +271,32 @@ async fn the_snapshot_ages_while_a_source_fails_and_is_fresh_again_when_it_recov
     assert_eq!(cache.age(), Duration::ZERO);
     assert_eq!(key(&cache, "a").as_deref(), Some("a-2"));
 }
+
+#[tokio::test]
+async fn an_unchanged_local_store_is_not_published_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("credentials.yaml");
+    let write = |key: &str| {
+        let text = format!(
+            "credential_list:\n  - credential_name: a\n    credential_values:\n      \
+             api_key: os.environ/{key}\n"
+        );
+        std::fs::write(&path, text).expect("write the store");
+    };
+    write("PATH");
+    let local = crate::credentials::local::LocalStore::new(&path, None);
+    let (refresher, cache) = refresher(vec![Box::new(local)]);
+    assert!(refresher.refresh().await);
+    let first = cache.snapshot();
+    assert!(refresher.refresh().await);
+    assert!(
+        Arc::ptr_eq(&first, &cache.snapshot()),
+        "an unchanged file published a new snapshot"
+    );
+    write("HOME");
+    assert!(refresher.refresh().await);
+    assert!(
+        !Arc::ptr_eq(&first, &cache.snapshot()),
+        "a changed file is published"
+    );
+}
