@@ -6,8 +6,8 @@
 //! (never for pooled reuse) and tells the peer's tracer when a connection's stream is dropped.
 //! [`GateConnector`] takes a slot before the socket exists and hands it to the stream;
 //! [`GateTracer`] gives it back once the stream (pooled or not) is dropped **and** the provider
-//! has closed its end too (or [`LINGER`] passed), so the provider never sees more than the cap
-//! either. This file is the accounting (slots, connection states, waiting); `connector.rs` is the
+//! has closed its end too, or, past [`LINGER`], once the gate has reset the connection; so the
+//! provider never holds more than the cap either. This file is the accounting (slots, connection states, waiting); `connector.rs` is the
 //! Pingora glue.
 //!
 //! Waiting: a request first waits in [`ConnectionGate::admit`] (before Pingora looks in its pool)
@@ -405,8 +405,9 @@ impl ConnectionGate {
         conn
     }
 
-    /// Called when Pingora drops a connection's stream: once the provider has closed its end
-    /// (or [`LINGER`] passed), closes our handle and frees the slot.
+    /// Called when Pingora drops a connection's stream: half-closes it, and once the provider
+    /// has closed its end (or, past [`LINGER`], after resetting the connection) closes our handle
+    /// and frees the slot.
     fn release(self: &Arc<Self>, conn: &Arc<Connection>) {
         {
             let mut open = self.lock_open();
@@ -424,8 +425,13 @@ impl ConnectionGate {
         runtime.spawn(async move {
             let _ = handle.shutdown(Shutdown::Write);
             if handle.set_nonblocking(true).is_ok() {
-                if let Ok(stream) = TcpStream::from_std(handle) {
-                    let _ = tokio::time::timeout(LINGER, wait_for_eof(stream)).await;
+                if let Ok(mut stream) = TcpStream::from_std(handle) {
+                    let closed = tokio::time::timeout(LINGER, wait_for_eof(&mut stream)).await;
+                    if closed.is_err() {
+                        // The provider still holds its end: reset the connection, so that when
+                        // the slot is reused it has no socket left either.
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    }
                 }
             }
             gate.give_back_slot();
@@ -443,7 +449,7 @@ fn closed() -> Box<Error> {
 }
 
 /// Reads (and discards) until the provider closes its end.
-async fn wait_for_eof(mut stream: TcpStream) {
+async fn wait_for_eof(stream: &mut TcpStream) {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 1024];
     while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}

@@ -210,3 +210,107 @@ async fn idle_connections_to_one_upstream_make_room_for_another() {
     );
     assert!(s.a.open_connections() + s.b.open_connections() <= 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_to_one_upstream_leave_no_ghost_in_use_connections() {
+    let s = setup(8, "3s").await;
+    // Pingora's pool picks which idle connection a request gets; the gate's claim used to stay on
+    // another one, which then counted as in use and could not be closed to make room. Eight
+    // connections to A, then requests one at a time: each claims one idle connection while
+    // Pingora may hand it another.
+    assert!(burst(&s, "a", 8, 2, 50).await.iter().all(|&st| st == 200));
+    for _ in 0..4 {
+        assert!(burst(&s, "a", 40, 2, 10).await.iter().all(|&st| st == 200));
+        for _ in 0..10 {
+            assert_eq!(burst(&s, "a", 1, 1, 0).await, [200]);
+        }
+    }
+    let in_use = "sidecar_upstream_connections{state=\"in_use\"}";
+    let settled = crate::support::wait_until_async(Duration::from_secs(5), || async {
+        let page = crate::support::http::admin_get(&s.sidecar, "/metrics")
+            .await
+            .1;
+        crate::support::metric(&page, in_use) == Some(0.0)
+    })
+    .await;
+    assert!(settled, "connections still in use with nothing in flight");
+    // Eight slow requests to B need all eight slots: every idle A connection must be closable.
+    let statuses = burst(&s, "b", 8, 5, 100).await;
+    assert!(statuses.iter().all(|&st| st == 200), "{statuses:?}");
+}
+
+/// A plain-HTTP provider that answers each request with `Connection: close` and then never
+/// closes its socket (it keeps every one until the test ends). Returns its base URL and port.
+fn provider_that_never_closes() -> (String, u16) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for mut stream in listener.incoming().take(64).flatten() {
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            while !seen.ends_with(b"\r\n\r\n{}") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                seen.push(byte[0]);
+            }
+            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+            let _ = stream.write_all(answer.as_bytes());
+            kept.push(stream);
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), port)
+}
+
+/// TCP connections the provider on `port` holds (established, or closed by us and not by it).
+fn provider_side_connections(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("/proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3
+                && fields[1].ends_with(&local)
+                && (fields[3] == "01" || fields[3] == "08")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_closes_never_holds_more_than_the_cap() {
+    let (upstream, port) = provider_that_never_closes();
+    let upstream_settings = json!({ "max_connections": 2, "pool_wait_timeout": "10s" });
+    let routes = vec![route("raw", &upstream, "openai", "openai-cred")];
+    let config = config::gateway(upstream_settings, local_credentials(), routes);
+    let sidecar = SidecarProcess::start_async(
+        &yaml(&config),
+        &[("credentials.yaml", &credentials_yaml())],
+        &[("LITELLM_SALT_KEY", SALT_KEY)],
+    )
+    .await;
+    let peak = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let (peak, stop) = (peak.clone(), stop.clone());
+        move || {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(provider_side_connections(port), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    // Each answer closes the connection on our side; each new request needs a fresh one.
+    for _ in 0..6 {
+        let (status, body) = crate::support::http::post(&sidecar, "/raw/x").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().expect("sampler");
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak >= 1, "the sampler saw the provider's connections");
+    assert!(
+        peak <= 2,
+        "the provider held {peak} connections at once, cap 2"
+    );
+}
