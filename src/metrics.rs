@@ -83,6 +83,18 @@ pub static DOWNSTREAM_TLS_HANDSHAKES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Database round trips cut at `credentials.postgres.query_timeout` (the connection is then
+/// dropped and made again).
+pub static DATABASE_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "sidecar_database_timeouts_total",
+            "Database round trips cut at query_timeout",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Credential refresh rounds by result (`success`: every source read; `failure`: some source
 /// could not be read and its last good credentials stayed in use).
 pub static REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -147,6 +147,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             refresher,
             cache,
             fanout_grants,
+            applied: Default::default(),
         },
     ));
     server.run_forever();

@@ -11,6 +11,7 @@
 //! state changes (database lost, back, rows failing or recovering), not every attempt.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ impl Tracked {
 pub struct Refresher {
     cache: Arc<CredentialCache>,
     sources: Mutex<Vec<Tracked>>,
+    /// The reload whose sources are in `sources` (0: the start-up ones).
+    generation: AtomicU64,
     interval: Duration,
     wake: Arc<Notify>,
 }
@@ -72,6 +75,7 @@ impl Refresher {
         Refresher {
             cache,
             sources: Mutex::new(sources),
+            generation: AtomicU64::new(0),
             interval,
             wake,
         }
@@ -82,12 +86,22 @@ impl Refresher {
         self.wake.clone()
     }
 
-    /// Replaces the sources (a config reload). A source that was configured before (same
-    /// description) keeps its last good outcome, so reloading while the database is down does
-    /// not drop its credentials; a new source contributes from the next [`Refresher::refresh`],
-    /// which reads every source again.
-    pub async fn replace_sources(&self, sources: Vec<Box<dyn CredentialSource>>) {
+    /// Replaces the sources with those of reload number `generation`, unless a later reload's
+    /// are already in place (reloads replace them in the background, so two can race); returns
+    /// whether it did. A source that was configured before (same description) keeps its last
+    /// good outcome, so reloading while the database is down does not drop its credentials; a
+    /// new source contributes from the next [`Refresher::refresh`], which reads every source
+    /// again.
+    pub async fn replace_sources(
+        &self,
+        sources: Vec<Box<dyn CredentialSource>>,
+        generation: u64,
+    ) -> bool {
         let mut current = self.sources.lock().await;
+        if self.generation.load(Ordering::Relaxed) >= generation {
+            return false;
+        }
+        self.generation.store(generation, Ordering::Relaxed);
         let mut previous: HashMap<String, Tracked> = current
             .drain(..)
             .map(|t| (t.source.describe(), t))
@@ -103,6 +117,7 @@ impl Refresher {
         }
         // Sources that were dropped leave the snapshot now, even if nothing else changes.
         self.cache.publish(merge(&current));
+        true
     }
 
     /// Reads every source once and publishes a new snapshot when anything changed. Returns

@@ -104,10 +104,13 @@ impl Session {
         let error = match tokio::time::timeout(self.query_timeout + SLACK, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e,
-            Err(_) => DbError::Timeout {
-                at: self.db.describe().to_string(),
-                timeout: self.query_timeout,
-            },
+            Err(_) => {
+                crate::metrics::DATABASE_TIMEOUTS.inc();
+                DbError::Timeout {
+                    at: self.db.describe().to_string(),
+                    timeout: self.query_timeout,
+                }
+            }
         };
         self.disconnect().await;
         Err(error)
@@ -179,10 +182,13 @@ impl Session {
                 at: self.db.describe().to_string(),
                 reason: pg_error(&e),
             }),
-            Err(_) => Err(DbError::Timeout {
-                at: self.db.describe().to_string(),
-                timeout: self.query_timeout,
-            }),
+            Err(_) => {
+                crate::metrics::DATABASE_TIMEOUTS.inc();
+                Err(DbError::Timeout {
+                    at: self.db.describe().to_string(),
+                    timeout: self.query_timeout,
+                })
+            }
         }
     }
 }

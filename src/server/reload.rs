@@ -9,6 +9,7 @@
 //! grants are applied by the reload (a revoked token is refused from then on).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -42,6 +43,8 @@ pub struct Reloader {
     pub cache: Arc<CredentialCache>,
     /// The fan-out watchers' grants, when this instance serves fan-out.
     pub fanout_grants: Option<SharedGrants>,
+    /// Reloads applied so far (orders the background source replacements).
+    pub applied: AtomicU64,
 }
 
 impl Reloader {
@@ -77,14 +80,27 @@ impl Reloader {
             let watchers = config.fanout.as_ref().map_or(&[][..], |f| &f.watchers[..]);
             grants.store(Arc::new(grants_by_token(watchers)));
         }
-        self.refresher.replace_sources(sources).await;
-        self.refresher.refresh().await;
-        report_unserved_routes(&dispatch.routes, &self.cache.snapshot());
         let routes = dispatch.routes.iter().count();
         self.dispatch.store(Arc::new(dispatch));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = config;
         RELOADS.with_label_values(&["applied"]).inc();
         info!("config reload: applied {path} ({routes} routes)");
+        // The routes and access rules are in force now. The credential sources are swapped and
+        // read in the background: a refresh waiting on a stalled database (up to its
+        // query_timeout) must never hold up a reload, least of all one that revokes access.
+        let generation = self.applied.fetch_add(1, Ordering::Relaxed) + 1;
+        let (refresher, cache, dispatch) = (
+            self.refresher.clone(),
+            self.cache.clone(),
+            self.dispatch.clone(),
+        );
+        tokio::spawn(async move {
+            if refresher.replace_sources(sources, generation).await {
+                refresher.refresh().await;
+                report_unserved_routes(&dispatch.load().routes, &cache.snapshot());
+                info!("config reload: credential sources read");
+            }
+        });
         true
     }
 

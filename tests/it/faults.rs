@@ -131,7 +131,7 @@ async fn a_credential_rotated_during_a_long_stream_leaves_the_stream_whole() {
     assert!(
         wait_until(Duration::from_secs(10), || sidecar
             .output()
-            .contains("config reload: applied"))
+            .contains("config reload: credential sources read"))
         .await
     );
     assert_eq!(post(&sidecar, "/openai/x").await.0, 200);

@@ -26,5 +26,6 @@ mod proxy;
 mod reload;
 mod signals;
 mod soak;
+mod stalled_database;
 mod tls_listener;
 mod upstream_tls;
