@@ -5,9 +5,12 @@
 //! `route`, `status`, … fields), so both formats carry the same data: text writes them as
 //! `key=value`, JSON as members of the line's object.
 //!
-//! Pingora's own TRACE level prints raw upstream request bytes, injected credential included,
-//! so TRACE records from `pingora*` targets are always dropped, whatever the level asked for.
-//! Everything the sidecar logs itself names credentials, never their values.
+//! Other crates' DEBUG and TRACE records are always dropped, whatever the level asked for:
+//! Pingora's print raw request heads (a client's `Authorization` and token included), upstream
+//! request bytes (the injected credential) and response bodies; tokio-postgres prints statement
+//! parameters. Their INFO and above are kept, with anything after `buf:` (the raw head Pingora
+//! attaches to a parse error) replaced by `[request bytes redacted]`. Everything the sidecar
+//! logs itself names credentials, never their values.
 
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -23,9 +26,27 @@ struct SecretSafeLogger {
     inner: env_logger::Logger,
 }
 
+/// The target of the access records (one per request).
+pub const ACCESS_TARGET: &str = "access";
+
+/// Whether a record comes from another crate than the sidecar.
+fn foreign(metadata: &Metadata<'_>) -> bool {
+    let target = metadata.target();
+    !(target == "sidecar" || target.starts_with("sidecar::") || target == ACCESS_TARGET)
+}
+
 /// Whether a record may be written at all.
 fn allowed(metadata: &Metadata<'_>) -> bool {
-    !(metadata.level() == log::Level::Trace && metadata.target().starts_with("pingora"))
+    metadata.level() <= log::Level::Info || !foreign(metadata)
+}
+
+/// Where raw request bytes start in another crate's message, if anywhere.
+const RAW_BYTES_MARKER: &str = "buf:";
+
+/// Another crate's message with the raw request bytes cut off, when it carries any.
+fn redacted(message: &str) -> Option<String> {
+    let at = message.find(RAW_BYTES_MARKER)?;
+    Some(format!("{}[request bytes redacted]", &message[..at]))
 }
 
 impl Log for SecretSafeLogger {
@@ -34,8 +55,17 @@ impl Log for SecretSafeLogger {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if allowed(record.metadata()) {
-            self.inner.log(record);
+        if !allowed(record.metadata()) {
+            return;
+        }
+        if !foreign(record.metadata()) {
+            return self.inner.log(record);
+        }
+        match redacted(&record.args().to_string()) {
+            None => self.inner.log(record),
+            Some(message) => self
+                .inner
+                .log(&record.to_builder().args(format_args!("{message}")).build()),
         }
     }
 
@@ -171,17 +201,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pingora_trace_is_never_allowed() {
+    fn other_crates_debug_and_trace_are_never_allowed() {
         let meta = |level, target| Metadata::builder().level(level).target(target).build();
-        assert!(!allowed(&meta(
-            log::Level::Trace,
-            "pingora_core::protocols::http::v1::client"
-        )));
-        assert!(allowed(&meta(
-            log::Level::Debug,
-            "pingora_core::protocols::http::v1::client"
-        )));
+        let pingora = "pingora_core::protocols::http::v1::server";
+        assert!(!allowed(&meta(log::Level::Trace, pingora)));
+        assert!(!allowed(&meta(log::Level::Debug, pingora)));
+        assert!(!allowed(&meta(log::Level::Debug, "tokio_postgres::query")));
+        assert!(allowed(&meta(log::Level::Info, pingora)));
+        assert!(allowed(&meta(log::Level::Error, pingora)));
         assert!(allowed(&meta(log::Level::Trace, "sidecar::proxy")));
+        assert!(allowed(&meta(log::Level::Info, ACCESS_TARGET)));
+    }
+
+    #[test]
+    fn raw_request_bytes_in_other_crates_messages_are_cut_off() {
+        let message = "Fail to proxy: Downstream InvalidHTTPHeader context: buf: \
+                       GET / HTTP/1.1\\r\\nAuthorization: Bearer sk-secret";
+        let cut = redacted(message).expect("redacted");
+        assert_eq!(
+            cut,
+            "Fail to proxy: Downstream InvalidHTTPHeader context: [request bytes redacted]"
+        );
+        assert_eq!(redacted("Fail to proxy: connection refused"), None);
     }
 
     #[test]

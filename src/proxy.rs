@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use log::{info, warn};
+use log::{info, trace, warn};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -132,6 +132,7 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         crate::downstream::mark_head_read();
+        trace!("request head read");
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())

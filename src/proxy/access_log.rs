@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 use pingora::Error;
 
 use super::RequestCtx;
+use crate::logging::ACCESS_TARGET;
 use crate::metrics;
 
 /// Writes the access line and records the request's metrics.
@@ -33,7 +34,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let error = e.map_or("-", |e| e.etype.as_str());
     let downstream = session.as_downstream();
     info!(
-        target: "access",
+        target: ACCESS_TARGET,
         route = route,
         method = req.method.as_str(),
         path = req.uri.path(),

@@ -6,13 +6,16 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use crate::support::certs::TestCa;
 use crate::support::config::yaml;
 use crate::support::gateway::{credentials_yaml, gateway_config, CLIENT_SECRETS, KEYS, SALT_KEY};
 use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
-use crate::support::wait_until;
+use crate::support::{free_port, wait_until, wait_until_async};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -129,8 +132,8 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
 
     let output = sidecar.output();
     assert!(
-        output.contains("Sending header to upstream"),
-        "trace/debug lines are on"
+        output.contains("request head read"),
+        "the sidecar's own trace lines are on"
     );
     for secret in secrets() {
         assert!(!output.contains(secret), "{secret} in the process output");
@@ -153,4 +156,130 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
     assert!(access.iter().all(|a| a["client"]
         .as_str()
         .is_some_and(|c| c.starts_with("127.0.0.1:"))));
+}
+
+/// Raw request bytes with the client's secrets in them and a broken header line: the parser
+/// refuses the head (Pingora used to log it whole at DEBUG).
+fn malformed_head() -> String {
+    format!(
+        "POST /openai/chat/completions HTTP/1.1\r\nHost: sidecar\r\nAuthorization: Bearer {}\r\n\
+         x-sidecar-token: {TOKEN}\r\nx-api-key: {}\r\nthis is not a header\r\n\r\n",
+        CLIENT_SECRETS[0], CLIENT_SECRETS[1]
+    )
+}
+
+/// Writes `bytes` on `stream` and reads the answer until the sidecar closes (bounded).
+async fn exchange(mut stream: impl AsyncRead + AsyncWrite + Unpin, bytes: &[u8]) -> String {
+    stream.write_all(bytes).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_over_http1_and_http2_leave_no_client_secret_in_the_log() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_http1(&ca).await;
+    let (cert, key) = ca.issue(&["localhost"]);
+    std::fs::write(dir.path().join("tls.crt"), cert).expect("write");
+    std::fs::write(dir.path().join("tls.key"), key).expect("write");
+    let hash: String = Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(dir.path()));
+    let tls_port = free_port();
+    config["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(json!({
+            "address": format!("127.0.0.1:{tls_port}"),
+            "tls": { "cert": dir.path().join("tls.crt"), "key": dir.path().join("tls.key") },
+        }));
+    config["access"] =
+        json!({ "client_tokens": { "header": "x-sidecar-token", "sha256": [hash] } });
+    config["log"] = json!({ "level": "trace" });
+    let mut sidecar = SidecarProcess::start_async(
+        &yaml(&config),
+        &[("credentials.yaml", &credentials_yaml())],
+        &[("LITELLM_SALT_KEY", SALT_KEY), ("RUST_LOG", "trace")],
+    )
+    .await;
+    let tls_up = wait_until_async(Duration::from_secs(10), || async {
+        TcpStream::connect(("127.0.0.1", tls_port)).await.is_ok()
+    })
+    .await;
+    assert!(tls_up, "the TLS listener never accepted");
+    let tls = |alpn: &'static [&'static str]| {
+        let ca = &ca;
+        async move {
+            let tcp = TcpStream::connect(("127.0.0.1", tls_port))
+                .await
+                .expect("tcp");
+            let config = ca.client_connector(alpn).configure().expect("tls config");
+            tokio_boring::connect(config, "localhost", tcp)
+                .await
+                .expect("TLS handshake")
+        }
+    };
+
+    // HTTP/1, plain and over TLS: the parser refuses the head with 400.
+    let plain = TcpStream::connect(sidecar.listen_addr())
+        .await
+        .expect("tcp");
+    let answer = exchange(plain, malformed_head().as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let answer = exchange(tls(&["http/1.1"]).await, malformed_head().as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // HTTP/2: a body shorter than its content-length (a malformed message), a header list over
+    // the limits, and a path the sidecar refuses; each with the client's secrets in its head.
+    let (mut h2, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls(&["h2"]).await),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = |path: &str, extra: &[(&str, String)]| {
+        let mut builder = hyper::Request::post(format!("https://localhost{path}"))
+            .header("authorization", format!("Bearer {}", CLIENT_SECRETS[0]))
+            .header("x-sidecar-token", TOKEN)
+            .header("x-api-key", CLIENT_SECRETS[1]);
+        for (name, value) in extra {
+            builder = builder.header(*name, value);
+        }
+        builder
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .expect("request")
+    };
+    let mut outcomes = Vec::new();
+    let cases = [
+        request("/openai/x", &[("content-length", "9".to_string())]),
+        request("/openai/x", &[("x-filler", "f".repeat(100_000))]),
+        request("/openai/%2e%2e/x", &[]),
+    ];
+    for case in cases {
+        outcomes.push(match h2.send_request(case).await {
+            Ok(resp) => resp.status().as_u16().to_string(),
+            Err(e) => e.to_string(),
+        });
+    }
+    assert_eq!(outcomes[2], "400", "{outcomes:?}");
+    assert_eq!(
+        mock.requests().len(),
+        0,
+        "nothing was forwarded: {outcomes:?}"
+    );
+    assert!(sidecar.stop().success());
+
+    let output = sidecar.output();
+    assert!(
+        output.contains("request head read"),
+        "the sidecar's own trace lines are on"
+    );
+    for secret in secrets() {
+        assert!(!output.contains(secret), "{secret} in the process output");
+    }
 }
