@@ -172,7 +172,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            crate::logging::init(config.log.level, config.log.format);
+            crate::logging::init(config.log.level, config.log.format, !cli.daemon);
             let options = RunOptions {
                 upgrade: cli.upgrade,
                 daemon: cli.daemon,
@@ -180,6 +180,8 @@ pub fn main() -> ExitCode {
             server::run(config, &cli.conf, options).map_err(anyhow::Error::from)
         }
     };
+    // Whatever the logger still holds goes out before the last word.
+    crate::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -196,6 +198,7 @@ fn test_config(path: &std::path::Path) -> anyhow::Result<()> {
     crate::logging::init(
         config.log.level.min(log::LevelFilter::Warn),
         config.log.format,
+        false,
     );
     let targets =
         crate::upstream::Targets::standalone(&config.upstream).map_err(anyhow::Error::msg)?;

@@ -83,6 +83,17 @@ pub static DOWNSTREAM_TLS_HANDSHAKES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Log lines dropped because stderr could not keep up (the logger's buffer was full).
+pub static LOG_LINES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "sidecar_log_lines_dropped_total",
+            "Log lines dropped because stderr could not keep up",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Database round trips cut at `credentials.postgres.query_timeout` (the connection is then
 /// dropped and made again).
 pub static DATABASE_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {

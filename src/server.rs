@@ -16,7 +16,7 @@ use log::{info, warn};
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -150,7 +150,10 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             applied: Default::default(),
         },
     ));
-    server.run_forever();
+    server.run(RunArgs::default());
+    // Stopped (SIGTERM, SIGQUIT): the logger's last lines go out before the process exits.
+    crate::logging::flush();
+    std::process::exit(0)
 }
 
 fn warn_about_unverified_endpoints(config: &Config) {

@@ -200,6 +200,8 @@ async fn malformed_heads_over_http1_and_http2_leave_no_client_secret_in_the_log(
     config["access"] =
         json!({ "client_tokens": { "header": "x-sidecar-token", "sha256": [hash] } });
     config["log"] = json!({ "level": "trace" });
+    config["server"]["grace_period"] = json!("1s");
+    config["server"]["graceful_shutdown_timeout"] = json!("2s");
     let mut sidecar = SidecarProcess::start_async(
         &yaml(&config),
         &[("credentials.yaml", &credentials_yaml())],
@@ -272,6 +274,7 @@ async fn malformed_heads_over_http1_and_http2_leave_no_client_secret_in_the_log(
         0,
         "nothing was forwarded: {outcomes:?}"
     );
+    drop(h2);
     assert!(sidecar.stop().success());
 
     let output = sidecar.output();
