@@ -7,6 +7,9 @@
 //! refuses `/proc/PID/environ` to a process of the same UID that lacks `CAP_SYS_PTRACE`. Both
 //! need the sidecar to run as a UID other than root: as root the test runs it as `nobody`. The
 //! readiness probe, which reads the process's own `/proc/self/fd`, must keep working.
+//!
+//! A sandbox may refuse either call: a preloaded shim (compiled here with `cc`, which building
+//! BoringSSL needs anyway) makes both fail, and the sidecar must warn and serve on.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -117,4 +120,87 @@ async fn the_running_sidecar_is_not_dumpable_and_writes_no_core() {
         !output.contains("process hardening"),
         "no hardening warning expected here:\n{output}"
     );
+}
+
+/// A shared object that makes `prctl(PR_SET_DUMPABLE, …)` and `setrlimit(RLIMIT_CORE, …)` fail
+/// with EPERM, as a sandbox forbidding them would, and passes every other call to the kernel.
+const REFUSING_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define SHIM_PR_SET_DUMPABLE 4
+#define SHIM_RLIMIT_CORE 4
+
+int prctl(int option, ...) {
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    if (option == SHIM_PR_SET_DUMPABLE) { errno = EPERM; return -1; }
+    return syscall(SYS_prctl, option, a2, a3, a4, a5);
+}
+
+static int limit(int resource, const void *rlim) {
+    if (resource == SHIM_RLIMIT_CORE) { errno = EPERM; return -1; }
+    return syscall(SYS_prlimit64, 0, resource, rlim, NULL);
+}
+int setrlimit(int resource, const void *rlim) { return limit(resource, rlim); }
+int setrlimit64(int resource, const void *rlim) { return limit(resource, rlim); }
+"#;
+
+#[tokio::test]
+async fn a_refused_hardening_call_is_a_warning_and_the_sidecar_serves_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("refuse.c");
+    let shim = dir.path().join("refuse.so");
+    std::fs::write(&source, REFUSING_SHIM).expect("write the shim");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .output()
+        .expect("run cc (a C compiler is needed to build BoringSSL too)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let mut config = gateway(
+        json!({}),
+        local_credentials(),
+        vec![route(
+            "openai",
+            "https://127.0.0.1:9",
+            "openai",
+            "openai-cred",
+        )],
+    );
+    config["server"]["grace_period"] = json!("100ms");
+    config["server"]["graceful_shutdown_timeout"] = json!("1s");
+    let shim = shim.to_str().expect("UTF-8 path");
+    let sidecar = SidecarProcess::start_async(
+        &yaml(&config),
+        &[("credentials.yaml", &credentials_yaml())],
+        &[("LITELLM_SALT_KEY", SALT_KEY), ("LD_PRELOAD", shim)],
+    )
+    .await;
+    for warning in [
+        "process hardening: could not mark the process non-dumpable (prctl PR_SET_DUMPABLE: EPERM",
+        "process hardening: could not set the core file size limit to 0 (setrlimit RLIMIT_CORE: \
+         EPERM",
+    ] {
+        assert!(
+            sidecar.wait_for_output(warning).await,
+            "{warning}:\n{}",
+            sidecar.output()
+        );
+    }
+    let (status, body) = admin_get(&sidecar, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
 }
