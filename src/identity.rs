@@ -204,6 +204,7 @@ impl fmt::Display for AllowedIdentity {
 mod tests {
     use super::*;
 
+    /// A client identity with this CN and these SANs.
     fn client(cn: Option<&str>, sans: Vec<SanName>) -> ClientIdentity {
         ClientIdentity {
             common_name: cn.map(str::to_string),
@@ -211,6 +212,7 @@ mod tests {
         }
     }
 
+    /// A valid entry.
     fn entry(text: &str) -> AllowedIdentity {
         AllowedIdentity::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
     }
