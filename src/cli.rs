@@ -157,22 +157,32 @@ impl From<FormatArg> for Format {
     }
 }
 
-/// Parses the command line and runs what it asks for.
+/// Hardens the process, parses the command line and runs what it asks for.
 pub fn main() -> ExitCode {
+    // First of all, before the config, the salt key or any credential is read.
+    let hardening = crate::hardening::apply();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Credentials(command)) => credentials::run(&cli.conf, command),
-        Some(Command::Db(command)) => database::run(&cli.conf, command),
-        None if cli.test => test_config(&cli.conf),
+        Some(Command::Credentials(command)) => {
+            crate::hardening::print_failures(&hardening);
+            credentials::run(&cli.conf, command)
+        }
+        Some(Command::Db(command)) => {
+            crate::hardening::print_failures(&hardening);
+            database::run(&cli.conf, command)
+        }
+        None if cli.test => test_config(&cli.conf, &hardening),
         None => {
             let config = match Config::load(&cli.conf) {
                 Ok(c) => c,
                 Err(errors) => {
+                    crate::hardening::print_failures(&hardening);
                     eprint!("{errors}");
                     return ExitCode::FAILURE;
                 }
             };
             crate::logging::init(config.log.level, config.log.format, !cli.daemon);
+            crate::hardening::log_failures(&hardening);
             let options = RunOptions {
                 upgrade: cli.upgrade,
                 daemon: cli.daemon,
@@ -191,15 +201,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `-t`: validate the config, the local store and the CA bundle; try the database; report.
-fn test_config(path: &std::path::Path) -> anyhow::Result<()> {
-    let config =
-        Config::load(path).map_err(|errors| anyhow!(errors.to_string().trim_end().to_string()))?;
+/// `-t`: validate the config, the local store and the CA bundle; try the database; report
+/// (the start-up `hardening` failures among the warnings).
+fn test_config(path: &std::path::Path, hardening: &[String]) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|errors| {
+        crate::hardening::print_failures(hardening);
+        anyhow!(errors.to_string().trim_end().to_string())
+    })?;
     crate::logging::init(
         config.log.level.min(log::LevelFilter::Warn),
         config.log.format,
         false,
     );
+    crate::hardening::log_failures(hardening);
     let targets =
         crate::upstream::Targets::standalone(&config.upstream).map_err(anyhow::Error::msg)?;
     let targets = std::sync::Arc::new(targets);

@@ -17,6 +17,8 @@ pub mod credentials;
 pub mod db;
 pub mod downstream;
 pub mod fanout;
+pub mod hardening;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod percent;

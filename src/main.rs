@@ -1,5 +1,7 @@
 //! The `sidecar` binary: everything lives in the library; see `sidecar --help`.
 
+#![forbid(unsafe_code)]
+
 /// jemalloc instead of glibc malloc: see `benches/README.md` for what it changed under load.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -28,8 +28,8 @@ use pingora::{Error, ErrorType};
 
 use crate::config::Limits;
 use crate::credentials::CredentialCache;
+use crate::identity::ClientIdentity;
 use crate::routes::{bind, Binding, Route};
-use crate::tls::ClientIdentity;
 use crate::upstream::gate::{Admission, Connection, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
 use dispatch::{Dispatch, SharedDispatch};

@@ -12,6 +12,7 @@ use http::HeaderName;
 
 use crate::access::Cidr;
 use crate::config::{Backend, RouteConfig, UpstreamUrl};
+use crate::identity::AllowedIdentity;
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_HEADERS};
 use crate::upstream::{Target, Targets};
 
@@ -38,8 +39,9 @@ pub struct Route {
     pub backend: Backend,
     /// Client networks allowed on this route; empty allows all.
     pub allowed_cidrs: Vec<Cidr>,
-    /// mTLS identities allowed on this route; empty allows any client.
-    pub allowed_identities: Vec<String>,
+    /// mTLS identities allowed on this route (typed, see [`crate::identity`]); empty allows
+    /// any client.
+    pub allowed_identities: Vec<AllowedIdentity>,
     /// Headers removed from the client's request: every header that carries a credential for
     /// any supported provider or any configured route, so a client key never passes through.
     pub strip_headers: Arc<[HeaderName]>,

@@ -1,6 +1,6 @@
 //! Downstream TLS (BoringSSL): the listener's settings, the certificate served from an
 //! `ArcSwap` so a changed file takes effect for new connections without dropping open ones, and
-//! the client identity taken from a verified client certificate (mTLS).
+//! the client identity taken from a verified client certificate (mTLS; see [`crate::identity`]).
 //!
 //! Reload: a background service reads the certificate and key files every
 //! `reload_interval`. Kubernetes updates a mounted Secret by swapping a symlink in the directory;
@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use boring::nid::Nid;
 use boring::pkey::{PKey, Private};
 use boring::ssl::{SslVerifyMode, SslVersion};
 use boring::x509::X509;
@@ -26,6 +25,7 @@ use pingora::services::background::BackgroundService;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
 
 use crate::config::ListenerTls;
+use crate::identity::ClientIdentity;
 
 /// A certificate chain and its key, as read from disk.
 struct CertKey {
@@ -103,49 +103,6 @@ fn parse_cert_key(
         key: pkey,
         source: (cert.to_vec(), key.to_vec()),
     })
-}
-
-/// The identity of a client that presented a verified certificate: its subject common name
-/// and subject alternative names (DNS, URI, email).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientIdentity {
-    /// Subject CN, when present.
-    pub common_name: Option<String>,
-    /// Subject alternative names.
-    pub alt_names: Vec<String>,
-}
-
-impl ClientIdentity {
-    /// Whether an allow-list entry names this client: `CN=name` matches the common name; any
-    /// other entry matches a SAN exactly (e.g. `spiffe://cluster/ns/app/sa/web`).
-    pub fn matches(&self, entry: &str) -> bool {
-        match entry.strip_prefix("CN=") {
-            Some(cn) => self.common_name.as_deref() == Some(cn),
-            None => self.alt_names.iter().any(|san| san == entry),
-        }
-    }
-
-    fn of(cert: &X509) -> ClientIdentity {
-        let common_name = cert
-            .subject_name()
-            .entries_by_nid(Nid::COMMONNAME)
-            .next()
-            .and_then(|e| e.data().as_utf8().ok())
-            .map(|s| s.to_string());
-        let alt_names = cert
-            .subject_alt_names()
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| n.dnsname().or(n.uri()).or(n.email()).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ClientIdentity {
-            common_name,
-            alt_names,
-        }
-    }
 }
 
 /// Serves the current certificate and records the client's identity.

@@ -10,6 +10,7 @@ use super::reader::{Diagnostics, Section};
 use super::schema::*;
 use super::url::UpstreamUrl;
 use super::Env;
+use crate::identity::AllowedIdentity;
 use crate::providers::AuthStyle;
 
 const TOP_KEYS: &[&str] = &[
@@ -241,8 +242,8 @@ fn parse_route(s: &Section<'_>, diag: &mut Diagnostics) -> Option<RouteConfig> {
     let allowed_cidrs = network::cidr_list(s, "allowed_cidrs", diag);
     let allowed_identities = s.parsed_list(
         "allowed_identities",
-        "CN=name or a subject alternative name",
-        |entry| Ok(entry.to_string()),
+        "a typed name: uri:, dns:, email:, ip: or CN=",
+        AllowedIdentity::parse,
         diag,
     );
     if diag.errors.len() > errors_before {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::{Cidr, ClientTokens};
+use crate::identity::AllowedIdentity;
 use crate::providers::AuthStyle;
 use crate::secret::Secret;
 
@@ -362,9 +363,9 @@ pub struct RouteConfig {
     /// Client networks allowed on this route (in addition to `access.allowed_cidrs`); empty
     /// allows everyone the global list allows.
     pub allowed_cidrs: Vec<Cidr>,
-    /// mTLS client identities allowed on this route (`CN=name` or an exact SAN); empty allows
-    /// any client.
-    pub allowed_identities: Vec<String>,
+    /// mTLS client identities allowed on this route, each naming its type (`uri:`, `dns:`,
+    /// `email:`, `ip:`, `CN=`) and matching only a name of that type; empty allows any client.
+    pub allowed_identities: Vec<AllowedIdentity>,
 }
 
 /// What supplies a route's key.

@@ -227,3 +227,58 @@ fn watch_and_fanout_mistakes_are_named() {
         );
     }
 }
+
+#[test]
+fn identity_entries_without_a_type_are_errors_that_say_what_to_write() {
+    let text = r#"
+listeners: [{ address: "127.0.0.1:4000" }]
+routes:
+  - { name: a, path_prefix: /a, upstream: "https://a", provider: openai, credential: c, allowed_identities: ["uri:spiffe://x/a", "DNS:A.internal", "email:a@b.c", "ip:10.0.0.1", "CN=a"] }
+  - { name: b, path_prefix: /b, upstream: "https://b", provider: openai, credential: c }
+  - name: c
+    path_prefix: /c
+    upstream: "https://c"
+    provider: openai
+    credential: c
+    allowed_identities: ["spiffe://x/alice", "web.internal", "a@b.c", "10.0.0.1", "ip:web", "uri:", "dns:*"]
+"#;
+    let errors = load(text).expect_err("untyped entries");
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    let expected = [
+        (
+            "routes[2].allowed_identities[0]",
+            "\"spiffe://x/alice\" has no type: write uri:spiffe://x/alice",
+        ),
+        (
+            "routes[2].allowed_identities[1]",
+            "\"web.internal\" has no type: write dns:web.internal",
+        ),
+        (
+            "routes[2].allowed_identities[2]",
+            "\"a@b.c\" has no type: write email:a@b.c",
+        ),
+        (
+            "routes[2].allowed_identities[3]",
+            "\"10.0.0.1\" has no type: write ip:10.0.0.1",
+        ),
+        (
+            "routes[2].allowed_identities[4]",
+            "\"web\" is not an IP address",
+        ),
+        ("routes[2].allowed_identities[5]", "uri: needs a value"),
+        (
+            "routes[2].allowed_identities[6]",
+            "wildcards are not supported",
+        ),
+    ];
+    assert_eq!(found.len(), expected.len(), "{errors:?}");
+    for ((path, message), (want_path, want_message)) in found.iter().zip(expected) {
+        assert_eq!(*path, want_path, "{errors:?}");
+        assert!(message.starts_with(want_message), "{path}: {message}");
+    }
+    // The routes[0] entries are all typed: no error names them.
+    assert!(errors.iter().all(|e| !e.path.starts_with("routes[0]")));
+}

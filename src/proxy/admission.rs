@@ -12,8 +12,8 @@ use pingora::http::RequestHeader;
 use super::respond::ErrorReply;
 use crate::access::{allowed, Cidr, TokenCheck};
 use crate::config::AccessSettings;
+use crate::identity::ClientIdentity;
 use crate::routes::{Route, RouteTable};
-use crate::tls::ClientIdentity;
 
 /// Whether `client` is inside `list` (an empty list allows every client).
 fn client_allowed(list: &[Cidr], client: Option<IpAddr>) -> bool {
@@ -103,7 +103,7 @@ pub fn check_route_access(
         return Ok(());
     }
     let permitted =
-        identity.is_some_and(|id| route.allowed_identities.iter().any(|e| id.matches(e)));
+        identity.is_some_and(|id| route.allowed_identities.iter().any(|e| e.matches(id)));
     if !permitted {
         return Err(ErrorReply::new(
             403,

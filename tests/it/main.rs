@@ -21,6 +21,7 @@ mod no_secrets;
 mod postgres;
 mod postgres_cli;
 mod postgres_refresh;
+mod process_hardening;
 mod properties;
 mod proxy;
 mod reload;

@@ -1,5 +1,8 @@
 //! TLS termination: protocol versions, ALPN, certificate reload without dropping open
-//! connections, and client certificates (mTLS) with per-route identity allow lists.
+//! connections; client certificates (mTLS) with per-route identity allow lists are in
+//! [`identities`].
+
+mod identities;
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_boring::SslStream;
 
 struct Tls {
-    _mock: MockProvider,
+    mock: MockProvider,
     sidecar: SidecarProcess,
     tls_port: u16,
     server_ca: TestCa,
@@ -45,11 +48,13 @@ async fn start(tls_extra: impl FnOnce(&Path) -> Value) -> Tls {
     let tls_port = free_port();
     let u = mock.base_url();
     let mut narrow = route("narrow", &u, "openai", "openai-cred");
-    narrow["allowed_identities"] = json!(["app-a.internal"]);
+    narrow["allowed_identities"] = json!(["dns:app-a.internal"]);
+    let mut alice = route("alice", &u, "openai", "openai-cred");
+    alice["allowed_identities"] = json!(["uri:spiffe://x/alice"]);
     let mut config = gateway(
         json!({ "ca_file": upstream_ca_file }),
         local_credentials(),
-        vec![route("open", &u, "openai", "openai-cred"), narrow],
+        vec![route("open", &u, "openai", "openai-cred"), narrow, alice],
     );
     let mut tls = json!({
         "cert": dir.path().join("tls.crt"),
@@ -67,7 +72,7 @@ async fn start(tls_extra: impl FnOnce(&Path) -> Value) -> Tls {
     .await;
     assert!(tls_bound, "the TLS listener never accepted a connection");
     Tls {
-        _mock: mock,
+        mock,
         sidecar,
         tls_port,
         server_ca,
@@ -131,17 +136,24 @@ impl Conn {
     }
 
     async fn post(&mut self, path: &str) -> Result<u16, String> {
+        self.post_reading(path).await.map(|(status, _)| status)
+    }
+
+    /// Like [`Conn::post`], with the response body.
+    async fn post_reading(&mut self, path: &str) -> Result<(u16, String), String> {
         let req = hyper::Request::post(path)
             .header("host", "localhost")
             .body(Full::new(Bytes::from_static(b"{}")))
             .expect("request");
         let resp = self.0.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        resp.into_body()
+        let body = resp
+            .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(status)
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
 
@@ -292,75 +304,5 @@ async fn a_replaced_certificate_serves_new_connections_and_open_ones_keep_workin
         old.post("/open/b").await,
         Ok(200),
         "the open connection keeps working"
-    );
-}
-
-/// A kept-alive connection presenting the client certificate `pair` (cert, key).
-async fn connect_as(t: &Tls, pair: &(std::path::PathBuf, std::path::PathBuf)) -> Conn {
-    let client = Client {
-        cert: Some((pair.0.as_path(), pair.1.as_path())),
-        ..Client::default()
-    };
-    Conn::open(handshake(t, client).await.expect("handshake"))
-        .await
-        .expect("http")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_are_verified_and_identities_allowed_per_route() {
-    // `start` writes the client CA into its directory.
-    let t = start(|dir| json!({ "client_ca": dir.join("client-ca.pem") })).await;
-    let write_pair = |name: &str, (cert, key): (String, String)| {
-        let c = t.dir.path().join(format!("{name}.crt"));
-        let k = t.dir.path().join(format!("{name}.key"));
-        std::fs::write(&c, cert).expect("write");
-        std::fs::write(&k, key).expect("write");
-        (c, k)
-    };
-    let app_a = write_pair("app-a", t.client_ca.issue(&["app-a.internal"]));
-    let app_b = write_pair("app-b", t.client_ca.issue(&["app-b.internal"]));
-    let stranger = write_pair("stranger", TestCa::new().issue(&["app-a.internal"]));
-
-    let request_without_cert = async {
-        let stream = handshake(&t, Client::default()).await.ok()?;
-        Conn::open(stream).await.ok()?.post("/open/x").await.ok()
-    };
-    assert_eq!(
-        request_without_cert.await,
-        None,
-        "no client certificate: refused"
-    );
-    let request_from_stranger = async {
-        let stream = handshake(
-            &t,
-            Client {
-                cert: Some((&stranger.0, &stranger.1)),
-                ..Client::default()
-            },
-        )
-        .await
-        .ok()?;
-        Conn::open(stream).await.ok()?.post("/open/x").await.ok()
-    };
-    assert_eq!(
-        request_from_stranger.await,
-        None,
-        "certificate from another CA: refused"
-    );
-
-    assert_eq!(
-        connect_as(&t, &app_a).await.post("/narrow/x").await,
-        Ok(200),
-        "allowed identity"
-    );
-    assert_eq!(
-        connect_as(&t, &app_b).await.post("/open/x").await,
-        Ok(200),
-        "any verified client on an open route"
-    );
-    assert_eq!(
-        connect_as(&t, &app_b).await.post("/narrow/x").await,
-        Ok(403),
-        "identity not on the route's list"
     );
 }

@@ -46,9 +46,7 @@ impl TestCa {
     /// The first name is also used as the subject common name.
     pub fn issue(&self, names: &[&str]) -> (String, String) {
         assert!(!names.is_empty(), "TestCa::issue needs at least one name");
-        let key = KeyPair::generate().expect("generate server key pair");
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = names
+        let sans = names
             .iter()
             .map(|name| match name.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -59,8 +57,18 @@ impl TestCa {
                 ),
             })
             .collect();
+        self.issue_with_sans(names[0], sans)
+    }
+
+    /// Issues a certificate with subject common name `common_name` and exactly the subject
+    /// alternative names `sans` (of any type: a DNS SAN may hold any IA5 text, as a hostile
+    /// issuer's could); returns `(cert_pem, key_pem)`.
+    pub fn issue_with_sans(&self, common_name: &str, sans: Vec<SanType>) -> (String, String) {
+        let key = KeyPair::generate().expect("generate server key pair");
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names[0]);
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![

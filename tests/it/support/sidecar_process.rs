@@ -86,7 +86,21 @@ impl SidecarProcess {
         extra_files: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Result<Self, String> {
+        Self::try_start_as(config_yaml, extra_files, env, None)
+    }
+
+    /// [`SidecarProcess::try_start`], the binary running as the user and group `uid` when one is
+    /// given (the test must run as root then); its temp dir is handed to that user.
+    pub fn try_start_as(
+        config_yaml: &str,
+        extra_files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("create sidecar temp dir");
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).expect("chown temp dir");
+        }
         let port = super::free_port();
         let admin_port = super::free_port();
         let fill = |text: &str| {
@@ -103,6 +117,10 @@ impl SidecarProcess {
         }
 
         let mut cmd = command(env);
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
         cmd.arg("-c")
             .arg(&config_path)
             .current_dir(dir.path())
