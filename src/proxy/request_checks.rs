@@ -6,7 +6,9 @@
 //!   below that and answer with the sidecar's JSON errors (431, 413).
 //! - Paths with dot segments or encoded slashes, dots or backslashes, refused with 400: no LLM
 //!   API needs them, and upstreams normalize them differently from the route match
-//!   (`/openai/../other` would otherwise leave the route's base path with its key).
+//!   (`/openai/../other` would otherwise leave the route's base path with its key). A dot
+//!   segment with `;parameters` (`..;`, `.;x`, `..%3B`) counts as one: servlet containers drop
+//!   the parameters before resolving the dots.
 //!
 //! Framing needs no check here: Pingora refuses duplicate `Content-Length`, obs-fold and bare
 //! CR, drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3) and frames the
@@ -23,21 +25,31 @@ pub fn check_head(req: &RequestHeader, limits: &Limits) -> Result<(), ErrorReply
     check_path(req.uri.path())
 }
 
-/// Refuses dot segments and encoded `/`, `\` or `.` in the path.
+/// Refuses dot segments (with or without `;parameters`) and encoded `/`, `\` or `.` in the path.
 fn check_path(path: &str) -> Result<(), ErrorReply> {
-    let dot_segment = path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..");
     let lowered = path.to_ascii_lowercase();
+    let dot_segment = lowered.split('/').any(is_dot_segment);
     let encoded = ["%2f", "%5c", "%2e"].iter().any(|e| lowered.contains(e));
     if dot_segment || encoded || path.contains('\\') {
         return Err(ErrorReply::new(
             400,
             "path_not_canonical",
-            "paths with dot segments or encoded slashes, backslashes or dots are refused",
+            "paths with dot segments (also with ;parameters) or encoded slashes, backslashes or \
+             dots are refused",
         ));
     }
     Ok(())
+}
+
+/// `.` or `..`, once path parameters (from `;` or its encoding `%3b`, lowercase here) are cut
+/// off, as Tomcat and Jetty cut them before resolving dot segments.
+fn is_dot_segment(segment: &str) -> bool {
+    let end = [segment.find(';'), segment.find("%3b")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(segment.len());
+    matches!(&segment[..end], "." | "..")
 }
 
 fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), ErrorReply> {
@@ -153,6 +165,11 @@ mod tests {
             "/p/a%5cb",
             "/p\\x",
             "/..",
+            "/p/..;/x",
+            "/p/..;jsessionid=1/x",
+            "/p/.;/x",
+            "/p/..%3B/x",
+            "/p/..;",
         ] {
             let req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
             assert_eq!(
@@ -166,6 +183,8 @@ mod tests {
             "/p/models/gemini-1.5:generateContent",
             "/p/a..b/.well",
             "/p/%20",
+            "/p/a;b/x",
+            "/p/...;/x",
         ] {
             let req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
             assert_eq!(check_head(&req, &limits()), Ok(()), "{path}");
