@@ -19,7 +19,7 @@ pub const CLIENT_CREDENTIAL_HEADERS: [&str; 5] = [
 ];
 
 /// Query parameter names that carry a credential (Gemini's older `?key=`). Removed from every
-/// request.
+/// request, in any case, encoding or array form (see [`crate::proxy::rewrite`]).
 pub const CLIENT_CREDENTIAL_QUERY_PARAMS: [&str; 1] = ["key"];
 
 /// The provider auth styles a route can use.

@@ -18,6 +18,7 @@ mod faults;
 mod harness_selftest;
 mod hostile_input;
 mod no_secrets;
+mod normalization;
 mod postgres;
 mod postgres_cli;
 mod postgres_refresh;
