@@ -3,14 +3,15 @@
 //! the path and query. Pure functions over a [`RequestHeader`], tested without sockets.
 //!
 //! Credentials are stripped in every spelling some server stack reads as the credential, since
-//! the provider's stack is not ours to know: query parameters whose name is a credential's in
-//! any case, percent-encoding (also double), with NULs or control characters, with an array
-//! suffix (`key[]`), or inside a `;`-separated list (`a=1;key=x`).
+//! the provider's stack is not ours to know: header names with `_` for `-` (CGI and WSGI fold
+//! both to `_`; `x_api_key` is `x-api-key` there), and query parameters whose name is a
+//! credential's in any case, percent-encoding (also double), with NULs or control characters,
+//! with an array suffix (`key[]`), or inside a `;`-separated list (`a=1;key=x`).
 
 use std::borrow::Cow;
 
 use http::header::{HeaderValue, HOST};
-use http::Uri;
+use http::{HeaderName, Uri};
 use pingora::http::RequestHeader;
 
 use crate::credentials::Credential;
@@ -40,9 +41,7 @@ pub fn rewrite_request(
         .map_err(|_| "the rewritten request target is not a valid URI".to_string())?;
     req.set_uri(uri);
 
-    for name in route.strip_headers.iter() {
-        req.remove_header(name);
-    }
+    strip_credential_headers(req, &route.strip_headers);
     let mut value = HeaderValue::from_str(&auth.header_value(credential.api_key.expose()))
         .map_err(|_| {
             format!(
@@ -63,6 +62,27 @@ pub fn rewrite_request(
     let host = HeaderValue::from_str(&binding.upstream.host_header())
         .map_err(|_| "upstream host is not a valid Host header".to_string())?;
     insert(req, HOST, host)
+}
+
+/// Removes every header in `strip`, and every header whose name reads as one of them with `_`
+/// taken for `-` (`x_api_key`, `X_Api-Key`).
+fn strip_credential_headers(req: &mut RequestHeader, strip: &[HeaderName]) {
+    for name in strip {
+        req.remove_header(name);
+    }
+    let folded: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let dashed = name.as_str().replace('_', "-");
+            strip.iter().any(|s| s.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in &folded {
+        req.remove_header(name);
+    }
 }
 
 fn insert(

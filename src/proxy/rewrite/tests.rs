@@ -185,3 +185,36 @@ fn azure_version_pin_replaces_the_clients_in_any_spelling() {
     rewrite_request(&mut req, &r, &bound(&r, credential(Some("2024-10-21")))).expect("rewrite");
     assert_eq!(req.uri.query(), Some("x=1&api-version=2024-10-21"));
 }
+
+#[test]
+fn underscore_spellings_of_credential_headers_are_removed() {
+    // The route's own auth header is in the list too: `x_custom` goes as well.
+    let r = route("header", ", auth_header: X-Custom, auth_prefix: \"Token \"");
+    let mut req = client_request("/p/chat");
+    for name in CLIENT_CREDENTIAL_HEADERS {
+        req.append_header(name.replace('-', "_"), "client-underscore")
+            .expect("header");
+    }
+    for (name, value) in [
+        ("X_Api-Key", "client-mixed"),
+        ("x-goog_api-key", "client-mixed"),
+        ("X_CUSTOM", "client-custom"),
+        ("x_request_id", "kept"),
+        ("x__api_key", "kept-double"),
+    ] {
+        req.append_header(name, value).expect("header");
+    }
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    let left: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().expect("ascii").to_string()))
+        .collect();
+    assert!(
+        !left.iter().any(|(_, v)| v.starts_with("client")),
+        "{left:?}"
+    );
+    assert_eq!(header(&req, "x_request_id"), ["kept"]);
+    assert_eq!(header(&req, "x__api_key"), ["kept-double"]);
+    assert_eq!(header(&req, "x-custom"), [format!("Token {KEY}")]);
+}
