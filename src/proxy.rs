@@ -3,13 +3,14 @@
 //!
 //! Order for one request: `request_filter` (refuse CONNECT, match the route, take the credential
 //! from the current snapshot, or answer with a JSON error and send nothing) → `upstream_peer` (a
-//! pre-resolved peer) → `upstream_request_filter` (strip and inject) → response streamed back
-//! → `logging` (one access line, no secrets).
+//! pre-resolved peer) → `upstream_request_filter` (strip and inject, one `Content-Length`) →
+//! response streamed back → `logging` (one access line, no secrets).
 
 mod access_log;
 mod admission;
 pub mod dispatch;
 pub mod failure;
+pub mod framing;
 mod request_checks;
 pub mod respond;
 pub mod rewrite;

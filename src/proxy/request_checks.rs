@@ -10,12 +10,14 @@
 //!   segment with `;parameters` (`..;`, `.;x`, `..%3B`) counts as one: servlet containers drop
 //!   the parameters before resolving the dots.
 //!
-//! Framing needs no check here: Pingora refuses duplicate `Content-Length`, obs-fold and bare
-//! CR, drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3) and frames the
-//! upstream request itself (tests/hostile_input.rs pins each).
+//! Framing needs little here: Pingora refuses differing `Content-Length` values, obs-fold and
+//! bare CR, drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3) and frames
+//! the upstream request itself (tests/hostile_input.rs pins each); a repeated value is reconciled
+//! to one in [`super::framing`], and the body limit applies to that value.
 
 use pingora::http::RequestHeader;
 
+use super::framing::declared_length;
 use super::respond::ErrorReply;
 use crate::config::Limits;
 
@@ -82,12 +84,7 @@ fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), ErrorReply> {
             ),
         ));
     }
-    let declared = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
+    match declared_length(&req.headers)? {
         Some(length) if length > limits.max_request_body_bytes => Err(body_too_large(limits)),
         _ => Ok(()),
     }
@@ -193,11 +190,14 @@ mod tests {
 
     #[test]
     fn declared_and_streamed_bodies_over_the_limit_get_413() {
-        let declared = request(&[("content-length", "11")]);
-        assert_eq!(
-            check_head(&declared, &limits()).map_err(|e| e.status),
-            Err(413)
-        );
+        for lengths in [&["11"][..], &["11, 11"], &["11", "11"]] {
+            let pairs: Vec<_> = lengths.iter().map(|v| ("content-length", *v)).collect();
+            assert_eq!(
+                check_head(&request(&pairs), &limits()).map_err(|e| e.status),
+                Err(413),
+                "{lengths:?}"
+            );
+        }
         let mut received = 0;
         assert!(count_body(&mut received, 6, &limits()).is_ok());
         assert_eq!(

@@ -14,6 +14,7 @@ use http::header::{HeaderValue, HOST};
 use http::{HeaderName, Uri};
 use pingora::http::RequestHeader;
 
+use super::framing;
 use crate::credentials::Credential;
 use crate::percent;
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_QUERY_PARAMS, DEFAULT_ANTHROPIC_VERSION};
@@ -42,6 +43,7 @@ pub fn rewrite_request(
     req.set_uri(uri);
 
     strip_credential_headers(req, &route.strip_headers);
+    framing::single_content_length(req)?;
     let mut value = HeaderValue::from_str(&auth.header_value(credential.api_key.expose()))
         .map_err(|_| {
             format!(

@@ -15,6 +15,7 @@ mod client_connections;
 mod connection_cap;
 mod fanout;
 mod faults;
+mod framing;
 mod harness_selftest;
 mod hostile_input;
 mod no_secrets;

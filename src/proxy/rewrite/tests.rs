@@ -218,3 +218,13 @@ fn underscore_spellings_of_credential_headers_are_removed() {
     assert_eq!(header(&req, "x__api_key"), ["kept-double"]);
     assert_eq!(header(&req, "x-custom"), [format!("Token {KEY}")]);
 }
+
+#[test]
+fn the_upstream_request_has_one_content_length() {
+    let r = route("openai", "");
+    let mut req = client_request("/p/chat");
+    req.append_header("Content-Length", "2, 2").expect("header");
+    req.append_header("Content-Length", "2").expect("header");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(header(&req, "content-length"), ["2"]);
+}
