@@ -1,6 +1,15 @@
 //! How a request's framing is read from the client and passed on, where Pingora's defaults
-//! would leave a provider guessing.
+//! would leave a client waiting or a provider guessing.
 //!
+//! - **Pipelined HTTP/1 requests** (a client writing request N+1 before reading answer N) are
+//!   answered one after the other, in order ([`enable_pipelining`]). Pingora's default drops
+//!   them: with both requests in one read it answers the first and closes; with the next request
+//!   arriving while the first is in flight it fails the first (a 400 for a valid request, or a
+//!   streamed answer cut off). Each pipelined request is a request like any other: every check,
+//!   the credential strip and the injection run for it. Framing stays Pingora's: the bytes after a
+//!   request's body are the next request exactly as on a kept-alive connection; a request answered
+//!   with an error, or carrying both `Content-Length` and `Transfer-Encoding`, still closes the
+//!   connection, so what follows it is never read.
 //! - **`Content-Length`**: Pingora accepts a value repeated in one field (`5, 5`) or in several
 //!   fields, as RFC 9110 §8.6 allows, but forwards the fields verbatim, which upstreams read
 //!   differently (hyper refuses `5, 5` with a 400). [`declared_length`] reconciles them to one
@@ -9,8 +18,15 @@
 use http::header::CONTENT_LENGTH;
 use http::HeaderMap;
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 
 use super::respond::ErrorReply;
+
+/// Lets Pingora answer pipelined HTTP/1 requests in order instead of dropping them (see the
+/// module docs). Without effect on HTTP/2.
+pub fn enable_pipelining(session: &mut Session) {
+    session.set_pipelining_enabled(true);
+}
 
 /// The body length `headers` declare: every `Content-Length` value, in repeated fields and in
 /// comma-separated lists, reconciled to one. `Ok(None)` without `Content-Length`; a 400 when the
