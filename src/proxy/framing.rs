@@ -1,5 +1,5 @@
 //! How a request's framing is read from the client and passed on, where Pingora's defaults
-//! would leave a client waiting or a provider guessing.
+//! would leave a client waiting, a provider guessing, or a limit unapplied.
 //!
 //! - **Pipelined HTTP/1 requests** (a client writing request N+1 before reading answer N) are
 //!   answered one after the other, in order ([`enable_pipelining`]). Pingora's default drops
@@ -14,13 +14,27 @@
 //!   fields, as RFC 9110 §8.6 allows, but forwards the fields verbatim, which upstreams read
 //!   differently (hyper refuses `5, 5` with a 400). [`declared_length`] reconciles them to one
 //!   value (the body limit is checked against it); [`single_content_length`] sends that one value.
+//! - **HTTP/2 header lists** are bounded by the h2 library before a request exists for the
+//!   sidecar: past the bound it answers a bare 431 itself. [`http2_options`] sets the bound from
+//!   `limits.*` ([`http2_header_list_cap`]) above the sidecar's own limits, so every head within
+//!   them is served and heads up to about twice the byte limit reach `request_checks` and get
+//!   the JSON 431. It is fixed when the listener starts (a reload says it changed).
 
 use http::header::CONTENT_LENGTH;
 use http::HeaderMap;
 use pingora::http::RequestHeader;
+use pingora::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora::proxy::Session;
 
 use super::respond::ErrorReply;
+use crate::config::Limits;
+
+/// What HTTP/2 adds to each header field's name and value in its header-list size
+/// (RFC 9113 §6.5.2).
+const HTTP2_FIELD_OVERHEAD: u64 = 32;
+
+/// Pseudo-header fields of a request (`:method`, `:scheme`, `:authority`, `:path`).
+const HTTP2_PSEUDO_FIELDS: u64 = 4;
 
 /// Lets Pingora answer pipelined HTTP/1 requests in order instead of dropping them (see the
 /// module docs). Without effect on HTTP/2.
@@ -66,6 +80,25 @@ pub fn single_content_length(req: &mut RequestHeader) -> Result<(), String> {
             .map_err(|_| "cannot set the upstream Content-Length".to_string())?;
     }
     Ok(())
+}
+
+/// The HTTP/2 header-list bound (`SETTINGS_MAX_HEADER_LIST_SIZE`), in HTTP/2's own count (name
+/// plus value plus 32 per field, pseudo-headers included): twice `max_request_header_bytes`, plus
+/// HTTP/2's per-field overhead for the most fields a request may have. Every head within the
+/// limits fits (the sidecar counts 4 bytes per field, HTTP/2 32), and so does any head up to
+/// about twice the byte limit, which the sidecar then refuses with its JSON 431.
+pub fn http2_header_list_cap(limits: &Limits) -> u32 {
+    let fields = limits.max_request_headers + HTTP2_PSEUDO_FIELDS;
+    let cap = 2 * limits.max_request_header_bytes + HTTP2_FIELD_OVERHEAD * fields;
+    u32::try_from(cap).unwrap_or(u32::MAX)
+}
+
+/// Pingora's HTTP/2 server options (its bounded defaults) with the header-list bound of
+/// [`http2_header_list_cap`].
+pub fn http2_options(limits: &Limits) -> H2Options {
+    let mut options = default_h2_options();
+    options.max_header_list_size(http2_header_list_cap(limits));
+    options
 }
 
 #[cfg(test)]
@@ -120,5 +153,24 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/x", None).expect("request");
         single_content_length(&mut req).expect("nothing to do");
         assert!(req.headers.get(CONTENT_LENGTH).is_none());
+    }
+
+    #[test]
+    fn the_http2_cap_admits_every_head_within_the_limits() {
+        let defaults = Limits::default();
+        // 2 × 32 KiB + 32 × (100 + 4): near Pingora's own 64 KiB default.
+        assert_eq!(http2_header_list_cap(&defaults), 68_864);
+        for (bytes, count) in [(1024, 256), (32_768, 100), (1_048_576, 256)] {
+            let limits = Limits {
+                max_request_header_bytes: bytes,
+                max_request_headers: count,
+                ..Limits::default()
+            };
+            // The largest HTTP/2 size of a head the sidecar accepts: its own bytes minus its
+            // 4 per field, plus 32 per field and the pseudo-header names (29 bytes).
+            let largest_accepted = bytes + 28 * count + 32 * HTTP2_PSEUDO_FIELDS + 29;
+            assert!(u64::from(http2_header_list_cap(&limits)) >= largest_accepted);
+            assert!(u64::from(http2_header_list_cap(&limits)) >= 2 * bytes);
+        }
     }
 }

@@ -18,6 +18,7 @@ mod faults;
 mod framing;
 mod harness_selftest;
 mod hostile_input;
+mod http2_heads;
 mod no_secrets;
 mod normalization;
 mod postgres;
