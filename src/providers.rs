@@ -9,7 +9,8 @@ pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Headers that carry a credential with at least one supported provider. All are removed from
 /// every client request, whatever the route's provider (together with every route's own auth
-/// header: see `Route::strip_headers`).
+/// header: see `Route::strip_headers`), also when spelled with `_` for `-` (see
+/// [`crate::proxy::rewrite`]).
 pub const CLIENT_CREDENTIAL_HEADERS: [&str; 5] = [
     "authorization",
     "proxy-authorization",
@@ -19,7 +20,7 @@ pub const CLIENT_CREDENTIAL_HEADERS: [&str; 5] = [
 ];
 
 /// Query parameter names that carry a credential (Gemini's older `?key=`). Removed from every
-/// request.
+/// request, in any case, encoding or array form (see [`crate::proxy::rewrite`]).
 pub const CLIENT_CREDENTIAL_QUERY_PARAMS: [&str; 1] = ["key"];
 
 /// The provider auth styles a route can use.

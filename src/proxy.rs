@@ -1,15 +1,17 @@
 //! The Pingora `ProxyHttp` implementation: the request's phases, each delegating to the module
 //! that owns the work (routes, credentials, rewrite, upstream).
 //!
-//! Order for one request: `request_filter` (refuse CONNECT, match the route, take the credential
-//! from the current snapshot, or answer with a JSON error and send nothing) → `upstream_peer` (a
-//! pre-resolved peer) → `upstream_request_filter` (strip and inject) → response streamed back
-//! → `logging` (one access line, no secrets).
+//! Order for one request: `early_request_filter` (pipelined HTTP/1 requests answered in order,
+//! see `framing`) → `request_filter` (refuse CONNECT, match the route, take the credential from
+//! the current snapshot, or answer with a JSON error and send nothing) → `upstream_peer` (a
+//! pre-resolved peer) → `upstream_request_filter` (strip and inject, one `Content-Length`) →
+//! response streamed back → `logging` (one access line, no secrets).
 
 mod access_log;
 mod admission;
 pub mod dispatch;
 pub mod failure;
+pub mod framing;
 mod request_checks;
 pub mod respond;
 pub mod rewrite;
@@ -124,6 +126,15 @@ impl ProxyHttp for SidecarProxy {
             limits: Limits::default(),
             body_received: 0,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        framing::enable_pipelining(session);
+        Ok(())
     }
 
     async fn request_filter(

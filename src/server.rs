@@ -225,6 +225,8 @@ fn proxy_service(
     let mut server_options = HttpServerOptions::default();
     server_options.allow_connect_method_proxying = true;
     app.server_options = Some(server_options);
+    // HTTP/2 heads up to about twice the limit reach the request checks (and their JSON 431).
+    app.h2_options = Some(crate::proxy::framing::http2_options(&config.limits));
     let mut proxy = Service::new(
         "sidecar proxy".to_string(),
         GuardedApp::new(app, clients.clone()),

@@ -6,14 +6,18 @@
 //!   below that and answer with the sidecar's JSON errors (431, 413).
 //! - Paths with dot segments or encoded slashes, dots or backslashes, refused with 400: no LLM
 //!   API needs them, and upstreams normalize them differently from the route match
-//!   (`/openai/../other` would otherwise leave the route's base path with its key).
+//!   (`/openai/../other` would otherwise leave the route's base path with its key). A dot
+//!   segment with `;parameters` (`..;`, `.;x`, `..%3B`) counts as one: servlet containers drop
+//!   the parameters before resolving the dots.
 //!
-//! Framing needs no check here: Pingora refuses duplicate `Content-Length`, obs-fold and bare
-//! CR, drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3) and frames the
-//! upstream request itself (tests/hostile_input.rs pins each).
+//! Framing needs little here: Pingora refuses differing `Content-Length` values, obs-fold and
+//! bare CR, drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3) and frames
+//! the upstream request itself (tests/hostile_input.rs pins each); a repeated value is reconciled
+//! to one in [`super::framing`], and the body limit applies to that value.
 
 use pingora::http::RequestHeader;
 
+use super::framing::declared_length;
 use super::respond::ErrorReply;
 use crate::config::Limits;
 
@@ -23,21 +27,31 @@ pub fn check_head(req: &RequestHeader, limits: &Limits) -> Result<(), ErrorReply
     check_path(req.uri.path())
 }
 
-/// Refuses dot segments and encoded `/`, `\` or `.` in the path.
+/// Refuses dot segments (with or without `;parameters`) and encoded `/`, `\` or `.` in the path.
 fn check_path(path: &str) -> Result<(), ErrorReply> {
-    let dot_segment = path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..");
     let lowered = path.to_ascii_lowercase();
+    let dot_segment = lowered.split('/').any(is_dot_segment);
     let encoded = ["%2f", "%5c", "%2e"].iter().any(|e| lowered.contains(e));
     if dot_segment || encoded || path.contains('\\') {
         return Err(ErrorReply::new(
             400,
             "path_not_canonical",
-            "paths with dot segments or encoded slashes, backslashes or dots are refused",
+            "paths with dot segments (also with ;parameters) or encoded slashes, backslashes or \
+             dots are refused",
         ));
     }
     Ok(())
+}
+
+/// `.` or `..`, once path parameters (from `;` or its encoding `%3b`, lowercase here) are cut
+/// off, as Tomcat and Jetty cut them before resolving dot segments.
+fn is_dot_segment(segment: &str) -> bool {
+    let end = [segment.find(';'), segment.find("%3b")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(segment.len());
+    matches!(&segment[..end], "." | "..")
 }
 
 fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), ErrorReply> {
@@ -70,12 +84,7 @@ fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), ErrorReply> {
             ),
         ));
     }
-    let declared = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
+    match declared_length(&req.headers)? {
         Some(length) if length > limits.max_request_body_bytes => Err(body_too_large(limits)),
         _ => Ok(()),
     }
@@ -153,6 +162,11 @@ mod tests {
             "/p/a%5cb",
             "/p\\x",
             "/..",
+            "/p/..;/x",
+            "/p/..;jsessionid=1/x",
+            "/p/.;/x",
+            "/p/..%3B/x",
+            "/p/..;",
         ] {
             let req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
             assert_eq!(
@@ -166,6 +180,8 @@ mod tests {
             "/p/models/gemini-1.5:generateContent",
             "/p/a..b/.well",
             "/p/%20",
+            "/p/a;b/x",
+            "/p/...;/x",
         ] {
             let req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
             assert_eq!(check_head(&req, &limits()), Ok(()), "{path}");
@@ -174,11 +190,14 @@ mod tests {
 
     #[test]
     fn declared_and_streamed_bodies_over_the_limit_get_413() {
-        let declared = request(&[("content-length", "11")]);
-        assert_eq!(
-            check_head(&declared, &limits()).map_err(|e| e.status),
-            Err(413)
-        );
+        for lengths in [&["11"][..], &["11, 11"], &["11", "11"]] {
+            let pairs: Vec<_> = lengths.iter().map(|v| ("content-length", *v)).collect();
+            assert_eq!(
+                check_head(&request(&pairs), &limits()).map_err(|e| e.status),
+                Err(413),
+                "{lengths:?}"
+            );
+        }
         let mut received = 0;
         assert!(count_body(&mut received, 6, &limits()).is_ok());
         assert_eq!(

@@ -1,11 +1,20 @@
 //! The header and URI rewrite applied to every forwarded request: strip whatever credential the
 //! client sent, inject the route's, point Host (and so SNI's twin) at the upstream, and rewrite
 //! the path and query. Pure functions over a [`RequestHeader`], tested without sockets.
+//!
+//! Credentials are stripped in every spelling some server stack reads as the credential, since
+//! the provider's stack is not ours to know: header names with `_` for `-` (CGI and WSGI fold
+//! both to `_`; `x_api_key` is `x-api-key` there), and query parameters whose name is a
+//! credential's in any case, percent-encoding (also double), with NULs or control characters,
+//! with an array suffix (`key[]`), or inside a `;`-separated list (`a=1;key=x`).
+
+use std::borrow::Cow;
 
 use http::header::{HeaderValue, HOST};
-use http::Uri;
+use http::{HeaderName, Uri};
 use pingora::http::RequestHeader;
 
+use super::framing;
 use crate::credentials::Credential;
 use crate::percent;
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_QUERY_PARAMS, DEFAULT_ANTHROPIC_VERSION};
@@ -33,9 +42,8 @@ pub fn rewrite_request(
         .map_err(|_| "the rewritten request target is not a valid URI".to_string())?;
     req.set_uri(uri);
 
-    for name in route.strip_headers.iter() {
-        req.remove_header(name);
-    }
+    strip_credential_headers(req, &route.strip_headers);
+    framing::single_content_length(req)?;
     let mut value = HeaderValue::from_str(&auth.header_value(credential.api_key.expose()))
         .map_err(|_| {
             format!(
@@ -58,6 +66,27 @@ pub fn rewrite_request(
     insert(req, HOST, host)
 }
 
+/// Removes every header in `strip`, and every header whose name reads as one of them with `_`
+/// taken for `-` (`x_api_key`, `X_Api-Key`).
+fn strip_credential_headers(req: &mut RequestHeader, strip: &[HeaderName]) {
+    for name in strip {
+        req.remove_header(name);
+    }
+    let folded: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let dashed = name.as_str().replace('_', "-");
+            strip.iter().any(|s| s.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in &folded {
+        req.remove_header(name);
+    }
+}
+
 fn insert(
     req: &mut RequestHeader,
     name: impl pingora::http::IntoCaseHeaderName,
@@ -67,9 +96,9 @@ fn insert(
         .map_err(|_| "cannot set an upstream request header".to_string())
 }
 
-/// The upstream query: client `key=` parameters removed; for Azure with a credential
-/// `api_version`, `api-version` set to it (the operator's pin wins over the client's).
-/// `None` when nothing is left.
+/// The upstream query: client `key=` parameters removed in every spelling (see the module
+/// docs); for Azure with a credential `api_version`, `api-version` set to it (the operator's pin
+/// wins over the client's, in any spelling). `None` when nothing is left.
 pub fn rewrite_query(
     query: Option<&str>,
     auth: &AuthStyle,
@@ -84,9 +113,12 @@ pub fn rewrite_query(
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
-            let name = percent::decode(pair.split('=').next().unwrap_or(""));
-            let credential_param = CLIENT_CREDENTIAL_QUERY_PARAMS.contains(&name.as_ref());
-            let replaced_version = pinned_version.is_some() && name == AZURE_API_VERSION_PARAM;
+            let names = parameter_names(pair);
+            let credential_param = names
+                .iter()
+                .any(|n| CLIENT_CREDENTIAL_QUERY_PARAMS.contains(&n.as_str()));
+            let replaced_version =
+                pinned_version.is_some() && names.iter().any(|n| n == AZURE_API_VERSION_PARAM);
             !credential_param && !replaced_version
         })
         .collect();
@@ -96,6 +128,49 @@ pub fn rewrite_query(
         kept.push(&version_pair);
     }
     (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// How many times a parameter name is percent-decoded, for servers that decode more than once.
+const DECODE_ROUNDS: usize = 3;
+
+/// Every name the `&`-separated `pair` may carry for some server: the names of its
+/// `;`-separated parts, as sent and once fully decoded (a server that decodes before splitting
+/// sees `a%26key=x` as `a` and `key`), each [normalized](normalized_name).
+fn parameter_names(pair: &str) -> Vec<String> {
+    let decoded = decode_fully(pair);
+    pair.split(';')
+        .chain(decoded.split(['&', ';']))
+        .map(|part| normalized_name(part.split('=').next().unwrap_or("")))
+        .collect()
+}
+
+/// A parameter name as the most lenient server reads it: [decoded](decode_fully), control
+/// characters (NUL included) dropped, surrounding spaces trimmed, ASCII lowercase, and without
+/// an array suffix (`key[]`, `key[0]`).
+fn normalized_name(raw: &str) -> String {
+    let mut name: String = decode_fully(raw)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_ascii_lowercase();
+    if let (Some(open), true) = (name.find('['), name.ends_with(']')) {
+        name.truncate(open);
+    }
+    name.trim_end().to_string()
+}
+
+/// `text` with `+` read as a space and percent-escapes decoded until none is left (at most
+/// [`DECODE_ROUNDS`] times: `%256B` is `%6B` to one server and `k` to one that decodes twice).
+fn decode_fully(text: &str) -> String {
+    let mut text = text.replace('+', " ");
+    for _ in 0..DECODE_ROUNDS {
+        match percent::decode(&text) {
+            Cow::Owned(next) if next != text => text = next,
+            _ => break,
+        }
+    }
+    text
 }
 
 #[cfg(test)]

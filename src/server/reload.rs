@@ -4,8 +4,9 @@
 //! If it is not, every error is logged and the running config stays in force.
 //!
 //! Settings that shape sockets and threads (`server`, `listeners`, `upstream`, `admin`, `log`,
-//! `credentials.postgres.refresh_interval`, the fan-out listener's address and TLS) take effect
-//! at the next restart or `-u` upgrade; a reload that changes them says so. Fan-out watcher
+//! `credentials.postgres.refresh_interval`, the fan-out listener's address and TLS, the HTTP/2
+//! header-list cap derived from `limits`) take effect at the next restart or `-u` upgrade; a
+//! reload that changes them says so. Fan-out watcher
 //! grants are applied by the reload (a revoked token is refused from then on).
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use crate::credentials::CredentialCache;
 use crate::fanout::server::{grants_by_token, SharedGrants};
 use crate::metrics::RELOADS;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
+use crate::proxy::framing::http2_header_list_cap;
 use crate::sources::{credential_sources, report_unserved_routes, SourceContext};
 use crate::upstream::resolver::resolve_all;
 
@@ -148,6 +150,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if schedule(old) != schedule(new) {
         changed.push("credentials.postgres.refresh_interval");
+    }
+    if http2_header_list_cap(&old.limits) != http2_header_list_cap(&new.limits) {
+        changed.push(
+            "the HTTP/2 header-list cap (from limits.max_request_header_bytes and \
+             max_request_headers, whose 431s apply now)",
+        );
     }
     if fanout_listener(old) != fanout_listener(new) {
         changed.push("fanout listener (address, tls; the watcher grants were applied)");

@@ -2,24 +2,13 @@
 //! requests naming another host, control and non-UTF-8 bytes, path tricks, oversized bodies.
 //! Each gets a 4xx (never a crash, never a key sent anywhere but the route's upstream).
 
-use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::net::TcpListener;
 
 use crate::support::certs::TestCa;
 use crate::support::gateway::{gateway_config, start_with_test_credentials};
+use crate::support::http::status_line;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sends `bytes` on a fresh connection; returns the status line (or `<closed>`).
-async fn status_line(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    text.lines().next().unwrap_or("<closed>").to_string()
-}
 
 fn post(path: &str, headers: &str, body: &str) -> Vec<u8> {
     format!("POST {path} HTTP/1.1\r\nHost: a\r\n{headers}Connection: close\r\n\r\n{body}")
@@ -231,4 +220,30 @@ async fn non_utf8_header_bytes_are_carried_not_fatal() {
     .await;
     assert!(line.contains(" 200 "), "{line}");
     assert_eq!(mock.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_with_path_parameters_are_refused_and_send_nothing() {
+    // Servlet containers (Tomcat, Jetty) drop `;parameters` from a segment before resolving dot
+    // segments, so `/v1/..;/x` is `/x` to them: the same escape from the route's base path as
+    // `/v1/../x`.
+    let (mock, sidecar, _dir) = setup().await;
+    for path in [
+        "/openai/..;/anthropic/x",
+        "/openai/..;jsessionid=1/x",
+        "/openai/.;/x",
+        "/openai/x/..%3B/y",
+        "/openai/..;",
+    ] {
+        let line = status_line(
+            sidecar.listen_addr(),
+            &post(path, "Content-Length: 0\r\n", ""),
+        )
+        .await;
+        assert!(line.contains(" 400 "), "{path}: expected 400, got {line:?}");
+        assert!(
+            mock.requests().is_empty(),
+            "{path}: something reached the provider"
+        );
+    }
 }

@@ -150,3 +150,81 @@ fn absolute_form_targets_are_replaced_by_origin_form() {
     );
     assert_eq!(header(&req, "host"), ["api.example.com:8443"]);
 }
+
+#[test]
+fn key_query_parameters_in_other_stacks_spellings_are_removed() {
+    let r = route("gemini", "");
+    let stripped = [
+        "KEY=a",
+        "Key=b",
+        "key%00=c",
+        "%00key=c2",
+        "key[]=d",
+        "key%5B%5D=e",
+        "key[0]=f",
+        ";key=g",
+        "alt=json;key=h",
+        "k%2565y=i",
+        "key+=j",
+        "a%26key%3Dk=1",
+        "x=1%26key=l",
+    ];
+    let kept = [
+        "alt=sse", "keys=1", "monkey=2", "key_id=3", "k=4", "q=%6Bey", "x=a;b",
+    ];
+    let query: Vec<&str> = stripped.iter().chain(kept.iter()).copied().collect();
+    let mut req = client_request(&format!("/p/models?{}", query.join("&")));
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(req.uri.query(), Some(kept.join("&").as_str()));
+}
+
+#[test]
+fn azure_version_pin_replaces_the_clients_in_any_spelling() {
+    let r = route("azure", "");
+    let mut req = client_request("/p/x?API-Version=2023-05-15&api%2Dversion=1&x=1");
+    rewrite_request(&mut req, &r, &bound(&r, credential(Some("2024-10-21")))).expect("rewrite");
+    assert_eq!(req.uri.query(), Some("x=1&api-version=2024-10-21"));
+}
+
+#[test]
+fn underscore_spellings_of_credential_headers_are_removed() {
+    // The route's own auth header is in the list too: `x_custom` goes as well.
+    let r = route("header", ", auth_header: X-Custom, auth_prefix: \"Token \"");
+    let mut req = client_request("/p/chat");
+    for name in CLIENT_CREDENTIAL_HEADERS {
+        req.append_header(name.replace('-', "_"), "client-underscore")
+            .expect("header");
+    }
+    for (name, value) in [
+        ("X_Api-Key", "client-mixed"),
+        ("x-goog_api-key", "client-mixed"),
+        ("X_CUSTOM", "client-custom"),
+        ("x_request_id", "kept"),
+        ("x__api_key", "kept-double"),
+    ] {
+        req.append_header(name, value).expect("header");
+    }
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    let left: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().expect("ascii").to_string()))
+        .collect();
+    assert!(
+        !left.iter().any(|(_, v)| v.starts_with("client")),
+        "{left:?}"
+    );
+    assert_eq!(header(&req, "x_request_id"), ["kept"]);
+    assert_eq!(header(&req, "x__api_key"), ["kept-double"]);
+    assert_eq!(header(&req, "x-custom"), [format!("Token {KEY}")]);
+}
+
+#[test]
+fn the_upstream_request_has_one_content_length() {
+    let r = route("openai", "");
+    let mut req = client_request("/p/chat");
+    req.append_header("Content-Length", "2, 2").expect("header");
+    req.append_header("Content-Length", "2").expect("header");
+    rewrite_request(&mut req, &r, &bound(&r, credential(None))).expect("rewrite");
+    assert_eq!(header(&req, "content-length"), ["2"]);
+}

@@ -1,5 +1,11 @@
 //! The plain requests many tests make: one call, the status and the body back. Tests that need
-//! headers, streams, raw bytes or their own TLS client build their requests themselves.
+//! headers, streams or their own TLS client build their requests themselves; [`status_line`]
+//! sends raw bytes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::sidecar_process::SidecarProcess;
 
@@ -23,4 +29,15 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
     let resp = request.send().await.expect("request");
     let status = resp.status().as_u16();
     (status, resp.text().await.expect("response body"))
+}
+
+/// Sends `bytes` as they are on a fresh connection and reads until the sidecar closes it (at
+/// most 5 s); returns the status line (or `<closed>`).
+pub async fn status_line(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.lines().next().unwrap_or("<closed>").to_string()
 }
