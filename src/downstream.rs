@@ -9,7 +9,7 @@
 //! - **Per request** ([`GuardedApp`], wrapping the proxy service): a connection that has not
 //!   delivered a whole request head within `limits.request_head_timeout` of being handed over
 //!   (after the TLS handshake, which Pingora bounds at 60 s) is closed and counted; on a kept-alive
-//!   connection the clock starts after the previous response and allows
+//!   connection the clock starts again when a request ends and allows
 //!   `limits.client_keepalive_timeout` of idleness on top. HTTP/2 connections are exempt from
 //!   the head deadline (their streams are multiplexed; Pingora bounds them) but counted.
 //!
@@ -34,7 +34,7 @@ use crate::access::allowed;
 use crate::config::Limits;
 use crate::proxy::dispatch::SharedDispatch;
 
-pub use app::{mark_head_read, GuardedApp};
+pub use app::{mark_head_read, mark_request_done, GuardedApp};
 
 /// Pingora gives a TLS handshake at most 60 s; a pending entry older than this never will be
 /// handed over.
@@ -137,16 +137,11 @@ impl ClientConnections {
         true
     }
 
-    /// The application starts on a request of `peer`'s connection; returns whether the
-    /// connection was already open (kept alive after an earlier request).
-    fn start_request(&self, peer: SocketAddr) -> bool {
+    /// The application starts serving `peer`'s connection (its TLS handshake is done).
+    fn start_request(&self, peer: SocketAddr) {
         let mut tracked = self.lock();
-        if tracked.open.contains(&peer) {
-            return true;
-        }
         tracked.pending.remove(&peer);
         tracked.open.insert(peer);
-        false
     }
 
     /// `peer`'s connection is closed.

@@ -356,6 +356,7 @@ impl ProxyHttp for SidecarProxy {
         if let Some(peer) = ctx.claim.take() {
             self.gate.drop_claim(peer);
         }
+        crate::downstream::mark_request_done(&ctx.limits);
         access_log::finish(session, e, ctx);
     }
 

@@ -171,3 +171,40 @@ async fn ten_thousand_half_open_connections_neither_starve_clients_nor_exhaust_m
         "memory did not come back: idle {idle_rss}, peak {peak_rss}, after {after_rss} KiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_is_held_to_the_head_deadline_too() {
+    let (_mock, sidecar, _dir) = start_openai_only(|config| {
+        config["limits"] =
+            json!({ "request_head_timeout": "2s", "client_keepalive_timeout": "1s" });
+    })
+    .await;
+    let mut stream = TcpStream::connect(sidecar.listen_addr())
+        .await
+        .expect("connect");
+    let request = "POST /openai/chat/completions HTTP/1.1\r\nHost: sidecar\r\n\
+                   Content-Length: 2\r\n\r\n{}";
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = [0u8; 4096];
+    let n = stream.read(&mut answer).await.expect("read");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // Kept alive: the start of a second head, then nothing.
+    stream
+        .write_all(b"POST /openai/chat/completions HTTP/1.1\r\nHost: side")
+        .await
+        .expect("write");
+    assert!(
+        closed_by_peer(stream, Duration::from_secs(15)).await,
+        "a partial second head kept the connection open"
+    );
+    let page = admin_get(&sidecar, "/metrics").await.1;
+    assert_eq!(
+        metric(&page, "sidecar_client_head_timeouts_total"),
+        Some(1.0),
+        "{page}"
+    );
+}
