@@ -36,14 +36,15 @@ rm -rf "$workdir" && mkdir -p "$workdir"
 
 if [[ "${SMOKE:-}" == 1 ]]; then
     # The debug build `cargo test` already made (same features, no second BoringSSL build).
-    cargo build --quiet --bin sidecar --example bench_provider
+    cargo build --quiet --bin sidecar --example bench_provider --example bare_pingora
     bin=target/debug
     set -- --concurrency 1,4 --seconds 1 --warmup-seconds 1 --rounds 1 --rate 50 \
         --streams 20 --overflow-streams 30 --stream-ms 300 --stream-events 3 "$@"
 else
-    cargo build --quiet --release --bin sidecar --example bench_provider
+    cargo build --quiet --release --bin sidecar --example bench_provider --example bare_pingora
     bin=target/release
 fi
 
 exec python3 benches/load/driver.py --workdir "$workdir" \
-    --sidecar-bin "$bin/sidecar" --provider-bin "$bin/examples/bench_provider" "$@"
+    --sidecar-bin "$bin/sidecar" --provider-bin "$bin/examples/bench_provider" \
+    --bare-bin "$bin/examples/bare_pingora" "$@"

@@ -1,5 +1,6 @@
-"""Load benchmark driver: the same workload three ways in one run (client → provider directly,
-client → sidecar → provider, client → nginx → provider), alternating the order every round,
+"""Load benchmark driver: the same workload four ways in one run (client → provider directly,
+client → sidecar → provider, client → nginx → provider, client → bare Pingora → provider),
+alternating the order every round,
 then the streaming runs through the sidecar. Prints a markdown report and writes it to
 `<workdir>/results.md`. Started by `benches/load.sh`, which documents every knob.
 """
@@ -13,12 +14,13 @@ import time
 
 import measure
 import report
-from services import PROVIDER_KEY, ROUTE_PREFIX, Nginx, Provider, Sidecar
+from services import PROVIDER_KEY, ROUTE_PREFIX, BarePingora, Nginx, Provider, Sidecar
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sidecar-bin", required=True)
+    p.add_argument("--bare-bin", required=True, help="examples/bare_pingora (the baseline)")
     p.add_argument("--provider-bin", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--threads", type=int, default=2, help="sidecar threads = nginx workers")
@@ -39,7 +41,7 @@ def parse_args():
 
 
 class Way:
-    """One of the three paths a request can take, with what to measure on it."""
+    """One of the four paths a request can take, with what to measure on it."""
 
     def __init__(self, name, url, headers, server=None, cacert=None):
         self.name, self.url, self.headers = name, url, headers
@@ -67,6 +69,8 @@ def measured(way, provider, run):
         handshakes=after["handshakes"] - before["handshakes"],
         provider_requests=served,
         cpu_s=meter.cpu_s if way.server else None,
+        cpu_us_per_req=meter.cpu_s * 1e6 / served if way.server and served else None,
+        switches_per_req=meter.switches / served if way.server and served else None,
         peak_rss_mb=meter.peak_rss_mb if way.server else None,
     )
     return result
@@ -157,6 +161,8 @@ def main():
         nginx = Nginx(args.workdir, provider, args.threads, keepalive=256,
                       access_log=args.access_log == "on")
         services.append(nginx)
+        bare = BarePingora(args.bare_bin, args.workdir, provider, args.threads)
+        services.append(bare)
         path = "/v1/chat/completions"
         ways = [
             Way("direct", f"https://127.0.0.1:{provider.ports['direct']}{path}",
@@ -165,6 +171,8 @@ def main():
                 ["Authorization: Bearer unused"], sidecar),
             Way("nginx", f"http://127.0.0.1:{nginx.port}{ROUTE_PREFIX}{path}",
                 ["Authorization: Bearer unused"], nginx),
+            Way("bare", f"http://127.0.0.1:{bare.port}{ROUTE_PREFIX}{path}",
+                ["Authorization: Bearer unused"], bare),
         ]
         print("closed loop (wrk)", flush=True)
         closed = closed_loop(args, ways, provider)

@@ -3,8 +3,9 @@
 - `wrk_closed_loop`: wrk (Debian) at a fixed concurrency; results via `wrk_report.lua`.
 - `oha_run`: oha (crates.io) at a fixed request rate (latency-corrected) or a fixed number
   of concurrent requests (the streams runs).
-- `ProcessMeter`: CPU seconds (utime + stime) and peak RSS (VmHWM, reset through
-  `/proc/PID/clear_refs`) of a set of processes over one run.
+- `ProcessMeter`: CPU seconds (utime + stime), context switches (voluntary + involuntary, over
+  every thread) and peak RSS (VmHWM, reset through `/proc/PID/clear_refs`) of a set of
+  processes over one run.
 """
 
 import json
@@ -93,13 +94,29 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def _context_switches(pid):
+    """Voluntary + involuntary context switches of every thread of `pid` so far."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return total
+
+
 class ProcessMeter:
-    """CPU seconds and peak RSS of `pids` between `__enter__` and `__exit__`. The peak of a
-    multi-process server (nginx) is the sum of each process's peak."""
+    """CPU seconds, context switches and peak RSS of `pids` between `__enter__` and
+    `__exit__`. The peak of a multi-process server (nginx) is the sum of each process's peak.
+    Context switches of threads that end during the run are not counted."""
 
     def __init__(self, pids):
         self.pids = pids
         self.cpu_s = 0.0
+        self.switches = 0
         self.peak_rss_mb = 0.0
 
     def __enter__(self):
@@ -107,10 +124,12 @@ class ProcessMeter:
             with open(f"/proc/{pid}/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM to the current RSS
         self._start = sum(_cpu_ticks(pid) for pid in self.pids)
+        self._switches = sum(_context_switches(pid) for pid in self.pids)
         return self
 
     def __exit__(self, *exc):
         end = sum(_cpu_ticks(pid) for pid in self.pids)
         self.cpu_s = (end - self._start) / CLOCK_TICKS
+        self.switches = sum(_context_switches(pid) for pid in self.pids) - self._switches
         self.peak_rss_mb = sum(rss_kib(pid, "VmHWM") for pid in self.pids) / 1024
         return False

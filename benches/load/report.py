@@ -3,7 +3,7 @@
 
 import datetime
 
-WAYS = ("direct", "sidecar", "nginx")
+WAYS = ("direct", "sidecar", "nginx", "bare")
 
 
 def _num(value, fmt):
@@ -18,8 +18,8 @@ def closed_loop_table(closed):
     lines = [
         "| concurrency | path | req/s | vs direct | p50 ms | p90 ms | p99 ms | p99.9 ms "
         "| added p50 ms | new upstream TLS handshakes / 1,000 req | proxy peak RSS MB "
-        "| proxy CPU s | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| proxy CPU s | proxy CPU µs / req | proxy context switches / req | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for concurrency in sorted({c for c, _ in closed}):
         direct = closed[(concurrency, "direct")]
@@ -31,7 +31,9 @@ def closed_loop_table(closed):
                 f"| {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} | {r['p999']:.3f} "
                 f"| {_num(added, '+.3f')} "
                 f"| {_per_thousand(r['handshakes'], r['provider_requests']):.2f} "
-                f"| {_num(r['peak_rss_mb'], '.1f')} | {_num(r['cpu_s'], '.2f')} | {r['errors']} |"
+                f"| {_num(r['peak_rss_mb'], '.1f')} | {_num(r['cpu_s'], '.2f')} "
+                f"| {_num(r['cpu_us_per_req'], '.0f')} | {_num(r['switches_per_req'], '.2f')} "
+                f"| {r['errors']} |"
             )
     return "\n".join(lines)
 
@@ -81,6 +83,11 @@ def targets_table(closed, rate, runs, idle_rss_mb, cap):
     for c in concurrencies:
         s, n = closed[(c, "sidecar")]["rps"], closed[(c, "nginx")]["rps"]
         lines.append(row(f"throughput ≥ nginx at c={c}", f"{s / n:.2f} × nginx", s >= n))
+    for c in concurrencies:
+        s, b = closed[(c, "sidecar")]["cpu_us_per_req"], closed[(c, "bare")]["cpu_us_per_req"]
+        if s and b:
+            lines.append(row(f"CPU per request ≤ 1.05 × bare Pingora at c={c}",
+                             f"{s:.0f} vs {b:.0f} µs ({s / b:.2f} ×)", s <= 1.05 * b))
     low = concurrencies[0]
     direct = closed[(low, "direct")]["p50"]
     added_s = closed[(low, "sidecar")]["p50"] - direct

@@ -1,4 +1,4 @@
-"""The three processes under test: the benchmark provider, the sidecar and nginx.
+"""The processes under test: the benchmark provider, the sidecar, nginx and a bare Pingora proxy.
 
 Each is started with a config written into the run's work directory, waited for until it
 answers, and stopped (SIGTERM, then SIGKILL) when the run ends. Ports are fixed per run and
@@ -83,7 +83,7 @@ class Provider(Service):
     """The TLS benchmark provider (`examples/bench_provider.rs`), with one port per client
     (`CLIENTS`) so that connections and handshakes are counted per path."""
 
-    CLIENTS = ("direct", "sidecar", "nginx")
+    CLIENTS = ("direct", "sidecar", "nginx", "bare")
 
     def __init__(self, binary, workdir, response_bytes, latency_ms, stream_events, stream_ms):
         self.ports = {client: free_port() for client in self.CLIENTS}
@@ -246,3 +246,23 @@ class Nginx(Service):
         argv = ["nginx", "-c", config, "-p", workdir, "-e", os.path.join(workdir, "nginx-error.log")]
         super().__init__("nginx", argv, os.path.join(workdir, "nginx.log"))
         wait_until("nginx", lambda: self.check_alive() or port_open(self.port))
+
+
+class BarePingora(Service):
+    """The baseline (`examples/bare_pingora.rs`): one Pingora `ProxyHttp`, same TLS verification
+    and keepalive pool, setting `Authorization`; no routing, logging, metrics or cap."""
+
+    def __init__(self, binary, workdir, provider, threads):
+        self.port = free_port()
+        argv = [
+            binary,
+            "--listen", f"127.0.0.1:{self.port}",
+            "--upstream", f"127.0.0.1:{provider.ports['bare']}",
+            "--sni", "localhost",
+            "--ca", provider.ca_file,
+            "--key", PROVIDER_KEY,
+            "--strip-prefix", ROUTE_PREFIX,
+            "--threads", str(threads),
+        ]
+        super().__init__("bare_pingora", argv, os.path.join(workdir, "bare_pingora.log"))
+        wait_until("bare_pingora", lambda: self.check_alive() or port_open(self.port))

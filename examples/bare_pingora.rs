@@ -1,0 +1,109 @@
+//! The load benchmark's baseline: a bare Pingora proxy doing the least the sidecar does. One
+//! `ProxyHttp` sends every request to one upstream over verified TLS with Pingora's keepalive
+//! pool, removes the route prefix and sets `Authorization`. No routing, access checks, logging,
+//! metrics, connection cap or credential store: what is left is Pingora's own cost, so
+//! "sidecar minus bare" is the sidecar's.
+//!
+//! ```text
+//! cargo run --release --example bare_pingora -- --listen 127.0.0.1:18446 \
+//!     --upstream 127.0.0.1:18447 --sni localhost --ca /tmp/bench-ca.pem --key sk-bench \
+//!     [--strip-prefix /openai] [--threads 2]
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use boring::x509::X509;
+use pingora::http::RequestHeader;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::upstreams::peer::HttpPeer;
+
+/// The proxy: where to send requests and the key to present.
+struct Bare {
+    upstream: SocketAddr,
+    sni: String,
+    ca: Arc<Box<[X509]>>,
+    authorization: String,
+    strip_prefix: String,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.upstream, true, self.sni.clone());
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+        peer.options.ca = Some(self.ca.clone());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        request: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> pingora::Result<()> {
+        let path = request.uri.path();
+        if let Some(rest) = path.strip_prefix(self.strip_prefix.as_str()) {
+            let rest = rest.to_string();
+            request.set_uri(rest.parse().expect("a path"));
+        }
+        request.insert_header("authorization", self.authorization.as_str())?;
+        Ok(())
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut listen, mut upstream, mut sni, mut ca, mut key) = (None, None, None, None, None);
+    let (mut strip_prefix, mut threads) = (String::new(), 2usize);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => listen = Some(value),
+            "--upstream" => {
+                upstream = Some(value.parse::<SocketAddr>().expect("--upstream IP:PORT"))
+            }
+            "--sni" => sni = Some(value),
+            "--ca" => ca = Some(value),
+            "--key" => key = Some(value),
+            "--strip-prefix" => strip_prefix = value,
+            "--threads" => threads = value.parse().expect("--threads N"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let pem = std::fs::read(ca.expect("--ca FILE")).expect("read the CA file");
+    let ca = X509::stack_from_pem(&pem).expect("a PEM bundle");
+    let bare = Bare {
+        upstream: upstream.expect("--upstream IP:PORT"),
+        sni: sni.unwrap_or_else(|| "localhost".to_string()),
+        ca: Arc::new(ca.into_boxed_slice()),
+        authorization: format!("Bearer {}", key.expect("--key KEY")),
+        strip_prefix,
+    };
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
+    proxy.add_tcp(&listen.expect("--listen IP:PORT"));
+    server.add_service(proxy);
+    server.run_forever();
+}
