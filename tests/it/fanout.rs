@@ -308,3 +308,27 @@ async fn the_endpoint_authenticates_grants_least_privilege_and_answers_only_chan
         .expect("request");
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_stays_503_while_the_fanout_listener_is_not_bound() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    seed(&db).await;
+    // Something else holds the fan-out port: the service cannot bind it.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let config = server_config(&e, &db, &TestDb::url(None), port, false);
+    let sidecar =
+        SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await;
+    let (status, body) = crate::support::http::admin_get(&sidecar, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let report: Value = serde_json::from_str(&body).expect("JSON");
+    let unbound = report["unbound_listeners"].to_string();
+    assert!(unbound.contains(&format!("127.0.0.1:{port}")), "{body}");
+    assert_eq!(
+        report["missing"],
+        json!([]),
+        "only the listener is missing: {body}"
+    );
+    drop(holder);
+}
