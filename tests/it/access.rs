@@ -9,18 +9,11 @@ use crate::support::gateway::start_with_test_credentials;
 use crate::support::http::admin_get;
 use crate::support::metric;
 use crate::support::mock_provider::MockProvider;
+use crate::support::sha256_hex;
 use crate::support::sidecar_process::SidecarProcess;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "client-token-7f3a9c";
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A sidecar with the `access` section given and routes `/open` and `/narrow` (the latter with
 /// the fields of `narrow_extra`).

@@ -9,20 +9,12 @@ use crate::support::config::{self, yaml};
 use crate::support::db_gateway::*;
 use crate::support::pg::TestDb;
 use crate::support::sidecar_process::SidecarProcess;
-use crate::support::{free_port, wait_until_async};
+use crate::support::{free_port, sha256_hex, wait_until_async};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use sidecar::credentials::cipher::Format;
 
 const TOKEN_A: &str = "watch-token-team-a-0123456789";
 const TOKEN_B: &str = "watch-token-team-b-9876543210";
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// The route both sides serve: `/mine`, with the credential `mine`.
 fn mine_route(e: &Env) -> Value {

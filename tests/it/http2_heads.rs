@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use crate::support::certs::TestCa;
 use crate::support::free_port;
 use crate::support::gateway::start_openai_only;
+use crate::support::http::hyper_text;
 use crate::support::wait_until_async;
 
 /// The limit under test: above Pingora's own HTTP/2 default (64 KiB), so that default cannot
@@ -41,14 +42,7 @@ async fn get_with_header(port: u16, ca: &TestCa, size: usize) -> Result<(u16, St
         .expect("request");
     let exchange = async {
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        hyper_text(resp).await
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await

@@ -15,9 +15,8 @@ use crate::support::gateway::{credentials_yaml, gateway_config, CLIENT_SECRETS, 
 use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
-use crate::support::{free_port, wait_until, wait_until_async};
+use crate::support::{free_port, sha256_hex, wait_until, wait_until_async};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// The client token the sidecar accepts (the config holds only its hash).
 const TOKEN: &str = "tok-CLIENT-TOKEN-7777";
@@ -37,15 +36,27 @@ fn secrets() -> Vec<&'static str> {
     all
 }
 
+/// Stops the sidecar and checks its whole output: its own trace lines were on, and no secret
+/// appears. Returns the output.
+fn stopped_output_without_secrets(sidecar: &mut SidecarProcess) -> String {
+    assert!(sidecar.stop().success());
+    let output = sidecar.output();
+    assert!(
+        output.contains("request head read"),
+        "the sidecar's own trace lines are on"
+    );
+    for secret in secrets() {
+        assert!(!output.contains(secret), "{secret} in the process output");
+    }
+    output
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;
-    let hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = sha256_hex(TOKEN);
     let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(ca_dir.path()));
     config["server"]["grace_period"] = json!("1s");
     config["server"]["graceful_shutdown_timeout"] = json!("2s");
@@ -128,15 +139,8 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
     for page in ["/metrics", "/readyz", "/healthz"] {
         bodies.push(admin_get(&sidecar, page).await.1);
     }
-    assert!(sidecar.stop().success());
-
-    let output = sidecar.output();
-    assert!(
-        output.contains("request head read"),
-        "the sidecar's own trace lines are on"
-    );
+    let output = stopped_output_without_secrets(&mut sidecar);
     for secret in secrets() {
-        assert!(!output.contains(secret), "{secret} in the process output");
         for body in &bodies {
             assert!(
                 !body.contains(secret),
@@ -184,10 +188,7 @@ async fn malformed_heads_over_http1_and_http2_leave_no_client_secret_in_the_log(
     let (cert, key) = ca.issue(&["localhost"]);
     std::fs::write(dir.path().join("tls.crt"), cert).expect("write");
     std::fs::write(dir.path().join("tls.key"), key).expect("write");
-    let hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = sha256_hex(TOKEN);
     let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(dir.path()));
     let tls_port = free_port();
     config["listeners"]
@@ -275,14 +276,5 @@ async fn malformed_heads_over_http1_and_http2_leave_no_client_secret_in_the_log(
         "nothing was forwarded: {outcomes:?}"
     );
     drop(h2);
-    assert!(sidecar.stop().success());
-
-    let output = sidecar.output();
-    assert!(
-        output.contains("request head read"),
-        "the sidecar's own trace lines are on"
-    );
-    for secret in secrets() {
-        assert!(!output.contains(secret), "{secret} in the process output");
-    }
+    stopped_output_without_secrets(&mut sidecar);
 }

@@ -5,8 +5,8 @@
 use crate::support::gateway::{start_openai_only, CLIENT_SECRETS};
 use crate::support::http::status_line;
 use crate::support::mock_provider::RecordedRequest;
+use crate::support::sha256_hex;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// The client token the underscore test presents (its SHA-256 is configured).
 const TOKEN: &str = "client-token-normalization";
@@ -66,10 +66,7 @@ async fn credential_query_parameters_in_every_spelling_are_stripped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn underscore_spellings_of_credential_headers_are_stripped() {
-    let digest: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = sha256_hex(TOKEN);
     let (mock, sidecar, _dir) = start_openai_only(|config| {
         config["access"] =
             json!({ "client_tokens": { "header": "x-client-token", "sha256": [digest] } });

@@ -10,14 +10,14 @@ use std::time::Duration;
 use crate::support::certs::{alpn_wire, TestCa};
 use crate::support::config::{extend, gateway, local_credentials, route};
 use crate::support::gateway::start_with_test_credentials;
-use crate::support::http::admin_get;
+use crate::support::http::{admin_get, hyper_text};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::{free_port, wait_until_async};
 use boring::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
 use boring::x509::X509;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_boring::SslStream;
@@ -146,14 +146,7 @@ impl Conn {
             .body(Full::new(Bytes::from_static(b"{}")))
             .expect("request");
         let resp = self.0.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        hyper_text(resp).await
     }
 }
 

@@ -31,6 +31,22 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
     (status, resp.text().await.expect("response body"))
 }
 
+/// The status and body text of a response from a hyper client connection (tests that drive
+/// their own TLS or HTTP/2 client), or the error reading the body.
+pub async fn hyper_text(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// Sends `bytes` as they are on a fresh connection and reads until the sidecar closes it (at
 /// most 5 s); returns the status line (or `<closed>`).
 pub async fn status_line(addr: SocketAddr, bytes: &[u8]) -> String {

@@ -15,6 +15,15 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+/// SHA-256 of `text` as lowercase hex: what a config's `sha256` token digests hold.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Interval between polls in [`wait_until`] and [`wait_until_async`].
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
