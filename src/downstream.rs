@@ -117,8 +117,7 @@ impl ClientConnections {
     /// Decides on a new connection from `peer`, and counts it when accepted.
     pub fn admit(&self, peer: SocketAddr) -> bool {
         let dispatch = self.dispatch.load();
-        let cidrs = &dispatch.access.allowed_cidrs;
-        if !cidrs.is_empty() && !allowed(cidrs, peer.ip()) {
+        if !allowed(&dispatch.access.allowed_cidrs, peer.ip()) {
             self.counters
                 .refused_address
                 .fetch_add(1, Ordering::Relaxed);

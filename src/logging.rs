@@ -96,12 +96,10 @@ impl Log for SecretSafeLogger {
         if !foreign(record.metadata()) {
             return self.write(record);
         }
-        match redacted(&record.args().to_string()) {
-            None => self.write(record),
-            Some(message) => {
-                self.write(&record.to_builder().args(format_args!("{message}")).build())
-            }
-        }
+        // Formatted once: checked for raw bytes, then written as it is or cut.
+        let message = record.args().to_string();
+        let message = redacted(&message).unwrap_or(message);
+        self.write(&record.to_builder().args(format_args!("{message}")).build());
     }
 
     fn flush(&self) {
