@@ -87,6 +87,13 @@ async fn sigterm_closes_the_listener_lets_a_stream_finish_and_exits_zero() {
     );
     assert_eq!(sidecar.try_exit_status().map(|s| s.code()), Some(Some(0)));
     assert!(sidecar.wait_for_output("SIGTERM received").await);
+    // The last line logged before exit (Pingora's, once its runtimes stopped) is not lost in
+    // the logger's buffer.
+    assert!(
+        sidecar.wait_for_output("All runtimes exited").await,
+        "{}",
+        sidecar.output()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
