@@ -206,7 +206,9 @@ async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
     );
     assert_eq!(e.mock.requests().len(), before, "nothing sent upstream");
     assert!(
-        sidecar.output().contains("left out credential tampered"),
+        sidecar
+            .wait_for_output("left out credential tampered")
+            .await,
         "{}",
         sidecar.output()
     );

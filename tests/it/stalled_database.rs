@@ -88,7 +88,8 @@ async fn a_reload_applies_while_a_refresh_waits_on_a_locked_table() {
         "the reload waited for the database:\n{}",
         sidecar.output()
     );
-    assert!(sidecar.output().contains("config reload: applied"));
+    // Log lines reach stderr through the logger's writer thread: wait (bounded) for it.
+    assert!(sidecar.wait_for_output("config reload: applied").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
