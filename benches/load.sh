@@ -2,7 +2,8 @@
 # Load benchmark: sidecar vs direct vs nginx in one run, then 1,000 (and 1,500) concurrent
 # streams through the sidecar. Installs what it needs (wrk and nginx from Debian, oha from
 # crates.io), builds the release binaries, and prints a markdown report (also written to
-# target/bench-load/results.md). See benches/README.md.
+# target/bench-load/results.md, beside results.json and a picture, results.svg). See
+# benches/README.md.
 #
 #   bash benches/load.sh              # the full run (about 7 minutes after the build)
 #   SMOKE=1 bash benches/load.sh      # seconds, tiny sizes, debug build: proves it still runs

@@ -2,10 +2,14 @@
 client → sidecar → provider, client → nginx → provider, client → bare Pingora → provider),
 alternating the order every round,
 then the streaming runs through the sidecar. Prints a markdown report and writes it to
-`<workdir>/results.md`. Started by `benches/load.sh`, which documents every knob.
+`<workdir>/results.md`, every number (each round's too) to `<workdir>/results.json` and a picture
+of latency and proxy CPU to `<workdir>/results.svg` (`plot.py`). Started by `benches/load.sh`,
+which documents every knob.
 """
 
 import argparse
+import datetime
+import json
 import os
 import platform
 import subprocess
@@ -13,6 +17,7 @@ import sys
 import time
 
 import measure
+import plot
 import report
 from services import PROVIDER_KEY, ROUTE_PREFIX, BarePingora, Nginx, Provider, Sidecar
 
@@ -77,9 +82,10 @@ def measured(way, provider, run):
 
 
 def median_by(results, measure_key):
-    """The round whose `measure_key` is the median: one real round, not averaged numbers."""
+    """The round whose `measure_key` is the median (one real round, not averaged numbers), with
+    every round under `rounds`."""
     ordered = sorted(results, key=lambda r: r[measure_key])
-    return ordered[len(ordered) // 2]
+    return dict(ordered[len(ordered) // 2], rounds=results)
 
 
 def closed_loop(args, ways, provider):
@@ -145,6 +151,16 @@ def machine():
             f"{nginx.replace('nginx version: ', '')}, {wrk.split(' [')[0]}, {oha}")
 
 
+def raw_results(args, machine, date, closed, rate, stream_runs, idle_rss_mb, settled_rss_mb):
+    """What the report is made of, as JSON (closed-loop keys become fields of each row)."""
+    return {
+        "date": date, "machine": machine, "args": vars(args),
+        "closed_loop": [dict(r, concurrency=c, path=way) for (c, way), r in sorted(closed.items())],
+        "fixed_rate": rate, "streams": stream_runs,
+        "sidecar_rss_mb": {"idle": idle_rss_mb, "settled": settled_rss_mb},
+    }
+
+
 def main():
     args = parse_args()
     os.makedirs(args.workdir, exist_ok=True)
@@ -185,9 +201,15 @@ def main():
     finally:
         for service in reversed(services):
             service.stop()
-    text = report.render(args, machine(), closed, rate, stream_runs, idle_rss_mb, settled_rss_mb)
+    numbers = (machine(), datetime.date.today().isoformat(), closed, rate, stream_runs,
+               idle_rss_mb, settled_rss_mb)
+    text = report.render(args, *numbers)
     with open(os.path.join(args.workdir, "results.md"), "w") as f:
         f.write(text)
+    json_path = os.path.join(args.workdir, "results.json")
+    with open(json_path, "w") as f:
+        json.dump(raw_results(args, *numbers), f, indent=1)
+    plot.write_svg(json_path)
     print(text)
     failed = [r for r in stream_runs + list(rate.values()) if r["failures"]]
     failed += [r for r in closed.values() if r["errors"]]

@@ -1,8 +1,6 @@
 """Markdown tables of one load-benchmark run, and the issue's targets checked against them
 (reported, never asserted: CI runs the smoke size, whose numbers mean nothing)."""
 
-import datetime
-
 WAYS = ("direct", "sidecar", "nginx", "bare")
 
 
@@ -116,9 +114,9 @@ def targets_table(closed, rate, runs, idle_rss_mb, cap):
     return "\n".join(lines)
 
 
-def render(args, machine, closed, rate, runs, idle_rss_mb, settled_rss_mb):
+def render(args, machine, date, closed, rate, runs, idle_rss_mb, settled_rss_mb):
     cap = args.streams
-    return f"""## Load benchmark — {datetime.date.today().isoformat()}
+    return f"""## Load benchmark — {date}
 
 Machine: {machine}. Everything on this one machine (load generator, proxy, provider share the
 cores). Sidecar `server.threads: {args.threads}`, nginx `worker_processes {args.threads}`; access
@@ -129,6 +127,8 @@ round by req/s is shown. Fixed rate: oha `-q {args.rate} --latency-correction`, 
 round by p99. "direct" is the client speaking TLS to the provider itself (the limit); sidecar and
 nginx take plain HTTP and keep verified TLS keepalive connections to the provider. Handshakes are
 counted by the provider. nginx RSS is the sum over its master and workers.
+
+![latency percentiles and proxy CPU per request, per path and concurrency](results.svg)
 
 ### Closed loop
 
