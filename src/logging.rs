@@ -74,7 +74,7 @@ impl SecretSafeLogger {
             let mut line = line.borrow_mut();
             line.clear();
             let written = match self.format {
-                LogFormat::Text => write_text(&mut *line, &ts, record),
+                LogFormat::Text => write_text(&mut line, &ts, record),
                 LogFormat::Json => writeln!(line, "{}", json_line(&ts.to_string(), record)),
             };
             if written.is_ok() {

@@ -156,10 +156,7 @@ impl Targets {
             }
         }
         let target = Arc::new(Target {
-            url: UpstreamUrl {
-                base_path: String::new(),
-                ..url.clone()
-            },
+            url: url.endpoint(),
             options,
             client_cert,
             min_tls_13,

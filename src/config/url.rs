@@ -13,6 +13,8 @@ pub struct UpstreamUrl {
     pub port: u16,
     /// Path prepended to every forwarded path, without a trailing slash (`""` for none).
     pub base_path: String,
+    /// The `Host` header value, made once here rather than on every request.
+    host_header: String,
 }
 
 impl UpstreamUrl {
@@ -40,26 +42,40 @@ impl UpstreamUrl {
         let (host, port) = split_host_port(authority)
             .ok_or_else(|| format!("{text:?} has no valid host[:port]"))?;
         let port = port.unwrap_or(if tls { 443 } else { 80 });
+        let host = host.to_ascii_lowercase();
         Ok(UpstreamUrl {
+            host_header: host_header(&host, port, tls),
             tls,
-            host: host.to_ascii_lowercase(),
+            host,
             port,
             base_path: path.trim_end_matches('/').to_string(),
         })
     }
 
-    /// The `Host` header value: the host, plus the port when it is not the scheme's default.
-    pub fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == if self.tls { 443 } else { 80 } {
-            host
-        } else {
-            format!("{host}:{}", self.port)
+    /// The same scheme, host and port with no base path (an endpoint, shared by routes).
+    pub fn endpoint(&self) -> UpstreamUrl {
+        UpstreamUrl {
+            base_path: String::new(),
+            ..self.clone()
         }
+    }
+
+    /// The `Host` header value: the host, plus the port when it is not the scheme's default.
+    pub fn host_header(&self) -> &str {
+        &self.host_header
+    }
+}
+
+fn host_header(host: &str, port: u16, tls: bool) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == if tls { 443 } else { 80 } {
+        host
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -110,10 +126,7 @@ mod tests {
         assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 8080, "/v1"));
         assert_eq!(u.host_header(), "127.0.0.1:8080");
         let u = UpstreamUrl::parse("https://[::1]:9443").expect("valid");
-        assert_eq!(
-            (u.host.as_str(), u.host_header()),
-            ("::1", "[::1]:9443".to_string())
-        );
+        assert_eq!((u.host.as_str(), u.host_header()), ("::1", "[::1]:9443"));
     }
 
     #[test]

@@ -8,46 +8,67 @@ use log::kv::{Key, Value, VisitSource};
 use log::Record;
 use serde_json::{Map, Value as Json};
 
-/// `[ts LEVEL target] message key=value …` and a newline, written straight into `out`: the
-/// access line is written for every request, so numbers, booleans and borrowed strings are not
-/// copied on the way. Values with spaces or quotes are quoted.
-pub fn write_text(out: &mut impl Write, ts: &dyn Display, record: &Record<'_>) -> io::Result<()> {
-    write!(
-        out,
-        "[{ts} {:<5} {}] {}",
-        record.level(),
-        record.target(),
-        record.args()
-    )?;
+/// `[ts LEVEL target] message key=value …` and a newline, appended to `out`. The access line is
+/// written for every request, so it is written byte by byte where it can be: names, static
+/// messages and borrowed strings are copied as they are and integers with `itoa`, not through
+/// `fmt`. Values with anything but `[A-Za-z0-9-_.:/[]@]` are quoted (Rust's string escapes).
+pub fn write_text(out: &mut Vec<u8>, ts: &dyn Display, record: &Record<'_>) -> io::Result<()> {
+    write!(out, "[{ts} ")?;
+    out.extend_from_slice(padded_level(record.level()).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(record.target().as_bytes());
+    out.extend_from_slice(b"] ");
+    match record.args().as_str() {
+        Some(message) => out.extend_from_slice(message.as_bytes()),
+        None => out.write_fmt(*record.args())?,
+    }
     let mut fields = TextFields { out, failed: None };
     let _ = record.key_values().visit(&mut fields);
     if let Some(error) = fields.failed {
         return Err(error);
     }
-    writeln!(out)
+    out.push(b'\n');
+    Ok(())
 }
 
-/// Writes each key-value as ` key=value`; keeps the first write error.
-struct TextFields<'a, W: Write> {
-    out: &'a mut W,
+/// The level as `{:<5}` writes it.
+fn padded_level(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "ERROR",
+        log::Level::Warn => "WARN ",
+        log::Level::Info => "INFO ",
+        log::Level::Debug => "DEBUG",
+        log::Level::Trace => "TRACE",
+    }
+}
+
+/// Appends each key-value as ` key=value`; keeps the first write error.
+struct TextFields<'a> {
+    out: &'a mut Vec<u8>,
     failed: Option<io::Error>,
 }
 
-impl<'kvs, W: Write> VisitSource<'kvs> for TextFields<'_, W> {
+impl<'kvs> VisitSource<'kvs> for TextFields<'_> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
         let out = &mut *self.out;
+        out.push(b' ');
+        out.extend_from_slice(key.as_str().as_bytes());
+        out.push(b'=');
         let written = if let Some(n) = value.to_u64() {
-            write!(out, " {key}={n}")
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            Ok(())
         } else if let Some(n) = value.to_i64() {
-            write!(out, " {key}={n}")
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            Ok(())
         } else if let Some(b) = value.to_bool() {
-            write!(out, " {key}={b}")
+            out.extend_from_slice(if b { b"true" } else { b"false" });
+            Ok(())
         } else if let Some(f) = value.to_f64() {
-            write!(out, " {key}={}", Json::from(f))
+            write!(out, "{}", Json::from(f))
         } else if let Some(s) = value.to_borrowed_str() {
-            write_text_value(out, &key, s)
+            write_text_value(out, s)
         } else {
-            write_text_value(out, &key, &value.to_string())
+            write_text_value(out, &value.to_string())
         };
         written.map_err(|error| {
             self.failed = Some(error);
@@ -56,11 +77,12 @@ impl<'kvs, W: Write> VisitSource<'kvs> for TextFields<'_, W> {
     }
 }
 
-fn write_text_value(out: &mut impl Write, key: &Key<'_>, value: &str) -> io::Result<()> {
+fn write_text_value(out: &mut Vec<u8>, value: &str) -> io::Result<()> {
     if is_bare(value) {
-        write!(out, " {key}={value}")
+        out.extend_from_slice(value.as_bytes());
+        Ok(())
     } else {
-        write!(out, " {key}={value:?}")
+        write!(out, "{value:?}")
     }
 }
 
@@ -80,8 +102,10 @@ pub fn json_line(ts: &str, record: &Record<'_>) -> String {
 /// Whether a text value can be written without quotes.
 fn is_bare(s: &str) -> bool {
     !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/[]@".contains(c))
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'[' | b']' | b'@')
+        })
 }
 
 /// The record's key-values as JSON values (numbers and booleans kept as such).

@@ -74,6 +74,12 @@ fn invalid_length() -> ErrorReply {
 
 /// Replaces the upstream request's `Content-Length` fields with the one value they declare.
 pub fn single_content_length(req: &mut RequestHeader) -> Result<(), String> {
+    let mut fields = req.headers.get_all(CONTENT_LENGTH).iter();
+    if let (Some(only), None) = (fields.next(), fields.next()) {
+        if !only.is_empty() && only.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Ok(()); // already one plain value: the common case, nothing to rewrite
+        }
+    }
     let declared = declared_length(&req.headers).map_err(|reply| reply.message)?;
     if let Some(length) = declared {
         req.insert_header(CONTENT_LENGTH, length)
