@@ -38,6 +38,31 @@ fn refused(result: Result<Admission, Box<Error>>) -> bool {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reused_fd_replaces_the_connection_it_named() {
+    let gate = gate(3);
+    let old = connect(&gate, upstream(1));
+    gate.set_idle(&old);
+    // The kernel gave the old socket's number to a new connection before Pingora reported the
+    // old one dropped: the old one is no longer claimable, and its late drop keeps the new one.
+    let slot = gate.slots.clone().try_acquire_owned().expect("a free slot");
+    let new = gate.register(slot, old.fd, upstream(2), None);
+    assert!(matches!(
+        gate.try_admit(upstream(1)),
+        Some(Admission::NewConnection(_))
+    ));
+    gate.release(&old);
+    assert!(Arc::ptr_eq(
+        &gate.connection(new.fd).expect("still open"),
+        &new
+    ));
+    gate.set_idle(&new);
+    assert!(matches!(
+        gate.try_admit(upstream(2)),
+        Some(Admission::Pooled)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_free_slot_is_reserved_at_once_and_counted_until_dropped() {
     let gate = gate(2);
     let admission = gate.admit(upstream(1)).await.expect("admitted");
