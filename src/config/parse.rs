@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use super::network;
-use super::reader::{Diagnostics, Section};
+use super::reader::{describe, Diagnostics, Section};
 use super::schema::*;
 use super::url::UpstreamUrl;
 use super::Env;
@@ -179,6 +179,28 @@ fn parse_admin(
     AdminSettings { address }
 }
 
+/// `server.threads`: a number, or `auto` for the CPUs this process may use (std reads the
+/// affinity mask and the cgroup's CPU quota, so a pod limited to 1.5 CPUs gets 1).
+fn parse_threads(s: &Section<'_>, diag: &mut Diagnostics) -> Option<usize> {
+    let value = s.value("threads")?;
+    if value.as_str() == Some("auto") {
+        return Some(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match value.as_u64() {
+        Some(n @ 1..=1024) => Some(n as usize),
+        _ => {
+            diag.error(
+                s.path_of("threads"),
+                format!(
+                    "expected a whole number from 1 to 1024 or \"auto\", found {}",
+                    describe(value)
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn parse_server(s: Option<Section<'_>>, diag: &mut Diagnostics) -> ServerSettings {
     let get_dur = |key, d, diag: &mut Diagnostics| {
         s.as_ref().and_then(|s| s.duration(key, diag)).unwrap_or(d)
@@ -186,8 +208,8 @@ fn parse_server(s: Option<Section<'_>>, diag: &mut Diagnostics) -> ServerSetting
     ServerSettings {
         threads: s
             .as_ref()
-            .and_then(|s| s.number("threads", 1, 1024, diag))
-            .unwrap_or(DEFAULT_THREADS) as usize,
+            .and_then(|s| parse_threads(s, diag))
+            .unwrap_or(DEFAULT_THREADS as usize),
         grace_period: get_dur("grace_period", DEFAULT_GRACE_PERIOD, diag),
         graceful_shutdown_timeout: get_dur(
             "graceful_shutdown_timeout",

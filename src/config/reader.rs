@@ -265,7 +265,7 @@ pub fn kind(value: &Value) -> &'static str {
 }
 
 /// A short rendering of a scalar for error messages (`"abc"`, `42`), or its kind.
-fn describe(value: &Value) -> String {
+pub fn describe(value: &Value) -> String {
     match value {
         Value::String(s) => format!("{s:?}"),
         Value::Number(n) => n.to_string(),

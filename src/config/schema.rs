@@ -13,8 +13,9 @@ use crate::secret::Secret;
 
 use super::url::UpstreamUrl;
 
-/// Worker threads for the proxy service.
-pub const DEFAULT_THREADS: u64 = 2;
+/// Worker threads for the proxy service: one, the best CPU per request and tail latency
+/// measured for the pod form (a core or less; README "Threads"). `auto` is for the node form.
+pub const DEFAULT_THREADS: u64 = 1;
 /// How long SIGTERM waits before stopping new connections (Kubernetes gives 30 s in total).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after the grace period.
@@ -164,7 +165,8 @@ pub struct AdminSettings {
 /// Pingora's own server settings.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Worker threads of the proxy service.
+    /// Worker threads of the proxy service (`auto` in the file: the CPUs this process may
+    /// use, counting its cgroup's CPU quota).
     pub threads: usize,
     /// After SIGTERM (listeners closed at once), how long in-flight requests get to finish;
     /// what still runs at its end is cut.

@@ -36,6 +36,26 @@ fn minimal_config_gets_defaults() {
 }
 
 #[test]
+fn threads_are_a_number_or_auto() {
+    let with = |threads: &str| {
+        load(&MINIMAL.replace(
+            "routes:",
+            &format!("server: {{ threads: {threads} }}\nroutes:"),
+        ))
+    };
+    assert_eq!(with("3").expect("valid").server.threads, 3);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(with("auto").expect("valid").server.threads, cpus);
+    let errors = with("many").expect_err("invalid");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "server.threads" && e.message.contains("\"auto\"")),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn every_mistake_is_reported_with_its_path() {
     let text = r#"
 listner: []
