@@ -139,6 +139,10 @@ routes:
     upstream: "https://localhost:{provider_port}"
     provider: openai
     credential: openai
+limits:
+  # Above the 1,500 concurrent streams of the overflow run (the default, 1,024, would refuse
+  # the rest at accept: that is the client cap's job, not what this run measures).
+  max_client_connections: 4096
 admin:
   address: "127.0.0.1:{admin_port}"
 log:
