@@ -73,7 +73,8 @@ pub fn deployment(
     let (prefix, _) = model.expose().split_once('/').unwrap_or(("", ""));
     let provider = Some(prefix.to_string())
         .filter(|p| !p.is_empty())
-        .or_else(|| take("custom_llm_provider").map(|p| p.expose().to_string()))
+        // LiteLLM's dashboard stores display casing ("Anthropic"); LiteLLM reads it lowercased.
+        .or_else(|| take("custom_llm_provider").map(|p| p.expose().to_ascii_lowercase()))
         .or_else(|| linked.as_ref().and_then(|c| c.provider.clone()))
         .unwrap_or_else(|| "openai".to_string());
     let api_key = take("api_key")

@@ -87,7 +87,8 @@ impl ValueReader<'_> {
         let provider = info
             .and_then(|i| i.get("custom_llm_provider"))
             .and_then(Value::as_str)
-            .map(str::to_string);
+            // Display casing ("Azure") from LiteLLM's dashboard, read as LiteLLM reads it.
+            .map(str::to_ascii_lowercase);
         Ok(Credential {
             name: name.to_string(),
             provider,
@@ -115,7 +116,7 @@ mod tests {
             "api_version": encrypt("2024-10-21", Format::Nacl, &keys),
             "timeout": 30,
         });
-        let info = serde_json::json!({ "custom_llm_provider": "azure" });
+        let info = serde_json::json!({ "custom_llm_provider": "Azure" });
         let reader = ValueReader {
             keys: Some(&keys),
             env: None,

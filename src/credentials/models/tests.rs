@@ -105,6 +105,14 @@ fn provider_defaults_and_unknown_providers() {
         d.upstream.as_ref().map(|u| u.to_string()).as_deref(),
         Some("https://api.anthropic.com")
     );
+    // The dashboard's display casing, read as LiteLLM reads it (lowercased).
+    let cased = serde_json::json!({
+        "model": enc(&k, "claude-3-5-sonnet"),
+        "custom_llm_provider": enc(&k, "Anthropic"),
+        "api_key": enc(&k, "sk-ant"),
+    });
+    let d = deployment(&row(cased), &reader, &HashMap::new(), &targets()).expect("valid");
+    assert_eq!(d.auth, Some(AuthStyle::Anthropic));
     let custom = serde_json::json!({ "model": enc(&k, "somevendor/m"), "api_key": enc(&k, "sk") });
     let d = deployment(&row(custom), &reader, &HashMap::new(), &targets()).expect("valid");
     assert!(d.upstream.is_none() && d.auth.is_none() && d.target.is_none());
