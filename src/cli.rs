@@ -80,8 +80,9 @@ pub enum CredentialsCommand {
     /// form, readable by LiteLLM and by the sidecar. The key comes from LITELLM_SALT_KEY (else
     /// LITELLM_MASTER_KEY).
     Encrypt {
-        /// Stored format: v3 (what current LiteLLM writes), v2, or nacl (older releases).
-        #[arg(long, value_enum, default_value_t = FormatArg::V3)]
+        /// Stored format: nacl (what released LiteLLM writes; every release reads it), v2
+        /// (read by LiteLLM 1.106.2 and 1.110.2), or v3 (no released LiteLLM reads it).
+        #[arg(long, value_enum, default_value_t = FormatArg::Nacl)]
         format: FormatArg,
     },
     /// Write a credential row to LiteLLM_CredentialsTable (created or replaced), encrypted as
@@ -101,9 +102,10 @@ pub enum CredentialsCommand {
         /// Read the key from this environment variable instead of stdin.
         #[arg(long, value_name = "VAR")]
         key_env: Option<String>,
-        /// Stored format.
-        #[arg(long, value_enum, default_value_t = FormatArg::V3)]
-        format: FormatArg,
+        /// Stored format (see `encrypt`). By default the one the table's rows already use
+        /// (the most common), and nacl, LiteLLM's own default, for an empty table.
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
     },
     /// List credentials: name, provider, last update. Never values.
     List,
@@ -120,9 +122,10 @@ pub enum CredentialsCommand {
         /// Environment variable holding the new salt key.
         #[arg(long, value_name = "VAR", default_value = DEFAULT_NEW_SALT_KEY_ENV)]
         new_key_env: String,
-        /// Stored format of the re-encrypted values.
-        #[arg(long, value_enum, default_value_t = FormatArg::V3)]
-        format: FormatArg,
+        /// Stored format of the re-encrypted values (see `encrypt`). By default each value
+        /// keeps its own.
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
     },
 }
 

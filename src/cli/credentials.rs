@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Map, Value};
 
 use crate::config::DEFAULT_SALT_KEY_ENV;
-use crate::credentials::cipher::{decrypt, encrypt, Format, Keys};
+use crate::credentials::cipher::{decrypt, encrypt, format_of, Format, Keys};
 use crate::credentials::models::params_object;
 use crate::credentials::values::ENV_REFERENCE_PREFIX;
 use crate::credentials::{salt_key_from_env, Secret};
@@ -38,7 +38,7 @@ pub fn run(conf: &Path, command: CredentialsCommand) -> Result<()> {
                 &provider,
                 &fields,
                 key_env.as_deref(),
-                format.into(),
+                format.map(Format::from),
             )
         }
         CredentialsCommand::List => list(conf),
@@ -53,7 +53,7 @@ pub fn run(conf: &Path, command: CredentialsCommand) -> Result<()> {
         CredentialsCommand::RotateKey {
             new_key_env,
             format,
-        } => rotate_key(conf, &new_key_env, format.into()),
+        } => rotate_key(conf, &new_key_env, format.map(Format::from)),
     }
 }
 
@@ -66,18 +66,36 @@ fn encrypt_stdin(format: Format) -> Result<()> {
 }
 
 /// `put`: writes credential `name` (key from `key_env` or stdin, and the optional plain
-/// `fields`), each value encrypted in `format`.
+/// `fields`), each value encrypted in `format`, else in the table's format ([`table_format`]).
 fn put(
     conf: &Path,
     name: &str,
     provider: &str,
     fields: &[(&str, Option<String>)],
     key_env: Option<&str>,
-    format: Format,
+    format: Option<Format>,
 ) -> Result<()> {
     let ctx = context(conf)?;
     let keys = keys_from(&ctx.salt_key_env)?;
     let key = read_secret(key_env)?;
+    let format = match format {
+        Some(format) => format,
+        None => {
+            let mut found = None;
+            let slot = &mut found;
+            with_db(&ctx, |client, schema| async move {
+                let rows = litellm::fetch_credentials(&client, &schema).await?;
+                *slot = Some(table_format(&rows));
+                Ok(())
+            })?;
+            let (format, why) = found.unwrap_or((Format::Nacl, String::new()));
+            eprintln!(
+                "format: {} ({why}; --format chooses another)",
+                format.name()
+            );
+            format
+        }
+    };
     let mut values = Map::new();
     values.insert(
         "api_key".into(),
@@ -95,6 +113,40 @@ fn put(
         println!("credential {name} written");
         Ok(())
     })
+}
+
+/// The format most of the table's stored values use (ties go to the one more LiteLLM releases
+/// read), else NaCl, LiteLLM's own default; with the reason, for the operator.
+fn table_format(rows: &[litellm::CredentialRow]) -> (Format, String) {
+    let mut counts = [(Format::Nacl, 0usize), (Format::V2, 0), (Format::V3, 0)];
+    let stored = rows
+        .iter()
+        .filter_map(|row| row.values.as_object())
+        .flat_map(|values| values.values().filter_map(Value::as_str))
+        .filter(|v| !v.starts_with(ENV_REFERENCE_PREFIX));
+    for value in stored {
+        let format = format_of(value);
+        if let Some(count) = counts.iter_mut().find(|(f, _)| *f == format) {
+            count.1 += 1;
+        }
+    }
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return (
+            Format::Nacl,
+            "LiteLLM's default; the table has no encrypted values".into(),
+        );
+    }
+    // `max_by_key` keeps the last of equals: reversed, that is the most widely read format.
+    let (format, count) = counts
+        .into_iter()
+        .rev()
+        .max_by_key(|(_, n)| *n)
+        .expect("three formats");
+    (
+        format,
+        format!("as {count} of the table's {total} encrypted values"),
+    )
 }
 
 /// `list`: names, providers and update times; never values.
@@ -124,7 +176,7 @@ fn delete(conf: &Path, name: &str) -> Result<()> {
 }
 
 /// `rotate-key`: re-encrypts every row from the current salt key to the one in `new_key_env`.
-fn rotate_key(conf: &Path, new_key_env: &str, format: Format) -> Result<()> {
+fn rotate_key(conf: &Path, new_key_env: &str, format: Option<Format>) -> Result<()> {
     let ctx = context(conf)?;
     let old = keys_from(&ctx.salt_key_env)?;
     let new = std::env::var(new_key_env)
@@ -230,7 +282,7 @@ async fn check(client: &tokio_postgres::Client, schema: &str, keys: &Keys) -> Re
 fn recrypt_map(
     values: &Map<String, Value>,
     from: &Keys,
-    to: Option<(&Keys, Format)>,
+    to: Option<(&Keys, Option<Format>)>,
 ) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     for (field, value) in values {
@@ -238,7 +290,10 @@ fn recrypt_map(
             Some(stored) if !stored.starts_with(ENV_REFERENCE_PREFIX) => {
                 let plain = decrypt(stored, from).map_err(|e| format!("{field}: {e}"))?;
                 match to {
-                    Some((keys, format)) => Value::String(encrypt(plain.expose(), format, keys)),
+                    Some((keys, format)) => {
+                        let format = format.unwrap_or_else(|| format_of(stored));
+                        Value::String(encrypt(plain.expose(), format, keys))
+                    }
                     None => value.clone(),
                 }
             }
@@ -256,7 +311,7 @@ async fn rotate(
     schema: &str,
     old: &Keys,
     new: &Keys,
-    format: Format,
+    format: Option<Format>,
 ) -> Result<()> {
     let tx = client
         .transaction()
@@ -324,4 +379,29 @@ async fn rotate(
         model_updates.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(values: Value) -> litellm::CredentialRow {
+        litellm::CredentialRow {
+            name: "c".into(),
+            values,
+            info: None,
+        }
+    }
+
+    #[test]
+    fn the_table_format_is_the_most_common_and_ties_go_to_the_most_widely_read() {
+        assert_eq!(table_format(&[]).0, Format::Nacl);
+        let env_only = row(json!({ "api_key": "os.environ/KEY" }));
+        assert_eq!(table_format(&[env_only]).0, Format::Nacl);
+        let v2 = row(json!({ "api_key": "v2:gcm:AAAA", "api_base": "v2:gcm:BBBB" }));
+        let nacl = row(json!({ "api_key": "c2VjcmV0" }));
+        assert_eq!(table_format(&[v2, nacl.clone()]).0, Format::V2);
+        let v3 = row(json!({ "api_key": "v3:gcm:AAAA" }));
+        assert_eq!(table_format(&[v3, nacl]).0, Format::Nacl);
+    }
 }

@@ -38,15 +38,26 @@ const URL_SAFE_ENCODER: GeneralPurpose = base64::engine::general_purpose::URL_SA
 /// A stored format `encrypt` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `v3:gcm:` AES-256-GCM with an HKDF-derived key: what current LiteLLM writes.
+    /// `v3:gcm:` AES-256-GCM with an HKDF-derived key: LiteLLM's source after its 1.110.2
+    /// release. No released LiteLLM reads it: 1.106.2 and 1.110.2 decrypt it to nothing and
+    /// then send the ciphertext itself as the key.
     V3,
-    /// `v2:gcm:` AES-256-GCM with a SHA-256 key.
+    /// `v2:gcm:` AES-256-GCM with a SHA-256 key: read by LiteLLM 1.106.2 and 1.110.2.
     V2,
-    /// NaCl secretbox in url-safe base64: what older LiteLLM releases write.
+    /// NaCl secretbox in url-safe base64: what released LiteLLM writes, and every release reads.
     Nacl,
 }
 
 impl Format {
+    /// The CLI / config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::V3 => "v3",
+            Format::V2 => "v2",
+            Format::Nacl => "nacl",
+        }
+    }
+
     /// Parses the CLI / config spelling: `v3`, `v2` or `nacl`.
     pub fn parse(name: &str) -> Option<Format> {
         match name {
@@ -120,6 +131,17 @@ pub fn decrypt(stored: &str, keys: &Keys) -> Result<Secret, DecryptError> {
         nacl_open(stored, &keys.sha256)?
     };
     Secret::from_utf8(plaintext).map_err(|_| DecryptError::NotUtf8)
+}
+
+/// The format of a stored value, by its prefix (NaCl has none).
+pub fn format_of(stored: &str) -> Format {
+    if stored.starts_with(V3_PREFIX) {
+        Format::V3
+    } else if stored.starts_with(V2_PREFIX) {
+        Format::V2
+    } else {
+        Format::Nacl
+    }
 }
 
 /// Encrypts `plaintext` in `format` with a fresh random nonce.

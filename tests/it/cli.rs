@@ -97,6 +97,10 @@ fn encrypt_falls_back_to_the_master_key_and_refuses_without_any_key() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let stored = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        !stored.contains(':'),
+        "NaCl (no prefix), LiteLLM's default: {stored}"
+    );
     let keys = Keys::derive(&Secret::new("sk-master".to_string()));
     assert_eq!(
         decrypt(stored.trim_end(), &keys)

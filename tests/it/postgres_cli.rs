@@ -12,7 +12,7 @@ use crate::support::pg::{server_url, TestDb};
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until_async;
 use serde_json::{json, Value};
-use sidecar::credentials::cipher::{decrypt, Keys};
+use sidecar::credentials::cipher::{decrypt, format_of, Format, Keys};
 use sidecar::credentials::Secret;
 
 const OLD: &str = "sk-old-salt";
@@ -107,7 +107,11 @@ async fn put_serve_rotate_and_serve_again() {
     assert_eq!(id.len(), 36, "uuid: {id}");
     let values: serde_json::Value = row.get(1);
     let stored = values["api_key"].as_str().expect("api_key");
-    assert!(stored.starts_with("v3:gcm:"));
+    assert_eq!(
+        format_of(stored),
+        Format::Nacl,
+        "an empty table gets LiteLLM's default"
+    );
     let keys = Keys::derive(&Secret::new(OLD.into()));
     assert_eq!(
         decrypt(stored, &keys).expect("decrypts").expose(),
@@ -191,6 +195,53 @@ async fn put_serve_rotate_and_serve_again() {
     );
     let (ok, _, err) = cli.run(&["credentials", "delete", "prod"], None, &[]);
     assert!(!ok && err.contains("no credential named"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_writes_the_format_the_table_already_uses_and_rotation_keeps_each() {
+    let db = TestDb::new(true).await;
+    let cli = Cli::new(&db);
+    let old = [("LITELLM_SALT_KEY", OLD)];
+    let put = |name: &str, format: Option<&str>| {
+        let mut args = vec!["credentials", "put", name, "--provider", "openai"];
+        if let Some(format) = format {
+            args.extend(["--format", format]);
+        }
+        let (ok, _, err) = cli.run(&args, Some("sk-value\n"), &old);
+        assert!(ok, "{err}");
+        err
+    };
+    let stored = |name: &'static str| {
+        let (client, schema) = (&db.client, db.schema.clone());
+        async move {
+            let sql = format!(
+                r#"SELECT credential_values->>'api_key' FROM {schema}."LiteLLM_CredentialsTable" WHERE credential_name = $1"#
+            );
+            let row = client.query_one(&sql, &[&name]).await.expect("row");
+            format_of(&row.get::<_, String>(0))
+        }
+    };
+    let said = put("first", None);
+    assert!(said.contains("format: nacl (LiteLLM's default"), "{said}");
+    assert_eq!(stored("first").await, Format::Nacl);
+    put("second", Some("v2"));
+    put("third", Some("v2"));
+    let said = put("fourth", None);
+    assert!(said.contains("format: v2 (as 2 of the table's 3"), "{said}");
+    assert_eq!(stored("fourth").await, Format::V2);
+    put("fifth", Some("v3"));
+    assert_eq!(stored("fifth").await, Format::V3);
+
+    let both = [("LITELLM_SALT_KEY", OLD), ("LITELLM_NEW_SALT_KEY", NEW)];
+    let (ok, out, err) = cli.run(&["credentials", "rotate-key"], None, &both);
+    assert!(ok, "{out}{err}");
+    for (name, format) in [
+        ("first", Format::Nacl),
+        ("fourth", Format::V2),
+        ("fifth", Format::V3),
+    ] {
+        assert_eq!(stored(name).await, format, "{name} keeps its format");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
