@@ -18,6 +18,7 @@ import stat
 import subprocess
 import time
 
+import driver
 import measure
 import services
 from services import ROUTE_PREFIX
@@ -50,45 +51,46 @@ def pinned(binary, cpu, workdir, name):
 
 
 def start(args, workdir):
+    """The provider, then each path as (display name, `driver.Way`): a way is named by the
+    provider port it uses, which every sidecar variant shares."""
     provider = services.Provider(os.path.join(args.release, "examples/bench_provider"), workdir,
                                  1024, 0, 3, 300)
     started, ways = [provider], []
+
+    def add(name, server, port_name):
+        started.append(server)
+        url = f"http://127.0.0.1:{server.port}{ROUTE_PREFIX}/v1/chat/completions"
+        ways.append((name, driver.Way(port_name, url, HEADERS, server)))
+
     for threads in args.bare_threads.split(","):
-        bare = services.BarePingora(os.path.join(args.release, "examples/bare_pingora"), workdir,
-                                    provider, int(threads))
-        started.append(bare)
-        ways.append((f"bare{threads}", bare, "bare"))
+        add(f"bare{threads}", services.BarePingora(
+            os.path.join(args.release, "examples/bare_pingora"), workdir, provider, int(threads)),
+            "bare")
     for spec in args.sidecar:
         name, rest = spec.split("=", 1)
         binary, threads, level, cpu = (rest.split(":") + ["", "", ""])[:4]
         if cpu:
             binary = pinned(binary, cpu, workdir, name)
-        sidecar = services.Sidecar(binary, workdir, provider, int(threads or 1), 1000, 5,
-                                   level or "info", name=name)
-        started.append(sidecar)
-        ways.append((name, sidecar, "sidecar"))
+        add(name, services.Sidecar(binary, workdir, provider, int(threads or 1), 1000, 5,
+                                   level or "info", name=name), "sidecar")
     return provider, started, ways
 
 
 def run_round(args, provider, ways, concurrency, round_index, results):
-    shift = round_index % len(ways)
-    for name, server, counter in ways[shift:] + ways[:shift]:
-        url = f"http://127.0.0.1:{server.port}{ROUTE_PREFIX}/v1/chat/completions"
-        before = provider.stats()[counter]["requests"]
+    for name, way in driver.rotated(ways, round_index):
         perf = None
         if args.perf == name and concurrency == args.perf_concurrency and round_index == 0:
             out = os.path.join(args.workdir, f"{name}.perf.data")
             perf = subprocess.Popen(["perf", "record", "-F", "2000", "-g", "-o", out, "-p",
-                                     ",".join(map(str, server.pids()))],
+                                     ",".join(map(str, way.pids()))],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
-        with measure.ProcessMeter(server.pids()) as meter:
-            result = measure.wrk_closed_loop(url, concurrency, args.seconds, HEADERS)
+        result = driver.measured(way, provider, lambda: measure.wrk_closed_loop(
+            way.url, concurrency, args.seconds, way.headers))
         if perf:
             perf.send_signal(2)
             perf.wait()
-        served = provider.stats()[counter]["requests"] - before
-        results.setdefault(name, []).append((meter.cpu_s * 1e6 / served, meter.switches / served,
+        results.setdefault(name, []).append((result["cpu_us_per_req"], result["switches_per_req"],
                                              result["rps"], result["p50"], result["p99"]))
 
 
@@ -100,9 +102,8 @@ def main():
     provider, started, ways = start(args, args.workdir)
     try:
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            for _, server, _ in ways:  # fill each pool first
-                measure.wrk_closed_loop(f"http://127.0.0.1:{server.port}{ROUTE_PREFIX}/v1/chat/completions",
-                                        concurrency, 2, HEADERS)
+            for _, way in ways:  # fill each pool first
+                measure.wrk_closed_loop(way.url, concurrency, 2, way.headers)
             results = {}
             for round_index in range(args.rounds):
                 run_round(args, provider, ways, concurrency, round_index, results)
