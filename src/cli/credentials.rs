@@ -81,14 +81,10 @@ fn put(
     let format = match format {
         Some(format) => format,
         None => {
-            let mut found = None;
-            let slot = &mut found;
-            with_db(&ctx, |client, schema| async move {
+            let (format, why) = with_db(&ctx, |client, schema| async move {
                 let rows = litellm::fetch_credentials(&client, &schema).await?;
-                *slot = Some(table_format(&rows));
-                Ok(())
+                Ok(table_format(&rows))
             })?;
-            let (format, why) = found.unwrap_or((Format::Nacl, String::new()));
             eprintln!(
                 "format: {} ({why}; --format chooses another)",
                 format.name()
@@ -197,10 +193,10 @@ fn keys_from(salt_key_env: &str) -> Result<Keys> {
         })
 }
 
-fn with_db<F, Fut>(ctx: &DbContext, work: F) -> Result<()>
+fn with_db<F, Fut, T>(ctx: &DbContext, work: F) -> Result<T>
 where
     F: FnOnce(tokio_postgres::Client, String) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     runtime()?.block_on(async {
         let client = ctx.db.connect().await?;
