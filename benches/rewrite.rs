@@ -56,6 +56,7 @@ fn binding(route: &Route) -> Binding {
         upstream: route.upstream.clone().expect("upstream"),
         target: route.target.clone().expect("target"),
         auth: route.auth.clone().expect("provider"),
+        path: None,
     }
 }
 
@@ -113,7 +114,7 @@ fn bench_rewrite(c: &mut Criterion) {
 
         // Check once that the bench measures a real, successful rewrite.
         let mut check = request.clone();
-        rewrite_request(&mut check, &route, &binding).expect("rewrite");
+        rewrite_request(&mut check, &route, &binding, None).expect("rewrite");
         let value = check.headers.get(*injected).expect("injected header");
         assert!(value.to_str().expect("ascii").ends_with(API_KEY), "{name}");
         assert_eq!(check.headers.get_all(*injected).iter().count(), 1, "{name}");
@@ -123,8 +124,13 @@ fn bench_rewrite(c: &mut Criterion) {
             b.iter_batched(
                 || request.clone(),
                 |mut req| {
-                    rewrite_request(black_box(&mut req), black_box(&route), black_box(&binding))
-                        .expect("rewrite");
+                    rewrite_request(
+                        black_box(&mut req),
+                        black_box(&route),
+                        black_box(&binding),
+                        None,
+                    )
+                    .expect("rewrite");
                     req
                 },
                 BatchSize::SmallInput,

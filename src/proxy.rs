@@ -15,6 +15,7 @@ pub mod framing;
 mod request_checks;
 pub mod respond;
 pub mod rewrite;
+pub mod unified;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -67,7 +68,7 @@ impl SidecarProxy {
         client: Option<IpAddr>,
         identity: Option<&ClientIdentity>,
         ctx: &mut RequestCtx,
-    ) -> Result<Binding, ErrorReply> {
+    ) -> Result<Option<Binding>, ErrorReply> {
         request_checks::check_head(req, &dispatch.limits)?;
         ctx.limits = dispatch.limits;
         admission::check_sidecar_access(&dispatch.access, req, client)?;
@@ -104,6 +105,10 @@ pub struct RequestCtx {
     limits: Limits,
     /// Request body bytes received so far.
     body_received: u64,
+    /// The body sent upstream instead of the client's (`dispatch: model` routes).
+    body_replacement: Option<bytes::Bytes>,
+    /// Whether this attempt has sent `body_replacement`.
+    body_replaced: bool,
 }
 
 #[async_trait]
@@ -125,6 +130,8 @@ impl ProxyHttp for SidecarProxy {
             claim: None,
             limits: Limits::default(),
             body_received: 0,
+            body_replacement: None,
+            body_replaced: false,
         }
     }
 
@@ -154,13 +161,31 @@ impl ProxyHttp for SidecarProxy {
             .and_then(|ssl| ssl.extension.get::<ClientIdentity>())
             .cloned();
         let dispatch = self.dispatch.load();
-        match self.admit(
+        let admitted = self.admit(
             &dispatch,
             session.req_header(),
             client,
             identity.as_ref(),
             ctx,
-        ) {
+        );
+        let bound = match (admitted, &ctx.route) {
+            (Ok(None), Some(route)) => {
+                let (route, snapshot) = (route.clone(), self.credentials.snapshot());
+                let max_body = ctx.limits.max_request_body_bytes;
+                match unified::dispatch(session, &route, &snapshot, max_body).await {
+                    Ok(unified::Dispatched::Answered) => return Ok(true),
+                    Ok(unified::Dispatched::Bound { binding, body, .. }) => {
+                        ctx.body_replacement = Some(body);
+                        Ok(binding)
+                    }
+                    Err(reply) => Err(reply),
+                }
+            }
+            (Ok(Some(binding)), _) => Ok(binding),
+            (Ok(None), None) => Err(ErrorReply::new(500, "internal", "no route bound")),
+            (Err(reply), _) => Err(reply),
+        };
+        match bound {
             Ok(binding) => {
                 ctx.binding = Some(binding);
                 Ok(false)
@@ -184,6 +209,16 @@ impl ProxyHttp for SidecarProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        // Already read and bounded; Pingora replays its tail, which the whole body replaces.
+        if let Some(replacement) = &ctx.body_replacement {
+            let first = !std::mem::replace(&mut ctx.body_replaced, true);
+            *body = Some(if first {
+                replacement.clone()
+            } else {
+                bytes::Bytes::new()
+            });
+            return Ok(());
+        }
         let chunk = body.as_ref().map_or(0, |b| b.len());
         request_checks::count_body(&mut ctx.body_received, chunk, &ctx.limits).map_err(|reply| {
             ctx.reply = Some(reply);
@@ -276,10 +311,14 @@ impl ProxyHttp for SidecarProxy {
         let (Some(route), Some(binding)) = (&ctx.route, &ctx.binding) else {
             return Err(Error::new(ErrorType::InternalError));
         };
-        rewrite::rewrite_request(upstream_request, route, binding).map_err(|message| {
-            ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
-            Error::new(ErrorType::InternalError)
-        })
+        ctx.body_replaced = false;
+        let replacement_len = ctx.body_replacement.as_ref().map(|b| b.len());
+        rewrite::rewrite_request(upstream_request, route, binding, replacement_len).map_err(
+            |message| {
+                ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
+                Error::new(ErrorType::InternalError)
+            },
+        )
     }
 
     fn error_while_proxy(

@@ -111,6 +111,8 @@ fn route_backends(config: &Config) -> (Vec<String>, Vec<String>) {
         let (list, name) = match &route.backend {
             Backend::Credential(name) => (&mut credentials, name),
             Backend::Model(name) => (&mut models, name),
+            // Refused with a watcher by the config check: it needs every alias.
+            Backend::RequestModel => continue,
         };
         if !list.contains(name) {
             list.push(name.clone());

@@ -43,6 +43,7 @@ const ROUTE_KEYS: &[&str] = &[
     "auth_prefix",
     "credential",
     "model",
+    "dispatch",
     "allowed_cidrs",
     "allowed_identities",
 ];
@@ -96,6 +97,16 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
         diag.error(
             "fanout",
             "serves the database rows, so it needs credentials.postgres",
+        );
+    }
+    let by_model = routes
+        .iter()
+        .position(|r| r.backend == Backend::RequestModel);
+    if let (Some(i), Some(_)) = (by_model, &credentials.watch) {
+        diag.error(
+            format!("routes[{i}].dispatch"),
+            "needs every alias, and a watcher receives only those its routes name; use \
+             credentials.postgres or the local store",
         );
     }
     if !diag.is_empty() {
@@ -293,19 +304,43 @@ fn required(s: &Section<'_>, key: &str, diag: &mut Diagnostics) -> Option<String
     value
 }
 
-/// `credential` or `model`: exactly one.
+/// `credential`, `model` or `dispatch: model`: exactly one.
 fn parse_backend(s: &Section<'_>, diag: &mut Diagnostics) -> Option<Backend> {
-    match (s.string("credential", diag), s.string("model", diag)) {
-        (Some(c), None) => Some(Backend::Credential(c)),
-        (None, Some(m)) => Some(Backend::Model(m)),
-        (Some(_), Some(_)) => {
-            diag.error(s.path(), "set credential or model, not both");
+    let dispatch = s.string("dispatch", diag);
+    match (
+        s.string("credential", diag),
+        s.string("model", diag),
+        dispatch,
+    ) {
+        (Some(c), None, None) => Some(Backend::Credential(c)),
+        (None, Some(m), None) => Some(Backend::Model(m)),
+        (None, None, Some(d)) if d == "model" => {
+            // Each request's deployment decides where it goes and how the key is presented.
+            for key in ["upstream", "provider", "strip_prefix"] {
+                if s.has(key) {
+                    diag.error(
+                        s.path_of(key),
+                        "not used with dispatch: model (each deployment has its own)",
+                    );
+                }
+            }
+            Some(Backend::RequestModel)
+        }
+        (None, None, Some(d)) => {
+            diag.error(
+                s.path_of("dispatch"),
+                format!("unknown dispatch {d:?} (the only one is model)"),
+            );
             None
         }
-        (None, None) => {
-            if !s.has("credential") && !s.has("model") {
-                diag.error(s.path_of("credential"), "required (or model)");
+        (None, None, None) => {
+            if !s.has("credential") && !s.has("model") && !s.has("dispatch") {
+                diag.error(s.path_of("credential"), "required (or model, or dispatch)");
             }
+            None
+        }
+        _ => {
+            diag.error(s.path(), "set one of credential, model and dispatch");
             None
         }
     }

@@ -377,6 +377,9 @@ pub enum Backend {
     Credential(String),
     /// A LiteLLM model alias (`"LiteLLM_ProxyModelTable"`), its deployments used round-robin.
     Model(String),
+    /// `dispatch: model`: OpenAI's JSON endpoints under the route's prefix, each request's
+    /// `model` naming the alias (LiteLLM proxy style; see `proxy::unified`).
+    RequestModel,
 }
 
 /// Client access control (the node-local form).

@@ -32,17 +32,24 @@ pub struct Snapshot {
     pub model_failures: HashMap<String, String>,
 }
 
-/// The deployments of one model alias and the round-robin position.
+/// The deployments of one model alias, the order they are served in, and the position in it.
 #[derive(Debug, Default)]
 pub struct Deployments {
     list: Vec<Arc<Deployment>>,
+    /// Indices into `list`, one cycle of the weighted round-robin.
+    schedule: Vec<usize>,
     next: AtomicUsize,
 }
 
+/// Length of one weighted cycle: shares are honoured to within 1/`WEIGHTED_CYCLE`.
+const WEIGHTED_CYCLE: usize = 1000;
+
 impl Deployments {
-    /// Deployments in the order they are served.
+    /// Deployments served in proportion to their `weight` (round-robin when the weights are
+    /// equal), interleaved rather than in runs.
     pub fn new(list: Vec<Arc<Deployment>>) -> Deployments {
         Deployments {
+            schedule: weighted_schedule(&list.iter().map(|d| d.weight).collect::<Vec<_>>()),
             list,
             next: AtomicUsize::new(0),
         }
@@ -52,6 +59,30 @@ impl Deployments {
     pub fn all(&self) -> &[Arc<Deployment>] {
         &self.list
     }
+}
+
+/// One cycle of smooth weighted round-robin (nginx's): each step every entry gains its weight,
+/// the richest is picked and pays the total. Computed once per snapshot, so a pick is one
+/// atomic increment.
+fn weighted_schedule(weights: &[f64]) -> Vec<usize> {
+    if weights.windows(2).all(|w| w[0] == w[1]) {
+        return (0..weights.len()).collect();
+    }
+    let total: f64 = weights.iter().sum();
+    let mut credit = vec![0.0; weights.len()];
+    (0..WEIGHTED_CYCLE)
+        .map(|_| {
+            let mut best = 0;
+            for (i, w) in weights.iter().enumerate() {
+                credit[i] += w;
+                if credit[i] > credit[best] {
+                    best = i;
+                }
+            }
+            credit[best] -= total;
+            best
+        })
+        .collect()
 }
 
 /// The result of looking a credential or model up by name.
@@ -81,8 +112,8 @@ impl Snapshot {
     pub fn deployment(&self, model: &str) -> Lookup<'_, &Arc<Deployment>> {
         match self.models.get(model) {
             Some(d) if !d.list.is_empty() => {
-                let i = d.next.fetch_add(1, Ordering::Relaxed) % d.list.len();
-                Lookup::Ready(&d.list[i])
+                let step = d.next.fetch_add(1, Ordering::Relaxed) % d.schedule.len();
+                Lookup::Ready(&d.list[d.schedule[step]])
             }
             _ => match self.model_failures.get(model) {
                 Some(reason) => Lookup::Failed(reason),
@@ -180,18 +211,22 @@ mod tests {
         );
     }
 
+    fn deployment(id: &str, weight: f64) -> Arc<Deployment> {
+        Arc::new(Deployment {
+            id: id.into(),
+            provider: "openai".into(),
+            model: id.into(),
+            weight,
+            credential: Arc::new(credential(id, id)),
+            upstream: None,
+            target: None,
+            auth: None,
+        })
+    }
+
     #[test]
     fn deployments_rotate_round_robin() {
-        let deployment = |id: &str| {
-            Arc::new(Deployment {
-                id: id.into(),
-                provider: "openai".into(),
-                credential: Arc::new(credential(id, id)),
-                upstream: None,
-                target: None,
-                auth: None,
-            })
-        };
+        let deployment = |id: &str| deployment(id, 1.0);
         let mut snap = Snapshot::default();
         snap.models.insert(
             "m".into(),
@@ -205,5 +240,24 @@ mod tests {
             .collect();
         assert_eq!(picks, ["a", "b", "a", "b"]);
         assert!(matches!(snap.deployment("other"), Lookup::Missing));
+    }
+
+    #[test]
+    fn weights_share_requests_in_proportion_and_interleaved() {
+        let mut snap = Snapshot::default();
+        snap.models.insert(
+            "m".into(),
+            Deployments::new(vec![deployment("a", 3.0), deployment("b", 1.0)]),
+        );
+        let picks: Vec<String> = (0..WEIGHTED_CYCLE)
+            .map(|_| match snap.deployment("m") {
+                Lookup::Ready(d) => d.id.clone(),
+                _ => panic!("ready"),
+            })
+            .collect();
+        let a = picks.iter().filter(|p| *p == "a").count();
+        assert_eq!(a, WEIGHTED_CYCLE * 3 / 4, "a's share");
+        // Interleaved: never more than three a's in a row.
+        assert!(!picks.windows(4).any(|w| w.iter().all(|p| p == "a")));
     }
 }

@@ -25,11 +25,17 @@ pub struct Deployment {
     pub id: String,
     /// The LiteLLM provider name (`openai`, `azure`, …).
     pub provider: String,
+    /// The provider's own model name: `model` without its provider prefix (`azure/gpt-4o` →
+    /// `gpt-4o`; for Azure, the deployment name).
+    pub model: String,
     /// The key and its companions (`api_version` for Azure).
     pub credential: Arc<Credential>,
     /// `api_base`, else the provider's public base; `None` when neither is known (the route
     /// must then set `upstream`).
     pub upstream: Option<Arc<UpstreamUrl>>,
+    /// LiteLLM's `weight`: its share of the alias's requests relative to the others' (1 when
+    /// unset).
+    pub weight: f64,
     /// The resolved endpoint for `upstream`.
     pub target: Option<Arc<Target>>,
     /// The provider's auth style, when known (the route may set one instead).
@@ -56,7 +62,15 @@ pub fn deployment(
     credentials: &HashMap<String, Arc<Credential>>,
     targets: &Targets,
 ) -> Result<Deployment, String> {
-    let mut values = reader.read_all(&params_object(&row.params)?)?;
+    let params = params_object(&row.params)?;
+    let weight = match params.get("weight") {
+        None | Some(Value::Null) => 1.0,
+        Some(w) => w
+            .as_f64()
+            .filter(|w| w.is_finite() && *w > 0.0)
+            .ok_or("weight is not a positive number")?,
+    };
+    let mut values = reader.read_all(&params)?;
     let mut take = |field: &str| values.remove(field);
     let linked = match take("litellm_credential_name") {
         Some(name) => Some(credentials.get(name.expose()).cloned().ok_or_else(|| {
@@ -70,7 +84,10 @@ pub fn deployment(
     // LiteLLM requires `model`; without it the provider (and so where the key goes) would be a
     // guess, so the row is refused rather than sent to a default.
     let model = take("model").ok_or("litellm_params has no model")?;
-    let (prefix, _) = model.expose().split_once('/').unwrap_or(("", ""));
+    let (prefix, provider_model) = model
+        .expose()
+        .split_once('/')
+        .unwrap_or(("", model.expose()));
     let provider = Some(prefix.to_string())
         .filter(|p| !p.is_empty())
         // LiteLLM's dashboard stores display casing ("Anthropic"); LiteLLM reads it lowercased.
@@ -105,6 +122,8 @@ pub fn deployment(
             api_version,
         }),
         provider,
+        model: provider_model.to_string(),
+        weight,
         upstream: upstream.map(Arc::new),
         target,
         auth: known.map(|(style, _)| style),

@@ -88,6 +88,14 @@ pub fn single_content_length(req: &mut RequestHeader) -> Result<(), String> {
     Ok(())
 }
 
+/// Frames the upstream request for a replaced body of `len` bytes: one `Content-Length`, no
+/// `Transfer-Encoding` (the client may have sent its body chunked).
+pub fn replace_body_length(req: &mut RequestHeader, len: usize) -> Result<(), String> {
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.insert_header(CONTENT_LENGTH, len)
+        .map_err(|_| "cannot set the upstream Content-Length".to_string())
+}
+
 /// The HTTP/2 header-list bound (`SETTINGS_MAX_HEADER_LIST_SIZE`), in HTTP/2's own count (name
 /// plus value plus 32 per field, pseudo-headers included): twice `max_request_header_bytes`, plus
 /// HTTP/2's per-field overhead for the most fields a request may have. Every head within the

@@ -24,14 +24,19 @@ use crate::routes::Route;
 /// Azure's version query parameter.
 const AZURE_API_VERSION_PARAM: &str = "api-version";
 
-/// Rewrites `req` for `route` as `binding` says. Errors never contain the credential.
+/// Rewrites `req` for `route` as `binding` says; with `body_len`, the body is replaced by one of
+/// that length. Errors never contain the credential.
 pub fn rewrite_request(
     req: &mut RequestHeader,
     route: &Route,
     binding: &Binding,
+    body_len: Option<usize>,
 ) -> Result<(), String> {
     let (credential, auth) = (&binding.credential, &binding.auth);
-    let path = route.upstream_path(&binding.upstream, req.uri.path());
+    let path = match &binding.path {
+        Some(path) => path.clone(),
+        None => route.upstream_path(&binding.upstream, req.uri.path()),
+    };
     let query = rewrite_query(req.uri.query(), auth, credential);
     let target = match query {
         Some(q) => format!("{path}?{q}"),
@@ -43,7 +48,10 @@ pub fn rewrite_request(
     req.set_uri(uri);
 
     strip_credential_headers(req, &route.strip_headers);
-    framing::single_content_length(req)?;
+    match body_len {
+        Some(len) => framing::replace_body_length(req, len)?,
+        None => framing::single_content_length(req)?,
+    }
     let mut value = HeaderValue::from_str(&auth.header_value(credential.api_key.expose()))
         .map_err(|_| {
             format!(

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::{Backend, UpstreamUrl};
+use crate::credentials::models::Deployment;
 use crate::credentials::{Credential, Lookup, Snapshot};
 use crate::providers::AuthStyle;
 use crate::upstream::Target;
@@ -23,6 +24,9 @@ pub struct Binding {
     pub target: Arc<Target>,
     /// How the key is presented.
     pub auth: AuthStyle,
+    /// The whole upstream path, when the binding decides it (`dispatch: model` routes); else
+    /// the route's prefix rules apply.
+    pub path: Option<String>,
 }
 
 /// Why a route cannot serve now (the proxy answers 503 `credential_unavailable`; nothing is sent
@@ -31,18 +35,20 @@ pub struct Binding {
 #[error("{0}")]
 pub struct Unbound(String);
 
-/// Binds a request for `route` using `snapshot`, or says why it cannot be served.
-pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Binding, Unbound> {
+/// Binds a request for `route` using `snapshot`, or says why it cannot be served. `None` for a
+/// `dispatch: model` route that can serve: each request is bound from its body.
+pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Option<Binding>, Unbound> {
     match &route.backend {
         Backend::Credential(name) => {
             let credential = ready(snapshot.credential(name), "credential", name)?;
             match (&route.upstream, &route.target, &route.auth) {
-                (Some(upstream), Some(target), Some(auth)) => Ok(Binding {
+                (Some(upstream), Some(target), Some(auth)) => Ok(Some(Binding {
                     credential,
                     upstream: upstream.clone(),
                     target: target.clone(),
                     auth: auth.clone(),
-                }),
+                    path: None,
+                })),
                 _ => Err(unavailable(format!(
                     "route {} has no upstream or provider",
                     route.name
@@ -66,13 +72,21 @@ pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Binding, Unbound> {
                     deployment.provider, route.name
                 )));
             };
-            Ok(Binding {
+            Ok(Some(Binding {
                 credential: deployment.credential.clone(),
                 upstream: upstream.clone(),
                 target: target.clone(),
                 auth: auth.clone(),
-            })
+                path: None,
+            }))
         }
+        // Bound per request from the body's `model` (`proxy::unified`); the route can serve
+        // as long as one alias can.
+        Backend::RequestModel if snapshot.models.values().any(|d| !d.all().is_empty()) => Ok(None),
+        Backend::RequestModel => Err(unavailable(format!(
+            "route {} dispatches by model, and no model deployment is loaded",
+            route.name
+        ))),
     }
 }
 
@@ -89,4 +103,46 @@ fn ready<T: Clone>(lookup: Lookup<'_, &T>, what: &str, name: &str) -> Result<T, 
 
 fn unavailable(message: String) -> Unbound {
     Unbound(message)
+}
+
+/// Binds a request to `deployment` through its provider's OpenAI-compatible API, for a
+/// `dispatch: model` route; `rest` is the request path after the route's prefix
+/// (`/chat/completions`). OpenAI and OpenAI-compatible providers take `rest` under their base
+/// (`api_base`, which for them includes the version, as in LiteLLM); Anthropic and Gemini under
+/// their compatibility paths (`/v1`, `/v1beta/openai`) unless `api_base` already ends with
+/// them; Azure under `/openai/deployments/{deployment}` with its `api-version`. Every one but
+/// Azure takes the key as `Authorization: Bearer`.
+pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, Unbound> {
+    let (Some(upstream), Some(target)) = (&deployment.upstream, &deployment.target) else {
+        return Err(unavailable(format!(
+            "deployment {} has no api_base and provider {:?} has no known public endpoint",
+            deployment.id, deployment.provider
+        )));
+    };
+    let base = upstream.base_path.trim_end_matches('/');
+    let (auth, path) = match deployment.provider.as_str() {
+        "azure" => (
+            AuthStyle::Azure,
+            format!("{base}/openai/deployments/{}{rest}", deployment.model),
+        ),
+        "anthropic" => (AuthStyle::OpenAi, compat_path(base, "/v1", rest)),
+        "gemini" => (AuthStyle::OpenAi, compat_path(base, "/v1beta/openai", rest)),
+        _ => (AuthStyle::OpenAi, format!("{base}{rest}")),
+    };
+    Ok(Binding {
+        credential: deployment.credential.clone(),
+        upstream: upstream.clone(),
+        target: target.clone(),
+        auth,
+        path: Some(path),
+    })
+}
+
+/// `base` + `compat` + `rest`, without repeating `compat` when `base` already ends with it.
+fn compat_path(base: &str, compat: &str, rest: &str) -> String {
+    if base.ends_with(compat) {
+        format!("{base}{rest}")
+    } else {
+        format!("{base}{compat}{rest}")
+    }
 }

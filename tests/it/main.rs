@@ -32,4 +32,5 @@ mod signals;
 mod soak;
 mod stalled_database;
 mod tls_listener;
+mod unified;
 mod upstream_tls;

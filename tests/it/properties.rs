@@ -124,9 +124,10 @@ proptest! {
             upstream: route.upstream.clone().expect("upstream"),
             target: route.target.clone().expect("target"),
             auth: route.auth.clone().expect("auth"),
+            path: None,
         };
         let mut req = RequestHeader::build("POST", b"/p/v1/chat", None).expect("request");
-        rewrite_request(&mut req, &route, &binding).expect("a loaded key can be injected");
+        rewrite_request(&mut req, &route, &binding, None).expect("a loaded key can be injected");
         let sent = req.headers.get("authorization").expect("injected").as_bytes();
         let expected = format!("Bearer {key}");
         prop_assert_eq!(sent, expected.as_bytes());
