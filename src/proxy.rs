@@ -35,6 +35,7 @@ use crate::identity::ClientIdentity;
 use crate::routes::{bind, Binding, Route};
 use crate::upstream::gate::{Admission, Connection, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
+use crate::upstream::verify;
 use dispatch::{Dispatch, SharedDispatch};
 use respond::ErrorReply;
 
@@ -271,17 +272,30 @@ impl ProxyHttp for SidecarProxy {
         digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let version = digest
-            .and_then(|d| d.ssl_digest.as_ref())
-            .map(|ssl| ssl.version.clone());
-        if let (Some(version), Some(binding)) = (version, &ctx.binding) {
-            if !binding.target.accepts_tls_version(&version) {
+        let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
+        if let (Some(ssl), Some(binding)) = (ssl, &ctx.binding) {
+            if !binding.target.accepts_tls_version(&ssl.version) {
                 let message = format!(
-                    "upstream {} negotiated {version}, below the configured minimum",
-                    binding.upstream.host_header()
+                    "upstream {} negotiated {}, below the configured minimum",
+                    binding.upstream.host_header(),
+                    ssl.version
                 );
                 ctx.reply = Some(ErrorReply::new(502, "upstream_tls_version", message));
                 return Err(Error::new(ErrorType::HandshakeError));
+            }
+        }
+        if let Some(binding) = ctx.binding.as_ref() {
+            // An IP upstream's certificate was verified by the handshake hook (see
+            // `upstream::verify`); without its OK, nothing is sent.
+            if binding.target.verified_after_handshake() {
+                if let Err(reason) = verify::verdict(ssl) {
+                    let message = format!(
+                        "upstream {}: certificate verification failed: {reason}",
+                        binding.upstream.host_header()
+                    );
+                    ctx.reply = Some(ErrorReply::new(502, "upstream_tls_failed", message));
+                    return Err(Error::new(ErrorType::InvalidCert));
+                }
             }
         }
         ctx.reused_connection = Some(reused);

@@ -10,9 +10,10 @@ pub mod gate;
 pub mod resolver;
 pub mod retry;
 pub mod tls;
+pub mod verify;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -33,6 +34,9 @@ pub struct Target {
     options: PeerOptions,
     client_cert: Option<Arc<CertKey>>,
     min_tls_13: bool,
+    /// TLS to an IP literal: no SNI is sent and, unless verification is off for the endpoint,
+    /// the certificate is verified by [`verify::ip_verify_hook`], whose verdict must be OK.
+    ip_host: bool,
     peer: ArcSwapOption<HttpPeer>,
 }
 
@@ -67,7 +71,13 @@ impl Target {
         {
             return;
         }
-        let mut peer = HttpPeer::new(addr, self.url.tls, self.url.host.clone());
+        // An empty SNI sends none (RFC 6066: no IP literals); the hook verifies instead.
+        let sni = if self.ip_host {
+            String::new()
+        } else {
+            self.url.host.clone()
+        };
+        let mut peer = HttpPeer::new(addr, self.url.tls, sni);
         peer.options = self.options.clone();
         peer.client_cert_key = self.client_cert.clone();
         self.peer.store(Some(Arc::new(peer)));
@@ -81,6 +91,12 @@ impl Target {
             "TLSv1.2" => !self.min_tls_13,
             _ => false,
         }
+    }
+
+    /// Whether this target's certificate is verified after the handshake (an IP upstream with
+    /// verification on): a connection without an OK [`verify::IpVerdict`] must not be used.
+    pub fn verified_after_handshake(&self) -> bool {
+        self.ip_host && self.options.upstream_tls_handshake_complete_hook.is_some()
     }
 
     /// The address new connections go to, if resolved.
@@ -155,11 +171,17 @@ impl Targets {
                 options.verify_hostname = false;
             }
         }
+        let ip = url.host.parse::<IpAddr>().ok().filter(|_| url.tls);
+        if let Some(ip) = ip.filter(|_| options.verify_cert) {
+            let hook = verify::ip_verify_hook(ip, options.ca.as_deref().map(|ca| &ca[..]));
+            options.upstream_tls_handshake_complete_hook = Some(hook);
+        }
         let target = Arc::new(Target {
             url: url.endpoint(),
             options,
             client_cert,
             min_tls_13,
+            ip_host: ip.is_some(),
             peer: ArcSwapOption::empty(),
         });
         by_endpoint.insert(key, target.clone());

@@ -1,5 +1,6 @@
 //! Upstream TLS: providers are verified; per-endpoint CA bundles and the explicitly named
-//! `insecure_skip_verify` (warned about at every start); the minimum TLS version.
+//! `insecure_skip_verify` (warned about at every start); the minimum TLS version; upstreams
+//! given by IP address (verified against IP SANs, sent without SNI).
 
 use crate::support::certs::TestCa;
 use crate::support::config::{extend, gateway, local_credentials, route};
@@ -15,10 +16,15 @@ async fn run(
     mock: &MockProvider,
     trusted_ca: &TestCa,
 ) -> (u16, String, String) {
+    run_to(upstream_extra, &mock.base_url(), trusted_ca).await
+}
+
+/// [`run`] with the route's upstream `url` (e.g. the mock by IP address).
+async fn run_to(upstream_extra: Value, url: &str, trusted_ca: &TestCa) -> (u16, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut upstream = json!({ "ca_file": trusted_ca.write_ca_file(dir.path()) });
     extend(&mut upstream, upstream_extra);
-    let routes = vec![route("a", &mock.base_url(), "openai", "openai-cred")];
+    let routes = vec![route("a", url, "openai", "openai-cred")];
     let config = gateway(upstream, local_credentials(), routes);
     let sidecar = start_with_test_credentials(&config).await;
     let (status, body) = post(&sidecar, "/a/x").await;
@@ -116,4 +122,73 @@ async fn an_endpoint_client_certificate_is_presented_to_providers_that_require_o
     let (status, body, _) = run(endpoint, &mock, &ca).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(mock.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_upstream_is_verified_against_its_ip_san_and_sent_no_sni() {
+    let ca = TestCa::new();
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    let mock = MockProvider::start_with_cert(&cert, &key).await;
+    let (status, body, _) = run_to(json!({}), &mock.ip_url(), &ca).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Bearer sk-openai-SECRET-0001")
+    );
+    assert_eq!(mock.server_names(), [None], "no SNI for an IP literal");
+
+    // A host name is still sent as SNI (the recording works).
+    let by_name = MockProvider::start_http1(&ca).await;
+    let (status, body, _) = run(json!({}), &by_name, &ca).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(by_name.server_names(), [Some("localhost".to_string())]);
+}
+
+/// One request to `mock` by IP with `trusted_ca` configured: a refusal naming the upstream
+/// and `reason`, and nothing sent to the provider.
+async fn assert_ip_refused(mock: &MockProvider, trusted_ca: &TestCa, reason: &str) {
+    let (status, body, _) = run_to(json!({}), &mock.ip_url(), trusted_ca).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_tls_failed"), "{body}");
+    let upstream = format!("upstream {}: certificate verification failed", mock.addr());
+    assert!(body.contains(&upstream), "{body}");
+    assert!(body.contains(reason), "{reason:?} in {body}");
+    assert!(mock.requests().is_empty(), "nothing sent: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_upstream_whose_certificate_names_only_a_host_is_an_ip_mismatch() {
+    let ca = TestCa::new();
+    let (cert, key) = ca.issue(&["localhost"]);
+    let mock = MockProvider::start_with_cert(&cert, &key).await;
+    assert_ip_refused(&mock, &ca, "IP address mismatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_upstream_from_an_untrusted_ca_is_refused_as_an_unknown_issuer() {
+    let (ca, other) = (TestCa::new(), TestCa::new());
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    let mock = MockProvider::start_with_cert(&cert, &key).await;
+    assert_ip_refused(&mock, &other, "unable to get local issuer certificate").await;
+
+    // An endpoint's own CA bundle is the trust for its IP.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint_ca = ca.write_ca_file(dir.path());
+    let endpoint = json!({ "endpoints": [{ "host": "127.0.0.1", "ca_file": endpoint_ca }] });
+    let (status, body, _) = run_to(endpoint, &mock.ip_url(), &other).await;
+    assert_eq!(status, 200, "the endpoint's own CA bundle: {body}");
+
+    let insecure = json!({ "endpoints": [{ "host": "127.0.0.1", "insecure_skip_verify": true }] });
+    let (status, body, _) = run_to(insecure, &mock.ip_url(), &other).await;
+    assert_eq!(status, 200, "verification off for the endpoint: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_upstream_with_an_expired_certificate_is_refused_as_expired() {
+    let ca = TestCa::new();
+    let (cert, key) = ca.issue_expired(&["127.0.0.1"]);
+    let mock = MockProvider::start_with_cert(&cert, &key).await;
+    assert_ip_refused(&mock, &ca, "certificate has expired").await;
 }

@@ -46,41 +46,31 @@ impl TestCa {
     /// The first name is also used as the subject common name.
     pub fn issue(&self, names: &[&str]) -> (String, String) {
         assert!(!names.is_empty(), "TestCa::issue needs at least one name");
-        let sans = names
-            .iter()
-            .map(|name| match name.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    (*name)
-                        .try_into()
-                        .unwrap_or_else(|e| panic!("invalid DNS name {name:?}: {e}")),
-                ),
-            })
-            .collect();
-        self.issue_with_sans(names[0], sans)
+        self.issue_with_sans(names[0], sans_for(names))
+    }
+
+    /// Like [`Self::issue`], but the certificate expired (valid during 2020 only).
+    pub fn issue_expired(&self, names: &[&str]) -> (String, String) {
+        assert!(
+            !names.is_empty(),
+            "TestCa::issue_expired needs at least one name"
+        );
+        let mut params = server_params(names[0], sans_for(names));
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        self.sign(params)
     }
 
     /// Issues a certificate with subject common name `common_name` and exactly the subject
     /// alternative names `sans` (of any type: a DNS SAN may hold any IA5 text, as a hostile
     /// issuer's could); returns `(cert_pem, key_pem)`.
     pub fn issue_with_sans(&self, common_name: &str, sans: Vec<SanType>) -> (String, String) {
+        self.sign(server_params(common_name, sans))
+    }
+
+    /// Signs a certificate with `params` and a fresh key; returns `(cert_pem, key_pem)`.
+    fn sign(&self, params: CertificateParams) -> (String, String) {
         let key = KeyPair::generate().expect("generate server key pair");
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = sans;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        // Both purposes, so the same helper issues mTLS client certificates.
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("sign server certificate with the test CA");
@@ -128,4 +118,41 @@ pub fn alpn_wire(protocols: &[&str]) -> Vec<u8> {
         out.extend_from_slice(p.as_bytes());
     }
     out
+}
+
+/// A server (and client) certificate's parameters: subject common name `common_name`, exactly
+/// the subject alternative names `sans`, valid from now (rcgen's default).
+fn server_params(common_name: &str, sans: Vec<SanType>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = sans;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    // Both purposes, so the same helper issues mTLS client certificates.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params
+}
+
+/// The SANs for `names`: each that parses as an IP address an IP SAN, every other a DNS SAN.
+fn sans_for(names: &[&str]) -> Vec<SanType> {
+    names
+        .iter()
+        .map(|name| match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                (*name)
+                    .try_into()
+                    .unwrap_or_else(|e| panic!("invalid DNS name {name:?}: {e}")),
+            ),
+        })
+        .collect()
 }

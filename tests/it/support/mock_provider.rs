@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boring::pkey::PKey;
-use boring::ssl::{AlpnError, SslAcceptor, SslMethod};
+use boring::ssl::{AlpnError, NameType, SslAcceptor, SslMethod};
 use boring::x509::X509;
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
@@ -68,6 +68,8 @@ struct State {
     requests: Mutex<Vec<RecordedRequest>>,
     tcp_connections: AtomicUsize,
     tls_handshakes: AtomicUsize,
+    /// The SNI of each completed handshake (`None`: the client sent none).
+    server_names: Mutex<Vec<Option<String>>>,
     open_connections: AtomicUsize,
     max_open_connections: AtomicUsize,
     /// Shared so a test can sample several providers' totals.
@@ -130,7 +132,14 @@ impl MockProvider {
     /// Starts the mock with a certificate for `names` only (e.g. a name the sidecar does not
     /// connect by, to check host-name verification), HTTP/1.1.
     pub async fn start_with_cert_names(ca: &TestCa, names: &[&str]) -> MockProvider {
-        let acceptor = acceptor_builder_for(ca, names, &["http/1.1"], None);
+        let (cert_pem, key_pem) = ca.issue(names);
+        Self::start_with_cert(&cert_pem, &key_pem).await
+    }
+
+    /// Starts the mock with exactly this certificate and key (PEM; e.g. an expired one),
+    /// HTTP/1.1.
+    pub async fn start_with_cert(cert_pem: &str, key_pem: &str) -> MockProvider {
+        let acceptor = acceptor_builder_with(cert_pem, key_pem, &["http/1.1"], None);
         Self::listen(Arc::new(acceptor.build())).await
     }
 
@@ -178,6 +187,16 @@ impl MockProvider {
     /// `https://localhost:PORT`.
     pub fn base_url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// `https://127.0.0.1:PORT` (an upstream given by IP).
+    pub fn ip_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The SNI sent in each completed TLS handshake, in order (`None`: no SNI).
+    pub fn server_names(&self) -> Vec<Option<String>> {
+        self.state.server_names.lock().expect("names lock").clone()
     }
 
     /// Snapshot of every request recorded so far, in completion order.
@@ -240,16 +259,16 @@ fn acceptor_builder(
     alpn: &[&str],
     max: Option<boring::ssl::SslVersion>,
 ) -> boring::ssl::SslAcceptorBuilder {
-    acceptor_builder_for(ca, &["localhost", "127.0.0.1"], alpn, max)
+    let (cert_pem, key_pem) = ca.issue(&["localhost", "127.0.0.1"]);
+    acceptor_builder_with(&cert_pem, &key_pem, alpn, max)
 }
 
-fn acceptor_builder_for(
-    ca: &TestCa,
-    names: &[&str],
+fn acceptor_builder_with(
+    cert_pem: &str,
+    key_pem: &str,
     alpn: &[&str],
     max: Option<boring::ssl::SslVersion>,
 ) -> boring::ssl::SslAcceptorBuilder {
-    let (cert_pem, key_pem) = ca.issue(names);
     let cert = X509::from_pem(cert_pem.as_bytes()).expect("parse mock cert");
     let key = PKey::private_key_from_pem(key_pem.as_bytes()).expect("parse mock key");
     let mut builder =
@@ -303,6 +322,11 @@ async fn serve_connection(
     let Ok(tls) = tokio_boring::accept(&acceptor, tcp).await else {
         return;
     };
+    let name = tls
+        .ssl()
+        .servername(NameType::HOST_NAME)
+        .map(str::to_string);
+    state.server_names.lock().expect("names lock").push(name);
     state.tls_handshakes.fetch_add(1, Ordering::SeqCst);
     let is_h2 = tls.ssl().selected_alpn_protocol() == Some(b"h2".as_slice());
     let io = TokioIo::new(tls);
