@@ -10,6 +10,7 @@ mod fanout;
 mod network;
 mod parse;
 pub mod reader;
+mod routes;
 mod schema;
 mod url;
 

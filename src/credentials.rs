@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod cipher;
+pub mod health;
 pub mod local;
 pub mod models;
 pub mod postgres;

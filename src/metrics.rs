@@ -9,6 +9,7 @@
 //! names (rows in the store). Never paths, client addresses, hosts from requests, or values.
 
 mod clients;
+mod models;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -24,6 +25,7 @@ use crate::credentials::CredentialCache;
 use crate::upstream::gate::ConnectionGate;
 
 pub use clients::register_clients;
+pub use models::{record_attempt, record_cooldown};
 
 /// Latency buckets (seconds): LLM calls range from milliseconds (errors, cached) to minutes.
 const LATENCY_BUCKETS: &[f64] = &[

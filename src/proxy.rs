@@ -3,7 +3,8 @@
 //!
 //! Order for one request: `early_request_filter` (pipelined HTTP/1 requests answered in order,
 //! see `framing`) → `request_filter` (refuse CONNECT, match the route, take the credential from
-//! the current snapshot, or answer with a JSON error and send nothing) → `upstream_peer` (a
+//! the current snapshot; on a `dispatch: model` route read the body and pick a deployment, see
+//! `unified`; or answer with a JSON error and send nothing) → `upstream_peer` (a
 //! pre-resolved peer) → `upstream_request_filter` (strip and inject, one `Content-Length`) →
 //! response streamed back → `logging` (one access line, no secrets).
 
@@ -35,7 +36,6 @@ use crate::identity::ClientIdentity;
 use crate::routes::{bind, Binding, Route};
 use crate::upstream::gate::{Admission, Connection, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
-use crate::upstream::verify;
 use dispatch::{Dispatch, SharedDispatch};
 use respond::ErrorReply;
 
@@ -91,6 +91,8 @@ pub struct RequestCtx {
     /// An error the sidecar answers with, set before failing a phase.
     reply: Option<ErrorReply>,
     retried: bool,
+    /// The deployment answered 429 or 5xx and the router chose another for one retry.
+    retry_elsewhere: bool,
     reused_connection: Option<bool>,
     /// When the first attempt got past the connection cap, about to connect or reuse.
     upstream_started: Option<Instant>,
@@ -106,10 +108,13 @@ pub struct RequestCtx {
     limits: Limits,
     /// Request body bytes received so far.
     body_received: u64,
-    /// The body sent upstream instead of the client's (`dispatch: model` routes).
-    body_replacement: Option<bytes::Bytes>,
-    /// Whether this attempt has sent `body_replacement`.
+    /// A `dispatch: model` request: its deployment, the body sent instead of the client's, and
+    /// what a retry on another deployment needs.
+    model_request: Option<Box<unified::ModelRequest>>,
+    /// Whether this attempt has sent the model request's body.
     body_replaced: bool,
+    /// The router settings in force when the request was admitted.
+    router: crate::config::RouterSettings,
 }
 
 #[async_trait]
@@ -123,6 +128,7 @@ impl ProxyHttp for SidecarProxy {
             binding: None,
             reply: None,
             retried: false,
+            retry_elsewhere: false,
             reused_connection: None,
             upstream_started: None,
             upstream_ttfb: None,
@@ -131,8 +137,9 @@ impl ProxyHttp for SidecarProxy {
             claim: None,
             limits: Limits::default(),
             body_received: 0,
-            body_replacement: None,
+            model_request: None,
             body_replaced: false,
+            router: Default::default(),
         }
     }
 
@@ -169,22 +176,18 @@ impl ProxyHttp for SidecarProxy {
             identity.as_ref(),
             ctx,
         );
-        let bound = match (admitted, &ctx.route) {
-            (Ok(None), Some(route)) => {
-                let (route, snapshot) = (route.clone(), self.credentials.snapshot());
-                let max_body = ctx.limits.max_request_body_bytes;
-                match unified::dispatch(session, &route, &snapshot, max_body).await {
-                    Ok(unified::Dispatched::Answered) => return Ok(true),
-                    Ok(unified::Dispatched::Bound { binding, body, .. }) => {
-                        ctx.body_replacement = Some(body);
-                        Ok(binding)
-                    }
+        let bound = match admitted {
+            Ok(Some(binding)) => Ok(binding),
+            // A `dispatch: model` route: the body names the deployment.
+            Ok(None) => {
+                let snapshot = self.credentials.snapshot();
+                match unified::bind_by_body(session, ctx, snapshot, dispatch.router).await {
+                    Ok(Some(binding)) => Ok(binding),
+                    Ok(None) => return Ok(true),
                     Err(reply) => Err(reply),
                 }
             }
-            (Ok(Some(binding)), _) => Ok(binding),
-            (Ok(None), None) => Err(ErrorReply::new(500, "internal", "no route bound")),
-            (Err(reply), _) => Err(reply),
+            Err(reply) => Err(reply),
         };
         match bound {
             Ok(binding) => {
@@ -211,13 +214,7 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         // Already read and bounded; Pingora replays its tail, which the whole body replaces.
-        if let Some(replacement) = &ctx.body_replacement {
-            let first = !std::mem::replace(&mut ctx.body_replaced, true);
-            *body = Some(if first {
-                replacement.clone()
-            } else {
-                bytes::Bytes::new()
-            });
+        if unified::attempts::on_body(ctx, body) {
             return Ok(());
         }
         let chunk = body.as_ref().map_or(0, |b| b.len());
@@ -232,6 +229,8 @@ impl ProxyHttp for SidecarProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        // A retry after a deployment failed goes to the one the router chose instead.
+        unified::attempts::on_next_attempt(ctx)?;
         let binding = ctx
             .binding
             .as_ref()
@@ -273,29 +272,10 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
-        if let (Some(ssl), Some(binding)) = (ssl, &ctx.binding) {
-            if !binding.target.accepts_tls_version(&ssl.version) {
-                let message = format!(
-                    "upstream {} negotiated {}, below the configured minimum",
-                    binding.upstream.host_header(),
-                    ssl.version
-                );
-                ctx.reply = Some(ErrorReply::new(502, "upstream_tls_version", message));
-                return Err(Error::new(ErrorType::HandshakeError));
-            }
-        }
         if let Some(binding) = ctx.binding.as_ref() {
-            // An IP upstream's certificate was verified by the handshake hook (see
-            // `upstream::verify`); without its OK, nothing is sent.
-            if binding.target.verified_after_handshake() {
-                if let Err(reason) = verify::verdict(ssl) {
-                    let message = format!(
-                        "upstream {}: certificate verification failed: {reason}",
-                        binding.upstream.host_header()
-                    );
-                    ctx.reply = Some(ErrorReply::new(502, "upstream_tls_failed", message));
-                    return Err(Error::new(ErrorType::InvalidCert));
-                }
+            if let Err((reply, etype)) = failure::check_upstream_tls(binding, ssl) {
+                ctx.reply = Some(reply);
+                return Err(Error::new(etype));
             }
         }
         ctx.reused_connection = Some(reused);
@@ -326,7 +306,7 @@ impl ProxyHttp for SidecarProxy {
             return Err(Error::new(ErrorType::InternalError));
         };
         ctx.body_replaced = false;
-        let replacement_len = ctx.body_replacement.as_ref().map(|b| b.len());
+        let replacement_len = ctx.model_request.as_ref().map(|r| r.upstream_body.len());
         rewrite::rewrite_request(upstream_request, route, binding, replacement_len).map_err(
             |message| {
                 ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
@@ -343,13 +323,14 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        let retry = should_retry(FailedAttempt {
-            reused: client_reused,
-            already_retried: ctx.retried,
-            body_truncated: session.as_ref().retry_buffer_truncated(),
-            error_type: &e.etype,
-            retry_class: &e.retry,
-        });
+        let retry = std::mem::take(&mut ctx.retry_elsewhere)
+            || should_retry(FailedAttempt {
+                reused: client_reused,
+                already_retried: ctx.retried,
+                body_truncated: session.as_ref().retry_buffer_truncated(),
+                error_type: &e.etype,
+                retry_class: &e.retry,
+            });
         e.set_retry(retry);
         if retry {
             ctx.retried = true;
@@ -391,14 +372,26 @@ impl ProxyHttp for SidecarProxy {
         }
     }
 
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        unified::attempts::on_connect_failure(ctx, &mut e);
+        e
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         ctx.upstream_ttfb = ctx.upstream_started.map(|t| t.elapsed());
-        Ok(())
+        // Nothing has reached the client yet: another deployment may answer instead.
+        unified::attempts::on_response(ctx, upstream_response.status.as_u16())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

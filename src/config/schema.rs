@@ -11,6 +11,8 @@ use crate::identity::AllowedIdentity;
 use crate::providers::AuthStyle;
 use crate::secret::Secret;
 
+pub use crate::credentials::health::RouterSettings;
+
 use super::url::UpstreamUrl;
 
 /// Worker threads for the proxy service: one, the best CPU per request and tail latency
@@ -119,6 +121,8 @@ pub struct Config {
     pub fanout: Option<FanoutSettings>,
     /// Logging.
     pub log: LogSettings,
+    /// How `dispatch: model` routes cool failing deployments down.
+    pub router: RouterSettings,
 }
 
 /// What one client may cost: request sizes (checked before anything is sent upstream), open

@@ -108,12 +108,29 @@ impl Snapshot {
         }
     }
 
-    /// Picks the next deployment of a model alias (round-robin).
+    /// Picks the next deployment of a model alias (weighted round-robin).
     pub fn deployment(&self, model: &str) -> Lookup<'_, &Arc<Deployment>> {
+        self.pick(model, None)
+    }
+
+    /// Picks the next deployment of a model alias that is not cooling down and is not
+    /// `exclude` (the one a retry moves away from); when every one is cooling down, the one that
+    /// failed least recently, `exclude` only when it is the alias's only deployment.
+    pub fn pick(&self, model: &str, exclude: Option<&str>) -> Lookup<'_, &Arc<Deployment>> {
         match self.models.get(model) {
             Some(d) if !d.list.is_empty() => {
-                let step = d.next.fetch_add(1, Ordering::Relaxed) % d.schedule.len();
-                Lookup::Ready(&d.list[d.schedule[step]])
+                let start = d.next.fetch_add(1, Ordering::Relaxed);
+                let usable = |i: usize| exclude != Some(d.list[i].id.as_str());
+                let ready = (0..d.schedule.len())
+                    .map(|k| d.schedule[(start + k) % d.schedule.len()])
+                    .find(|&i| usable(i) && !d.list[i].health.is_cooling());
+                let fallback = || {
+                    (0..d.list.len())
+                        .filter(|&i| usable(i) || d.list.len() == 1)
+                        .min_by_key(|&i| d.list[i].health.last_failure())
+                        .unwrap_or(0)
+                };
+                Lookup::Ready(&d.list[ready.unwrap_or_else(fallback)])
             }
             _ => match self.model_failures.get(model) {
                 Some(reason) => Lookup::Failed(reason),
@@ -217,6 +234,7 @@ mod tests {
             provider: "openai".into(),
             model: id.into(),
             weight,
+            health: crate::credentials::health::for_deployment(id),
             credential: Arc::new(credential(id, id)),
             upstream: None,
             target: None,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::health::{self, DeploymentHealth};
 use super::values::ValueReader;
 use super::Credential;
 use crate::config::UpstreamUrl;
@@ -36,6 +37,8 @@ pub struct Deployment {
     /// LiteLLM's `weight`: its share of the alias's requests relative to the others' (1 when
     /// unset).
     pub weight: f64,
+    /// Its failures and cooldown (kept by `id` across refreshes).
+    pub health: Arc<DeploymentHealth>,
     /// The resolved endpoint for `upstream`.
     pub target: Option<Arc<Target>>,
     /// The provider's auth style, when known (the route may set one instead).
@@ -124,6 +127,7 @@ pub fn deployment(
         provider,
         model: provider_model.to_string(),
         weight,
+        health: health::for_deployment(&row.id),
         upstream: upstream.map(Arc::new),
         target,
         auth: known.map(|(style, _)| style),

@@ -24,6 +24,7 @@ fn clients(max: u64, allowed: &[&str]) -> Arc<ClientConnections> {
             max_client_connections: max,
             ..Limits::default()
         },
+        router: Default::default(),
     };
     ClientConnections::new(Arc::new(ArcSwap::from_pointee(dispatch)))
 }

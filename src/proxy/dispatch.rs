@@ -1,12 +1,12 @@
 //! What the proxy consults for every request and a config reload (SIGHUP) replaces as one unit:
-//! the route table, the client access rules and the request size limits. Requests take the current [`Dispatch`] once, at
+//! the route table, the client access rules, the request size limits and the router settings. Requests take the current [`Dispatch`] once, at
 //! admission, so a reload never changes a request halfway through.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{AccessSettings, Config, Limits};
+use crate::config::{AccessSettings, Config, Limits, RouterSettings};
 use crate::routes::RouteTable;
 use crate::upstream::Targets;
 
@@ -18,6 +18,8 @@ pub struct Dispatch {
     pub access: AccessSettings,
     /// Request size limits.
     pub limits: Limits,
+    /// How `dispatch: model` routes cool failing deployments down.
+    pub router: RouterSettings,
 }
 
 /// The dispatch in force, shared by the proxy, the admin listener and the reloader.
@@ -31,6 +33,7 @@ impl Dispatch {
             routes: RouteTable::new(&config.routes, targets, token_header),
             access: config.access.clone(),
             limits: config.limits,
+            router: config.router,
         }
     }
 }

@@ -1,11 +1,39 @@
 //! The JSON reply for a proxy error the sidecar did not plan for (upstream refused, timed out,
 //! TLS failed, connection cap reached…), by error type and side.
 
+use pingora::protocols::tls::SslDigest;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::respond::ErrorReply;
 use crate::routes::Binding;
 use crate::upstream::gate::LIMIT_REACHED;
+use crate::upstream::verify;
+
+/// Whether a connection's TLS may carry a request for `binding` (checked before anything is
+/// sent, on new and pooled connections): at least the configured TLS version, and for an IP
+/// upstream the certificate verdict of the handshake hook (see `upstream::verify`).
+pub fn check_upstream_tls(
+    binding: &Binding,
+    ssl: Option<&SslDigest>,
+) -> Result<(), (ErrorReply, ErrorType)> {
+    let upstream = binding.upstream.host_header();
+    if let Some(ssl) = ssl.filter(|ssl| !binding.target.accepts_tls_version(&ssl.version)) {
+        let message = format!(
+            "upstream {upstream} negotiated {}, below the configured minimum",
+            ssl.version
+        );
+        let reply = ErrorReply::new(502, "upstream_tls_version", message);
+        return Err((reply, ErrorType::HandshakeError));
+    }
+    if binding.target.verified_after_handshake() {
+        if let Err(reason) = verify::verdict(ssl) {
+            let message = format!("upstream {upstream}: certificate verification failed: {reason}");
+            let reply = ErrorReply::new(502, "upstream_tls_failed", message);
+            return Err((reply, ErrorType::InvalidCert));
+        }
+    }
+    Ok(())
+}
 
 /// The JSON reply for a proxy error the sidecar did not plan for, or `None` when the client is
 /// gone and nothing can be written.

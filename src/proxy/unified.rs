@@ -14,17 +14,27 @@
 //! for its last 64 KiB (`Content-Length` says when); Pingora then replays that tail through
 //! `request_body_filter`, which sends the whole rewritten body in its place. A body of unknown
 //! length (chunked) over 64 KiB cannot be replayed and is refused with 413.
+//!
+//! A deployment that answers 429 or 5xx, or cannot be connected to, counts toward its cooldown
+//! (see `credentials::health`), and the request moves to another deployment once, before
+//! anything reaches the client ([`attempts`]).
 
-use std::ops::Range;
+pub mod attempts;
+mod body;
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use super::respond::ErrorReply;
-use crate::credentials::Snapshot;
-use crate::routes::{bind_deployment, Binding, Route};
+use super::RequestCtx;
+use crate::config::RouterSettings;
+use crate::credentials::{Lookup, Snapshot};
+use crate::routes::{Binding, Route};
+use body::find_model;
+
+pub use attempts::ModelRequest;
 
 /// The endpoints under a `dispatch: model` route whose JSON body carries `model`.
 pub const MODEL_ENDPOINTS: [&str; 7] = [
@@ -45,22 +55,43 @@ const RETRY_BUFFER_BYTES: usize = 64 * 1024;
 pub enum Dispatched {
     /// Answered here (`GET /models`); nothing goes upstream.
     Answered,
-    /// Bound to a deployment; `body` replaces the client's body upstream.
-    Bound {
-        /// Where the request goes, with which key.
-        binding: Binding,
-        /// The body with `model` rewritten.
-        body: Bytes,
-        /// The alias the client asked for.
-        alias: String,
-    },
+    /// Bound to a deployment.
+    Bound(Box<ModelRequest>),
+}
+
+/// `request_filter` on a `dispatch: model` route: answers `/models`, or reads the body and
+/// binds the request to a deployment of its alias (kept in `ctx` for the attempts). `Ok(None)`:
+/// answered here.
+pub async fn bind_by_body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snapshot: Arc<Snapshot>,
+    router: RouterSettings,
+) -> Result<Option<Binding>, ErrorReply> {
+    let Some(route) = ctx.route.clone() else {
+        return Err(ErrorReply::new(
+            500,
+            "internal_error",
+            "no route was matched",
+        ));
+    };
+    ctx.router = router;
+    let max_body = ctx.limits.max_request_body_bytes;
+    match dispatch(session, &route, snapshot, max_body).await? {
+        Dispatched::Answered => Ok(None),
+        Dispatched::Bound(request) => {
+            let binding = request.binding.clone();
+            ctx.model_request = Some(request);
+            Ok(Some(binding))
+        }
+    }
 }
 
 /// Serves or binds a request to `route` (a `dispatch: model` route) from `snapshot`.
-pub async fn dispatch(
+async fn dispatch(
     session: &mut Session,
     route: &Route,
-    snapshot: &Snapshot,
+    snapshot: Arc<Snapshot>,
     max_body: u64,
 ) -> Result<Dispatched, ErrorReply> {
     let path = session.req_header().uri.path();
@@ -74,7 +105,7 @@ pub async fn dispatch(
         if method != http::Method::GET {
             return Err(invalid(405, "method_not_allowed", "use GET for /models"));
         }
-        let (status, body) = models_reply(snapshot, rest.strip_prefix("/models/"));
+        let (status, body) = models_reply(&snapshot, rest.strip_prefix("/models/"));
         write_json(session, status, body).await?;
         return Ok(Dispatched::Answered);
     }
@@ -98,15 +129,15 @@ pub async fn dispatch(
     let body = read_body(session, max_body).await?;
     let field = find_model(&body)?;
     let deployment = match snapshot.deployment(&field.alias) {
-        crate::credentials::Lookup::Ready(d) => d.clone(),
-        crate::credentials::Lookup::Failed(reason) => {
+        Lookup::Ready(d) => d.clone(),
+        Lookup::Failed(reason) => {
             return Err(ErrorReply::new(
                 503,
                 "credential_unavailable",
                 format!("model {:?} could not be loaded: {reason}", field.alias),
             ))
         }
-        crate::credentials::Lookup::Missing => {
+        Lookup::Missing => {
             return Err(invalid(
                 404,
                 "model_not_found",
@@ -118,14 +149,9 @@ pub async fn dispatch(
             ))
         }
     };
-    let binding = bind_deployment(&deployment, &rest)
-        .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))?;
-    let body = replace_model(&body, &field, &deployment.model);
-    Ok(Dispatched::Bound {
-        binding,
-        body,
-        alias: field.alias,
-    })
+    let alias = field.alias.clone();
+    ModelRequest::new(alias, deployment, body, field, rest, snapshot)
+        .map(|r| Dispatched::Bound(Box::new(r)))
 }
 
 /// A client error in OpenAI's shape.
@@ -195,74 +221,6 @@ async fn read_body(session: &mut Session, max_body: u64) -> Result<Bytes, ErrorR
     Ok(body.freeze())
 }
 
-/// The alias a body asks for, and where its value sits in the body.
-#[derive(Debug)]
-pub struct ModelField {
-    /// The value of the top-level `model`.
-    pub alias: String,
-    /// The byte range of that value (with its quotes).
-    range: Range<usize>,
-}
-
-/// Finds the top-level `model` of a JSON object body. Malformed JSON, a body that is not an
-/// object, a missing, repeated or non-string `model` are 400s.
-pub fn find_model(body: &[u8]) -> Result<ModelField, ErrorReply> {
-    let bad = |message: String| invalid(400, "invalid_request_error", message);
-    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8".into()))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let values = de
-        .deserialize_map(ModelValues)
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| bad(format!("the body is not a JSON object: {e}")))?;
-    let raw = match values.as_slice() {
-        [raw] => *raw,
-        [] => return Err(bad("the body has no \"model\"".into())),
-        _ => return Err(bad("the body names \"model\" more than once".into())),
-    };
-    let alias: String =
-        serde_json::from_str(raw.get()).map_err(|_| bad("\"model\" is not a string".into()))?;
-    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
-    Ok(ModelField {
-        alias,
-        range: start..start + raw.get().len(),
-    })
-}
-
-/// The body with the `model` value replaced by `model`; the same bytes when it is unchanged.
-pub fn replace_model(body: &Bytes, field: &ModelField, model: &str) -> Bytes {
-    if field.alias == model {
-        return body.clone();
-    }
-    let quoted = serde_json::Value::from(model).to_string();
-    let mut out = BytesMut::with_capacity(body.len() + quoted.len());
-    out.extend_from_slice(&body[..field.range.start]);
-    out.extend_from_slice(quoted.as_bytes());
-    out.extend_from_slice(&body[field.range.end..]);
-    out.freeze()
-}
-
-/// Visits a JSON object's top level, keeping the raw value of every `model` key.
-struct ModelValues;
-
-impl<'de> Visitor<'de> for ModelValues {
-    type Value = Vec<&'de RawValue>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = Vec::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            if key == "model" {
-                found.push(value);
-            }
-        }
-        Ok(found)
-    }
-}
-
 /// `GET /models` (every alias) or `GET /models/{id}` (one), as OpenAI and LiteLLM answer them.
 fn models_reply(snapshot: &Snapshot, one: Option<&str>) -> (u16, Bytes) {
     let entry = |alias: &str| serde_json::json!({ "id": alias, "object": "model", "created": 0, "owned_by": "sidecar" });
@@ -312,47 +270,4 @@ async fn write_json(session: &mut Session, status: u16, body: Bytes) -> Result<(
         .write_response_body(Some(body), true)
         .await
         .map_err(failed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rewritten(body: &str, model: &str) -> Result<String, ErrorReply> {
-        let bytes = Bytes::from(body.to_string());
-        let field = find_model(&bytes)?;
-        Ok(String::from_utf8(replace_model(&bytes, &field, model).to_vec()).expect("utf8"))
-    }
-
-    #[test]
-    fn only_the_top_level_model_value_changes() {
-        let body = r#"{"messages":[{"role":"user","content":"model: \"x\"","model":"inner"}], "model" : "fast", "n":1.50}"#;
-        assert_eq!(
-            rewritten(body, "gpt-4o").expect("ok"),
-            body.replace(r#""model" : "fast""#, r#""model" : "gpt-4o""#)
-        );
-        let escaped = r#"{"model":"f\u0061st"}"#;
-        assert_eq!(find_model(escaped.as_bytes()).expect("ok").alias, "fast");
-        assert_eq!(
-            rewritten(escaped, "a\"b").expect("ok"),
-            r#"{"model":"a\"b"}"#
-        );
-    }
-
-    #[test]
-    fn bodies_without_one_string_model_are_400s() {
-        for body in [
-            "",
-            "not json",
-            "[1]",
-            r#"{"messages":[]}"#,
-            r#"{"model":1}"#,
-            r#"{"model":"a","model":"b"}"#,
-            r#"{"model":"a"} trailing"#,
-            r#"{"model":"a","x":[}"#,
-        ] {
-            let err = find_model(body.as_bytes()).expect_err(body);
-            assert_eq!(err.status, 400, "{body}");
-        }
-    }
 }

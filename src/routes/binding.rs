@@ -14,7 +14,7 @@ use crate::upstream::Target;
 use super::Route;
 
 /// Everything the rewrite and the upstream choice need for one request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Binding {
     /// The key and its companions.
     pub credential: Arc<Credential>,

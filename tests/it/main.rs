@@ -33,4 +33,5 @@ mod soak;
 mod stalled_database;
 mod tls_listener;
 mod unified;
+mod unified_router;
 mod upstream_tls;

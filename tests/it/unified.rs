@@ -49,15 +49,11 @@ async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
     )
     .await;
     let route = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
-    let config = yaml(&gateway(
-        e,
-        db,
-        &TestDb::url(None),
-        "30s",
-        false,
-        vec![route],
-    ));
-    SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", SALT)]).await
+    let mut config = gateway(e, db, &TestDb::url(None), "30s", false, vec![route]);
+    // Small enough that a client sending more still has all of it in the socket buffers when the
+    // 413 comes back (a client still writing when the sidecar closes may see a reset instead).
+    config["limits"] = json!({ "max_request_body_bytes": 256 * 1024 });
+    SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await
 }
 
 /// POSTs `body` to `path`, with a client key that must never pass; returns the status, the
@@ -244,10 +240,7 @@ async fn bad_bodies_and_unknown_models_are_answered_here_and_send_nothing() {
         assert_eq!(error["error"]["code"], code, "{body}");
         assert!(seen.is_none(), "{body}: something reached the provider");
     }
-    let over = format!(
-        r#"{{"model":"gpt","x":"{}"}}"#,
-        "y".repeat(33 * 1024 * 1024)
-    );
+    let over = format!(r#"{{"model":"gpt","x":"{}"}}"#, "y".repeat(400 * 1024));
     let (status, _, seen) = send(&e, &sidecar, "/v1/chat/completions", over).await;
     assert_eq!(status, 413);
     assert!(seen.is_none());

@@ -390,8 +390,14 @@ async fn handle(
         body: body.to_vec(),
         version: format!("{:?}", parts.version),
     };
+    // `x-mock-status: N`, or a path starting `/status/N/` (a deployment's api_base can say it).
+    let path_status = recorded
+        .path
+        .strip_prefix("/status/")
+        .and_then(|rest| rest.split('/').next());
     let status = recorded
         .header("x-mock-status")
+        .or(path_status)
         .and_then(|s| s.trim().parse::<u16>().ok())
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);

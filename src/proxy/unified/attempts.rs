@@ -1,0 +1,196 @@
+//! The attempts of one `dispatch: model` request: the deployment each goes to, the body it
+//! sends, and the router's part (a failed deployment recorded toward its cooldown; one retry on
+//! another deployment while nothing has reached the client). The proxy's phases call the
+//! `on_*` functions here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use log::warn;
+use pingora::{Error, ErrorType};
+
+use super::body::{replace_model, ModelField};
+use crate::config::RouterSettings;
+use crate::credentials::health::Failure;
+use crate::credentials::models::Deployment;
+use crate::credentials::{Lookup, Snapshot};
+use crate::proxy::respond::ErrorReply;
+use crate::proxy::RequestCtx;
+use crate::routes::{bind_deployment, Binding};
+
+/// A request bound to a deployment of its alias, and what a retry on another one needs.
+pub struct ModelRequest {
+    /// The alias the client asked for.
+    pub alias: String,
+    /// The deployment of the current attempt.
+    pub deployment: Arc<Deployment>,
+    /// Where the current attempt goes, with which key.
+    pub binding: Binding,
+    /// The body of the current attempt (`model` rewritten for `deployment`).
+    pub upstream_body: Bytes,
+    client_body: Bytes,
+    field: ModelField,
+    /// The request path after the route's prefix.
+    rest: String,
+    /// The snapshot the request was admitted with (a refresh never changes it halfway).
+    snapshot: Arc<Snapshot>,
+    /// The deployment the next attempt moves to, once this one failed.
+    next: Option<Arc<Deployment>>,
+}
+
+impl ModelRequest {
+    pub(super) fn new(
+        alias: String,
+        deployment: Arc<Deployment>,
+        client_body: Bytes,
+        field: ModelField,
+        rest: String,
+        snapshot: Arc<Snapshot>,
+    ) -> Result<ModelRequest, ErrorReply> {
+        let binding = bind_deployment(&deployment, &rest)
+            .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))?;
+        Ok(ModelRequest {
+            upstream_body: replace_model(&client_body, &field, &deployment.model),
+            alias,
+            deployment,
+            binding,
+            client_body,
+            field,
+            rest,
+            snapshot,
+            next: None,
+        })
+    }
+
+    /// Records that the current deployment failed. With `may_retry` (nothing has reached the
+    /// client, no retry yet), returns whether another deployment of the alias takes the next
+    /// attempt.
+    pub fn failed(&mut self, failure: Failure, settings: &RouterSettings, may_retry: bool) -> bool {
+        let alone = self
+            .snapshot
+            .models
+            .get(&self.alias)
+            .is_none_or(|d| d.all().len() < 2);
+        let cooled = self.deployment.health.record(failure, alone, settings);
+        if cooled {
+            crate::metrics::record_cooldown(&self.alias, &self.deployment.id);
+            warn!(
+                "model {}: deployment {} cools down for {:?} after {failure:?}",
+                self.alias, self.deployment.id, settings.cooldown_time
+            );
+        }
+        if !may_retry || alone {
+            return false;
+        }
+        let next = match self.snapshot.pick(&self.alias, Some(&self.deployment.id)) {
+            Lookup::Ready(d) if d.id != self.deployment.id => d.clone(),
+            _ => return false,
+        };
+        self.next = Some(next);
+        true
+    }
+
+    /// Moves to the deployment [`failed`](Self::failed) chose, if any; returns the binding of
+    /// the next attempt.
+    pub fn advance(&mut self) -> Result<Option<&Binding>, ErrorReply> {
+        let Some(next) = self.next.take() else {
+            return Ok(None);
+        };
+        let moved = ModelRequest::new(
+            std::mem::take(&mut self.alias),
+            next,
+            self.client_body.clone(),
+            self.field.clone(),
+            std::mem::take(&mut self.rest),
+            self.snapshot.clone(),
+        )?;
+        *self = moved;
+        Ok(Some(&self.binding))
+    }
+}
+
+/// `request_body_filter`: the attempt's body replaces the client's (already read, bounded),
+/// which Pingora replays from its retry buffer. Returns whether the request is a model request.
+pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) -> bool {
+    let Some(request) = &ctx.model_request else {
+        return false;
+    };
+    let first = !std::mem::replace(&mut ctx.body_replaced, true);
+    *body = Some(if first {
+        request.upstream_body.clone()
+    } else {
+        Bytes::new()
+    });
+    true
+}
+
+/// `upstream_peer`: after a failed attempt, moves to the deployment the router chose.
+pub fn on_next_attempt(ctx: &mut RequestCtx) -> pingora::Result<()> {
+    let Some(request) = ctx.model_request.as_mut() else {
+        return Ok(());
+    };
+    match request.advance() {
+        Ok(Some(binding)) => ctx.binding = Some(binding.clone()),
+        Ok(None) => {}
+        Err(reply) => {
+            ctx.reply = Some(reply);
+            return Err(Error::new(ErrorType::InternalError));
+        }
+    }
+    Ok(())
+}
+
+/// `fail_to_connect`: a deployment that cannot be reached counts as failed; the request moves
+/// to another once.
+pub fn on_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
+    let Some(request) = ctx.model_request.as_mut() else {
+        return;
+    };
+    if !is_connect_failure(e) {
+        return;
+    }
+    crate::metrics::record_attempt(&request.alias, &request.deployment.id, 0);
+    if request.failed(Failure::Unavailable, &ctx.router, !ctx.retried) {
+        ctx.retried = true;
+        e.set_retry(true);
+    }
+}
+
+/// `upstream_response_filter`: a 429 or 5xx counts as a failure, and while nothing has reached
+/// the client the request moves to another deployment (the error carries the retry).
+pub fn on_response(ctx: &mut RequestCtx, status: u16) -> pingora::Result<()> {
+    let Some(request) = ctx.model_request.as_mut() else {
+        return Ok(());
+    };
+    crate::metrics::record_attempt(&request.alias, &request.deployment.id, status);
+    let failure = match status {
+        429 => Failure::RateLimited,
+        500..=599 => Failure::Unavailable,
+        _ => return Ok(()),
+    };
+    if request.failed(failure, &ctx.router, !ctx.retried) {
+        ctx.retry_elsewhere = true;
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(status),
+            "the deployment failed; retrying on another",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a failure to connect is the deployment's (it counts toward its cooldown): not the
+/// connection cap, which is the sidecar's own.
+fn is_connect_failure(e: &pingora::Error) -> bool {
+    use pingora::ErrorType::*;
+    matches!(
+        e.etype,
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectError
+            | ConnectNoRoute
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+            | InvalidCert
+            | HandshakeError
+    )
+}

@@ -1,0 +1,122 @@
+//! The JSON body of a `dispatch: model` request: its top-level `model` found in one pass (nested
+//! values are checked for syntax and skipped, never built), and replaced in place, so
+//! everything else reaches the provider byte for byte.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::proxy::respond::ErrorReply;
+
+/// The alias a body asks for, and where its value sits in the body.
+#[derive(Debug, Clone)]
+pub struct ModelField {
+    /// The value of the top-level `model`.
+    pub alias: String,
+    /// The byte range of that value (with its quotes).
+    range: Range<usize>,
+}
+
+/// Finds the top-level `model` of a JSON object body. Malformed JSON, a body that is not an
+/// object, a missing, repeated or non-string `model` are 400s.
+pub fn find_model(body: &[u8]) -> Result<ModelField, ErrorReply> {
+    let bad = |message: String| ErrorReply::new(400, "invalid_request_error", message);
+    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8".into()))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let values = de
+        .deserialize_map(ModelValues)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| bad(format!("the body is not a JSON object: {e}")))?;
+    let raw = match values.as_slice() {
+        [raw] => *raw,
+        [] => return Err(bad("the body has no \"model\"".into())),
+        _ => return Err(bad("the body names \"model\" more than once".into())),
+    };
+    let alias: String =
+        serde_json::from_str(raw.get()).map_err(|_| bad("\"model\" is not a string".into()))?;
+    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    Ok(ModelField {
+        alias,
+        range: start..start + raw.get().len(),
+    })
+}
+
+/// The body with the `model` value replaced by `model`; the same bytes when it is unchanged.
+pub fn replace_model(body: &Bytes, field: &ModelField, model: &str) -> Bytes {
+    if field.alias == model {
+        return body.clone();
+    }
+    let quoted = serde_json::Value::from(model).to_string();
+    let mut out = BytesMut::with_capacity(body.len() + quoted.len());
+    out.extend_from_slice(&body[..field.range.start]);
+    out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(&body[field.range.end..]);
+    out.freeze()
+}
+
+/// Visits a JSON object's top level, keeping the raw value of every `model` key.
+struct ModelValues;
+
+impl<'de> Visitor<'de> for ModelValues {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            if key == "model" {
+                found.push(value);
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(body: &str, model: &str) -> Result<String, ErrorReply> {
+        let bytes = Bytes::from(body.to_string());
+        let field = find_model(&bytes)?;
+        Ok(String::from_utf8(replace_model(&bytes, &field, model).to_vec()).expect("utf8"))
+    }
+
+    #[test]
+    fn only_the_top_level_model_value_changes() {
+        let body = r#"{"messages":[{"role":"user","content":"model: \"x\"","model":"inner"}], "model" : "fast", "n":1.50}"#;
+        assert_eq!(
+            rewritten(body, "gpt-4o").expect("ok"),
+            body.replace(r#""model" : "fast""#, r#""model" : "gpt-4o""#)
+        );
+        let escaped = r#"{"model":"f\u0061st"}"#;
+        assert_eq!(find_model(escaped.as_bytes()).expect("ok").alias, "fast");
+        assert_eq!(
+            rewritten(escaped, "a\"b").expect("ok"),
+            r#"{"model":"a\"b"}"#
+        );
+    }
+
+    #[test]
+    fn bodies_without_one_string_model_are_400s() {
+        for body in [
+            "",
+            "not json",
+            "[1]",
+            r#"{"messages":[]}"#,
+            r#"{"model":1}"#,
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"model":"a"} trailing"#,
+            r#"{"model":"a","x":[}"#,
+        ] {
+            let err = find_model(body.as_bytes()).expect_err(body);
+            assert_eq!(err.status, 400, "{body}");
+        }
+    }
+}
