@@ -68,7 +68,7 @@ pub async fn credential_sources(
 ) -> Result<Vec<Box<dyn CredentialSource>>, SourceError> {
     let mut sources: Vec<Box<dyn CredentialSource>> = Vec::new();
     if let Some(path) = &config.credentials.local {
-        let local = LocalStore::new(path, keys(config));
+        let local = LocalStore::new(path, keys(config), ctx.targets.clone());
         local.load().await.map_err(SourceError::Local)?;
         sources.push(Box::new(local));
     }

@@ -195,6 +195,18 @@ impl Targets {
     }
 }
 
+/// Targets with the default upstream settings, for unit tests.
+#[cfg(test)]
+pub fn test_targets() -> Targets {
+    let config = crate::config::Config::from_yaml(
+        "listeners: [{ address: \"127.0.0.1:1\" }]\nroutes: [{ name: a, path_prefix: /a, model: m }]\n",
+        std::path::Path::new("."),
+        &|_| None,
+    )
+    .expect("valid");
+    Targets::standalone(&config.upstream).expect("targets")
+}
+
 /// The options every upstream connection is made with.
 fn peer_options(
     settings: &UpstreamSettings,

@@ -13,11 +13,28 @@
 //! ```
 //!
 //! Every string in `credential_values` is either LiteLLM ciphertext or an `os.environ/VAR`
-//! reference; plaintext keys are refused, so a key never sits in a file in the clear. Structural
+//! reference; plaintext keys are refused, so a key never sits in a file in the clear.
+//!
+//! Model deployments (for `model:` and `dispatch: model` routes) come in LiteLLM's config.yaml
+//! shape, `model_name` plus `litellm_params` (and `model_info.id`, else `{model_name}-{n}`):
+//!
+//! ```yaml
+//! model_list:
+//!   - model_name: gpt-4o                    # the alias clients send as "model"
+//!     litellm_params:
+//!       model: azure/my-gpt-4o-deployment
+//!       api_base: https://example.openai.azure.com
+//!       api_version: "2024-10-21"
+//!       api_key: os.environ/AZURE_API_KEY     # ciphertext or os.environ/, never plain
+//!       weight: 2
+//! ```
+//!
+//! In `litellm_params` only `api_key` must be ciphertext or a reference; the other fields may be
+//! plain text, as LiteLLM's config.yaml has them. Structural
 //! mistakes (unknown keys, wrong types, duplicate names) fail the whole file with every error
 //! listed; an entry that cannot be decrypted or resolved is left out and reported by name.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,13 +43,18 @@ use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
 use super::cipher::Keys;
+use super::models::{deployment, ParamsStorage};
 use super::source::{CredentialSource, LoadOutcome};
 use super::values::{ValueReader, AUTHENTICATION_FAILURE};
+use super::Credential;
 use crate::config::reader::{Diagnostics, Section};
 use crate::config::Env;
+use crate::db::litellm::ModelRow;
+use crate::upstream::Targets;
 
-const TOP_KEYS: &[&str] = &["credential_list"];
+const TOP_KEYS: &[&str] = &["credential_list", "model_list"];
 const ENTRY_KEYS: &[&str] = &["credential_name", "credential_values", "credential_info"];
+const MODEL_KEYS: &[&str] = &["model_name", "litellm_params", "model_info"];
 
 /// One entry as written in the file, structurally valid.
 struct Entry {
@@ -41,18 +63,28 @@ struct Entry {
     info: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// The file's entries, structurally valid.
+#[derive(Default)]
+struct Entries {
+    credentials: Vec<Entry>,
+    models: Vec<ModelRow>,
+}
+
 /// The local file store.
 pub struct LocalStore {
     path: PathBuf,
     keys: Option<Keys>,
+    targets: Arc<Targets>,
 }
 
 impl LocalStore {
-    /// A store reading `path`, decrypting with `keys` (none when no salt key is set).
-    pub fn new(path: &Path, keys: Option<Keys>) -> LocalStore {
+    /// A store reading `path`, decrypting with `keys` (none when no salt key is set), its
+    /// deployments' upstreams registered in `targets`.
+    pub fn new(path: &Path, keys: Option<Keys>, targets: Arc<Targets>) -> LocalStore {
         LocalStore {
             path: path.to_path_buf(),
             keys,
+            targets,
         }
     }
 
@@ -70,7 +102,7 @@ impl LocalStore {
             env: Some(env),
         };
         let mut outcome = LoadOutcome::default();
-        for entry in entries {
+        for entry in entries.credentials {
             outcome.rows += 1;
             match reader.credential(&entry.name, &entry.values, entry.info.as_ref()) {
                 Ok(c) => outcome.credentials.push(Arc::new(c)),
@@ -79,6 +111,32 @@ impl LocalStore {
                         outcome.rows_failing_authentication += 1;
                     }
                     outcome.credential_failures.insert(entry.name, reason);
+                }
+            }
+        }
+        let by_name: HashMap<String, Arc<Credential>> = outcome
+            .credentials
+            .iter()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
+        for row in entries.models {
+            outcome.rows += 1;
+            let storage = ParamsStorage::ConfigFile;
+            match deployment(&row, &reader, storage, &by_name, &self.targets) {
+                Ok(d) => outcome
+                    .models
+                    .entry(row.name)
+                    .or_default()
+                    .push(Arc::new(d)),
+                Err(reason) => {
+                    if reason.contains(AUTHENTICATION_FAILURE) {
+                        outcome.rows_failing_authentication += 1;
+                    }
+                    let failures = outcome.model_failures.entry(row.name).or_default();
+                    if !failures.is_empty() {
+                        failures.push_str("; ");
+                    }
+                    failures.push_str(&format!("deployment {}: {reason}", row.id));
                 }
             }
         }
@@ -106,15 +164,16 @@ impl CredentialSource for LocalStore {
 }
 
 /// Checks the file's structure, collecting every error with its path.
-fn parse_entries(text: &str) -> Result<Vec<Entry>, Vec<crate::config::ConfigError>> {
+fn parse_entries(text: &str) -> Result<Entries, Vec<crate::config::ConfigError>> {
     let mut diag = Diagnostics::default();
     let doc: Value = serde_yaml::from_str(text).map_err(|e| {
         diag.error("(document)", format!("invalid YAML: {e}"));
         std::mem::take(&mut diag.errors)
     })?;
-    let mut entries = Vec::new();
+    let mut entries = Entries::default();
     let mut names = HashSet::new();
     if let Some(top) = Section::open(&doc, "", TOP_KEYS, &mut diag) {
+        entries.models = parse_models(&top, &mut diag);
         for (path, item) in top.list("credential_list", &mut diag) {
             let Some(s) = Section::open(item, &path, ENTRY_KEYS, &mut diag) else {
                 continue;
@@ -135,7 +194,7 @@ fn parse_entries(text: &str) -> Result<Vec<Entry>, Vec<crate::config::ConfigErro
                 );
                 continue;
             }
-            entries.push(Entry { name, values, info });
+            entries.credentials.push(Entry { name, values, info });
         }
     }
     if diag.is_empty() {
@@ -143,6 +202,48 @@ fn parse_entries(text: &str) -> Result<Vec<Entry>, Vec<crate::config::ConfigErro
     } else {
         Err(diag.errors)
     }
+}
+
+/// `model_list`, as LiteLLM's config.yaml has it; each entry becomes a model row (its id from
+/// `model_info.id`, else `{model_name}-{n}`, counting that alias's entries from 1).
+fn parse_models(top: &Section<'_>, diag: &mut Diagnostics) -> Vec<ModelRow> {
+    let mut rows: Vec<ModelRow> = Vec::new();
+    let mut ids = HashSet::new();
+    for (path, item) in top.list("model_list", diag) {
+        let Some(s) = Section::open(item, &path, MODEL_KEYS, diag) else {
+            continue;
+        };
+        let name = s.string("model_name", diag);
+        if name.is_none() && !s.has("model_name") {
+            diag.error(s.path_of("model_name"), "required");
+        }
+        let params = json_object(&s, "litellm_params", true, diag);
+        let info = json_object(&s, "model_info", false, diag);
+        let (Some(name), Some(params)) = (name, params) else {
+            continue;
+        };
+        let id = match info.as_ref().and_then(|i| i.get("id")) {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            Some(_) => {
+                diag.error(format!("{path}.model_info.id"), "expected a string");
+                continue;
+            }
+            None => {
+                let n = rows.iter().filter(|r| r.name == name).count() + 1;
+                format!("{name}-{n}")
+            }
+        };
+        if !ids.insert(id.clone()) {
+            diag.error(path, format!("deployment id {id:?} is used twice"));
+            continue;
+        }
+        rows.push(ModelRow {
+            id,
+            name,
+            params: serde_json::Value::Object(params),
+        });
+    }
+    rows
 }
 
 /// Reads a mapping under `key` as a JSON object (the shape LiteLLM's jsonb columns have).
@@ -180,7 +281,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("credentials.yaml");
         std::fs::write(&path, text).expect("write");
-        (dir, LocalStore::new(&path, keys))
+        let targets = Arc::new(crate::upstream::test_targets());
+        (dir, LocalStore::new(&path, keys, targets))
     }
 
     #[test]
@@ -229,5 +331,36 @@ mod tests {
         ] {
             assert!(err.contains(expected), "missing {expected} in {err}");
         }
+    }
+
+    #[test]
+    fn model_list_reads_as_litellm_config_yaml_with_keys_never_plain() {
+        let text = "credential_list:\n\
+             - credential_name: shared\n  credential_values: { api_key: os.environ/SHARED_KEY }\n\
+             model_list:\n\
+             - model_name: gpt\n  litellm_params: { model: openai/gpt-4o, api_key: os.environ/GPT_KEY, weight: 2 }\n\
+             - model_name: gpt\n  litellm_params: { model: azure/dep, api_base: \"https://example.openai.azure.com\", api_version: \"2024-10-21\", litellm_credential_name: shared }\n  model_info: { id: azure-1 }\n\
+             - model_name: leaky\n  litellm_params: { model: openai/x, api_key: sk-plain-in-file }\n";
+        let (_dir, store) = store(text, None);
+        let env = |n: &str| match n {
+            "SHARED_KEY" => Some("sk-shared".to_string()),
+            "GPT_KEY" => Some("sk-gpt".to_string()),
+            _ => None,
+        };
+        let outcome = store.load_with_env(&env).expect("structurally valid");
+        let gpt = &outcome.models["gpt"];
+        let ids: Vec<&str> = gpt.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["gpt-1", "azure-1"]);
+        assert_eq!(gpt[0].credential.api_key.expose(), "sk-gpt");
+        assert_eq!((gpt[0].model.as_str(), gpt[0].weight), ("gpt-4o", 2.0));
+        assert_eq!(gpt[1].credential.api_key.expose(), "sk-shared");
+        assert_eq!(gpt[1].provider, "azure");
+        assert_eq!(gpt[1].credential.api_version.as_deref(), Some("2024-10-21"));
+        let failures = outcome.failure_lines().join("\n");
+        assert!(
+            failures.contains("model leaky: deployment leaky-1: api_key"),
+            "{failures}"
+        );
+        assert!(!failures.contains("sk-plain-in-file"));
     }
 }

@@ -57,11 +57,22 @@ pub fn params_object(params: &Value) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// How a deployment's `litellm_params` strings are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamsStorage {
+    /// Every string encrypted, as LiteLLM writes database rows.
+    Encrypted,
+    /// As in LiteLLM's config.yaml `model_list`: only `api_key` must be ciphertext or an
+    /// `os.environ/` reference (see [`ValueReader::read_config_params`]).
+    ConfigFile,
+}
+
 /// Builds a deployment from a model row, resolving `litellm_credential_name` against
 /// `credentials` (already decrypted). Errors name fields, never values.
 pub fn deployment(
     row: &ModelRow,
     reader: &ValueReader<'_>,
+    storage: ParamsStorage,
     credentials: &HashMap<String, Arc<Credential>>,
     targets: &Targets,
 ) -> Result<Deployment, String> {
@@ -73,7 +84,10 @@ pub fn deployment(
             .filter(|w| w.is_finite() && *w > 0.0)
             .ok_or("weight is not a positive number")?,
     };
-    let mut values = reader.read_all(&params)?;
+    let mut values = match storage {
+        ParamsStorage::Encrypted => reader.read_all(&params)?,
+        ParamsStorage::ConfigFile => reader.read_config_params(&params)?,
+    };
     let mut take = |field: &str| values.remove(field);
     let linked = match take("litellm_credential_name") {
         Some(name) => Some(credentials.get(name.expose()).cloned().ok_or_else(|| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::cipher::Keys;
-use super::models::{deployment, params_object};
+use super::models::{deployment, params_object, ParamsStorage};
 use super::source::LoadOutcome;
 use super::values::{ValueReader, AUTHENTICATION_FAILURE};
 use crate::db::litellm::{CredentialRow, ModelRow};
@@ -94,7 +94,7 @@ pub fn decode(rows: &StoredRows, keys: Option<&Keys>, targets: &Targets) -> Load
         }
     }
     for row in &rows.models {
-        match deployment(row, &reader, &by_name, targets) {
+        match deployment(row, &reader, ParamsStorage::Encrypted, &by_name, targets) {
             Ok(d) => outcome
                 .models
                 .entry(row.name.clone())

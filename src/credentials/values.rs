@@ -69,6 +69,30 @@ impl ValueReader<'_> {
             .collect()
     }
 
+    /// Reads `litellm_params` as LiteLLM's config.yaml writes them: a key (`api_key`) is
+    /// ciphertext or an `os.environ/` reference, as every value in the credential store; the
+    /// other fields (`model`, `api_base`, `api_version`, …) may also be plain text. Numbers and
+    /// booleans are skipped. Errors name the field, never the value.
+    pub fn read_config_params(
+        &self,
+        values: &Map<String, Value>,
+    ) -> Result<HashMap<String, Secret>, String> {
+        values
+            .iter()
+            .filter_map(|(field, value)| value.as_str().map(|stored| (field, stored)))
+            .map(|(field, stored)| {
+                let value = if field == "api_key" || stored.starts_with(ENV_REFERENCE_PREFIX) {
+                    self.read(field, stored)?
+                } else if stored.chars().any(|c| c.is_control()) {
+                    return Err(format!("{field}: contains control characters"));
+                } else {
+                    Secret::new(stored.to_string())
+                };
+                Ok((field.clone(), value))
+            })
+            .collect()
+    }
+
     /// Builds a credential from `credential_values` (every string encrypted or an env reference)
     /// and `credential_info` (plain). Errors name fields, never values.
     pub fn credential(

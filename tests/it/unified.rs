@@ -245,3 +245,36 @@ async fn bad_bodies_and_unknown_models_are_answered_here_and_send_nothing() {
     assert_eq!(status, 413);
     assert!(seen.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_model_list_serves_without_a_database() {
+    let e = env().await;
+    let base = e.mock.base_url();
+    let store = format!(
+        "model_list:\n\
+         - model_name: local-gpt\n  litellm_params: {{ model: openai/gpt-local, api_base: \"{base}/v1\", api_key: os.environ/LOCAL_GPT_KEY }}\n"
+    );
+    let route = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
+    let config = crate::support::config::gateway(
+        json!({ "ca_file": e.ca_file }),
+        crate::support::config::local_credentials(),
+        vec![route],
+    );
+    let sidecar = SidecarProcess::start_async(
+        &yaml(&config),
+        &[("credentials.yaml", &store)],
+        &[("LOCAL_GPT_KEY", "sk-local-file")],
+    )
+    .await;
+    let (status, text, seen) = send(
+        &e,
+        &sidecar,
+        "/v1/chat/completions",
+        r#"{"model":"local-gpt"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let seen = seen.expect("sent");
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-local-file"));
+    assert_eq!(seen.body_str(), r#"{"model":"gpt-local"}"#);
+}

@@ -1,7 +1,6 @@
 //! Model-row parsing: both `litellm_params` shapes, credential resolution, provider inference.
 
 use super::*;
-use crate::config::UpstreamSettings;
 use crate::credentials::cipher::{encrypt, Format, Keys};
 use crate::credentials::Secret;
 
@@ -10,14 +9,7 @@ fn keys() -> Keys {
 }
 
 fn targets() -> Targets {
-    let config = crate::config::Config::from_yaml(
-        "listeners: [{ address: \"127.0.0.1:1\" }]\nroutes: [{ name: a, path_prefix: /a, model: m }]\n",
-        std::path::Path::new("."),
-        &|_| None,
-    )
-    .expect("valid");
-    let settings: &UpstreamSettings = &config.upstream;
-    Targets::standalone(settings).expect("targets")
+    crate::upstream::test_targets()
 }
 
 fn row(params: Value) -> ModelRow {
@@ -43,7 +35,14 @@ fn params_as_object_or_as_string_holding_json() {
         env: None,
     };
     for params in [object, as_string] {
-        let d = deployment(&row(params), &reader, &HashMap::new(), &targets()).expect("valid");
+        let d = deployment(
+            &row(params),
+            &reader,
+            ParamsStorage::Encrypted,
+            &HashMap::new(),
+            &targets(),
+        )
+        .expect("valid");
         assert_eq!(d.provider, "azure");
         assert_eq!(d.auth, Some(AuthStyle::Azure));
         assert_eq!(d.credential.api_key.expose(), "sk-a");
@@ -72,7 +71,14 @@ fn row_values_win_over_the_linked_credential() {
     };
     let params = serde_json::json!({ "model": enc(&k, "gpt-4o"), "litellm_credential_name": enc(&k, "shared"),
         "api_base": enc(&k, "https://row.example/v1") });
-    let d = deployment(&row(params), &reader, &credentials, &targets()).expect("valid");
+    let d = deployment(
+        &row(params),
+        &reader,
+        ParamsStorage::Encrypted,
+        &credentials,
+        &targets(),
+    )
+    .expect("valid");
     assert_eq!(
         d.credential.api_key.expose(),
         "sk-linked",
@@ -87,7 +93,14 @@ fn row_values_win_over_the_linked_credential() {
     assert_eq!(d.provider, "openai");
 
     let missing = serde_json::json!({ "model": enc(&k, "gpt-4o"), "litellm_credential_name": enc(&k, "nope") });
-    let err = deployment(&row(missing), &reader, &credentials, &targets()).unwrap_err();
+    let err = deployment(
+        &row(missing),
+        &reader,
+        ParamsStorage::Encrypted,
+        &credentials,
+        &targets(),
+    )
+    .unwrap_err();
     assert!(err.contains("\"nope\" is not a loaded credential"), "{err}");
 }
 
@@ -100,7 +113,14 @@ fn provider_defaults_and_unknown_providers() {
     };
     let anthropic =
         serde_json::json!({ "model": enc(&k, "anthropic/claude"), "api_key": enc(&k, "sk-ant") });
-    let d = deployment(&row(anthropic), &reader, &HashMap::new(), &targets()).expect("valid");
+    let d = deployment(
+        &row(anthropic),
+        &reader,
+        ParamsStorage::Encrypted,
+        &HashMap::new(),
+        &targets(),
+    )
+    .expect("valid");
     assert_eq!(
         d.upstream.as_ref().map(|u| u.to_string()).as_deref(),
         Some("https://api.anthropic.com")
@@ -111,10 +131,24 @@ fn provider_defaults_and_unknown_providers() {
         "custom_llm_provider": enc(&k, "Anthropic"),
         "api_key": enc(&k, "sk-ant"),
     });
-    let d = deployment(&row(cased), &reader, &HashMap::new(), &targets()).expect("valid");
+    let d = deployment(
+        &row(cased),
+        &reader,
+        ParamsStorage::Encrypted,
+        &HashMap::new(),
+        &targets(),
+    )
+    .expect("valid");
     assert_eq!(d.auth, Some(AuthStyle::Anthropic));
     let custom = serde_json::json!({ "model": enc(&k, "somevendor/m"), "api_key": enc(&k, "sk") });
-    let d = deployment(&row(custom), &reader, &HashMap::new(), &targets()).expect("valid");
+    let d = deployment(
+        &row(custom),
+        &reader,
+        ParamsStorage::Encrypted,
+        &HashMap::new(),
+        &targets(),
+    )
+    .expect("valid");
     assert!(d.upstream.is_none() && d.auth.is_none() && d.target.is_none());
 }
 
@@ -145,7 +179,14 @@ fn plaintext_env_references_and_bad_shapes_fail_the_row() {
         (serde_json::json!([1, 2]), "neither an object"),
     ];
     for (params, expected) in cases {
-        let err = deployment(&row(params), &reader, &HashMap::new(), &targets()).unwrap_err();
+        let err = deployment(
+            &row(params),
+            &reader,
+            ParamsStorage::Encrypted,
+            &HashMap::new(),
+            &targets(),
+        )
+        .unwrap_err();
         assert!(err.contains(expected), "{err}");
     }
 }

@@ -284,7 +284,8 @@ async fn an_unchanged_local_store_is_not_published_again() {
         std::fs::write(&path, text).expect("write the store");
     };
     write("PATH");
-    let local = crate::credentials::local::LocalStore::new(&path, None);
+    let targets = Arc::new(crate::upstream::test_targets());
+    let local = crate::credentials::local::LocalStore::new(&path, None, targets);
     let (refresher, cache) = refresher(vec![Box::new(local)]);
     assert!(refresher.refresh().await);
     let first = cache.snapshot();
