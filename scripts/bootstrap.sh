@@ -6,7 +6,8 @@
 # With --postgres (the tests need it): makes sure a PostgreSQL server answers on 127.0.0.1:5432
 # with a `test` database the `postgres` user reaches without a password. A running server is
 # used as it is; an installed but stopped one is started; a missing one is installed with apt
-# and set up for local trust authentication.
+# and set up for local trust authentication. It also makes the Python environment the SDK tests
+# run the real OpenAI SDK from: target/sdk-venv, with the pinned `openai` package (from PyPI).
 set -euo pipefail
 
 sudo=""
@@ -58,4 +59,14 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select 1" >/dev/null 2>&1;
 fi
 if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select count(*) from pg_database where datname = 'test'")" = "0" ]; then
   psql -h 127.0.0.1 -U postgres -d postgres -qc "create database test" >/dev/null
+fi
+
+# The SDK tests (tests/it/openai_sdk.rs) run the real OpenAI Python SDK from a venv of their own.
+OPENAI_SDK_VERSION=3.60.0
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/sdk-venv"
+if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+  echo "bootstrap: installing openai==$OPENAI_SDK_VERSION into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
 fi

@@ -21,6 +21,7 @@ mod hostile_input;
 mod http2_heads;
 mod no_secrets;
 mod normalization;
+mod openai_sdk;
 mod postgres;
 mod postgres_cli;
 mod postgres_refresh;

@@ -12,7 +12,7 @@ use sidecar::credentials::cipher::Format;
 /// A sidecar with one `dispatch: model` route at `/v1` over these deployments (all on the mock):
 /// `gpt` (OpenAI), `azure-gpt`, `claude` (Anthropic), `gemini`, and `split` (two OpenAI
 /// deployments weighted 3:1).
-async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
+pub async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
     let base = e.mock.base_url();
     let deployment = |model: &str, key: &str, api_base: &str| {
         json!({ "model": enc(model, Format::Nacl), "api_key": enc(key, Format::Nacl),

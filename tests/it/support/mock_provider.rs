@@ -410,6 +410,7 @@ async fn handle(
         .map(Duration::from_millis)
         .unwrap_or(Duration::ZERO);
     let path = recorded.path.clone();
+    let body_bytes = recorded.body.clone();
     state.requests.lock().expect("requests lock").push(recorded);
 
     let builder = Response::builder().status(status);
@@ -419,7 +420,22 @@ async fn handle(
             .header("cache-control", "no-cache")
             .body(sse_body(n, delay)),
         None => {
-            let json = serde_json::json!({"id": "mock", "object": "chat.completion", "path": path});
+            // OpenAI's shapes, for SDK clients: the `model` the request named is echoed back.
+            let model = serde_json::from_slice::<serde_json::Value>(&body_bytes)
+                .ok()
+                .and_then(|b| b.get("model").cloned())
+                .unwrap_or(serde_json::Value::Null);
+            let json = if path.ends_with("/embeddings") {
+                serde_json::json!({"object": "list", "model": model, "path": path,
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5]}],
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+            } else {
+                serde_json::json!({"id": "mock", "object": "chat.completion", "path": path,
+                    "model": model, "created": 0,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "hello from the mock"}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+            };
             builder
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(json.to_string())).boxed_unsync())
