@@ -278,4 +278,33 @@ mod tests {
         // Interleaved: never more than three a's in a row.
         assert!(!picks.windows(4).any(|w| w.iter().all(|p| p == "a")));
     }
+
+    #[test]
+    fn cooling_deployments_are_skipped_and_the_least_recently_failed_tried_last() {
+        use crate::credentials::health::{Failure, RouterSettings};
+        let settings = RouterSettings::default();
+        let (a, b) = (deployment("pick-a", 1.0), deployment("pick-b", 1.0));
+        let mut snap = Snapshot::default();
+        snap.models
+            .insert("m".into(), Deployments::new(vec![a.clone(), b.clone()]));
+        let picked = |snap: &Snapshot, exclude: Option<&str>| match snap.pick("m", exclude) {
+            Lookup::Ready(d) => d.id.clone(),
+            _ => panic!("ready"),
+        };
+        a.health.record(Failure::RateLimited, false, &settings);
+        for _ in 0..4 {
+            assert_eq!(picked(&snap, None), "pick-b", "a is cooling");
+        }
+        assert_eq!(
+            picked(&snap, Some("pick-b")),
+            "pick-a",
+            "the retry takes what is left"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        b.health.record(Failure::RateLimited, false, &settings);
+        // Both cooling: a failed first, so a is tried.
+        for _ in 0..4 {
+            assert_eq!(picked(&snap, None), "pick-a");
+        }
+    }
 }

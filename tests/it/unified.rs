@@ -278,3 +278,44 @@ async fn a_local_model_list_serves_without_a_database() {
     assert_eq!(seen.header("authorization"), Some("Bearer sk-local-file"));
     assert_eq!(seen.body_str(), r#"{"model":"gpt-local"}"#);
 }
+
+/// POSTs `body` chunked (no `Content-Length`), in 8 KiB pieces.
+async fn send_chunked(e: &Env, sidecar: &SidecarProcess, body: String) -> u16 {
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .into_bytes()
+        .chunks(8 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let response = e
+        .client
+        .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
+        .send()
+        .await
+        .expect("request");
+    response.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_is_dispatched_up_to_pingoras_replay_buffer() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let sidecar = start(&e, &db).await;
+    let small = format!(r#"{{"x":"{}","model":"gpt"}}"#, "a".repeat(40 * 1024));
+    assert_eq!(send_chunked(&e, &sidecar, small.clone()).await, 200);
+    let seen = e.mock.requests().pop().expect("sent");
+    let rewritten = small.replace(r#""model":"gpt""#, r#""model":"gpt-4o-2024""#);
+    let length = rewritten.len().to_string();
+    assert_eq!(
+        seen.header("content-length"),
+        Some(length.as_str()),
+        "framed by length"
+    );
+    assert_eq!(seen.body_str(), rewritten);
+    let before = e.mock.requests().len();
+    let large = format!(r#"{{"x":"{}","model":"gpt"}}"#, "a".repeat(100 * 1024));
+    assert_eq!(send_chunked(&e, &sidecar, large).await, 413);
+    assert_eq!(e.mock.requests().len(), before, "nothing sent");
+}
