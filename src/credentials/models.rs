@@ -3,8 +3,9 @@
 //!
 //! `litellm_params` may be a JSON object or a JSON string whose content is an object; every string
 //! in it is encrypted. A row naming `litellm_credential_name` takes its missing values from that
-//! credential; values set on the row win. The provider is the prefix of `model`
-//! (`azure/gpt-4o` → `azure`), else `custom_llm_provider`, else the credential's, else `openai`.
+//! credential; values set on the row win. The provider is `custom_llm_provider`, else the prefix
+//! of `model` (`azure/gpt-4o` → `azure`), else the credential's, else `openai`, as LiteLLM
+//! decides it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,16 +102,31 @@ pub fn deployment(
     // LiteLLM requires `model`; without it the provider (and so where the key goes) would be a
     // guess, so the row is refused rather than sent to a default.
     let model = take("model").ok_or("litellm_params has no model")?;
-    let (prefix, provider_model) = model
-        .expose()
-        .split_once('/')
-        .unwrap_or(("", model.expose()));
-    let provider = Some(prefix.to_string())
-        .filter(|p| !p.is_empty())
-        // LiteLLM's dashboard stores display casing ("Anthropic"); LiteLLM reads it lowercased.
-        .or_else(|| take("custom_llm_provider").map(|p| p.expose().to_ascii_lowercase()))
-        .or_else(|| linked.as_ref().and_then(|c| c.provider.clone()))
-        .unwrap_or_else(|| "openai".to_string());
+    // As LiteLLM's `get_llm_provider`: an explicit `custom_llm_provider` wins (a self-hosted
+    // `meta-llama/Llama-3` on an OpenAI-compatible server keeps its whole name), and the model
+    // sent is `model` without that provider's prefix; else the prefix names the provider.
+    // LiteLLM's dashboard stores display casing ("Anthropic"); LiteLLM reads it lowercased.
+    let custom = take("custom_llm_provider").map(|p| p.expose().to_ascii_lowercase());
+    let written = model.expose();
+    let (provider, provider_model) = match custom {
+        Some(provider) => {
+            let own = written
+                .strip_prefix(provider.as_str())
+                .and_then(|m| m.strip_prefix('/'));
+            let sent = own.unwrap_or(written);
+            (provider, sent)
+        }
+        None => match written.split_once('/') {
+            Some((prefix, rest)) if !prefix.is_empty() => (prefix.to_string(), rest),
+            _ => (
+                linked
+                    .as_ref()
+                    .and_then(|c| c.provider.clone())
+                    .unwrap_or_else(|| "openai".to_string()),
+                written,
+            ),
+        },
+    };
     let api_key = take("api_key")
         .or_else(|| linked.as_ref().map(|c| c.api_key.clone()))
         .filter(|k| !k.is_empty())

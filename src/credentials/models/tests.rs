@@ -190,3 +190,30 @@ fn plaintext_env_references_and_bad_shapes_fail_the_row() {
         assert!(err.contains(expected), "{err}");
     }
 }
+
+#[test]
+fn an_explicit_custom_llm_provider_wins_over_the_model_prefix_as_in_litellm() {
+    let k = keys();
+    let reader = ValueReader {
+        keys: Some(&k),
+        env: None,
+    };
+    let load = |model: &str, provider: &str| {
+        let params = serde_json::json!({ "model": enc(&k, model), "api_key": enc(&k, "sk-x"),
+            "api_base": enc(&k, "https://llm.internal/v1"), "custom_llm_provider": enc(&k, provider) });
+        let storage = ParamsStorage::Encrypted;
+        deployment(&row(params), &reader, storage, &HashMap::new(), &targets()).expect("valid")
+    };
+    // A self-hosted model on an OpenAI-compatible server keeps its whole name.
+    let hosted = load("meta-llama/Llama-3-8B", "openai");
+    assert_eq!(
+        (hosted.provider.as_str(), hosted.model.as_str()),
+        ("openai", "meta-llama/Llama-3-8B")
+    );
+    // The provider's own prefix is removed.
+    let azure = load("azure/my-deployment", "Azure");
+    assert_eq!(
+        (azure.provider.as_str(), azure.model.as_str()),
+        ("azure", "my-deployment")
+    );
+}
