@@ -5,6 +5,8 @@
 //! every configured hash in constant time. Tokens are never logged; the token header is removed
 //! before forwarding (it is in every route's strip list).
 
+pub mod litellm_keys;
+
 use std::net::IpAddr;
 
 use http::HeaderName;

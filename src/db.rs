@@ -6,6 +6,7 @@
 //! name the database by host, port and database name only.
 
 mod error;
+pub mod keys;
 pub mod litellm;
 pub mod session;
 pub mod tls;

@@ -30,7 +30,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-use crate::config::Limits;
+use crate::config::{Backend, Limits};
 use crate::credentials::CredentialCache;
 use crate::identity::ClientIdentity;
 use crate::routes::{bind, Binding, Route};
@@ -78,7 +78,15 @@ impl SidecarProxy {
         // Known from here on, so every later refusal is logged with its route.
         ctx.route = Some(route.clone());
         admission::check_route_access(route, client, identity)?;
-        bind(route, &self.credentials.snapshot())
+        let snapshot = self.credentials.snapshot();
+        if dispatch.access.litellm_keys {
+            let model = match &route.backend {
+                Backend::Model(alias) => Some(alias.as_str()),
+                _ => None,
+            };
+            ctx.litellm_key = Some(admission::check_litellm_key(&snapshot, req, model)?);
+        }
+        bind(route, &snapshot)
             .map_err(|unbound| ErrorReply::new(503, "credential_unavailable", unbound.to_string()))
     }
 }
@@ -115,6 +123,8 @@ pub struct RequestCtx {
     body_replaced: bool,
     /// The router settings in force when the request was admitted.
     router: crate::config::RouterSettings,
+    /// The LiteLLM virtual key the client presented (`access.litellm_keys`).
+    litellm_key: Option<Arc<crate::access::litellm_keys::VirtualKey>>,
 }
 
 #[async_trait]
@@ -140,6 +150,7 @@ impl ProxyHttp for SidecarProxy {
             model_request: None,
             body_replaced: false,
             router: Default::default(),
+            litellm_key: None,
         }
     }
 

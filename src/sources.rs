@@ -78,13 +78,16 @@ pub async fn credential_sources(
             jitter: pg.notify_jitter,
         });
         let session = Session::new(db, listen, pg.query_timeout, ctx.wake.clone());
-        sources.push(Box::new(PostgresSource::new(
+        let source = PostgresSource::new(
             session,
             keys(config),
             ctx.targets.clone(),
             pg.full_check_interval,
             ctx.hub.clone(),
-        )));
+        );
+        sources.push(Box::new(
+            source.with_litellm_keys(config.access.litellm_keys),
+        ));
     }
     if let Some(watch) = &config.credentials.watch {
         let (credentials, models) = route_backends(config);

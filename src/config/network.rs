@@ -11,7 +11,7 @@ use super::schema::*;
 use super::Env;
 use crate::access::{Cidr, ClientTokens};
 
-pub(super) const ACCESS_KEYS: &[&str] = &["allowed_cidrs", "client_tokens"];
+pub(super) const ACCESS_KEYS: &[&str] = &["allowed_cidrs", "client_tokens", "litellm_keys"];
 pub(super) const TOKEN_KEYS: &[&str] = &["header", "sha256"];
 pub(super) const LISTENER_KEYS: &[&str] = &["address", "tls"];
 pub(super) const LISTENER_TLS_KEYS: &[&str] = &[
@@ -275,9 +275,17 @@ pub(super) fn parse_access(s: Option<Section<'_>>, diag: &mut Diagnostics) -> Ac
             hashes,
         })
     });
+    let litellm_keys = s.boolean("litellm_keys", diag).unwrap_or(false);
+    if litellm_keys && client_tokens.is_some() {
+        diag.error(
+            s.path_of("litellm_keys"),
+            "both read the client's Authorization header; use litellm_keys or client_tokens",
+        );
+    }
     AccessSettings {
         allowed_cidrs: cidr_list(&s, "allowed_cidrs", diag),
         client_tokens,
+        litellm_keys,
     }
 }
 

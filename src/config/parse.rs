@@ -83,6 +83,12 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
             "serves the database rows, so it needs credentials.postgres",
         );
     }
+    if access.litellm_keys && credentials.postgres.is_none() {
+        diag.error(
+            "access.litellm_keys",
+            "LiteLLM's keys are read from its database: needs credentials.postgres",
+        );
+    }
     let by_model = routes
         .iter()
         .position(|r| r.backend == Backend::RequestModel);

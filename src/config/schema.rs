@@ -393,6 +393,9 @@ pub struct AccessSettings {
     pub allowed_cidrs: Vec<Cidr>,
     /// Client tokens required on every request, when set.
     pub client_tokens: Option<ClientTokens>,
+    /// LiteLLM virtual keys required on every request (read from LiteLLM's key and team
+    /// tables; see `access::litellm_keys`).
+    pub litellm_keys: bool,
 }
 
 /// Logging settings.

@@ -302,3 +302,42 @@ routes:
     // The routes[0] entries are all typed: no error names them.
     assert!(errors.iter().all(|e| !e.path.starts_with("routes[0]")));
 }
+
+#[test]
+fn dispatch_router_and_litellm_keys_are_validated() {
+    let ok = "listeners: [{ address: \"127.0.0.1:4000\" }]\n\
+              credentials: { postgres: { url: \"postgres://db/x\" } }\n\
+              access: { litellm_keys: true }\n\
+              router: { allowed_fails: 0, cooldown_time: 30s }\n\
+              routes: [{ name: v1, path_prefix: /v1, dispatch: model }]\n";
+    let config = load(ok).expect("valid");
+    assert!(config.access.litellm_keys);
+    assert_eq!(config.routes[0].backend, Backend::RequestModel);
+    assert_eq!(config.router.allowed_fails, 0);
+    assert_eq!(config.router.cooldown_time, Duration::from_secs(30));
+
+    let bad = "listeners: [{ address: \"127.0.0.1:4000\" }]\n\
+               access: { litellm_keys: true, client_tokens: { sha256: [\"00\"] } }\n\
+               routes:\n\
+               - { name: a, path_prefix: /a, dispatch: model, upstream: \"https://x\" }\n\
+               - { name: b, path_prefix: /b, dispatch: everything }\n\
+               - { name: c, path_prefix: /c, dispatch: model, model: m }\n";
+    let errors = load(bad).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "access.litellm_keys",
+        "routes[0].upstream",
+        "routes[1].dispatch",
+        "routes[2]",
+    ] {
+        assert!(paths.contains(&expected), "{expected} in {errors:?}");
+    }
+    let no_database = errors
+        .iter()
+        .filter(|e| e.path == "access.litellm_keys")
+        .count();
+    assert_eq!(
+        no_database, 2,
+        "needs the database, and conflicts with client_tokens: {errors:?}"
+    );
+}

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use super::models::Deployment;
 use super::Credential;
+use crate::access::litellm_keys::KeyTable;
 
 /// An immutable set of decrypted credentials and model deployments, plus the names that failed
 /// to load and why.
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub credential_failures: HashMap<String, String>,
     /// Model aliases none of whose deployments loaded → why.
     pub model_failures: HashMap<String, String>,
+    /// LiteLLM's virtual keys, when `access.litellm_keys` is on and they have been read.
+    pub litellm_keys: Option<Arc<KeyTable>>,
 }
 
 /// The deployments of one model alias, the order they are served in, and the position in it.

@@ -27,6 +27,8 @@ use log::warn;
 use super::cipher::Keys;
 use super::rows::{self, StoredRows};
 use super::source::{CredentialSource, LoadOutcome};
+use crate::access::litellm_keys::KeyTable;
+use crate::db::keys as db_keys;
 use crate::db::litellm;
 use crate::db::session::Session;
 use crate::db::DbError;
@@ -55,6 +57,8 @@ pub struct PostgresSource {
     full_check_interval: Duration,
     check: Mutex<ChangeCheck>,
     hub: Option<Arc<FanoutHub>>,
+    /// Also read LiteLLM's key and team tables (`access.litellm_keys`).
+    litellm_keys: bool,
 }
 
 impl PostgresSource {
@@ -75,7 +79,15 @@ impl PostgresSource {
             full_check_interval,
             check: Mutex::new(ChangeCheck::default()),
             hub,
+            litellm_keys: false,
         }
+    }
+
+    /// Also reads LiteLLM's virtual keys and teams (for `access.litellm_keys`): in the same
+    /// transaction as the rest, and in the change digest.
+    pub fn with_litellm_keys(mut self, on: bool) -> PostgresSource {
+        self.litellm_keys = on;
+        self
     }
 
     fn check(&self) -> std::sync::MutexGuard<'_, ChangeCheck> {
@@ -114,7 +126,7 @@ impl PostgresSource {
         let schema = &self.session.database().schema;
         let versioned = litellm::has_version_table(client, schema).await?;
         let blocked = litellm::has_blocked_column(client, schema).await?;
-        let digest = litellm::fingerprint(client, schema, blocked).await?;
+        let digest = litellm::fingerprint(client, schema, blocked, self.litellm_keys).await?;
         CHANGE_CHECKS.with_label_values(&["full"]).inc();
         let mut check = self.check();
         if !versioned && !check.warned {
@@ -133,7 +145,7 @@ impl PostgresSource {
         Ok(())
     }
 
-    async fn read_rows(&self) -> Result<StoredRows, DbError> {
+    async fn read_rows(&self) -> Result<(StoredRows, Option<KeyTable>), DbError> {
         let client = self.session.client().await?;
         let schema = &self.session.database().schema;
         client
@@ -143,14 +155,22 @@ impl PostgresSource {
         let blocked = litellm::has_blocked_column(&*client, schema).await?;
         let credentials = litellm::fetch_credentials(&*client, schema).await?;
         let models = litellm::fetch_models(&*client, schema, blocked).await?;
+        let key_table = if self.litellm_keys {
+            let keys = db_keys::fetch_keys(&*client, schema).await?;
+            let teams = db_keys::fetch_teams(&*client, schema).await?;
+            Some(KeyTable::new(keys, teams))
+        } else {
+            None
+        };
         client
             .batch_execute("COMMIT")
             .await
             .map_err(|e| DbError::query("cannot end the read transaction", &e))?;
-        Ok(StoredRows {
+        let rows = StoredRows {
             credentials,
             models,
-        })
+        };
+        Ok((rows, key_table))
     }
 
     /// The error's text, naming the database when the error itself does not.
@@ -179,12 +199,13 @@ impl CredentialSource for PostgresSource {
     }
 
     async fn load(&self) -> Result<LoadOutcome, String> {
-        let rows = self
+        let (rows, key_table) = self
             .session
             .deadline(self.read_rows())
             .await
             .map_err(|e| self.located(e))?;
-        let outcome = rows::decode(&rows, self.keys.as_ref(), &self.targets);
+        let mut outcome = rows::decode(&rows, self.keys.as_ref(), &self.targets);
+        outcome.litellm_keys = key_table.map(Arc::new);
         if let Some(hub) = &self.hub {
             hub.publish(rows);
         }

@@ -228,6 +228,9 @@ fn merge(sources: &[Tracked]) -> Snapshot {
         for (alias, list) in &outcome.models {
             models.insert(alias.clone(), list.clone());
         }
+        if let Some(keys) = &outcome.litellm_keys {
+            snapshot.litellm_keys = Some(keys.clone());
+        }
         for (alias, reason) in &outcome.model_failures {
             snapshot
                 .model_failures

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::models::Deployment;
 use super::Credential;
+use crate::access::litellm_keys::KeyTable;
 
 /// What one load of a source produced. Reasons name fields, never values.
 #[derive(Debug, Default, Clone)]
@@ -24,6 +25,8 @@ pub struct LoadOutcome {
     pub rows: usize,
     /// Rows that failed authentication (the signature of a wrong salt key when it is all of them).
     pub rows_failing_authentication: usize,
+    /// LiteLLM's virtual keys and teams, from a source that reads them.
+    pub litellm_keys: Option<Arc<KeyTable>>,
 }
 
 impl LoadOutcome {

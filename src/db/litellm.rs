@@ -70,6 +70,22 @@ pub async fn has_version_table(client: &impl GenericClient, schema: &str) -> Res
     Ok(row.get(0))
 }
 
+/// Whether LiteLLM's key and team tables exist in `schema` (a database LiteLLM has migrated
+/// has them; a bare credentials-only schema may not).
+pub async fn has_key_tables(client: &impl GenericClient, schema: &str) -> Result<bool, DbError> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            &[
+                &table(schema, super::keys::KEYS_TABLE),
+                &table(schema, super::keys::TEAMS_TABLE),
+            ],
+        )
+        .await
+        .map_err(|e| DbError::query("cannot look for LiteLLM's key tables", &e))?;
+    Ok(row.get(0))
+}
+
 /// The change version the triggers keep; `None` when the table is gone (uninstalled since).
 pub async fn read_version(
     client: &impl GenericClient,
@@ -104,10 +120,12 @@ pub async fn has_blocked_column(
 
 /// A digest of everything the sidecar reads from both tables: when it is unchanged, a refresh
 /// has nothing to do (the database does the hashing; one short row crosses the network).
+/// With `keys`, LiteLLM's key and team tables are part of the digest.
 pub async fn fingerprint(
     client: &impl GenericClient,
     schema: &str,
     blocked: bool,
+    keys: bool,
 ) -> Result<String, DbError> {
     let blocked_expr = if blocked {
         "coalesce(blocked::text, '')"
@@ -118,9 +136,11 @@ pub async fn fingerprint(
         "SELECT md5(coalesce((SELECT string_agg(credential_name || E'\\x1f' || credential_values::text \
            || E'\\x1f' || coalesce(credential_info::text, ''), E'\\x1e' ORDER BY credential_name) FROM {c}), '') \
            || E'\\x1d' || coalesce((SELECT string_agg(model_id || E'\\x1f' || model_name || E'\\x1f' \
-           || litellm_params::text || E'\\x1f' || {blocked_expr}, E'\\x1e' ORDER BY model_id) FROM {m}), ''))",
+           || litellm_params::text || E'\\x1f' || {blocked_expr}, E'\\x1e' ORDER BY model_id) FROM {m}), '') \
+           || E'\\x1c' || {keys_expr})",
         c = table(schema, CREDENTIALS_TABLE),
         m = table(schema, MODELS_TABLE),
+        keys_expr = if keys { super::keys::fingerprint_sql(schema) } else { "''".to_string() },
     );
     let row = client
         .query_one(&sql, &[])
@@ -284,7 +304,9 @@ pub async fn update_model_params(
 
 /// Installs (or replaces) the change-version table and the triggers that bump it and
 /// `NOTIFY channel` (payload: table name and new version) after any insert, update, delete or
-/// truncate on either table. Idempotent. The trigger function runs with its owner's rights
+/// truncate on either table, and on LiteLLM's key and team tables when they exist (changes to
+/// what the sidecar enforces, and a spend reaching its budget; see `keys::trigger_sql`).
+/// Idempotent. The trigger function runs with its owner's rights
 /// (`SECURITY DEFINER`), so LiteLLM's own role needs no grant on the version table; everyone may
 /// read the version (it is a counter, nothing more).
 pub async fn install_notify(
@@ -318,6 +340,9 @@ pub async fn install_notify(
              FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
         );
     }
+    if has_key_tables(client, schema).await? {
+        sql += &super::keys::trigger_sql(schema, NOTIFY_TRIGGER, &function);
+    }
     client
         .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
         .await
@@ -327,6 +352,9 @@ pub async fn install_notify(
 /// Removes what [`install_notify`] installed. Idempotent.
 pub async fn uninstall_notify(client: &impl GenericClient, schema: &str) -> Result<(), DbError> {
     let mut sql = String::new();
+    if has_key_tables(client, schema).await? {
+        sql += &super::keys::drop_trigger_sql(schema, NOTIFY_TRIGGER);
+    }
     for t in [CREDENTIALS_TABLE, MODELS_TABLE] {
         sql += &format!(
             "DROP TRIGGER IF EXISTS {NOTIFY_TRIGGER} ON {};",

@@ -1,6 +1,7 @@
 //! The end of every request: one structured access-log record (target `access`) and the
-//! request metrics. Fields name the route, the upstream host and the client address; never a
-//! query string (it may hold a client's key), a header value or a credential.
+//! request metrics. Fields name the route, the upstream host, the client address and a LiteLLM
+//! key's alias (or the start of its digest); never a query string (it may hold a client's key),
+//! a header value or a credential.
 
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         bytes_in = downstream.body_bytes_read() as u64,
         bytes_out = downstream.body_bytes_sent() as u64,
         client = client.as_str(),
+        key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str()),
         error = error;
         "request"
     );

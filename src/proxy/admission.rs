@@ -10,10 +10,34 @@ use http::Method;
 use pingora::http::RequestHeader;
 
 use super::respond::ErrorReply;
+use crate::access::litellm_keys::VirtualKey;
 use crate::access::{allowed, Cidr, TokenCheck};
 use crate::config::AccessSettings;
+use crate::credentials::Snapshot;
 use crate::identity::ClientIdentity;
 use crate::routes::{Route, RouteTable};
+
+/// `access.litellm_keys`: the LiteLLM virtual key the request presents, checked against the
+/// snapshot's key table (fail closed while it has not been read). `model`, when the route names
+/// one, must be allowed for the key and its team.
+pub fn check_litellm_key(
+    snapshot: &Snapshot,
+    req: &RequestHeader,
+    model: Option<&str>,
+) -> Result<Arc<VirtualKey>, ErrorReply> {
+    let Some(table) = snapshot.litellm_keys.as_ref() else {
+        return Err(ErrorReply::new(
+            503,
+            "keys_unavailable",
+            "LiteLLM's keys have not been read from the database yet",
+        ));
+    };
+    let key = table.admit(req).map_err(ErrorReply::litellm)?;
+    if let Some(model) = model {
+        key.check_model(model).map_err(ErrorReply::litellm)?;
+    }
+    Ok(key)
+}
 
 /// Whether `client` is inside `list` (an empty list allows every client).
 fn client_allowed(list: &[Cidr], client: Option<IpAddr>) -> bool {

@@ -1,5 +1,6 @@
 //! JSON error responses the sidecar itself sends, in the shape OpenAI-style SDKs display:
-//! `{"error": {"message": "...", "type": "sidecar_error", "code": "..."}}`.
+//! `{"error": {"message": "...", "type": "sidecar_error", "code": "..."}}` (LiteLLM key refusals
+//! keep LiteLLM's `type` and code, see [`ErrorReply::litellm`]).
 //!
 //! Messages name routes, paths and credentials, never credential values or client tokens.
 
@@ -16,6 +17,8 @@ pub struct ErrorReply {
     pub code: &'static str,
     /// Human-readable message (no secrets).
     pub message: String,
+    /// The error's `type`: `sidecar_error`, or LiteLLM's for its key refusals.
+    pub kind: &'static str,
 }
 
 impl ErrorReply {
@@ -25,6 +28,22 @@ impl ErrorReply {
             status,
             code,
             message: message.into(),
+            kind: "sidecar_error",
+        }
+    }
+
+    /// A LiteLLM virtual-key refusal, in LiteLLM's shape: its `type` (`auth_error`,
+    /// `budget_exceeded`) and the status as the code.
+    pub fn litellm(refusal: crate::access::litellm_keys::Refusal) -> ErrorReply {
+        let code = match refusal.status {
+            400 => "400",
+            _ => "401",
+        };
+        ErrorReply {
+            status: refusal.status,
+            code,
+            message: refusal.message,
+            kind: refusal.kind,
         }
     }
 
@@ -33,7 +52,7 @@ impl ErrorReply {
         let body = serde_json::json!({
             "error": {
                 "message": self.message,
-                "type": "sidecar_error",
+                "type": self.kind,
                 "code": self.code,
             }
         });

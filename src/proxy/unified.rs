@@ -80,6 +80,11 @@ pub async fn bind_by_body(
     match dispatch(session, &route, snapshot, max_body).await? {
         Dispatched::Answered => Ok(None),
         Dispatched::Bound(request) => {
+            // With `access.litellm_keys`, the alias is checked now that the body named it.
+            if let Some(key) = &ctx.litellm_key {
+                key.check_model(&request.alias)
+                    .map_err(ErrorReply::litellm)?;
+            }
             let binding = request.binding.clone();
             ctx.model_request = Some(request);
             Ok(Some(binding))

@@ -88,7 +88,10 @@ async fn records_method_path_query_headers_and_body() {
     let json: serde_json::Value = serde_json::from_str(&body_text(response).await).expect("JSON");
     assert_eq!(json["object"], "chat.completion");
     assert_eq!(json["path"], "/v1/chat/completions");
-    assert_eq!(json["model"], "gpt-4o", "the model the request named, echoed");
+    assert_eq!(
+        json["model"], "gpt-4o",
+        "the model the request named, echoed"
+    );
     assert_eq!(json["choices"][0]["message"]["role"], "assistant");
 
     let recorded = mock.requests();

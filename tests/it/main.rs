@@ -19,6 +19,7 @@ mod framing;
 mod harness_selftest;
 mod hostile_input;
 mod http2_heads;
+mod litellm_keys;
 mod no_secrets;
 mod normalization;
 mod openai_sdk;

@@ -64,6 +64,32 @@ CREATE TABLE {schema}."LiteLLM_ProxyModelTable" (
   created_by TEXT NOT NULL,
   updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
   updated_by TEXT NOT NULL{blocked}
+);
+CREATE TABLE {schema}."LiteLLM_TeamTable" (
+  team_id TEXT NOT NULL PRIMARY KEY,
+  team_alias TEXT,
+  max_budget DOUBLE PRECISION,
+  spend DOUBLE PRECISION NOT NULL DEFAULT 0.0,
+  models TEXT[],
+  blocked BOOLEAN NOT NULL DEFAULT false,
+  created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE {schema}."LiteLLM_VerificationToken" (
+  token TEXT NOT NULL PRIMARY KEY,
+  key_name TEXT,
+  key_alias TEXT,
+  spend DOUBLE PRECISION NOT NULL DEFAULT 0.0,
+  expires TIMESTAMP(3),
+  models TEXT[],
+  user_id TEXT,
+  team_id TEXT,
+  blocked BOOLEAN,
+  tpm_limit BIGINT,
+  rpm_limit BIGINT,
+  max_budget DOUBLE PRECISION,
+  created_at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP
 );"#
             ))
             .await

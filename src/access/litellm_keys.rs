@@ -1,0 +1,352 @@
+//! LiteLLM virtual keys as client credentials (`access.litellm_keys`): the key an application
+//! presents (`Authorization: Bearer sk-…`, or `x-api-key`) is hashed as LiteLLM hashes it
+//! (SHA-256, hex) and looked up in a snapshot of LiteLLM's key and team tables; the request is
+//! refused, with LiteLLM's error status and shape and nothing sent, when the key is unknown,
+//! blocked or expired, its team is blocked, its spend (or its team's) has reached the budget
+//! LiteLLM recorded, or it may not call the model asked for.
+//!
+//! The presented key is removed before forwarding (its headers are in every route's strip
+//! list) and never logged: the access log names the key's alias, else the first 8 hex digits of
+//! its digest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pingora::http::RequestHeader;
+use sha2::{Digest, Sha256};
+
+use crate::db::keys::{KeyRow, TeamRow};
+
+/// LiteLLM's model name that grants every model.
+const ALL_MODELS: &str = "all-proxy-models";
+
+/// One team, as its keys are checked.
+#[derive(Debug)]
+pub struct Team {
+    /// `team_id`.
+    pub id: String,
+    models: Vec<String>,
+    blocked: bool,
+    max_budget: Option<f64>,
+    spend: f64,
+}
+
+/// One virtual key, as it is checked.
+#[derive(Debug)]
+pub struct VirtualKey {
+    /// What the access log names the key by: its alias, else the start of its digest.
+    pub label: String,
+    models: Vec<String>,
+    expires: Option<f64>,
+    blocked: bool,
+    max_budget: Option<f64>,
+    spend: f64,
+    team: Option<Arc<Team>>,
+}
+
+/// Why a key was refused: the status and message LiteLLM answers with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// HTTP status (401, or 400 for a budget).
+    pub status: u16,
+    /// LiteLLM's error `type`.
+    pub kind: &'static str,
+    /// The message (names the model or the key's label, never the key).
+    pub message: String,
+}
+
+impl Refusal {
+    fn auth(message: impl Into<String>) -> Refusal {
+        Refusal {
+            status: 401,
+            kind: "auth_error",
+            message: message.into(),
+        }
+    }
+
+    fn budget(message: String) -> Refusal {
+        Refusal {
+            status: 400,
+            kind: "budget_exceeded",
+            message,
+        }
+    }
+}
+
+/// The key and team tables, by digest and by id.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    by_digest: HashMap<String, Arc<VirtualKey>>,
+}
+
+impl KeyTable {
+    /// Builds the table from the rows read. A key naming a team that does not exist is kept
+    /// without one (LiteLLM then checks the key alone).
+    pub fn new(keys: Vec<KeyRow>, teams: Vec<TeamRow>) -> KeyTable {
+        let teams: HashMap<String, Arc<Team>> = teams
+            .into_iter()
+            .map(|t| {
+                let team = Team {
+                    id: t.id.clone(),
+                    models: t.models,
+                    blocked: t.blocked,
+                    max_budget: t.max_budget,
+                    spend: t.spend,
+                };
+                (t.id, Arc::new(team))
+            })
+            .collect();
+        let by_digest =
+            keys.into_iter()
+                .map(|k| {
+                    let label = k.alias.clone().unwrap_or_else(|| {
+                        format!("key {}…", k.token.get(..8).unwrap_or(&k.token))
+                    });
+                    let key = VirtualKey {
+                        label,
+                        models: k.models,
+                        expires: k.expires,
+                        blocked: k.blocked,
+                        max_budget: k.max_budget,
+                        spend: k.spend,
+                        team: k.team_id.and_then(|id| teams.get(&id).cloned()),
+                    };
+                    (k.token.to_ascii_lowercase(), Arc::new(key))
+                })
+                .collect();
+        KeyTable { by_digest }
+    }
+
+    /// How many keys the table holds.
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    /// Whether the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// The key `req` presents, checked: unknown, blocked, expired, a blocked team and a budget
+    /// reached are refused. The model is checked later, once it is known
+    /// ([`VirtualKey::check_model`]).
+    pub fn admit(&self, req: &RequestHeader) -> Result<Arc<VirtualKey>, Refusal> {
+        let presented = presented_key(req).ok_or_else(|| {
+            Refusal::auth("Authentication Error, no api key passed in (Authorization: Bearer sk-…)")
+        })?;
+        let digest = format!("{:x}", Sha256::digest(presented.as_bytes()));
+        let key = self.by_digest.get(&digest).ok_or_else(|| {
+            Refusal::auth("Authentication Error, Invalid proxy server token passed")
+        })?;
+        key.check(now())?;
+        Ok(key.clone())
+    }
+}
+
+impl VirtualKey {
+    fn check(&self, now: f64) -> Result<(), Refusal> {
+        if self.blocked {
+            return Err(Refusal::auth(format!(
+                "Authentication Error, Key is blocked ({})",
+                self.label
+            )));
+        }
+        if self.expires.is_some_and(|at| at <= now) {
+            return Err(Refusal::auth(format!(
+                "Authentication Error - Expired Key ({})",
+                self.label
+            )));
+        }
+        if let Some(team) = self.team.as_ref() {
+            if team.blocked {
+                return Err(Refusal::auth(format!(
+                    "Authentication Error, team {} is blocked",
+                    team.id
+                )));
+            }
+            if team.max_budget.is_some_and(|max| team.spend >= max) {
+                return Err(Refusal::budget(format!(
+                    "Budget has been exceeded! Team={} Current cost: {}, Max budget: {}",
+                    team.id,
+                    team.spend,
+                    team.max_budget.unwrap_or_default()
+                )));
+            }
+        }
+        if let Some(max) = self.max_budget.filter(|max| self.spend >= *max) {
+            return Err(Refusal::budget(format!(
+                "Budget has been exceeded! Key={} Current cost: {}, Max budget: {max}",
+                self.label, self.spend
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the key (and its team) may call `model`: an empty list or
+    /// `all-proxy-models` allows every model, else the exact name must be listed.
+    pub fn check_model(&self, model: &str) -> Result<(), Refusal> {
+        let allows =
+            |list: &[String]| list.is_empty() || list.iter().any(|m| m == model || m == ALL_MODELS);
+        if !allows(&self.models) {
+            return Err(Refusal::auth(format!(
+                "Authentication Error, API Key not allowed to access model. This key can only \
+                 access models={:?}. Tried to access {model}",
+                self.models
+            )));
+        }
+        if let Some(team) = self.team.as_ref().filter(|t| !allows(&t.models)) {
+            return Err(Refusal::auth(format!(
+                "Authentication Error, Team={} not allowed to access model. Team can only access \
+                 models={:?}. Tried to access {model}",
+                team.id, team.models
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The key a request presents: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
+fn presented_key(req: &RequestHeader) -> Option<&str> {
+    let bearer = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    bearer
+        .or_else(|| req.headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(key: &str) -> String {
+        format!("{:x}", Sha256::digest(key.as_bytes()))
+    }
+
+    fn key(token: &str, f: impl FnOnce(&mut KeyRow)) -> KeyRow {
+        let mut row = KeyRow {
+            token: digest(token),
+            alias: None,
+            models: vec![],
+            expires: None,
+            blocked: false,
+            max_budget: None,
+            spend: 0.0,
+            team_id: None,
+        };
+        f(&mut row);
+        row
+    }
+
+    fn request(header: &str, value: &str) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).expect("req");
+        req.insert_header(header.to_string(), value)
+            .expect("header");
+        req
+    }
+
+    fn refusal(table: &KeyTable, token: &str) -> Option<(u16, String)> {
+        match table.admit(&request("authorization", &format!("Bearer {token}"))) {
+            Ok(_) => None,
+            Err(r) => Some((r.status, r.message)),
+        }
+    }
+
+    #[test]
+    fn keys_are_found_by_digest_and_refused_as_litellm_refuses_them() {
+        let team = TeamRow {
+            id: "t1".into(),
+            models: vec!["gpt".into()],
+            blocked: false,
+            max_budget: Some(10.0),
+            spend: 1.0,
+        };
+        let blocked_team = TeamRow {
+            id: "t2".into(),
+            blocked: true,
+            ..team.clone()
+        };
+        let table = KeyTable::new(
+            vec![
+                key("sk-good", |k| k.alias = Some("app".into())),
+                key("sk-blocked", |k| k.blocked = true),
+                key("sk-expired", |k| k.expires = Some(1.0)),
+                key("sk-later", |k| k.expires = Some(now() + 3600.0)),
+                key("sk-spent", |k| (k.max_budget, k.spend) = (Some(5.0), 5.0)),
+                key("sk-team", |k| k.team_id = Some("t1".into())),
+                key("sk-team-blocked", |k| k.team_id = Some("t2".into())),
+            ],
+            vec![team, blocked_team],
+        );
+        assert_eq!(refusal(&table, "sk-good"), None);
+        assert_eq!(refusal(&table, "sk-later"), None);
+        assert_eq!(refusal(&table, "sk-team"), None);
+        assert_eq!(refusal(&table, "sk-unknown").map(|r| r.0), Some(401));
+        assert_eq!(refusal(&table, "sk-blocked").map(|r| r.0), Some(401));
+        assert!(refusal(&table, "sk-expired").is_some_and(|r| r.1.contains("Expired")));
+        assert_eq!(refusal(&table, "sk-spent").map(|r| r.0), Some(400));
+        assert!(refusal(&table, "sk-team-blocked").is_some_and(|r| r.1.contains("t2")));
+        let via_x_api_key = table.admit(&request("x-api-key", "sk-good"));
+        assert_eq!(via_x_api_key.expect("accepted").label, "app");
+        for (status, message) in ["sk-unknown", "sk-blocked", "sk-spent"]
+            .iter()
+            .filter_map(|k| refusal(&table, k))
+        {
+            assert!(!message.contains("sk-"), "{status}: {message}");
+        }
+    }
+
+    #[test]
+    fn models_are_checked_against_the_key_and_its_team() {
+        let team = TeamRow {
+            id: "t1".into(),
+            models: vec!["gpt".into(), "claude".into()],
+            blocked: false,
+            max_budget: None,
+            spend: 0.0,
+        };
+        let table = KeyTable::new(
+            vec![
+                key("sk-any", |_| {}),
+                key("sk-gpt", |k| k.models = vec!["gpt".into()]),
+                key("sk-all", |k| k.models = vec![ALL_MODELS.into()]),
+                key("sk-team", |k| k.team_id = Some("t1".into())),
+            ],
+            vec![team],
+        );
+        let admitted = |token: &str| {
+            table
+                .admit(&request("authorization", &format!("Bearer {token}")))
+                .expect("admitted")
+        };
+        assert!(admitted("sk-any").check_model("anything").is_ok());
+        assert!(admitted("sk-all").check_model("anything").is_ok());
+        assert!(admitted("sk-gpt").check_model("gpt").is_ok());
+        assert_eq!(
+            admitted("sk-gpt")
+                .check_model("claude")
+                .map_err(|r| r.status),
+            Err(401)
+        );
+        assert!(admitted("sk-team").check_model("claude").is_ok());
+        let team_refusal = admitted("sk-team").check_model("gemini").expect_err("team");
+        assert!(
+            team_refusal.message.contains("Team=t1"),
+            "{}",
+            team_refusal.message
+        );
+    }
+}
