@@ -81,8 +81,9 @@ impl SidecarProxy {
         let snapshot = self.credentials.snapshot();
         if dispatch.access.litellm_keys {
             let model = match &route.backend {
-                Backend::Model(alias) => Some(alias.as_str()),
-                _ => None,
+                Backend::Model(alias) => admission::ModelCheck::Now(alias),
+                Backend::Credential(_) => admission::ModelCheck::NoModel,
+                Backend::RequestModel => admission::ModelCheck::FromBody,
             };
             ctx.litellm_key = Some(admission::check_litellm_key(&snapshot, req, model)?);
         }

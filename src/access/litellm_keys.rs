@@ -10,7 +10,7 @@
 //! its digest.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora::http::RequestHeader;
@@ -43,6 +43,10 @@ pub struct VirtualKey {
     max_budget: Option<f64>,
     spend: f64,
     team: Option<Arc<Team>>,
+    rpm_limit: Option<u64>,
+    /// This instance's count of the key's requests in the current minute (kept by digest across
+    /// snapshots).
+    window: Arc<Mutex<(u64, u64)>>,
 }
 
 /// Why a key was refused: the status and message LiteLLM answers with.
@@ -54,6 +58,8 @@ pub struct Refusal {
     pub kind: &'static str,
     /// The message (names the model or the key's label, never the key).
     pub message: String,
+    /// Seconds until a rate-limited key may try again.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -62,6 +68,7 @@ impl Refusal {
             status: 401,
             kind: "auth_error",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -70,6 +77,7 @@ impl Refusal {
             status: 400,
             kind: "budget_exceeded",
             message,
+            retry_after: None,
         }
     }
 }
@@ -111,6 +119,8 @@ impl KeyTable {
                         max_budget: k.max_budget,
                         spend: k.spend,
                         team: k.team_id.and_then(|id| teams.get(&id).cloned()),
+                        rpm_limit: k.rpm_limit.and_then(|n| u64::try_from(n).ok()),
+                        window: window_for(&k.token.to_ascii_lowercase()),
                     };
                     (k.token.to_ascii_lowercase(), Arc::new(key))
                 })
@@ -183,6 +193,34 @@ impl VirtualKey {
         Ok(())
     }
 
+    /// Counts one request against the key's `rpm_limit` in this instance (a fixed window per
+    /// minute, as LiteLLM's limiter counts): past it, 429 with the seconds until the next minute.
+    pub fn take_request(&self) -> Result<(), Refusal> {
+        let Some(limit) = self.rpm_limit else {
+            return Ok(());
+        };
+        let now = now();
+        let minute = (now / 60.0) as u64;
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0 != minute {
+            *window = (minute, 0);
+        }
+        if window.1 >= limit {
+            let retry_after = ((minute + 1) as f64 * 60.0 - now).ceil().max(1.0) as u64;
+            return Err(Refusal {
+                status: 429,
+                kind: "throttling_error",
+                message: format!(
+                    "Rate limit exceeded for {}: rpm_limit {limit} (per sidecar instance)",
+                    self.label
+                ),
+                retry_after: Some(retry_after),
+            });
+        }
+        window.1 += 1;
+        Ok(())
+    }
+
     /// Whether the key (and its team) may call `model`: an empty list or
     /// `all-proxy-models` allows every model, else the exact name must be listed.
     pub fn check_model(&self, model: &str) -> Result<(), Refusal> {
@@ -204,6 +242,15 @@ impl VirtualKey {
         }
         Ok(())
     }
+}
+
+/// The request window of the key with digest `digest`, shared by every snapshot that holds it
+/// (a refresh does not reset a key's count).
+fn window_for(digest: &str) -> Arc<Mutex<(u64, u64)>> {
+    static WINDOWS: OnceLock<Mutex<HashMap<String, Arc<Mutex<(u64, u64)>>>>> = OnceLock::new();
+    let windows = WINDOWS.get_or_init(Default::default);
+    let mut map = windows.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(digest.to_string()).or_default().clone()
 }
 
 /// The key a request presents: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
@@ -246,6 +293,7 @@ mod tests {
             max_budget: None,
             spend: 0.0,
             team_id: None,
+            rpm_limit: None,
         };
         f(&mut row);
         row
@@ -348,5 +396,21 @@ mod tests {
             "{}",
             team_refusal.message
         );
+    }
+
+    #[test]
+    fn rpm_limits_count_per_minute_and_say_when_to_retry() {
+        let table = KeyTable::new(vec![key("sk-rpm-test", |k| k.rpm_limit = Some(2))], vec![]);
+        let key = table
+            .admit(&request("authorization", "Bearer sk-rpm-test"))
+            .expect("admitted");
+        // A request at the very end of a minute may start the next window: allow one retry.
+        let taken = (0..3).filter(|_| key.take_request().is_ok()).count();
+        assert!(taken == 2 || taken == 3, "{taken}");
+        let refusal = (0..3)
+            .find_map(|_| key.take_request().err())
+            .expect("refused past the limit");
+        assert_eq!(refusal.status, 429);
+        assert!(refusal.retry_after.is_some_and(|s| (1..=60).contains(&s)));
     }
 }

@@ -16,7 +16,8 @@ pub const TEAMS_TABLE: &str = "LiteLLM_TeamTable";
 /// The columns of the key table whose change must reach the sidecars at once (what a
 /// `NOTIFY` trigger watches: not `spend`, which LiteLLM updates all the time; a key's spend
 /// crossing its budget is watched on its own).
-pub const KEY_COLUMNS: &str = "token, key_alias, models, expires, blocked, max_budget, team_id";
+pub const KEY_COLUMNS: &str =
+    "token, key_alias, models, expires, blocked, max_budget, team_id, rpm_limit";
 /// The same for the team table.
 pub const TEAM_COLUMNS: &str = "team_id, models, blocked, max_budget";
 
@@ -39,6 +40,8 @@ pub struct KeyRow {
     pub spend: f64,
     /// `team_id`.
     pub team_id: Option<String>,
+    /// `rpm_limit`: requests per minute, per sidecar instance.
+    pub rpm_limit: Option<i64>,
 }
 
 /// One team as the sidecar enforces it.
@@ -61,7 +64,7 @@ pub async fn fetch_keys(client: &impl GenericClient, schema: &str) -> Result<Vec
     let sql = format!(
         "SELECT token, key_alias, coalesce(models, '{{}}')::text[], \
            extract(epoch FROM expires)::float8, coalesce(blocked, false), max_budget::float8, \
-           coalesce(spend, 0)::float8, team_id FROM {}",
+           coalesce(spend, 0)::float8, team_id, rpm_limit::int8 FROM {}",
         table(schema, KEYS_TABLE)
     );
     let rows = client
@@ -79,6 +82,7 @@ pub async fn fetch_keys(client: &impl GenericClient, schema: &str) -> Result<Vec
             max_budget: r.get(5),
             spend: r.get(6),
             team_id: r.get(7),
+            rpm_limit: r.get(8),
         })
         .collect())
 }

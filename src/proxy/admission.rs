@@ -17,13 +17,24 @@ use crate::credentials::Snapshot;
 use crate::identity::ClientIdentity;
 use crate::routes::{Route, RouteTable};
 
+/// When a route's model is known, for a LiteLLM key check.
+pub enum ModelCheck<'a> {
+    /// A `model:` route: its alias.
+    Now(&'a str),
+    /// A credential route: no model to check.
+    NoModel,
+    /// A `dispatch: model` route: the body names it; the model check and the request's count
+    /// against the key's rate limit come once it is read.
+    FromBody,
+}
+
 /// `access.litellm_keys`: the LiteLLM virtual key the request presents, checked against the
-/// snapshot's key table (fail closed while it has not been read). `model`, when the route names
-/// one, must be allowed for the key and its team.
+/// snapshot's key table (fail closed while it has not been read); the model, when known, must be
+/// allowed for the key and its team; then the request counts against the key's `rpm_limit`.
 pub fn check_litellm_key(
     snapshot: &Snapshot,
     req: &RequestHeader,
-    model: Option<&str>,
+    model: ModelCheck<'_>,
 ) -> Result<Arc<VirtualKey>, ErrorReply> {
     let Some(table) = snapshot.litellm_keys.as_ref() else {
         return Err(ErrorReply::new(
@@ -33,8 +44,13 @@ pub fn check_litellm_key(
         ));
     };
     let key = table.admit(req).map_err(ErrorReply::litellm)?;
-    if let Some(model) = model {
-        key.check_model(model).map_err(ErrorReply::litellm)?;
+    match model {
+        ModelCheck::Now(model) => {
+            key.check_model(model).map_err(ErrorReply::litellm)?;
+            key.take_request().map_err(ErrorReply::litellm)?;
+        }
+        ModelCheck::NoModel => key.take_request().map_err(ErrorReply::litellm)?,
+        ModelCheck::FromBody => {}
     }
     Ok(key)
 }

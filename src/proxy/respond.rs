@@ -19,6 +19,8 @@ pub struct ErrorReply {
     pub message: String,
     /// The error's `type`: `sidecar_error`, or LiteLLM's for its key refusals.
     pub kind: &'static str,
+    /// Seconds for a `retry-after` header (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl ErrorReply {
@@ -29,6 +31,7 @@ impl ErrorReply {
             code,
             message: message.into(),
             kind: "sidecar_error",
+            retry_after: None,
         }
     }
 
@@ -37,6 +40,7 @@ impl ErrorReply {
     pub fn litellm(refusal: crate::access::litellm_keys::Refusal) -> ErrorReply {
         let code = match refusal.status {
             400 => "400",
+            429 => "429",
             _ => "401",
         };
         ErrorReply {
@@ -44,6 +48,7 @@ impl ErrorReply {
             code,
             message: refusal.message,
             kind: refusal.kind,
+            retry_after: refusal.retry_after,
         }
     }
 
@@ -66,6 +71,9 @@ impl ErrorReply {
         let mut header = ResponseHeader::build(self.status, Some(3))?;
         header.insert_header("content-type", "application/json")?;
         header.insert_header("content-length", body.len().to_string())?;
+        if let Some(seconds) = self.retry_after {
+            header.insert_header("retry-after", seconds.to_string())?;
+        }
         session.write_error_response(header, body).await?;
         Ok(self.status)
     }

@@ -84,6 +84,7 @@ pub async fn bind_by_body(
             if let Some(key) = &ctx.litellm_key {
                 key.check_model(&request.alias)
                     .map_err(ErrorReply::litellm)?;
+                key.take_request().map_err(ErrorReply::litellm)?;
             }
             let binding = request.binding.clone();
             ctx.model_request = Some(request);

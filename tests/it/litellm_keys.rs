@@ -229,3 +229,35 @@ async fn a_key_blocked_or_rotated_in_litellm_is_refused_within_a_second() {
         "a budget reached is seen without waiting for the poll"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_past_its_rpm_limit_gets_429_with_retry_after_and_nothing_is_sent() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let sidecar = start(&e, &db).await;
+    // Limit 2 a minute: six requests cross it even if a minute ends among them.
+    let mut refused = None;
+    for _ in 0..6 {
+        let before = e.mock.requests().len();
+        let response = e
+            .client
+            .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+            .header("authorization", "Bearer sk-rpm")
+            .body(r#"{"model":"gpt"}"#)
+            .send()
+            .await
+            .expect("request");
+        if response.status().as_u16() == 429 {
+            assert_eq!(e.mock.requests().len(), before, "nothing sent");
+            refused = response.headers().get("retry-after").cloned();
+            break;
+        }
+    }
+    let retry_after = refused.expect("a 429 with retry-after");
+    let seconds: u64 = retry_after
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&seconds), "{seconds}");
+}
