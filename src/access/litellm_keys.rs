@@ -46,8 +46,11 @@ pub struct VirtualKey {
     rpm_limit: Option<u64>,
     /// This instance's count of the key's requests in the current minute (kept by digest across
     /// snapshots).
-    window: Arc<Mutex<(u64, u64)>>,
+    window: Window,
 }
+
+/// A key's request count in this instance: the minute (since the epoch) and the requests in it.
+type Window = Arc<Mutex<(u64, u64)>>;
 
 /// Why a key was refused: the status and message LiteLLM answers with.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,8 +249,8 @@ impl VirtualKey {
 
 /// The request window of the key with digest `digest`, shared by every snapshot that holds it
 /// (a refresh does not reset a key's count).
-fn window_for(digest: &str) -> Arc<Mutex<(u64, u64)>> {
-    static WINDOWS: OnceLock<Mutex<HashMap<String, Arc<Mutex<(u64, u64)>>>>> = OnceLock::new();
+fn window_for(digest: &str) -> Window {
+    static WINDOWS: OnceLock<Mutex<HashMap<String, Window>>> = OnceLock::new();
     let windows = WINDOWS.get_or_init(Default::default);
     let mut map = windows.lock().unwrap_or_else(|e| e.into_inner());
     map.entry(digest.to_string()).or_default().clone()

@@ -57,6 +57,7 @@ async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
     put_key(db, "sk-expired", "expired", ", expires", ", '2020-01-01'").await;
     put_key(db, "sk-spent", "spent", ", max_budget, spend", ", 1.0, 1.5").await;
     put_key(db, "sk-team", "team", ", team_id", ", 't-gpt'").await;
+    put_key(db, "sk-rpm", "rpm", ", rpm_limit", ", 2").await;
     put_key(
         db,
         "sk-team-blocked",
