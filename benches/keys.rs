@@ -17,7 +17,10 @@ const KEYS: usize = 10_000;
 fn table() -> KeyTable {
     let rows = (0..KEYS)
         .map(|i| KeyRow {
-            token: format!("{:x}", Sha256::digest(format!("sk-bench-{i:05}").as_bytes())),
+            token: format!(
+                "{:x}",
+                Sha256::digest(format!("sk-bench-{i:05}").as_bytes())
+            ),
             alias: Some(format!("app-{i}")),
             models: vec!["gpt-4o".to_string(), "claude".to_string()],
             expires: None,
@@ -26,6 +29,7 @@ fn table() -> KeyTable {
             spend: 1.0,
             team_id: None,
             rpm_limit: (i == 1234).then_some(i64::MAX),
+            tpm_limit: None,
         })
         .collect();
     KeyTable::new(rows, Vec::new())

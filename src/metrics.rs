@@ -25,7 +25,7 @@ use crate::credentials::CredentialCache;
 use crate::upstream::gate::ConnectionGate;
 
 pub use clients::register_clients;
-pub use models::{record_attempt, record_cooldown};
+pub use models::{record_attempt, record_cooldown, record_tokens};
 
 /// Latency buckets (seconds): LLM calls range from milliseconds (errors, cached) to minutes.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -17,6 +17,7 @@ mod request_checks;
 pub mod respond;
 pub mod rewrite;
 pub mod unified;
+mod usage;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -126,6 +127,8 @@ pub struct RequestCtx {
     router: crate::config::RouterSettings,
     /// The LiteLLM virtual key the client presented (`access.litellm_keys`).
     litellm_key: Option<Arc<crate::access::litellm_keys::VirtualKey>>,
+    /// Reads the answer's token usage as it passes (see `usage`).
+    usage: Option<usage::UsageReader>,
 }
 
 #[async_trait]
@@ -152,6 +155,7 @@ impl ProxyHttp for SidecarProxy {
             body_replaced: false,
             router: Default::default(),
             litellm_key: None,
+            usage: None,
         }
     }
 
@@ -403,7 +407,20 @@ impl ProxyHttp for SidecarProxy {
     ) -> pingora::Result<()> {
         ctx.upstream_ttfb = ctx.upstream_started.map(|t| t.elapsed());
         // Nothing has reached the client yet: another deployment may answer instead.
-        unified::attempts::on_response(ctx, upstream_response.status.as_u16())
+        unified::attempts::on_response(ctx, upstream_response.status.as_u16())?;
+        usage::on_response_header(ctx, upstream_response);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        usage::on_body(ctx, body.as_ref(), end_of_stream);
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -44,13 +44,23 @@ pub struct VirtualKey {
     spend: f64,
     team: Option<Arc<Team>>,
     rpm_limit: Option<u64>,
-    /// This instance's count of the key's requests in the current minute (kept by digest across
-    /// snapshots).
+    tpm_limit: Option<u64>,
+    /// This instance's count of the key's requests and tokens in the current minute (kept by
+    /// digest across snapshots).
     window: Window,
 }
 
-/// A key's request count in this instance: the minute (since the epoch) and the requests in it.
-type Window = Arc<Mutex<(u64, u64)>>;
+/// A key's use in this instance in one minute.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Minutes since the epoch.
+    minute: u64,
+    requests: u64,
+    tokens: u64,
+}
+
+/// A key's counts, shared by every snapshot that holds the key.
+type Window = Arc<Mutex<Counts>>;
 
 /// Why a key was refused: the status and message LiteLLM answers with.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +133,7 @@ impl KeyTable {
                         spend: k.spend,
                         team: k.team_id.and_then(|id| teams.get(&id).cloned()),
                         rpm_limit: k.rpm_limit.and_then(|n| u64::try_from(n).ok()),
+                        tpm_limit: k.tpm_limit.and_then(|n| u64::try_from(n).ok()),
                         window: window_for(&k.token.to_ascii_lowercase()),
                     };
                     (k.token.to_ascii_lowercase(), Arc::new(key))
@@ -196,32 +207,54 @@ impl VirtualKey {
         Ok(())
     }
 
-    /// Counts one request against the key's `rpm_limit` in this instance (a fixed window per
-    /// minute, as LiteLLM's limiter counts): past it, 429 with the seconds until the next minute.
+    /// Counts one request against the key's `rpm_limit` in this instance, and checks the
+    /// tokens its answers used this minute against its `tpm_limit` (fixed one-minute windows, as
+    /// LiteLLM's limiter counts): past either, 429 with the seconds until the next minute.
     pub fn take_request(&self) -> Result<(), Refusal> {
-        let Some(limit) = self.rpm_limit else {
+        if self.rpm_limit.is_none() && self.tpm_limit.is_none() {
             return Ok(());
-        };
-        let now = now();
-        let minute = (now / 60.0) as u64;
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if window.0 != minute {
-            *window = (minute, 0);
         }
-        if window.1 >= limit {
-            let retry_after = ((minute + 1) as f64 * 60.0 - now).ceil().max(1.0) as u64;
+        let now = now();
+        let mut counts = self.counts(now);
+        let over = match (self.rpm_limit, self.tpm_limit) {
+            (Some(rpm), _) if counts.requests >= rpm => Some(format!("rpm_limit {rpm}")),
+            (_, Some(tpm)) if counts.tokens >= tpm => Some(format!("tpm_limit {tpm}")),
+            _ => None,
+        };
+        if let Some(limit) = over {
+            let retry_after = ((counts.minute + 1) as f64 * 60.0 - now).ceil().max(1.0) as u64;
             return Err(Refusal {
                 status: 429,
                 kind: "throttling_error",
                 message: format!(
-                    "Rate limit exceeded for {}: rpm_limit {limit} (per sidecar instance)",
+                    "Rate limit exceeded for {}: {limit} (per sidecar instance)",
                     self.label
                 ),
                 retry_after: Some(retry_after),
             });
         }
-        window.1 += 1;
+        counts.requests += 1;
         Ok(())
+    }
+
+    /// Adds the tokens an answer used to this minute's count (for `tpm_limit`).
+    pub fn add_tokens(&self, tokens: u64) {
+        if self.tpm_limit.is_some() {
+            self.counts(now()).tokens += tokens;
+        }
+    }
+
+    /// This minute's counts (a new minute starts from zero).
+    fn counts(&self, now: f64) -> std::sync::MutexGuard<'_, Counts> {
+        let minute = (now / 60.0) as u64;
+        let mut counts = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.minute != minute {
+            *counts = Counts {
+                minute,
+                ..Counts::default()
+            };
+        }
+        counts
     }
 
     /// Whether the key (and its team) may call `model`: an empty list or
@@ -297,6 +330,7 @@ mod tests {
             spend: 0.0,
             team_id: None,
             rpm_limit: None,
+            tpm_limit: None,
         };
         f(&mut row);
         row
@@ -415,5 +449,24 @@ mod tests {
             .expect("refused past the limit");
         assert_eq!(refusal.status, 429);
         assert!(refusal.retry_after.is_some_and(|s| (1..=60).contains(&s)));
+    }
+
+    #[test]
+    fn tpm_limits_count_the_tokens_answers_used() {
+        let table = KeyTable::new(
+            vec![key("sk-tpm-test", |k| k.tpm_limit = Some(100))],
+            vec![],
+        );
+        let key = table
+            .admit(&request("authorization", "Bearer sk-tpm-test"))
+            .expect("admitted");
+        assert!(key.take_request().is_ok());
+        key.add_tokens(150);
+        // Unless a minute ended in between, the tokens are over the limit now.
+        let refused = (0..2).any(|_| {
+            key.take_request()
+                .is_err_and(|r| r.status == 429 && r.message.contains("tpm_limit"))
+        });
+        assert!(refused);
     }
 }

@@ -17,7 +17,7 @@ pub const TEAMS_TABLE: &str = "LiteLLM_TeamTable";
 /// `NOTIFY` trigger watches: not `spend`, which LiteLLM updates all the time; a key's spend
 /// crossing its budget is watched on its own).
 pub const KEY_COLUMNS: &str =
-    "token, key_alias, models, expires, blocked, max_budget, team_id, rpm_limit";
+    "token, key_alias, models, expires, blocked, max_budget, team_id, rpm_limit, tpm_limit";
 /// The same for the team table.
 pub const TEAM_COLUMNS: &str = "team_id, models, blocked, max_budget";
 
@@ -42,6 +42,8 @@ pub struct KeyRow {
     pub team_id: Option<String>,
     /// `rpm_limit`: requests per minute, per sidecar instance.
     pub rpm_limit: Option<i64>,
+    /// `tpm_limit`: tokens per minute, per sidecar instance.
+    pub tpm_limit: Option<i64>,
 }
 
 /// One team as the sidecar enforces it.
@@ -64,7 +66,7 @@ pub async fn fetch_keys(client: &impl GenericClient, schema: &str) -> Result<Vec
     let sql = format!(
         "SELECT token, key_alias, coalesce(models, '{{}}')::text[], \
            extract(epoch FROM expires)::float8, coalesce(blocked, false), max_budget::float8, \
-           coalesce(spend, 0)::float8, team_id, rpm_limit::int8 FROM {}",
+           coalesce(spend, 0)::float8, team_id, rpm_limit::int8, tpm_limit::int8 FROM {}",
         table(schema, KEYS_TABLE)
     );
     let rows = client
@@ -83,6 +85,7 @@ pub async fn fetch_keys(client: &impl GenericClient, schema: &str) -> Result<Vec
             spend: r.get(6),
             team_id: r.get(7),
             rpm_limit: r.get(8),
+            tpm_limit: r.get(9),
         })
         .collect())
 }

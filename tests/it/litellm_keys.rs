@@ -58,6 +58,7 @@ async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
     put_key(db, "sk-spent", "spent", ", max_budget, spend", ", 1.0, 1.5").await;
     put_key(db, "sk-team", "team", ", team_id", ", 't-gpt'").await;
     put_key(db, "sk-rpm", "rpm", ", rpm_limit", ", 2").await;
+    put_key(db, "sk-tpm", "tpm", ", tpm_limit", ", 1").await;
     put_key(
         db,
         "sk-team-blocked",
@@ -261,4 +262,35 @@ async fn a_key_past_its_rpm_limit_gets_429_with_retry_after_and_nothing_is_sent(
         .parse()
         .expect("seconds");
     assert!((1..=60).contains(&seconds), "{seconds}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_counted_by_alias_and_key_and_held_to_tpm_limit() {
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let sidecar = start(&e, &db).await;
+    let (status, _, _) = call_with(&e, &sidecar, "/v1/chat/completions", "sk-good", "gpt").await;
+    assert_eq!(status, 200);
+    // The mock reports 1 prompt and 1 completion token per answer.
+    let metrics = crate::support::http::admin_get(&sidecar, "/metrics")
+        .await
+        .1;
+    for kind in ["prompt", "completion"] {
+        let series = format!(r#"sidecar_tokens_total{{key="app",kind="{kind}",model="gpt"}} 1"#);
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+    // tpm_limit 1: the first answer used 2 tokens, so the next request this minute is refused
+    // (a minute may end in between: then one more request passes first).
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, body, sent) =
+            call_with(&e, &sidecar, "/v1/chat/completions", "sk-tpm", "gpt").await;
+        assert_eq!(sent, status == 200);
+        statuses.push(status);
+        if status == 429 {
+            assert!(body.to_string().contains("tpm_limit"), "{body}");
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }

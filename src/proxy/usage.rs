@@ -1,0 +1,279 @@
+//! Token usage read from providers' answers, off the client's critical path: each body chunk is
+//! passed on untouched and only looked at on the way (a JSON answer is kept, up to 1 MiB, and
+//! parsed once at its end; a stream is split into events and only events that carry a `usage`
+//! object are parsed). Read on `model:` and `dispatch: model` routes and for LiteLLM keys, where
+//! the tokens feed `sidecar_tokens_total` and the key's `tpm_limit`.
+//!
+//! Both OpenAI's fields (`prompt_tokens`, `completion_tokens`, in a JSON answer or, with
+//! `stream_options.include_usage`, the last chunk of a stream) and Anthropic's (`input_tokens`,
+//! `output_tokens`, in `message_start` and `message_delta` events) are read. The sidecar does not
+//! add `stream_options.include_usage` to a client's request: that would add a chunk to every
+//! stream the client did not ask for; a stream without usage counts no tokens.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use serde_json::Value;
+
+use super::RequestCtx;
+use crate::config::Backend;
+
+/// The most of a JSON answer kept to read its usage.
+const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// Tokens one answer used.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt: u64,
+    /// Completion (output) tokens.
+    pub completion: u64,
+}
+
+/// What kind of body is being read.
+#[derive(Debug)]
+enum Body {
+    /// `application/json`: kept whole (until it is too large).
+    Json { kept: Vec<u8>, overflowed: bool },
+    /// `text/event-stream`: the incomplete last event, and the usage seen so far.
+    Events {
+        pending: Vec<u8>,
+        usage: Option<Usage>,
+    },
+}
+
+/// Reads one answer's usage as its body passes.
+#[derive(Debug)]
+pub struct UsageReader {
+    body: Body,
+}
+
+impl UsageReader {
+    /// A reader for a successful JSON or event-stream answer; `None` for anything else.
+    pub fn for_response(header: &ResponseHeader) -> Option<UsageReader> {
+        if !header.status.is_success() {
+            return None;
+        }
+        let kind = header
+            .headers
+            .get(http::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
+        let body = if kind.starts_with("application/json") {
+            Body::Json {
+                kept: Vec::new(),
+                overflowed: false,
+            }
+        } else if kind.starts_with("text/event-stream") {
+            Body::Events {
+                pending: Vec::new(),
+                usage: None,
+            }
+        } else {
+            return None;
+        };
+        Some(UsageReader { body })
+    }
+
+    /// Looks at one chunk of the body (which goes on to the client unchanged).
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.body {
+            Body::Json { kept, overflowed } => {
+                if kept.len() + chunk.len() > MAX_JSON_BYTES {
+                    *overflowed = true;
+                    kept.clear();
+                } else if !*overflowed {
+                    kept.extend_from_slice(chunk);
+                }
+            }
+            Body::Events { pending, usage } => {
+                pending.extend_from_slice(chunk);
+                while let Some(end) = find(pending, b"\n\n") {
+                    let event: Vec<u8> = pending.drain(..end + 2).collect();
+                    if let Some(seen) = event_usage(&event) {
+                        let total = usage.get_or_insert_with(Usage::default);
+                        total.prompt = total.prompt.max(seen.prompt);
+                        total.completion = total.completion.max(seen.completion);
+                    }
+                }
+                if pending.len() > MAX_JSON_BYTES {
+                    pending.clear();
+                }
+            }
+        }
+    }
+
+    /// The usage the answer reported, if it reported any.
+    pub fn finish(self) -> Option<Usage> {
+        match self.body {
+            Body::Json { kept, overflowed } if !overflowed => {
+                let answer: Value = serde_json::from_slice(&kept).ok()?;
+                usage_of(answer.get("usage")?)
+            }
+            Body::Json { .. } => None,
+            Body::Events { pending, usage } => {
+                let last = event_usage(&pending);
+                match (usage, last) {
+                    (Some(u), Some(l)) => Some(Usage {
+                        prompt: u.prompt.max(l.prompt),
+                        completion: u.completion.max(l.completion),
+                    }),
+                    (u, l) => u.or(l),
+                }
+            }
+        }
+    }
+}
+
+/// `upstream_response_filter`: starts reading the answer's usage when the request has a model
+/// alias or a LiteLLM key to count it for.
+pub fn on_response_header(ctx: &mut RequestCtx, header: &ResponseHeader) {
+    if model_label(ctx) != "-" || ctx.litellm_key.is_some() {
+        ctx.usage = UsageReader::for_response(header);
+    }
+}
+
+/// `response_body_filter`: looks at each chunk; at the end records the tokens (metrics, and the
+/// key's `tpm_limit` count).
+pub fn on_body(ctx: &mut RequestCtx, body: Option<&Bytes>, end_of_stream: bool) {
+    let Some(reader) = ctx.usage.as_mut() else {
+        return;
+    };
+    if let Some(chunk) = body {
+        reader.feed(chunk);
+    }
+    if !end_of_stream {
+        return;
+    }
+    let Some(usage) = ctx.usage.take().and_then(UsageReader::finish) else {
+        return;
+    };
+    let key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str());
+    crate::metrics::record_tokens(model_label(ctx), key, usage.prompt, usage.completion);
+    if let Some(key) = &ctx.litellm_key {
+        key.add_tokens(usage.prompt + usage.completion);
+    }
+}
+
+/// The alias a request's tokens count for: the body's on `dispatch: model` routes, the route's
+/// on `model:` routes, else `-`.
+fn model_label(ctx: &RequestCtx) -> &str {
+    if let Some(request) = &ctx.model_request {
+        return &request.alias;
+    }
+    match ctx.route.as_ref().map(|r| &r.backend) {
+        Some(Backend::Model(alias)) => alias,
+        _ => "-",
+    }
+}
+
+/// The usage in one event (`data: {...}` lines), parsed only when it names a usage object.
+fn event_usage(event: &[u8]) -> Option<Usage> {
+    find(event, b"\"usage\"")?;
+    let text = std::str::from_utf8(event).ok()?;
+    let data: String = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let value: Value = serde_json::from_str(&data).ok()?;
+    // OpenAI puts usage at the top; Anthropic's message_start inside `message`.
+    let usage = value
+        .get("usage")
+        .filter(|u| u.is_object())
+        .or_else(|| value.get("message").and_then(|m| m.get("usage")))?;
+    usage_of(usage)
+}
+
+/// A usage object's token counts, in OpenAI's or Anthropic's names.
+fn usage_of(usage: &Value) -> Option<Usage> {
+    let count = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| usage.get(*n).and_then(Value::as_u64))
+    };
+    let prompt = count(["prompt_tokens", "input_tokens"]);
+    let completion = count(["completion_tokens", "output_tokens"]);
+    (prompt.is_some() || completion.is_some()).then(|| Usage {
+        prompt: prompt.unwrap_or(0),
+        completion: completion.unwrap_or(0),
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(content_type: &str) -> UsageReader {
+        let mut header = ResponseHeader::build(200, None).expect("header");
+        header
+            .insert_header("content-type", content_type)
+            .expect("content-type");
+        UsageReader::for_response(&header).expect("a reader")
+    }
+
+    #[test]
+    fn a_json_answer_split_anywhere_is_read_at_its_end() {
+        let body =
+            br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#;
+        for split in [1, 10, body.len() - 1] {
+            let mut r = reader("application/json; charset=utf-8");
+            r.feed(&body[..split]);
+            r.feed(&body[split..]);
+            let usage = Some(Usage {
+                prompt: 12,
+                completion: 34,
+            });
+            assert_eq!(r.finish(), usage, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn openai_and_anthropic_streams_give_their_usage() {
+        let openai = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n";
+        let mut r = reader("text/event-stream");
+        for piece in openai.as_bytes().chunks(9) {
+            r.feed(piece);
+        }
+        assert_eq!(
+            r.finish(),
+            Some(Usage {
+                prompt: 5,
+                completion: 7
+            })
+        );
+
+        let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
+                         event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
+        let mut r = reader("text/event-stream");
+        r.feed(anthropic.as_bytes());
+        assert_eq!(
+            r.finish(),
+            Some(Usage {
+                prompt: 25,
+                completion: 15
+            })
+        );
+    }
+
+    #[test]
+    fn no_usage_errors_and_other_bodies_count_nothing() {
+        let mut r = reader("text/event-stream");
+        r.feed(b"data: {\"i\":0}\n\ndata: [DONE]\n\n");
+        assert_eq!(r.finish(), None);
+        let mut error = ResponseHeader::build(429, None).expect("header");
+        error
+            .insert_header("content-type", "application/json")
+            .expect("ct");
+        assert!(UsageReader::for_response(&error).is_none());
+        let mut big = reader("application/json");
+        big.feed(&vec![b' '; MAX_JSON_BYTES + 1]);
+        big.feed(br#"{"usage":{"prompt_tokens":1}}"#);
+        assert_eq!(big.finish(), None, "too large to keep");
+    }
+}
