@@ -17,8 +17,12 @@ use crate::config::Config;
 use crate::credentials::cipher::Format;
 use crate::server::{self, RunOptions};
 
-/// The config file used when `-c` is not given.
+/// The config file used when neither `-c` nor [`CONFIG_ENV`] is given.
 pub const DEFAULT_CONFIG_PATH: &str = "conf/gateway.yaml";
+/// The environment variable naming the config file when `-c` is not given.
+pub const CONFIG_ENV: &str = "SIDECAR_CONFIG";
+/// Exit code when the database cannot be reached (the `db` and `credentials` commands).
+pub const EXIT_DATABASE_UNREACHABLE: u8 = 3;
 /// Where `rotate-key` reads the new salt key by default.
 pub const DEFAULT_NEW_SALT_KEY_ENV: &str = "LITELLM_NEW_SALT_KEY";
 
@@ -29,7 +33,7 @@ pub const DEFAULT_NEW_SALT_KEY_ENV: &str = "LITELLM_NEW_SALT_KEY";
 pub struct Cli {
     /// Configuration file (YAML). Relative paths inside it are resolved against its folder.
     /// Database subcommands use its `credentials.postgres` (else `DATABASE_URL`).
-    #[arg(short = 'c', long = "conf", value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, global = true)]
+    #[arg(short = 'c', long = "conf", value_name = "FILE", env = CONFIG_ENV, default_value = DEFAULT_CONFIG_PATH, global = true)]
     pub conf: PathBuf,
 
     /// Test the configuration (local store, database, CA bundle) and exit: 0 when valid, 1 with
@@ -53,6 +57,7 @@ pub struct Cli {
 
 const AFTER_HELP: &str = "\
 Environment:
+  SIDECAR_CONFIG      the configuration file when -c is not given (default conf/gateway.yaml)
   LITELLM_SALT_KEY    key for LiteLLM-encrypted credentials (falls back to LITELLM_MASTER_KEY;
                       the variable name can be changed with credentials.salt_key_env)
   DATABASE_URL        LiteLLM's database when credentials.postgres.url is not set
@@ -60,7 +65,11 @@ Environment:
   RUST_LOG            log filter; overrides log.level
 
 Signals: SIGTERM graceful stop; SIGQUIT graceful stop handing listeners to a new process (-u);
-SIGINT immediate stop.";
+SIGINT immediate stop.
+
+Exit codes: 0 success; 1 failure (an invalid configuration, with every error listed, or any
+other error); 2 wrong command-line usage; 3 the database cannot be reached (db and credentials
+commands).";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -199,7 +208,15 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sidecar: {error:#}");
-            ExitCode::FAILURE
+            let unreachable = error
+                .chain()
+                .filter_map(|cause| cause.downcast_ref::<crate::db::DbError>())
+                .any(crate::db::DbError::is_unreachable);
+            if unreachable {
+                ExitCode::from(EXIT_DATABASE_UNREACHABLE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -46,6 +46,12 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Whether the database could not be reached at all (the CLI's exit code 3), as opposed to a
+    /// wrong setting or a failed statement.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DbError::Connect { .. } | DbError::Timeout { .. })
+    }
+
     /// A failed statement, with Postgres's own text.
     pub fn query(what: &'static str, e: &tokio_postgres::Error) -> DbError {
         DbError::Query {

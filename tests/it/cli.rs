@@ -123,3 +123,32 @@ fn encrypt_refuses_control_characters_and_empty_input() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn sidecar_config_names_the_file_and_exit_codes_tell_failures_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "listeners: []\nroutes: []\n").expect("write");
+    let bad = bad.to_str().expect("utf-8 path");
+    // SIDECAR_CONFIG is the file when -c is not given; an invalid config exits 1.
+    let out = SidecarProcess::run_cli(&["-t"], None, &[("SIDECAR_CONFIG", bad)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad.yaml"), "{}", stderr(&out));
+    // -c wins over SIDECAR_CONFIG.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.yaml");
+    let out = SidecarProcess::run_cli(&["-t", "-c", shipped], None, &[("SIDECAR_CONFIG", bad)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Wrong usage: 2.
+    let out = SidecarProcess::run_cli(&["--no-such-flag"], None, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A database that cannot be reached: 3.
+    let unreachable = dir.path().join("db.yaml");
+    let config = "listeners: [{ address: \"127.0.0.1:1\" }]\n\
+                  credentials: { postgres: { url: \"postgres://postgres@127.0.0.1:1/x\", connect_timeout: 1s } }\n\
+                  routes: [{ name: a, path_prefix: /a, model: m }]\n";
+    std::fs::write(&unreachable, config).expect("write");
+    let unreachable = unreachable.to_str().expect("utf-8 path");
+    let out = SidecarProcess::run_cli(&["-c", unreachable, "db", "install-notify"], None, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}

@@ -17,6 +17,7 @@ pub const SCRUBBED_ENV: &[&str] = &[
     "LITELLM_MASTER_KEY",
     "SSL_CERT_FILE",
     "RUST_LOG",
+    "SIDECAR_CONFIG",
 ];
 
 /// How long [`SidecarProcess::start`] waits for the listener to accept TCP connections.
