@@ -104,9 +104,13 @@ impl ServeHttp for AdminApp {
                 json_response(status, &report)
             }
             "/metrics" => PrometheusHttpApp.response(session).await,
+            "/version" => json_response(
+                StatusCode::OK,
+                &json!({ "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") }),
+            ),
             other => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({ "error": format!("no admin endpoint {other:?}; try /healthz, /readyz, /metrics") }),
+                &json!({ "error": format!("no admin endpoint {other:?}; try /healthz, /readyz, /metrics, /version") }),
             ),
         }
     }

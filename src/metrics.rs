@@ -200,6 +200,18 @@ pub fn register_state(
     let cache = CacheCollector::new(cache).map_err(|e| e.to_string())?;
     prometheus::register(Box::new(gate)).map_err(|e| format!("metrics: {e}"))?;
     prometheus::register(Box::new(cache)).map_err(|e| format!("metrics: {e}"))?;
+    // The process's CPU, memory and file descriptors (process_cpu_seconds_total, …) come with
+    // the prometheus crate's `process` feature: its default registry collects them on Linux.
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "sidecar_build_info",
+            "1, labelled with the running build's version",
+        ),
+        &["version"],
+    )
+    .map_err(|e| e.to_string())?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    prometheus::register(Box::new(build)).map_err(|e| format!("metrics: {e}"))?;
     Ok(())
 }
 
@@ -316,6 +328,7 @@ struct CacheCollector {
     loaded: IntGaugeVec,
     age: Gauge,
     failures: IntGaugeVec,
+    last_success: Gauge,
     scrape: Mutex<()>,
 }
 
@@ -334,6 +347,10 @@ impl CacheCollector {
                 "sidecar_credential_snapshot_age_seconds",
                 "Seconds since every credential source was last read successfully",
             )?,
+            last_success: Gauge::new(
+                "sidecar_credential_last_success_timestamp_seconds",
+                "Unix time every credential source was last read successfully",
+            )?,
             failures: IntGaugeVec::new(
                 Opts::new(
                     "sidecar_credential_load_failures",
@@ -350,6 +367,7 @@ impl Collector for CacheCollector {
     fn desc(&self) -> Vec<&Desc> {
         let mut descs = self.loaded.desc();
         descs.extend(self.age.desc());
+        descs.extend(self.last_success.desc());
         descs.extend(self.failures.desc());
         descs
     }
@@ -364,7 +382,12 @@ impl Collector for CacheCollector {
         self.loaded
             .with_label_values(&["model"])
             .set(count(snapshot.models.len()));
-        self.age.set(self.cache.age().as_secs_f64());
+        let age = self.cache.age();
+        self.age.set(age.as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_success.set(now.saturating_sub(age).as_secs_f64());
         self.failures.reset();
         for name in snapshot.credential_failures.keys() {
             self.failures
@@ -376,6 +399,7 @@ impl Collector for CacheCollector {
         }
         let mut families = self.loaded.collect();
         families.extend(self.age.collect());
+        families.extend(self.last_success.collect());
         families.extend(self.failures.collect());
         families
     }

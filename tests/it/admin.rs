@@ -158,7 +158,28 @@ async fn metrics_count_requests_connections_and_credentials() {
         1.0
     );
     assert!(value("sidecar_credential_snapshot_age_seconds") >= 0.0);
+    // The last success is a wall-clock time: after 2020, and not in the future by much.
+    let last_success = value("sidecar_credential_last_success_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        last_success > 1.6e9 && last_success <= now + 1.0,
+        "{last_success}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        value(&format!("sidecar_build_info{{version=\"{version}\"}}")),
+        1.0
+    );
+    assert!(value("process_resident_memory_bytes") > 0.0);
+    assert!(value("process_open_fds") > 0.0);
     for (_, key, _) in KEYS {
         assert!(!page.contains(key));
     }
+    let (status, body) = admin_get(&s.sidecar, "/version").await;
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["version"], version);
 }
