@@ -10,6 +10,7 @@
 
 mod access_log;
 mod admission;
+mod ctx;
 pub mod dispatch;
 pub mod failure;
 pub mod framing;
@@ -31,12 +32,13 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-use crate::config::{Backend, Limits};
+use crate::config::Backend;
 use crate::credentials::CredentialCache;
 use crate::identity::ClientIdentity;
-use crate::routes::{bind, Binding, Route};
-use crate::upstream::gate::{Admission, Connection, ConnectionGate, GateConnector, Reservation};
+use crate::routes::{bind, Binding};
+use crate::upstream::gate::{Admission, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
+pub use ctx::RequestCtx;
 use dispatch::{Dispatch, SharedDispatch};
 use respond::ErrorReply;
 
@@ -93,70 +95,12 @@ impl SidecarProxy {
     }
 }
 
-/// Per-request state.
-pub struct RequestCtx {
-    started: Instant,
-    route: Option<Arc<Route>>,
-    binding: Option<Binding>,
-    /// An error the sidecar answers with, set before failing a phase.
-    reply: Option<ErrorReply>,
-    retried: bool,
-    /// The deployment answered 429 or 5xx and the router chose another for one retry.
-    retry_elsewhere: bool,
-    reused_connection: Option<bool>,
-    /// When the first attempt got past the connection cap, about to connect or reuse.
-    upstream_started: Option<Instant>,
-    /// From then to the upstream's response header.
-    upstream_ttfb: Option<std::time::Duration>,
-    /// The upstream connection in use, marked idle again when the request ends.
-    connection: Option<Arc<Connection>>,
-    /// The connection slot reserved for this attempt, given back if a pooled one is reused.
-    reservation: Option<Reservation>,
-    /// The upstream on which this attempt holds a claim to a pooled connection (see the gate).
-    claim: Option<std::net::SocketAddr>,
-    /// The limits in force when the request was admitted.
-    limits: Limits,
-    /// Request body bytes received so far.
-    body_received: u64,
-    /// A `dispatch: model` request: its deployment, the body sent instead of the client's, and
-    /// what a retry on another deployment needs.
-    model_request: Option<Box<unified::ModelRequest>>,
-    /// Whether this attempt has sent the model request's body.
-    body_replaced: bool,
-    /// The router settings in force when the request was admitted.
-    router: crate::config::RouterSettings,
-    /// The LiteLLM virtual key the client presented (`access.litellm_keys`).
-    litellm_key: Option<Arc<crate::access::litellm_keys::VirtualKey>>,
-    /// Reads the answer's token usage as it passes (see `usage`).
-    usage: Option<usage::UsageReader>,
-}
-
 #[async_trait]
 impl ProxyHttp for SidecarProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            route: None,
-            binding: None,
-            reply: None,
-            retried: false,
-            retry_elsewhere: false,
-            reused_connection: None,
-            upstream_started: None,
-            upstream_ttfb: None,
-            connection: None,
-            reservation: None,
-            claim: None,
-            limits: Limits::default(),
-            body_received: 0,
-            model_request: None,
-            body_replaced: false,
-            router: Default::default(),
-            litellm_key: None,
-            usage: None,
-        }
+        RequestCtx::new()
     }
 
     async fn early_request_filter(

@@ -1,0 +1,82 @@
+//! The state one request carries through the proxy's phases (Pingora's `CTX`): what was decided
+//! at admission, the attempt in progress, and what the access record and metrics need at the end.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::respond::ErrorReply;
+use super::{unified, usage};
+use crate::config::Limits;
+use crate::routes::{Binding, Route};
+use crate::upstream::gate::{Connection, Reservation};
+
+/// Per-request state.
+pub struct RequestCtx {
+    pub(super) started: Instant,
+    pub(super) route: Option<Arc<Route>>,
+    pub(super) binding: Option<Binding>,
+    /// An error the sidecar answers with, set before failing a phase.
+    pub(super) reply: Option<ErrorReply>,
+    pub(super) retried: bool,
+    /// The deployment answered 429 or 5xx and the router chose another for one retry.
+    pub(super) retry_elsewhere: bool,
+    pub(super) reused_connection: Option<bool>,
+    /// When the first attempt got past the connection cap, about to connect or reuse.
+    pub(super) upstream_started: Option<Instant>,
+    /// From then to the upstream's response header.
+    pub(super) upstream_ttfb: Option<std::time::Duration>,
+    /// The upstream connection in use, marked idle again when the request ends.
+    pub(super) connection: Option<Arc<Connection>>,
+    /// The connection slot reserved for this attempt, given back if a pooled one is reused.
+    pub(super) reservation: Option<Reservation>,
+    /// The upstream on which this attempt holds a claim to a pooled connection (see the gate).
+    pub(super) claim: Option<std::net::SocketAddr>,
+    /// The limits in force when the request was admitted.
+    pub(super) limits: Limits,
+    /// Request body bytes received so far.
+    pub(super) body_received: u64,
+    /// A `dispatch: model` request: its deployment, the body sent instead of the client's, and
+    /// what a retry on another deployment needs.
+    pub(super) model_request: Option<Box<unified::ModelRequest>>,
+    /// Whether this attempt has sent the model request's body.
+    pub(super) body_replaced: bool,
+    /// The router settings in force when the request was admitted.
+    pub(super) router: crate::config::RouterSettings,
+    /// The LiteLLM virtual key the client presented (`access.litellm_keys`).
+    pub(super) litellm_key: Option<Arc<crate::access::litellm_keys::VirtualKey>>,
+    /// Reads the answer's token usage as it passes (see `usage`).
+    pub(super) usage: Option<usage::UsageReader>,
+}
+
+impl RequestCtx {
+    /// A request's state when it arrives.
+    pub fn new() -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            binding: None,
+            reply: None,
+            retried: false,
+            retry_elsewhere: false,
+            reused_connection: None,
+            upstream_started: None,
+            upstream_ttfb: None,
+            connection: None,
+            reservation: None,
+            claim: None,
+            limits: Limits::default(),
+            body_received: 0,
+            model_request: None,
+            body_replaced: false,
+            router: Default::default(),
+            litellm_key: None,
+            usage: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx::new()
+    }
+}
