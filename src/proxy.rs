@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod failure;
 pub mod framing;
 mod request_checks;
+mod request_id;
 pub mod respond;
 pub mod rewrite;
 pub mod unified;
@@ -119,6 +120,7 @@ impl ProxyHttp for SidecarProxy {
     ) -> pingora::Result<bool> {
         crate::downstream::mark_head_read();
         trace!("request head read");
+        ctx.request_id = request_id::for_request(session.req_header());
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -159,7 +161,7 @@ impl ProxyHttp for SidecarProxy {
                     let who = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
                     warn!("denied a request from {who}: {}", reply.code);
                 }
-                reply.send(session).await?;
+                reply.send(session, &ctx.request_id).await?;
                 ctx.reply = Some(reply);
                 Ok(true)
             }
@@ -272,7 +274,8 @@ impl ProxyHttp for SidecarProxy {
                 ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
                 Error::new(ErrorType::InternalError)
             },
-        )
+        )?;
+        upstream_request.insert_header(request_id::REQUEST_ID, ctx.request_id.as_str())
     }
 
     fn error_while_proxy(
@@ -315,7 +318,7 @@ impl ProxyHttp for SidecarProxy {
         let error_code = match reply {
             Some(reply) => {
                 let status = reply.status;
-                if let Err(write_error) = reply.send(session).await {
+                if let Err(write_error) = reply.send(session, &ctx.request_id).await {
                     warn!(
                         "route {}: could not send error response: {write_error}",
                         route_name(ctx)
@@ -352,6 +355,8 @@ impl ProxyHttp for SidecarProxy {
         ctx.upstream_ttfb = ctx.upstream_started.map(|t| t.elapsed());
         // Nothing has reached the client yet: another deployment may answer instead.
         unified::attempts::on_response(ctx, upstream_response.status.as_u16())?;
+        ctx.upstream_request_id = request_id::from_provider(upstream_response);
+        request_id::mark_response(upstream_response, &ctx.request_id)?;
         usage::on_response_header(ctx, upstream_response);
         Ok(())
     }

@@ -48,6 +48,8 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         bytes_out = downstream.body_bytes_sent() as u64,
         client = client.as_str(),
         key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str()),
+        request_id = ctx.request_id.as_str(),
+        upstream_request_id = ctx.upstream_request_id.as_deref().unwrap_or("-"),
         error = error;
         "request"
     );

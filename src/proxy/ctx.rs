@@ -13,6 +13,10 @@ use crate::upstream::gate::{Connection, Reservation};
 /// Per-request state.
 pub struct RequestCtx {
     pub(super) started: Instant,
+    /// The request's id (see `request_id`).
+    pub(super) request_id: String,
+    /// The provider's own id for its answer.
+    pub(super) upstream_request_id: Option<String>,
     pub(super) route: Option<Arc<Route>>,
     pub(super) binding: Option<Binding>,
     /// An error the sidecar answers with, set before failing a phase.
@@ -53,6 +57,8 @@ impl RequestCtx {
     pub fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            request_id: String::new(),
+            upstream_request_id: None,
             route: None,
             binding: None,
             reply: None,

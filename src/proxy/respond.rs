@@ -64,13 +64,15 @@ impl ErrorReply {
         Bytes::from(body.to_string())
     }
 
-    /// Writes the reply and closes the client connection afterwards (the request body may be
-    /// unread). Returns the status for logging.
-    pub async fn send(&self, session: &mut Session) -> pingora::Result<u16> {
+    /// Writes the reply, marked with the request's id, and closes the client connection
+    /// afterwards (the request body may be unread). Returns the status for logging.
+    pub async fn send(&self, session: &mut Session, request_id: &str) -> pingora::Result<u16> {
         let body = self.body();
         let mut header = ResponseHeader::build(self.status, Some(3))?;
         header.insert_header("content-type", "application/json")?;
         header.insert_header("content-length", body.len().to_string())?;
+        header.insert_header(super::request_id::REQUEST_ID, request_id)?;
+        header.insert_header(super::request_id::SIDECAR_REQUEST_ID, request_id)?;
         if let Some(seconds) = self.retry_after {
             header.insert_header("retry-after", seconds.to_string())?;
         }

@@ -77,7 +77,7 @@ pub async fn bind_by_body(
     };
     ctx.router = router;
     let max_body = ctx.limits.max_request_body_bytes;
-    match dispatch(session, &route, snapshot, max_body).await? {
+    match dispatch(session, &route, snapshot, max_body, &ctx.request_id).await? {
         Dispatched::Answered => Ok(None),
         Dispatched::Bound(request) => {
             // With `access.litellm_keys`, the alias is checked now that the body named it.
@@ -99,6 +99,7 @@ async fn dispatch(
     route: &Route,
     snapshot: Arc<Snapshot>,
     max_body: u64,
+    request_id: &str,
 ) -> Result<Dispatched, ErrorReply> {
     let path = session.req_header().uri.path();
     let rest = match route.path_prefix.as_deref() {
@@ -112,7 +113,7 @@ async fn dispatch(
             return Err(invalid(405, "method_not_allowed", "use GET for /models"));
         }
         let (status, body) = models_reply(&snapshot, rest.strip_prefix("/models/"));
-        write_json(session, status, body).await?;
+        write_json(session, status, body, request_id).await?;
         return Ok(Dispatched::Answered);
     }
     if !MODEL_ENDPOINTS.contains(&rest.as_str()) {
@@ -259,9 +260,15 @@ fn models_reply(snapshot: &Snapshot, one: Option<&str>) -> (u16, Bytes) {
 }
 
 /// Writes a JSON response the sidecar answers itself.
-async fn write_json(session: &mut Session, status: u16, body: Bytes) -> Result<(), ErrorReply> {
+async fn write_json(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+) -> Result<(), ErrorReply> {
     let failed = |_| ErrorReply::new(500, "response_failed", "could not write the response");
-    let mut header = pingora::http::ResponseHeader::build(status, Some(2)).map_err(failed)?;
+    let mut header = pingora::http::ResponseHeader::build(status, Some(4)).map_err(failed)?;
+    super::request_id::mark_response(&mut header, request_id).map_err(failed)?;
     header
         .insert_header("content-type", "application/json")
         .map_err(failed)?;

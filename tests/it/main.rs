@@ -30,6 +30,7 @@ mod process_hardening;
 mod properties;
 mod proxy;
 mod reload;
+mod request_ids;
 mod signals;
 mod soak;
 mod stalled_database;

@@ -411,9 +411,14 @@ async fn handle(
         .unwrap_or(Duration::ZERO);
     let path = recorded.path.clone();
     let body_bytes = recorded.body.clone();
+    let provider_id = recorded.header("x-mock-provider-id").map(str::to_string);
     state.requests.lock().expect("requests lock").push(recorded);
 
-    let builder = Response::builder().status(status);
+    let mut builder = Response::builder().status(status);
+    // `x-mock-provider-id: NAME: VALUE` answers with that header (a provider's own request id).
+    if let Some((name, value)) = provider_id.as_deref().and_then(|h| h.split_once(": ")) {
+        builder = builder.header(name, value);
+    }
     let response = match sse_events {
         Some(n) => builder
             .header("content-type", "text/event-stream")
