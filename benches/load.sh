@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Load benchmark: sidecar vs direct vs nginx in one run, then 1,000 (and 1,500) concurrent
-# streams through the sidecar. Installs what it needs (wrk and nginx from Debian, oha from
+# Load benchmark: direct vs the sidecar (a credential route and a `dispatch: model` route) vs
+# nginx vs bare Pingora in one run, then 1,000 (and 1,500) concurrent streams through the sidecar. Installs what it needs (wrk and nginx from Debian, oha from
 # crates.io), builds the release binaries, and prints a markdown report (also written to
 # target/bench-load/results.md, beside results.json and a picture, results.svg). See
 # benches/README.md.
 #
-#   bash benches/load.sh              # the full run (about 7 minutes after the build)
+#   bash benches/load.sh              # the full run (about 9 minutes after the build)
 #   SMOKE=1 bash benches/load.sh      # seconds, tiny sizes, debug build: proves it still runs
 #
 # Extra arguments go to the driver (`python3 benches/load/driver.py --help`), e.g.

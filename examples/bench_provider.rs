@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --example bench_provider -- --listen direct=127.0.0.1:18443 \
 //!     --listen sidecar=127.0.0.1:18445 --stats 127.0.0.1:18444 --ca-out /tmp/bench-ca.pem \
-//!     --key sk-bench \
+//!     --key sk-bench [--expect-model sidecar-model=bench-model] \
 //!     [--response-bytes 1024] [--latency-ms 0] [--stream-events 20] [--stream-ms 2000]
 //! ```
 //!
@@ -15,9 +15,13 @@
 //! - `/v1/stream`: `--stream-events` SSE events spread evenly over `--stream-ms`, then
 //!   `data: [DONE]` (chunked).
 //! - A request whose `authorization` is not `Bearer <--key>` gets 401 and is counted.
+//! - `--expect-model NAME=MODEL`: on listener NAME, a request whose body does not hold
+//!   `"model":"MODEL"` (as a `dispatch: model` route rewrites it) gets 400 and is counted as
+//!   `wrong_model`.
 //! - Each `--listen NAME=ADDRESS` is a port with its own counters, so each client of the
 //!   benchmark (direct, sidecar, nginx) is counted apart: `GET http://<--stats>/` → JSON, by
-//!   name, of TLS handshakes, connections open now and at peak, requests, unauthorized;
+//!   name, of TLS handshakes, connections open now and at peak, requests, unauthorized,
+//!   wrong_model;
 //!   `POST http://<--stats>/reset-peak` sets every peak to what is open now.
 
 #[allow(dead_code)] // the benchmark uses only the CA and certificate issuing of the test helper
@@ -45,6 +49,7 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// What the command line sets.
 struct Options {
     listen: Vec<(String, SocketAddr)>,
+    expect_model: Vec<(String, String)>,
     stats: SocketAddr,
     ca_out: String,
     key: String,
@@ -62,6 +67,7 @@ struct Counters {
     peak_open: AtomicU64,
     requests: AtomicU64,
     unauthorized: AtomicU64,
+    wrong_model: AtomicU64,
 }
 
 impl Counters {
@@ -72,6 +78,7 @@ impl Counters {
             "peak_open": self.peak_open.load(Ordering::Relaxed),
             "requests": self.requests.load(Ordering::Relaxed),
             "unauthorized": self.unauthorized.load(Ordering::Relaxed),
+            "wrong_model": self.wrong_model.load(Ordering::Relaxed),
         })
     }
 }
@@ -105,6 +112,7 @@ struct Answers {
 fn parse_options() -> Result<Options, String> {
     let mut options = Options {
         listen: Vec::new(),
+        expect_model: Vec::new(),
         stats: "127.0.0.1:18444".parse().expect("literal address"),
         ca_out: "bench-ca.pem".to_string(),
         key: "sk-bench".to_string(),
@@ -124,6 +132,12 @@ fn parse_options() -> Result<Options, String> {
                 let address = address.parse().map_err(|e| bad(&e))?;
                 options.listen.push((name.to_string(), address));
             }
+            "--expect-model" => {
+                let (name, model) = value.split_once('=').ok_or(bad(&"expected NAME=MODEL"))?;
+                options
+                    .expect_model
+                    .push((name.to_string(), model.to_string()));
+            }
             "--stats" => options.stats = value.parse().map_err(|e| bad(&e))?,
             "--ca-out" => options.ca_out = value,
             "--key" => options.key = value,
@@ -136,6 +150,11 @@ fn parse_options() -> Result<Options, String> {
     }
     if options.listen.is_empty() {
         return Err("at least one --listen NAME=ADDRESS is needed".to_string());
+    }
+    for (name, _) in &options.expect_model {
+        if !options.listen.iter().any(|(listener, _)| listener == name) {
+            return Err(format!("--expect-model {name}: no --listen {name}=…"));
+        }
     }
     if options.stream_events == 0 {
         return Err("--stream-events must be at least 1".to_string());
@@ -165,11 +184,15 @@ fn acceptor(ca_out: &str) -> Result<SslAcceptor, String> {
     Ok(builder.build())
 }
 
+/// What one listener checks beyond the key: the `"model":"…"` its bodies must hold, if any.
+type ExpectedModel = Option<Arc<[u8]>>;
+
 async fn serve_tls(
     tcp: TcpStream,
     acceptor: Arc<SslAcceptor>,
     answers: Arc<Answers>,
     counters: Arc<Counters>,
+    expected_model: ExpectedModel,
 ) {
     let _open = OpenConnection::new(counters.clone());
     let _ = tcp.set_nodelay(true);
@@ -178,7 +201,12 @@ async fn serve_tls(
     };
     counters.handshakes.fetch_add(1, Ordering::Relaxed);
     let service = hyper::service::service_fn(move |request| {
-        answer(answers.clone(), counters.clone(), request)
+        answer(
+            answers.clone(),
+            counters.clone(),
+            expected_model.clone(),
+            request,
+        )
     });
     // Clients closing mid-stream is normal under load; nothing to report.
     let _ = hyper::server::conn::http1::Builder::new()
@@ -190,11 +218,12 @@ async fn serve_tls(
 async fn answer(
     answers: Arc<Answers>,
     counters: Arc<Counters>,
+    expected_model: ExpectedModel,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
-    body.collect().await?;
+    let body = body.collect().await?.to_bytes();
     let authorized = parts
         .headers
         .get("authorization")
@@ -205,6 +234,15 @@ async fn answer(
             StatusCode::UNAUTHORIZED,
             r#"{"error":"bad key"}"#,
         ));
+    }
+    if let Some(needle) = &expected_model {
+        if !body.windows(needle.len()).any(|w| w == &needle[..]) {
+            counters.wrong_model.fetch_add(1, Ordering::Relaxed);
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"unexpected model"}"#,
+            ));
+        }
     }
     if parts.uri.path() == "/v1/stream" {
         let response = Response::builder()
@@ -298,11 +336,17 @@ async fn main() -> Result<(), String> {
         let listener = bind(*address).await?;
         let counters = Arc::new(Counters::default());
         all.push((name.clone(), counters.clone()));
+        let expected_model = options
+            .expect_model
+            .iter()
+            .find(|(listener, _)| listener == name)
+            .map(|(_, model)| Arc::from(format!(r#""model":"{model}""#).into_bytes()));
         tokio::spawn(accept_loop(
             listener,
             acceptor.clone(),
             answers.clone(),
             counters,
+            expected_model,
         ));
     }
     let stats = bind(options.stats).await?;
@@ -323,6 +367,7 @@ async fn accept_loop(
     acceptor: Arc<SslAcceptor>,
     answers: Arc<Answers>,
     counters: Arc<Counters>,
+    expected_model: ExpectedModel,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -330,7 +375,13 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };
-        let connection = serve_tls(tcp, acceptor.clone(), answers.clone(), counters.clone());
+        let connection = serve_tls(
+            tcp,
+            acceptor.clone(),
+            answers.clone(),
+            counters.clone(),
+            expected_model.clone(),
+        );
         tokio::spawn(connection);
     }
 }

@@ -8,8 +8,9 @@ Uses the load benchmark's services (`services.py`) and meter (`measure.py`); bui
         --sidecar pinned=target/release/sidecar:1:info:0
 
 Each `--sidecar NAME=BINARY[:THREADS[:LOG_LEVEL[:CPU]]]` starts one sidecar (CPU: confined to
-that CPU with `taskset`, as a pod with a 1-CPU limit is). Rounds rotate the order; the median
-round per path is printed with its range. `--perf NAME` records a `perf` profile of that path
+that CPU with `taskset`, as a pod with a 1-CPU limit is). `--model-route` adds, for each
+sidecar, the path `NAME-model` through the same process's `dispatch: model` route (same body).
+Rounds rotate the order; the median round per path is printed with its range. `--perf NAME` records a `perf` profile of that path
 in the first round at `--perf-concurrency`."""
 import argparse
 import os
@@ -21,7 +22,7 @@ import time
 import driver
 import measure
 import services
-from services import ROUTE_PREFIX
+from services import MODEL_ROUTE_PREFIX, ROUTE_PREFIX
 
 HEADERS = ["Authorization: Bearer unused", "Content-Type: application/json"]
 
@@ -36,6 +37,8 @@ def parse_args():
     p.add_argument("--concurrency", default="1,32")
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--model-route", action="store_true",
+                   help="also measure each sidecar's dispatch: model route (NAME-model)")
     p.add_argument("--perf", default="", help="path name to profile with perf record")
     p.add_argument("--perf-concurrency", type=int, default=32)
     return p.parse_args()
@@ -62,6 +65,10 @@ def start(args, workdir):
         url = f"http://127.0.0.1:{server.port}{ROUTE_PREFIX}/v1/chat/completions"
         ways.append((name, driver.Way(port_name, url, HEADERS, server)))
 
+    def add_model_route(name, server):
+        url = f"http://127.0.0.1:{server.port}{MODEL_ROUTE_PREFIX}/chat/completions"
+        ways.append((f"{name}-model", driver.Way("sidecar-model", url, HEADERS, server)))
+
     for threads in args.bare_threads.split(","):
         add(f"bare{threads}", services.BarePingora(
             os.path.join(args.release, "examples/bare_pingora"), workdir, provider, int(threads)),
@@ -73,6 +80,8 @@ def start(args, workdir):
             binary = pinned(binary, cpu, workdir, name)
         add(name, services.Sidecar(binary, workdir, provider, int(threads or 1), 1000, 5,
                                    level or "info", name=name), "sidecar")
+        if args.model_route:
+            add_model_route(name, started[-1])
     return provider, started, ways
 
 

@@ -1,6 +1,6 @@
-"""Load benchmark driver: the same workload four ways in one run (client → provider directly,
-client → sidecar → provider, client → nginx → provider, client → bare Pingora → provider),
-alternating the order every round,
+"""Load benchmark driver: the same workload five ways in one run (client → provider directly,
+client → sidecar → provider through a credential route and through a `dispatch: model` route,
+client → nginx → provider, client → bare Pingora → provider), alternating the order every round,
 then the streaming runs through the sidecar. Prints a markdown report and writes it to
 `<workdir>/results.md`, every number (each round's too) to `<workdir>/results.json` and a picture
 of latency and proxy CPU to `<workdir>/results.svg` (`plot.py`). Started by `benches/load.sh`,
@@ -19,7 +19,8 @@ import time
 import measure
 import plot
 import report
-from services import PROVIDER_KEY, ROUTE_PREFIX, BarePingora, Nginx, Provider, Sidecar
+from services import (MODEL_ROUTE_PREFIX, PROVIDER_KEY, ROUTE_PREFIX, BarePingora, Nginx,
+                      Provider, Sidecar)
 
 
 def parse_args():
@@ -46,7 +47,8 @@ def parse_args():
 
 
 class Way:
-    """One of the four paths a request can take, with what to measure on it."""
+    """One of the paths a request can take, with what to measure on it. `name` is also the
+    provider port (client) it arrives on."""
 
     def __init__(self, name, url, headers, server=None, cacert=None):
         self.name, self.url, self.headers = name, url, headers
@@ -69,6 +71,8 @@ def measured(way, provider, run):
     after = provider.stats()[way.name]
     if after["unauthorized"] != before["unauthorized"]:
         raise RuntimeError(f"{way.name}: the provider saw requests without the right key")
+    if after["wrong_model"] != before["wrong_model"]:
+        raise RuntimeError(f"{way.name}: the provider saw bodies without the deployment's model")
     served = after["requests"] - before["requests"]
     result.update(
         handshakes=after["handshakes"] - before["handshakes"],
@@ -98,7 +102,7 @@ def closed_loop(args, ways, provider):
                 result = measured(way, provider, lambda: measure.wrk_closed_loop(
                     way.url, concurrency, args.seconds, way.headers))
                 rows.setdefault((concurrency, way.name), []).append(result)
-                print(f"  c={concurrency:<4} {way.name:<8} {result['rps']:>9.0f} req/s  "
+                print(f"  c={concurrency:<4} {way.name:<13} {result['rps']:>9.0f} req/s  "
                       f"p50 {result['p50']:.3f} ms  p99 {result['p99']:.3f} ms", flush=True)
     return {key: median_by(results, "rps") for key, results in rows.items()}
 
@@ -111,7 +115,7 @@ def fixed_rate(args, ways, provider):
                 way.url, way.headers, rate=args.rate, seconds=args.seconds, concurrency=100,
                 cacert=way.cacert))
             rows.setdefault(way.name, []).append(result)
-            print(f"  {args.rate} req/s {way.name:<8} p50 {result['p50']:.3f} ms  "
+            print(f"  {args.rate} req/s {way.name:<13} p50 {result['p50']:.3f} ms  "
                   f"p99 {result['p99']:.3f} ms  p99.9 {result['p999']:.3f} ms", flush=True)
     # Fixed rate: latency is the measure.
     return {name: median_by(results, "p99") for name, results in rows.items()}
@@ -184,6 +188,10 @@ def main():
             Way("direct", f"https://127.0.0.1:{provider.ports['direct']}{path}",
                 [f"Authorization: Bearer {PROVIDER_KEY}"], cacert=provider.ca_file),
             Way("sidecar", f"http://127.0.0.1:{sidecar.port}{ROUTE_PREFIX}{path}",
+                ["Authorization: Bearer unused"], sidecar),
+            # The same sidecar process, its `dispatch: model` route: the body picks the upstream.
+            Way("sidecar-model",
+                f"http://127.0.0.1:{sidecar.port}{MODEL_ROUTE_PREFIX}/chat/completions",
                 ["Authorization: Bearer unused"], sidecar),
             Way("nginx", f"http://127.0.0.1:{nginx.port}{ROUTE_PREFIX}{path}",
                 ["Authorization: Bearer unused"], nginx),

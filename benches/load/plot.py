@@ -4,8 +4,9 @@
 
 `driver.py` writes `results.json` and calls `write_svg` at the end of every run. Two panels share
 the x axis: one group per closed-loop concurrency (wrk), then one for the fixed-rate run (oha);
-in each group one column per path (direct, sidecar, nginx, bare Pingora), in the same place in
-both panels. The numbers are those of the median round, as in the markdown report.
+in each group one column per path (direct, sidecar, sidecar with `dispatch: model`, nginx, bare
+Pingora) present in the run, in the same place in both panels. The numbers are those of the
+median round, as in the markdown report.
 
 - latency: p50, p90 and p99 (ms) as marks joined by a line, one line per path; log scale when
   the largest value is more than 10 × the smallest.
@@ -22,6 +23,7 @@ import sys
 from xml.sax.saxutils import escape
 
 PATHS = (("direct", "direct", "#555555"), ("sidecar", "sidecar", "#0072B2"),
+         ("sidecar-model", "sidecar dispatch: model", "#CC79A7"),
          ("nginx", "nginx", "#009E73"), ("bare", "bare Pingora", "#E69F00"))
 PERCENTILES = ("p50", "p90", "p99")
 WIDTH, HEIGHT, LEFT, RIGHT = 960, 700, 80, 20

@@ -1,7 +1,9 @@
 """Markdown tables of one load-benchmark run, and the issue's targets checked against them
 (reported, never asserted: CI runs the smoke size, whose numbers mean nothing)."""
 
-WAYS = ("direct", "sidecar", "nginx", "bare")
+from measure import REQUEST_BODY
+
+WAYS = ("direct", "sidecar", "sidecar-model", "nginx", "bare")
 
 
 def _num(value, fmt):
@@ -21,7 +23,7 @@ def closed_loop_table(closed):
     ]
     for concurrency in sorted({c for c, _ in closed}):
         direct = closed[(concurrency, "direct")]
-        for way in WAYS:
+        for way in (w for w in WAYS if (concurrency, w) in closed):
             r = closed[(concurrency, way)]
             added = None if way == "direct" else r["p50"] - direct["p50"]
             lines.append(
@@ -43,7 +45,7 @@ def fixed_rate_table(rate):
         "| new upstream TLS handshakes / 1,000 req | proxy peak RSS MB | proxy CPU s | failed |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for way in WAYS:
+    for way in (w for w in WAYS if w in rate):
         r = rate[way]
         added = None if way == "direct" else r["p99"] - direct["p99"]
         failed = sum(r["failures"].values())
@@ -74,7 +76,8 @@ def streams_table(runs, cap):
 
 def targets_table(closed, rate, runs, idle_rss_mb, cap):
     def row(target, measured, met):
-        return f"| {target} | {measured} | {'yes' if met else '**no**'} |"
+        mark = "—" if met is None else "yes" if met else "**no**"
+        return f"| {target} | {measured} | {mark} |"
 
     concurrencies = sorted({c for c, _ in closed})
     lines = ["| target | measured | met |", "|---|---|:-:|"]
@@ -86,6 +89,14 @@ def targets_table(closed, rate, runs, idle_rss_mb, cap):
         if s and b:
             lines.append(row(f"CPU per request ≤ 1.05 × bare Pingora at c={c}",
                              f"{s:.0f} vs {b:.0f} µs ({s / b:.2f} ×)", s <= 1.05 * b))
+    for c in concurrencies:
+        m, s = closed[(c, "sidecar-model")], closed[(c, "sidecar")]
+        if m["cpu_us_per_req"] and s["cpu_us_per_req"]:
+            ratio = m["cpu_us_per_req"] / s["cpu_us_per_req"]
+            lines.append(row(f"`dispatch: model` route vs the credential route, CPU per "
+                             f"request at c={c} (no target)",
+                             f"{m['cpu_us_per_req']:.0f} vs {s['cpu_us_per_req']:.0f} µs "
+                             f"({ratio:.2f} ×)", None))
     low = concurrencies[0]
     direct = closed[(low, "direct")]["p50"]
     added_s = closed[(low, "sidecar")]["p50"] - direct
@@ -120,13 +131,15 @@ def render(args, machine, date, closed, rate, runs, idle_rss_mb, settled_rss_mb)
 
 Machine: {machine}. Everything on this one machine (load generator, proxy, provider share the
 cores). Sidecar `server.threads: {args.threads}`, nginx `worker_processes {args.threads}`; access
-logs {args.access_log}. Workload: `POST /v1/chat/completions` (74-byte JSON) → a
+logs {args.access_log}. Workload: `POST /v1/chat/completions` ({len(REQUEST_BODY)}-byte JSON) → a
 {args.response_bytes}-byte JSON answer after {args.latency_ms} ms. Closed-loop runs: wrk, {args.seconds} s
 each after a {args.warmup_seconds} s warm-up, {args.rounds} rounds alternating the order; the median
 round by req/s is shown. Fixed rate: oha `-q {args.rate} --latency-correction`, {args.seconds} s, median
 round by p99. "direct" is the client speaking TLS to the provider itself (the limit); sidecar and
-nginx take plain HTTP and keep verified TLS keepalive connections to the provider. Handshakes are
-counted by the provider. nginx RSS is the sum over its master and workers.
+nginx take plain HTTP and keep verified TLS keepalive connections to the provider. "sidecar" is
+the sidecar's credential route; "sidecar-model" the same process's `dispatch: model` route (the
+body's `model` picks a local `model_list` deployment and is rewritten), same body on both.
+Handshakes are counted by the provider. nginx RSS is the sum over its master and workers.
 
 ![latency percentiles and proxy CPU per request, per path and concurrency](results.svg)
 

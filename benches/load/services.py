@@ -15,6 +15,12 @@ import urllib.request
 
 PROVIDER_KEY = "sk-bench-provider-key"
 ROUTE_PREFIX = "/openai"
+# The sidecar's `dispatch: model` route: clients POST `{prefix}/chat/completions` with
+# `"model": MODEL_ALIAS`; the sidecar rewrites it to DEPLOYMENT_MODEL (same length) and sends it
+# to the provider's "sidecar-model" port, which answers 400 to a body without it.
+MODEL_ROUTE_PREFIX = "/v1"
+MODEL_ALIAS = "bench-alias"
+DEPLOYMENT_MODEL = "bench-model"
 
 
 def free_port():
@@ -83,7 +89,7 @@ class Provider(Service):
     """The TLS benchmark provider (`examples/bench_provider.rs`), with one port per client
     (`CLIENTS`) so that connections and handshakes are counted per path."""
 
-    CLIENTS = ("direct", "sidecar", "nginx", "bare")
+    CLIENTS = ("direct", "sidecar", "sidecar-model", "nginx", "bare")
 
     def __init__(self, binary, workdir, response_bytes, latency_ms, stream_events, stream_ms):
         self.ports = {client: free_port() for client in self.CLIENTS}
@@ -98,6 +104,7 @@ class Provider(Service):
             "--stats", f"127.0.0.1:{self.stats_port}",
             "--ca-out", self.ca_file,
             "--key", PROVIDER_KEY,
+            "--expect-model", f"sidecar-model={DEPLOYMENT_MODEL}",
             "--response-bytes", str(response_bytes),
             "--latency-ms", str(latency_ms),
             "--stream-events", str(stream_events),
@@ -139,6 +146,9 @@ routes:
     upstream: "https://localhost:{provider_port}"
     provider: openai
     credential: openai
+  - name: unified
+    path_prefix: {model_prefix}
+    dispatch: model
 limits:
   # Above the 1,500 concurrent streams of the overflow run (the default, 1,024, would refuse
   # the rest at accept: that is the client cap's job, not what this run measures).
@@ -156,11 +166,19 @@ credential_list:
       api_key: os.environ/BENCH_PROVIDER_KEY
     credential_info:
       custom_llm_provider: openai
+model_list:
+  - model_name: {alias}
+    litellm_params:
+      model: openai/{model}
+      api_base: "https://localhost:{provider_port}/v1"
+      api_key: os.environ/BENCH_PROVIDER_KEY
 """
 
 
 class Sidecar(Service):
-    """The sidecar under test, plain HTTP in, verified TLS keepalive out."""
+    """The sidecar under test, plain HTTP in, verified TLS keepalive out. Two routes to the same
+    provider: `ROUTE_PREFIX` with a credential (its "sidecar" port) and `MODEL_ROUTE_PREFIX`,
+    `dispatch: model` over a local `model_list` deployment (its "sidecar-model" port)."""
 
     def __init__(self, binary, workdir, provider, threads, max_connections, pool_wait,
                  log_level, name="sidecar"):
@@ -168,11 +186,13 @@ class Sidecar(Service):
         self.admin_port = free_port()
         config = os.path.join(workdir, f"{name}.yaml")
         with open(os.path.join(workdir, "credentials.yaml"), "w") as f:
-            f.write(CREDENTIALS)
+            f.write(CREDENTIALS.format(alias=MODEL_ALIAS, model=DEPLOYMENT_MODEL,
+                                       provider_port=provider.ports["sidecar-model"]))
         with open(config, "w") as f:
             f.write(SIDECAR_CONFIG.format(
                 threads=threads, workdir=workdir, port=self.port, ca_file=provider.ca_file,
                 max_connections=max_connections, pool_wait=pool_wait, prefix=ROUTE_PREFIX,
+                model_prefix=MODEL_ROUTE_PREFIX,
                 provider_port=provider.ports["sidecar"], admin_port=self.admin_port, log_level=log_level,
             ))
         env = dict(os.environ, BENCH_PROVIDER_KEY=PROVIDER_KEY)

@@ -1,7 +1,9 @@
 -- wrk script for the load benchmark: sends the chat-completion POST and, when the run ends,
--- prints one machine-readable line the driver parses (latencies in microseconds).
+-- prints one machine-readable line the driver parses (latencies in microseconds). The body is
+-- measure.py's REQUEST_BODY, passed in WRK_BODY (oha gets the same one), so every path sends
+-- the same bytes.
 wrk.method = "POST"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}]}'
+wrk.body = os.getenv("WRK_BODY") or error("WRK_BODY is not set (measure.py sets it)")
 wrk.headers["Content-Type"] = "application/json"
 
 done = function(summary, latency, requests)

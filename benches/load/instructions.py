@@ -1,0 +1,132 @@
+"""Instructions per request of the sidecar's credential route against its `dispatch: model` route,
+counted by callgrind: steadier than CPU time on a shared VM. One sidecar process (under
+`valgrind --tool=callgrind --instr-atstart=no`) serves both routes of the load benchmark's
+config (`services.Sidecar`); after a warm-up of each route, instrumentation is switched on for
+exactly `--requests` sequential keep-alive requests (one connection, c=1) to one route, then
+off, and the counts are dumped; the routes alternate for `--rounds` rounds. Build first with
+`cargo build --release --bin sidecar --example bench_provider`.
+
+    python3 benches/load/instructions.py --requests 2000 --rounds 2
+
+Counts cover every thread of the sidecar (the access-log writer too), over the requests sent
+while instrumentation was on.
+"""
+import argparse
+import glob
+import http.client
+import os
+import shutil
+import stat
+import subprocess
+import time
+
+import measure
+import services
+from services import MODEL_ROUTE_PREFIX, ROUTE_PREFIX
+
+PATHS = {
+    "sidecar": f"{ROUTE_PREFIX}/v1/chat/completions",
+    "sidecar-model": f"{MODEL_ROUTE_PREFIX}/chat/completions",
+}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--release", default="target/release", help="where the built binaries are")
+    p.add_argument("--workdir", default="target/bench-instructions")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--requests", type=int, default=2000, help="instrumented requests per route")
+    p.add_argument("--warmup", type=int, default=500, help="uninstrumented requests per route")
+    p.add_argument("--rounds", type=int, default=2)
+    return p.parse_args()
+
+
+def under_callgrind(binary, workdir):
+    """A wrapper that execs `binary` under callgrind (so the pid is valgrind's, which
+    `callgrind_control` addresses)."""
+    path = os.path.join(workdir, "sidecar-callgrind.sh")
+    out = os.path.join(workdir, "callgrind.out.%p")
+    with open(path, "w") as f:
+        f.write(f'#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no '
+                f'--callgrind-out-file={out} {os.path.abspath(binary)} "$@"\n')
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+    return path
+
+
+def send(port, path, count):
+    """`count` POSTs of the benchmark's body on one keep-alive connection; all must be 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": "Bearer unused", "Content-Type": "application/json"}
+    for _ in range(count):
+        connection.request("POST", path, body=measure.REQUEST_BODY, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path}: HTTP {response.status}")
+    connection.close()
+
+
+def control(pid, *flags):
+    subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
+
+
+def dumped_instructions(workdir, pid, seen):
+    """Ir of the newest dump of `pid` not in `seen` (waits for callgrind to write it)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = sorted(set(glob.glob(os.path.join(workdir, f"callgrind.out.{pid}*"))) - seen,
+                     key=os.path.getmtime)
+        for path in new:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("totals:"):  # (its `summary:` line reads 0)
+                        seen.add(path)
+                        return int(line.split()[1])
+        time.sleep(0.2)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def main():
+    args = parse_args()
+    args.workdir = os.path.abspath(args.workdir)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    os.makedirs(args.workdir)
+    provider = services.Provider(os.path.join(args.release, "examples/bench_provider"),
+                                 args.workdir, 1024, 0, 3, 300)
+    started = [provider]
+    try:
+        binary = under_callgrind(os.path.join(args.release, "sidecar"), args.workdir)
+        sidecar = services.Sidecar(binary, args.workdir, provider, args.threads, 100, 5, "info")
+        started.append(sidecar)
+        pid = sidecar.proc.pid
+        for path in PATHS.values():
+            send(sidecar.port, path, args.warmup)
+        seen, counts = set(), {name: [] for name in PATHS}
+        for _ in range(args.rounds):
+            for name, path in PATHS.items():
+                before = provider.stats()[name]
+                control(pid, "-i", "on")
+                send(sidecar.port, path, args.requests)
+                control(pid, "-i", "off")
+                control(pid, "-d")
+                after = provider.stats()[name]
+                for counter in ("unauthorized", "wrong_model"):
+                    if after[counter] != before[counter]:
+                        raise RuntimeError(f"{name}: the provider counted {counter}")
+                per_request = dumped_instructions(args.workdir, pid, seen) / args.requests
+                counts[name].append(per_request)
+                print(f"  {name:<14} {per_request / 1000:8.1f} k instructions / request",
+                      flush=True)
+        base = min(counts["sidecar"])
+        print(f"instructions per request ({args.requests} requests per round, c=1, "
+              f"{args.rounds} rounds; min [max]):")
+        for name, values in counts.items():
+            print(f"  {name:<14} {min(values) / 1000:8.1f} k [{max(values) / 1000:.1f} k]  "
+                  f"{min(values) / base:.3f} × the credential route")
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+if __name__ == "__main__":
+    main()
