@@ -236,6 +236,7 @@ mod tests {
             id: id.into(),
             provider: "openai".into(),
             model: id.into(),
+            model_json: format!("{id:?}"),
             weight,
             health: crate::credentials::health::for_deployment(id),
             credential: Arc::new(credential(id, id)),

@@ -30,6 +30,8 @@ pub struct Deployment {
     /// The provider's own model name: `model` without its provider prefix (`azure/gpt-4o` →
     /// `gpt-4o`; for Azure, the deployment name).
     pub model: String,
+    /// `model` as a JSON string (quoted and escaped once, for the body rewrite).
+    pub model_json: String,
     /// The key and its companions (`api_version` for Azure).
     pub credential: Arc<Credential>,
     /// `api_base`, else the provider's public base; `None` when neither is known (the route
@@ -156,6 +158,7 @@ pub fn deployment(
         }),
         provider,
         model: provider_model.to_string(),
+        model_json: Value::from(provider_model).to_string(),
         weight,
         health: health::for_deployment(&row.id),
         upstream: upstream.map(Arc::new),

@@ -50,7 +50,12 @@ impl ModelRequest {
         let binding = bind_deployment(&deployment, &rest)
             .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))?;
         Ok(ModelRequest {
-            upstream_body: replace_model(&client_body, &field, &deployment.model),
+            upstream_body: replace_model(
+                &client_body,
+                &field,
+                &deployment.model,
+                &deployment.model_json,
+            ),
             alias,
             deployment,
             binding,

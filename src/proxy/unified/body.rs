@@ -43,12 +43,12 @@ pub fn find_model(body: &[u8]) -> Result<ModelField, ErrorReply> {
     })
 }
 
-/// The body with the `model` value replaced by `model`; the same bytes when it is unchanged.
-pub fn replace_model(body: &Bytes, field: &ModelField, model: &str) -> Bytes {
+/// The body with the `model` value replaced by `model` (`quoted`: the same as a JSON string,
+/// made once per snapshot); the same bytes when it is unchanged.
+pub fn replace_model(body: &Bytes, field: &ModelField, model: &str, quoted: &str) -> Bytes {
     if field.alias == model {
         return body.clone();
     }
-    let quoted = serde_json::Value::from(model).to_string();
     let mut out = BytesMut::with_capacity(body.len() + quoted.len());
     out.extend_from_slice(&body[..field.range.start]);
     out.extend_from_slice(quoted.as_bytes());
@@ -85,7 +85,9 @@ mod tests {
     fn rewritten(body: &str, model: &str) -> Result<String, ErrorReply> {
         let bytes = Bytes::from(body.to_string());
         let field = find_model(&bytes)?;
-        Ok(String::from_utf8(replace_model(&bytes, &field, model).to_vec()).expect("utf8"))
+        let quoted = serde_json::Value::from(model).to_string();
+        let replaced = replace_model(&bytes, &field, model, &quoted);
+        Ok(String::from_utf8(replaced.to_vec()).expect("utf8"))
     }
 
     #[test]
