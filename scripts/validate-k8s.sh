@@ -255,6 +255,24 @@ for path in manifests:
 
     schema_check(path)
 
+    # A sidecar in an application's pod is a native sidecar (k8s/README.md promises it): an init
+    # container with restartPolicy Always, so it starts before the app and stops after it.
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "Deployment":
+            continue
+        pod = dig(doc, "spec", "template", "spec") or {}
+        in_main = [c.get("name") for c in pod.get("containers") or []]
+        if "sidecar" not in in_main and not any(
+                c.get("name") == "sidecar" for c in pod.get("initContainers") or []):
+            continue  # a Deployment of sidecars only (serving fan-out)
+        if "app" not in in_main:
+            continue
+        native = any(c.get("name") == "sidecar" and c.get("restartPolicy") == "Always"
+                     for c in pod.get("initContainers") or [])
+        report(native, f"{path}: native sidecar",
+               "initContainers[sidecar].restartPolicy: Always" if native else
+               "the sidecar must be an init container with restartPolicy: Always")
+
     for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != "ConfigMap":
             continue
