@@ -37,16 +37,18 @@ fn registered<C: Collector + Clone + 'static>(collector: C) -> C {
     collector
 }
 
-/// Requests by route (`-` when none matched) and status class (`2xx` … `5xx`, `none` when no
-/// response was written).
+/// Requests by route (`-` when none matched), status class (`2xx` … `5xx`, `none` when no
+/// response was written) and origin: `provider` when the answer is the provider's, `sidecar`
+/// when the sidecar answered itself (a refusal, the cap, a missing credential, a failed
+/// connection), so a provider's 503 is told apart from the sidecar's.
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(
         IntCounterVec::new(
             Opts::new(
                 "sidecar_requests_total",
-                "Requests by route and status class",
+                "Requests by route, status class and origin (provider or sidecar)",
             ),
-            &["route", "status_class"],
+            &["route", "status_class", "origin"],
         )
         .expect("valid metric"),
     )
@@ -177,9 +179,15 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 /// Records one finished request.
-pub fn record_request(route: &str, status: u16, ttfb: Option<Duration>, total: Duration) {
+pub fn record_request(
+    route: &str,
+    status: u16,
+    origin: &str,
+    ttfb: Option<Duration>,
+    total: Duration,
+) {
     REQUESTS
-        .with_label_values(&[route, status_class(status)])
+        .with_label_values(&[route, status_class(status), origin])
         .inc();
     if let Some(ttfb) = ttfb {
         UPSTREAM_TTFB

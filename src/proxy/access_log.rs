@@ -20,7 +20,13 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let req = session.req_header();
     let route = super::route_name(ctx);
     let total = ctx.started.elapsed();
-    metrics::record_request(route, status, ctx.upstream_ttfb, total);
+    // The provider's answer reached the client unless the sidecar answered itself.
+    let origin = if ctx.upstream_ttfb.is_some() && ctx.reply.is_none() {
+        "provider"
+    } else {
+        "sidecar"
+    };
+    metrics::record_request(route, status, origin, ctx.upstream_ttfb, total);
 
     let client = client_text(session.client_addr());
     let upstream = ctx

@@ -105,11 +105,20 @@ async fn metrics_count_requests_connections_and_credentials() {
         assert_eq!(post(&s.sidecar, "/openai/chat/completions").await.0, 200);
     }
     assert_eq!(post(&s.sidecar, "/missing/x").await.0, 503);
+    // A provider's own 503, told apart from the sidecar's by `origin`.
+    let provider_503 = reqwest::Client::new()
+        .post(format!("{}/openai/chat/completions", s.sidecar.base_url()))
+        .header("x-mock-status", "503")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(provider_503.status().as_u16(), 503);
     assert_eq!(post(&s.sidecar, "/nowhere").await.0, 404);
 
     // A request is counted in its logging phase, after the client has its response: wait (a
     // bounded time) until the last one is in, then read every figure from one page.
-    let last = "sidecar_requests_total{route=\"-\",status_class=\"4xx\"}";
+    let last = "sidecar_requests_total{origin=\"sidecar\",route=\"-\",status_class=\"4xx\"}";
     let counted = wait_until_async(Duration::from_secs(10), || async {
         let page = admin_get(&s.sidecar, "/metrics").await.1;
         crate::support::metric(&page, last).is_some()
@@ -122,29 +131,33 @@ async fn metrics_count_requests_connections_and_credentials() {
         crate::support::metric(&page, series).unwrap_or_else(|| panic!("{series} in\n{page}"))
     };
     assert_eq!(
-        value("sidecar_requests_total{route=\"openai\",status_class=\"2xx\"}"),
+        value("sidecar_requests_total{origin=\"provider\",route=\"openai\",status_class=\"2xx\"}"),
         3.0
     );
     assert_eq!(
-        value("sidecar_requests_total{route=\"missing\",status_class=\"5xx\"}"),
+        value("sidecar_requests_total{origin=\"sidecar\",route=\"missing\",status_class=\"5xx\"}"),
         1.0
     );
     assert_eq!(
-        value("sidecar_requests_total{route=\"-\",status_class=\"4xx\"}"),
+        value("sidecar_requests_total{origin=\"provider\",route=\"openai\",status_class=\"5xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("sidecar_requests_total{origin=\"sidecar\",route=\"-\",status_class=\"4xx\"}"),
         1.0
     );
     assert_eq!(
         value("sidecar_upstream_ttfb_seconds_count{route=\"openai\"}"),
-        3.0
+        4.0
     );
     assert_eq!(
         value("sidecar_request_duration_seconds_count{route=\"openai\"}"),
-        3.0
+        4.0
     );
-    // Three sequential requests: one new upstream connection, then the pooled one.
+    // Four sequential requests to the provider: one new upstream connection, then the pooled one.
     let new = value("sidecar_upstream_connections_new_total");
     let reuses = value("sidecar_upstream_connection_reuses_total");
-    assert_eq!((new, new + reuses), (1.0, 3.0), "{page}");
+    assert_eq!((new, new + reuses), (1.0, 4.0), "{page}");
     assert_eq!(value("sidecar_upstream_connections{state=\"open\"}"), 1.0);
     assert_eq!(value("sidecar_upstream_connections{state=\"idle\"}"), 1.0);
     assert_eq!(value("sidecar_upstream_connections_limit"), 1000.0);

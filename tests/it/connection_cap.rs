@@ -167,6 +167,16 @@ async fn requests_past_a_short_wait_get_503_and_send_nothing() {
         "{}",
         s.sidecar.output()
     );
+    // The cap's 503s are the sidecar's, not the provider's.
+    let series = "sidecar_requests_total{origin=\"sidecar\",route=\"a\",status_class=\"5xx\"}";
+    let counted = crate::support::wait_until_async(Duration::from_secs(10), || async {
+        let page = crate::support::http::admin_get(&s.sidecar, "/metrics")
+            .await
+            .1;
+        crate::support::metric(&page, series) == Some(refused as f64)
+    })
+    .await;
+    assert!(counted, "{series} = {refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
