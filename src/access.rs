@@ -10,38 +10,31 @@ pub mod litellm_keys;
 use std::net::IpAddr;
 
 use http::HeaderName;
+use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
-/// An IP network, `ADDR/PREFIX`.
+/// An IP network, `ADDR/PREFIX` (an [`IpNet`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
     pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
+        let text = text.trim();
+        if let Ok(addr) = text.parse::<IpAddr>() {
+            return Ok(Cidr(IpNet::from(addr)));
+        }
+        let (addr, _) = text.split_once('/').unwrap_or((text, ""));
+        let max = match addr.trim().parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) => 32,
+            Ok(IpAddr::V6(_)) => 128,
+            Err(_) => return Err(format!("{text:?} is not an IP network like 10.0.0.0/8")),
         };
-        let network: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP network like 10.0.0.0/8"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: prefix length must be 0 to {max}"))?,
-            None => max,
-        };
-        Ok(Cidr { network, prefix })
+        text.parse::<IpNet>()
+            .map(Cidr)
+            .map_err(|_| format!("{text:?}: prefix length must be 0 to {max}"))
     }
 
     /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
@@ -50,24 +43,8 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(
-                u128::from(u32::from(net)),
-                u128::from(u32::from(ip)),
-                self.prefix,
-                32,
-            ),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                mask_eq(u128::from(net), u128::from(ip), self.prefix, 128)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
-}
-
-fn mask_eq(net: u128, ip: u128, prefix: u8, bits: u32) -> bool {
-    let shift = bits - u32::from(prefix);
-    prefix == 0 || (net >> shift) == (ip >> shift)
 }
 
 /// Whether `ip` is allowed by `list` (an empty list allows everyone).
@@ -98,20 +75,11 @@ pub enum TokenCheck {
 impl ClientTokens {
     /// Parses a hex SHA-256 digest.
     pub fn parse_hash(text: &str) -> Result<[u8; 32], String> {
-        let text = text.trim();
-        let bytes: Vec<u8> = (0..text.len())
-            .step_by(2)
-            .map(|i| {
-                text.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect::<Option<_>>()
-            .filter(|b: &Vec<u8>| b.len() == 32 && text.len() == 64)
-            .ok_or(
-                "must be a SHA-256 digest: 64 hex digits (e.g. from `printf %s TOKEN | sha256sum`)",
-            )?;
         let mut out = [0u8; 32];
-        out.copy_from_slice(&bytes);
+        hex::decode_to_slice(text.trim(), &mut out).map_err(|_| {
+            "must be a SHA-256 digest: 64 hex digits (e.g. from `printf %s TOKEN | sha256sum`)"
+                .to_string()
+        })?;
         Ok(out)
     }
 
@@ -132,22 +100,17 @@ impl ClientTokens {
             return TokenCheck::Missing;
         }
         let presented: [u8; 32] = Sha256::digest(token).into();
-        let mut matched = 0u8;
-        for hash in &self.hashes {
-            matched |= constant_time_eq(hash, &presented);
-        }
-        if matched == 1 {
+        // Every hash is compared (no early exit), each in constant time.
+        let matched = self
+            .hashes
+            .iter()
+            .fold(Choice::from(0), |seen, hash| seen | hash.ct_eq(&presented));
+        if bool::from(matched) {
             TokenCheck::Accepted
         } else {
             TokenCheck::Rejected
         }
     }
-}
-
-/// 1 when equal, 0 otherwise, without data-dependent branches.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> u8 {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    u8::from(diff == 0)
 }
 
 #[cfg(test)]
