@@ -20,6 +20,11 @@ fn route(provider: &str, extra: &str) -> std::sync::Arc<Route> {
     route
 }
 
+/// Rewrites `req` for `r` with a credential whose `api_version` is `api_version`.
+fn apply(req: &mut RequestHeader, r: &Route, api_version: Option<&str>) {
+    rewrite_request(req, r, &bound(r, credential(api_version)), None).expect("rewrite");
+}
+
 fn credential(api_version: Option<&str>) -> Credential {
     Credential {
         name: "c".into(),
@@ -83,7 +88,7 @@ fn each_provider_gets_its_header_and_client_credentials_are_gone() {
         let mut req = client_request("/p/chat/completions");
         req.append_header("X-Custom", "client-custom")
             .expect("header");
-        rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+        apply(&mut req, &r, None);
         assert_eq!(header(&req, injected), [value.as_str()], "{provider}");
         for name in CLIENT_CREDENTIAL_HEADERS {
             if name != injected {
@@ -104,7 +109,7 @@ fn each_provider_gets_its_header_and_client_credentials_are_gone() {
 fn anthropic_version_is_added_only_when_missing() {
     let r = route("anthropic", "");
     let mut req = client_request("/p/messages");
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(
         header(&req, "anthropic-version"),
         [DEFAULT_ANTHROPIC_VERSION]
@@ -112,7 +117,7 @@ fn anthropic_version_is_added_only_when_missing() {
     let mut req = client_request("/p/messages");
     req.append_header("anthropic-version", "2024-01-01")
         .expect("header");
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(header(&req, "anthropic-version"), ["2024-01-01"]);
 }
 
@@ -120,10 +125,10 @@ fn anthropic_version_is_added_only_when_missing() {
 fn key_query_parameters_are_removed_in_any_spelling() {
     let r = route("gemini", "");
     let mut req = client_request("/p/models?key=client&alt=sse&%6Bey=x&keys=kept&k%65y=y");
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(req.uri.query(), Some("alt=sse&keys=kept"));
     let mut req = client_request("/p/models?key=only");
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(req.uri.query(), None);
 }
 
@@ -132,17 +137,11 @@ fn azure_api_version_comes_from_the_credential_when_it_has_one() {
     let r = route("azure", "");
     let mut req =
         client_request("/p/openai/deployments/gpt/chat/completions?api-version=2023-05-15&x=1");
-    rewrite_request(
-        &mut req,
-        &r,
-        &bound(&r, credential(Some("2024-10-21"))),
-        None,
-    )
-    .expect("rewrite");
+    apply(&mut req, &r, Some("2024-10-21"));
     assert_eq!(req.uri.query(), Some("x=1&api-version=2024-10-21"));
     let mut req =
         client_request("/p/openai/deployments/gpt/chat/completions?api-version=2023-05-15");
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(req.uri.query(), Some("api-version=2023-05-15"));
 }
 
@@ -150,7 +149,7 @@ fn azure_api_version_comes_from_the_credential_when_it_has_one() {
 fn absolute_form_targets_are_replaced_by_origin_form() {
     let r = route("openai", "");
     let mut req = client_request("http://evil.example/p/chat");
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(
         std::str::from_utf8(req.raw_path()).expect("utf8"),
         "/v1/chat"
@@ -181,7 +180,7 @@ fn key_query_parameters_in_other_stacks_spellings_are_removed() {
     ];
     let query: Vec<&str> = stripped.iter().chain(kept.iter()).copied().collect();
     let mut req = client_request(&format!("/p/models?{}", query.join("&")));
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(req.uri.query(), Some(kept.join("&").as_str()));
 }
 
@@ -189,13 +188,7 @@ fn key_query_parameters_in_other_stacks_spellings_are_removed() {
 fn azure_version_pin_replaces_the_clients_in_any_spelling() {
     let r = route("azure", "");
     let mut req = client_request("/p/x?API-Version=2023-05-15&api%2Dversion=1&x=1");
-    rewrite_request(
-        &mut req,
-        &r,
-        &bound(&r, credential(Some("2024-10-21"))),
-        None,
-    )
-    .expect("rewrite");
+    apply(&mut req, &r, Some("2024-10-21"));
     assert_eq!(req.uri.query(), Some("x=1&api-version=2024-10-21"));
 }
 
@@ -217,7 +210,7 @@ fn underscore_spellings_of_credential_headers_are_removed() {
     ] {
         req.append_header(name, value).expect("header");
     }
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     let left: Vec<(String, String)> = req
         .headers
         .iter()
@@ -238,6 +231,6 @@ fn the_upstream_request_has_one_content_length() {
     let mut req = client_request("/p/chat");
     req.append_header("Content-Length", "2, 2").expect("header");
     req.append_header("Content-Length", "2").expect("header");
-    rewrite_request(&mut req, &r, &bound(&r, credential(None)), None).expect("rewrite");
+    apply(&mut req, &r, None);
     assert_eq!(header(&req, "content-length"), ["2"]);
 }
