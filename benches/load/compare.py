@@ -10,6 +10,11 @@ Uses the load benchmark's services (`services.py`) and meter (`measure.py`); bui
 Each `--sidecar NAME=BINARY[:THREADS[:LOG_LEVEL[:CPU]]]` starts one sidecar (CPU: confined to
 that CPU with `taskset`, as a pod with a 1-CPU limit is). `--model-route` adds, for each
 sidecar, the path `NAME-model` through the same process's `dispatch: model` route (same body).
+`--litellm-keys` adds, for each sidecar, `NAME-keys`: the same sidecar with
+`access.litellm_keys: true` over a fresh schema in a local PostgreSQL (`--database-url`; LiteLLM's
+four tables, one key, dropped at the end), serving the same credential route to the same
+provider port; every path sends that key (the others strip it), a wrong key must get 401 before
+anything is measured, and the client → provider path `direct` is measured too, for the added p50.
 Rounds rotate the order; the median round per path is printed with its range. `--perf NAME` records a `perf` profile of that path
 in the first round at `--perf-concurrency`."""
 import argparse
@@ -18,13 +23,17 @@ import shutil
 import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import driver
+import keys_db
 import measure
 import services
-from services import MODEL_ROUTE_PREFIX, ROUTE_PREFIX
+from services import MODEL_ROUTE_PREFIX, PROVIDER_KEY, ROUTE_PREFIX
 
-HEADERS = ["Authorization: Bearer unused", "Content-Type: application/json"]
+# The LiteLLM key on every path: checked by the `--litellm-keys` sidecars, stripped by the others.
+HEADERS = [f"Authorization: Bearer {keys_db.LITELLM_KEY}", "Content-Type: application/json"]
 
 
 def parse_args():
@@ -39,6 +48,11 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--model-route", action="store_true",
                    help="also measure each sidecar's dispatch: model route (NAME-model)")
+    p.add_argument("--litellm-keys", action="store_true",
+                   help="also measure each sidecar with LiteLLM virtual keys (NAME-keys)")
+    p.add_argument("--database-url",
+                   default="postgresql://postgres@127.0.0.1:5432/test?sslmode=disable",
+                   help="the PostgreSQL for --litellm-keys (a schema is created and dropped)")
     p.add_argument("--perf", default="", help="path name to profile with perf record")
     p.add_argument("--perf-concurrency", type=int, default=32)
     return p.parse_args()
@@ -53,12 +67,45 @@ def pinned(binary, cpu, workdir, name):
     return path
 
 
-def start(args, workdir):
+def post(url, key):
+    """(status, body) of one request with `key` as the bearer token."""
+    request = urllib.request.Request(url, data=measure.REQUEST_BODY.encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {key}",
+                                              "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def check_keys(name, url, provider):
+    """Proves the key check runs on `url` before anything is measured: the right key is served
+    (once the key table is loaded), a wrong key and no key get 401 and reach nothing."""
+    services.wait_until(f"{name}: the key table", lambda: post(url, keys_db.LITELLM_KEY)[0] == 200)
+    before = provider.stats()["sidecar"]["requests"]
+    for key in (keys_db.WRONG_KEY, ""):
+        status, body = post(url, key)
+        if status != 401 or b"auth_error" not in body:
+            raise RuntimeError(f"{name}: key {key!r} got {status} {body[:200]!r}, not 401")
+    if provider.stats()["sidecar"]["requests"] != before:
+        raise RuntimeError(f"{name}: a refused request reached the provider")
+    print(f"{name}: the right key gets 200, a wrong key and no key 401", flush=True)
+
+
+def start(args, workdir, started, schema=None):
     """The provider, then each path as (display name, `driver.Way`): a way is named by the
-    provider port it uses, which every sidecar variant shares."""
+    provider port it uses, which every sidecar variant shares. With `schema` (a
+    `keys_db.KeysSchema`), each sidecar also runs as NAME-keys over it, and `direct` is a path."""
     provider = services.Provider(os.path.join(args.release, "examples/bench_provider"), workdir,
                                  1024, 0, 3, 300)
-    started, ways = [provider], []
+    started.append(provider)  # the caller's list: stopped even when a later start fails
+    ways = []
+    if schema:
+        url = f"https://127.0.0.1:{provider.ports['direct']}/v1/chat/completions"
+        ways.append(("direct", driver.Way(
+            "direct", url, [f"Authorization: Bearer {PROVIDER_KEY}", HEADERS[1]],
+            cacert=provider.ca_file)))
 
     def add(name, server, port_name):
         started.append(server)
@@ -82,7 +129,16 @@ def start(args, workdir):
                                    level or "info", name=name), "sidecar")
         if args.model_route:
             add_model_route(name, started[-1])
-    return provider, started, ways
+        if schema:
+            keys = f"{name}-keys"
+            add(keys, services.Sidecar(binary, workdir, provider, int(threads or 1), 1000, 5,
+                                       level or "info", name=keys,
+                                       litellm_keys=(schema.url, schema.name)), "sidecar")
+            check_keys(keys, f"http://127.0.0.1:{started[-1].port}{ROUTE_PREFIX}"
+                       "/v1/chat/completions", provider)
+            if args.model_route:
+                add_model_route(keys, started[-1])
+    return provider, ways
 
 
 def run_round(args, provider, ways, concurrency, round_index, results):
@@ -99,7 +155,10 @@ def run_round(args, provider, ways, concurrency, round_index, results):
         if perf:
             perf.send_signal(2)
             perf.wait()
-        results.setdefault(name, []).append((result["cpu_us_per_req"], result["switches_per_req"],
+        if result["errors"]:
+            raise RuntimeError(f"{name}: {result['errors']} requests failed")
+        results.setdefault(name, []).append((result["cpu_us_per_req"] or 0.0,
+                                             result["switches_per_req"] or 0.0,
                                              result["rps"], result["p50"], result["p99"]))
 
 
@@ -108,8 +167,10 @@ def main():
     args.workdir = os.path.abspath(args.workdir)  # the sidecar resolves paths from its config
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
-    provider, started, ways = start(args, args.workdir)
+    schema = keys_db.KeysSchema(args.database_url).create() if args.litellm_keys else None
+    started = []
     try:
+        provider, ways = start(args, args.workdir, started, schema)
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             for _, way in ways:  # fill each pool first
                 measure.wrk_closed_loop(way.url, concurrency, 2, way.headers)
@@ -117,15 +178,44 @@ def main():
             for round_index in range(args.rounds):
                 run_round(args, provider, ways, concurrency, round_index, results)
             print(f"c={concurrency}  (CPU µs/req median [min–max], context switches/req, "
-                  f"req/s, p50 ms, p99 ms)")
+                  f"req/s, p50 ms, p99 ms" + (", added p50 ms)" if schema else ")"))
+            median = {}
             for name, rows in results.items():
                 rows.sort()
-                cpu, switches, rps, p50, p99 = rows[len(rows) // 2]
-                print(f"  {name:12} {cpu:6.1f} [{rows[0][0]:.0f}–{rows[-1][0]:.0f}]  {switches:5.2f}"
-                      f"  {rps:8.0f}  {p50:6.3f}  {p99:6.3f}", flush=True)
+                median[name] = rows[len(rows) // 2]
+            for name, rows in results.items():
+                cpu, switches, rps, p50, p99 = median[name]
+                added = ""
+                if schema and name != "direct":
+                    added = f"  {p50 - median['direct'][3]:+6.3f}"
+                proxy = (f"{cpu:6.1f} [{rows[0][0]:.0f}–{rows[-1][0]:.0f}]  {switches:5.2f}"
+                         if name != "direct" else f"{'—':>6} {'':9}  {'—':>5}")
+                print(f"  {name:12} {proxy}  {rps:8.0f}  {p50:6.3f}  {p99:6.3f}{added}",
+                      flush=True)
+            if schema:
+                print_key_ratios(median)
     finally:
         for service in reversed(started):
             service.stop()
+        if schema:
+            schema.drop()
+            print(f"dropped schema {schema.name}", flush=True)
+
+
+def print_key_ratios(median):
+    """NAME-keys over NAME: CPU per request, added p50, context switches, req/s."""
+    direct_p50 = median["direct"][3]
+    for name in median:
+        keys = median.get(f"{name}-keys")
+        if keys is None:
+            continue
+        plain = median[name]
+        added_plain, added_keys = plain[3] - direct_p50, keys[3] - direct_p50
+        print(f"  {name}-keys / {name}: CPU/req {keys[0] / plain[0]:.2f}× "
+              f"({keys[0] - plain[0]:+.1f} µs), added p50 "
+              f"{added_keys / added_plain if added_plain > 0 else float('nan'):.2f}× "
+              f"({added_keys - added_plain:+.3f} ms), switches/req {keys[1] / plain[1]:.2f}×, "
+              f"req/s {keys[2] / plain[2]:.2f}×", flush=True)
 
 
 if __name__ == "__main__":

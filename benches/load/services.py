@@ -139,7 +139,7 @@ upstream:
   pool_wait_timeout: {pool_wait}s
 credentials:
   local: {workdir}/credentials.yaml
-routes:
+{postgres}routes:
   - name: openai
     path_prefix: {prefix}
     strip_prefix: true
@@ -153,10 +153,23 @@ limits:
   # Above the 1,500 concurrent streams of the overflow run (the default, 1,024, would refuse
   # the rest at accept: that is the client cap's job, not what this run measures).
   max_client_connections: 4096
-admin:
+{access}admin:
   address: "127.0.0.1:{admin_port}"
 log:
   level: {log_level}
+"""
+
+# With LiteLLM virtual keys (`compare.py --litellm-keys`): the key and team tables come from the
+# database; its credential and model tables are empty, so the routes' credential and deployment
+# are still the local store's.
+KEYS_POSTGRES = """\
+  postgres:
+    url: "{url}"
+    schema: {schema}
+"""
+KEYS_ACCESS = """\
+access:
+  litellm_keys: true
 """
 
 CREDENTIALS = """\
@@ -178,10 +191,11 @@ model_list:
 class Sidecar(Service):
     """The sidecar under test, plain HTTP in, verified TLS keepalive out. Two routes to the same
     provider: `ROUTE_PREFIX` with a credential (its "sidecar" port) and `MODEL_ROUTE_PREFIX`,
-    `dispatch: model` over a local `model_list` deployment (its "sidecar-model" port)."""
+    `dispatch: model` over a local `model_list` deployment (its "sidecar-model" port).
+    `litellm_keys=(url, schema)` adds `access.litellm_keys: true` with that database."""
 
     def __init__(self, binary, workdir, provider, threads, max_connections, pool_wait,
-                 log_level, name="sidecar"):
+                 log_level, name="sidecar", litellm_keys=None):
         self.port = free_port()
         self.admin_port = free_port()
         config = os.path.join(workdir, f"{name}.yaml")
@@ -194,6 +208,9 @@ class Sidecar(Service):
                 max_connections=max_connections, pool_wait=pool_wait, prefix=ROUTE_PREFIX,
                 model_prefix=MODEL_ROUTE_PREFIX,
                 provider_port=provider.ports["sidecar"], admin_port=self.admin_port, log_level=log_level,
+                postgres=KEYS_POSTGRES.format(url=litellm_keys[0], schema=litellm_keys[1])
+                if litellm_keys else "",
+                access=KEYS_ACCESS if litellm_keys else "",
             ))
         env = dict(os.environ, BENCH_PROVIDER_KEY=PROVIDER_KEY)
         super().__init__(name, [binary, "-c", config], os.path.join(workdir, f"{name}.log"), env)
