@@ -74,6 +74,53 @@ impl AdminApp {
     }
 }
 
+/// `PUT /log-level` with a level (`off`, `error`, `warn`, `info`, `debug`, `trace`) in the body:
+/// changes the level in force until the next restart. From loopback only (as Linkerd's admin
+/// does), since the admin port may listen on every address for the kubelet: in Kubernetes, reach
+/// it with `kubectl port-forward`.
+async fn put_log_level(session: &mut ServerSession) -> Response<Vec<u8>> {
+    let from_loopback = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| is_loopback(a.ip()));
+    if !from_loopback {
+        let body = json!({ "error": "the log level can only be changed from loopback" });
+        return json_response(StatusCode::FORBIDDEN, &body);
+    }
+    let mut text = Vec::new();
+    while let Ok(Some(chunk)) = session.read_request_body().await {
+        text.extend_from_slice(&chunk);
+        if text.len() > 64 {
+            break;
+        }
+    }
+    let wanted = String::from_utf8_lossy(&text).trim().to_string();
+    match wanted.parse::<log::LevelFilter>() {
+        Ok(level) if text.len() <= 64 => {
+            crate::logging::set_level(level);
+            log::warn!("admin: log level set to {level} (until the next restart)");
+            json_response(
+                StatusCode::OK,
+                &json!({ "level": level.to_string().to_lowercase() }),
+            )
+        }
+        _ => {
+            let body = json!({ "error": "expected one of off, error, warn, info, debug, trace" });
+            json_response(StatusCode::BAD_REQUEST, &body)
+        }
+    }
+}
+
+/// Loopback, IPv4-mapped IPv6 included.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();
     Response::builder()
@@ -88,6 +135,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method == Method::PUT && req.uri.path() == "/log-level" {
+            return put_log_level(session).await;
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
             let body = json!({ "error": "the admin endpoints answer GET only" });
             return json_response(StatusCode::METHOD_NOT_ALLOWED, &body);
@@ -104,14 +154,38 @@ impl ServeHttp for AdminApp {
                 json_response(status, &report)
             }
             "/metrics" => PrometheusHttpApp.response(session).await,
+            "/log-level" => json_response(
+                StatusCode::OK,
+                &json!({ "level": crate::logging::level().to_string().to_lowercase() }),
+            ),
             "/version" => json_response(
                 StatusCode::OK,
                 &json!({ "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") }),
             ),
             other => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({ "error": format!("no admin endpoint {other:?}; try /healthz, /readyz, /metrics, /version") }),
+                &json!({ "error": format!("no admin endpoint {other:?}; try /healthz, /readyz, /metrics, /version, /log-level") }),
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_counts_as_loopback() {
+        for (ip, expected) in [
+            ("127.0.0.1", true),
+            ("127.1.2.3", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.1", false),
+            ("::ffff:10.0.0.1", false),
+            ("fd00::1", false),
+        ] {
+            assert_eq!(is_loopback(ip.parse().expect("ip")), expected, "{ip}");
         }
     }
 }

@@ -23,6 +23,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use log::{LevelFilter, Log, Metadata, Record};
 
 use crate::config::LogFormat;
@@ -38,9 +39,13 @@ pub const ACCESS_TARGET: &str = "access";
 /// Filters records (the level asked for, and the secret rules below), formats them and hands
 /// the line to the [`Sink`].
 struct SecretSafeLogger {
-    filter: env_filter::Filter,
     format: LogFormat,
 }
+
+/// The level filter in force: from `log.level` / `RUST_LOG` at start, replaced by
+/// [`set_level`] (the admin's `PUT /log-level`). One atomic load per log call.
+static FILTER: std::sync::LazyLock<ArcSwap<env_filter::Filter>> =
+    std::sync::LazyLock::new(|| ArcSwap::from_pointee(env_filter::Builder::new().build()));
 
 /// Whether a record comes from another crate than the sidecar.
 fn foreign(metadata: &Metadata<'_>) -> bool {
@@ -86,11 +91,11 @@ impl SecretSafeLogger {
 
 impl Log for SecretSafeLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        allowed(metadata) && self.filter.enabled(metadata)
+        allowed(metadata) && FILTER.load().enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !allowed(record.metadata()) || !self.filter.matches(record) {
+        if !allowed(record.metadata()) || !FILTER.load().matches(record) {
             return;
         }
         if !foreign(record.metadata()) {
@@ -117,7 +122,8 @@ pub fn init(level: LevelFilter, format: LogFormat, threaded: bool) {
     }
     let filter = filter.build();
     let max = filter.filter();
-    if log::set_boxed_logger(Box::new(SecretSafeLogger { filter, format })).is_ok() {
+    if log::set_boxed_logger(Box::new(SecretSafeLogger { format })).is_ok() {
+        FILTER.store(std::sync::Arc::new(filter));
         log::set_max_level(max);
         if threaded {
             let _ = std::thread::Builder::new()
@@ -125,6 +131,20 @@ pub fn init(level: LevelFilter, format: LogFormat, threaded: bool) {
                 .spawn(|| SINK.run_writer());
         }
     }
+}
+
+/// Replaces the level in force (`RUST_LOG`'s directives included) with `level`, for every
+/// target, until the next restart. Other crates' DEBUG and TRACE records stay dropped.
+pub fn set_level(level: LevelFilter) {
+    FILTER.store(std::sync::Arc::new(
+        env_filter::Builder::new().filter_level(level).build(),
+    ));
+    log::set_max_level(level);
+}
+
+/// The most verbose level in force.
+pub fn level() -> LevelFilter {
+    FILTER.load().filter()
 }
 
 /// Writes every buffered line now: call before the process exits.

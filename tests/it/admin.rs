@@ -196,3 +196,28 @@ async fn metrics_count_requests_connections_and_credentials() {
     let body: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(body["version"], version);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_changes_at_runtime_from_loopback() {
+    let s = setup(false).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/log-level", s.sidecar.admin_url());
+    let (status, body) = admin_get(&s.sidecar, "/log-level").await;
+    assert_eq!((status, body.contains("\"info\"")), (200, true), "{body}");
+    // A trace line the proxy writes for every request appears only once the level is trace.
+    assert_eq!(post(&s.sidecar, "/openai/chat/completions").await.0, 200);
+    let response = client.put(&url).body("trace").send().await.expect("put");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(admin_get(&s.sidecar, "/log-level")
+        .await
+        .1
+        .contains("\"trace\""));
+    assert_eq!(post(&s.sidecar, "/openai/chat/completions").await.0, 200);
+    assert!(
+        s.sidecar.wait_for_output("request head read").await,
+        "{}",
+        s.sidecar.output()
+    );
+    let response = client.put(&url).body("loud").send().await.expect("put");
+    assert_eq!(response.status().as_u16(), 400);
+}
