@@ -77,15 +77,23 @@ impl Route {
                 .is_none_or(|p| prefix_matches(p, path))
     }
 
+    /// `path` without the route's prefix (`/` and no prefix remove nothing). `path` must be a
+    /// path this route matched.
+    pub fn path_after_prefix<'a>(&self, path: &'a str) -> &'a str {
+        match self.path_prefix.as_deref() {
+            Some(prefix) if prefix != "/" => path.strip_prefix(prefix).unwrap_or(path),
+            _ => path,
+        }
+    }
+
     /// The path to send to `upstream`: its base path, then the request path (with the route's
     /// prefix removed when `strip_prefix` is set). Always starts with `/`. `path` must be the
     /// path this route matched.
     pub fn upstream_path(&self, upstream: &UpstreamUrl, path: &str) -> String {
-        let rest = match (&self.path_prefix, self.strip_prefix) {
-            (Some(prefix), true) if prefix != "/" => {
-                path.strip_prefix(prefix.as_str()).unwrap_or(path)
-            }
-            _ => path,
+        let rest = if self.strip_prefix {
+            self.path_after_prefix(path)
+        } else {
+            path
         };
         let joined = format!("{}{rest}", upstream.base_path);
         if joined.is_empty() {

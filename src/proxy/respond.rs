@@ -68,17 +68,23 @@ impl ErrorReply {
     /// afterwards (the request body may be unread). Returns the status for logging.
     pub async fn send(&self, session: &mut Session, request_id: &str) -> pingora::Result<u16> {
         let body = self.body();
-        let mut header = ResponseHeader::build(self.status, Some(3))?;
-        header.insert_header("content-type", "application/json")?;
-        header.insert_header("content-length", body.len().to_string())?;
-        header.insert_header(super::request_id::REQUEST_ID, request_id)?;
-        header.insert_header(super::request_id::SIDECAR_REQUEST_ID, request_id)?;
+        let mut header = json_header(self.status, body.len(), request_id)?;
         if let Some(seconds) = self.retry_after {
             header.insert_header("retry-after", seconds.to_string())?;
         }
         session.write_error_response(header, body).await?;
         Ok(self.status)
     }
+}
+
+/// The head of a JSON answer the sidecar writes itself: status, type, length and the request's
+/// id (see `request_id`).
+pub fn json_header(status: u16, len: usize, request_id: &str) -> pingora::Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(5))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", len.to_string())?;
+    super::request_id::mark_response(&mut header, request_id)?;
+    Ok(header)
 }
 
 #[cfg(test)]

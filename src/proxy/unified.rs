@@ -102,11 +102,7 @@ async fn dispatch(
     request_id: &str,
 ) -> Result<Dispatched, ErrorReply> {
     let path = session.req_header().uri.path();
-    let rest = match route.path_prefix.as_deref() {
-        Some(prefix) if prefix != "/" => path.strip_prefix(prefix).unwrap_or(path),
-        _ => path,
-    }
-    .to_string();
+    let rest = route.path_after_prefix(path).to_string();
     let method = session.req_header().method.clone();
     if rest == "/models" || rest.starts_with("/models/") {
         if method != http::Method::GET {
@@ -267,14 +263,7 @@ async fn write_json(
     request_id: &str,
 ) -> Result<(), ErrorReply> {
     let failed = |_| ErrorReply::new(500, "response_failed", "could not write the response");
-    let mut header = pingora::http::ResponseHeader::build(status, Some(4)).map_err(failed)?;
-    super::request_id::mark_response(&mut header, request_id).map_err(failed)?;
-    header
-        .insert_header("content-type", "application/json")
-        .map_err(failed)?;
-    header
-        .insert_header("content-length", body.len().to_string())
-        .map_err(failed)?;
+    let header = super::respond::json_header(status, body.len(), request_id).map_err(failed)?;
     session
         .write_response_header(Box::new(header), false)
         .await
