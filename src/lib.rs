@@ -21,6 +21,7 @@ pub mod hardening;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod named_state;
 pub mod percent;
 pub mod providers;
 pub mod proxy;

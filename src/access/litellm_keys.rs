@@ -10,13 +10,14 @@
 //! its digest.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
 use crate::db::keys::{KeyRow, TeamRow};
+use crate::named_state::NamedState;
 
 /// LiteLLM's model name that grants every model.
 const ALL_MODELS: &str = "all-proxy-models";
@@ -283,10 +284,8 @@ impl VirtualKey {
 /// The request window of the key with digest `digest`, shared by every snapshot that holds it
 /// (a refresh does not reset a key's count).
 fn window_for(digest: &str) -> Window {
-    static WINDOWS: OnceLock<Mutex<HashMap<String, Window>>> = OnceLock::new();
-    let windows = WINDOWS.get_or_init(Default::default);
-    let mut map = windows.lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(digest.to_string()).or_default().clone()
+    static WINDOWS: LazyLock<NamedState<Mutex<Counts>>> = LazyLock::new(Default::default);
+    WINDOWS.get(digest)
 }
 
 /// The key a request presents: `Authorization: Bearer KEY`, else `x-api-key: KEY`.

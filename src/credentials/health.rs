@@ -8,9 +8,10 @@
 //! refresh, which rebuilds every [`super::models::Deployment`], keeps it. A pick reads two
 //! atomics per deployment; only a failure takes a lock.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use crate::named_state::NamedState;
 use std::time::{Duration, Instant};
 
 /// LiteLLM's `DEFAULT_ALLOWED_FAILS`: failures tolerated per minute before a cooldown.
@@ -92,10 +93,8 @@ impl DeploymentHealth {
 
 /// The health of deployment `id`, shared by every snapshot that holds it.
 pub fn for_deployment(id: &str) -> Arc<DeploymentHealth> {
-    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<DeploymentHealth>>>> = OnceLock::new();
-    let registry = REGISTRY.get_or_init(Default::default);
-    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(id.to_string()).or_default().clone()
+    static HEALTH: LazyLock<NamedState<DeploymentHealth>> = LazyLock::new(Default::default);
+    HEALTH.get(id)
 }
 
 /// Milliseconds since the first call (never 0, so 0 can mean "never").
