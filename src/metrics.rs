@@ -260,11 +260,11 @@ impl GateCollector {
                 "upstream.max_connections",
             )?,
             new_connections: counter(
-                "sidecar_upstream_connections_new_total",
+                "sidecar_upstream_connections_opened_total",
                 "New upstream connections (TLS handshakes to providers)",
             )?,
             reuses: counter(
-                "sidecar_upstream_connection_reuses_total",
+                "sidecar_upstream_connections_reused_total",
                 "Requests served on a pooled upstream connection",
             )?,
             waits: counter(

@@ -155,8 +155,8 @@ async fn metrics_count_requests_connections_and_credentials() {
         4.0
     );
     // Four sequential requests to the provider: one new upstream connection, then the pooled one.
-    let new = value("sidecar_upstream_connections_new_total");
-    let reuses = value("sidecar_upstream_connection_reuses_total");
+    let new = value("sidecar_upstream_connections_opened_total");
+    let reuses = value("sidecar_upstream_connections_reused_total");
     assert_eq!((new, new + reuses), (1.0, 4.0), "{page}");
     assert_eq!(value("sidecar_upstream_connections{state=\"open\"}"), 1.0);
     assert_eq!(value("sidecar_upstream_connections{state=\"idle\"}"), 1.0);
