@@ -19,6 +19,13 @@ use subtle::{Choice, ConstantTimeEq};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr(IpNet);
 
+impl std::fmt::Display for Cidr {
+    /// `ADDR/PREFIX`, as `ipnet` prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl Cidr {
     /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
     pub fn parse(text: &str) -> Result<Cidr, String> {

@@ -6,8 +6,16 @@
 //!   than the stale limit (database unreachable) is reported but does not fail readiness: the
 //!   last good copy is meant to keep serving, and failing every replica at once when Postgres
 //!   blips would turn a database outage into a traffic outage;
-//! - `GET /metrics`: Prometheus text, served by `pingora-prometheus` ([`crate::metrics`]).
+//! - `GET /metrics`: Prometheus text, served by `pingora-prometheus` ([`crate::metrics`]);
+//! - `GET /version`; `GET` and `PUT /log-level`;
+//! - `GET /config`: the routes, access rules, credentials and models in force, redacted
+//!   ([`config_view`]).
+//!
+//! `PUT /log-level` and `GET /config` answer loopback clients only (as Linkerd's admin does):
+//! the admin port may listen on every address for the kubelet and Prometheus, which need
+//! neither. In Kubernetes, reach them with `kubectl port-forward`.
 
+pub mod config_view;
 pub mod listeners;
 
 use std::net::SocketAddr;
@@ -75,17 +83,10 @@ impl AdminApp {
 }
 
 /// `PUT /log-level` with a level (`off`, `error`, `warn`, `info`, `debug`, `trace`) in the body:
-/// changes the level in force until the next restart. From loopback only (as Linkerd's admin
-/// does), since the admin port may listen on every address for the kubelet: in Kubernetes, reach
-/// it with `kubectl port-forward`.
+/// changes the level in force until the next restart.
 async fn put_log_level(session: &mut ServerSession) -> Response<Vec<u8>> {
-    let from_loopback = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .is_some_and(|a| is_loopback(a.ip()));
-    if !from_loopback {
-        let body = json!({ "error": "the log level can only be changed from loopback" });
-        return json_response(StatusCode::FORBIDDEN, &body);
+    if let Some(refusal) = loopback_only(session, "the log level can only be changed") {
+        return refusal;
     }
     let mut text = Vec::new();
     while let Ok(Some(chunk)) = session.read_request_body().await {
@@ -109,6 +110,16 @@ async fn put_log_level(session: &mut ServerSession) -> Response<Vec<u8>> {
             json_response(StatusCode::BAD_REQUEST, &body)
         }
     }
+}
+
+/// 403 unless the client is on loopback; `what` says what was refused.
+fn loopback_only(session: &ServerSession, what: &str) -> Option<Response<Vec<u8>>> {
+    let from_loopback = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| is_loopback(a.ip()));
+    let body = json!({ "error": format!("{what} from loopback only (use kubectl port-forward)") });
+    (!from_loopback).then(|| json_response(StatusCode::FORBIDDEN, &body))
 }
 
 /// Loopback, IPv4-mapped IPv6 included.
@@ -158,13 +169,21 @@ impl ServeHttp for AdminApp {
                 StatusCode::OK,
                 &json!({ "level": crate::logging::level().to_string().to_lowercase() }),
             ),
+            "/config" => loopback_only(session, "the config can be read").unwrap_or_else(|| {
+                let report = config_view::config_report(
+                    &self.dispatch.load(),
+                    &self.cache.snapshot(),
+                    self.cache.age(),
+                );
+                json_response(StatusCode::OK, &report)
+            }),
             "/version" => json_response(
                 StatusCode::OK,
                 &json!({ "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") }),
             ),
             other => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({ "error": format!("no admin endpoint {other:?}; try /healthz, /readyz, /metrics, /version, /log-level") }),
+                &json!({ "error": format!("no admin endpoint {other:?}; try /healthz, /readyz, /metrics, /version, /log-level, /config") }),
             ),
         }
     }

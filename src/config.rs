@@ -16,6 +16,8 @@ mod url;
 
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 pub use reader::{ConfigError, Diagnostics};
 pub use schema::*;
 pub use url::UpstreamUrl;
@@ -80,7 +82,10 @@ impl Config {
         })?;
         let mut diag = Diagnostics::default();
         match parse::parse(&doc, base_dir, env, &mut diag) {
-            Some(config) if diag.is_empty() => Ok(config),
+            Some(mut config) if diag.is_empty() => {
+                config.digest = hex::encode(Sha256::digest(text.as_bytes()));
+                Ok(config)
+            }
             _ => Err(diag.errors),
         }
     }

@@ -114,6 +114,8 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
         log,
         fanout,
         router,
+        // Filled in by `Config::from_yaml`, which has the text.
+        digest: String::new(),
     })
 }
 

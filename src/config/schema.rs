@@ -123,6 +123,9 @@ pub struct Config {
     pub log: LogSettings,
     /// How `dispatch: model` routes cool failing deployments down.
     pub router: RouterSettings,
+    /// SHA-256 (hex) of the YAML text this config was read from: `GET /config` reports it, so
+    /// an operator can tell which version of the file each instance has in force.
+    pub digest: String,
 }
 
 /// What one client may cost: request sizes (checked before anything is sent upstream), open

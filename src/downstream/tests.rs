@@ -25,6 +25,8 @@ fn clients(max: u64, allowed: &[&str]) -> Arc<ClientConnections> {
             ..Limits::default()
         },
         router: Default::default(),
+        config_digest: String::new(),
+        loaded_at: std::time::SystemTime::now(),
     };
     ClientConnections::new(Arc::new(ArcSwap::from_pointee(dispatch)))
 }

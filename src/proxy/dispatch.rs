@@ -3,6 +3,7 @@
 //! admission, so a reload never changes a request halfway through.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -20,6 +21,10 @@ pub struct Dispatch {
     pub limits: Limits,
     /// How `dispatch: model` routes cool failing deployments down.
     pub router: RouterSettings,
+    /// SHA-256 (hex) of the config file this dispatch was built from.
+    pub config_digest: String,
+    /// When it went into force (start-up or the reload that built it).
+    pub loaded_at: SystemTime,
 }
 
 /// The dispatch in force, shared by the proxy, the admin listener and the reloader.
@@ -34,6 +39,8 @@ impl Dispatch {
             access: config.access.clone(),
             limits: config.limits,
             router: config.router,
+            config_digest: config.digest.clone(),
+            loaded_at: SystemTime::now(),
         }
     }
 }

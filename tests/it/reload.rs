@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use crate::support::config::{edit_file, extend};
+use crate::support::gateway::KEYS;
 use crate::support::gateway::{credentials_yaml_rotating_openai, start_openai_only};
 use crate::support::http::admin_get;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
-use crate::support::{wait_until, wait_until_async};
+use crate::support::{sha256_hex, wait_until, wait_until_async};
 use serde_json::{json, Value};
 
 struct Setup {
@@ -116,4 +117,68 @@ async fn an_invalid_config_on_sighup_is_rejected_and_the_running_one_keeps_servi
         metrics.contains("sidecar_config_reloads_total{result=\"rejected\"} 1"),
         "{metrics}"
     );
+}
+
+/// `GET /config`, parsed.
+async fn config_in_force(sidecar: &SidecarProcess) -> Value {
+    let (status, body) = admin_get(sidecar, "/config").await;
+    assert_eq!(status, 200, "{body}");
+    for (_, key, _) in KEYS {
+        assert!(!body.contains(key), "/config printed a key: {body}");
+    }
+    assert!(!body.contains("ROTATED"), "/config printed a key: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// The `key_fingerprint` `/config` reports for credential `name`.
+fn fingerprint_of(config: &Value, name: &str) -> String {
+    let entries = config["credentials"]["entries"]
+        .as_array()
+        .expect("entries");
+    let entry = entries.iter().find(|c| c["name"] == name).expect(name);
+    entry["key_fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_endpoint_shows_what_a_reload_put_in_force_without_a_key() {
+    let s = setup().await;
+    let file = s.sidecar.dir().join("gateway.yaml");
+    let digest_of_file = || sha256_hex(&std::fs::read_to_string(&file).expect("config"));
+    let before = config_in_force(&s.sidecar).await;
+    assert_eq!(before["config"]["sha256"], digest_of_file());
+    let names: Vec<&str> = before["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["openai"]);
+    assert_eq!(before["routes"][0]["backend"]["name"], "openai-cred");
+    assert_eq!(before["routes"][0]["auth_header"], "authorization");
+    let old_key = KEYS[0].1;
+    assert_eq!(
+        fingerprint_of(&before, "openai-cred"),
+        sha256_hex(old_key)[..8]
+    );
+
+    s.edit_config(|config| {
+        config["routes"][0]["name"] = json!("openai-renamed");
+    });
+    let rotated = credentials_yaml_rotating_openai("sk-openai-ROTATED-0010");
+    std::fs::write(s.sidecar.dir().join("credentials.yaml"), rotated).expect("write");
+    s.sidecar.signal("HUP");
+    let rotated_fingerprint = sha256_hex("sk-openai-ROTATED-0010")[..8].to_string();
+    let applied = wait_until_async(Duration::from_secs(10), || async {
+        let now = config_in_force(&s.sidecar).await;
+        now["config"]["sha256"] == digest_of_file()
+            && fingerprint_of(&now, "openai-cred") == rotated_fingerprint
+    })
+    .await;
+    let after = config_in_force(&s.sidecar).await;
+    assert!(applied, "/config never showed the reload: {after}");
+    assert_ne!(after["config"]["sha256"], before["config"]["sha256"]);
+    assert_eq!(after["routes"][0]["name"], "openai-renamed");
 }
