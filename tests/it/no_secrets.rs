@@ -136,8 +136,13 @@ async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
             .contains("config reload: applied"))
         .await
     );
-    for page in ["/metrics", "/readyz", "/healthz"] {
-        bodies.push(admin_get(&sidecar, page).await.1);
+    for page in ["/metrics", "/readyz", "/healthz", "/config"] {
+        let (status, body) = admin_get(&sidecar, page).await;
+        assert!(
+            status == 200 || page == "/readyz",
+            "{page}: {status} {body}"
+        );
+        bodies.push(body);
     }
     let output = stopped_output_without_secrets(&mut sidecar);
     for secret in secrets() {
