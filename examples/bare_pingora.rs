@@ -7,8 +7,11 @@
 //! ```text
 //! cargo run --release --example bare_pingora -- --listen 127.0.0.1:18446 \
 //!     --upstream 127.0.0.1:18447 --sni localhost --ca /tmp/bench-ca.pem --key sk-bench \
-//!     [--strip-prefix /openai] [--threads 2]
+//!     [--strip-prefix /openai] [--threads 2] [--h2 STREAMS]
 //! ```
+//!
+//! `--h2 STREAMS` offers HTTP/2 to the upstream (ALPN `h2`, falling back to HTTP/1.1) with up to
+//! STREAMS requests at once on one connection: issue 14's measurement of HTTP/2 upstream.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +31,8 @@ struct Bare {
     ca: Arc<Box<[X509]>>,
     authorization: String,
     strip_prefix: String,
+    /// With HTTP/2 upstream: the most streams on one connection (0: HTTP/1.1 only).
+    h2_streams: usize,
 }
 
 #[async_trait]
@@ -45,6 +50,10 @@ impl ProxyHttp for Bare {
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
         peer.options.ca = Some(self.ca.clone());
+        if self.h2_streams > 0 {
+            peer.options.set_http_version(2, 1);
+            peer.options.max_h2_streams = self.h2_streams;
+        }
         Ok(Box::new(peer))
     }
 
@@ -67,7 +76,7 @@ impl ProxyHttp for Bare {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut listen, mut upstream, mut sni, mut ca, mut key) = (None, None, None, None, None);
-    let (mut strip_prefix, mut threads) = (String::new(), 2usize);
+    let (mut strip_prefix, mut threads, mut h2_streams) = (String::new(), 2usize, 0usize);
     while let Some(flag) = args.next() {
         let value = args
             .next()
@@ -82,6 +91,7 @@ fn main() {
             "--key" => key = Some(value),
             "--strip-prefix" => strip_prefix = value,
             "--threads" => threads = value.parse().expect("--threads N"),
+            "--h2" => h2_streams = value.parse().expect("--h2 STREAMS"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -93,6 +103,7 @@ fn main() {
         ca: Arc::new(ca.into_boxed_slice()),
         authorization: format!("Bearer {}", key.expect("--key KEY")),
         strip_prefix,
+        h2_streams,
     };
     let conf = ServerConf {
         threads,

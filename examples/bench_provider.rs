@@ -1,5 +1,5 @@
 //! The load benchmark's stand-in for an LLM provider: a lean HTTPS server (BoringSSL, HTTP/1.1
-//! keep-alive) whose answers are shaped by flags, and a plain-HTTP stats port the benchmark
+//! keep-alive, and HTTP/2 when the client offers `h2` in ALPN) whose answers are shaped by flags, and a plain-HTTP stats port the benchmark
 //! driver reads between runs. Started by `benches/load.sh`; not a test double with recording
 //! (see `tests/it/support/mock_provider.rs` for that), but a fast one that counts.
 //!
@@ -20,8 +20,8 @@
 //!   `wrong_model`.
 //! - Each `--listen NAME=ADDRESS` is a port with its own counters, so each client of the
 //!   benchmark (direct, sidecar, nginx) is counted apart: `GET http://<--stats>/` → JSON, by
-//!   name, of TLS handshakes, connections open now and at peak, requests, unauthorized,
-//!   wrong_model;
+//!   name, of TLS handshakes, HTTP/2 connections, connections open now and at peak, requests,
+//!   unauthorized, wrong_model;
 //!   `POST http://<--stats>/reset-peak` sets every peak to what is open now.
 
 #[allow(dead_code)] // the benchmark uses only the CA and certificate issuing of the test helper
@@ -41,7 +41,7 @@ use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -63,6 +63,7 @@ struct Options {
 #[derive(Default)]
 struct Counters {
     handshakes: AtomicU64,
+    h2_connections: AtomicU64,
     open: AtomicU64,
     peak_open: AtomicU64,
     requests: AtomicU64,
@@ -74,6 +75,7 @@ impl Counters {
     fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "handshakes": self.handshakes.load(Ordering::Relaxed),
+            "h2_connections": self.h2_connections.load(Ordering::Relaxed),
             "open": self.open.load(Ordering::Relaxed),
             "peak_open": self.peak_open.load(Ordering::Relaxed),
             "requests": self.requests.load(Ordering::Relaxed),
@@ -181,6 +183,11 @@ fn acceptor(ca_out: &str) -> Result<SslAcceptor, String> {
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(tls_error)?;
     builder.set_certificate(&cert).map_err(tls_error)?;
     builder.set_private_key(&key).map_err(tls_error)?;
+    // HTTP/2 for a client that offers it (as providers' edges do), else HTTP/1.1.
+    builder.set_alpn_select_callback(|_, offered| {
+        boring::ssl::select_next_proto(b"\x02h2\x08http/1.1", offered)
+            .ok_or(boring::ssl::AlpnError::NOACK)
+    });
     Ok(builder.build())
 }
 
@@ -200,6 +207,10 @@ async fn serve_tls(
         return;
     };
     counters.handshakes.fetch_add(1, Ordering::Relaxed);
+    let h2 = tls.ssl().selected_alpn_protocol() == Some(b"h2");
+    if h2 {
+        counters.h2_connections.fetch_add(1, Ordering::Relaxed);
+    }
     let service = hyper::service::service_fn(move |request| {
         answer(
             answers.clone(),
@@ -209,10 +220,16 @@ async fn serve_tls(
         )
     });
     // Clients closing mid-stream is normal under load; nothing to report.
-    let _ = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(tls), service)
-        .await;
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+    }
 }
 
 async fn answer(

@@ -43,6 +43,9 @@ def parse_args():
     p.add_argument("--sidecar", action="append", default=[],
                    help="NAME=BINARY[:THREADS[:LOG_LEVEL[:CPU]]]")
     p.add_argument("--bare-threads", default="2", help="bare Pingora thread counts, comma-separated")
+    p.add_argument("--bare-h2", type=int, default=0, metavar="STREAMS",
+                   help="also run each bare Pingora with HTTP/2 upstream (bareN-h2), up to "
+                        "STREAMS streams per connection")
     p.add_argument("--concurrency", default="1,32")
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
@@ -116,10 +119,13 @@ def start(args, workdir, started, schema=None):
         url = f"http://127.0.0.1:{server.port}{MODEL_ROUTE_PREFIX}/chat/completions"
         ways.append((f"{name}-model", driver.Way("sidecar-model", url, HEADERS, server)))
 
+    bare = os.path.join(args.release, "examples/bare_pingora")
     for threads in args.bare_threads.split(","):
-        add(f"bare{threads}", services.BarePingora(
-            os.path.join(args.release, "examples/bare_pingora"), workdir, provider, int(threads)),
-            "bare")
+        add(f"bare{threads}", services.BarePingora(bare, workdir, provider, int(threads)), "bare")
+        if args.bare_h2:
+            add(f"bare{threads}-h2", services.BarePingora(
+                bare, workdir, provider, int(threads), h2_streams=args.bare_h2,
+                name=f"bare{threads}-h2"), "bare")
     for spec in args.sidecar:
         name, rest = spec.split("=", 1)
         binary, threads, level, cpu = (rest.split(":") + ["", "", ""])[:4]

@@ -291,9 +291,10 @@ class Nginx(Service):
 
 class BarePingora(Service):
     """The baseline (`examples/bare_pingora.rs`): one Pingora `ProxyHttp`, same TLS verification
-    and keepalive pool, setting `Authorization`; no routing, logging, metrics or cap."""
+    and keepalive pool, setting `Authorization`; no routing, logging, metrics or cap. With
+    `h2_streams`, HTTP/2 to the provider with up to that many streams per connection."""
 
-    def __init__(self, binary, workdir, provider, threads):
+    def __init__(self, binary, workdir, provider, threads, h2_streams=0, name="bare_pingora"):
         self.port = free_port()
         argv = [
             binary,
@@ -305,5 +306,7 @@ class BarePingora(Service):
             "--strip-prefix", ROUTE_PREFIX,
             "--threads", str(threads),
         ]
-        super().__init__("bare_pingora", argv, os.path.join(workdir, "bare_pingora.log"))
-        wait_until("bare_pingora", lambda: self.check_alive() or port_open(self.port))
+        if h2_streams:
+            argv += ["--h2", str(h2_streams)]
+        super().__init__(name, argv, os.path.join(workdir, f"{name}.log"))
+        wait_until(name, lambda: self.check_alive() or port_open(self.port))
