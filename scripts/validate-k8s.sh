@@ -2,10 +2,14 @@
 # Validates the Kubernetes manifests under k8s/ offline, and every sidecar config shipped:
 #   - every manifest against the Kubernetes OpenAPI schemas (kubernetes-validate, pinned, with
 #     --strict so an unknown or misspelt field fails);
-#   - every kustomization.yaml: each resource it lists exists, and each manifest beside it is
-#     listed (a file left out would silently not be applied); rendered with `kubectl kustomize`
-#     and validated again when kubectl happens to be installed (CI does not need it);
-#   - `sidecar -t` on every sidecar config embedded in a ConfigMap, and on conf/gateway.yaml
+#   - every kustomization.yaml: each resource and each configMapGenerator file it lists exists,
+#     and every file beside it is one of them (a file left out would silently not be applied);
+#     the ConfigMaps its configMapGenerator makes, built here (name, a data key per file) and
+#     validated like the manifests, with the name-suffix hash left on (so a change rolls the
+#     pods); no hand-written ConfigMap holds a sidecar config; every ConfigMap a workload mounts
+#     is a resource or a generator of the form. Rendered with `kubectl kustomize` and validated
+#     again when kubectl happens to be installed (CI does not need it);
+#   - `sidecar -t` on every sidecar config a configMapGenerator lists, and on conf/gateway.yaml
 #     (in a copy whose certificate paths and fan-out URL point at this machine: see
 #     with_local_files in scripts/validate_k8s/configs.py).
 #

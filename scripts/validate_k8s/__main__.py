@@ -1,106 +1,122 @@
-"""Validates the manifests under k8s/ and the sidecar configs shipped (see
-scripts/validate-k8s.sh for the list of checks). Run by that script, in a venv with
-kubernetes-validate: python scripts/validate_k8s K8S_VERSION SIDECAR_BIN VALIDATOR WORK_DIR"""
+"""Validates the kustomize forms under k8s/ and the sidecar configs shipped (the list of checks
+is in scripts/validate-k8s.sh, which runs this in a venv with kubernetes-validate):
+    python scripts/validate_k8s K8S_VERSION SIDECAR_BIN VALIDATOR WORK_DIR"""
 import pathlib, shutil, sys
 
 import yaml
 
+import kustomize
 from common import dig, failed, report, run, schema_check, work
-from configs import is_sidecar_config, sidecar_check, with_local_files
+from configs import check_configmap_configs, is_sidecar_config, sidecar_check
 
-manifests = sorted(p for p in pathlib.Path("k8s").rglob("*") if p.suffix in (".yaml", ".yml"))
-configmaps = 0
-for path in manifests:
+
+def load_docs(path):
+    """The YAML documents of `path`, or None (reported) when it does not parse."""
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except yaml.YAMLError as e:
         report(False, str(path), "YAML", str(e))
-        continue
+        return None
 
-    if path.name in ("kustomization.yaml", "kustomization.yml"):
-        # Not a Kubernetes object: check what it lists instead.
-        k = docs[0] if docs else {}
-        listed = [r for r in k.get("resources") or []]
-        problems = [f"listed but missing: {r}" for r in listed if not (path.parent / r).exists()]
-        here = {p.name for p in path.parent.iterdir()
-                if p.suffix in (".yaml", ".yml") and p.name != path.name}
-        problems += [f"not listed in resources: {f}" for f in sorted(here - set(listed))]
-        report(not problems, str(path), f"kustomization, {len(listed)} resources", "\n".join(problems))
-        if shutil.which("kubectl"):
-            rendered = work / f"kustomize-{path.parent.name}.yaml"
-            rc, out = run(["kubectl", "kustomize", str(path.parent)])
-            if rc != 0:
-                report(False, f"{path} (kubectl kustomize)", "", out)
-            else:
-                rendered.write_text(out)
-                schema_check(rendered, f"{path.parent}/ rendered by kubectl kustomize")
-        else:
-            print(f"skip  {path.parent}/ rendered (kubectl not installed; files checked one by one)")
-        continue
 
-    schema_check(path)
+def check_native_sidecar(path, doc):
+    """A sidecar in an application's pod is a native sidecar (k8s/README.md promises it): an
+    init container with restartPolicy Always, so it starts before the app and stops after it."""
+    pod = kustomize.pod_spec(doc)
+    in_main = [c.get("name") for c in pod.get("containers") or []]
+    if "app" not in in_main or not any(
+            c.get("name") == "sidecar" for c in (pod.get("containers") or []) + (pod.get("initContainers") or [])):
+        return  # no app, or a Deployment of sidecars only (serving fan-out)
+    native = any(c.get("name") == "sidecar" and c.get("restartPolicy") == "Always"
+                 for c in pod.get("initContainers") or [])
+    report(native, f"{path}: native sidecar",
+           "initContainers[sidecar].restartPolicy: Always" if native else
+           "the sidecar must be an init container with restartPolicy: Always")
 
-    # A sidecar in an application's pod is a native sidecar (k8s/README.md promises it): an init
-    # container with restartPolicy Always, so it starts before the app and stops after it.
-    for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") != "Deployment":
+
+def render(folder, label):
+    """`kubectl kustomize` of a form, the output checked against the schemas."""
+    rc, out = run(["kubectl", "kustomize", str(folder)])
+    if rc != 0:
+        report(False, f"{label} (kubectl kustomize)", "", out)
+        return
+    rendered = work / f"kustomize-{folder.name}.yaml"
+    rendered.write_text(out)
+    schema_check(rendered, f"{label} rendered by kubectl kustomize")
+
+
+def check_form(folder, visited):
+    """Every check of one kustomize form (k8s/<form>/)."""
+    k = kustomize.load(folder)
+    problems, _ = kustomize.listing_problems(folder, k)
+    resources = [folder / str(r) for r in k.get("resources") or [] if (folder / str(r)).exists()]
+    generators = k.get("configMapGenerator") or []
+    report(not problems, str(kustomize.kustomization_file(folder)),
+           f"kustomization, {len(resources)} resources, {len(generators)} generated ConfigMaps",
+           "\n".join(problems))
+    visited.add(kustomize.kustomization_file(folder))
+
+    workloads, configmaps = [], {}
+    for path in resources:
+        visited.add(path)
+        docs = load_docs(path)
+        if docs is None:
             continue
-        pod = dig(doc, "spec", "template", "spec") or {}
-        in_main = [c.get("name") for c in pod.get("containers") or []]
-        if "sidecar" not in in_main and not any(
-                c.get("name") == "sidecar" for c in pod.get("initContainers") or []):
-            continue  # a Deployment of sidecars only (serving fan-out)
-        if "app" not in in_main:
-            continue
-        native = any(c.get("name") == "sidecar" and c.get("restartPolicy") == "Always"
-                     for c in pod.get("initContainers") or [])
-        report(native, f"{path}: native sidecar",
-               "initContainers[sidecar].restartPolicy: Always" if native else
-               "the sidecar must be an init container with restartPolicy: Always")
-
-    for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") != "ConfigMap":
-            continue
-        data = doc.get("data") or {}
-        name = (doc.get("metadata") or {}).get("name", "?")
-        configs = []
-        for key, text in data.items():
-            if not key.endswith((".yaml", ".yml")):
+        schema_check(path)
+        for doc in docs:
+            if not isinstance(doc, dict):
                 continue
-            try:
-                parsed = yaml.safe_load(text)
-            except yaml.YAMLError as e:
-                report(False, f"{path}: ConfigMap {name} {key}", "YAML", str(e))
-                continue
-            if is_sidecar_config(parsed):
-                configs.append((key, text, parsed))
-        if not configs:
-            continue
-        # Every key of the ConfigMap, side by side as in the mounted volume, so companion files
-        # a config names relatively (a local credential store) are found.
-        configmaps += 1
-        folder = work / f"configmap-{configmaps}"
-        folder.mkdir()
-        for key, text in data.items():
-            (folder / key).write_text(text)
-        for key, text, parsed in configs:
-            label = f"{path}: ConfigMap {name} {key}"
-            try:
-                local_text, rewritten = with_local_files(text, parsed)
-            except RuntimeError as e:
-                report(False, label, "local copy for sidecar -t", str(e))
-                continue
-            (folder / key).write_text(local_text)
-            sidecar_check(folder / key, label, parsed, rewritten)
+            name = dig(doc, "metadata", "name")
+            if doc.get("kind") in kustomize.WORKLOAD_KINDS:
+                workloads.append((f"{path}: {doc['kind']} {name}", doc))
+                check_native_sidecar(path, doc)
+            if doc.get("kind") == "ConfigMap":
+                configmaps[name] = doc.get("data") or {}
+                # A hand-written ConfigMap keeps its name when its content changes: the pods
+                # mounting it would not roll, so a sidecar config belongs in a generator.
+                held = [key for key, text in (doc.get("data") or {}).items()
+                        if key.endswith((".yaml", ".yml")) and is_sidecar_config(yaml.safe_load(text))]
+                if held:
+                    report(False, f"{path}: ConfigMap {name}",
+                           f"holds sidecar config {', '.join(held)}: generate it (configMapGenerator) "
+                           "so that a change rolls the pods")
+
+    for generated in kustomize.generated_configmaps(folder, k):
+        name = generated["metadata"]["name"]
+        files = dict(kustomize.generator_files(next(g for g in generators if g.get("name") == name)))
+        visited.update(folder / f for f in files.values())
+        manifest = work / f"generated-{folder.name}-{name}.yaml"
+        manifest.write_text(yaml.safe_dump(generated))
+        schema_check(manifest, f"{folder}/kustomization.yaml: configMapGenerator {name}")
+        configmaps[name] = generated["data"]
+        check_configmap_configs(generated["data"],
+                                lambda key: f"{folder / files[key]}: ConfigMap {name} key {key}")
+
+    for label, doc in workloads:
+        missing = [f"volume {v}: ConfigMap {c!r} is neither a resource nor generated here"
+                   for v, c in kustomize.mounted_configmaps(doc) if c not in configmaps]
+        report(not missing, f"{label.split(':')[0]}: ConfigMap volumes",
+               f"{label.split(': ')[1]} mounts only ConfigMaps of this form", "\n".join(missing))
+
+    if shutil.which("kubectl"):
+        render(folder, f"{folder}/")
+    else:
+        print(f"skip  {folder}/ rendered (kubectl not installed; files checked one by one)")
+
+
+visited = set()
+for kustomization in sorted(pathlib.Path("k8s").glob("*/kustomization.y*ml")):
+    check_form(kustomization.parent, visited)
+# Every manifest is checked through a form: one outside any would never be validated.
+stray = [p for p in pathlib.Path("k8s").rglob("*.y*ml") if p not in visited]
+report(not stray, "k8s/", "every manifest belongs to a form", "\n".join(map(str, sorted(stray))))
 
 for path in sorted(pathlib.Path("conf").glob("*.y*ml")):
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        report(False, str(path), "YAML", str(e))
+    docs = load_docs(path)
+    if docs is None:
         continue
-    if is_sidecar_config(doc):
-        sidecar_check(path, str(path), doc)
+    if docs and is_sidecar_config(docs[0]):
+        sidecar_check(path, str(path), docs[0])
     else:
         print(f"skip  {path} (not a gateway config: read through the config that names it)")
 

@@ -127,3 +127,40 @@ def with_local_files(text, doc):
         raise RuntimeError("\n".join(problems))
     return text, [f"{old} -> {new}" for old, new in sorted(replacements.items())]
 
+
+
+_folders = []
+
+
+def check_configmap_configs(data, label_of):
+    """`sidecar -t` on every sidecar config among a ConfigMap's keys (`data`: key → text), in
+    a folder holding every key side by side as the mounted volume does, so that companion files
+    a config names relatively (a local credential store) are found. label_of(key) names a
+    config in the report. Returns how many configs were checked."""
+    configs = []
+    for key, text in data.items():
+        if not key.endswith((".yaml", ".yml")):
+            continue
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            report(False, label_of(key), "YAML", str(e))
+            continue
+        if is_sidecar_config(parsed):
+            configs.append((key, text, parsed))
+    if not configs:
+        return 0
+    folder = work / f"configmap-{len(_folders) + 1}"
+    folder.mkdir()
+    _folders.append(folder)
+    for key, text in data.items():
+        (folder / key).write_text(text)
+    for key, text, parsed in configs:
+        try:
+            local_text, rewritten = with_local_files(text, parsed)
+        except RuntimeError as e:
+            report(False, label_of(key), "local copy for sidecar -t", str(e))
+            continue
+        (folder / key).write_text(local_text)
+        sidecar_check(folder / key, label_of(key), parsed, rewritten)
+    return len(configs)
