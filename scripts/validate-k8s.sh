@@ -9,6 +9,11 @@
 #     pods); no hand-written ConfigMap holds a sidecar config; every ConfigMap a workload mounts
 #     is a resource or a generator of the form. Rendered with `kubectl kustomize` and validated
 #     again when kubectl happens to be installed (CI does not need it);
+#   - each form's opt-in monitoring Component (k8s/<form>/monitoring/, kind Component, not
+#     included by default): its PodMonitor against the keys of the Prometheus Operator's API
+#     (the CRD is not among the Kubernetes schemas), its selector against the pod templates of
+#     the form's sidecar workloads, each endpoint's port against the sidecar container's port
+#     that is admin.address's in the config it reads; with kubectl, the form rendered with it;
 #   - `sidecar -t` on every sidecar config a configMapGenerator lists, and on conf/gateway.yaml
 #     (in a copy whose certificate paths and fan-out URL point at this machine: see
 #     with_local_files in scripts/validate_k8s/configs.py).

@@ -5,7 +5,7 @@ import pathlib, shutil, sys
 
 import yaml
 
-import kustomize
+import kustomize, podmonitor
 from common import dig, failed, report, run, schema_check, work
 from configs import check_configmap_configs, is_sidecar_config, sidecar_check
 
@@ -45,10 +45,50 @@ def render(folder, label):
     schema_check(rendered, f"{label} rendered by kubectl kustomize")
 
 
+def render_with(folder, component):
+    """The PodMonitors `kubectl kustomize` renders once the form includes `component` as the
+    README says (`components: [monitoring]`), in a copy of the form; None when it failed."""
+    copy = work / f"with-{component.name}-{folder.name}"
+    shutil.copytree(folder, copy)
+    k = kustomize.load(copy)
+    k["components"] = list(k.get("components") or []) + [component.name]
+    kustomize.kustomization_file(copy).write_text(yaml.safe_dump(k))
+    rc, out = run(["kubectl", "kustomize", str(copy)])
+    if rc != 0:
+        report(False, f"{folder}/ with {component.name}/ (kubectl kustomize)", "", out)
+        return None
+    return [d for d in yaml.safe_load_all(out) if d and d.get("kind") == "PodMonitor"]
+
+
+def check_component(folder, component, workloads, configmaps, namespace):
+    """The opt-in monitoring Component: what it lists, each PodMonitor against the form, that the
+    form does not include it by default, and (with kubectl) that the form renders with it."""
+    k = kustomize.load(component)
+    problems, inner = kustomize.listing_problems(component, k)
+    problems += [f"{c.name}/: a Component inside a Component" for c in inner]
+    if k.get("apiVersion") != "kustomize.config.k8s.io/v1alpha1":
+        problems.append(f"apiVersion: {k.get('apiVersion')!r}, expected kustomize.config.k8s.io/v1alpha1")
+    if component.name in [str(c).strip("./") for c in kustomize.load(folder).get("components") or []]:
+        problems.append(f"{folder}/kustomization.yaml includes it: it must stay opt-in (no Prometheus "
+                        "Operator, no PodMonitor CRD, and kubectl apply fails)")
+    report(not problems, f"{component}/kustomization.yaml", "Component", "\n".join(problems))
+    for name in k.get("resources") or []:
+        for doc in load_docs(component / name) or []:
+            problems = podmonitor.check(doc, workloads, configmaps)
+            report(not problems, str(component / name),
+                   f"PodMonitor {dig(doc, 'metadata', 'name')}", "\n".join(problems))
+    if shutil.which("kubectl"):
+        monitors = render_with(folder, component)
+        if monitors is not None:
+            ok = bool(monitors) and all(dig(d, "metadata", "namespace") == namespace for d in monitors)
+            report(ok, f"{folder}/ with {component.name}/ rendered by kubectl kustomize",
+                   f"{len(monitors)} PodMonitor(s) in namespace {namespace}")
+
+
 def check_form(folder, visited):
     """Every check of one kustomize form (k8s/<form>/)."""
     k = kustomize.load(folder)
-    problems, _ = kustomize.listing_problems(folder, k)
+    problems, components = kustomize.listing_problems(folder, k)
     resources = [folder / str(r) for r in k.get("resources") or [] if (folder / str(r)).exists()]
     generators = k.get("configMapGenerator") or []
     report(not problems, str(kustomize.kustomization_file(folder)),
@@ -102,6 +142,10 @@ def check_form(folder, visited):
         render(folder, f"{folder}/")
     else:
         print(f"skip  {folder}/ rendered (kubectl not installed; files checked one by one)")
+
+    for component in components:
+        visited.update(component.iterdir())
+        check_component(folder, component, workloads, configmaps, k.get("namespace"))
 
 
 visited = set()
