@@ -34,6 +34,13 @@ def check_native_sidecar(path, doc):
            "the sidecar must be an init container with restartPolicy: Always")
 
 
+def holds_sidecar_config(text):
+    try:
+        return is_sidecar_config(yaml.safe_load(text))
+    except yaml.YAMLError:
+        return False
+
+
 def render(folder, label):
     """`kubectl kustomize` of a form, the output checked against the schemas."""
     rc, out = run(["kubectl", "kustomize", str(folder)])
@@ -115,7 +122,7 @@ def check_form(folder, visited):
                 # A hand-written ConfigMap keeps its name when its content changes: the pods
                 # mounting it would not roll, so a sidecar config belongs in a generator.
                 held = [key for key, text in (doc.get("data") or {}).items()
-                        if key.endswith((".yaml", ".yml")) and is_sidecar_config(yaml.safe_load(text))]
+                        if key.endswith((".yaml", ".yml")) and holds_sidecar_config(text)]
                 if held:
                     report(False, f"{path}: ConfigMap {name}",
                            f"holds sidecar config {', '.join(held)}: generate it (configMapGenerator) "
@@ -135,8 +142,8 @@ def check_form(folder, visited):
     for label, doc in workloads:
         missing = [f"volume {v}: ConfigMap {c!r} is neither a resource nor generated here"
                    for v, c in kustomize.mounted_configmaps(doc) if c not in configmaps]
-        report(not missing, f"{label.split(':')[0]}: ConfigMap volumes",
-               f"{label.split(': ')[1]} mounts only ConfigMaps of this form", "\n".join(missing))
+        report(not missing, f"{label}: ConfigMap volumes", "each a resource or generator of the form",
+               "\n".join(missing))
 
     if shutil.which("kubectl"):
         render(folder, f"{folder}/")

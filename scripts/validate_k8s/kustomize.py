@@ -39,6 +39,8 @@ def generator_problems(k):
     problems = []
     if (k.get("generatorOptions") or {}).get("disableNameSuffixHash"):
         problems.append("generatorOptions.disableNameSuffixHash: a config change would not roll the pods")
+    names = [entry.get("name") for entry in k.get("configMapGenerator") or []]
+    problems += [f"configMapGenerator {n}: named twice" for n in sorted(set(names), key=str) if names.count(n) > 1]
     for entry in k.get("configMapGenerator") or []:
         name = entry.get("name", "?")
         unknown = sorted(set(entry) - GENERATOR_KEYS)
@@ -53,9 +55,9 @@ def generator_problems(k):
 
 
 def listing_problems(folder, k):
-    """Listed files that are missing, and files beside the kustomization it does not list (they
-    would silently not be applied). A subfolder must be a Component (an opt-in part, checked on
-    its own); its name is returned among the second value."""
+    """(problems, Component subfolders): listed files that are missing, files beside the
+    kustomization it does not list (they would silently not be applied), and the generators'
+    problems. A subfolder must be a Component (an opt-in part, checked on its own)."""
     resources = [str(r) for r in k.get("resources") or []]
     generated = [f for e in k.get("configMapGenerator") or [] for _, f in generator_files(e)]
     problems = [f"listed in resources but missing: {r}" for r in resources if not (folder / r).exists()]
@@ -80,7 +82,7 @@ def generated_configmaps(folder, k):
     for entry in k.get("configMapGenerator") or []:
         options = entry.get("options") or {}
         metadata = {"name": entry.get("name")}
-        metadata.update({k: options[k] for k in ("labels", "annotations") if k in options})
+        metadata.update({field: options[field] for field in GENERATOR_OPTION_KEYS if field in options})
         data = {key: (folder / file).read_text() for key, file in generator_files(entry)
                 if (folder / file).is_file()}
         maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})

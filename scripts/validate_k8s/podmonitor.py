@@ -105,9 +105,12 @@ def admin_port(doc, configmaps):
         folder = pathlib.PurePosixPath(mount.get("mountPath", "/"))
         if folder in pathlib.PurePosixPath(path).parents and mount.get("name") in volumes:
             key = str(pathlib.PurePosixPath(path).relative_to(folder))
-            text = (configmaps.get(volumes[mount["name"]]) or {}).get(key)
+            configmap = volumes[mount["name"]]
+            if configmap not in configmaps:
+                return None, f"{path}: ConfigMap {configmap} is not in this form"
+            text = configmaps[configmap].get(key)
             if text is None:
-                return None, f"{path}: no key {key} in ConfigMap {volumes[mount['name']]}"
+                return None, f"{path}: no key {key} in ConfigMap {configmap}"
             address = dig(yaml.safe_load(text), "admin", "address") or DEFAULT_ADMIN_ADDRESS
             host, _, port = str(address).rpartition(":")
             try:
