@@ -56,6 +56,9 @@ def parse_args():
     p.add_argument("--database-url",
                    default="postgresql://postgres@127.0.0.1:5432/test?sslmode=disable",
                    help="the PostgreSQL for --litellm-keys (a schema is created and dropped)")
+    p.add_argument("--streams", type=int, default=0, metavar="N",
+                   help="after the closed loops, hold N streams open through each path "
+                        "(SSE, 20 events over 2 s) and report its memory per stream")
     p.add_argument("--perf", default="", help="path name to profile with perf record")
     p.add_argument("--perf-concurrency", type=int, default=32)
     return p.parse_args()
@@ -101,7 +104,7 @@ def start(args, workdir, started, schema=None):
     provider port it uses, which every sidecar variant shares. With `schema` (a
     `keys_db.KeysSchema`), each sidecar also runs as NAME-keys over it, and `direct` is a path."""
     provider = services.Provider(os.path.join(args.release, "examples/bench_provider"), workdir,
-                                 1024, 0, 3, 300)
+                                 1024, 0, 20, 2000)
     started.append(provider)  # the caller's list: stopped even when a later start fails
     ways = []
     if schema:
@@ -200,12 +203,36 @@ def main():
                       flush=True)
             if schema:
                 print_key_ratios(median)
+        if args.streams:
+            held_streams(args, provider, ways)
     finally:
         for service in reversed(started):
             service.stop()
         if schema:
             schema.drop()
             print(f"dropped schema {schema.name}", flush=True)
+
+
+def held_streams(args, provider, ways):
+    """`args.streams` streams held open through each path at once (closed loop on the SSE
+    path for 6 s, three streams' length): the proxy's RSS before and at its peak, the growth
+    per stream, and the provider's peak connections."""
+    print(f"{args.streams} streams held open (RSS idle → peak MB, KB per stream, "
+          f"provider peak connections, streams served)")
+    for name, way in ways:
+        if not way.server or not way.url.endswith(f"{ROUTE_PREFIX}/v1/chat/completions"):
+            continue  # the direct path has no proxy to measure; model routes stream the same
+        url = way.url.replace("/v1/chat/completions", "/v1/stream")
+        idle_mb = sum(measure.rss_kib(pid) for pid in way.pids()) / 1024
+        provider.stats(reset_peak=True)
+        stream_way = driver.Way(way.name, url, way.headers, way.server)
+        result = driver.measured(stream_way, provider, lambda: measure.wrk_closed_loop(
+            url, args.streams, 6, way.headers))
+        peak = provider.stats()[way.name]["peak_open"]
+        per_stream_kb = (result["peak_rss_mb"] - idle_mb) * 1024 / args.streams
+        print(f"  {name:12} {idle_mb:6.1f} → {result['peak_rss_mb']:6.1f}  {per_stream_kb:6.1f}"
+              f"  {peak:5}  {result['provider_requests']:6}  errors {result['errors']}",
+              flush=True)
 
 
 def print_key_ratios(median):
