@@ -3,10 +3,12 @@ counted by callgrind: steadier than CPU time on a shared VM. One sidecar process
 `valgrind --tool=callgrind --instr-atstart=no`) serves both routes of the load benchmark's
 config (`services.Sidecar`); after a warm-up of each route, instrumentation is switched on for
 exactly `--requests` sequential keep-alive requests (one connection, c=1) to one route, then
-off, and the counts are dumped; the routes alternate for `--rounds` rounds. Build first with
-`cargo build --release --bin sidecar --example bench_provider`.
+off, and the counts are dumped; the routes alternate for `--rounds` rounds. `--bare` counts
+bare Pingora (`examples/bare_pingora.rs`, under its own callgrind) the same way, as path
+`bare`. Build first with
+`cargo build --release --bin sidecar --example bench_provider --example bare_pingora`.
 
-    python3 benches/load/instructions.py --requests 2000 --rounds 2
+    python3 benches/load/instructions.py --requests 2000 --rounds 2 [--bare]
 
 Counts cover every thread of the sidecar (the access-log writer too), over the requests sent
 while instrumentation was on.
@@ -38,13 +40,14 @@ def parse_args():
     p.add_argument("--requests", type=int, default=2000, help="instrumented requests per route")
     p.add_argument("--warmup", type=int, default=500, help="uninstrumented requests per route")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--bare", action="store_true", help="also count bare Pingora (path `bare`)")
     return p.parse_args()
 
 
 def under_callgrind(binary, workdir):
     """A wrapper that execs `binary` under callgrind (so the pid is valgrind's, which
     `callgrind_control` addresses)."""
-    path = os.path.join(workdir, "sidecar-callgrind.sh")
+    path = os.path.join(workdir, f"{os.path.basename(binary)}-callgrind.sh")
     out = os.path.join(workdir, "callgrind.out.%p")
     with open(path, "w") as f:
         f.write(f'#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no '
@@ -98,15 +101,22 @@ def main():
         binary = under_callgrind(os.path.join(args.release, "sidecar"), args.workdir)
         sidecar = services.Sidecar(binary, args.workdir, provider, args.threads, 100, 5, "info")
         started.append(sidecar)
-        pid = sidecar.proc.pid
-        for path in PATHS.values():
-            send(sidecar.port, path, args.warmup)
-        seen, counts = set(), {name: [] for name in PATHS}
+        # name (also the provider port it arrives on) → (callgrind's pid, proxy port, path)
+        targets = {name: (sidecar.proc.pid, sidecar.port, path) for name, path in PATHS.items()}
+        if args.bare:
+            bare = services.BarePingora(
+                under_callgrind(os.path.join(args.release, "examples/bare_pingora"), args.workdir),
+                args.workdir, provider, args.threads)
+            started.append(bare)
+            targets["bare"] = (bare.proc.pid, bare.port, PATHS["sidecar"])
+        for _, port, path in targets.values():
+            send(port, path, args.warmup)
+        seen, counts = set(), {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, path in PATHS.items():
+            for name, (pid, port, path) in targets.items():
                 before = provider.stats()[name]
                 control(pid, "-i", "on")
-                send(sidecar.port, path, args.requests)
+                send(port, path, args.requests)
                 control(pid, "-i", "off")
                 control(pid, "-d")
                 after = provider.stats()[name]
