@@ -52,6 +52,7 @@ fn binding(route: &Route) -> Binding {
             api_key: Secret::new(API_KEY.to_string()),
             api_base: None,
             api_version: None,
+            header_values: Default::default(),
         }),
         upstream: route.upstream.clone().expect("upstream"),
         target: route.target.clone().expect("target"),

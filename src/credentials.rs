@@ -25,6 +25,13 @@ pub mod values;
 /// Every key lives in a [`Secret`] (the leaf module [`crate::secret`], which config and the
 /// database code import too).
 pub use crate::secret::Secret;
+
+use std::sync::OnceLock;
+
+use http::HeaderValue;
+
+use crate::providers::{AuthStyle, BEARER_PREFIX};
+
 pub use cache::{CredentialCache, Lookup, Snapshot};
 
 /// A decrypted credential, ready to inject.
@@ -40,6 +47,32 @@ pub struct Credential {
     pub api_base: Option<String>,
     /// `api_version`, when set (Azure's `api-version` query parameter).
     pub api_version: Option<String>,
+    /// The key as header values, made on first use ([`Credential::header_value`]).
+    pub header_values: HeaderValues,
+}
+
+/// A credential's key as the header values the auth styles send (`Bearer KEY`, `KEY`), made
+/// once per snapshot rather than once per request, and zeroized when the snapshot (and the last
+/// request using it) lets go of them. A request's copy is a reference count, not a copy of the
+/// key.
+#[derive(Debug, Default)]
+pub struct HeaderValues {
+    bearer: OnceLock<Option<HeaderValue>>,
+    plain: OnceLock<Option<HeaderValue>>,
+}
+
+impl Credential {
+    /// The key as `auth` sends it (its prefix, then the key), marked sensitive; `None` when the
+    /// key holds bytes a header cannot.
+    pub fn header_value(&self, auth: &AuthStyle) -> Option<HeaderValue> {
+        let prefix = auth.value_prefix();
+        let make = || self.api_key.to_header_value(prefix).ok();
+        match prefix {
+            BEARER_PREFIX => self.header_values.bearer.get_or_init(make).clone(),
+            "" => self.header_values.plain.get_or_init(make).clone(),
+            _ => make(),
+        }
+    }
 }
 
 /// Reads the salt key: the variable named by `credentials.salt_key_env`, else

@@ -45,6 +45,9 @@ pub enum AuthStyle {
     },
 }
 
+/// The prefix of an `Authorization: Bearer` value.
+pub const BEARER_PREFIX: &str = "Bearer ";
+
 /// The config spellings of [`AuthStyle`], for error messages.
 pub const PROVIDER_NAMES: [&str; 5] = ["openai", "anthropic", "azure", "gemini", "header"];
 
@@ -60,12 +63,12 @@ impl AuthStyle {
         }
     }
 
-    /// The header value for `key`: the key with the style's prefix.
-    pub fn header_value(&self, key: &str) -> String {
+    /// What goes before the key in the header's value (`Bearer ` for OpenAI's style).
+    pub fn value_prefix(&self) -> &str {
         match self {
-            AuthStyle::OpenAi => format!("Bearer {key}"),
-            AuthStyle::Header { prefix, .. } => format!("{prefix}{key}"),
-            AuthStyle::Anthropic | AuthStyle::Azure | AuthStyle::Gemini => key.to_string(),
+            AuthStyle::OpenAi => BEARER_PREFIX,
+            AuthStyle::Header { prefix, .. } => prefix,
+            AuthStyle::Anthropic | AuthStyle::Azure | AuthStyle::Gemini => "",
         }
     }
 
@@ -164,12 +167,12 @@ mod tests {
         ];
         for (style, header, value) in cases {
             assert_eq!(style.header_name().as_str(), header);
-            assert_eq!(style.header_value("k"), value);
+            assert_eq!(format!("{}k", style.value_prefix()), value);
         }
         let custom =
             AuthStyle::from_config("header", Some("X-Custom-Key"), Some("Token ")).expect("valid");
         assert_eq!(custom.header_name().as_str(), "x-custom-key");
-        assert_eq!(custom.header_value("k"), "Token k");
+        assert_eq!(custom.value_prefix(), "Token ");
     }
 
     #[test]

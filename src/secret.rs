@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+use http::header::{HeaderValue, InvalidHeaderValue};
 use zeroize::Zeroizing;
 
 /// What `Debug` and `Display` print in place of a secret.
@@ -40,6 +42,28 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// `prefix` then the secret, as a header value marked sensitive (printed as `Sensitive`),
+    /// whose bytes are zeroized when its last clone is dropped. Fails on bytes a header value
+    /// cannot hold (the error carries no value).
+    pub fn to_header_value(&self, prefix: &str) -> Result<HeaderValue, InvalidHeaderValue> {
+        let mut text = Zeroizing::new(Vec::with_capacity(prefix.len() + self.0.len()));
+        text.extend_from_slice(prefix.as_bytes());
+        text.extend_from_slice(self.0.as_bytes());
+        // Shared without a copy (`from_maybe_shared` takes `Bytes` as they are).
+        let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(ZeroizedOnDrop(text)))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// Bytes zeroized when dropped, as the owner of a [`Bytes`].
+struct ZeroizedOnDrop(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for ZeroizedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -65,6 +89,17 @@ mod tests {
         assert_eq!(format!("{secret:?}"), REDACTED);
         assert_eq!(format!("{:?}", Some(&secret)), "Some([redacted])");
         assert_eq!(secret.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn a_header_value_holds_prefix_and_key_and_prints_as_sensitive() {
+        let secret = Secret::new("sk-live-123".to_string());
+        let value = secret.to_header_value("Bearer ").expect("valid");
+        assert_eq!(value.as_bytes(), b"Bearer sk-live-123");
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("sk-live"));
+        let broken = Secret::new("sk\nx".to_string());
+        assert!(broken.to_header_value("").is_err());
     }
 
     #[test]

@@ -196,6 +196,7 @@ mod tests {
             api_key: Secret::new(key.into()),
             api_base: None,
             api_version: None,
+            header_values: Default::default(),
         }
     }
 
@@ -207,6 +208,27 @@ mod tests {
                 .collect(),
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn a_credential_makes_each_header_value_once_and_shares_it() {
+        use crate::providers::AuthStyle;
+        let c = credential("a", "sk-1");
+        let first = c.header_value(&AuthStyle::OpenAi).expect("valid");
+        let again = c.header_value(&AuthStyle::OpenAi).expect("valid");
+        assert_eq!(first.as_bytes(), b"Bearer sk-1");
+        // The same bytes, not a copy of the key per request.
+        assert_eq!(first.as_bytes().as_ptr(), again.as_bytes().as_ptr());
+        let plain = c.header_value(&AuthStyle::Azure).expect("valid");
+        assert_eq!(plain.as_bytes(), b"sk-1");
+        let custom = AuthStyle::from_config("header", Some("X-Key"), Some("Token ")).expect("ok");
+        assert_eq!(
+            c.header_value(&custom).expect("valid").as_bytes(),
+            b"Token sk-1"
+        );
+        assert!(credential("b", "bad\r\nkey")
+            .header_value(&AuthStyle::OpenAi)
+            .is_none());
     }
 
     #[test]

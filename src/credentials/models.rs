@@ -155,6 +155,7 @@ pub fn deployment(
             api_key,
             api_base,
             api_version,
+            header_values: Default::default(),
         }),
         provider,
         model: provider_model.to_string(),

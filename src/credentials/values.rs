@@ -119,6 +119,7 @@ impl ValueReader<'_> {
             api_key,
             api_base,
             api_version,
+            header_values: Default::default(),
         })
     }
 }

@@ -52,15 +52,12 @@ pub fn rewrite_request(
         Some(len) => framing::replace_body_length(req, len)?,
         None => framing::single_content_length(req)?,
     }
-    let mut value = HeaderValue::from_str(&auth.header_value(credential.api_key.expose()))
-        .map_err(|_| {
-            format!(
-                "credential {:?} cannot be sent in a header",
-                credential.name
-            )
-        })?;
-    // Sensitive values print as "Sensitive" in Debug output (Pingora logs request headers at debug).
-    value.set_sensitive(true);
+    let value = credential.header_value(auth).ok_or_else(|| {
+        format!(
+            "credential {:?} cannot be sent in a header",
+            credential.name
+        )
+    })?;
     insert(req, auth.header_name(), value)?;
     if *auth == AuthStyle::Anthropic && !req.headers.contains_key("anthropic-version") {
         insert(

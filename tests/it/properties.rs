@@ -120,6 +120,7 @@ proptest! {
                 api_key: secret,
                 api_base: None,
                 api_version: None,
+                header_values: Default::default(),
             }),
             upstream: route.upstream.clone().expect("upstream"),
             target: route.target.clone().expect("target"),

@@ -95,6 +95,7 @@ fn credential(name: &str, key: &str) -> Arc<Credential> {
         api_key: Secret::new(key.into()),
         api_base: None,
         api_version: None,
+        header_values: Default::default(),
     })
 }
 

@@ -32,6 +32,7 @@ fn credential(api_version: Option<&str>) -> Credential {
         api_key: Secret::new(KEY.into()),
         api_base: None,
         api_version: api_version.map(str::to_string),
+        header_values: Default::default(),
     }
 }
 
