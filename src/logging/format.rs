@@ -41,12 +41,16 @@ pub struct TextFields<'a> {
     pub fields: &'a mut Vec<u8>,
     /// For values that only `Debug`/`Display` can write (reused, no allocation once grown).
     pub scratch: &'a mut String,
+    /// Whether the event is a bridged `log` record (whose `log.*` fields are left out): only
+    /// those are checked, the access line's 17 fields are not.
+    pub bridged: bool,
 }
 
 impl TextFields<'_> {
     /// Writes ` key=` and returns true, unless the field is not written.
+    #[inline]
     fn key(&mut self, field: &Field) -> bool {
-        if is_log_origin(field) {
+        if self.bridged && is_log_origin(field) {
             return false;
         }
         self.fields.push(b' ');

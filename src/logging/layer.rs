@@ -85,7 +85,7 @@ thread_local! {
 }
 
 impl LineLayer {
-    fn write(&self, event: &Event<'_>, level: &Level, target: &str) {
+    fn write(&self, event: &Event<'_>, level: &Level, target: &str, bridged: bool) {
         let ts = humantime::format_rfc3339_millis(SystemTime::now());
         let redacting = foreign(target);
         match self.format {
@@ -108,6 +108,7 @@ impl LineLayer {
                         message,
                         fields,
                         scratch,
+                        bridged,
                     });
                     if redacting {
                         redact(message);
@@ -163,7 +164,7 @@ impl<S: Subscriber> Layer<S> for LineLayer {
         let (level, target) = (metadata.level(), metadata.target());
         // Checked again: a `log` record's own target is only known here.
         if allowed(level, target) {
-            self.write(event, level, target);
+            self.write(event, level, target, normalized.is_some());
         }
     }
 }
