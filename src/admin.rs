@@ -99,7 +99,7 @@ async fn put_log_level(session: &mut ServerSession) -> Response<Vec<u8>> {
     match wanted.parse::<log::LevelFilter>() {
         Ok(level) if text.len() <= 64 => {
             crate::logging::set_level(level);
-            log::warn!("admin: log level set to {level} (until the next restart)");
+            tracing::warn!("admin: log level set to {level} (until the next restart)");
             json_response(
                 StatusCode::OK,
                 &json!({ "level": level.to_string().to_lowercase() }),

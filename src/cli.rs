@@ -194,6 +194,7 @@ pub fn main() -> ExitCode {
                 }
             };
             crate::logging::init(config.log.level, config.log.format, !cli.daemon);
+            crate::otel::init(cli.daemon);
             crate::hardening::log_failures(&hardening);
             let options = RunOptions {
                 upgrade: cli.upgrade,

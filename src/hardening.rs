@@ -37,7 +37,7 @@ pub fn apply() -> Vec<String> {
 /// Logs each failure of [`apply`] as a warning (once the logger is set up).
 pub fn log_failures(failures: &[String]) {
     for failure in failures {
-        log::warn!("{failure}");
+        tracing::warn!("{failure}");
     }
 }
 

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod named_state;
+pub mod otel;
 pub mod percent;
 pub mod providers;
 pub mod proxy;

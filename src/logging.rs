@@ -1,33 +1,39 @@
 //! Log setup: `log.level` from the config, overridden by `RUST_LOG` when set; lines on stderr as
 //! text (`log.format: text`) or one JSON object per line (`log.format: json`).
 //!
-//! Structured fields travel as `log` key-values (the access line is one `access` record with
-//! `route`, `status`, … fields), so both formats carry the same data: text writes them as
-//! `key=value`, JSON as members of the line's object.
+//! The sidecar logs with `tracing`; a `tracing-subscriber` registry carries one layer of ours
+//! ([`layer`]) that writes the lines. Pingora and tokio-postgres log with `log`: tracing-log's
+//! bridge turns their records into events for the same layer. Structured fields stay fields
+//! (the access line is one `access` event with `route`, `status`, … fields), so both formats
+//! carry the same data: text writes them as `key=value`, JSON as members of the line's object.
 //!
-//! Other crates' DEBUG and TRACE records are always dropped, whatever the level asked for:
+//! Other crates' DEBUG and TRACE events are always dropped, whatever the level asked for:
 //! Pingora's print raw request heads (a client's `Authorization` and token included), upstream
 //! request bytes (the injected credential) and response bodies; tokio-postgres prints statement
-//! parameters. Their INFO and above are kept, with anything after `buf:` (the raw head Pingora
-//! attaches to a parse error) replaced by `[request bytes redacted]`. Everything the sidecar
-//! logs itself names credentials, never their values.
+//! parameters; h2 (through `tracing`) prints frames. Their INFO and above are kept, with anything
+//! after `buf:` (the raw head Pingora attaches to a parse error) replaced by
+//! `[request bytes redacted]`. Everything the sidecar logs itself names credentials, never their
+//! values.
+//!
+//! No span is opened per request for logging: the request's trace span, when the OTLP exporter
+//! is on, is an OpenTelemetry span kept in the request's state (see [`crate::otel`]).
 //!
 //! Lines are formatted by the thread that logs and written by a writer thread, many per write
 //! ([`sink`]): the access line is written for every request, and a request must not wait for
 //! stderr.
 
 mod format;
+mod layer;
 mod sink;
 
-use std::cell::RefCell;
-use std::io::Write;
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use log::{LevelFilter, Log, Metadata, Record};
+use log::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
 
 use crate::config::LogFormat;
-use format::{json_line, write_text};
+use layer::LineLayer;
 use sink::Sink;
 
 /// The one sink every line goes through (its writer thread starts with [`init`]).
@@ -36,80 +42,33 @@ static SINK: Sink = Sink::new();
 /// The target of the access records (one per request).
 pub const ACCESS_TARGET: &str = "access";
 
-/// Filters records (the level asked for, and the secret rules below), formats them and hands
-/// the line to the [`Sink`].
-struct SecretSafeLogger {
-    format: LogFormat,
-}
-
 /// The level filter in force: from `log.level` / `RUST_LOG` at start, replaced by
-/// [`set_level`] (the admin's `PUT /log-level`). One atomic load per log call.
+/// [`set_level`] (the admin's `PUT /log-level`). Read when a callsite registers, and once per
+/// `log` record.
 static FILTER: std::sync::LazyLock<ArcSwap<env_filter::Filter>> =
     std::sync::LazyLock::new(|| ArcSwap::from_pointee(env_filter::Builder::new().build()));
 
-/// Whether a record comes from another crate than the sidecar.
-fn foreign(metadata: &Metadata<'_>) -> bool {
-    let target = metadata.target();
-    !(target == "sidecar" || target.starts_with("sidecar::") || target == ACCESS_TARGET)
-}
-
-/// Whether a record may be written at all.
-fn allowed(metadata: &Metadata<'_>) -> bool {
-    metadata.level() <= log::Level::Info || !foreign(metadata)
-}
-
-/// Where raw request bytes start in another crate's message, if anywhere.
-const RAW_BYTES_MARKER: &str = "buf:";
-
-/// Another crate's message with the raw request bytes cut off, when it carries any.
-fn redacted(message: &str) -> Option<String> {
-    let at = message.find(RAW_BYTES_MARKER)?;
-    Some(format!("{}[request bytes redacted]", &message[..at]))
-}
-
-thread_local! {
-    /// Each thread formats its lines here (no allocation per line once it has grown).
-    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-impl SecretSafeLogger {
-    fn write(&self, record: &Record<'_>) {
-        let ts = humantime::format_rfc3339_millis(SystemTime::now());
-        LINE.with(|line| {
-            let mut line = line.borrow_mut();
-            line.clear();
-            let written = match self.format {
-                LogFormat::Text => write_text(&mut line, &ts, record),
-                LogFormat::Json => writeln!(line, "{}", json_line(&ts.to_string(), record)),
-            };
-            if written.is_ok() {
-                SINK.push(&line);
-            }
-        });
+/// `log`'s level as `tracing`'s.
+fn tracing_level(level: LevelFilter) -> tracing::level_filters::LevelFilter {
+    use tracing::level_filters::LevelFilter as T;
+    match level {
+        LevelFilter::Off => T::OFF,
+        LevelFilter::Error => T::ERROR,
+        LevelFilter::Warn => T::WARN,
+        LevelFilter::Info => T::INFO,
+        LevelFilter::Debug => T::DEBUG,
+        LevelFilter::Trace => T::TRACE,
     }
 }
 
-impl Log for SecretSafeLogger {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        allowed(metadata) && FILTER.load().enabled(metadata)
-    }
+/// The most verbose `log` record that can be written: other crates' DEBUG and TRACE never are,
+/// and every `log` record is another crate's, so their macros stop at INFO for nothing.
+fn log_max(level: LevelFilter) -> LevelFilter {
+    level.min(LevelFilter::Info)
+}
 
-    fn log(&self, record: &Record<'_>) {
-        if !allowed(record.metadata()) || !FILTER.load().matches(record) {
-            return;
-        }
-        if !foreign(record.metadata()) {
-            return self.write(record);
-        }
-        // Formatted once: checked for raw bytes, then written as it is or cut.
-        let message = record.args().to_string();
-        let message = redacted(&message).unwrap_or(message);
-        self.write(&record.to_builder().args(format_args!("{message}")).build());
-    }
-
-    fn flush(&self) {
-        SINK.flush();
-    }
+fn write_to_sink(line: &[u8]) {
+    SINK.push(line);
 }
 
 /// Installs the logger on stderr and, when `threaded`, starts its writer thread (not before a
@@ -122,24 +81,33 @@ pub fn init(level: LevelFilter, format: LogFormat, threaded: bool) {
     }
     let filter = filter.build();
     let max = filter.filter();
-    if log::set_boxed_logger(Box::new(SecretSafeLogger { format })).is_ok() {
-        FILTER.store(std::sync::Arc::new(filter));
-        log::set_max_level(max);
-        if threaded {
-            let _ = std::thread::Builder::new()
-                .name("log writer".into())
-                .spawn(|| SINK.run_writer());
-        }
+    FILTER.store(Arc::new(filter));
+    let subscriber = tracing_subscriber::registry().with(LineLayer {
+        format,
+        out: write_to_sink,
+    });
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        return;
+    }
+    let _ = tracing_log::LogTracer::builder()
+        .with_max_level(log_max(max))
+        .init();
+    if threaded {
+        let _ = std::thread::Builder::new()
+            .name("log writer".into())
+            .spawn(|| SINK.run_writer());
     }
 }
 
 /// Replaces the level in force (`RUST_LOG`'s directives included) with `level`, for every
 /// target, until the next restart. Other crates' DEBUG and TRACE records stay dropped.
 pub fn set_level(level: LevelFilter) {
-    FILTER.store(std::sync::Arc::new(
+    FILTER.store(Arc::new(
         env_filter::Builder::new().filter_level(level).build(),
     ));
-    log::set_max_level(level);
+    log::set_max_level(log_max(level));
+    // Every callsite is asked again (see `layer`), and tracing's max level follows.
+    tracing::callsite::rebuild_interest_cache();
 }
 
 /// The most verbose level in force.
@@ -153,31 +121,4 @@ pub fn flush() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn other_crates_debug_and_trace_are_never_allowed() {
-        let meta = |level, target| Metadata::builder().level(level).target(target).build();
-        let pingora = "pingora_core::protocols::http::v1::server";
-        assert!(!allowed(&meta(log::Level::Trace, pingora)));
-        assert!(!allowed(&meta(log::Level::Debug, pingora)));
-        assert!(!allowed(&meta(log::Level::Debug, "tokio_postgres::query")));
-        assert!(allowed(&meta(log::Level::Info, pingora)));
-        assert!(allowed(&meta(log::Level::Error, pingora)));
-        assert!(allowed(&meta(log::Level::Trace, "sidecar::proxy")));
-        assert!(allowed(&meta(log::Level::Info, ACCESS_TARGET)));
-    }
-
-    #[test]
-    fn raw_request_bytes_in_other_crates_messages_are_cut_off() {
-        let message = "Fail to proxy: Downstream InvalidHTTPHeader context: buf: \
-                       GET / HTTP/1.1\\r\\nAuthorization: Bearer sk-secret";
-        let cut = redacted(message).expect("redacted");
-        assert_eq!(
-            cut,
-            "Fail to proxy: Downstream InvalidHTTPHeader context: [request bytes redacted]"
-        );
-        assert_eq!(redacted("Fail to proxy: connection refused"), None);
-    }
-}
+mod tests;

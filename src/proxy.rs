@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use log::{info, trace, warn};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use tracing::{info, trace, warn};
 
 use crate::config::Backend;
 use crate::credentials::CredentialCache;
@@ -121,6 +121,7 @@ impl ProxyHttp for SidecarProxy {
         crate::downstream::mark_head_read();
         trace!("request head read");
         ctx.request_id = request_id::for_request(session.req_header());
+        ctx.span = crate::otel::RequestSpan::start(session.req_header());
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -275,6 +276,9 @@ impl ProxyHttp for SidecarProxy {
                 Error::new(ErrorType::InternalError)
             },
         )?;
+        if let Some(span) = &ctx.span {
+            span.inject(upstream_request)?;
+        }
         upstream_request.insert_header(request_id::REQUEST_ID, ctx.request_id.as_str())
     }
 

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use log::{info, warn};
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use tracing::{info, warn};
 
 use crate::admin::AdminApp;
 use crate::config::Config;
@@ -151,7 +151,9 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         },
     ));
     server.run(RunArgs::default());
-    // Stopped (SIGTERM, SIGQUIT): the logger's last lines go out before the process exits.
+    // Stopped (SIGTERM, SIGQUIT): the last spans and the logger's last lines go out before the
+    // process exits.
+    crate::otel::shutdown();
     crate::logging::flush();
     std::process::exit(0)
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use log::warn;
+use tracing::warn;
 
 use crate::config::{Backend, Config};
 use crate::credentials::cipher::Keys;

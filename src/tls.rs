@@ -16,13 +16,13 @@ use async_trait::async_trait;
 use boring::pkey::{PKey, Private};
 use boring::ssl::{SslVerifyMode, SslVersion};
 use boring::x509::X509;
-use log::{error, info};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{TlsAccept, TlsAcceptCallbacks};
 use pingora::protocols::tls::TlsRef;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
+use tracing::{error, info};
 
 use crate::config::ListenerTls;
 use crate::identity::ClientIdentity;

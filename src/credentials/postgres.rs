@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use log::warn;
+use tracing::warn;
 
 use super::cipher::Keys;
 use super::rows::{self, StoredRows};

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use log::{error, info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::{Mutex, Notify};
+use tracing::{error, info, warn};
 
 use super::cache::{CredentialCache, Deployments, Snapshot};
 use super::source::{CredentialSource, LoadOutcome};

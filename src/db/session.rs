@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use log::{debug, info, warn};
 use tokio::sync::{Mutex, Notify};
 use tokio_postgres::{AsyncMessage, Client};
+use tracing::{debug, info, warn};
 
 pub use super::error::pg_error;
 use super::{litellm, Database, DbError};

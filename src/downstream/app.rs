@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use log::debug;
 use pingora::apps::ServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::ClientConnections;
 use crate::config::Limits;

@@ -15,11 +15,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
-use log::{debug, info};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::{debug, info};
 
 use super::{entity_tag, FanoutHub, MAX_WAIT_SECONDS, SNAPSHOT_PATH};
 use crate::config::WatcherGrant;

@@ -15,13 +15,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use http::header;
-use log::{info, warn};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
 use super::SNAPSHOT_PATH;
 use crate::config::WatchSettings;

@@ -1,102 +1,119 @@
 //! The two line formats: text (`[ts LEVEL target] message key=value …`) and JSON (one object
-//! per line). Fields are the record's `log` key-values; both formats carry the same data.
+//! per line). Fields are the event's `tracing` fields; both formats carry the same data.
+//!
+//! A `tracing` event hands its fields to a visitor in declaration order, the message last
+//! (`info!(route = …, "request")`), so the text visitor writes the message and the fields into
+//! two buffers that the line puts together. `log` records bridged by tracing-log carry their
+//! origin as `log.target`, `log.file`, … fields: those are not written (the target is the
+//! line's own).
 
-use std::fmt::Display;
+use std::fmt::{self, Debug, Write as _};
 use std::io::{self, Write};
 
-use log::kv::{Key, Value, VisitSource};
-use log::Record;
 use serde_json::{Map, Value as Json};
-
-/// `[ts LEVEL target] message key=value …` and a newline, appended to `out`. The access line is
-/// written for every request, so it is written byte by byte where it can be: names, static
-/// messages and borrowed strings are copied as they are and integers with `itoa`, not through
-/// `fmt`. Values with anything but `[A-Za-z0-9-_.:/[]@]` are quoted (Rust's string escapes).
-pub fn write_text(out: &mut Vec<u8>, ts: &dyn Display, record: &Record<'_>) -> io::Result<()> {
-    write!(out, "[{ts} ")?;
-    out.extend_from_slice(padded_level(record.level()).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(record.target().as_bytes());
-    out.extend_from_slice(b"] ");
-    match record.args().as_str() {
-        Some(message) => out.extend_from_slice(message.as_bytes()),
-        None => out.write_fmt(*record.args())?,
-    }
-    let mut fields = TextFields { out, failed: None };
-    let _ = record.key_values().visit(&mut fields);
-    if let Some(error) = fields.failed {
-        return Err(error);
-    }
-    out.push(b'\n');
-    Ok(())
-}
+use tracing::field::{Field, Visit};
+use tracing::Level;
 
 /// The level as `{:<5}` writes it.
-fn padded_level(level: log::Level) -> &'static str {
-    match level {
-        log::Level::Error => "ERROR",
-        log::Level::Warn => "WARN ",
-        log::Level::Info => "INFO ",
-        log::Level::Debug => "DEBUG",
-        log::Level::Trace => "TRACE",
+pub fn padded_level(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARN ",
+        Level::INFO => "INFO ",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
     }
 }
 
-/// Appends each key-value as ` key=value`; keeps the first write error.
-struct TextFields<'a> {
-    out: &'a mut Vec<u8>,
-    failed: Option<io::Error>,
+/// Whether a field is tracing-log's record of where a `log` record came from.
+fn is_log_origin(field: &Field) -> bool {
+    field.name().starts_with("log.")
 }
 
-impl<'kvs> VisitSource<'kvs> for TextFields<'_> {
-    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
-        let out = &mut *self.out;
-        out.push(b' ');
-        out.extend_from_slice(key.as_str().as_bytes());
-        out.push(b'=');
-        let written = if let Some(n) = value.to_u64() {
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            Ok(())
-        } else if let Some(n) = value.to_i64() {
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            Ok(())
-        } else if let Some(b) = value.to_bool() {
-            out.extend_from_slice(if b { b"true" } else { b"false" });
-            Ok(())
-        } else if let Some(f) = value.to_f64() {
-            write!(out, "{}", Json::from(f))
-        } else if let Some(s) = value.to_borrowed_str() {
-            write_text_value(out, s)
-        } else {
-            write_text_value(out, &value.to_string())
-        };
-        written.map_err(|error| {
-            self.failed = Some(error);
-            log::kv::Error::msg("log line not written")
-        })
+/// Collects a text line's message and ` key=value` fields. The access line is written for every
+/// request, so it is written byte by byte where it can be: names and borrowed strings are copied
+/// as they are and integers with `itoa`, not through `fmt`. Values with anything but
+/// `[A-Za-z0-9-_.:/[]@]` are quoted (Rust's string escapes).
+pub struct TextFields<'a> {
+    /// The message, as written.
+    pub message: &'a mut Vec<u8>,
+    /// ` key=value` for each other field.
+    pub fields: &'a mut Vec<u8>,
+    /// For values that only `Debug`/`Display` can write (reused, no allocation once grown).
+    pub scratch: &'a mut String,
+    /// Whether the event is a bridged `log` record (whose `log.*` fields are left out): only
+    /// those are checked, the access line's 17 fields are not.
+    pub bridged: bool,
+}
+
+impl TextFields<'_> {
+    /// Writes ` key=` and returns true, unless the field is not written.
+    #[inline]
+    fn key(&mut self, field: &Field) -> bool {
+        if self.bridged && is_log_origin(field) {
+            return false;
+        }
+        self.fields.push(b' ');
+        self.fields.extend_from_slice(field.name().as_bytes());
+        self.fields.push(b'=');
+        true
     }
 }
 
-fn write_text_value(out: &mut Vec<u8>, value: &str) -> io::Result<()> {
+impl Visit for TextFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.extend_from_slice(value.as_bytes());
+        } else if self.key(field) {
+            write_text_value(self.fields, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field) {
+            self.fields
+                .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field) {
+            self.fields
+                .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field) {
+            self.fields
+                .extend_from_slice(if value { b"true" } else { b"false" });
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.key(field) {
+            let _ = write!(self.fields, "{}", Json::from(value));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        if field.name() == "message" {
+            // `format_args!` messages: their `Debug` is their `Display`.
+            let _ = write!(self.message, "{value:?}");
+        } else if self.key(field) {
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{value:?}");
+            write_text_value(self.fields, self.scratch);
+        }
+    }
+}
+
+fn write_text_value(out: &mut Vec<u8>, value: &str) {
     if is_bare(value) {
         out.extend_from_slice(value.as_bytes());
-        Ok(())
     } else {
-        write!(out, "{value:?}")
+        let _ = write!(out, "{value:?}");
     }
-}
-
-/// `{"ts":…,"level":…,"target":…,"message":…, fields…}`.
-pub fn json_line(ts: &str, record: &Record<'_>) -> String {
-    let mut object = Map::new();
-    object.insert("ts".into(), ts.into());
-    object.insert("level".into(), record.level().as_str().into());
-    object.insert("target".into(), record.target().into());
-    object.insert("message".into(), record.args().to_string().into());
-    for (key, value) in fields(record) {
-        object.insert(key, value);
-    }
-    Json::Object(object).to_string()
 }
 
 /// Whether a text value can be written without quotes.
@@ -108,61 +125,84 @@ fn is_bare(s: &str) -> bool {
         })
 }
 
-/// The record's key-values as JSON values (numbers and booleans kept as such).
-fn fields(record: &Record<'_>) -> Vec<(String, Json)> {
-    struct Collect(Vec<(String, Json)>);
-    impl<'kvs> VisitSource<'kvs> for Collect {
-        fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
-            let json = if let Some(n) = value.to_u64() {
-                Json::from(n)
-            } else if let Some(n) = value.to_i64() {
-                Json::from(n)
-            } else if let Some(b) = value.to_bool() {
-                Json::from(b)
-            } else if let Some(f) = value.to_f64() {
-                Json::from(f)
-            } else {
-                Json::from(value.to_string())
-            };
-            self.0.push((key.as_str().to_string(), json));
-            Ok(())
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    let _ = record.key_values().visit(&mut collect);
-    collect.0
+/// `[ts LEVEL target] message fields` and a newline, appended to `out`.
+pub fn text_line(
+    out: &mut Vec<u8>,
+    ts: &dyn fmt::Display,
+    level: &Level,
+    target: &str,
+    message: &[u8],
+    fields: &[u8],
+) -> io::Result<()> {
+    write!(out, "[{ts} ")?;
+    out.extend_from_slice(padded_level(level).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b"] ");
+    out.extend_from_slice(message);
+    out.extend_from_slice(fields);
+    out.push(b'\n');
+    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use log::kv::Value;
+/// Collects a JSON line's members: the message and each field (numbers and booleans kept as
+/// such).
+#[derive(Default)]
+pub struct JsonFields {
+    /// The message.
+    pub message: String,
+    /// Every other field.
+    pub fields: Map<String, Json>,
+}
 
-    #[test]
-    fn both_formats_carry_the_fields() {
-        let kvs: [(&str, Value<'_>); 4] = [
-            ("route", Value::from("openai")),
-            ("status", Value::from(200u64)),
-            ("path", Value::from("/a b")),
-            ("reused", Value::from(true)),
-        ];
-        let record = Record::builder()
-            .target("access")
-            .level(log::Level::Info)
-            .args(format_args!("request"))
-            .key_values(&kvs)
-            .build();
-        let mut text = Vec::new();
-        write_text(&mut text, &"T", &record).expect("written");
-        assert_eq!(
-            String::from_utf8(text).expect("utf-8"),
-            "[T INFO  access] request route=openai status=200 path=\"/a b\" reused=true\n"
-        );
-        let json: Json = serde_json::from_str(&json_line("T", &record)).expect("json");
-        assert_eq!(json["route"], "openai");
-        assert_eq!(json["status"], 200);
-        assert_eq!(json["reused"], true);
-        assert_eq!(json["message"], "request");
-        assert_eq!(json["level"], "INFO");
+impl JsonFields {
+    fn insert(&mut self, field: &Field, value: Json) {
+        if !is_log_origin(field) {
+            self.fields.insert(field.name().into(), value);
+        }
     }
+}
+
+impl Visit for JsonFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.insert(field, value.into());
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.insert(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.insert(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.insert(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.insert(field, value.into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            self.insert(field, format!("{value:?}").into());
+        }
+    }
+}
+
+/// `{"ts":…,"level":…,"target":…,"message":…, fields…}`.
+pub fn json_line(ts: &str, level: &Level, target: &str, collected: JsonFields) -> String {
+    let mut object = collected.fields;
+    object.insert("ts".into(), ts.into());
+    object.insert("level".into(), level.as_str().into());
+    object.insert("target".into(), target.into());
+    object.insert("message".into(), collected.message.into());
+    Json::Object(object).to_string()
 }

@@ -1,21 +1,23 @@
-//! The end of every request: one structured access-log record (target `access`) and the
-//! request metrics. Fields name the route, the upstream host, the client address and a LiteLLM
+//! The end of every request: one structured access-log record (target `access`), the
+//! request metrics, and the end of its trace span when the OTLP exporter is on. Fields name the route, the upstream host, the client address and a LiteLLM
 //! key's alias (or the start of its digest); never a query string (it may hold a client's key),
 //! a header value or a credential.
 
 use std::time::Duration;
 
-use log::info;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::Session;
 use pingora::Error;
+use tracing::info;
 
 use super::RequestCtx;
 use crate::logging::ACCESS_TARGET;
 use crate::metrics;
 
-/// Writes the access line and records the request's metrics.
-pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+/// Writes the access line, records the request's metrics and ends its span.
+pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    let span = ctx.span.take();
+    let ctx = &*ctx;
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let req = session.req_header();
     let route = super::route_name(ctx);
@@ -37,6 +39,18 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         .reused_connection
         .map_or("-", |r| if r { "true" } else { "false" });
     let ttfb_ms = ctx.upstream_ttfb.map_or(-1, millis);
+    if let Some(span) = span {
+        span.finish(&crate::otel::Outcome {
+            route,
+            method: req.method.as_str(),
+            status,
+            origin,
+            request_id: &ctx.request_id,
+            upstream,
+            model: model(ctx),
+            error: e.map(|e| e.etype.as_str()),
+        });
+    }
     let error = e.map_or("-", |e| e.etype.as_str());
     let downstream = session.as_downstream();
     info!(
@@ -56,9 +70,21 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str()),
         request_id = ctx.request_id.as_str(),
         upstream_request_id = ctx.upstream_request_id.as_deref().unwrap_or("-"),
-        error = error;
+        error = error,
         "request"
     );
+}
+
+/// The model alias: the one the client asked for on a `dispatch: model` route, else the
+/// route's own.
+fn model(ctx: &RequestCtx) -> Option<&str> {
+    if let Some(request) = &ctx.model_request {
+        return Some(&request.alias);
+    }
+    match &ctx.route.as_ref()?.backend {
+        crate::config::Backend::Model(alias) => Some(alias),
+        _ => None,
+    }
 }
 
 /// The client's `ip:port` (`-` when unknown). IPv4 is written with `itoa`: std's `Display`

@@ -50,6 +50,8 @@ pub struct RequestCtx {
     pub(super) litellm_key: Option<Arc<crate::access::litellm_keys::VirtualKey>>,
     /// Reads the answer's token usage as it passes (see `usage`).
     pub(super) usage: Option<usage::UsageReader>,
+    /// The request's trace span, when the OTLP exporter is on.
+    pub(super) span: Option<crate::otel::RequestSpan>,
 }
 
 impl RequestCtx {
@@ -77,6 +79,7 @@ impl RequestCtx {
             router: Default::default(),
             litellm_key: None,
             usage: None,
+            span: None,
         }
     }
 }

@@ -24,6 +24,7 @@ mod litellm_keys;
 mod no_secrets;
 mod normalization;
 mod openai_sdk;
+mod otlp;
 mod postgres;
 mod postgres_cli;
 mod postgres_refresh;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use log::warn;
 use pingora::{Error, ErrorType};
+use tracing::warn;
 
 use super::body::{replace_model, ModelField};
 use crate::config::RouterSettings;

@@ -116,6 +116,14 @@ pub fn credentials_yaml_rotating_openai(new_key: &str) -> String {
 pub async fn start_openai_only(
     edit: impl FnOnce(&mut Value),
 ) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
+    start_openai_only_with_env(edit, &[]).await
+}
+
+/// [`start_openai_only`], the sidecar started with `env` too.
+pub async fn start_openai_only_with_env(
+    edit: impl FnOnce(&mut Value),
+    env: &[(&str, &str)],
+) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;
@@ -124,7 +132,14 @@ pub async fn start_openai_only(
         "openai",
     );
     edit(&mut config);
-    let sidecar = start_with_test_credentials(&config).await;
+    let mut env = env.to_vec();
+    env.push(("LITELLM_SALT_KEY", SALT_KEY));
+    let sidecar = SidecarProcess::start_async(
+        &yaml(&config),
+        &[("credentials.yaml", &credentials_yaml())],
+        &env,
+    )
+    .await;
     (mock, sidecar, dir)
 }
 

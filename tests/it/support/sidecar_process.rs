@@ -18,6 +18,11 @@ pub const SCRUBBED_ENV: &[&str] = &[
     "SSL_CERT_FILE",
     "RUST_LOG",
     "SIDECAR_CONFIG",
+    // A developer's own collector must not receive the tests' spans (tests/it/otlp.rs).
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
 ];
 
 /// How long [`SidecarProcess::start`] waits for the listener to accept TCP connections.
