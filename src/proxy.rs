@@ -41,6 +41,7 @@ use crate::upstream::gate::{Admission, ConnectionGate, GateConnector, Reservatio
 use crate::upstream::retry::{should_retry, FailedAttempt};
 pub use ctx::RequestCtx;
 use dispatch::{Dispatch, SharedDispatch};
+use request_id::RequestId;
 use respond::ErrorReply;
 
 /// The proxy's shared state: routes and access rules, the credential cache, the connection gate.
@@ -120,7 +121,7 @@ impl ProxyHttp for SidecarProxy {
     ) -> pingora::Result<bool> {
         crate::downstream::mark_head_read();
         trace!("request head read");
-        ctx.request_id = request_id::for_request(session.req_header());
+        ctx.request_id = RequestId::for_request(session.req_header());
         ctx.span = crate::otel::RequestSpan::start(session.req_header());
         let client = session
             .client_addr()
@@ -279,7 +280,7 @@ impl ProxyHttp for SidecarProxy {
         if let Some(span) = &ctx.span {
             span.inject(upstream_request)?;
         }
-        upstream_request.insert_header(request_id::REQUEST_ID, ctx.request_id.as_str())
+        ctx.request_id.forward(upstream_request)
     }
 
     fn error_while_proxy(
@@ -360,7 +361,7 @@ impl ProxyHttp for SidecarProxy {
         // Nothing has reached the client yet: another deployment may answer instead.
         unified::attempts::on_response(ctx, upstream_response.status.as_u16())?;
         ctx.upstream_request_id = request_id::from_provider(upstream_response);
-        request_id::mark_response(upstream_response, &ctx.request_id)?;
+        ctx.request_id.mark_response(upstream_response)?;
         usage::on_response_header(ctx, upstream_response);
         Ok(())
     }

@@ -45,7 +45,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
             method: req.method.as_str(),
             status,
             origin,
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             upstream,
             model: model(ctx),
             error: e.map(|e| e.etype.as_str()),

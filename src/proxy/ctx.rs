@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::request_id::RequestId;
 use super::respond::ErrorReply;
 use super::{unified, usage};
 use crate::config::Limits;
@@ -14,7 +15,7 @@ use crate::upstream::gate::{Connection, Reservation};
 pub struct RequestCtx {
     pub(super) started: Instant,
     /// The request's id (see `request_id`).
-    pub(super) request_id: String,
+    pub(super) request_id: RequestId,
     /// The provider's own id for its answer.
     pub(super) upstream_request_id: Option<String>,
     pub(super) route: Option<Arc<Route>>,
@@ -59,7 +60,7 @@ impl RequestCtx {
     pub fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             upstream_request_id: None,
             route: None,
             binding: None,

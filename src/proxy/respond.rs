@@ -8,6 +8,8 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use super::request_id::RequestId;
+
 /// An error the sidecar answers with itself; nothing is sent upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply {
@@ -66,7 +68,11 @@ impl ErrorReply {
 
     /// Writes the reply, marked with the request's id, and closes the client connection
     /// afterwards (the request body may be unread). Returns the status for logging.
-    pub async fn send(&self, session: &mut Session, request_id: &str) -> pingora::Result<u16> {
+    pub async fn send(
+        &self,
+        session: &mut Session,
+        request_id: &RequestId,
+    ) -> pingora::Result<u16> {
         let body = self.body();
         let mut header = json_header(self.status, body.len(), request_id)?;
         if let Some(seconds) = self.retry_after {
@@ -79,11 +85,15 @@ impl ErrorReply {
 
 /// The head of a JSON answer the sidecar writes itself: status, type, length and the request's
 /// id (see `request_id`).
-pub fn json_header(status: u16, len: usize, request_id: &str) -> pingora::Result<ResponseHeader> {
+pub fn json_header(
+    status: u16,
+    len: usize,
+    request_id: &RequestId,
+) -> pingora::Result<ResponseHeader> {
     let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", len.to_string())?;
-    super::request_id::mark_response(&mut header, request_id)?;
+    request_id.mark_response(&mut header)?;
     Ok(header)
 }
 

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
+use super::request_id::RequestId;
 use super::respond::ErrorReply;
 use super::RequestCtx;
 use crate::config::RouterSettings;
@@ -99,7 +100,7 @@ async fn dispatch(
     route: &Route,
     snapshot: Arc<Snapshot>,
     max_body: u64,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<Dispatched, ErrorReply> {
     let path = session.req_header().uri.path();
     let rest = route.path_after_prefix(path).to_string();
@@ -260,7 +261,7 @@ async fn write_json(
     session: &mut Session,
     status: u16,
     body: Bytes,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<(), ErrorReply> {
     let failed = |_| ErrorReply::new(500, "response_failed", "could not write the response");
     let header = super::respond::json_header(status, body.len(), request_id).map_err(failed)?;
