@@ -7,8 +7,12 @@
 //! ```text
 //! cargo run --release --example bare_pingora -- --listen 127.0.0.1:18446 \
 //!     --upstream 127.0.0.1:18447 --sni localhost --ca /tmp/bench-ca.pem --key sk-bench \
-//!     [--strip-prefix /openai] [--threads 2] [--h2 STREAMS]
+//!     [--strip-prefix /openai] [--threads 2] [--h2 STREAMS] [--timeouts]
 //! ```
+//!
+//! `--timeouts` sets the sidecar's default upstream timeouts (connect 5 s, connect and TLS 10 s,
+//! read 600 s, write 60 s, idle 90 s), so that their cost can be told apart from the sidecar's
+//! own.
 //!
 //! `--h2 STREAMS` offers HTTP/2 to the upstream (ALPN `h2`, falling back to HTTP/1.1) with up to
 //! STREAMS requests at once on one connection: issue 14's measurement of HTTP/2 upstream.
@@ -33,6 +37,8 @@ struct Bare {
     strip_prefix: String,
     /// With HTTP/2 upstream: the most streams on one connection (0: HTTP/1.1 only).
     h2_streams: usize,
+    /// Set the sidecar's default upstream timeouts.
+    timeouts: bool,
 }
 
 #[async_trait]
@@ -50,6 +56,14 @@ impl ProxyHttp for Bare {
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
         peer.options.ca = Some(self.ca.clone());
+        if self.timeouts {
+            let secs = std::time::Duration::from_secs;
+            peer.options.connection_timeout = Some(secs(5));
+            peer.options.total_connection_timeout = Some(secs(10));
+            peer.options.read_timeout = Some(secs(600));
+            peer.options.write_timeout = Some(secs(60));
+            peer.options.idle_timeout = Some(secs(90));
+        }
         if self.h2_streams > 0 {
             peer.options.set_http_version(2, 1);
             peer.options.max_h2_streams = self.h2_streams;
@@ -77,7 +91,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut listen, mut upstream, mut sni, mut ca, mut key) = (None, None, None, None, None);
     let (mut strip_prefix, mut threads, mut h2_streams) = (String::new(), 2usize, 0usize);
+    let mut timeouts = false;
     while let Some(flag) = args.next() {
+        if flag == "--timeouts" {
+            timeouts = true;
+            continue;
+        }
         let value = args
             .next()
             .unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -104,6 +123,7 @@ fn main() {
         authorization: format!("Bearer {}", key.expect("--key KEY")),
         strip_prefix,
         h2_streams,
+        timeouts,
     };
     let conf = ServerConf {
         threads,

@@ -43,6 +43,9 @@ def parse_args():
     p.add_argument("--sidecar", action="append", default=[],
                    help="NAME=BINARY[:THREADS[:LOG_LEVEL[:CPU]]]")
     p.add_argument("--bare-threads", default="2", help="bare Pingora thread counts, comma-separated")
+    p.add_argument("--bare-timeouts", action="store_true",
+                   help="also run each bare Pingora with the sidecar's default upstream timeouts "
+                        "(bareN-timeouts)")
     p.add_argument("--bare-h2", type=int, default=0, metavar="STREAMS",
                    help="also run each bare Pingora with HTTP/2 upstream (bareN-h2), up to "
                         "STREAMS streams per connection")
@@ -125,6 +128,10 @@ def start(args, workdir, started, schema=None):
     bare = os.path.join(args.release, "examples/bare_pingora")
     for threads in args.bare_threads.split(","):
         add(f"bare{threads}", services.BarePingora(bare, workdir, provider, int(threads)), "bare")
+        if args.bare_timeouts:
+            add(f"bare{threads}-timeouts", services.BarePingora(
+                bare, workdir, provider, int(threads), name=f"bare{threads}-timeouts",
+                timeouts=True), "bare")
         if args.bare_h2:
             add(f"bare{threads}-h2", services.BarePingora(
                 bare, workdir, provider, int(threads), h2_streams=args.bare_h2,

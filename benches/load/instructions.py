@@ -41,6 +41,8 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=500, help="uninstrumented requests per route")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--bare", action="store_true", help="also count bare Pingora (path `bare`)")
+    p.add_argument("--bare-timeouts", action="store_true",
+                   help="give bare Pingora the sidecar's default upstream timeouts")
     return p.parse_args()
 
 
@@ -106,7 +108,7 @@ def main():
         if args.bare:
             bare = services.BarePingora(
                 under_callgrind(os.path.join(args.release, "examples/bare_pingora"), args.workdir),
-                args.workdir, provider, args.threads)
+                args.workdir, provider, args.threads, timeouts=args.bare_timeouts)
             started.append(bare)
             targets["bare"] = (bare.proc.pid, bare.port, PATHS["sidecar"])
         for _, port, path in targets.values():

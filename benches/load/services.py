@@ -292,9 +292,11 @@ class Nginx(Service):
 class BarePingora(Service):
     """The baseline (`examples/bare_pingora.rs`): one Pingora `ProxyHttp`, same TLS verification
     and keepalive pool, setting `Authorization`; no routing, logging, metrics or cap. With
-    `h2_streams`, HTTP/2 to the provider with up to that many streams per connection."""
+    `h2_streams`, HTTP/2 to the provider with up to that many streams per connection; with
+    `timeouts`, the sidecar's default upstream timeouts."""
 
-    def __init__(self, binary, workdir, provider, threads, h2_streams=0, name="bare_pingora"):
+    def __init__(self, binary, workdir, provider, threads, h2_streams=0, name="bare_pingora",
+                 timeouts=False):
         self.port = free_port()
         argv = [
             binary,
@@ -308,5 +310,7 @@ class BarePingora(Service):
         ]
         if h2_streams:
             argv += ["--h2", str(h2_streams)]
+        if timeouts:
+            argv += ["--timeouts"]
         super().__init__(name, argv, os.path.join(workdir, f"{name}.log"))
         wait_until(name, lambda: self.check_alive() or port_open(self.port))
