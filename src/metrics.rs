@@ -155,6 +155,22 @@ pub static FANOUT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Spans the OTLP exporter sent (`exported`) or could not send (`failed`: the collector
+/// unreachable or refusing); the exporter's own error messages are not logged, since they may
+/// quote `OTEL_EXPORTER_OTLP_HEADERS`.
+pub static OTLP_SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_otlp_spans_total",
+                "Spans sent to the OTLP collector by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Config reloads (SIGHUP) by result.
 pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(

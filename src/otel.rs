@@ -24,12 +24,14 @@
 //! model alias; never a header value, a key or a credential.
 
 use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use pingora::http::RequestHeader;
 use tracing::{info, warn};
@@ -100,12 +102,42 @@ fn start() {
         resource = Resource::builder().with_service_name(SERVICE_NAME).build();
     }
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(CountingExporter(exporter))
         .with_resource(resource)
         .build();
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "sidecar");
     if PROVIDER.set(provider).is_ok() && TRACER.set(tracer).is_ok() {
         info!("OTLP trace export on: one span per proxied request");
+    }
+}
+
+/// The OTLP exporter, counting the spans it sent and those it could not
+/// (`sidecar_otlp_spans_total`): with the SDK's own error logs off, that counter is how a
+/// collector that is down shows.
+#[derive(Debug)]
+struct CountingExporter(opentelemetry_otlp::SpanExporter);
+
+impl SpanExporter for CountingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        let outcome = if result.is_ok() { "exported" } else { "failed" };
+        crate::metrics::OTLP_SPANS
+            .with_label_values(&[outcome])
+            .inc_by(spans);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
     }
 }
 

@@ -1,11 +1,13 @@
 //! The OTLP exporter against a real OTLP/HTTP receiver: the request's span arrives (by SIGTERM
 //! at the latest) as a child of the client's `traceparent`, with its attributes and without any
 //! key, and the provider sees the sidecar's span as its parent. Off, nothing is exported and
-//! the client's trace headers reach the provider as they were sent.
+//! the client's trace headers reach the provider as they were sent. Exports are counted, and a
+//! collector that is down shows in that count.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,6 +22,8 @@ use prost::Message;
 use serde_json::{json, Value as Json};
 
 use crate::support::gateway::{start_openai_only_with_env, CLIENT_SECRETS, KEYS};
+use crate::support::http::admin_get;
+use crate::support::{free_port, metric, wait_until_async};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -223,4 +227,29 @@ async fn off_nothing_is_exported_and_the_clients_trace_headers_pass_unchanged() 
         assert!(sidecar.stop().success());
         assert!(receiver.exports().is_empty(), "{env:?}: exported");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_are_counted_and_a_collector_that_is_down_shows_as_failed() {
+    let (receiver, addr) = Receiver::start().await;
+    let up = format!("http://{addr}");
+    let down = format!("http://127.0.0.1:{}", free_port());
+    for (endpoint, result) in [(up, "exported"), (down, "failed")] {
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ];
+        let (_mock, mut sidecar, _dir) = start_openai_only_with_env(quick_stop, &env).await;
+        send(&sidecar.base_url()).await;
+        let series = format!("sidecar_otlp_spans_total{{result=\"{result}\"}}");
+        let counted = wait_until_async(Duration::from_secs(15), || async {
+            let page = admin_get(&sidecar, "/metrics").await.1;
+            metric(&page, &series).is_some_and(|spans| spans >= 1.0)
+        })
+        .await;
+        let page = admin_get(&sidecar, "/metrics").await.1;
+        assert!(counted, "{series} never counted:\n{page}");
+        assert!(sidecar.stop().success());
+    }
+    assert!(!receiver.spans().is_empty());
 }
