@@ -217,10 +217,13 @@ async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
     let wrong =
         SidecarProcess::start_async(&config, &[], &[("LITELLM_SALT_KEY", "not-the-key")]).await;
     assert_eq!(call(&e, &wrong, "/good/x", "authorization").await.0, 503);
+    // Lines reach stderr through the logger's writer thread: wait for it, bounded.
     assert!(
         wrong
-            .output()
-            .contains("salt key (LITELLM_SALT_KEY, else LITELLM_MASTER_KEY) is probably wrong"),
+            .wait_for_output(
+                "salt key (LITELLM_SALT_KEY, else LITELLM_MASTER_KEY) is probably wrong"
+            )
+            .await,
         "{}",
         wrong.output()
     );
@@ -297,10 +300,11 @@ async fn rows_with_wrong_json_shapes_are_left_out_by_name_and_the_rest_load() {
         before,
         "nothing sent for a malformed row"
     );
-    let logs = sidecar.output();
     for (name, _) in wrong_values.iter().chain(&wrong_params) {
-        assert!(logs.contains(name), "{name} named in the log:\n{logs}");
+        let named = sidecar.wait_for_output(name).await;
+        assert!(named, "{name} named in the log:\n{}", sidecar.output());
     }
+    let logs = sidecar.output();
     assert!(
         !logs.contains("sk-plain"),
         "a plaintext value is never logged"

@@ -28,6 +28,12 @@ async fn run_to(upstream_extra: Value, url: &str, trusted_ca: &TestCa) -> (u16, 
     let config = gateway(upstream, local_credentials(), routes);
     let sidecar = start_with_test_credentials(&config).await;
     let (status, body) = post(&sidecar, "/a/x").await;
+    // The request's access line comes after every line before it: once it is out, they are.
+    assert!(
+        sidecar.wait_for_output("route=a").await,
+        "{}",
+        sidecar.output()
+    );
     (status, body, sidecar.output())
 }
 
