@@ -48,19 +48,6 @@ pub const ACCESS_TARGET: &str = "access";
 static FILTER: std::sync::LazyLock<ArcSwap<env_filter::Filter>> =
     std::sync::LazyLock::new(|| ArcSwap::from_pointee(env_filter::Builder::new().build()));
 
-/// `log`'s level as `tracing`'s.
-fn tracing_level(level: LevelFilter) -> tracing::level_filters::LevelFilter {
-    use tracing::level_filters::LevelFilter as T;
-    match level {
-        LevelFilter::Off => T::OFF,
-        LevelFilter::Error => T::ERROR,
-        LevelFilter::Warn => T::WARN,
-        LevelFilter::Info => T::INFO,
-        LevelFilter::Debug => T::DEBUG,
-        LevelFilter::Trace => T::TRACE,
-    }
-}
-
 /// The most verbose `log` record that can be written: other crates' DEBUG and TRACE never are,
 /// and every `log` record is another crate's, so their macros stop at INFO for nothing.
 fn log_max(level: LevelFilter) -> LevelFilter {

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_log::NormalizeEvent;
+use tracing_log::{AsLog, AsTrace, NormalizeEvent};
 use tracing_subscriber::layer::{Context, Layer};
 
 use super::format::{json_line, text_line, JsonFields, TextFields};
@@ -38,14 +38,10 @@ pub(super) fn allowed(level: &Level, target: &str) -> bool {
 
 /// Whether the filter in force (`log.level`, `RUST_LOG`, `PUT /log-level`) lets it through.
 fn wanted(level: &Level, target: &str) -> bool {
-    let level = match *level {
-        Level::ERROR => log::Level::Error,
-        Level::WARN => log::Level::Warn,
-        Level::INFO => log::Level::Info,
-        Level::DEBUG => log::Level::Debug,
-        Level::TRACE => log::Level::Trace,
-    };
-    let metadata = log::Metadata::builder().level(level).target(target).build();
+    let metadata = log::Metadata::builder()
+        .level(level.as_log())
+        .target(target)
+        .build();
     FILTER.load().enabled(&metadata)
 }
 
@@ -155,7 +151,7 @@ impl<S: Subscriber> Layer<S> for LineLayer {
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(super::tracing_level(FILTER.load().filter()))
+        Some(FILTER.load().filter().as_trace())
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
