@@ -18,35 +18,15 @@ WRONG_KEY = "sk-bench-litellm-wrong-key"
 KEY_ALIAS = "bench-key"
 SCHEMA_PREFIX = "sidecar_bench_keys_"
 
-# LiteLLM's key and team tables, with the columns tests/it/support/pg.rs creates.
-KEY_TABLES_SQL = """\
-CREATE TABLE {schema}."LiteLLM_TeamTable" (
-  team_id TEXT NOT NULL PRIMARY KEY,
-  team_alias TEXT,
-  max_budget DOUBLE PRECISION,
-  spend DOUBLE PRECISION NOT NULL DEFAULT 0.0,
-  models TEXT[],
-  blocked BOOLEAN NOT NULL DEFAULT false,
-  created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
-);
-CREATE TABLE {schema}."LiteLLM_VerificationToken" (
-  token TEXT NOT NULL PRIMARY KEY,
-  key_name TEXT,
-  key_alias TEXT,
-  spend DOUBLE PRECISION NOT NULL DEFAULT 0.0,
-  expires TIMESTAMP(3),
-  models TEXT[],
-  user_id TEXT,
-  team_id TEXT,
-  blocked BOOLEAN,
-  tpm_limit BIGINT,
-  rpm_limit BIGINT,
-  max_budget DOUBLE PRECISION,
-  created_at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP,
-  updated_at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP
-);
-"""
+# LiteLLM's key and team tables: the file the integration tests create them from too.
+KEY_TABLES_SQL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                   "tests", "data", "litellm_key_tables.sql")
+
+
+def key_tables_sql(schema):
+    """The key and team tables' DDL, in `schema`."""
+    with open(KEY_TABLES_SQL_FILE) as f:
+        return f.read().replace("{schema}", schema)
 
 
 def digest(key):
@@ -69,7 +49,7 @@ class KeysSchema:
         self.pg.psql(
             f"DROP SCHEMA IF EXISTS {self.name} CASCADE;\n"
             + database.TABLES_SQL.format(schema=self.name)
-            + KEY_TABLES_SQL.format(schema=self.name)
+            + key_tables_sql(self.name)
             + f'INSERT INTO {self.name}."LiteLLM_VerificationToken" (token, key_alias, spend, '
               f"blocked) VALUES ({database.literal(digest(LITELLM_KEY))}, "
               f"{database.literal(KEY_ALIAS)}, 0, false);\n")

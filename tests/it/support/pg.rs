@@ -27,6 +27,10 @@ pub struct TestDb {
     pub client: Client,
 }
 
+/// LiteLLM's key and team tables, with `{schema}` for the schema (shared with the load
+/// benchmark's `benches/load/keys_db.py`).
+const KEY_TABLES_SQL: &str = include_str!("../../data/litellm_key_tables.sql");
+
 impl TestDb {
     /// A fresh schema; `with_blocked` adds the `blocked` column newer LiteLLM schemas have.
     pub async fn new(with_blocked: bool) -> TestDb {
@@ -65,32 +69,8 @@ CREATE TABLE {schema}."LiteLLM_ProxyModelTable" (
   updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
   updated_by TEXT NOT NULL{blocked}
 );
-CREATE TABLE {schema}."LiteLLM_TeamTable" (
-  team_id TEXT NOT NULL PRIMARY KEY,
-  team_alias TEXT,
-  max_budget DOUBLE PRECISION,
-  spend DOUBLE PRECISION NOT NULL DEFAULT 0.0,
-  models TEXT[],
-  blocked BOOLEAN NOT NULL DEFAULT false,
-  created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
-);
-CREATE TABLE {schema}."LiteLLM_VerificationToken" (
-  token TEXT NOT NULL PRIMARY KEY,
-  key_name TEXT,
-  key_alias TEXT,
-  spend DOUBLE PRECISION NOT NULL DEFAULT 0.0,
-  expires TIMESTAMP(3),
-  models TEXT[],
-  user_id TEXT,
-  team_id TEXT,
-  blocked BOOLEAN,
-  tpm_limit BIGINT,
-  rpm_limit BIGINT,
-  max_budget DOUBLE PRECISION,
-  created_at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP,
-  updated_at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP
-);"#
+{key_tables}"#,
+                key_tables = KEY_TABLES_SQL.replace("{schema}", &schema),
             ))
             .await
             .expect("create the test schema and LiteLLM's tables");
