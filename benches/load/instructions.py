@@ -5,7 +5,7 @@ config (`services.Sidecar`); after a warm-up of each route, instrumentation is s
 exactly `--requests` sequential keep-alive requests (one connection, c=1) to one route, then
 off, and the counts are dumped; the routes alternate for `--rounds` rounds. `--bare` counts
 bare Pingora (`examples/bare_pingora.rs`, under its own callgrind) the same way, as path
-`bare`. Build first with
+`bare`; `--bare-timeouts` gives it the sidecar's default upstream timeouts. Build first with
 `cargo build --release --bin sidecar --example bench_provider --example bare_pingora`.
 
     python3 benches/load/instructions.py --requests 2000 --rounds 2 [--bare]

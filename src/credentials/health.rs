@@ -10,9 +10,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::named_state::NamedState;
-use std::time::{Duration, Instant};
 
 /// LiteLLM's `DEFAULT_ALLOWED_FAILS`: failures tolerated per minute before a cooldown.
 pub const DEFAULT_ALLOWED_FAILS: u32 = 3;

@@ -1,7 +1,7 @@
-//! The end of every request: one structured access-log record (target `access`), the
-//! request metrics, and the end of its trace span when the OTLP exporter is on. Fields name the route, the upstream host, the client address and a LiteLLM
-//! key's alias (or the start of its digest); never a query string (it may hold a client's key),
-//! a header value or a credential.
+//! The end of every request: one structured access-log record (target `access`), the request
+//! metrics, and the end of its trace span when the OTLP exporter is on. Fields name the route,
+//! the upstream host, the client address and a LiteLLM key's alias (or the start of its
+//! digest); never a query string (it may hold a client's key), a header value or a credential.
 
 use std::time::Duration;
 
