@@ -14,6 +14,10 @@
 //! read 600 s, write 60 s, idle 90 s), so that their cost can be told apart from the sidecar's
 //! own.
 //!
+//! It allocates with jemalloc, as the sidecar does (`src/main.rs`): with glibc's malloc bare
+//! Pingora spent ~21k instructions per request in the allocator against the sidecar's ~8k, so a
+//! baseline on another allocator hid part of the sidecar's own cost.
+//!
 //! `--h2 STREAMS` offers HTTP/2 to the upstream (ALPN `h2`, falling back to HTTP/1.1) with up to
 //! STREAMS requests at once on one connection: issue 14's measurement of HTTP/2 upstream.
 
@@ -27,6 +31,9 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::upstreams::peer::HttpPeer;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The proxy: where to send requests and the key to present.
 struct Bare {
