@@ -18,10 +18,15 @@
 //! No span is opened per request for logging: the request's trace span, when the OTLP exporter
 //! is on, is an OpenTelemetry span kept in the request's state (see [`crate::otel`]).
 //!
+//! The access record is the exception: written for every request, it is formatted straight from
+//! a list of fields ([`access`]), in the same formats and under the same filter, not as a
+//! `tracing` event.
+//!
 //! Lines are formatted by the thread that logs and written by a writer thread, many per write
 //! ([`sink`]): the access line is written for every request, and a request must not wait for
 //! stderr.
 
+pub mod access;
 mod format;
 mod layer;
 mod sink;
@@ -41,6 +46,9 @@ static SINK: Sink = Sink::new();
 
 /// The target of the access records (one per request).
 pub const ACCESS_TARGET: &str = "access";
+
+/// The line format, set once by [`init`] (access records are written only after it).
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// The level filter in force: from `log.level` / `RUST_LOG` at start, replaced by
 /// [`set_level`] (the admin's `PUT /log-level`). Read when a callsite registers, and once per
@@ -76,6 +84,8 @@ pub fn init(level: LevelFilter, format: LogFormat, threaded: bool) {
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         return;
     }
+    let _ = FORMAT.set(format);
+    access::set_enabled(layer::wanted(&tracing::Level::INFO, ACCESS_TARGET));
     let _ = tracing_log::LogTracer::builder()
         .with_max_level(log_max(max))
         .init();
@@ -93,6 +103,7 @@ pub fn set_level(level: LevelFilter) {
         env_filter::Builder::new().filter_level(level).build(),
     ));
     log::set_max_level(log_max(level));
+    access::set_enabled(layer::wanted(&tracing::Level::INFO, ACCESS_TARGET));
     // Every callsite is asked again (see `layer`), and tracing's max level follows.
     tracing::callsite::rebuild_interest_cache();
 }

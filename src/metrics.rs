@@ -10,10 +10,10 @@
 
 mod clients;
 mod models;
+mod requests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -26,6 +26,7 @@ use crate::upstream::gate::ConnectionGate;
 
 pub use clients::register_clients;
 pub use models::{record_attempt, record_cooldown, record_tokens};
+pub use requests::{record_request, Origin, RouteMetrics};
 
 /// Latency buckets (seconds): LLM calls range from milliseconds (errors, cached) to minutes.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -192,27 +193,6 @@ pub fn status_class(status: u16) -> &'static str {
         500..=599 => "5xx",
         _ => "none",
     }
-}
-
-/// Records one finished request.
-pub fn record_request(
-    route: &str,
-    status: u16,
-    origin: &str,
-    ttfb: Option<Duration>,
-    total: Duration,
-) {
-    REQUESTS
-        .with_label_values(&[route, status_class(status), origin])
-        .inc();
-    if let Some(ttfb) = ttfb {
-        UPSTREAM_TTFB
-            .with_label_values(&[route])
-            .observe(ttfb.as_secs_f64());
-    }
-    REQUEST_DURATION
-        .with_label_values(&[route])
-        .observe(total.as_secs_f64());
 }
 
 /// Registers the scrape-time collectors over the gate and the credential cache. Call once.

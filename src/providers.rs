@@ -63,6 +63,19 @@ impl AuthStyle {
         }
     }
 
+    /// The built-in styles' header name as sent (OpenAI's as `Authorization`); `None` for a
+    /// configured header, which goes as configured. Static, so that Pingora keeps it without a
+    /// copy per request.
+    pub fn wire_name(&self) -> Option<&'static str> {
+        match self {
+            AuthStyle::OpenAi => Some("Authorization"),
+            AuthStyle::Anthropic => Some("x-api-key"),
+            AuthStyle::Azure => Some("api-key"),
+            AuthStyle::Gemini => Some("x-goog-api-key"),
+            AuthStyle::Header { .. } => None,
+        }
+    }
+
     /// What goes before the key in the header's value (`Bearer ` for OpenAI's style).
     pub fn value_prefix(&self) -> &str {
         match self {
@@ -167,11 +180,16 @@ mod tests {
         ];
         for (style, header, value) in cases {
             assert_eq!(style.header_name().as_str(), header);
+            let wire = style
+                .wire_name()
+                .expect("a built-in style's name is static");
+            assert_eq!(wire.to_ascii_lowercase(), header, "sent as the same header");
             assert_eq!(format!("{}k", style.value_prefix()), value);
         }
         let custom =
             AuthStyle::from_config("header", Some("X-Custom-Key"), Some("Token ")).expect("valid");
         assert_eq!(custom.header_name().as_str(), "x-custom-key");
+        assert_eq!(custom.wire_name(), None);
         assert_eq!(custom.value_prefix(), "Token ");
     }
 

@@ -45,11 +45,14 @@ pub struct Route {
     /// Headers removed from the client's request: every header that carries a credential for
     /// any supported provider or any configured route, so a client key never passes through.
     pub strip_headers: Arc<[HeaderName]>,
+    /// The route's request metrics (resolved on first use).
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl Route {
     fn from_config(c: &RouteConfig, targets: &Targets, strip_headers: &Arc<[HeaderName]>) -> Route {
         Route {
+            metrics: crate::metrics::RouteMetrics::new(&c.name),
             strip_headers: strip_headers.clone(),
             target: c.upstream.as_ref().map(|u| targets.target_for(u)),
             name: c.name.clone(),

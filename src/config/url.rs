@@ -13,8 +13,8 @@ pub struct UpstreamUrl {
     pub port: u16,
     /// Path prepended to every forwarded path, without a trailing slash (`""` for none).
     pub base_path: String,
-    /// The `Host` header value, made once here rather than on every request.
-    host_header: String,
+    /// The `Host` header value, made (and checked) once here rather than on every request.
+    host_header: http::HeaderValue,
 }
 
 impl UpstreamUrl {
@@ -43,8 +43,10 @@ impl UpstreamUrl {
             .ok_or_else(|| format!("{text:?} has no valid host[:port]"))?;
         let port = port.unwrap_or(if tls { 443 } else { 80 });
         let host = host.to_ascii_lowercase();
+        let host_header = http::HeaderValue::try_from(host_header(&host, port, tls))
+            .map_err(|_| format!("{text:?} has a host that cannot be a Host header"))?;
         Ok(UpstreamUrl {
-            host_header: host_header(&host, port, tls),
+            host_header,
             tls,
             host,
             port,
@@ -62,6 +64,12 @@ impl UpstreamUrl {
 
     /// The `Host` header value: the host, plus the port when it is not the scheme's default.
     pub fn host_header(&self) -> &str {
+        // Checked when parsed: `host[:port]` is ASCII.
+        self.host_header.to_str().unwrap_or("-")
+    }
+
+    /// The `Host` header value, to put on a request (a reference count, not a copy).
+    pub fn host_value(&self) -> &http::HeaderValue {
         &self.host_header
     }
 }

@@ -7,8 +7,10 @@
 //! origin as `log.target`, `log.file`, … fields: those are not written (the target is the
 //! line's own).
 
-use std::fmt::{self, Debug, Write as _};
-use std::io::{self, Write};
+use std::cell::RefCell;
+use std::fmt::{Debug, Write as _};
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value as Json};
 use tracing::field::{Field, Visit};
@@ -108,7 +110,8 @@ impl Visit for TextFields<'_> {
     }
 }
 
-fn write_text_value(out: &mut Vec<u8>, value: &str) {
+/// A field's value as text lines write it: bare, or quoted with Rust's string escapes.
+pub fn write_text_value(out: &mut Vec<u8>, value: &str) {
     if is_bare(value) {
         out.extend_from_slice(value.as_bytes());
     } else {
@@ -116,25 +119,37 @@ fn write_text_value(out: &mut Vec<u8>, value: &str) {
     }
 }
 
-/// Whether a text value can be written without quotes.
+/// Whether a text value can be written without quotes: one table look-up per byte (the access
+/// line checks ~150 bytes of values per request).
 fn is_bare(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'[' | b']' | b'@')
-        })
+    !s.is_empty() && s.bytes().all(|b| BARE[usize::from(b)])
 }
+
+/// The bytes a value may have and be written without quotes: `[A-Za-z0-9-_.:/[]@]`.
+static BARE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'_' | b'.' | b':' | b'/' | b'[' | b']' | b'@');
+        b += 1;
+    }
+    table
+};
 
 /// `[ts LEVEL target] message fields` and a newline, appended to `out`.
 pub fn text_line(
     out: &mut Vec<u8>,
-    ts: &dyn fmt::Display,
+    ts: &str,
     level: &Level,
     target: &str,
     message: &[u8],
     fields: &[u8],
-) -> io::Result<()> {
-    write!(out, "[{ts} ")?;
+) {
+    out.push(b'[');
+    out.extend_from_slice(ts.as_bytes());
+    out.push(b' ');
     out.extend_from_slice(padded_level(level).as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -142,7 +157,81 @@ pub fn text_line(
     out.extend_from_slice(message);
     out.extend_from_slice(fields);
     out.push(b'\n');
-    Ok(())
+}
+
+/// A line's timestamp, RFC 3339 in UTC with milliseconds (`2026-12-04T03:08:42.123Z`, as
+/// `humantime` writes it). The date and time are formatted once per second per thread and only
+/// the milliseconds after that: a calendar conversion per line cost ~600 instructions.
+#[derive(Default)]
+pub struct Timestamps {
+    /// The second `text` was formatted for.
+    second: u64,
+    text: String,
+}
+
+/// Where the milliseconds are in a timestamp of a four-digit year.
+const MILLIS_AT: std::ops::Range<usize> = 20..23;
+
+impl Timestamps {
+    /// `now` as text.
+    pub fn format(&mut self, now: SystemTime) -> &str {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (second, millis) = (since.as_secs(), since.subsec_millis());
+        if self.text.is_empty() || second != self.second {
+            self.text.clear();
+            let whole = UNIX_EPOCH + Duration::from_secs(second);
+            let _ = write!(self.text, "{}", humantime::format_rfc3339_millis(whole));
+            self.second = second;
+        }
+        if self.text.len() == MILLIS_AT.end + 1 {
+            let digits = [
+                b'0' + (millis / 100) as u8,
+                b'0' + (millis / 10 % 10) as u8,
+                b'0' + (millis % 10) as u8,
+            ];
+            let digits = std::str::from_utf8(&digits).unwrap_or("000");
+            self.text.replace_range(MILLIS_AT, digits);
+        } else {
+            // A year past 9999: formatted whole, every time.
+            self.text.clear();
+            let _ = write!(self.text, "{}", humantime::format_rfc3339_millis(now));
+        }
+        &self.text
+    }
+}
+
+/// A formatted timestamp, copied out of the thread's [`Timestamps`].
+pub struct Stamp {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Stamp {
+    fn copy_of(text: &str) -> Stamp {
+        let mut bytes = [0u8; 32];
+        let len = text.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Stamp { bytes, len }
+    }
+
+    /// The timestamp as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("-")
+    }
+}
+
+thread_local! {
+    static TIMESTAMPS: RefCell<Timestamps> = RefCell::new(Timestamps::default());
+}
+
+/// The current time as a line's timestamp (see [`Timestamps`]).
+pub fn timestamp() -> Stamp {
+    let now = SystemTime::now();
+    TIMESTAMPS
+        .try_with(|t| Some(Stamp::copy_of(t.try_borrow_mut().ok()?.format(now))))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Stamp::copy_of(&humantime::format_rfc3339_millis(now).to_string()))
 }
 
 /// Collects a JSON line's members: the message and each field (numbers and booleans kept as
@@ -205,4 +294,36 @@ pub fn json_line(ts: &str, level: &Level, target: &str, collected: JsonFields) -
     object.insert("target".into(), target.into());
     object.insert("message".into(), collected.message.into());
     Json::Object(object).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_values_are_the_documented_bytes() {
+        let documented = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/[]@";
+        for b in 0..=255u8 {
+            assert_eq!(
+                BARE[usize::from(b)],
+                documented.as_bytes().contains(&b),
+                "byte {b}"
+            );
+        }
+        assert!(is_bare("127.0.0.1:443") && is_bare("/v1/chat"));
+        assert!(!is_bare("") && !is_bare("a b") && !is_bare("a\"b") && !is_bare("é"));
+    }
+
+    #[test]
+    fn cached_timestamps_read_as_humantime_writes_them() {
+        let mut timestamps = Timestamps::default();
+        let start = UNIX_EPOCH + Duration::from_millis(1_796_354_922_007);
+        // Within one second (the cached date and time), across seconds and back again.
+        for offset_ms in [0, 5, 120, 999, 1_000, 1_001, 61_337, 86_400_000, 3] {
+            let at = start + Duration::from_millis(offset_ms);
+            let expected = humantime::format_rfc3339_millis(at).to_string();
+            assert_eq!(timestamps.format(at), expected, "{offset_ms} ms later");
+        }
+        assert_eq!(timestamp().as_str().len(), "2026-12-04T03:08:42.123Z".len());
+    }
 }

@@ -9,14 +9,13 @@
 //! callsites, so those are asked per record, by the record's own target: one `ArcSwap` load.
 
 use std::cell::RefCell;
-use std::time::SystemTime;
 
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_log::{AsLog, AsTrace, NormalizeEvent};
 use tracing_subscriber::layer::{Context, Layer};
 
-use super::format::{json_line, text_line, JsonFields, TextFields};
+use super::format::{json_line, text_line, timestamp, JsonFields, TextFields};
 use super::{ACCESS_TARGET, FILTER};
 use crate::config::LogFormat;
 
@@ -37,7 +36,7 @@ pub(super) fn allowed(level: &Level, target: &str) -> bool {
 }
 
 /// Whether the filter in force (`log.level`, `RUST_LOG`, `PUT /log-level`) lets it through.
-fn wanted(level: &Level, target: &str) -> bool {
+pub(super) fn wanted(level: &Level, target: &str) -> bool {
     let metadata = log::Metadata::builder()
         .level(level.as_log())
         .target(target)
@@ -82,7 +81,7 @@ thread_local! {
 
 impl LineLayer {
     fn write(&self, event: &Event<'_>, level: &Level, target: &str, bridged: bool) {
-        let ts = humantime::format_rfc3339_millis(SystemTime::now());
+        let ts = timestamp();
         let redacting = foreign(target);
         match self.format {
             LogFormat::Text => {
@@ -109,9 +108,8 @@ impl LineLayer {
                     if redacting {
                         redact(message);
                     }
-                    if text_line(line, &ts, level, target, message, fields).is_ok() {
-                        (self.out)(line);
-                    }
+                    text_line(line, ts.as_str(), level, target, message, fields);
+                    (self.out)(line);
                 });
             }
             LogFormat::Json => {
@@ -122,7 +120,7 @@ impl LineLayer {
                     redact(&mut message);
                     collected.message = String::from_utf8_lossy(&message).into_owned();
                 }
-                let mut line = json_line(&ts.to_string(), level, target, collected);
+                let mut line = json_line(ts.as_str(), level, target, collected);
                 line.push('\n');
                 (self.out)(line.as_bytes());
             }

@@ -1,18 +1,17 @@
-//! The end of every request: one structured access-log record (target `access`), the request
-//! metrics, and the end of its trace span when the OTLP exporter is on. Fields name the route,
-//! the upstream host, the client address and a LiteLLM key's alias (or the start of its
-//! digest); never a query string (it may hold a client's key), a header value or a credential.
+//! The end of every request: one structured access-log record (target `access`, written by
+//! [`crate::logging::access`]), the request metrics, and the end of its trace span when the
+//! OTLP exporter is on. Fields name the route, the upstream host, the client address and a
+//! LiteLLM key's alias (or the start of its digest); never a query string (it may hold a
+//! client's key), a header value or a credential.
 
 use std::time::Duration;
 
+use super::RequestCtx;
+use crate::logging::access::{self, Value::*};
+use crate::metrics::{self, Origin};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::Session;
 use pingora::Error;
-use tracing::info;
-
-use super::RequestCtx;
-use crate::logging::ACCESS_TARGET;
-use crate::metrics;
 
 /// Writes the access line, records the request's metrics and ends its span.
 pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -24,11 +23,12 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     let total = ctx.started.elapsed();
     // The provider's answer reached the client unless the sidecar answered itself.
     let origin = if ctx.upstream_ttfb.is_some() && ctx.reply.is_none() {
-        "provider"
+        Origin::Provider
     } else {
-        "sidecar"
+        Origin::Sidecar
     };
-    metrics::record_request(route, status, origin, ctx.upstream_ttfb, total);
+    let route_metrics = ctx.route.as_ref().map(|r| &r.metrics);
+    metrics::record_request(route_metrics, status, origin, ctx.upstream_ttfb, total);
 
     let client = client_text(session.client_addr());
     let upstream = ctx
@@ -44,7 +44,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
             route,
             method: req.method.as_str(),
             status,
-            origin,
+            origin: origin.as_str(),
             request_id: ctx.request_id.as_str(),
             upstream,
             model: model(ctx),
@@ -53,26 +53,36 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     }
     let error = e.map_or("-", |e| e.etype.as_str());
     let downstream = session.as_downstream();
-    info!(
-        target: ACCESS_TARGET,
-        route = route,
-        method = req.method.as_str(),
-        path = req.uri.path(),
-        status = status,
-        upstream = upstream,
-        reused = reused,
-        retried = ctx.retried,
-        ttfb_ms = ttfb_ms,
-        duration_ms = millis(total),
-        bytes_in = downstream.body_bytes_read() as u64,
-        bytes_out = downstream.body_bytes_sent() as u64,
-        client = client.as_str(),
-        key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str()),
-        request_id = ctx.request_id.as_str(),
-        upstream_request_id = ctx.upstream_request_id.as_deref().unwrap_or("-"),
-        error = error,
-        "request"
-    );
+    let key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str());
+    let upstream_request_id = ctx.upstream_request_id.as_ref();
+    access::write(&[
+        ("route", Str(route)),
+        ("method", Str(req.method.as_str())),
+        ("path", Str(req.uri.path())),
+        ("status", Int(status.into())),
+        ("upstream", Str(upstream)),
+        ("reused", Str(reused)),
+        ("retried", Bool(ctx.retried)),
+        ("ttfb_ms", Int(ttfb_ms)),
+        ("duration_ms", Int(millis(total))),
+        ("bytes_in", Int(count(downstream.body_bytes_read()))),
+        ("bytes_out", Int(count(downstream.body_bytes_sent()))),
+        ("client", Str(client.as_str())),
+        ("key", Str(key)),
+        ("request_id", Str(ctx.request_id.as_str())),
+        (
+            "upstream_request_id",
+            Str(upstream_request_id
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")),
+        ),
+        ("error", Str(error)),
+    ]);
+}
+
+/// A byte count as a log field.
+fn count(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 /// The model alias: the one the client asked for on a `dispatch: model` route, else the

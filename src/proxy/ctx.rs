@@ -17,7 +17,7 @@ pub struct RequestCtx {
     /// The request's id (see `request_id`).
     pub(super) request_id: RequestId,
     /// The provider's own id for its answer.
-    pub(super) upstream_request_id: Option<String>,
+    pub(super) upstream_request_id: Option<http::HeaderValue>,
     pub(super) route: Option<Arc<Route>>,
     pub(super) binding: Option<Binding>,
     /// An error the sidecar answers with, set before failing a phase.

@@ -10,15 +10,23 @@
 //! The id is a header value made once per request (the client's is the one Pingora parsed, not
 //! a copy): the up to three headers it goes in share it.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 /// The request id header, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
 /// The header the sidecar's id always comes back in.
 pub const SIDECAR_REQUEST_ID: &str = "x-sidecar-request-id";
-/// Where providers put their own request id, in the order looked at.
-const PROVIDER_ID_HEADERS: [&str; 3] = ["x-request-id", "request-id", "apim-request-id"];
+/// Where providers put their own request id, in the order looked at. Lookups by `HeaderName`
+/// (made at compile time), as a `&str` name is parsed again on every lookup.
+const PROVIDER_ID_HEADERS: [HeaderName; 3] = [
+    REQUEST_ID_NAME,
+    HeaderName::from_static("request-id"),
+    HeaderName::from_static("apim-request-id"),
+];
+/// [`REQUEST_ID`] for lookups. Headers are inserted by their `&'static str` name: Pingora
+/// copies a `HeaderName` that it has no title case for into a new buffer for its case map.
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
 /// The longest id kept from a client or a provider.
 const MAX_LEN: usize = 128;
 
@@ -42,7 +50,7 @@ impl Default for RequestId {
 impl RequestId {
     /// The request's id: the client's when it sent one sane id, else a new one.
     pub fn for_request(req: &RequestHeader) -> RequestId {
-        let mut sent = req.headers.get_all(REQUEST_ID).iter();
+        let mut sent = req.headers.get_all(REQUEST_ID_NAME).iter();
         if let (Some(id), None) = (sent.next(), sent.next()) {
             if id.to_str().is_ok_and(sane) {
                 return RequestId {
@@ -74,21 +82,21 @@ impl RequestId {
 
     /// Marks the answer with the id (see the module docs).
     pub fn mark_response(&self, resp: &mut ResponseHeader) -> pingora::Result<()> {
-        if !resp.headers.contains_key(REQUEST_ID) {
+        if !resp.headers.contains_key(REQUEST_ID_NAME) {
             resp.insert_header(REQUEST_ID, self.header.clone())?;
         }
         resp.insert_header(SIDECAR_REQUEST_ID, self.header.clone())
     }
 }
 
-/// The provider's own id for the answer, when it gave a sane one.
-pub fn from_provider(resp: &ResponseHeader) -> Option<String> {
+/// The provider's own id for the answer, when it gave a sane one (shared with the answer's
+/// header, not copied).
+pub fn from_provider(resp: &ResponseHeader) -> Option<HeaderValue> {
     PROVIDER_ID_HEADERS.iter().find_map(|name| {
         resp.headers
-            .get(*name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| sane(v))
-            .map(str::to_string)
+            .get(name)
+            .filter(|v| v.to_str().is_ok_and(sane))
+            .cloned()
     })
 }
 
@@ -157,7 +165,10 @@ mod tests {
         anthropic
             .insert_header("request-id", "req_anthropic")
             .expect("h");
-        assert_eq!(from_provider(&anthropic).as_deref(), Some("req_anthropic"));
+        assert_eq!(
+            from_provider(&anthropic),
+            Some(HeaderValue::from_static("req_anthropic"))
+        );
         ours.mark_response(&mut anthropic).expect("mark");
         assert_eq!(anthropic.headers[REQUEST_ID], "ours");
         let mut openai = ResponseHeader::build(200, None).expect("head");

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::{HeaderName, Uri};
 use pingora::http::RequestHeader;
@@ -42,41 +43,56 @@ pub fn rewrite_request(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let uri: Uri = target
-        .parse()
+    // From the `String` itself: `parse` would copy it into a new buffer first.
+    let uri = Uri::try_from(target)
         .map_err(|_| "the rewritten request target is not a valid URI".to_string())?;
     req.set_uri(uri);
 
-    strip_credential_headers(req, &route.strip_headers);
-    match body_len {
-        Some(len) => framing::replace_body_length(req, len)?,
-        None => framing::single_content_length(req)?,
-    }
     let value = credential.header_value(auth).ok_or_else(|| {
         format!(
             "credential {:?} cannot be sent in a header",
             credential.name
         )
     })?;
-    insert(req, auth.header_name(), value)?;
-    if *auth == AuthStyle::Anthropic && !req.headers.contains_key("anthropic-version") {
+    let injected = auth.header_name();
+    // The client's header of the injected name is replaced by the insert below, not removed
+    // first (a removal from both of Pingora's header maps per request).
+    strip_credential_headers(req, &route.strip_headers, &injected);
+    match body_len {
+        Some(len) => framing::replace_body_length(req, len)?,
+        None => framing::single_content_length(req)?,
+    }
+    insert(req, wire_name(auth, injected), value)?;
+    if *auth == AuthStyle::Anthropic && !req.headers.contains_key(ANTHROPIC_VERSION) {
         insert(
             req,
             "anthropic-version",
             HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
         )?;
     }
-    let host = HeaderValue::from_str(binding.upstream.host_header())
-        .map_err(|_| "upstream host is not a valid Host header".to_string())?;
-    insert(req, HOST, host)
+    insert(req, HOST, binding.upstream.host_value().clone())
+}
+
+/// Anthropic's API version header.
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+/// The injected header's name as sent (see [`AuthStyle::wire_name`]).
+fn wire_name(auth: &AuthStyle, name: HeaderName) -> Bytes {
+    match auth.wire_name() {
+        Some(wire) => Bytes::from_static(wire.as_bytes()),
+        None => Bytes::copy_from_slice(name.as_str().as_bytes()),
+    }
 }
 
 /// Removes every header in `strip`, and every header whose name reads as one of them with `_`
 /// taken for `-` (`x_api_key`, `X_Api-Key`). One pass over the request's few header names,
 /// rather than a lookup per listed name: a request carries a handful of headers, the list a
-/// dozen names.
-fn strip_credential_headers(req: &mut RequestHeader, strip: &[HeaderName]) {
+/// dozen names. `keep` (the header about to be injected, replacing the client's) is left.
+fn strip_credential_headers(req: &mut RequestHeader, strip: &[HeaderName], keep: &HeaderName) {
     let listed = |name: &HeaderName| {
+        if name == keep {
+            return false;
+        }
         let name = name.as_str();
         strip.iter().any(|s| {
             let s = s.as_str();
