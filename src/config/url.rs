@@ -43,6 +43,7 @@ impl UpstreamUrl {
             .ok_or_else(|| format!("{text:?} has no valid host[:port]"))?;
         let port = port.unwrap_or(if tls { 443 } else { 80 });
         let host = host.to_ascii_lowercase();
+        // Cannot fail for a host `split_host_port` accepted; checked rather than assumed.
         let host_header = http::HeaderValue::try_from(host_header(&host, port, tls))
             .map_err(|_| format!("{text:?} has a host that cannot be a Host header"))?;
         Ok(UpstreamUrl {
