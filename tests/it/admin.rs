@@ -221,3 +221,34 @@ async fn the_log_level_changes_at_runtime_from_loopback() {
     let response = client.put(&url).body("loud").send().await.expect("put");
     assert_eq!(response.status().as_u16(), 400);
 }
+
+/// The access line follows `PUT /log-level`: gone at `warn`, back at `info`. The lines go out
+/// through one writer in order, so once the line of the request made at `info` is out, the one
+/// made at `warn` would be out before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_stop_at_warn_and_come_back_at_info() {
+    let s = setup(true).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/log-level", s.sidecar.admin_url());
+    let request = |id: &'static str| {
+        client
+            .post(format!("{}/openai/chat/completions", s.sidecar.base_url()))
+            .header("x-request-id", id)
+            .body("{}")
+            .send()
+    };
+    assert_eq!(request("before-warn").await.expect("post").status(), 200);
+    assert!(s.sidecar.wait_for_output("request_id=before-warn").await);
+    let put = |level: &'static str| client.put(&url).body(level).send();
+    assert_eq!(put("warn").await.expect("put").status(), 200);
+    assert_eq!(request("at-warn").await.expect("post").status(), 200);
+    assert_eq!(put("info").await.expect("put").status(), 200);
+    assert_eq!(request("at-info").await.expect("post").status(), 200);
+    assert!(
+        s.sidecar.wait_for_output("request_id=at-info").await,
+        "{}",
+        s.sidecar.output()
+    );
+    let output = s.sidecar.output();
+    assert!(!output.contains("request_id=at-warn"), "{output}");
+}
