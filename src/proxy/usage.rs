@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::RequestCtx;
@@ -106,8 +107,8 @@ impl UsageReader {
     pub fn finish(self) -> Option<Usage> {
         match self.body {
             Body::Json { kept, overflowed } if !overflowed => {
-                let answer: Value = serde_json::from_slice(&kept).ok()?;
-                usage_of(answer.get("usage")?)
+                let answer: UsageCarrier = serde_json::from_slice(&kept).ok()?;
+                usage_of(answer.usage.as_ref()?)
             }
             Body::Json { .. } => None,
             Body::Events { pending, usage } => {
@@ -176,13 +177,24 @@ fn event_usage(event: &[u8]) -> Option<Usage> {
         .map(str::trim_start)
         .collect::<Vec<_>>()
         .join("\n");
-    let value: Value = serde_json::from_str(&data).ok()?;
+    let event: UsageCarrier = serde_json::from_str(&data).ok()?;
     // OpenAI puts usage at the top; Anthropic's message_start inside `message`.
-    let usage = value
-        .get("usage")
-        .filter(|u| u.is_object())
-        .or_else(|| value.get("message").and_then(|m| m.get("usage")))?;
-    usage_of(usage)
+    let usage = event
+        .usage
+        .filter(Value::is_object)
+        .or_else(|| event.message?.get_mut("usage").map(Value::take))?;
+    usage_of(&usage)
+}
+
+/// The top-level members of an answer or event that can carry usage. Every other member (the
+/// answer's text, its choices) is read past without being built, where parsing the whole
+/// answer into a `Value` built all of it.
+#[derive(Deserialize)]
+struct UsageCarrier {
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    message: Option<Value>,
 }
 
 /// A usage object's token counts, in OpenAI's or Anthropic's names.
