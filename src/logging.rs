@@ -85,7 +85,7 @@ pub fn init(level: LevelFilter, format: LogFormat, threaded: bool) {
         return;
     }
     let _ = FORMAT.set(format);
-    access::set_enabled(layer::wanted(&tracing::Level::INFO, ACCESS_TARGET));
+    access::follow_filter();
     let _ = tracing_log::LogTracer::builder()
         .with_max_level(log_max(max))
         .init();
@@ -103,7 +103,7 @@ pub fn set_level(level: LevelFilter) {
         env_filter::Builder::new().filter_level(level).build(),
     ));
     log::set_max_level(log_max(level));
-    access::set_enabled(layer::wanted(&tracing::Level::INFO, ACCESS_TARGET));
+    access::follow_filter();
     // Every callsite is asked again (see `layer`), and tracing's max level follows.
     tracing::callsite::rebuild_interest_cache();
 }

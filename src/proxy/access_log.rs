@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
-use super::RequestCtx;
-use crate::logging::access::{self, Value::*};
-use crate::metrics::{self, Origin};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::Session;
 use pingora::Error;
+
+use super::RequestCtx;
+use crate::logging::access::{self, Value::*};
+use crate::metrics::{self, Origin};
 
 /// Writes the access line, records the request's metrics and ends its span.
 pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {

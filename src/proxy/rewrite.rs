@@ -63,18 +63,20 @@ pub fn rewrite_request(
         None => framing::single_content_length(req)?,
     }
     insert(req, wire_name(auth, injected), value)?;
-    if *auth == AuthStyle::Anthropic && !req.headers.contains_key(ANTHROPIC_VERSION) {
+    if *auth == AuthStyle::Anthropic && !req.headers.contains_key(ANTHROPIC_VERSION_NAME) {
         insert(
             req,
-            "anthropic-version",
+            ANTHROPIC_VERSION,
             HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
         )?;
     }
     insert(req, HOST, binding.upstream.host_value().clone())
 }
 
-/// Anthropic's API version header.
-const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+/// Anthropic's API version header, inserted by its `&'static str` name (see `wire_name`).
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+/// [`ANTHROPIC_VERSION`] for lookups.
+const ANTHROPIC_VERSION_NAME: HeaderName = HeaderName::from_static(ANTHROPIC_VERSION);
 
 /// The injected header's name as sent (see [`AuthStyle::wire_name`]).
 fn wire_name(auth: &AuthStyle, name: HeaderName) -> Bytes {
