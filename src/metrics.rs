@@ -142,7 +142,8 @@ pub static CHANGE_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Fan-out snapshot requests answered, by result (`changed`, `unchanged`, `unauthorized`,
-/// `forbidden`, `bad_request`, `unavailable`).
+/// `forbidden`, `bad_request`, `unavailable`, `abandoned`: the watcher closed the connection
+/// while its request waited).
 pub static FANOUT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(
         IntCounterVec::new(
@@ -151,6 +152,32 @@ pub static FANOUT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
                 "Fan-out snapshot requests answered, by result",
             ),
             &["result"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// A watcher's polls of its fan-out servers, by result (`changed`, `unchanged`, `timeout`,
+/// `too_large`, `error`).
+pub static WATCH_POLLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_watch_polls_total",
+                "A watcher's polls of its fan-out servers, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Rows a fan-out server sent that this watcher did not ask for (dropped on receipt).
+pub static WATCH_UNREQUESTED_ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "sidecar_watch_unrequested_rows_total",
+            "Rows a fan-out server sent that this watcher did not ask for (ignored)",
         )
         .expect("valid metric"),
     )

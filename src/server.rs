@@ -317,11 +317,11 @@ fn admin_service(
             .chain(config.fanout.as_ref().map(|f| &f.address))
             .filter_map(|address| address.parse().ok())
             .collect(),
-        // Three missed polls in a row before the snapshot counts as stale (a watcher's source
-        // is checked every default refresh interval, and at once when its server goes away).
+        // Three missed polls in a row before the snapshot counts as stale; a watcher's age runs
+        // from its last answer, so two waits without one.
         stale_after: match (&config.credentials.postgres, &config.credentials.watch) {
             (Some(pg), _) => Some(pg.refresh_interval * 3),
-            (None, Some(_)) => Some(crate::config::DEFAULT_REFRESH_INTERVAL * 3),
+            (None, Some(w)) => Some(crate::fanout::watch::stale_after(w)),
             (None, None) => None,
         },
     };

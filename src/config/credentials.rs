@@ -12,11 +12,13 @@ use crate::secret::Secret;
 pub(super) const CREDENTIAL_KEYS: &[&str] = &["salt_key_env", "local", "postgres", "watch"];
 const WATCH_KEYS: &[&str] = &[
     "url",
+    "urls",
     "token_env",
     "ca_file",
     "client_cert",
     "client_key",
     "wait",
+    "max_answer_bytes",
 ];
 const POSTGRES_KEYS: &[&str] = &[
     "url",
@@ -69,17 +71,41 @@ pub(super) fn parse_credentials(
 }
 
 fn parse_watch(s: &Section<'_>, base_dir: &Path, diag: &mut Diagnostics) -> Option<WatchSettings> {
-    let url = s.string("url", diag);
-    if url.is_none() && !s.has("url") {
+    let mut written: Vec<(String, String)> = Vec::new();
+    if let Some(url) = s.string("url", diag) {
+        written.push((s.path_of("url"), url));
+    }
+    for (path, value) in s.list("urls", diag) {
+        match value.as_str() {
+            Some(url) => written.push((path, url.to_string())),
+            None => diag.error(path, "expected a string (https://host[:port])"),
+        }
+    }
+    if written.is_empty() && !s.has("url") && !s.has("urls") {
         diag.error(
             s.path_of("url"),
-            "required (the fan-out server, e.g. https://sidecar-fanout:9443)",
+            "required (the fan-out server, e.g. https://sidecar-fanout:9443; or `urls`, a list)",
         );
     }
-    let url = url?.trim_end_matches('/').to_string();
-    let (tls, host, port) = parse_fanout_url(&url)
-        .map_err(|problem| diag.error(s.path_of("url"), problem))
-        .ok()?;
+    let mut servers: Vec<FanoutServer> = Vec::new();
+    for (path, url) in written {
+        let url = url.trim_end_matches('/').to_string();
+        match parse_fanout_url(&url) {
+            Ok(_) if servers.iter().any(|s| s.url == url) => {
+                diag.error(path, format!("{url:?} is listed twice"))
+            }
+            Ok((tls, host, port)) => servers.push(FanoutServer {
+                url,
+                tls,
+                host,
+                port,
+            }),
+            Err(problem) => diag.error(path, problem),
+        }
+    }
+    if servers.is_empty() {
+        return None;
+    }
     let file = |key: &str, diag: &mut Diagnostics| {
         s.string(key, diag)
             .map(|p| checked_file(&resolve(base_dir, &p), &s.path_of(key), diag))
@@ -91,10 +117,7 @@ fn parse_watch(s: &Section<'_>, base_dir: &Path, diag: &mut Diagnostics) -> Opti
         diag.error(s.path(), "client_cert and client_key go together");
     }
     Some(WatchSettings {
-        url,
-        tls,
-        host,
-        port,
+        servers,
         token_env: s
             .string("token_env", diag)
             .unwrap_or_else(|| DEFAULT_WATCH_TOKEN_ENV.to_string()),
@@ -102,6 +125,14 @@ fn parse_watch(s: &Section<'_>, base_dir: &Path, diag: &mut Diagnostics) -> Opti
         client_cert,
         client_key,
         wait: s.duration("wait", diag).unwrap_or(DEFAULT_WATCH_WAIT),
+        max_answer_bytes: s
+            .number(
+                "max_answer_bytes",
+                64 * 1024,
+                MAX_WATCH_MAX_ANSWER_BYTES,
+                diag,
+            )
+            .unwrap_or(DEFAULT_WATCH_MAX_ANSWER_BYTES),
     })
 }
 

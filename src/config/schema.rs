@@ -76,6 +76,13 @@ pub const DEFAULT_NOTIFY_JITTER: Duration = Duration::from_millis(500);
 pub const DEFAULT_WATCH_TOKEN_ENV: &str = "SIDECAR_WATCH_TOKEN";
 /// How long a fan-out server holds a watch request open when nothing changes.
 pub const DEFAULT_WATCH_WAIT: Duration = Duration::from_secs(30);
+/// Largest answer a watcher accepts from a fan-out server. A stored row is about 0.3 KiB (a
+/// credential: name and one encrypted key) to 1.5 KiB (a model row with its encrypted
+/// `litellm_params`), and a watcher receives only the rows its routes name, typically a few
+/// dozen: 4 MiB holds about 3,000 of the largest rows.
+pub const DEFAULT_WATCH_MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
+/// Upper bound of `credentials.watch.max_answer_bytes`.
+pub const MAX_WATCH_MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
 /// The environment variable holding the database URL when `credentials.postgres.url` is unset.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 /// The header client tokens are presented in when `access.client_tokens.header` is unset.
@@ -274,17 +281,26 @@ pub struct CredentialSettings {
     pub watch: Option<WatchSettings>,
 }
 
-/// Taking the credential rows from a fan-out server (another sidecar) instead of the database.
-#[derive(Debug, Clone)]
-pub struct WatchSettings {
-    /// The server's base URL (`https://host:port`; `http://` on loopback only), as written.
+/// One fan-out server a watcher may take the rows from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutServer {
+    /// Its base URL (`https://host:port`; `http://` on loopback only), as written.
     pub url: String,
     /// `https`.
     pub tls: bool,
-    /// Its host (a name or an IP address, without brackets).
+    /// Its host (a name or an IP address, without brackets). Every address a name resolves to
+    /// counts as a server of its own (a headless Service lists every serving replica).
     pub host: String,
     /// Its port.
     pub port: u16,
+}
+
+/// Taking the credential rows from fan-out servers (other sidecars) instead of the database.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// The servers (`url` and `urls`, in the order written; at least one). A watcher starts at
+    /// one at random and moves to another when its server fails.
+    pub servers: Vec<FanoutServer>,
     /// The environment variable holding this watcher's token.
     pub token_env: String,
     /// CA bundle the server's certificate is verified against (else `upstream.ca_file`, else
@@ -296,6 +312,17 @@ pub struct WatchSettings {
     pub client_key: Option<PathBuf>,
     /// How long the server may hold each watch request open when nothing changes.
     pub wait: Duration,
+    /// Largest answer accepted from a server, in bytes (declared or streamed); a larger one is
+    /// refused unread and the last rows stay in use.
+    pub max_answer_bytes: u64,
+}
+
+impl WatchSettings {
+    /// The servers' URLs, comma-separated (for logs and the source's description).
+    pub fn urls(&self) -> String {
+        let urls: Vec<&str> = self.servers.iter().map(|s| s.url.as_str()).collect();
+        urls.join(", ")
+    }
 }
 
 /// Serving the database rows to other sidecars (`fanout`): this instance holds the database

@@ -155,19 +155,34 @@ fn watch_and_fanout_settings_parse_with_defaults() {
     );
     let c = load(&text).expect("valid");
     let w = c.credentials.watch.expect("watch");
+    let s = &w.servers[0];
     assert_eq!(
-        (w.tls, w.host.as_str(), w.port),
-        (true, "sidecar-fanout.svc", 9443)
+        (w.servers.len(), s.tls, s.host.as_str(), s.port),
+        (1, true, "sidecar-fanout.svc", 9443)
     );
     assert_eq!(w.token_env, DEFAULT_WATCH_TOKEN_ENV);
     assert_eq!(w.wait, DEFAULT_WATCH_WAIT);
+    assert_eq!(w.max_answer_bytes, DEFAULT_WATCH_MAX_ANSWER_BYTES);
+    let several = format!(
+        "{MINIMAL}credentials:\n  watch: {{ url: \"https://a:9443\", urls: [\"https://b:9443\", \"https://c\"], max_answer_bytes: 1048576 }}\n"
+    );
+    let w = load(&several)
+        .expect("valid")
+        .credentials
+        .watch
+        .expect("watch");
+    let urls: Vec<&str> = w.servers.iter().map(|s| s.url.as_str()).collect();
+    assert_eq!(urls, ["https://a:9443", "https://b:9443", "https://c"]);
+    assert_eq!(w.urls(), "https://a:9443, https://b:9443, https://c");
+    assert_eq!(w.max_answer_bytes, 1 << 20);
     let local = format!("{MINIMAL}credentials:\n  watch: {{ url: \"http://[::1]:9\" }}\n");
     let w = load(&local)
         .expect("valid")
         .credentials
         .watch
         .expect("watch");
-    assert_eq!((w.tls, w.host.as_str(), w.port), (false, "::1", 9));
+    let s = &w.servers[0];
+    assert_eq!((s.tls, s.host.as_str(), s.port), (false, "::1", 9));
 
     let text = format!(
         "{MINIMAL}credentials:\n  postgres: {{ url: \"postgres://db/x\" }}\n\
@@ -202,6 +217,27 @@ fn watch_and_fanout_mistakes_are_named() {
             "credentials:\n  watch: { url: \"https://h:port\" }\n".to_string(),
             "credentials.watch.url",
             "port",
+        ),
+        (
+            "credentials:\n  watch: { urls: [\"https://a\", \"http://10.0.0.5:9443\"] }\n"
+                .to_string(),
+            "credentials.watch.urls[1]",
+            "loopback",
+        ),
+        (
+            "credentials:\n  watch: { url: \"https://a\", urls: [\"https://a/\"] }\n".to_string(),
+            "credentials.watch.urls[0]",
+            "listed twice",
+        ),
+        (
+            "credentials:\n  watch: { token_env: T }\n".to_string(),
+            "credentials.watch.url",
+            "required",
+        ),
+        (
+            "credentials:\n  watch: { url: \"https://a\", max_answer_bytes: 10 }\n".to_string(),
+            "credentials.watch.max_answer_bytes",
+            "whole number",
         ),
         (
             "credentials:\n  watch: { url: \"https://h\" }\n  postgres: { url: \"postgres://db/x\" }\n"

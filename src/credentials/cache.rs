@@ -172,7 +172,12 @@ impl CredentialCache {
 
     /// Records that every source was just read successfully (the snapshot is current).
     pub fn mark_fresh(&self) {
-        *self.fresh_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.mark_fresh_at(Instant::now());
+    }
+
+    /// Records that every source was confirmed current at `at` (a watcher's last answer).
+    pub fn mark_fresh_at(&self, at: Instant) {
+        *self.fresh_at.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
 
     /// How long since every source was last read successfully: how stale the snapshot may be.

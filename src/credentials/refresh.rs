@@ -107,6 +107,7 @@ impl Refresher {
             .map(|t| (t.source.describe(), t))
             .collect();
         for source in sources {
+            source.start();
             let mut tracked = Tracked::new(source);
             if let Some(old) = previous.remove(&tracked.source.describe()) {
                 tracked.last_good = old.last_good;
@@ -165,7 +166,10 @@ impl Refresher {
             self.cache.publish(snapshot);
         }
         if all_read {
-            self.cache.mark_fresh();
+            // As old as the oldest confirmation (a watcher's last answer), else now.
+            let confirmed = sources.iter().filter_map(|t| t.source.confirmed_at()).min();
+            self.cache
+                .mark_fresh_at(confirmed.unwrap_or_else(tokio::time::Instant::now));
         }
         let result = if all_read { "success" } else { "failure" };
         crate::metrics::REFRESHES.with_label_values(&[result]).inc();
@@ -274,6 +278,9 @@ impl Refresher {
     /// Refreshes every `refresh_interval` (jittered) and whenever woken, backing off after
     /// failures, until shutdown.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        for tracked in self.sources.lock().await.iter() {
+            tracked.source.start();
+        }
         let mut backoff = MIN_BACKOFF;
         loop {
             let all_read = self.refresh().await;

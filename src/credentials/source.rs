@@ -86,6 +86,18 @@ pub trait CredentialSource: Send + Sync {
         Ok(None)
     }
 
+    /// Starts the source's background work (a fan-out watcher's poller) on the current
+    /// runtime. The refresher calls it from its long-lived loop and for the sources a reload
+    /// brings in, never on the short-lived start-up runtime.
+    fn start(&self) {}
+
+    /// When the source last confirmed its content, for a source whose reads are answers
+    /// received earlier (a fan-out watcher): the snapshot is as old as its oldest
+    /// confirmation. `None`: a successful read confirms it now.
+    fn confirmed_at(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
     /// Loads everything. `Err` means the source as a whole could not be read (the file is
     /// malformed, the database is down); the caller keeps its last good outcome.
     async fn load(&self) -> Result<LoadOutcome, String>;

@@ -1,179 +1,186 @@
-//! The watching side of fan-out: a credential source whose rows come from a fan-out server by
+//! The watching side of fan-out: a credential source whose rows come from fan-out servers by
 //! long poll instead of from the database.
 //!
-//! A poller task holds one request open at a time (`If-None-Match` with the last entity tag);
-//! a new answer is stored and wakes the refresher, which decodes it with this sidecar's own
-//! salt key exactly as it would decode database rows. When the server cannot be reached, the
-//! last rows stay in use (the refresher's last-known-good rule), the failure is reported once
-//! per state change, and retries back off with jitter up to 30 s.
+//! A poller task ([`poller`]) holds one request open at a time (`If-None-Match` with the last
+//! entity tag); a new answer is stored and wakes the refresher, which decodes it with this
+//! sidecar's own salt key exactly as it would decode database rows. The request asks for
+//! exactly the credentials and models this sidecar's routes name; rows the server sends beyond
+//! those are dropped on receipt and counted (`sidecar_watch_unrequested_rows_total`).
 //!
-//! The request asks for exactly the credentials and models this sidecar's routes name.
+//! What a hostile or broken server can do is bounded:
+//! - every round trip step has a deadline of ours ([`client`]), so a server that accepts and
+//!   never answers costs one timeout, after which the poller moves to another address;
+//! - an answer larger than `max_answer_bytes` is refused before (or while) it is read;
+//! - the snapshot's age (`/readyz`, `sidecar_credential_snapshot_age_seconds`) runs from the
+//!   last answer (200 or 304) received, so a hung server makes the watcher go stale;
+//! - warnings are rate-limited.
+//!
+//! Start-up asks once without waiting, on the start-up runtime and under [`START_DEADLINE`], and
+//! closes that connection when answered; the poller starts only on the long-lived runtime
+//! ([`CredentialSource::start`]), with the start-up answer's tag, so nothing is left waiting on
+//! a server for a runtime that is gone.
 
+mod client;
+mod endpoints;
+mod poller;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
-use http::header;
 use pingora::connectors::http::v1::Connector;
-use pingora::http::RequestHeader;
-use pingora::upstreams::peer::{HttpPeer, PeerOptions};
-use pingora::utils::tls::CertKey;
+use pingora::upstreams::peer::PeerOptions;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
+use self::client::{Endpoint, Failure, Received, WatchClient, CONNECT_DEADLINE};
+use self::poller::{held_back, Throttle, WARN_INTERVAL};
 use super::SNAPSHOT_PATH;
-use crate::config::WatchSettings;
+use crate::config::{FanoutServer, WatchSettings};
 use crate::credentials::cipher::Keys;
-use crate::credentials::rows::{self, StoredRows};
+use crate::credentials::rows;
 use crate::credentials::source::{CredentialSource, LoadOutcome};
+use crate::credentials::values::ValueReader;
 use crate::credentials::Secret;
-use crate::db::session::random_below;
+use crate::metrics::{WATCH_POLLS, WATCH_UNREQUESTED_ROWS};
 use crate::percent;
 use crate::upstream::tls::{load_ca_bundle, load_client_cert};
 use crate::upstream::Targets;
 
-/// Largest snapshot accepted from a server.
-const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Connect (and TLS handshake) deadline for each poll.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Added to the requested wait before a poll counts as hung.
-const READ_SLACK: Duration = Duration::from_secs(15);
-/// Longest delay between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub use self::client::ANSWER_SLACK;
+pub use self::poller::MAX_BACKOFF;
 
-/// One answer of the server.
-struct Received {
-    tag: String,
-    rows: StoredRows,
+/// Longest the start-up poll (every address in turn, without waiting) may take before the
+/// sidecar starts without the servers' rows.
+pub const START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How long a watcher's snapshot may go without an answer before `/readyz` reports it stale:
+/// two full waits and their slack (a poll in progress is at most one).
+pub fn stale_after(settings: &WatchSettings) -> Duration {
+    (settings.wait + ANSWER_SLACK) * 2 + CONNECT_DEADLINE
 }
 
 /// What the poller last learned.
-#[derive(Default)]
 struct WatchState {
     latest: Option<Received>,
-    /// Why the last poll failed, while it is failing.
+    /// Why no server answered in the last full round, while that is so.
     failing: Option<String>,
+    /// When a server last answered (200 or 304).
+    confirmed_at: Option<Instant>,
+    /// Warnings about rows not asked for.
+    unrequested: Throttle,
 }
 
-/// Makes the requests.
-struct WatchClient {
-    connector: Connector,
-    settings: WatchSettings,
-    options: PeerOptions,
-    client_cert: Option<Arc<CertKey>>,
-    token: Secret,
-    path_and_query: String,
+/// What the source and its poller share.
+struct Shared {
+    client: WatchClient,
+    servers: Vec<Arc<FanoutServer>>,
+    credentials: Vec<String>,
+    models: Vec<String>,
+    keys: Option<Keys>,
+    wake: Arc<Notify>,
+    state: Mutex<WatchState>,
+    /// Counts answers and failed rounds (the first one ends a wait for the poller's start).
+    outcomes: tokio::sync::watch::Sender<u64>,
 }
 
-impl WatchClient {
-    /// One long poll: `Ok(None)` when nothing changed within `wait`.
-    async fn poll(&self, tag: Option<&str>, wait: Duration) -> Result<Option<Received>, String> {
-        let server = &self.settings.url;
-        let addr = tokio::net::lookup_host((self.settings.host.as_str(), self.settings.port))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("fan-out server {server}: cannot resolve its host"))?;
-        let mut peer = HttpPeer::new(addr, self.settings.tls, self.settings.host.clone());
-        peer.options = self.options.clone();
-        peer.options.read_timeout = Some(wait + READ_SLACK);
-        peer.client_cert_key = self.client_cert.clone();
-        let (mut session, _) = self
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| format!("fan-out server {server}: cannot connect: {e}"))?;
-        let path = format!("{}&wait={}", self.path_and_query, wait.as_secs());
-        let mut request = RequestHeader::build("GET", path.as_bytes(), None)
-            .map_err(|e| format!("fan-out request: {e}"))?;
-        let authority = format!("{}:{}", self.settings.host, self.settings.port);
-        let bearer = format!("Bearer {}", self.token.expose());
-        let mut headers = vec![
-            (header::HOST, authority.as_str()),
-            (header::AUTHORIZATION, bearer.as_str()),
-        ];
-        if let Some(tag) = tag {
-            headers.push((header::IF_NONE_MATCH, tag));
-        }
-        for (name, value) in headers {
-            let what = name.to_string();
-            request
-                .insert_header(name, value)
-                .map_err(|_| format!("fan-out request: invalid {what} header"))?;
-        }
-        session
-            .write_request_header(Box::new(request))
-            .await
-            .map_err(|e| format!("fan-out server {server}: cannot send the request: {e}"))?;
-        session
-            .read_response()
-            .await
-            .map_err(|e| format!("fan-out server {server}: no answer: {e}"))?;
-        let response = session
-            .resp_header()
-            .ok_or_else(|| format!("fan-out server {server}: no response head"))?;
-        let status = response.status.as_u16();
-        let new_tag = response
-            .headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .read_body_bytes()
-            .await
-            .map_err(|e| format!("fan-out server {server}: reading the answer: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(format!(
-                    "fan-out server {server}: answer larger than {MAX_BODY_BYTES} bytes"
-                ));
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tag(&self) -> Option<String> {
+        self.state().latest.as_ref().map(|r| r.tag.clone())
+    }
+
+    /// Records an answer: the confirmation time, the rows asked for (others dropped and
+    /// counted), recovery; wakes the refresher (staleness is measured from answers).
+    fn answered(&self, endpoint: &Endpoint, answer: Option<Received>) {
+        let label = if answer.is_some() {
+            "changed"
+        } else {
+            "unchanged"
+        };
+        WATCH_POLLS.with_label_values(&[label]).inc();
+        let answer = answer.map(|a| self.keep_requested(endpoint, a));
+        let recovered = {
+            let mut state = self.state();
+            state.confirmed_at = Some(Instant::now());
+            if let Some(received) = answer {
+                state.latest = Some(received);
             }
-            body.extend_from_slice(&chunk);
+            state.failing.take().is_some()
+        };
+        if recovered {
+            info!("credentials: {} is answering again", endpoint.describe());
         }
-        if !wait.is_zero() {
-            // Kept for the next poll. Not after the immediate start-up poll, which runs on a
-            // runtime that is about to stop (a pooled connection would die with it).
-            self.connector
-                .release_http_session(session, &peer, None)
-                .await;
-        }
-        match (status, new_tag) {
-            (304, _) => Ok(None),
-            (200, Some(tag)) => {
-                let rows = serde_json::from_slice(&body).map_err(|e| {
-                    format!("fan-out server {server}: the snapshot is not valid JSON rows: {e}")
-                })?;
-                Ok(Some(Received { tag, rows }))
-            }
-            (200, None) => Err(format!("fan-out server {server}: answer without an ETag")),
-            (status, _) => {
-                let reason = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("error")?.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                Err(format!(
-                    "fan-out server {server} answered {status}: {reason}"
-                ))
+        self.wake.notify_one();
+        self.outcomes.send_modify(|n| *n += 1);
+    }
+
+    /// The rows this watcher asked for; the number of others is counted and warned about.
+    fn keep_requested(&self, endpoint: &Endpoint, received: Received) -> Received {
+        let all = received.rows.credentials.len() + received.rows.models.len();
+        let reader = ValueReader {
+            keys: self.keys.as_ref(),
+            env: None,
+        };
+        let rows = received
+            .rows
+            .select(&self.credentials, &self.models, &reader);
+        let dropped = all - rows.credentials.len() - rows.models.len();
+        if dropped > 0 {
+            WATCH_UNREQUESTED_ROWS.inc_by(dropped as u64);
+            if let Some(n) = self.state().unrequested.allow() {
+                warn!(
+                    "credentials: {} sent {dropped} rows this watcher did not ask for; ignored{}",
+                    endpoint.describe(),
+                    held_back(n)
+                );
             }
         }
+        Received {
+            tag: received.tag,
+            rows,
+        }
+    }
+
+    fn count_failure(&self, failure: &Failure) {
+        WATCH_POLLS.with_label_values(&[failure.kind]).inc();
+    }
+
+    /// No address answered in a whole round: the source is failing until one does.
+    fn round_failed(&self, message: &str, warnings: &mut Throttle) {
+        let first = self.state().failing.replace(message.to_string()).is_none();
+        if let Some(n) = warnings.allow() {
+            warn!(
+                "credentials: {message}; no fan-out server answered; keeping the last rows \
+                 received; retrying every {MAX_BACKOFF:?} at most{}",
+                held_back(n)
+            );
+        }
+        if first {
+            // The refresher reports the source as failing (staleness, metrics).
+            self.wake.notify_one();
+        }
+        self.outcomes.send_modify(|n| *n += 1);
     }
 }
 
 /// The watch credential source.
 pub struct WatchSource {
-    client: Arc<WatchClient>,
-    keys: Option<Keys>,
+    shared: Arc<Shared>,
     targets: Arc<Targets>,
-    wake: Arc<Notify>,
-    state: Arc<Mutex<WatchState>>,
+    /// Set once the poller may run (the long-lived runtime has taken over).
+    started: AtomicBool,
     poller: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl WatchSource {
-    /// A source watching `settings.url` for `credentials` and `models`, decrypting with
+    /// A source watching `settings.servers` for `credentials` and `models`, decrypting with
     /// `keys`; `upstream_ca` is trusted when `settings.ca_file` is unset. Errors name the
     /// missing token variable or an unreadable certificate file.
     pub fn new(
@@ -196,8 +203,8 @@ impl WatchSource {
                 )
             })?;
         let mut options = PeerOptions::new();
-        options.connection_timeout = Some(CONNECT_TIMEOUT);
-        options.total_connection_timeout = Some(CONNECT_TIMEOUT * 2);
+        options.connection_timeout = Some(CONNECT_DEADLINE);
+        options.total_connection_timeout = Some(CONNECT_DEADLINE);
         options.verify_cert = true;
         options.verify_hostname = true;
         if let Some(ca) = settings.ca_file.as_ref().or(upstream_ca) {
@@ -217,36 +224,86 @@ impl WatchSource {
             )
             .collect::<Vec<_>>()
             .join("&");
-        Ok(WatchSource {
-            client: Arc::new(WatchClient {
-                connector: Connector::new(None),
-                settings: settings.clone(),
-                options,
-                client_cert,
-                token,
-                path_and_query: format!("{SNAPSHOT_PATH}?{names}"),
-            }),
+        let client = WatchClient {
+            connector: Connector::new(None),
+            settings: settings.clone(),
+            options,
+            client_cert,
+            token,
+            path_and_query: format!("{SNAPSHOT_PATH}?{names}"),
+        };
+        let shared = Shared {
+            client,
+            servers: settings.servers.iter().cloned().map(Arc::new).collect(),
+            credentials: credentials.to_vec(),
+            models: models.to_vec(),
             keys,
-            targets,
             wake,
-            state: Arc::default(),
+            state: Mutex::new(WatchState {
+                latest: None,
+                failing: None,
+                confirmed_at: None,
+                unrequested: Throttle::new(WARN_INTERVAL),
+            }),
+            outcomes: tokio::sync::watch::Sender::new(0),
+        };
+        Ok(WatchSource {
+            shared: Arc::new(shared),
+            targets,
+            started: AtomicBool::new(false),
             poller: Mutex::new(None),
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts the poller on the current runtime unless one runs (it stops with its runtime,
-    /// e.g. the start-up one, and is started again by the next refresh).
+    /// Starts the poller on the current runtime unless one runs (it is started again by the
+    /// next refresh should it ever end).
     fn ensure_poller(&self) {
         let mut poller = self.poller.lock().unwrap_or_else(|e| e.into_inner());
         if poller.as_ref().is_some_and(|p| !p.is_finished()) {
             return;
         }
-        let (client, state, wake) = (self.client.clone(), self.state.clone(), self.wake.clone());
-        *poller = Some(tokio::spawn(poll_forever(client, state, wake)));
+        *poller = Some(tokio::spawn(poller::poll_forever(self.shared.clone())));
+    }
+
+    /// The start-up poll: each address once, without waiting, until one answers; bounded by
+    /// [`START_DEADLINE`]. The connection is closed after the answer (the start-up runtime
+    /// ends soon), never pooled or left waiting.
+    async fn poll_once(&self) -> Result<(), String> {
+        let shared = &self.shared;
+        let attempt = async {
+            let (endpoints, mut problems) = endpoints::resolve(&shared.servers).await;
+            let first = fastrand::usize(..endpoints.len().max(1));
+            for i in 0..endpoints.len() {
+                let endpoint = &endpoints[(first + i) % endpoints.len()];
+                match shared
+                    .client
+                    .poll(endpoint, None, Duration::ZERO, false)
+                    .await
+                {
+                    Ok(answer) => {
+                        shared.answered(endpoint, answer);
+                        return Ok(());
+                    }
+                    Err(f) => {
+                        shared.count_failure(&f);
+                        warn!("credentials: {}", f.message);
+                        problems.push(f.message);
+                    }
+                }
+            }
+            Err(problems.join("; "))
+        };
+        match tokio::time::timeout(START_DEADLINE, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                let e = format!(
+                    "{}: no answer within {START_DEADLINE:?} at start",
+                    self.describe()
+                );
+                warn!("credentials: {e}; starting without their rows, polling on");
+                Err(e)
+            }
+        }
     }
 }
 
@@ -258,81 +315,53 @@ impl Drop for WatchSource {
     }
 }
 
-/// Long-polls until aborted, storing each new answer and waking the refresher.
-async fn poll_forever(client: Arc<WatchClient>, state: Arc<Mutex<WatchState>>, wake: Arc<Notify>) {
-    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let tag = lock().latest.as_ref().map(|r| r.tag.clone());
-        match client.poll(tag.as_deref(), client.settings.wait).await {
-            Ok(answer) => {
-                backoff = Duration::from_secs(1);
-                let changed = answer.is_some();
-                let recovered = {
-                    let mut state = lock();
-                    if let Some(received) = answer {
-                        state.latest = Some(received);
-                    }
-                    state.failing.take().is_some()
-                };
-                if recovered {
-                    info!(
-                        "credentials: fan-out server {} is answering again",
-                        client.settings.url
-                    );
-                }
-                if changed || recovered {
-                    wake.notify_one();
-                }
-            }
-            Err(e) => {
-                let first = lock().failing.replace(e.clone()).is_none();
-                if first {
-                    warn!(
-                        "credentials: {e}; keeping the last rows received; retrying with backoff"
-                    );
-                    // The refresher reports the source as failing (staleness, metrics).
-                    wake.notify_one();
-                }
-                tokio::time::sleep(backoff / 2 + random_below(backoff / 2)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl CredentialSource for WatchSource {
     fn describe(&self) -> String {
-        format!("fan-out server {}", self.client.settings.url)
+        match self.shared.servers.len() {
+            1 => format!("fan-out server {}", self.shared.client.settings.urls()),
+            _ => format!("fan-out servers {}", self.shared.client.settings.urls()),
+        }
+    }
+
+    fn start(&self) {
+        self.started.store(true, Ordering::Relaxed);
+        self.ensure_poller();
     }
 
     async fn fingerprint(&self) -> Result<Option<String>, String> {
-        self.ensure_poller();
-        if self.state().latest.is_none() {
-            // Nothing yet (start-up): ask once without waiting, so the sidecar starts serving.
-            let first = self.client.poll(None, Duration::ZERO).await?;
-            let mut state = self.state();
-            if state.latest.is_none() {
-                state.latest = first;
+        if self.started.load(Ordering::Relaxed) {
+            self.ensure_poller();
+            if self.shared.tag().is_none() {
+                // A poller just started (a reload): give it its first round.
+                let mut outcomes = self.shared.outcomes.subscribe();
+                let first = outcomes.wait_for(|n| *n > 0);
+                let _ = tokio::time::timeout(START_DEADLINE, first).await;
             }
+        } else if self.shared.tag().is_none() {
+            // Start-up: ask once without waiting, so the sidecar starts serving.
+            self.poll_once().await?;
         }
-        let state = self.state();
+        let state = self.shared.state();
         if let Some(e) = &state.failing {
             return Err(e.clone());
         }
         Ok(state.latest.as_ref().map(|r| r.tag.clone()))
     }
 
+    fn confirmed_at(&self) -> Option<Instant> {
+        self.shared.state().confirmed_at
+    }
+
     async fn load(&self) -> Result<LoadOutcome, String> {
-        let state = self.state();
+        let state = self.shared.state();
         let received = state
             .latest
             .as_ref()
             .ok_or_else(|| format!("{}: no snapshot received yet", self.describe()))?;
         Ok(rows::decode(
             &received.rows,
-            self.keys.as_ref(),
+            self.shared.keys.as_ref(),
             &self.targets,
         ))
     }

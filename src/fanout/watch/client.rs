@@ -1,0 +1,326 @@
+//! One watch round trip to one server address, every step under a deadline of its own.
+//!
+//! Pingora's `Connector::get_http_session` does not apply `PeerOptions::read_timeout`, so no
+//! timeout of Pingora's is relied on here: connect (TCP and TLS), writing the request, the
+//! response head (the requested wait plus [`ANSWER_SLACK`]) and each body read are each wrapped
+//! in `tokio::time::timeout`, and the whole body has a deadline too. The answer's size is
+//! checked against `max_answer_bytes` from its `Content-Length` before any of the body is read,
+//! and again while reading (chunked answers). A server's error text reaches the log truncated
+//! and with control characters escaped; the token is never part of a message.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::header;
+use pingora::connectors::http::v1::Connector;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::upstreams::peer::{HttpPeer, PeerOptions};
+use pingora::utils::tls::CertKey;
+
+use crate::config::{FanoutServer, WatchSettings};
+use crate::credentials::rows::StoredRows;
+use crate::credentials::Secret;
+
+/// Deadline for the TCP connection and the TLS handshake together.
+pub(super) const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline for writing the request.
+const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// Added to the requested wait: a server that has not sent the response head by then is hung.
+pub const ANSWER_SLACK: Duration = Duration::from_secs(5);
+/// Deadline for each read of the body.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline for the whole body.
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest piece of a server's error text that reaches a log line.
+const MAX_REASON_CHARS: usize = 200;
+
+/// One answer of a server.
+pub(super) struct Received {
+    pub tag: String,
+    pub rows: StoredRows,
+}
+
+/// Why a round trip failed: `kind` labels the metric (`timeout`, `too_large`, `error`).
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    pub kind: &'static str,
+    pub message: String,
+    /// The connection came from the pool (a failure may only mean the server had closed it).
+    pub reused: bool,
+}
+
+impl Failure {
+    fn error(message: String) -> Failure {
+        Failure {
+            kind: "error",
+            message,
+            reused: false,
+        }
+    }
+}
+
+/// One address of one configured server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Endpoint {
+    pub server: Arc<FanoutServer>,
+    pub addr: SocketAddr,
+}
+
+impl Endpoint {
+    /// `https://name:9443 (10.0.0.5:9443)`, or the URL alone when it is the address.
+    pub fn describe(&self) -> String {
+        let literal = self.server.host.parse::<std::net::IpAddr>().is_ok();
+        if literal {
+            format!("fan-out server {}", self.server.url)
+        } else {
+            format!("fan-out server {} ({})", self.server.url, self.addr)
+        }
+    }
+}
+
+/// Makes the requests.
+pub(super) struct WatchClient {
+    pub connector: Connector,
+    pub settings: WatchSettings,
+    pub options: PeerOptions,
+    pub client_cert: Option<Arc<CertKey>>,
+    pub token: Secret,
+    pub path_and_query: String,
+}
+
+/// `future` under `deadline`; on expiry a `timeout` failure saying what did not finish.
+async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    server: &str,
+    future: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(deadline, future)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure {
+                kind: "timeout",
+                message: format!("{server}: timed out after {deadline:?} {what}"),
+                reused: false,
+            })
+        })
+}
+
+impl WatchClient {
+    /// One long poll to `endpoint`: `Ok(None)` when nothing changed within `wait`. The
+    /// connection goes back to the pool after a complete answer when `keep` is set.
+    pub async fn poll(
+        &self,
+        endpoint: &Endpoint,
+        tag: Option<&str>,
+        wait: Duration,
+        keep: bool,
+    ) -> Result<Option<Received>, Failure> {
+        let server = endpoint.describe();
+        let server = server.as_str();
+        let target = &endpoint.server;
+        let mut peer = HttpPeer::new(endpoint.addr, target.tls, target.host.clone());
+        peer.options = self.options.clone();
+        peer.client_cert_key = self.client_cert.clone();
+        let (mut session, reused) = within(CONNECT_DEADLINE, "connecting", server, async {
+            self.connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| Failure::error(format!("{server}: cannot connect: {e}")))
+        })
+        .await?;
+        let answer = self.exchange(&mut session, target, server, tag, wait).await;
+        let (status, new_tag, body) = answer.map_err(|mut f| {
+            f.reused = reused;
+            f
+        })?;
+        if keep {
+            self.connector
+                .release_http_session(session, &peer, None)
+                .await;
+        }
+        match (status, new_tag) {
+            (304, _) => Ok(None),
+            (200, Some(tag)) => {
+                let rows = serde_json::from_slice(&body).map_err(|e| {
+                    Failure::error(format!(
+                        "{server}: the snapshot is not valid JSON rows: {}",
+                        bounded(&e.to_string())
+                    ))
+                })?;
+                Ok(Some(Received { tag, rows }))
+            }
+            (200, None) => Err(Failure::error(format!("{server}: answer without an ETag"))),
+            (status, _) => {
+                let reason = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("error")?.as_str().map(bounded))
+                    .unwrap_or_default();
+                Err(Failure::error(format!(
+                    "{server} answered {status}: {reason}"
+                )))
+            }
+        }
+    }
+
+    /// Sends the request and reads the answer: status, entity tag, body.
+    async fn exchange(
+        &self,
+        session: &mut HttpSession,
+        target: &FanoutServer,
+        server: &str,
+        tag: Option<&str>,
+        wait: Duration,
+    ) -> Result<(u16, Option<String>, BytesMut), Failure> {
+        let request = self.request(target, tag, wait)?;
+        within(WRITE_DEADLINE, "sending the request", server, async {
+            session
+                .write_request_header(Box::new(request))
+                .await
+                .map(drop)
+                .map_err(|e| Failure::error(format!("{server}: cannot send the request: {e}")))
+        })
+        .await?;
+        within(
+            wait + ANSWER_SLACK,
+            "waiting for the answer",
+            server,
+            async {
+                session
+                    .read_response()
+                    .await
+                    .map(drop)
+                    .map_err(|e| Failure::error(format!("{server}: no answer: {e}")))
+            },
+        )
+        .await?;
+        let response = session
+            .resp_header()
+            .ok_or_else(|| Failure::error(format!("{server}: no response head")))?;
+        let status = response.status.as_u16();
+        let new_tag = response
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let limit = self.settings.max_answer_bytes;
+        let declared = response
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large(server, limit));
+        }
+        let body = within(BODY_DEADLINE, "reading the answer", server, async {
+            let mut body = BytesMut::new();
+            loop {
+                let chunk = within(READ_DEADLINE, "reading the answer", server, async {
+                    session
+                        .read_body_bytes()
+                        .await
+                        .map_err(|e| Failure::error(format!("{server}: reading the answer: {e}")))
+                })
+                .await?;
+                let Some(chunk) = chunk else {
+                    return Ok(body);
+                };
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large(server, limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        })
+        .await?;
+        Ok((status, new_tag, body))
+    }
+
+    /// The request head (the bearer token is only ever in this header).
+    fn request(
+        &self,
+        target: &FanoutServer,
+        tag: Option<&str>,
+        wait: Duration,
+    ) -> Result<RequestHeader, Failure> {
+        let path = format!("{}&wait={}", self.path_and_query, wait.as_secs());
+        let mut request = RequestHeader::build("GET", path.as_bytes(), None)
+            .map_err(|e| Failure::error(format!("fan-out request: {e}")))?;
+        let authority = if target.host.contains(':') {
+            format!("[{}]:{}", target.host, target.port)
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        let bearer = format!("Bearer {}", self.token.expose());
+        let mut headers = vec![
+            (header::HOST, authority.as_str()),
+            (header::AUTHORIZATION, bearer.as_str()),
+        ];
+        if let Some(tag) = tag {
+            headers.push((header::IF_NONE_MATCH, tag));
+        }
+        for (name, value) in headers {
+            let what = name.to_string();
+            request
+                .insert_header(name, value)
+                .map_err(|_| Failure::error(format!("fan-out request: invalid {what} header")))?;
+        }
+        Ok(request)
+    }
+}
+
+fn too_large(server: &str, limit: u64) -> Failure {
+    Failure {
+        kind: "too_large",
+        message: format!("{server}: answer larger than max_answer_bytes ({limit} bytes); not read"),
+        reused: false,
+    }
+}
+
+/// A server's text as it may reach a log line: at most [`MAX_REASON_CHARS`] characters, control
+/// characters escaped (`\n` stays two characters, it never starts a line).
+pub(super) fn bounded(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_REASON_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_is_bounded_and_cannot_start_a_log_line() {
+        let forged = "bad\n[2026-01-01 INFO access] 200 GET /x\r\u{1b}[31m";
+        let shown = bounded(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.starts_with("bad\\n[2026"), "{shown:?}");
+        let long = bounded(&"x".repeat(10_000));
+        assert_eq!(long.chars().count(), MAX_REASON_CHARS + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_past_its_deadline_is_a_timeout_naming_it() {
+        let never = std::future::pending::<Result<(), Failure>>();
+        let failure = within(Duration::from_secs(5), "waiting for the answer", "s", never)
+            .await
+            .expect_err("times out");
+        assert_eq!(failure.kind, "timeout");
+        assert_eq!(
+            failure.message,
+            "s: timed out after 5s waiting for the answer"
+        );
+    }
+}
