@@ -7,6 +7,10 @@
 //! refused), so a misconfigured watcher is told rather than silently served less. Tokens are
 //! compared by their SHA-256 through a map: what a lookup's timing could reveal is about the
 //! digest, which an attacker cannot invert into a token.
+//!
+//! A request held open while nothing changes also watches its connection: a watcher that closes
+//! it (a restart, a failover, a timeout of its own) releases the request and its descriptor at
+//! once, not at the end of the wait.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -251,8 +255,34 @@ impl ServeHttp for FanoutApp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let digest = Self::token_digest(session);
-        self.answer(digest, &request, if_none_match.as_deref())
-            .await
+        // A watcher that goes away while its request waits is noticed at once (its FIN or
+        // reset), and the request and its descriptor are released instead of held to the
+        // end of the wait.
+        let answer = self.answer(digest, &request, if_none_match.as_deref());
+        tokio::select! {
+            response = answer => response,
+            () = client_gone(session) => {
+                FANOUT_REQUESTS.with_label_values(&["abandoned"]).inc();
+                debug!("fanout: a watcher closed its connection while its request waited");
+                // Nobody reads it: no body, so nothing is left to fail (and log) after the head.
+                Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .header(header::CONTENT_LENGTH, 0)
+                    .header(header::CONNECTION, "close")
+                    .body(Vec::new())
+                    .expect("static response parts are valid")
+            }
+        }
+    }
+}
+
+/// Resolves when the client closes its connection (or sends anything: a watcher sends nothing
+/// after its request, which has no body); pending while it stays open.
+async fn client_gone(session: &mut ServerSession) {
+    match session.read_body_or_idle(true).await {
+        Err(_) => {}
+        // Not a close (cannot happen without a body): keep waiting for the answer.
+        Ok(_) => std::future::pending().await,
     }
 }
 
