@@ -13,23 +13,23 @@ use crate::support::{free_port, sha256_hex, wait_until_async};
 use serde_json::{json, Value};
 use sidecar::credentials::cipher::Format;
 
-const TOKEN_A: &str = "watch-token-team-a-0123456789";
+pub(crate) const TOKEN_A: &str = "watch-token-team-a-0123456789";
 const TOKEN_B: &str = "watch-token-team-b-9876543210";
 
 /// The route both sides serve: `/mine`, with the credential `mine`.
-fn mine_route(e: &Env) -> Value {
+pub(crate) fn mine_route(e: &Env) -> Value {
     credential_route("mine", "mine", &e.mock.base_url(), "openai")
 }
 
 /// A database URL whose connections are counted apart from every other test's.
-fn counted_url(db: &TestDb) -> (String, String) {
+pub(crate) fn counted_url(db: &TestDb) -> (String, String) {
     let app = format!("fanout_{}", db.schema);
     (format!("{}&application_name={app}", TestDb::url(None)), app)
 }
 
 /// The serving sidecar's config: the database, the fan-out listener (TLS when `tls` names the
 /// certificate files), two watchers with one credential each.
-fn server_config(e: &Env, db: &TestDb, url: &str, fanout_port: u16, tls: bool) -> Value {
+pub(crate) fn server_config(e: &Env, db: &TestDb, url: &str, fanout_port: u16, tls: bool) -> Value {
     let mut fanout = json!({
         "address": format!("127.0.0.1:{fanout_port}"),
         "watchers": [
@@ -48,7 +48,7 @@ fn server_config(e: &Env, db: &TestDb, url: &str, fanout_port: u16, tls: bool) -
 
 /// `db install-notify` with the serving config (less its fan-out section, whose certificate
 /// files exist only in the sidecar's own directory).
-fn install_notify(config: &Value) {
+pub(crate) fn install_notify(config: &Value) {
     let mut config = config.clone();
     config.as_object_mut().expect("an object").remove("fanout");
     db_command(&config, "install-notify");
@@ -65,7 +65,7 @@ async fn connections(db: &TestDb, application_name: &str) -> i64 {
         .get(0)
 }
 
-async fn seed(db: &TestDb) {
+pub(crate) async fn seed(db: &TestDb) {
     for (name, key) in [("mine", "sk-mine-v1"), ("theirs", "sk-theirs-v1")] {
         db.put_credential(name, json!({ "api_key": enc(key, Format::Nacl) }), "openai")
             .await;

@@ -15,6 +15,8 @@ mod client_connections;
 mod connection_cap;
 mod dashboard;
 mod fanout;
+mod fanout_failover;
+mod fanout_watch;
 mod faults;
 mod framing;
 mod harness_selftest;
