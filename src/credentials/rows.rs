@@ -59,7 +59,7 @@ impl StoredRows {
 }
 
 /// The `litellm_credential_name` of a model row, when it has a readable one.
-fn linked_credential(row: &ModelRow, reader: &ValueReader<'_>) -> Option<String> {
+pub(crate) fn linked_credential(row: &ModelRow, reader: &ValueReader<'_>) -> Option<String> {
     let params = params_object(&row.params).ok()?;
     let stored = params.get("litellm_credential_name")?.as_str()?;
     let name = reader.read("litellm_credential_name", stored).ok()?;

@@ -20,6 +20,7 @@
 //! ([`CredentialSource::start`]), with the start-up answer's tag, so nothing is left waiting on
 //! a server for a runtime that is gone.
 
+mod answer;
 mod client;
 mod endpoints;
 mod poller;
@@ -36,12 +37,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use self::client::{Endpoint, Failure, Received, WatchClient, CONNECT_DEADLINE};
+use self::answer::{requested_rows, Selection};
+use self::client::{bounded, Endpoint, Failure, RawAnswer, WatchClient, CONNECT_DEADLINE};
 use self::poller::{held_back, Throttle, WARN_INTERVAL};
 use super::SNAPSHOT_PATH;
 use crate::config::{FanoutServer, WatchSettings};
 use crate::credentials::cipher::Keys;
-use crate::credentials::rows;
+use crate::credentials::rows::{self, StoredRows};
 use crate::credentials::source::{CredentialSource, LoadOutcome};
 use crate::credentials::values::ValueReader;
 use crate::credentials::Secret;
@@ -61,6 +63,12 @@ pub const START_DEADLINE: Duration = Duration::from_secs(15);
 /// two full waits and their slack (a poll in progress is at most one).
 pub fn stale_after(settings: &WatchSettings) -> Duration {
     (settings.wait + ANSWER_SLACK) * 2 + CONNECT_DEADLINE
+}
+
+/// One answer of a server: the rows asked for.
+struct Received {
+    tag: String,
+    rows: StoredRows,
 }
 
 /// What the poller last learned.
@@ -96,8 +104,49 @@ impl Shared {
         self.state().latest.as_ref().map(|r| r.tag.clone())
     }
 
-    /// Records an answer: the confirmation time, the rows asked for (others dropped and
-    /// counted), recovery; wakes the refresher (staleness is measured from answers).
+    /// Takes an answer (`None`: 304): only the rows asked for are read from it, the others
+    /// are counted; then [`Shared::answered`]. An answer that is not valid rows is a failure.
+    fn accept(&self, endpoint: &Endpoint, answer: Option<RawAnswer>) -> Result<(), Failure> {
+        let Some(answer) = answer else {
+            self.answered(endpoint, None);
+            return Ok(());
+        };
+        let selection = Selection {
+            credentials: &self.credentials,
+            models: &self.models,
+            reader: ValueReader {
+                keys: self.keys.as_ref(),
+                env: None,
+            },
+        };
+        let (rows, dropped) = requested_rows(&answer.body, &selection).map_err(|e| {
+            Failure::error(format!(
+                "{}: the snapshot is not valid JSON rows: {}",
+                endpoint.describe(),
+                bounded(&e)
+            ))
+        })?;
+        drop(answer.body);
+        if dropped > 0 {
+            WATCH_UNREQUESTED_ROWS.inc_by(dropped as u64);
+            if let Some(n) = self.state().unrequested.allow() {
+                warn!(
+                    "credentials: {} sent {dropped} rows this watcher did not ask for; ignored{}",
+                    endpoint.describe(),
+                    held_back(n)
+                );
+            }
+        }
+        let received = Received {
+            tag: answer.tag,
+            rows,
+        };
+        self.answered(endpoint, Some(received));
+        Ok(())
+    }
+
+    /// Records an answer: the confirmation time, the rows, recovery; wakes the refresher
+    /// (staleness is measured from answers).
     fn answered(&self, endpoint: &Endpoint, answer: Option<Received>) {
         let label = if answer.is_some() {
             "changed"
@@ -105,7 +154,6 @@ impl Shared {
             "unchanged"
         };
         WATCH_POLLS.with_label_values(&[label]).inc();
-        let answer = answer.map(|a| self.keep_requested(endpoint, a));
         let recovered = {
             let mut state = self.state();
             state.confirmed_at = Some(Instant::now());
@@ -119,33 +167,6 @@ impl Shared {
         }
         self.wake.notify_one();
         self.outcomes.send_modify(|n| *n += 1);
-    }
-
-    /// The rows this watcher asked for; the number of others is counted and warned about.
-    fn keep_requested(&self, endpoint: &Endpoint, received: Received) -> Received {
-        let all = received.rows.credentials.len() + received.rows.models.len();
-        let reader = ValueReader {
-            keys: self.keys.as_ref(),
-            env: None,
-        };
-        let rows = received
-            .rows
-            .select(&self.credentials, &self.models, &reader);
-        let dropped = all - rows.credentials.len() - rows.models.len();
-        if dropped > 0 {
-            WATCH_UNREQUESTED_ROWS.inc_by(dropped as u64);
-            if let Some(n) = self.state().unrequested.allow() {
-                warn!(
-                    "credentials: {} sent {dropped} rows this watcher did not ask for; ignored{}",
-                    endpoint.describe(),
-                    held_back(n)
-                );
-            }
-        }
-        Received {
-            tag: received.tag,
-            rows,
-        }
     }
 
     fn count_failure(&self, failure: &Failure) {
@@ -275,15 +296,12 @@ impl WatchSource {
             let first = fastrand::usize(..endpoints.len().max(1));
             for i in 0..endpoints.len() {
                 let endpoint = &endpoints[(first + i) % endpoints.len()];
-                match shared
+                let answer = shared
                     .client
                     .poll(endpoint, None, Duration::ZERO, false)
-                    .await
-                {
-                    Ok(answer) => {
-                        shared.answered(endpoint, answer);
-                        return Ok(());
-                    }
+                    .await;
+                match answer.and_then(|a| shared.accept(endpoint, a)) {
+                    Ok(()) => return Ok(()),
                     Err(f) => {
                         shared.count_failure(&f);
                         warn!("credentials: {}", f.message);

@@ -291,7 +291,9 @@ async fn a_60_mb_answer_is_refused_unread_and_a_restart_does_not_crash_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_not_asked_for_are_ignored_and_counted_once_per_answer() {
     let e = env().await;
-    let body = rows("sk-mine-v1", 5_000);
+    // 85,000 rows of 45 bytes: just under max_answer_bytes (4 MiB), the most a server can send.
+    let body = rows("sk-mine-v1", 85_000);
+    assert!(body.len() < 4 << 20, "{}", body.len());
     let server = Scripted::start(Arc::new(move |head, _| {
         if head.contains("if-none-match") {
             Act::Hang
@@ -317,9 +319,12 @@ async fn rows_not_asked_for_are_ignored_and_counted_once_per_answer() {
     let page = metrics(&watcher).await;
     assert_eq!(
         metric(&page, "sidecar_watch_unrequested_rows_total"),
-        Some(5000.0),
+        Some(85_000.0),
         "{page}"
     );
+    let peak = peak_rss_mib(watcher.pid());
+    println!("a 4 MiB answer of 85,000 rows not asked for: peak RSS {peak} MiB");
+    assert!(peak < 150, "peak RSS {peak} MiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,6 @@ use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 
 use crate::config::{FanoutServer, WatchSettings};
-use crate::credentials::rows::StoredRows;
 use crate::credentials::Secret;
 
 /// Deadline for the TCP connection and the TLS handshake together.
@@ -38,10 +37,10 @@ const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest piece of a server's error text that reaches a log line.
 const MAX_REASON_CHARS: usize = 200;
 
-/// One answer of a server.
-pub(super) struct Received {
+/// A new snapshot from a server, not parsed yet.
+pub(super) struct RawAnswer {
     pub tag: String,
-    pub rows: StoredRows,
+    pub body: BytesMut,
 }
 
 /// Why a round trip failed: `kind` labels the metric (`timeout`, `too_large`, `error`).
@@ -54,7 +53,7 @@ pub(super) struct Failure {
 }
 
 impl Failure {
-    fn error(message: String) -> Failure {
+    pub fn error(message: String) -> Failure {
         Failure {
             kind: "error",
             message,
@@ -119,7 +118,7 @@ impl WatchClient {
         tag: Option<&str>,
         wait: Duration,
         keep: bool,
-    ) -> Result<Option<Received>, Failure> {
+    ) -> Result<Option<RawAnswer>, Failure> {
         let server = endpoint.describe();
         let server = server.as_str();
         let target = &endpoint.server;
@@ -135,7 +134,9 @@ impl WatchClient {
         .await?;
         let answer = self.exchange(&mut session, target, server, tag, wait).await;
         let (status, new_tag, body) = answer.map_err(|mut f| {
-            f.reused = reused;
+            // A pooled connection the server had closed fails at once; a timeout is the
+            // server's, whatever the connection.
+            f.reused = reused && f.kind == "error";
             f
         })?;
         if keep {
@@ -145,15 +146,7 @@ impl WatchClient {
         }
         match (status, new_tag) {
             (304, _) => Ok(None),
-            (200, Some(tag)) => {
-                let rows = serde_json::from_slice(&body).map_err(|e| {
-                    Failure::error(format!(
-                        "{server}: the snapshot is not valid JSON rows: {}",
-                        bounded(&e.to_string())
-                    ))
-                })?;
-                Ok(Some(Received { tag, rows }))
-            }
+            (200, Some(tag)) => Ok(Some(RawAnswer { tag, body })),
             (200, None) => Err(Failure::error(format!("{server}: answer without an ETag"))),
             (status, _) => {
                 let reason = serde_json::from_slice::<serde_json::Value>(&body)

@@ -102,16 +102,15 @@ pub(super) async fn poll_forever(shared: Arc<Shared>) {
         last_start = Some(tokio::time::Instant::now());
         let tag = shared.tag();
         let wait = shared.client.settings.wait;
-        match shared
+        let answer = shared
             .client
             .poll(&endpoint, tag.as_deref(), wait, true)
-            .await
-        {
-            Ok(answer) => {
+            .await;
+        match answer.and_then(|a| shared.accept(&endpoint, a)) {
+            Ok(()) => {
                 backoff = MIN_BACKOFF;
                 failures = 0;
                 retried_reused = false;
-                shared.answered(&endpoint, answer);
             }
             // A pooled connection the server had closed: once more on a new one.
             Err(f) if f.reused && !retried_reused => retried_reused = true,
