@@ -185,10 +185,15 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_never_answers_neither_blocks_the_start_nor_looks_fresh() {
     let e = env().await;
-    // The start-up poll hangs; the poller's first poll is answered; every later one hangs.
+    // The start-up poll hangs; the poller's first poll is answered; the next answer stops
+    // after its head and a few bytes of body; every later poll hangs.
     let body = rows("sk-mine-v1", 0);
+    let stalled = Act::Reply(Arc::new(
+        b"HTTP/1.1 200 OK\r\netag: \"t2\"\r\ncontent-length: 1000\r\n\r\n{\"cred".to_vec(),
+    ));
     let server = Scripted::start(Arc::new(move |_, n| match n {
         1 => snapshot("t1", &body),
+        2 => stalled.clone(),
         _ => Act::Hang,
     }))
     .await;
@@ -235,6 +240,10 @@ async fn a_server_that_never_answers_neither_blocks_the_start_nor_looks_fresh() 
         .lines()
         .any(|l| l.contains("WARN") && l.contains("timed out after") && l.contains(&server.url()));
     assert!(warned, "no WARN naming the hung server: {output}");
+    assert!(
+        output.contains("timed out after 5s reading the answer"),
+        "{output}"
+    );
     assert!(!output.contains("watch-token-0123456789"), "{output}");
 }
 
