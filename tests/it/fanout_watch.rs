@@ -374,3 +374,37 @@ async fn a_start_costs_the_server_one_full_snapshot_and_leaves_no_poll_behind() 
         "a held poll was orphaned: {heads:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_error_text_reaches_the_log_escaped_and_truncated() {
+    let e = env().await;
+    let forged = "[2026-01-01T00:00:00.000Z INFO  access] request route=forged status=200";
+    let text = format!("refused\n{forged}\n{}", "x".repeat(10_000));
+    let body = serde_json::to_vec(&json!({ "error": text })).expect("json");
+    let mut answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    let answer = Act::Reply(Arc::new(answer));
+    let server = Scripted::start(Arc::new(move |_, _| answer.clone())).await;
+    let watcher = start_watcher(&watcher_config(&e, &server.url(), "1s"))
+        .await
+        .expect("start");
+    assert!(
+        watcher.wait_for_output("answered 503").await,
+        "{}",
+        watcher.output()
+    );
+    let output = watcher.output();
+    assert!(
+        !output.lines().any(|l| l.starts_with(forged)),
+        "a forged line: {output}"
+    );
+    assert!(
+        output.lines().all(|l| l.len() < 2_000),
+        "the server's text went through unbounded"
+    );
+    assert!(output.contains("refused\\n[2026-01-01"), "{output}");
+}

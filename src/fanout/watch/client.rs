@@ -6,7 +6,8 @@
 //! in `tokio::time::timeout`, and the whole body has a deadline too. The answer's size is
 //! checked against `max_answer_bytes` from its `Content-Length` before any of the body is read,
 //! and again while reading (chunked answers). A server's error text reaches the log truncated
-//! and with control characters escaped; the token is never part of a message.
+//! and with control characters escaped (so is the text of every error, which may quote what the
+//! server sent); the token is never part of a message.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -126,10 +127,12 @@ impl WatchClient {
         peer.options = self.options.clone();
         peer.client_cert_key = self.client_cert.clone();
         let (mut session, reused) = within(CONNECT_DEADLINE, "connecting", server, async {
-            self.connector
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| Failure::error(format!("{server}: cannot connect: {e}")))
+            self.connector.get_http_session(&peer).await.map_err(|e| {
+                Failure::error(format!(
+                    "{server}: cannot connect: {}",
+                    bounded(&e.to_string())
+                ))
+            })
         })
         .await?;
         let answer = self.exchange(&mut session, target, server, tag, wait).await;
@@ -175,7 +178,12 @@ impl WatchClient {
                 .write_request_header(Box::new(request))
                 .await
                 .map(drop)
-                .map_err(|e| Failure::error(format!("{server}: cannot send the request: {e}")))
+                .map_err(|e| {
+                    Failure::error(format!(
+                        "{server}: cannot send the request: {}",
+                        bounded(&e.to_string())
+                    ))
+                })
         })
         .await?;
         within(
@@ -183,11 +191,9 @@ impl WatchClient {
             "waiting for the answer",
             server,
             async {
-                session
-                    .read_response()
-                    .await
-                    .map(drop)
-                    .map_err(|e| Failure::error(format!("{server}: no answer: {e}")))
+                session.read_response().await.map(drop).map_err(|e| {
+                    Failure::error(format!("{server}: no answer: {}", bounded(&e.to_string())))
+                })
             },
         )
         .await?;
@@ -212,10 +218,12 @@ impl WatchClient {
             let mut body = BytesMut::new();
             loop {
                 let chunk = within(READ_DEADLINE, "reading the answer", server, async {
-                    session
-                        .read_body_bytes()
-                        .await
-                        .map_err(|e| Failure::error(format!("{server}: reading the answer: {e}")))
+                    session.read_body_bytes().await.map_err(|e| {
+                        Failure::error(format!(
+                            "{server}: reading the answer: {}",
+                            bounded(&e.to_string())
+                        ))
+                    })
                 })
                 .await?;
                 let Some(chunk) = chunk else {
