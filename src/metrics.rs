@@ -24,7 +24,7 @@ use prometheus::{
 use crate::credentials::CredentialCache;
 use crate::upstream::gate::ConnectionGate;
 
-pub use clients::register_clients;
+pub use clients::{register_clients, ClientsOf};
 pub use models::{record_attempt, record_cooldown, record_tokens};
 pub use requests::{record_request, Origin, RouteMetrics};
 

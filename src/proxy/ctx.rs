@@ -38,6 +38,8 @@ pub struct RequestCtx {
     pub(super) claim: Option<std::net::SocketAddr>,
     /// The limits in force when the request was admitted.
     pub(super) limits: Limits,
+    /// This request is an HTTP/2 stream counted on its connection (see `downstream`).
+    pub(super) stream_counted: bool,
     /// Request body bytes received so far.
     pub(super) body_received: u64,
     /// A `dispatch: model` request: its deployment, the body sent instead of the client's, and
@@ -74,6 +76,7 @@ impl RequestCtx {
             reservation: None,
             claim: None,
             limits: Limits::default(),
+            stream_counted: false,
             body_received: 0,
             model_request: None,
             body_replaced: false,
