@@ -25,6 +25,7 @@ mod no_secrets;
 mod normalization;
 mod openai_sdk;
 mod otlp;
+mod overload;
 mod postgres;
 mod postgres_cli;
 mod postgres_refresh;
