@@ -15,6 +15,7 @@ mod client_connections;
 mod connection_cap;
 mod dashboard;
 mod fanout;
+mod fanout_listener;
 mod faults;
 mod framing;
 mod harness_selftest;
