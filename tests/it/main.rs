@@ -40,3 +40,4 @@ mod tls_listener;
 mod unified;
 mod unified_router;
 mod upstream_tls;
+mod url_secrets;
