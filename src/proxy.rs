@@ -14,6 +14,7 @@ mod ctx;
 pub mod dispatch;
 pub mod failure;
 pub mod framing;
+mod pinned;
 mod request_checks;
 mod request_id;
 pub mod respond;
@@ -153,6 +154,16 @@ impl ProxyHttp for SidecarProxy {
             }
             Err(reply) => Err(reply),
         };
+        // A `model:` route: the deployment's model replaces the one the body names.
+        let bound = match bound {
+            Ok(binding) => match binding.model.clone() {
+                Some(deployment) => pinned::pin_body(session, ctx, &deployment)
+                    .await
+                    .map(|()| binding),
+                None => Ok(binding),
+            },
+            Err(reply) => Err(reply),
+        };
         match bound {
             Ok(binding) => {
                 ctx.binding = Some(binding);
@@ -270,7 +281,7 @@ impl ProxyHttp for SidecarProxy {
             return Err(Error::new(ErrorType::InternalError));
         };
         ctx.body_replaced = false;
-        let replacement_len = ctx.model_request.as_ref().map(|r| r.upstream_body.len());
+        let replacement_len = ctx.replacement_body().map(|b| b.len());
         rewrite::rewrite_request(upstream_request, route, binding, replacement_len).map_err(
             |message| {
                 ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));

@@ -21,6 +21,7 @@ mod harness_selftest;
 mod hostile_input;
 mod http2_heads;
 mod litellm_keys;
+mod model_pinning;
 mod no_secrets;
 mod normalization;
 mod openai_sdk;

@@ -1,0 +1,136 @@
+//! `model:` routes: the route names the alias, so the route, not the request, decides the model
+//! the provider runs. Every place a request can name a model is set to the bound deployment's
+//! model before it is sent: the JSON body's top-level `model` (replaced in place, as on
+//! `dispatch: model` routes) and a model in the path (`…/models/{model}:{method}` as Gemini and
+//! Vertex name it, `…/deployments/{name}/…` as Azure does, `…/model/{id}/…` as Bedrock does).
+//!
+//! Rewriting rather than refusing: it is what LiteLLM does (the provider always receives the
+//! deployment's model, never the client's string), an SDK must send some `model` and a client of
+//! a route bound to one alias need not know the provider's name for it, and an alias with
+//! deployments on several providers works whichever one a request is bound to. A body the sidecar
+//! cannot read as JSON (multipart uploads, JSON Lines files for batches) could name a model it
+//! cannot see: with a LiteLLM key limited to models it is refused (401), without one it is
+//! forwarded unchanged.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+
+use super::respond::ErrorReply;
+use super::unified::body::{model_in, replace_model, BodyModel};
+use super::unified::read_body;
+use super::RequestCtx;
+use crate::credentials::models::Deployment;
+
+/// Path segments after which the next segment names a model.
+const MODEL_SEGMENTS: [&str; 4] = ["models", "tunedModels", "deployments", "model"];
+
+/// Of those, the ones whose model segment may end in Google's `:method`.
+const METHOD_SUFFIXED: [&str; 2] = ["models", "tunedModels"];
+
+/// `request_filter` on a `model:` route bound to `deployment`: reads the body (bounded by
+/// `limits.max_request_body_bytes`) and keeps, for `request_body_filter` to send, the body with
+/// its `model` set to the deployment's.
+pub async fn pin_body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    deployment: &Deployment,
+) -> Result<(), ErrorReply> {
+    if session.as_mut().is_body_empty() {
+        return Ok(());
+    }
+    let body = read_body(session, ctx.limits.max_request_body_bytes).await?;
+    ctx.pinned_body = Some(pinned(body, deployment, ctx)?);
+    Ok(())
+}
+
+/// The body to send instead of `body`.
+fn pinned(body: Bytes, deployment: &Deployment, ctx: &RequestCtx) -> Result<Bytes, ErrorReply> {
+    if body.is_empty() {
+        return Ok(body);
+    }
+    match model_in(&body)? {
+        BodyModel::Named(field) => Ok(replace_model(
+            &body,
+            &field,
+            &deployment.model,
+            &deployment.model_json,
+        )),
+        BodyModel::Unnamed => Ok(body),
+        BodyModel::NotJson(_) => match &ctx.litellm_key {
+            Some(key) if key.limited_to_models() => Err(ErrorReply::litellm(
+                key.refuse_unseen_model("a body that is not a JSON object"),
+            )),
+            _ => Ok(body),
+        },
+    }
+}
+
+/// `path` with the model it names, if any, replaced by `model` (see the module docs).
+pub fn pin_path<'a>(path: &'a str, model: &str) -> Cow<'a, str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let named = segments
+        .windows(2)
+        .any(|pair| MODEL_SEGMENTS.contains(&pair[0]) && !pair[1].is_empty());
+    if !named {
+        return Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(segments.len());
+    let mut marker: Option<&str> = None;
+    for segment in segments {
+        if let Some(before) = marker.filter(|_| !segment.is_empty()) {
+            let method = match segment.find(':') {
+                Some(i) if METHOD_SUFFIXED.contains(&before) => &segment[i..],
+                _ => "",
+            };
+            out.push(Cow::Owned(format!(
+                "{}{method}",
+                crate::percent::encode(model)
+            )));
+            marker = None;
+            continue;
+        }
+        marker = MODEL_SEGMENTS.iter().find(|m| **m == segment).copied();
+        out.push(Cow::Borrowed(segment));
+    }
+    Cow::Owned(out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pin_path;
+
+    #[test]
+    fn a_model_named_in_the_path_is_replaced() {
+        let cases = [
+            (
+                "/v1beta/models/gemini-ultra:generateContent",
+                "/v1beta/models/flash:generateContent",
+            ),
+            (
+                "/v1/projects/p/locations/l/publishers/google/models/big:streamGenerateContent",
+                "/v1/projects/p/locations/l/publishers/google/models/flash:streamGenerateContent",
+            ),
+            (
+                "/openai/deployments/expensive/chat/completions",
+                "/openai/deployments/flash/chat/completions",
+            ),
+            ("/model/anthropic.opus-v1:0/invoke", "/model/flash/invoke"),
+            (
+                "/v1beta/tunedModels/x:generateContent",
+                "/v1beta/tunedModels/flash:generateContent",
+            ),
+            ("/v1/chat/completions", "/v1/chat/completions"),
+            ("/v1/models", "/v1/models"),
+            ("/v1/models/", "/v1/models/"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(pin_path(path, "flash"), want, "{path}");
+        }
+        assert_eq!(
+            pin_path("/models/a/models/b:x", "m/n"),
+            "/models/m%2Fn/models/m%2Fn:x"
+        );
+    }
+}
