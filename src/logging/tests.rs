@@ -116,3 +116,38 @@ fn formatted_messages_and_other_crates_lines() {
         "{text}"
     );
 }
+
+#[test]
+fn a_forged_line_in_any_value_stays_on_its_own_line() {
+    // A peer's error text, a decoded query value and a header value, each trying to start a
+    // line of their own, in the message, in a field and in a bridged `log` record.
+    let forged =
+        "boom\n[2026-12-04T03:08:42.123Z INFO  access] request route=x status=200\r\u{2028}";
+    let log = || {
+        tracing::warn!(peer = forged, "fan-out server answered: {forged}");
+        tracing::info!(target: ACCESS_TARGET, path = forged, "request");
+        let _ = tracing_log::format_trace(
+            &log::Record::builder()
+                .level(log::Level::Error)
+                .target("pingora_proxy")
+                .args(format_args!("Fail to proxy: {forged}"))
+                .build(),
+        );
+    };
+    let text = lines(LogFormat::Text, log);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        !text.contains('\r') && !text.contains('\u{2028}'),
+        "{text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("[2026-12-04")),
+        "{text}"
+    );
+    let json = lines(LogFormat::Json, log);
+    assert_eq!(json.lines().count(), 3, "{json}");
+    for line in json.lines() {
+        let object: serde_json::Value = serde_json::from_str(line).expect("one object per line");
+        assert!(object.to_string().contains("boom"), "{line}");
+    }
+}
