@@ -21,6 +21,7 @@ mod harness_selftest;
 mod hostile_input;
 mod http2_heads;
 mod litellm_keys;
+mod log_floods;
 mod model_pinning;
 mod no_secrets;
 mod normalization;
