@@ -1,8 +1,9 @@
 //! `model:` routes: the route names the alias, so the route, not the request, decides the model
 //! the provider runs. Every place a request can name a model is set to the bound deployment's
 //! model before it is sent: the JSON body's top-level `model` (replaced in place, as on
-//! `dispatch: model` routes) and a model in the path (`…/models/{model}:{method}` as Gemini and
-//! Vertex name it, `…/deployments/{name}/…` as Azure does, `…/model/{id}/…` as Bedrock does).
+//! `dispatch: model` routes), a model in the path (`…/models/{model}:{method}` as Gemini and
+//! Vertex name it, `…/deployments/{name}/…` as Azure does, `…/model/{id}/…` as Bedrock does)
+//! and a `model` query parameter (OpenAI's realtime API, `?model=`).
 //!
 //! Rewriting rather than refusing: it is what LiteLLM does (the provider always receives the
 //! deployment's model, never the client's string), an SDK must send some `model` and a client of
@@ -97,9 +98,45 @@ pub fn pin_path<'a>(path: &'a str, model: &str) -> Cow<'a, str> {
     Cow::Owned(out.join("/"))
 }
 
+/// `query` with the value of every `model` parameter (its name in any case or percent-encoding)
+/// replaced by `model`.
+pub fn pin_query(query: Option<String>, model: &str) -> Option<String> {
+    let query = query?;
+    let names_model = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or("");
+        crate::percent::decode(name)
+            .trim()
+            .eq_ignore_ascii_case("model")
+    };
+    if !query.split('&').any(names_model) {
+        return Some(query);
+    }
+    let pinned = format!("model={}", crate::percent::encode(model));
+    let pairs: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if names_model(pair) {
+                pinned.as_str()
+            } else {
+                pair
+            }
+        })
+        .collect();
+    Some(pairs.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::pin_path;
+    use super::{pin_path, pin_query};
+
+    #[test]
+    fn a_model_named_in_the_query_is_replaced() {
+        let pinned = |q: &str| pin_query(Some(q.to_string()), "flash");
+        assert_eq!(pinned("model=big&x=1"), Some("model=flash&x=1".into()));
+        assert_eq!(pinned("x=1&%4Dodel=big"), Some("x=1&model=flash".into()));
+        assert_eq!(pinned("models=big"), Some("models=big".into()));
+        assert_eq!(pin_query(None, "flash"), None);
+    }
 
     #[test]
     fn a_model_named_in_the_path_is_replaced() {

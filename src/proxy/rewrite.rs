@@ -42,7 +42,10 @@ pub fn rewrite_request(
         }
         (None, None) => route.upstream_path(&binding.upstream, req.uri.path()),
     };
-    let query = rewrite_query(req.uri.query(), auth, credential);
+    let mut query = rewrite_query(req.uri.query(), auth, credential);
+    if let Some(deployment) = &binding.model {
+        query = super::pinned::pin_query(query, &deployment.model);
+    }
     let target = match query {
         Some(q) => format!("{path}?{q}"),
         None => path,

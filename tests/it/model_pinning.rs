@@ -1,7 +1,7 @@
 //! A route bound to one alias decides the model (`proxy::pinned`): a LiteLLM key limited to
 //! `gpt` on the `model: gpt` route cannot make the provider run another model, whether the body
-//! names it, the path names it (Gemini's `/models/{model}:method`, Azure's `/deployments/{name}`)
-//! or a body the sidecar cannot read might; and it cannot use a credential route, which names no
+//! names it, the path names it (Gemini's `/models/{model}:method`, Azure's `/deployments/{name}`),
+//! the query names it (`?model=`) or a body the sidecar cannot read might; and it cannot use a credential route, which names no
 //! model. The mock provider records what it received: the model asked for never reaches it.
 
 use crate::litellm_keys::{call_with, start};
@@ -45,6 +45,22 @@ async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
         let received = e.mock.requests().pop().expect("received");
         assert_eq!(received.path, upstream);
     }
+
+    // The query names another model (OpenAI's realtime API).
+    let status = e
+        .client
+        .get(format!(
+            "{}/gpt/realtime?model={EXPENSIVE}&x=1",
+            sidecar.base_url()
+        ))
+        .header("authorization", "Bearer sk-gpt-only")
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 200);
+    let received = e.mock.requests().pop().expect("received");
+    assert_eq!(received.query.as_deref(), Some("model=gpt-x&x=1"));
 
     // A body the sidecar cannot read may name any model: refused for a limited key, forwarded
     // unchanged for a key that may call every model.
@@ -93,7 +109,12 @@ async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
         .requests()
         .into_iter()
         .filter(|r| r.header("authorization").is_some())
-        .filter(|r| r.path.contains(EXPENSIVE) || r.body_str().contains(EXPENSIVE))
+        .filter(|r| {
+            let query = r.query.clone().unwrap_or_default();
+            r.path.contains(EXPENSIVE)
+                || query.contains(EXPENSIVE)
+                || r.body_str().contains(EXPENSIVE)
+        })
         .filter(|r| !r.body_str().starts_with("--b"))
         .collect();
     assert!(leaked.is_empty(), "{leaked:?}");
