@@ -9,9 +9,10 @@
 //! deployment's model, never the client's string), an SDK must send some `model` and a client of
 //! a route bound to one alias need not know the provider's name for it, and an alias with
 //! deployments on several providers works whichever one a request is bound to. A body the sidecar
-//! cannot read as JSON (multipart uploads, JSON Lines files for batches) could name a model it
-//! cannot see: with a LiteLLM key limited to models it is refused (401), without one it is
-//! forwarded unchanged.
+//! cannot read as JSON (multipart uploads, JSON Lines files for batches), or JSON without `model`
+//! on a path that names none (a batch, an assistant's run: objects at the provider with a model of
+//! their own), could reach a model it cannot see: with a LiteLLM key limited to models it is
+//! refused (401), without one it is forwarded unchanged.
 
 use std::borrow::Cow;
 
@@ -42,15 +43,25 @@ pub async fn pin_body(
         return Ok(());
     }
     let body = read_body(session, ctx.limits.max_request_body_bytes).await?;
-    ctx.pinned_body = Some(pinned(body, deployment, ctx)?);
+    let path_names_model = names_model(session.req_header().uri.path());
+    ctx.pinned_body = Some(pinned(body, deployment, path_names_model, ctx)?);
     Ok(())
 }
 
-/// The body to send instead of `body`.
-fn pinned(body: Bytes, deployment: &Deployment, ctx: &RequestCtx) -> Result<Bytes, ErrorReply> {
+/// The body to send instead of `body`. For a key limited to models, a body whose model the
+/// sidecar cannot see is refused: one that is not JSON, or JSON without `model` on a path that
+/// names no model either (`/batches` with an `input_file_id`, `/threads/…/runs` with an
+/// `assistant_id`: objects at the provider that name a model of their own).
+fn pinned(
+    body: Bytes,
+    deployment: &Deployment,
+    path_names_model: bool,
+    ctx: &RequestCtx,
+) -> Result<Bytes, ErrorReply> {
     if body.is_empty() {
         return Ok(body);
     }
+    let limited = ctx.litellm_key.as_ref().filter(|k| k.limited_to_models());
     match model_in(&body)? {
         BodyModel::Named(field) => Ok(replace_model(
             &body,
@@ -58,25 +69,39 @@ fn pinned(body: Bytes, deployment: &Deployment, ctx: &RequestCtx) -> Result<Byte
             &deployment.model,
             &deployment.model_json,
         )),
-        BodyModel::Unnamed => Ok(body),
-        BodyModel::NotJson(_) => match &ctx.litellm_key {
-            Some(key) if key.limited_to_models() => Err(ErrorReply::litellm(
-                key.refuse_unseen_model("a body that is not a JSON object"),
+        BodyModel::Unnamed => match limited {
+            Some(key) if !path_names_model => Err(ErrorReply::litellm(
+                key.refuse_unseen_model("a body without \"model\" on a path without one"),
             )),
             _ => Ok(body),
+        },
+        BodyModel::NotJson(_) => match limited {
+            Some(key) => Err(ErrorReply::litellm(
+                key.refuse_unseen_model("a body that is not a JSON object"),
+            )),
+            None => Ok(body),
         },
     }
 }
 
+/// Whether `path` names a model (see the module docs).
+fn names_model(path: &str) -> bool {
+    let mut segments = path.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let next = segments.peek().is_some_and(|s| !s.is_empty());
+        if next && MODEL_SEGMENTS.contains(&segment) {
+            return true;
+        }
+    }
+    false
+}
+
 /// `path` with the model it names, if any, replaced by `model` (see the module docs).
 pub fn pin_path<'a>(path: &'a str, model: &str) -> Cow<'a, str> {
-    let segments: Vec<&str> = path.split('/').collect();
-    let named = segments
-        .windows(2)
-        .any(|pair| MODEL_SEGMENTS.contains(&pair[0]) && !pair[1].is_empty());
-    if !named {
+    if !names_model(path) {
         return Cow::Borrowed(path);
     }
+    let segments: Vec<&str> = path.split('/').collect();
     let mut out = Vec::with_capacity(segments.len());
     let mut marker: Option<&str> = None;
     for segment in segments {

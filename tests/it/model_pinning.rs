@@ -1,7 +1,8 @@
 //! A route bound to one alias decides the model (`proxy::pinned`): a LiteLLM key limited to
 //! `gpt` on the `model: gpt` route cannot make the provider run another model, whether the body
 //! names it, the path names it (Gemini's `/models/{model}:method`, Azure's `/deployments/{name}`),
-//! the query names it (`?model=`) or a body the sidecar cannot read might; and it cannot use a credential route, which names no
+//! the query names it (`?model=`) or a body the sidecar cannot see into might (not JSON, or
+//! JSON naming a provider object with a model of its own); and it cannot use a credential route, which names no
 //! model. The mock provider records what it received: the model asked for never reaches it.
 
 use crate::litellm_keys::{call_with, start};
@@ -91,6 +92,19 @@ async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(e.mock.requests().pop().expect("received").body_str(), form);
+
+    // JSON without a model on a path without one names an object at the provider that has its
+    // own (a batch's input file, an assistant): refused for a limited key.
+    let batch = r#"{"input_file_id":"file-1","endpoint":"/v1/chat/completions"}"#;
+    let json = "application/json";
+    let before = e.mock.requests().len();
+    let status = post(&e, &sidecar, "/gpt/batches", "sk-gpt-only", json, batch).await;
+    assert_eq!(status, 401);
+    assert_eq!(e.mock.requests().len(), before, "nothing sent");
+    assert_eq!(
+        post(&e, &sidecar, "/gpt/batches", "sk-good", json, batch).await,
+        200
+    );
 
     // A credential route names no model: a key limited to models (or whose team is) may not
     // use it; a key allowed every model may.
