@@ -19,7 +19,8 @@ use crate::routes::{Route, RouteTable};
 
 /// When a route's model is known, for a LiteLLM key check.
 pub enum ModelCheck<'a> {
-    /// A `model:` route: its alias.
+    /// A `model:` route: its alias, checked now; the request counts against the key's rate
+    /// limit once its body is accepted (`pinned`).
     Now(&'a str),
     /// A credential route: it names no model, so a key limited to models may not use it.
     NoModel,
@@ -46,10 +47,7 @@ pub fn check_litellm_key(
     };
     let key = table.admit(req).map_err(ErrorReply::litellm)?;
     match model {
-        ModelCheck::Now(model) => {
-            key.check_model(model).map_err(ErrorReply::litellm)?;
-            key.take_request().map_err(ErrorReply::litellm)?;
-        }
+        ModelCheck::Now(model) => key.check_model(model).map_err(ErrorReply::litellm)?,
         ModelCheck::NoModel if key.limited_to_models() => {
             return Err(ErrorReply::litellm(
                 key.refuse_unseen_model("a credential route"),

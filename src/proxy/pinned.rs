@@ -33,19 +33,22 @@ const METHOD_SUFFIXED: [&str; 2] = ["models", "tunedModels"];
 
 /// `request_filter` on a `model:` route bound to `deployment`: reads the body (bounded by
 /// `limits.max_request_body_bytes`) and keeps, for `request_body_filter` to send, the body with
-/// its `model` set to the deployment's.
+/// its `model` set to the deployment's. Then, with a LiteLLM key, the request counts against
+/// the key's rate limit (a refused request does not count).
 pub async fn pin_body(
     session: &mut Session,
     ctx: &mut RequestCtx,
     deployment: &Deployment,
 ) -> Result<(), ErrorReply> {
-    if session.as_mut().is_body_empty() {
-        return Ok(());
+    if !session.as_mut().is_body_empty() {
+        let body = read_body(session, ctx.limits.max_request_body_bytes).await?;
+        let path_names_model = names_model(session.req_header().uri.path());
+        ctx.pinned_body = Some(pinned(body, deployment, path_names_model, ctx)?);
     }
-    let body = read_body(session, ctx.limits.max_request_body_bytes).await?;
-    let path_names_model = names_model(session.req_header().uri.path());
-    ctx.pinned_body = Some(pinned(body, deployment, path_names_model, ctx)?);
-    Ok(())
+    match &ctx.litellm_key {
+        Some(key) => key.take_request().map_err(ErrorReply::litellm),
+        None => Ok(()),
+    }
 }
 
 /// The body to send instead of `body`. For a key limited to models, a body whose model the

@@ -117,6 +117,11 @@ async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
     let (status, _, _) = call_with(&e, &sidecar, "/raw/chat/completions", "sk-good", "x").await;
     assert_eq!(status, 200);
 
+    // A model route's requests still count against a key's rpm_limit (2), once accepted: a
+    // minute may end among them, so six cross it.
+    let statuses: Vec<u16> = rpm_statuses(&e, &sidecar).await;
+    assert!(statuses.contains(&429), "{statuses:?}");
+
     // Whatever was tried, the expensive model never reached the provider on a limited key.
     let leaked: Vec<_> = e
         .mock
@@ -153,4 +158,20 @@ async fn post(
         .expect("request")
         .status()
         .as_u16()
+}
+
+/// Six requests with the `sk-rpm` key on the `model: gpt` route; their statuses.
+async fn rpm_statuses(
+    e: &Env,
+    sidecar: &crate::support::sidecar_process::SidecarProcess,
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            call_with(e, sidecar, "/gpt/chat/completions", "sk-rpm", "x")
+                .await
+                .0,
+        );
+    }
+    statuses
 }
