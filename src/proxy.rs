@@ -154,14 +154,8 @@ impl ProxyHttp for SidecarProxy {
             }
             Err(reply) => Err(reply),
         };
-        // A `model:` route: the deployment's model replaces the one the body names.
         let bound = match bound {
-            Ok(binding) => match binding.model.clone() {
-                Some(deployment) => pinned::pin_body(session, ctx, &deployment)
-                    .await
-                    .map(|()| binding),
-                None => Ok(binding),
-            },
+            Ok(binding) => pinned::pin_body(session, ctx, binding).await,
             Err(reply) => Err(reply),
         };
         match bound {

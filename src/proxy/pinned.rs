@@ -24,6 +24,7 @@ use super::unified::body::{model_in, replace_model, BodyModel};
 use super::unified::read_body;
 use super::RequestCtx;
 use crate::credentials::models::Deployment;
+use crate::routes::Binding;
 
 /// Path segments after which the next segment names a model.
 const MODEL_SEGMENTS: [&str; 4] = ["models", "tunedModels", "deployments", "model"];
@@ -31,24 +32,28 @@ const MODEL_SEGMENTS: [&str; 4] = ["models", "tunedModels", "deployments", "mode
 /// Of those, the ones whose model segment may end in Google's `:method`.
 const METHOD_SUFFIXED: [&str; 2] = ["models", "tunedModels"];
 
-/// `request_filter` on a `model:` route bound to `deployment`: reads the body (bounded by
-/// `limits.max_request_body_bytes`) and keeps, for `request_body_filter` to send, the body with
-/// its `model` set to the deployment's. Then, with a LiteLLM key, the request counts against
-/// the key's rate limit (a refused request does not count).
+/// `request_filter`, once bound: on a `model:` route (a binding with a deployment), reads the
+/// body (bounded by `limits.max_request_body_bytes`) and keeps, for `request_body_filter` to
+/// send, the body with its `model` set to the deployment's; then, with a LiteLLM key, the
+/// request counts against the key's rate limit (a refused request does not count). Other
+/// bindings are returned as they are.
 pub async fn pin_body(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    deployment: &Deployment,
-) -> Result<(), ErrorReply> {
+    binding: Binding,
+) -> Result<Binding, ErrorReply> {
+    let Some(deployment) = binding.model.as_deref() else {
+        return Ok(binding);
+    };
     if !session.as_mut().is_body_empty() {
         let body = read_body(session, ctx.limits.max_request_body_bytes).await?;
         let path_names_model = names_model(session.req_header().uri.path());
         ctx.pinned_body = Some(pinned(body, deployment, path_names_model, ctx)?);
     }
-    match &ctx.litellm_key {
-        Some(key) => key.take_request().map_err(ErrorReply::litellm),
-        None => Ok(()),
+    if let Some(key) = &ctx.litellm_key {
+        key.take_request().map_err(ErrorReply::litellm)?;
     }
+    Ok(binding)
 }
 
 /// The body to send instead of `body`. For a key limited to models, a body whose model the
