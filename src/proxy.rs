@@ -14,6 +14,7 @@ mod ctx;
 pub mod dispatch;
 pub mod failure;
 pub mod framing;
+mod pinned;
 mod request_checks;
 mod request_id;
 pub mod respond;
@@ -156,6 +157,10 @@ impl ProxyHttp for SidecarProxy {
             }
             Err(reply) => Err(reply),
         };
+        let bound = match bound {
+            Ok(binding) => pinned::pin_body(session, ctx, binding).await,
+            Err(reply) => Err(reply),
+        };
         match bound {
             Ok(binding) => {
                 ctx.binding = Some(binding);
@@ -273,7 +278,7 @@ impl ProxyHttp for SidecarProxy {
             return Err(Error::new(ErrorType::InternalError));
         };
         ctx.body_replaced = false;
-        let replacement_len = ctx.model_request.as_ref().map(|r| r.upstream_body.len());
+        let replacement_len = ctx.replacement_body().map(|b| b.len());
         rewrite::rewrite_request(upstream_request, route, binding, replacement_len).map_err(
             |message| {
                 ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
