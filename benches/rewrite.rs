@@ -58,6 +58,7 @@ fn binding(route: &Route) -> Binding {
         target: route.target.clone().expect("target"),
         auth: route.auth.clone().expect("provider"),
         path: None,
+        model: None,
     }
 }
 

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 pub use reader::{ConfigError, Diagnostics};
 pub use schema::*;
-pub use url::UpstreamUrl;
+pub use url::{redacted, UpstreamUrl};
 
 /// Looks up an environment variable. Passed in (rather than read from the process) so tests can
 /// supply their own environment.

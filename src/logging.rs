@@ -29,6 +29,7 @@
 pub mod access;
 mod format;
 mod layer;
+mod repeats;
 mod sink;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@
 //! names (rows in the store). Never paths, client addresses, hosts from requests, or values.
 
 mod clients;
+mod logs;
 mod models;
 mod requests;
 
@@ -24,7 +25,8 @@ use prometheus::{
 use crate::credentials::CredentialCache;
 use crate::upstream::gate::ConnectionGate;
 
-pub use clients::register_clients;
+pub use clients::{register_clients, ClientsOf};
+pub use logs::{suppressed_log_line, CLIENT_HEAD_READ_ERRORS};
 pub use models::{record_attempt, record_cooldown, record_tokens};
 pub use requests::{record_request, Origin, RouteMetrics};
 

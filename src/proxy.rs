@@ -14,6 +14,7 @@ mod ctx;
 pub mod dispatch;
 pub mod failure;
 pub mod framing;
+mod pinned;
 mod request_checks;
 mod request_id;
 pub mod respond;
@@ -35,6 +36,7 @@ use tracing::{info, trace, warn};
 
 use crate::config::Backend;
 use crate::credentials::CredentialCache;
+use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
 use crate::routes::{bind, Binding};
 use crate::upstream::gate::{Admission, ConnectionGate, GateConnector, Reservation};
@@ -44,11 +46,13 @@ use dispatch::{Dispatch, SharedDispatch};
 use request_id::RequestId;
 use respond::ErrorReply;
 
-/// The proxy's shared state: routes and access rules, the credential cache, the connection gate.
+/// The proxy's shared state: routes and access rules, the credential cache, the connection gate,
+/// the client connections (told when a request starts and ends).
 pub struct SidecarProxy {
     dispatch: SharedDispatch,
     credentials: Arc<CredentialCache>,
     gate: Arc<ConnectionGate>,
+    clients: Arc<ClientConnections>,
 }
 
 impl SidecarProxy {
@@ -57,11 +61,13 @@ impl SidecarProxy {
         dispatch: SharedDispatch,
         credentials: Arc<CredentialCache>,
         gate: Arc<ConnectionGate>,
+        clients: Arc<ClientConnections>,
     ) -> SidecarProxy {
         SidecarProxy {
             dispatch,
             credentials,
             gate,
+            clients,
         }
     }
 
@@ -119,14 +125,12 @@ impl ProxyHttp for SidecarProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        crate::downstream::mark_head_read();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        ctx.stream_counted = self.clients.request_started(peer);
         trace!("request head read");
         ctx.request_id = RequestId::for_request(session.req_header());
         ctx.span = crate::otel::RequestSpan::start(session.req_header());
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client = peer.map(|a| a.ip());
         let identity = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
@@ -151,6 +155,10 @@ impl ProxyHttp for SidecarProxy {
                     Err(reply) => Err(reply),
                 }
             }
+            Err(reply) => Err(reply),
+        };
+        let bound = match bound {
+            Ok(binding) => pinned::pin_body(session, ctx, binding).await,
             Err(reply) => Err(reply),
         };
         match bound {
@@ -270,7 +278,7 @@ impl ProxyHttp for SidecarProxy {
             return Err(Error::new(ErrorType::InternalError));
         };
         ctx.body_replaced = false;
-        let replacement_len = ctx.model_request.as_ref().map(|r| r.upstream_body.len());
+        let replacement_len = ctx.replacement_body().map(|b| b.len());
         rewrite::rewrite_request(upstream_request, route, binding, replacement_len).map_err(
             |message| {
                 ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
@@ -385,7 +393,8 @@ impl ProxyHttp for SidecarProxy {
         if let Some(peer) = ctx.claim.take() {
             self.gate.drop_claim(peer);
         }
-        crate::downstream::mark_request_done(&ctx.limits);
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        self.clients.request_ended(peer, ctx.stream_counted);
         access_log::finish(session, e, ctx);
     }
 

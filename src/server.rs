@@ -24,13 +24,16 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
-use crate::downstream::{ClientConnections, GuardedApp};
+use crate::downstream::registry::Caps;
+use crate::downstream::{
+    AllowedNetworks, ClientConnections, ConnectionPolicy, GuardedApp, HeadMarked, TlsListeners,
+};
 use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
 use crate::metrics;
 use crate::proxy::dispatch::{Dispatch, SharedDispatch};
 use crate::proxy::SidecarProxy;
 use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
-use crate::tls::{listener_settings, CertReloader, CertStore};
+use crate::tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::resolver::{resolve_all, ResolverService};
 use crate::upstream::Targets;
@@ -87,8 +90,9 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     server.bootstrap();
     let mut cert_stores = Vec::new();
-    let clients = ClientConnections::new(dispatch.clone());
-    metrics::register_clients(clients.clone()).map_err(StartError::Metrics)?;
+    let clients = ClientConnections::for_proxy(dispatch.clone());
+    metrics::register_clients(clients.clone(), metrics::ClientsOf::Proxy)
+        .map_err(StartError::Metrics)?;
     let proxy = proxy_service(
         &server,
         &config,
@@ -220,23 +224,44 @@ fn proxy_service(
 ) -> Result<Service<GuardedApp<HttpProxy<SidecarProxy>>>, StartError> {
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        SidecarProxy::new(dispatch.clone(), cache.clone(), gate),
+        SidecarProxy::new(dispatch.clone(), cache.clone(), gate, clients.clone()),
     );
     // Let CONNECT reach our request filter, which answers it with an explanatory JSON 405
     // (Pingora's own refusal is a bare 405). It is never tunnelled.
     let mut server_options = HttpServerOptions::default();
     server_options.allow_connect_method_proxying = true;
+    // An HTTP/2 connection with no stream open is closed after the keep-alive idle time (read
+    // at start; the overload policy evicts idle ones sooner when the cap is reached).
+    server_options.h2_idle_timeout = Some(config.limits.client_keepalive_timeout);
     app.server_options = Some(server_options);
     // HTTP/2 heads up to about twice the limit reach the request checks (and their JSON 431).
     app.h2_options = Some(crate::proxy::framing::http2_options(&config.limits));
+    let mut tls = TlsListeners::default();
+    let mut addresses = Vec::new();
+    for listener in &config.listeners {
+        let store = add_tls(
+            &mut tls,
+            "proxy",
+            &listener.address,
+            listener.tls.as_ref(),
+            true,
+        )?;
+        cert_stores.extend(store);
+        addresses.push(&listener.address);
+    }
     let mut proxy = Service::new(
         "sidecar proxy".to_string(),
-        GuardedApp::new(app, clients.clone()),
+        GuardedApp::new(app, clients.clone(), tls),
     );
-    cert_stores.extend(add_listeners(&mut proxy, config)?);
-    proxy.set_connection_filter(clients.clone());
+    for address in addresses {
+        proxy.add_tcp(address);
+    }
+    proxy.set_connection_filter(AllowedNetworks::new(dispatch.clone(), clients.clone()));
     Ok(proxy)
 }
+
+/// The fan-out server behind the listener protections.
+type FanoutService = Service<GuardedApp<HeadMarked<FanoutApp>>>;
 
 /// The fan-out service on its listener, and the grants a reload replaces.
 fn fanout_service(
@@ -244,53 +269,57 @@ fn fanout_service(
     fanout: &crate::config::FanoutSettings,
     hub: &Arc<crate::fanout::FanoutHub>,
     cert_stores: &mut Vec<Arc<CertStore>>,
-) -> Result<(Service<FanoutApp>, SharedGrants), StartError> {
+) -> Result<(FanoutService, SharedGrants), StartError> {
     let grants: SharedGrants = Arc::new(ArcSwap::from_pointee(grants_by_token(&fanout.watchers)));
     let app = FanoutApp::new(hub.clone(), grants.clone(), keys(config));
-    let mut service = Service::new("fanout".to_string(), app);
-    cert_stores.extend(add_listener(
-        &mut service,
+    // The proxy listener's protections, with the fan-out listener's own caps (read at start:
+    // the listener's settings need a restart, as its address does).
+    let policy = ConnectionPolicy {
+        caps: Caps {
+            max_connections: fanout.max_connections,
+            max_per_source: fanout.max_connections_per_source,
+        },
+        ..ConnectionPolicy::of(&config.limits)
+    };
+    let clients = ClientConnections::with_policy(move || policy);
+    metrics::register_clients(clients.clone(), metrics::ClientsOf::Fanout)
+        .map_err(StartError::Metrics)?;
+    let mut tls = TlsListeners::default();
+    cert_stores.extend(add_tls(
+        &mut tls,
         "fanout",
         &fanout.address,
         fanout.tls.as_ref(),
+        false,
     )?);
+    let mut service = Service::new(
+        "fanout".to_string(),
+        GuardedApp::new(HeadMarked(app), clients, tls),
+    );
+    service.add_tcp(&fanout.address);
     Ok((service, grants))
 }
 
-/// Adds every configured listener to the proxy service; returns the TLS certificate stores
-/// (watched for new certificates).
-fn add_listeners<A>(
-    proxy: &mut Service<A>,
-    config: &Config,
-) -> Result<Vec<Arc<CertStore>>, StartError> {
-    let mut cert_stores = Vec::new();
-    for listener in &config.listeners {
-        cert_stores.extend(add_listener(
-            proxy,
-            "proxy",
-            &listener.address,
-            listener.tls.as_ref(),
-        )?);
-    }
-    Ok(cert_stores)
-}
-
-/// Adds one listener, plain or TLS, to `service`; returns its certificate store when TLS.
-/// `what` names the listener in the log line.
-fn add_listener<A>(
-    service: &mut Service<A>,
+/// Registers a listener's TLS, when it has any, in `listeners`; returns its certificate store
+/// (watched for new certificates). `what` names the listener in the log line; `h2` offers
+/// HTTP/2 by ALPN.
+fn add_tls(
+    listeners: &mut TlsListeners,
     what: &str,
     address: &str,
     tls: Option<&crate::config::ListenerTls>,
+    h2: bool,
 ) -> Result<Option<Arc<CertStore>>, StartError> {
     let Some(tls) = tls else {
-        service.add_tcp(address);
         info!("{what}: listening on http://{address}");
         return Ok(None);
     };
+    let bound: std::net::SocketAddr = address
+        .parse()
+        .map_err(|e| StartError::ListenerTls(format!("{what} listener {address}: {e}")))?;
     let store = CertStore::load(&tls.cert, &tls.key).map_err(StartError::ListenerTls)?;
-    let settings = listener_settings(tls, store.clone()).map_err(StartError::ListenerTls)?;
-    service.add_tls_with_settings(address, None, settings);
+    let acceptor = TlsAcceptor::new(tls, store.clone(), h2).map_err(StartError::ListenerTls)?;
+    listeners.add(bound, acceptor);
     let mtls = if tls.client_ca.is_some() {
         " (client certificates required)"
     } else {

@@ -14,11 +14,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use boring::pkey::{PKey, Private};
-use boring::ssl::{SslVerifyMode, SslVersion};
+use boring::ssl::{
+    select_next_proto, AlpnError, SslAcceptor, SslMethod, SslVerifyMode, SslVersion,
+};
 use boring::x509::X509;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::{TlsAccept, TlsAcceptCallbacks};
+use pingora::listeners::TlsAccept;
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::tls::server::handshake_with_callback;
 use pingora::protocols::tls::TlsRef;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
@@ -134,33 +138,68 @@ impl TlsAccept for Callbacks {
     }
 }
 
-/// Pingora TLS settings for a listener: the reloadable certificate, TLS 1.2+ (or 1.3 only),
-/// optional cipher list, ALPN h2 and http/1.1, optional client-certificate verification.
-pub fn listener_settings(tls: &ListenerTls, store: Arc<CertStore>) -> Result<TlsSettings, String> {
-    let callbacks: TlsAcceptCallbacks = Box::new(Callbacks { store });
-    let mut settings =
-        TlsSettings::with_callbacks(callbacks).map_err(|e| format!("TLS setup: {e}"))?;
-    settings.enable_h2();
-    let min = if tls.min_version_13 {
-        SslVersion::TLS1_3
-    } else {
-        SslVersion::TLS1_2
-    };
-    settings
-        .set_min_proto_version(Some(min))
-        .map_err(|e| format!("TLS minimum version: {e}"))?;
-    if let Some(ciphers) = &tls.ciphers {
-        settings
-            .set_cipher_list(ciphers)
-            .map_err(|e| format!("TLS cipher list {ciphers:?}: {e}"))?;
+/// A listener's TLS: the reloadable certificate, TLS 1.2+ (or 1.3 only), optional cipher list,
+/// ALPN (h2 preferred, when `h2`, and http/1.1), optional client-certificate verification.
+///
+/// The handshake is done by [`crate::downstream::GuardedApp`], not by Pingora's listener, so
+/// that its deadline and its failures are ours to bound and count, and a connection that dies in
+/// its handshake stops counting against the cap at once. It runs Pingora's own handshake
+/// function with the same callbacks, so what the application sees is the same.
+pub struct TlsAcceptor {
+    acceptor: SslAcceptor,
+    callbacks: Callbacks,
+}
+
+impl TlsAcceptor {
+    /// The acceptor for a listener configured with `tls`, serving `store`'s certificate.
+    pub fn new(tls: &ListenerTls, store: Arc<CertStore>, h2: bool) -> Result<TlsAcceptor, String> {
+        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let protocols: &'static [u8] = if h2 {
+            b"\x02h2\x08http/1.1"
+        } else {
+            b"\x08http/1.1"
+        };
+        builder.set_alpn_select_callback(move |_, offered| {
+            select_next_proto(protocols, offered).ok_or(AlpnError::NOACK)
+        });
+        let min = if tls.min_version_13 {
+            SslVersion::TLS1_3
+        } else {
+            SslVersion::TLS1_2
+        };
+        builder
+            .set_min_proto_version(Some(min))
+            .map_err(|e| format!("TLS minimum version: {e}"))?;
+        if let Some(ciphers) = &tls.ciphers {
+            builder
+                .set_cipher_list(ciphers)
+                .map_err(|e| format!("TLS cipher list {ciphers:?}: {e}"))?;
+        }
+        if let Some(ca) = &tls.client_ca {
+            builder
+                .set_ca_file(ca)
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        }
+        Ok(TlsAcceptor {
+            acceptor: builder.build(),
+            callbacks: Callbacks { store },
+        })
     }
-    if let Some(ca) = &tls.client_ca {
-        settings
-            .set_ca_file(ca)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
-        settings.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+
+    /// The server side of a TLS handshake on `stream`, a TCP connection as Pingora's listener
+    /// hands it over.
+    pub async fn handshake(&self, stream: Stream) -> pingora::Result<Stream> {
+        let tcp = stream.into_any().downcast::<TcpStream>().map_err(|_| {
+            pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "a TLS listener's connection is not a TCP stream",
+            )
+        })?;
+        let tls = handshake_with_callback(&self.acceptor, *tcp, &self.callbacks).await?;
+        Ok(Box::new(tls))
     }
-    Ok(settings)
 }
 
 /// Re-reads every TLS listener's certificate every `interval`.

@@ -258,6 +258,23 @@ impl VirtualKey {
         counts
     }
 
+    /// Whether the key or its team may call only some models (a list that is not empty and
+    /// holds no `all-proxy-models`).
+    pub fn limited_to_models(&self) -> bool {
+        let limited = |list: &[String]| !list.is_empty() && !list.iter().any(|m| m == ALL_MODELS);
+        limited(&self.models) || self.team.as_ref().is_some_and(|t| limited(&t.models))
+    }
+
+    /// The refusal for a key [limited to models](Self::limited_to_models) on a request whose
+    /// model the sidecar cannot see (`what`: a route that names none, a body it cannot read).
+    pub fn refuse_unseen_model(&self, what: &str) -> Refusal {
+        Refusal::auth(format!(
+            "Authentication Error, API Key not allowed to access model. This key can only \
+             access models={:?}, and {what} does not say which model it calls",
+            self.models
+        ))
+    }
+
     /// Whether the key (and its team) may call `model`: an empty list or
     /// `all-proxy-models` allows every model, else the exact name must be listed.
     pub fn check_model(&self, model: &str) -> Result<(), Refusal> {

@@ -107,10 +107,10 @@ fn credential(credential: &Credential) -> Value {
     json!({
         "name": credential.name,
         "provider": credential.provider,
-        // `api_base` is shown as the sidecar reads it (scheme, host, port, path), so a query
-        // string or user info in a malformed value is never echoed.
+        // `api_base` is shown as the sidecar reads it (scheme, host, port, path), or redacted
+        // (user info and query values replaced) when it cannot be read, so neither is echoed.
         "api_base": credential.api_base.as_deref().map(|base| {
-            UpstreamUrl::parse(base).map_or_else(|_| "(not a valid URL)".to_string(), |u| u.to_string())
+            UpstreamUrl::parse(base).map_or_else(|_| crate::config::redacted(base), |u| u.to_string())
         }),
         "api_version": credential.api_version,
         "key_fingerprint": fingerprint(credential.api_key.expose()),

@@ -11,7 +11,13 @@ use super::schema::*;
 use super::Env;
 use crate::access::ClientTokens;
 
-pub(super) const FANOUT_KEYS: &[&str] = &["address", "tls", "watchers"];
+pub(super) const FANOUT_KEYS: &[&str] = &[
+    "address",
+    "tls",
+    "watchers",
+    "max_connections",
+    "max_connections_per_source",
+];
 const WATCHER_KEYS: &[&str] = &["name", "token_sha256", "credentials", "models"];
 
 pub(super) fn parse_fanout(
@@ -104,9 +110,15 @@ pub(super) fn parse_fanout(
             });
         }
     }
+    let max_connections = s
+        .number("max_connections", 1, 1_000_000, diag)
+        .unwrap_or(DEFAULT_FANOUT_MAX_CONNECTIONS);
+    let max_connections_per_source = s.number("max_connections_per_source", 1, 1_000_000, diag);
     Some(FanoutSettings {
         address: address?,
         tls,
         watchers,
+        max_connections,
+        max_connections_per_source,
     })
 }

@@ -37,6 +37,8 @@ const LIMIT_KEYS: &[&str] = &[
     "max_request_headers",
     "max_request_body_bytes",
     "max_client_connections",
+    "max_client_connections_per_source",
+    "tls_handshake_timeout",
     "request_head_timeout",
     "client_keepalive_timeout",
 ];
@@ -160,6 +162,15 @@ fn parse_limits(s: Option<Section<'_>>, diag: &mut Diagnostics) -> Limits {
             1_000_000,
             defaults.max_client_connections,
         ),
+        max_client_connections_per_source: s.number(
+            "max_client_connections_per_source",
+            1,
+            1_000_000,
+            diag,
+        ),
+        tls_handshake_timeout: s
+            .duration("tls_handshake_timeout", diag)
+            .unwrap_or(defaults.tls_handshake_timeout),
         request_head_timeout: s
             .duration("request_head_timeout", diag)
             .unwrap_or(defaults.request_head_timeout),

@@ -98,6 +98,11 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 32 * 1024 * 1024;
 /// Default `limits.max_client_connections`: ample for one application (the pod form), and
 /// within the pod manifest's memory limit even if every one is held open (see README).
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: u64 = 1024;
+/// Default `limits.tls_handshake_timeout` (Pingora's own is 60 s; a real client needs a few
+/// round trips).
+pub const DEFAULT_CLIENT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `fanout.max_connections`: a serving replica holds one long poll per watcher.
+pub const DEFAULT_FANOUT_MAX_CONNECTIONS: u64 = 4096;
 /// Default `limits.request_head_timeout`.
 pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `limits.client_keepalive_timeout`.
@@ -145,11 +150,18 @@ pub struct Limits {
     pub max_request_headers: u64,
     /// Request body, in bytes (declared or streamed); larger bodies get 413.
     pub max_request_body_bytes: u64,
-    /// Client connections open at once on the proxy listeners (TLS handshakes included); past
-    /// it a new connection is closed at accept.
+    /// Client connections open at once on the proxy listeners (TLS handshakes included). At
+    /// the cap, a connection that has not sent a request yet (else the longest idle one) is
+    /// closed to make room; only when every one is serving is a new one refused.
     pub max_client_connections: u64,
+    /// Client connections open at once from one client address (`None`: no such limit; set it
+    /// on a node-local proxy so one pod cannot take the node's whole cap).
+    pub max_client_connections_per_source: Option<u64>,
+    /// How long a client's TLS handshake may take (shortened as the cap fills).
+    pub tls_handshake_timeout: Duration,
     /// How long a client may take to send a whole request head once its connection is handed
-    /// over (after the TLS handshake); past it the connection is closed.
+    /// over (after the TLS handshake); past it the connection is closed. HTTP/2 connections
+    /// must open their first stream within it. Shortened as the cap fills.
     pub request_head_timeout: Duration,
     /// How long a kept-alive client connection may stay idle between requests (the head
     /// deadline then applies on top).
@@ -163,6 +175,8 @@ impl Default for Limits {
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            max_client_connections_per_source: None,
+            tls_handshake_timeout: DEFAULT_CLIENT_TLS_HANDSHAKE_TIMEOUT,
             request_head_timeout: DEFAULT_REQUEST_HEAD_TIMEOUT,
             client_keepalive_timeout: DEFAULT_CLIENT_KEEPALIVE_TIMEOUT,
         }
@@ -335,6 +349,11 @@ pub struct FanoutSettings {
     pub tls: Option<ListenerTls>,
     /// Who may watch, and which rows each one receives.
     pub watchers: Vec<WatcherGrant>,
+    /// Connections open at once on the fan-out listener (the proxy listener's overload policy
+    /// and deadlines apply, with `limits`' timeouts).
+    pub max_connections: u64,
+    /// Connections open at once from one address on the fan-out listener (`None`: no limit).
+    pub max_connections_per_source: Option<u64>,
 }
 
 /// One watcher's identity and what it may receive (least privilege: a compromised pod gets its

@@ -1,4 +1,6 @@
-//! Upstream base URLs: `https://host[:port][/base/path]` (or `http://` for local tests).
+//! Upstream base URLs: `https://host[:port][/base/path]` (or `http://` for local tests), and
+//! [`redacted`], the one way a URL that came from outside (a deployment's `api_base`, a route's
+//! `upstream`) is shown: in errors, 503 bodies, `/readyz`, `/config` and logs.
 
 use std::fmt;
 
@@ -20,32 +22,34 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     /// Parses `text`, explaining what is wrong when it cannot.
     pub fn parse(text: &str) -> Result<UpstreamUrl, String> {
+        let shown = || redacted(text);
         let (tls, rest) = if let Some(rest) = text.strip_prefix("https://") {
             (true, rest)
         } else if let Some(rest) = text.strip_prefix("http://") {
             (false, rest)
         } else {
             return Err(format!(
-                "{text:?} must start with https:// (or http:// for local use)"
+                "{:?} must start with https:// (or http:// for local use)",
+                shown()
             ));
         };
         if rest.contains(['?', '#']) {
-            return Err(format!("{text:?} must not have a query or fragment"));
+            return Err(format!("{:?} must not have a query or fragment", shown()));
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
         if authority.contains('@') {
-            return Err(format!("{text:?} must not carry user info"));
+            return Err(format!("{:?} must not carry user info", shown()));
         }
         let (host, port) = split_host_port(authority)
-            .ok_or_else(|| format!("{text:?} has no valid host[:port]"))?;
+            .ok_or_else(|| format!("{:?} has no valid host[:port]", shown()))?;
         let port = port.unwrap_or(if tls { 443 } else { 80 });
         let host = host.to_ascii_lowercase();
         // Cannot fail for a host `split_host_port` accepted; checked rather than assumed.
         let host_header = http::HeaderValue::try_from(host_header(&host, port, tls))
-            .map_err(|_| format!("{text:?} has a host that cannot be a Host header"))?;
+            .map_err(|_| format!("{:?} has a host that cannot be a Host header", shown()))?;
         Ok(UpstreamUrl {
             host_header,
             tls,
@@ -93,6 +97,41 @@ impl fmt::Display for UpstreamUrl {
         let scheme = if self.tls { "https" } else { "http" };
         write!(f, "{scheme}://{}{}", self.host_header(), self.base_path)
     }
+}
+
+/// `text` as it may be shown anywhere: scheme, host, port and path kept; user info replaced by
+/// `REDACTED@`; each query value replaced by `REDACTED` (a parameter without `=` entirely); the
+/// fragment dropped. `https://svc:pw@host/v1?api-key=k&x` → `https://REDACTED@host/v1?api-key=REDACTED&REDACTED`.
+pub fn redacted(text: &str) -> String {
+    let (scheme, rest) = match text.find("://") {
+        Some(i) => text.split_at(i + 3),
+        None => ("", text),
+    };
+    let rest = rest.split('#').next().unwrap_or("");
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("REDACTED@{host}"),
+        None => authority.to_string(),
+    };
+    let mut shown = format!("{scheme}{host}{path}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}=REDACTED"),
+                None if pair.is_empty() => String::new(),
+                None => "REDACTED".to_string(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    shown
 }
 
 fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
@@ -151,6 +190,30 @@ mod tests {
             "https://ho st",
         ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_are_shown_without_user_info_or_query_values() {
+        let cases = [
+            (
+                "https://svc:SECRET@host:8443/v1?api-key=SECRET&SECRET&x=#SECRET",
+                "https://REDACTED@host:8443/v1?api-key=REDACTED&REDACTED&x=REDACTED",
+            ),
+            ("https://a@b@host/v1", "https://REDACTED@host/v1"),
+            ("svc:SECRET@host/v1?k=SECRET", "REDACTED@host/v1?k=REDACTED"),
+            ("https://host/v1/path", "https://host/v1/path"),
+            ("https://host?SECRET", "https://host?REDACTED"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(redacted(text), shown, "{text}");
+        }
+        for bad in [
+            "https://svc:SECRET@host/v1",
+            "https://host/v1?api-key=SECRET",
+        ] {
+            let error = UpstreamUrl::parse(bad).expect_err(bad);
+            assert!(!error.contains("SECRET"), "{error}");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The accept-time decisions and the count, on tokio's paused clock.
+//! The count, the refusals and the counters of [`ClientConnections`] and [`AllowedNetworks`].
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -10,8 +10,12 @@ use crate::config::AccessSettings;
 use crate::proxy::dispatch::Dispatch;
 use crate::routes::RouteTable;
 
-fn clients(max: u64, allowed: &[&str]) -> Arc<ClientConnections> {
-    let dispatch = Dispatch {
+fn dispatch(max: u64, allowed: &[&str]) -> SharedDispatch {
+    Arc::new(ArcSwap::from_pointee(dispatch_value(max, allowed)))
+}
+
+fn dispatch_value(max: u64, allowed: &[&str]) -> Dispatch {
+    Dispatch {
         routes: RouteTable::default(),
         access: AccessSettings {
             allowed_cidrs: allowed
@@ -27,47 +31,68 @@ fn clients(max: u64, allowed: &[&str]) -> Arc<ClientConnections> {
         router: Default::default(),
         config_digest: String::new(),
         loaded_at: std::time::SystemTime::now(),
-    };
-    ClientConnections::new(Arc::new(ArcSwap::from_pointee(dispatch)))
+    }
 }
 
 fn peer(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), port)
 }
 
-#[tokio::test(start_paused = true)]
-async fn addresses_outside_the_allowed_networks_are_refused_and_not_counted() {
-    let clients = clients(10, &["127.0.0.1/32"]);
-    assert!(clients.admit(peer(1, 1000)));
-    assert!(!clients.admit(peer(2, 1000)));
-    assert_eq!(clients.open(), 1);
+#[test]
+fn addresses_outside_the_allowed_networks_are_refused_and_not_counted() {
+    let dispatch = dispatch(10, &["127.0.0.1/32"]);
+    let clients = ClientConnections::for_proxy(dispatch.clone());
+    let filter = AllowedNetworks::new(dispatch, clients.clone());
+    assert!(filter.admit(peer(1, 1000)));
+    assert!(!filter.admit(peer(2, 1000)));
+    assert_eq!(clients.open(), 0, "the filter counts nothing open");
     assert_eq!(clients.counters.refused_address.load(Ordering::Relaxed), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn past_the_limit_connections_are_refused_until_one_closes() {
-    let clients = clients(2, &[]);
-    assert!(clients.admit(peer(1, 1)));
-    assert!(clients.admit(peer(1, 2)));
-    assert!(!clients.admit(peer(1, 3)), "handshaking connections count");
-    assert_eq!(clients.counters.refused_limit.load(Ordering::Relaxed), 1);
-    clients.start_request(peer(1, 1));
-    assert_eq!(clients.open(), 2, "handed over: counted once");
-    clients.closed(peer(1, 1));
-    assert!(clients.admit(peer(1, 3)));
+#[test]
+fn a_connection_counts_exactly_as_long_as_its_lease() {
+    let clients = ClientConnections::for_proxy(dispatch(2, &[]));
+    let first = clients.admit(peer(1, 1)).expect("first");
+    let second = clients.admit(peer(1, 2)).expect("second");
+    assert_eq!(clients.open(), 2, "handshaking connections count");
+    // A handshake that dies (the client closed without a TLS byte) drops its lease at once:
+    // its place is free for the next client, with no expiry to wait for.
+    drop(first);
+    assert_eq!(clients.open(), 1);
+    let third = clients.admit(peer(1, 3)).expect("room again");
+    drop((second, third));
+    assert_eq!(clients.open(), 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_connection_whose_handshake_never_finished_stops_counting_after_the_handshake_limit() {
-    let clients = clients(1, &[]);
-    assert!(clients.admit(peer(1, 1)));
-    tokio::time::advance(HANDSHAKE_LIMIT - Duration::from_secs(1)).await;
-    assert!(!clients.admit(peer(1, 2)));
-    tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(clients.open(), 0);
-    assert!(clients.admit(peer(1, 2)));
-    // A handed-over connection never expires, however long it stays open.
-    clients.start_request(peer(1, 2));
-    tokio::time::advance(HANDSHAKE_LIMIT * 3).await;
+#[test]
+fn at_the_cap_an_unserved_connection_is_evicted_and_signalled_and_serving_ones_refuse() {
+    let clients = ClientConnections::for_proxy(dispatch(1, &[]));
+    let first = clients.admit(peer(1, 1)).expect("first");
+    let second = clients.admit(peer(1, 2)).expect("evicts the first");
+    assert_eq!(first.slot().phase(), registry::Phase::Evicted);
+    assert_eq!(clients.counters.evicted_unserved.load(Ordering::Relaxed), 1);
+    // The evicted connection's task is told (a permit waits for it).
+    let told = first.slot().evicted.notified();
+    assert!(futures_util::FutureExt::now_or_never(told).is_some());
+    drop(first);
     assert_eq!(clients.open(), 1);
+    second.slot().handed_over();
+    second.slot().request_started();
+    assert!(
+        clients.admit(peer(1, 3)).is_none(),
+        "every connection is serving"
+    );
+    assert_eq!(clients.counters.refused_limit.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_reload_changes_the_cap_for_the_next_connection() {
+    let dispatch = dispatch(1, &[]);
+    let clients = ClientConnections::for_proxy(dispatch.clone());
+    let first = clients.admit(peer(1, 1)).expect("first");
+    first.slot().handed_over();
+    first.slot().request_started();
+    assert!(clients.admit(peer(1, 2)).is_none());
+    dispatch.store(Arc::new(dispatch_value(2, &[])));
+    assert!(clients.admit(peer(1, 2)).is_some());
 }

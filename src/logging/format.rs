@@ -6,6 +6,13 @@
 //! two buffers that the line puts together. `log` records bridged by tracing-log carry their
 //! origin as `log.target`, `log.file`, … fields: those are not written (the target is the
 //! line's own).
+//!
+//! A text line is one line whatever its values hold: the message and the target are written
+//! with control characters (C0 with `\n` and `\r`, DEL, C1) and the Unicode line and paragraph
+//! separators escaped ([`write_escaped`]), field values are bare or quoted with Rust's string
+//! escapes (which escape the same characters), so a value from outside (a path, a header, a
+//! peer's error text) cannot start a forged line. JSON lines are escaped by `serde_json`
+//! (quotes, backslashes, C0).
 
 use std::cell::RefCell;
 use std::fmt::{Debug, Write as _};
@@ -65,7 +72,7 @@ impl TextFields<'_> {
 impl Visit for TextFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message.extend_from_slice(value.as_bytes());
+            write_escaped(self.message, value);
         } else if self.key(field) {
             write_text_value(self.fields, value);
         }
@@ -101,13 +108,41 @@ impl Visit for TextFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
         if field.name() == "message" {
             // `format_args!` messages: their `Debug` is their `Display`.
-            let _ = write!(self.message, "{value:?}");
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{value:?}");
+            write_escaped(self.message, self.scratch);
         } else if self.key(field) {
             self.scratch.clear();
             let _ = write!(self.scratch, "{value:?}");
             write_text_value(self.fields, self.scratch);
         }
     }
+}
+
+/// Appends `text` with every character that could end a line or forge one escaped as Rust
+/// writes it (`\n`, `\r`, `\t`, `\u{1b}`, `\u{2028}`): control characters (C0, DEL, C1) and
+/// the Unicode line and paragraph separators. Text without them (nearly every message) is
+/// copied as it is after one pass over its bytes.
+pub fn write_escaped(out: &mut Vec<u8>, text: &str) {
+    // C0 and DEL are single bytes; C1 (U+0080–U+009F) starts with 0xC2, U+2028/9 with 0xE2.
+    let suspect = |b: u8| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2;
+    if !text.bytes().any(suspect) {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut utf8 = [0u8; 4];
+    for c in text.chars() {
+        if breaks_lines(c) {
+            let _ = write!(out, "{}", c.escape_default());
+        } else {
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        }
+    }
+}
+
+/// Whether a character is escaped in text lines (see [`write_escaped`]).
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// A field's value as text lines write it: bare, or quoted with Rust's string escapes.
@@ -152,7 +187,7 @@ pub fn text_line(
     out.push(b' ');
     out.extend_from_slice(padded_level(level).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
+    write_escaped(out, target);
     out.extend_from_slice(b"] ");
     out.extend_from_slice(message);
     out.extend_from_slice(fields);
@@ -312,6 +347,23 @@ mod tests {
         }
         assert!(is_bare("127.0.0.1:443") && is_bare("/v1/chat"));
         assert!(!is_bare("") && !is_bare("a b") && !is_bare("a\"b") && !is_bare("é"));
+    }
+
+    #[test]
+    fn values_and_messages_cannot_break_a_line() {
+        let forged = "x\n[2026-12-04T03:08:42.123Z INFO  access] forged\r\u{0}\u{1b}\u{7f}\u{85}\u{2028}\u{2029}é";
+        let mut message = Vec::new();
+        write_escaped(&mut message, forged);
+        let mut value = Vec::new();
+        write_text_value(&mut value, forged);
+        for written in [&message, &value] {
+            let text = String::from_utf8(written.clone()).expect("utf-8");
+            assert!(!text.chars().any(breaks_lines), "{text:?}");
+            assert!(text.contains("\\n[2026") && text.contains('é'), "{text}");
+        }
+        let mut clean = Vec::new();
+        write_escaped(&mut clean, "route openai: 200 ok é");
+        assert_eq!(clean, "route openai: 200 ok é".as_bytes());
     }
 
     #[test]

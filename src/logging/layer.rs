@@ -1,6 +1,7 @@
 //! The `tracing-subscriber` layer that writes log lines: it filters events (the level in force
-//! and the secret rules), formats them ([`format`](super::format)) and hands each line to the
-//! [`Sink`](super::sink::Sink).
+//! and the secret rules), holds back other crates' repetitive records
+//! ([`repeats`](super::repeats)), formats them ([`format`](super::format)) and hands each line
+//! to the [`Sink`](super::sink::Sink).
 //!
 //! Filtering costs nothing per event for the sidecar's own callsites: whether a callsite is
 //! enabled is decided once, when it registers, from the filter in force, and decided again for
@@ -16,6 +17,7 @@ use tracing_log::{AsLog, AsTrace, NormalizeEvent};
 use tracing_subscriber::layer::{Context, Layer};
 
 use super::format::{json_line, text_line, timestamp, JsonFields, TextFields};
+use super::repeats::{self, Verdict};
 use super::{ACCESS_TARGET, FILTER};
 use crate::config::LogFormat;
 
@@ -107,6 +109,15 @@ impl LineLayer {
                     });
                     if redacting {
                         redact(message);
+                        match repeats::observe(target, message) {
+                            Verdict::Suppress => return,
+                            Verdict::Write { suppressed: 0 } => {}
+                            Verdict::Write { suppressed } => {
+                                fields.extend_from_slice(b" suppressed=");
+                                let mut count = itoa::Buffer::new();
+                                fields.extend_from_slice(count.format(suppressed).as_bytes());
+                            }
+                        }
                     }
                     text_line(line, ts.as_str(), level, target, message, fields);
                     (self.out)(line);
@@ -118,6 +129,15 @@ impl LineLayer {
                 if redacting {
                     let mut message = std::mem::take(&mut collected.message).into_bytes();
                     redact(&mut message);
+                    match repeats::observe(target, &message) {
+                        Verdict::Suppress => return,
+                        Verdict::Write { suppressed: 0 } => {}
+                        Verdict::Write { suppressed } => {
+                            collected
+                                .fields
+                                .insert("suppressed".into(), suppressed.into());
+                        }
+                    }
                     collected.message = String::from_utf8_lossy(&message).into_owned();
                 }
                 let mut line = json_line(ts.as_str(), level, target, collected);

@@ -116,3 +116,65 @@ fn formatted_messages_and_other_crates_lines() {
         "{text}"
     );
 }
+
+/// Records whose values try to start a line of their own (a peer's error text, a decoded query
+/// value, a header value): in the message, in a field and in a bridged `log` record. `tag` makes
+/// the bridged record unlike earlier ones (other crates' repeated records are held back).
+fn forging(tag: &'static str) -> impl Fn() {
+    move || {
+        let forged =
+            "boom\n[2026-12-04T03:08:42.123Z INFO  access] request route=x status=200\r\u{2028}";
+        tracing::warn!(peer = forged, "fan-out server answered: {forged}");
+        tracing::info!(target: ACCESS_TARGET, path = forged, "request");
+        let _ = tracing_log::format_trace(
+            &log::Record::builder()
+                .level(log::Level::Error)
+                .target("pingora_proxy")
+                .args(format_args!("Fail to proxy ({tag}): {forged}"))
+                .build(),
+        );
+    }
+}
+
+#[test]
+fn a_forged_line_in_any_value_stays_on_its_own_line() {
+    let text = lines(LogFormat::Text, forging("text"));
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        !text.contains('\r') && !text.contains('\u{2028}'),
+        "{text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("[2026-12-04")),
+        "{text}"
+    );
+    let json = lines(LogFormat::Json, forging("json"));
+    assert_eq!(json.lines().count(), 3, "{json}");
+    for line in json.lines() {
+        let object: serde_json::Value = serde_json::from_str(line).expect("one object per line");
+        assert!(object.to_string().contains("boom"), "{line}");
+    }
+}
+
+#[test]
+fn another_crates_repeated_record_is_written_once_per_window_and_counted() {
+    let before = crate::metrics::CLIENT_HEAD_READ_ERRORS.get();
+    let text = lines(LogFormat::Text, || {
+        for port in 0..500 {
+            let _ = tracing_log::format_trace(
+                &log::Record::builder()
+                    .level(log::Level::Error)
+                    .target("pingora_proxy")
+                    .args(format_args!(
+                        "Fail to proxy: Downstream ConnectionClosed (unit test) from \
+                         127.0.0.1:{port}, downstream session type: HTTP/1.1"
+                    ))
+                    .build(),
+            );
+        }
+        tracing::warn!("the sidecar's own lines are never held back");
+        tracing::warn!("the sidecar's own lines are never held back");
+    });
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(crate::metrics::CLIENT_HEAD_READ_ERRORS.get() >= before + 500);
+}

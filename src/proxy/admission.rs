@@ -19,9 +19,10 @@ use crate::routes::{Route, RouteTable};
 
 /// When a route's model is known, for a LiteLLM key check.
 pub enum ModelCheck<'a> {
-    /// A `model:` route: its alias.
+    /// A `model:` route: its alias, checked now; the request counts against the key's rate
+    /// limit once its body is accepted (`pinned`).
     Now(&'a str),
-    /// A credential route: no model to check.
+    /// A credential route: it names no model, so a key limited to models may not use it.
     NoModel,
     /// A `dispatch: model` route: the body names it; the model check and the request's count
     /// against the key's rate limit come once it is read.
@@ -30,7 +31,8 @@ pub enum ModelCheck<'a> {
 
 /// `access.litellm_keys`: the LiteLLM virtual key the request presents, checked against the
 /// snapshot's key table (fail closed while it has not been read); the model, when known, must be
-/// allowed for the key and its team; then the request counts against the key's `rpm_limit`.
+/// allowed for the key and its team, and a key limited to models may not use a route that names
+/// none; then the request counts against the key's `rpm_limit`.
 pub fn check_litellm_key(
     snapshot: &Snapshot,
     req: &RequestHeader,
@@ -45,9 +47,11 @@ pub fn check_litellm_key(
     };
     let key = table.admit(req).map_err(ErrorReply::litellm)?;
     match model {
-        ModelCheck::Now(model) => {
-            key.check_model(model).map_err(ErrorReply::litellm)?;
-            key.take_request().map_err(ErrorReply::litellm)?;
+        ModelCheck::Now(model) => key.check_model(model).map_err(ErrorReply::litellm)?,
+        ModelCheck::NoModel if key.limited_to_models() => {
+            return Err(ErrorReply::litellm(
+                key.refuse_unseen_model("a credential route"),
+            ))
         }
         ModelCheck::NoModel => key.take_request().map_err(ErrorReply::litellm)?,
         ModelCheck::FromBody => {}

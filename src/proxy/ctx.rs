@@ -38,11 +38,15 @@ pub struct RequestCtx {
     pub(super) claim: Option<std::net::SocketAddr>,
     /// The limits in force when the request was admitted.
     pub(super) limits: Limits,
+    /// This request is an HTTP/2 stream counted on its connection (see `downstream`).
+    pub(super) stream_counted: bool,
     /// Request body bytes received so far.
     pub(super) body_received: u64,
     /// A `dispatch: model` request: its deployment, the body sent instead of the client's, and
     /// what a retry on another deployment needs.
     pub(super) model_request: Option<Box<unified::ModelRequest>>,
+    /// A `model:` route's request body with its `model` set to the deployment's (see `pinned`).
+    pub(super) pinned_body: Option<bytes::Bytes>,
     /// Whether this attempt has sent the model request's body.
     pub(super) body_replaced: bool,
     /// The router settings in force when the request was admitted.
@@ -74,13 +78,26 @@ impl RequestCtx {
             reservation: None,
             claim: None,
             limits: Limits::default(),
+            stream_counted: false,
             body_received: 0,
             model_request: None,
+            pinned_body: None,
             body_replaced: false,
             router: Default::default(),
             litellm_key: None,
             usage: None,
             span: None,
+        }
+    }
+}
+
+impl RequestCtx {
+    /// The body sent upstream instead of the client's, when the sidecar read it: a `dispatch:
+    /// model` attempt's or a `model:` route's.
+    pub(super) fn replacement_body(&self) -> Option<&bytes::Bytes> {
+        match &self.model_request {
+            Some(request) => Some(&request.upstream_body),
+            None => self.pinned_body.as_ref(),
         }
     }
 }

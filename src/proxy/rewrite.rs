@@ -34,11 +34,18 @@ pub fn rewrite_request(
     body_len: Option<usize>,
 ) -> Result<(), String> {
     let (credential, auth) = (&binding.credential, &binding.auth);
-    let path = match &binding.path {
-        Some(path) => path.clone(),
-        None => route.upstream_path(&binding.upstream, req.uri.path()),
+    let path = match (&binding.path, &binding.model) {
+        (Some(path), _) => path.clone(),
+        (None, Some(deployment)) => {
+            let path = route.upstream_path(&binding.upstream, req.uri.path());
+            super::pinned::pin_path(&path, &deployment.model).into_owned()
+        }
+        (None, None) => route.upstream_path(&binding.upstream, req.uri.path()),
     };
-    let query = rewrite_query(req.uri.query(), auth, credential);
+    let mut query = rewrite_query(req.uri.query(), auth, credential);
+    if let Some(deployment) = &binding.model {
+        query = super::pinned::pin_query(query, &deployment.model);
+    }
     let target = match query {
         Some(q) => format!("{path}?{q}"),
         None => path,

@@ -20,7 +20,7 @@
 //! anything reaches the client ([`attempts`]).
 
 pub mod attempts;
-mod body;
+pub(super) mod body;
 
 use std::sync::Arc;
 
@@ -165,7 +165,7 @@ fn invalid(status: u16, code: &'static str, message: impl Into<String>) -> Error
 
 /// Reads the whole request body, at most `max_body` bytes, leaving its last 64 KiB in Pingora's
 /// retry buffer so that Pingora forwards it (see the module docs).
-async fn read_body(session: &mut Session, max_body: u64) -> Result<Bytes, ErrorReply> {
+pub(super) async fn read_body(session: &mut Session, max_body: u64) -> Result<Bytes, ErrorReply> {
     let too_large = || {
         ErrorReply::new(
             413,

@@ -27,6 +27,9 @@ pub struct Binding {
     /// The whole upstream path, when the binding decides it (`dispatch: model` routes); else
     /// the route's prefix rules apply.
     pub path: Option<String>,
+    /// A `model:` route's deployment: its model replaces any the request names, in the body
+    /// and in the path (`proxy::pinned`).
+    pub model: Option<Arc<Deployment>>,
 }
 
 /// Why a route cannot serve now (the proxy answers 503 `credential_unavailable`; nothing is sent
@@ -48,6 +51,7 @@ pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Option<Binding>, Unbou
                     target: target.clone(),
                     auth: auth.clone(),
                     path: None,
+                    model: None,
                 })),
                 _ => Err(unavailable(format!(
                     "route {} has no upstream or provider",
@@ -78,6 +82,7 @@ pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Option<Binding>, Unbou
                 target: target.clone(),
                 auth: auth.clone(),
                 path: None,
+                model: Some(deployment.clone()),
             }))
         }
         // Bound per request from the body's `model` (`proxy::unified`); the route can serve
@@ -135,6 +140,7 @@ pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, U
         target: target.clone(),
         auth,
         path: Some(path),
+        model: None,
     })
 }
 

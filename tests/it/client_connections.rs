@@ -13,7 +13,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::gateway::start_openai_only;
 use crate::support::http::admin_get;
-use crate::support::metric;
+use crate::support::{metric, rss_kib};
 
 /// Half-open connections opened, half of them from an address outside the allowed networks.
 const HALF_OPEN: usize = 10_000;
@@ -47,15 +47,6 @@ fn sidecar_memory_limit_kib() -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("limits.memory {limit:?} is not NNNMi"));
     mib * 1024
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// Connects from `from` and sends the start of a request head, never the end.

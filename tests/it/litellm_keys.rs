@@ -30,10 +30,10 @@ async fn put_key(db: &TestDb, key: &str, alias: &str, columns: &str, values: &st
     db.exec(&sql).await;
 }
 
-/// A sidecar with keys on, LISTENing, over: model `gpt` and `claude` deployments and a
-/// credential on the mock; routes `/v1` (dispatch: model), `/claude` (model) and `/raw`
-/// (credential).
-async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
+/// A sidecar with keys on, LISTENing, over: model `gpt` and `claude` deployments (provider
+/// models `gpt-x`, `claude-x`) and a credential on the mock; routes `/v1` (dispatch: model),
+/// `/claude` and `/gpt` (model) and `/raw` (credential).
+pub(crate) async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
     let base = format!("{}/v1", e.mock.base_url());
     for (id, alias) in [("d-gpt", "gpt"), ("d-claude", "claude")] {
         let params = json!({ "model": enc(&format!("openai/{alias}-x"), Format::Nacl),
@@ -70,6 +70,7 @@ async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
     let routes = vec![
         json!({ "name": "v1", "path_prefix": "/v1", "dispatch": "model" }),
         model_route("claude", "claude"),
+        model_route("gpt", "gpt"),
         credential_route("raw", "raw", &e.mock.base_url(), "openai"),
     ];
     let mut config = gateway(e, db, &TestDb::url(None), "1h", true, routes);
@@ -81,7 +82,7 @@ async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
 
 /// POSTs a chat request for `model` to `path` with `key`; returns the status, the error JSON
 /// (or Null) and whether anything reached the provider.
-async fn call_with(
+pub(crate) async fn call_with(
     e: &Env,
     sidecar: &SidecarProcess,
     path: &str,

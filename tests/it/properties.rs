@@ -126,6 +126,7 @@ proptest! {
             target: route.target.clone().expect("target"),
             auth: route.auth.clone().expect("auth"),
             path: None,
+            model: None,
         };
         let mut req = RequestHeader::build("POST", b"/p/v1/chat", None).expect("request");
         rewrite_request(&mut req, &route, &binding, None).expect("a loaded key can be injected");

@@ -43,6 +43,7 @@ fn bound(route: &Route, credential: Credential) -> Binding {
         target: route.target.clone().expect("target"),
         auth: route.auth.clone().expect("provider"),
         path: None,
+        model: None,
     }
 }
 

@@ -114,18 +114,15 @@ impl ModelRequest {
     }
 }
 
-/// `request_body_filter`: the attempt's body replaces the client's (already read, bounded),
-/// which Pingora replays from its retry buffer. Returns whether the request is a model request.
+/// `request_body_filter`: the attempt's body (or a `model:` route's pinned one) replaces the
+/// client's (already read, bounded), which Pingora replays from its retry buffer. Returns
+/// whether the body was replaced.
 pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) -> bool {
-    let Some(request) = &ctx.model_request else {
+    let Some(replacement) = ctx.replacement_body().cloned() else {
         return false;
     };
     let first = !std::mem::replace(&mut ctx.body_replaced, true);
-    *body = Some(if first {
-        request.upstream_body.clone()
-    } else {
-        Bytes::new()
-    });
+    *body = Some(if first { replacement } else { Bytes::new() });
     true
 }
 

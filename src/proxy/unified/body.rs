@@ -19,28 +19,61 @@ pub struct ModelField {
     range: Range<usize>,
 }
 
+/// What a body says about the model it asks for.
+#[derive(Debug)]
+pub enum BodyModel {
+    /// A JSON object with one string `model`.
+    Named(ModelField),
+    /// A JSON object without `model`.
+    Unnamed,
+    /// Not a JSON object (multipart, JSON Lines, text, empty): the sidecar cannot tell.
+    NotJson(String),
+}
+
 /// Finds the top-level `model` of a JSON object body. Malformed JSON, a body that is not an
 /// object, a missing, repeated or non-string `model` are 400s.
 pub fn find_model(body: &[u8]) -> Result<ModelField, ErrorReply> {
-    let bad = |message: String| ErrorReply::new(400, "invalid_request_error", message);
-    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8".into()))?;
+    match model_in(body)? {
+        BodyModel::Named(field) => Ok(field),
+        BodyModel::Unnamed => Err(bad("the body has no \"model\"".into())),
+        BodyModel::NotJson(why) => Err(bad(why)),
+    }
+}
+
+/// The top-level `model` of `body`, if it is a JSON object. A repeated or non-string `model`
+/// is a 400: providers differ on which of two they read.
+pub fn model_in(body: &[u8]) -> Result<BodyModel, ErrorReply> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Ok(BodyModel::NotJson("the body is not UTF-8".into()));
+    };
     let mut de = serde_json::Deserializer::from_str(text);
-    let values = de
+    let values = match de
         .deserialize_map(ModelValues)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| bad(format!("the body is not a JSON object: {e}")))?;
+    {
+        Ok(values) => values,
+        Err(e) => {
+            return Ok(BodyModel::NotJson(format!(
+                "the body is not a JSON object: {e}"
+            )))
+        }
+    };
     let raw = match values.as_slice() {
         [raw] => *raw,
-        [] => return Err(bad("the body has no \"model\"".into())),
+        [] => return Ok(BodyModel::Unnamed),
         _ => return Err(bad("the body names \"model\" more than once".into())),
     };
     let alias: String =
         serde_json::from_str(raw.get()).map_err(|_| bad("\"model\" is not a string".into()))?;
     let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
-    Ok(ModelField {
+    Ok(BodyModel::Named(ModelField {
         alias,
         range: start..start + raw.get().len(),
-    })
+    }))
+}
+
+fn bad(message: String) -> ErrorReply {
+    ErrorReply::new(400, "invalid_request_error", message)
 }
 
 /// The body with the `model` value replaced by `model` (`quoted`: the same as a JSON string,
