@@ -15,6 +15,7 @@ pub mod cache;
 pub mod cipher;
 pub mod health;
 pub mod local;
+pub mod metrics;
 pub mod models;
 pub mod postgres;
 pub mod refresh;

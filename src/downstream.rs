@@ -17,6 +17,7 @@
 //!   are closed by Pingora after `client_keepalive_timeout` with no stream open.
 
 mod app;
+pub mod metrics;
 pub mod registry;
 
 use std::net::SocketAddr;

@@ -2,30 +2,24 @@
 //! registry that `pingora-prometheus` serves on the admin listener's `/metrics`.
 //!
 //! Request-path metrics are plain statics updated where things happen. State that already lives
-//! elsewhere (the connection gate's counters, the credential snapshot) is read at scrape time by
-//! a [`Collector`], so there is one source of truth and nothing to keep in sync.
+//! elsewhere (the connection gate's counters, the credential snapshot, the client connections)
+//! is read at scrape time by a [`Collector`] that lives beside that state
+//! (`upstream/gate/metrics.rs`, `credentials/metrics.rs`, `downstream/metrics.rs`) and is
+//! registered by the server through [`register`]: there is one source of truth and nothing to
+//! keep in sync, and this module depends on nothing of the sidecar's own.
 //!
 //! Labels are bounded: route names (from the config), status classes, credential and model
 //! names (rows in the store). Never paths, client addresses, hosts from requests, or values.
 
-mod clients;
 mod logs;
 mod models;
 mod requests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::LazyLock;
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
-use prometheus::{
-    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-};
+use prometheus::core::Collector;
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
-use crate::credentials::CredentialCache;
-use crate::upstream::gate::ConnectionGate;
-
-pub use clients::{register_clients, ClientsOf};
 pub use logs::{suppressed_log_line, CLIENT_HEAD_READ_ERRORS};
 pub use models::{record_attempt, record_cooldown, record_tokens};
 pub use requests::{record_request, Origin, RouteMetrics};
@@ -224,17 +218,10 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Registers the scrape-time collectors over the gate and the credential cache. Call once.
-pub fn register_state(
-    gate: Arc<ConnectionGate>,
-    cache: Arc<CredentialCache>,
-) -> Result<(), String> {
-    let gate = GateCollector::new(gate).map_err(|e| e.to_string())?;
-    let cache = CacheCollector::new(cache).map_err(|e| e.to_string())?;
-    prometheus::register(Box::new(gate)).map_err(|e| format!("metrics: {e}"))?;
-    prometheus::register(Box::new(cache)).map_err(|e| format!("metrics: {e}"))?;
-    // The process's CPU, memory and file descriptors (process_cpu_seconds_total, …) come with
-    // the prometheus crate's `process` feature: its default registry collects them on Linux.
+/// Registers `sidecar_build_info`. Call once. (The process's CPU, memory and file descriptors,
+/// `process_cpu_seconds_total` and the rest, come with the prometheus crate's `process` feature:
+/// its default registry collects them on Linux.)
+pub fn register_build_info() -> Result<(), String> {
     let build = IntGaugeVec::new(
         Opts::new(
             "sidecar_build_info",
@@ -244,198 +231,18 @@ pub fn register_state(
     )
     .map_err(|e| e.to_string())?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    prometheus::register(Box::new(build)).map_err(|e| format!("metrics: {e}"))?;
-    Ok(())
+    register(build)
+}
+
+/// Registers a scrape-time collector (of state owned by another module) in the default registry.
+pub fn register(collector: impl Collector + 'static) -> Result<(), String> {
+    prometheus::register(Box::new(collector)).map_err(|e| format!("metrics: {e}"))
 }
 
 /// A counter whose value is owned elsewhere: set at scrape time.
-fn set_counter(counter: &IntCounter, value: u64) {
+pub fn set_counter(counter: &IntCounter, value: u64) {
     counter.reset();
     counter.inc_by(value);
-}
-
-/// The connection gate's gauges and counters.
-struct GateCollector {
-    gate: Arc<ConnectionGate>,
-    connections: IntGaugeVec,
-    limit: IntGauge,
-    new_connections: IntCounter,
-    reuses: IntCounter,
-    waits: IntCounter,
-    rejections: IntCounter,
-    evictions: IntCounter,
-    /// Serializes scrapes: setting a counter is a reset and an add.
-    scrape: Mutex<()>,
-}
-
-impl GateCollector {
-    fn new(gate: Arc<ConnectionGate>) -> prometheus::Result<GateCollector> {
-        let counter = IntCounter::new;
-        Ok(GateCollector {
-            gate,
-            connections: IntGaugeVec::new(
-                Opts::new(
-                    "sidecar_upstream_connections",
-                    "Upstream TCP connections now, by state (open = in_use + idle + opening/closing)",
-                ),
-                &["state"],
-            )?,
-            limit: IntGauge::new(
-                "sidecar_upstream_connections_limit",
-                "upstream.max_connections",
-            )?,
-            new_connections: counter(
-                "sidecar_upstream_connections_opened_total",
-                "New upstream connections (TLS handshakes to providers)",
-            )?,
-            reuses: counter(
-                "sidecar_upstream_connections_reused_total",
-                "Requests served on a pooled upstream connection",
-            )?,
-            waits: counter(
-                "sidecar_upstream_cap_waits_total",
-                "Requests that waited at the connection cap",
-            )?,
-            rejections: counter(
-                "sidecar_upstream_cap_rejections_total",
-                "Requests refused (503) at the connection cap",
-            )?,
-            evictions: counter(
-                "sidecar_upstream_cap_evictions_total",
-                "Idle connections closed to make room under the cap",
-            )?,
-            scrape: Mutex::new(()),
-        })
-    }
-}
-
-impl GateCollector {
-    /// Each exported counter with the gate's own counter it mirrors.
-    fn counters(&self) -> [(&IntCounter, &AtomicU64); 5] {
-        let c = &self.gate.counters;
-        [
-            (&self.new_connections, &c.new_connections),
-            (&self.reuses, &c.reuses),
-            (&self.waits, &c.waits),
-            (&self.rejections, &c.rejections),
-            (&self.evictions, &c.evictions),
-        ]
-    }
-}
-
-impl Collector for GateCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        let mut descs = self.connections.desc();
-        for (exported, _) in self.counters() {
-            descs.extend(exported.desc());
-        }
-        descs.extend(self.limit.desc());
-        descs
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        let g = &self.gate;
-        let states = [
-            ("open", g.open_connections()),
-            ("idle", g.idle_connections()),
-            ("in_use", g.in_use_connections()),
-        ];
-        for (state, n) in states {
-            self.connections.with_label_values(&[state]).set(n as i64);
-        }
-        self.limit.set(g.max_connections() as i64);
-        let mut families = self.connections.collect();
-        for (exported, source) in self.counters() {
-            set_counter(exported, source.load(Ordering::Relaxed));
-            families.extend(exported.collect());
-        }
-        families.extend(self.limit.collect());
-        families
-    }
-}
-
-/// The credential snapshot: its size, its age, and the names that failed to load.
-struct CacheCollector {
-    cache: Arc<CredentialCache>,
-    loaded: IntGaugeVec,
-    age: Gauge,
-    failures: IntGaugeVec,
-    last_success: Gauge,
-    scrape: Mutex<()>,
-}
-
-impl CacheCollector {
-    fn new(cache: Arc<CredentialCache>) -> prometheus::Result<CacheCollector> {
-        Ok(CacheCollector {
-            cache,
-            loaded: IntGaugeVec::new(
-                Opts::new(
-                    "sidecar_credential_snapshot_entries",
-                    "Entries in the credential snapshot, by kind (credential, model)",
-                ),
-                &["kind"],
-            )?,
-            age: Gauge::new(
-                "sidecar_credential_snapshot_age_seconds",
-                "Seconds since every credential source was last read successfully",
-            )?,
-            last_success: Gauge::new(
-                "sidecar_credential_last_success_timestamp_seconds",
-                "Unix time every credential source was last read successfully",
-            )?,
-            failures: IntGaugeVec::new(
-                Opts::new(
-                    "sidecar_credential_load_failures",
-                    "1 for each credential or model that failed to decrypt or parse (names only)",
-                ),
-                &["kind", "name"],
-            )?,
-            scrape: Mutex::new(()),
-        })
-    }
-}
-
-impl Collector for CacheCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        let mut descs = self.loaded.desc();
-        descs.extend(self.age.desc());
-        descs.extend(self.last_success.desc());
-        descs.extend(self.failures.desc());
-        descs
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = self.cache.snapshot();
-        let count = |n: usize| n as i64;
-        self.loaded
-            .with_label_values(&["credential"])
-            .set(count(snapshot.credentials.len()));
-        self.loaded
-            .with_label_values(&["model"])
-            .set(count(snapshot.models.len()));
-        let age = self.cache.age();
-        self.age.set(age.as_secs_f64());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.last_success.set(now.saturating_sub(age).as_secs_f64());
-        self.failures.reset();
-        for name in snapshot.credential_failures.keys() {
-            self.failures
-                .with_label_values(&["credential", name])
-                .set(1);
-        }
-        for name in snapshot.model_failures.keys() {
-            self.failures.with_label_values(&["model", name]).set(1);
-        }
-        let mut families = self.loaded.collect();
-        families.extend(self.age.collect());
-        families.extend(self.last_success.collect());
-        families.extend(self.failures.collect());
-        families
-    }
 }
 
 #[cfg(test)]

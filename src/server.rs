@@ -24,6 +24,7 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
+use crate::downstream::metrics::{self as downstream_metrics, ClientsOf};
 use crate::downstream::registry::Caps;
 use crate::downstream::{
     AllowedNetworks, ClientConnections, ConnectionPolicy, GuardedApp, HeadMarked, TlsListeners,
@@ -74,7 +75,9 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let targets = Arc::new(Targets::new(up, &gate).map_err(StartError::Upstream)?);
     let dispatch: SharedDispatch =
         Arc::new(ArcSwap::from_pointee(Dispatch::new(&config, &targets)));
-    metrics::register_state(gate.clone(), cache.clone()).map_err(StartError::Metrics)?;
+    crate::upstream::gate::metrics::register(gate.clone()).map_err(StartError::Metrics)?;
+    crate::credentials::metrics::register(cache.clone()).map_err(StartError::Metrics)?;
+    metrics::register_build_info().map_err(StartError::Metrics)?;
     let ctx = SourceContext {
         targets: targets.clone(),
         wake: Arc::default(),
@@ -91,8 +94,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     server.bootstrap();
     let mut cert_stores = Vec::new();
     let clients = ClientConnections::for_proxy(dispatch.clone());
-    metrics::register_clients(clients.clone(), metrics::ClientsOf::Proxy)
-        .map_err(StartError::Metrics)?;
+    downstream_metrics::register(clients.clone(), ClientsOf::Proxy).map_err(StartError::Metrics)?;
     let proxy = proxy_service(
         &server,
         &config,
@@ -282,7 +284,7 @@ fn fanout_service(
         ..ConnectionPolicy::of(&config.limits)
     };
     let clients = ClientConnections::with_policy(move || policy);
-    metrics::register_clients(clients.clone(), metrics::ClientsOf::Fanout)
+    downstream_metrics::register(clients.clone(), ClientsOf::Fanout)
         .map_err(StartError::Metrics)?;
     let mut tls = TlsListeners::default();
     cert_stores.extend(add_tls(

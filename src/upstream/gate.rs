@@ -24,6 +24,7 @@
 //! to keep the number of `Claimed` connections equal to the claims outstanding.
 
 mod connector;
+pub mod metrics;
 #[cfg(test)]
 mod tests;
 

@@ -10,8 +10,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
-use super::set_counter;
-use crate::downstream::ClientConnections;
+use super::ClientConnections;
+use crate::metrics::set_counter;
 
 /// Whose connections a collector reports.
 #[derive(Debug, Clone, Copy)]
@@ -23,9 +23,8 @@ pub enum ClientsOf {
 }
 
 /// Registers the collector for `clients`. Call once per listener group.
-pub fn register_clients(clients: Arc<ClientConnections>, of: ClientsOf) -> Result<(), String> {
-    let collector = ClientCollector::new(clients, of).map_err(|e| format!("metrics: {e}"))?;
-    prometheus::register(Box::new(collector)).map_err(|e| format!("metrics: {e}"))
+pub fn register(clients: Arc<ClientConnections>, of: ClientsOf) -> Result<(), String> {
+    crate::metrics::register(ClientCollector::new(clients, of).map_err(|e| e.to_string())?)
 }
 
 struct ClientCollector {
