@@ -30,7 +30,7 @@ use pingora_prometheus::PrometheusHttpApp;
 use serde_json::{json, Value};
 
 use crate::credentials::CredentialCache;
-use crate::proxy::dispatch::SharedDispatch;
+use crate::dispatch::SharedDispatch;
 use crate::routes::bind;
 
 /// What the admin endpoints look at.

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::access::allowed;
 use crate::config::Limits;
-use crate::proxy::dispatch::SharedDispatch;
+use crate::dispatch::SharedDispatch;
 use registry::{Caps, Phase, Refusal, Registry, Slot};
 
 use app::{mark_head_read, mark_request_done};

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod db;
+pub mod dispatch;
 pub mod downstream;
 pub mod fanout;
 pub mod hardening;

@@ -11,7 +11,6 @@
 mod access_log;
 mod admission;
 mod ctx;
-pub mod dispatch;
 pub mod failure;
 pub mod framing;
 mod pinned;
@@ -36,13 +35,13 @@ use tracing::{info, trace, warn};
 
 use crate::config::Backend;
 use crate::credentials::CredentialCache;
+use crate::dispatch::{Dispatch, SharedDispatch};
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
 use crate::routes::{bind, Binding};
 use crate::upstream::gate::{Admission, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
 pub use ctx::RequestCtx;
-use dispatch::{Dispatch, SharedDispatch};
 use request_id::RequestId;
 use respond::ErrorReply;
 

@@ -24,6 +24,7 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
+use crate::dispatch::{Dispatch, SharedDispatch};
 use crate::downstream::metrics::{self as downstream_metrics, ClientsOf};
 use crate::downstream::registry::Caps;
 use crate::downstream::{
@@ -31,7 +32,6 @@ use crate::downstream::{
 };
 use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
 use crate::metrics;
-use crate::proxy::dispatch::{Dispatch, SharedDispatch};
 use crate::proxy::SidecarProxy;
 use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
 use crate::tls::{CertReloader, CertStore, TlsAcceptor};

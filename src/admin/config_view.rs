@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Backend, UpstreamUrl};
 use crate::credentials::{Credential, Snapshot};
-use crate::proxy::dispatch::Dispatch;
+use crate::dispatch::Dispatch;
 use crate::routes::Route;
 
 /// The report `GET /config` answers with.

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use super::*;
 use crate::access::Cidr;
 use crate::config::AccessSettings;
-use crate::proxy::dispatch::Dispatch;
+use crate::dispatch::Dispatch;
 use crate::routes::RouteTable;
 
 fn dispatch(max: u64, allowed: &[&str]) -> SharedDispatch {
