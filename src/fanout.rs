@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch as channel;
 
-use crate::credentials::rows::StoredRows;
+use crate::credentials::rows::{RowsSink, StoredRows};
 
 /// The path of the snapshot endpoint.
 pub const SNAPSHOT_PATH: &str = "/v1/snapshot";
@@ -50,9 +50,9 @@ impl Default for FanoutHub {
     }
 }
 
-impl FanoutHub {
+impl RowsSink for FanoutHub {
     /// Records a new read; waiting requests wake only when the rows differ from the last read.
-    pub fn publish(&self, rows: StoredRows) {
+    fn publish(&self, rows: StoredRows) {
         self.current.send_if_modified(|current| {
             if current.as_deref() == Some(&rows) {
                 return false;
@@ -61,7 +61,9 @@ impl FanoutHub {
             true
         });
     }
+}
 
+impl FanoutHub {
     /// A receiver that sees every new read (`None` until the first).
     pub fn subscribe(&self) -> channel::Receiver<Option<Arc<StoredRows>>> {
         self.current.subscribe()

@@ -10,6 +10,7 @@ use crate::config::{Backend, Config};
 use crate::credentials::cipher::Keys;
 use crate::credentials::local::LocalStore;
 use crate::credentials::postgres::PostgresSource;
+use crate::credentials::rows::RowsSink;
 use crate::credentials::source::CredentialSource;
 use crate::credentials::{salt_key_from_env, Snapshot};
 use crate::db::session::{ListenSettings, Session};
@@ -83,7 +84,7 @@ pub async fn credential_sources(
             keys(config),
             ctx.targets.clone(),
             pg.full_check_interval,
-            ctx.hub.clone(),
+            ctx.hub.clone().map(|hub| hub as Arc<dyn RowsSink>),
         );
         sources.push(Box::new(
             source.with_litellm_keys(config.access.litellm_keys),

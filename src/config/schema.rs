@@ -11,8 +11,6 @@ use crate::identity::AllowedIdentity;
 use crate::providers::AuthStyle;
 use crate::secret::Secret;
 
-pub use crate::credentials::health::RouterSettings;
-
 use super::url::UpstreamUrl;
 
 /// Worker threads for the proxy service: one, the best CPU per request and tail latency
@@ -179,6 +177,29 @@ impl Default for Limits {
             tls_handshake_timeout: DEFAULT_CLIENT_TLS_HANDSHAKE_TIMEOUT,
             request_head_timeout: DEFAULT_REQUEST_HEAD_TIMEOUT,
             client_keepalive_timeout: DEFAULT_CLIENT_KEEPALIVE_TIMEOUT,
+        }
+    }
+}
+
+/// LiteLLM's `DEFAULT_ALLOWED_FAILS`: failures tolerated per minute before a cooldown.
+pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
+/// LiteLLM's `DEFAULT_COOLDOWN_TIME_SECONDS`.
+pub const DEFAULT_COOLDOWN_TIME: Duration = Duration::from_secs(5);
+
+/// The router's settings (`router:` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// Failures (5xx, connect errors) a deployment may have in a minute before it cools down.
+    pub allowed_fails: u32,
+    /// How long a cooled-down deployment is left out of its alias's rotation.
+    pub cooldown_time: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            allowed_fails: DEFAULT_ALLOWED_FAILS,
+            cooldown_time: DEFAULT_COOLDOWN_TIME,
         }
     }
 }

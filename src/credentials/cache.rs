@@ -312,7 +312,8 @@ mod tests {
 
     #[test]
     fn cooling_deployments_are_skipped_and_the_least_recently_failed_tried_last() {
-        use crate::credentials::health::{Failure, RouterSettings};
+        use crate::config::RouterSettings;
+        use crate::credentials::health::Failure;
         let settings = RouterSettings::default();
         let (a, b) = (deployment("pick-a", 1.0), deployment("pick-b", 1.0));
         let mut snap = Snapshot::default();

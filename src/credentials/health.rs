@@ -10,32 +10,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::config::RouterSettings;
 use crate::named_state::NamedState;
-
-/// LiteLLM's `DEFAULT_ALLOWED_FAILS`: failures tolerated per minute before a cooldown.
-pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
-/// LiteLLM's `DEFAULT_COOLDOWN_TIME_SECONDS`.
-pub const DEFAULT_COOLDOWN_TIME: Duration = Duration::from_secs(5);
-
-/// The router's settings (`router:` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouterSettings {
-    /// Failures (5xx, connect errors) a deployment may have in a minute before it cools down.
-    pub allowed_fails: u32,
-    /// How long a cooled-down deployment is left out of its alias's rotation.
-    pub cooldown_time: Duration,
-}
-
-impl Default for RouterSettings {
-    fn default() -> Self {
-        RouterSettings {
-            allowed_fails: DEFAULT_ALLOWED_FAILS,
-            cooldown_time: DEFAULT_COOLDOWN_TIME,
-        }
-    }
-}
 
 /// What went wrong with one attempt on a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +84,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_429_cools_down_at_once_unless_alone_and_5xx_after_the_allowed_fails() {

@@ -15,8 +15,8 @@
 //!   is missing (a warning says so once).
 //!
 //! A load reads both tables in one `REPEATABLE READ` transaction (a consistent pair), decrypts
-//! every row through [`rows::decode`], and hands the rows, still ciphertext, to the fan-out hub
-//! when this sidecar serves others.
+//! every row through [`rows::decode`], and hands the rows, still ciphertext, to its sink (the
+//! fan-out hub) when this sidecar serves others.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,14 +25,13 @@ use async_trait::async_trait;
 use tracing::warn;
 
 use super::cipher::Keys;
-use super::rows::{self, StoredRows};
+use super::rows::{self, RowsSink, StoredRows};
 use super::source::{CredentialSource, LoadOutcome};
 use crate::access::litellm_keys::KeyTable;
 use crate::db::keys as db_keys;
 use crate::db::litellm;
 use crate::db::session::Session;
 use crate::db::DbError;
-use crate::fanout::FanoutHub;
 use crate::metrics::CHANGE_CHECKS;
 use crate::upstream::Targets;
 
@@ -56,21 +55,21 @@ pub struct PostgresSource {
     targets: Arc<Targets>,
     full_check_interval: Duration,
     check: Mutex<ChangeCheck>,
-    hub: Option<Arc<FanoutHub>>,
+    sink: Option<Arc<dyn RowsSink>>,
     /// Also read LiteLLM's key and team tables (`access.litellm_keys`).
     litellm_keys: bool,
 }
 
 impl PostgresSource {
     /// A source over `session`, decrypting with `keys`, registering deployment upstreams in
-    /// `targets`, hashing both tables at least every `full_check_interval`, and publishing what
-    /// it reads to `hub` when set.
+    /// `targets`, hashing both tables at least every `full_check_interval`, and handing what it
+    /// reads to `sink` when set.
     pub fn new(
         session: Session,
         keys: Option<Keys>,
         targets: Arc<Targets>,
         full_check_interval: Duration,
-        hub: Option<Arc<FanoutHub>>,
+        sink: Option<Arc<dyn RowsSink>>,
     ) -> PostgresSource {
         PostgresSource {
             session,
@@ -78,7 +77,7 @@ impl PostgresSource {
             targets,
             full_check_interval,
             check: Mutex::new(ChangeCheck::default()),
-            hub,
+            sink,
             litellm_keys: false,
         }
     }
@@ -206,8 +205,8 @@ impl CredentialSource for PostgresSource {
             .map_err(|e| self.located(e))?;
         let mut outcome = rows::decode(&rows, self.keys.as_ref(), &self.targets);
         outcome.litellm_keys = key_table.map(Arc::new);
-        if let Some(hub) = &self.hub {
-            hub.publish(rows);
+        if let Some(sink) = &self.sink {
+            sink.publish(rows);
         }
         Ok(outcome)
     }

@@ -16,6 +16,13 @@ use super::values::{ValueReader, AUTHENTICATION_FAILURE};
 use crate::db::litellm::{CredentialRow, ModelRow};
 use crate::upstream::Targets;
 
+/// Where a source hands every set of rows it reads, still ciphertext (the fan-out hub, which
+/// serves them to watchers). Defined here so a source need not know who listens.
+pub trait RowsSink: Send + Sync {
+    /// Takes the rows of one successful read.
+    fn publish(&self, rows: StoredRows);
+}
+
 /// Rows of both tables exactly as stored (every secret still LiteLLM ciphertext).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoredRows {
