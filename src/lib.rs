@@ -20,6 +20,7 @@ pub mod downstream;
 pub mod fanout;
 pub mod hardening;
 pub mod identity;
+pub mod jitter;
 pub mod logging;
 pub mod metrics;
 pub mod named_state;

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 
 use super::cache::{CredentialCache, Deployments, Snapshot};
 use super::source::{CredentialSource, LoadOutcome};
-use crate::db::session::random_below;
+use crate::jitter::random_below;
 use crate::upstream::resolver::resolve;
 
 /// First retry delay after a failed refresh.

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 pub use super::error::pg_error;
 use super::{litellm, Database, DbError};
+use crate::jitter::random_below;
 
 /// Idle time before the first TCP keepalive probe on the database connection (an idle LISTEN
 /// connection on a dead path is otherwise noticed only by the next poll).
@@ -213,28 +214,9 @@ fn wake_later(wake: &Arc<Notify>, pending: &Arc<AtomicBool>, spread: Duration) {
     });
 }
 
-/// A uniformly random duration in `[0, limit)` (zero for a zero limit).
-pub fn random_below(limit: Duration) -> Duration {
-    let nanos = limit.as_nanos().min(u128::from(u64::MAX)) as u64;
-    if nanos == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_nanos(fastrand::u64(0..nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn random_delays_stay_below_their_limit_and_spread() {
-        let limit = Duration::from_millis(500);
-        let samples: Vec<Duration> = (0..1000).map(|_| random_below(limit)).collect();
-        assert!(samples.iter().all(|d| *d < limit));
-        let low = samples.iter().filter(|d| **d < limit / 2).count();
-        assert!((300..700).contains(&low), "{low} of 1000 below the middle");
-        assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn notifications_arriving_together_wake_once_within_the_spread() {

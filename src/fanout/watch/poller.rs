@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::endpoints::{resolve, Rotation};
 use super::Shared;
-use crate::db::session::random_below;
+use crate::jitter::random_below;
 
 /// First delay after every address failed in a row.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
