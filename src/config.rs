@@ -18,13 +18,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use reader::{ConfigError, Diagnostics};
+pub use reader::{ConfigError, Diagnostics, Env};
 pub use schema::*;
 pub use url::{redacted, UpstreamUrl};
-
-/// Looks up an environment variable. Passed in (rather than read from the process) so tests can
-/// supply their own environment.
-pub type Env = dyn Fn(&str) -> Option<String>;
 
 /// Every problem found in one configuration file: `FILE: N errors`, then one indented line
 /// per error.

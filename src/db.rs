@@ -9,6 +9,7 @@ mod error;
 pub mod keys;
 pub mod litellm;
 pub mod session;
+pub mod sql;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -315,8 +315,8 @@ async fn rotate(
         .map_err(|e| DbError::query("cannot start a transaction", &e))?;
     let lock = format!(
         "LOCK TABLE {}, {} IN SHARE ROW EXCLUSIVE MODE",
-        litellm::table(schema, litellm::CREDENTIALS_TABLE),
-        litellm::table(schema, litellm::MODELS_TABLE)
+        crate::db::sql::table(schema, litellm::CREDENTIALS_TABLE),
+        crate::db::sql::table(schema, litellm::MODELS_TABLE)
     );
     tx.batch_execute(&lock)
         .await

@@ -3,10 +3,9 @@
 
 use std::path::Path;
 
-use super::parse::{checked_file, resolve};
-use super::reader::{Diagnostics, Section};
+use super::reader::Env;
+use super::reader::{checked_file, resolve, Diagnostics, Section};
 use super::schema::*;
-use super::Env;
 use crate::secret::Secret;
 
 pub(super) const CREDENTIAL_KEYS: &[&str] = &["salt_key_env", "local", "postgres", "watch"];

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::network::{parse_listener_tls, LISTENER_TLS_KEYS};
+use super::reader::Env;
 use super::reader::{Diagnostics, Section};
 use super::schema::*;
-use super::Env;
 use crate::access::ClientTokens;
 
 pub(super) const FANOUT_KEYS: &[&str] = &[

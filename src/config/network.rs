@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::parse::{checked_file, resolve};
-use super::reader::{Diagnostics, Section};
+use super::reader::Env;
+use super::reader::{checked_file, cidr_list, resolve, Diagnostics, Section};
 use super::schema::*;
-use super::Env;
-use crate::access::{Cidr, ClientTokens};
+use crate::access::ClientTokens;
 
 pub(super) const ACCESS_KEYS: &[&str] = &["allowed_cidrs", "client_tokens", "litellm_keys"];
 pub(super) const TOKEN_KEYS: &[&str] = &["header", "sha256"];
@@ -287,9 +286,4 @@ pub(super) fn parse_access(s: Option<Section<'_>>, diag: &mut Diagnostics) -> Ac
         client_tokens,
         litellm_keys,
     }
-}
-
-/// A list of networks under `key` (absent → empty).
-pub(super) fn cidr_list(s: &Section<'_>, key: &str, diag: &mut Diagnostics) -> Vec<Cidr> {
-    s.parsed_list(key, "a network like 10.0.0.0/8", Cidr::parse, diag)
 }

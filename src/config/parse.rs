@@ -1,13 +1,13 @@
 //! Reads a parsed YAML document into a [`Config`], collecting every error with its path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_yaml::Value;
 
 use super::network;
+use super::reader::Env;
 use super::reader::{describe, Diagnostics, Section};
 use super::schema::*;
-use super::Env;
 
 const TOP_KEYS: &[&str] = &[
     "server",
@@ -285,21 +285,4 @@ fn parse_log(s: Option<Section<'_>>, diag: &mut Diagnostics) -> LogSettings {
         level: level.unwrap_or(DEFAULT_LOG_LEVEL),
         format: format.unwrap_or_default(),
     }
-}
-
-pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
-    let path = Path::new(path);
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base_dir.join(path)
-    }
-}
-
-/// Records an error unless `path` is a readable file.
-pub(super) fn checked_file(path: &Path, field: &str, diag: &mut Diagnostics) -> PathBuf {
-    if let Err(e) = std::fs::File::open(path) {
-        diag.error(field, format!("cannot read {}: {e}", path.display()));
-    }
-    path.to_path_buf()
 }

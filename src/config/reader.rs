@@ -3,10 +3,14 @@
 //! serde stops at the first error; an operator fixing a config wants every mistake at once, each
 //! with its YAML path (`routes[2].upstream`). [`Section`] walks a mapping, flags unknown keys, and
 //! records a [`ConfigError`] for each wrong value while the caller keeps going with defaults.
+//! The value readers every section shares (file paths, networks, the environment) live here too.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
+
+use crate::access::Cidr;
 
 /// One problem in a configuration file, located by its YAML path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -272,6 +276,34 @@ pub fn describe(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         other => kind(other).to_string(),
     }
+}
+
+/// Looks up an environment variable. Passed in (rather than read from the process) so tests can
+/// supply their own environment.
+pub type Env = dyn Fn(&str) -> Option<String>;
+
+/// `path` as written in the config: relative paths are relative to `base_dir` (the config
+/// file's folder).
+pub fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+/// Records an error unless `path` is a readable file.
+pub fn checked_file(path: &Path, field: &str, diag: &mut Diagnostics) -> PathBuf {
+    if let Err(e) = std::fs::File::open(path) {
+        diag.error(field, format!("cannot read {}: {e}", path.display()));
+    }
+    path.to_path_buf()
+}
+
+/// A list of networks under `key` (absent → empty).
+pub fn cidr_list(s: &Section<'_>, key: &str, diag: &mut Diagnostics) -> Vec<Cidr> {
+    s.parsed_list(key, "a network like 10.0.0.0/8", Cidr::parse, diag)
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::network;
-use super::reader::{Diagnostics, Section};
+use super::reader::{cidr_list, Diagnostics, Section};
 use super::schema::*;
 use super::url::UpstreamUrl;
 use crate::identity::AllowedIdentity;
@@ -60,7 +59,7 @@ fn parse_route(s: &Section<'_>, diag: &mut Diagnostics) -> Option<RouteConfig> {
     let needs_target = matches!(backend, Some(Backend::Credential(_)));
     let (upstream, auth) = parse_target(s, needs_target, diag);
     let (host, path_prefix, strip_prefix) = parse_match(s, diag);
-    let allowed_cidrs = network::cidr_list(s, "allowed_cidrs", diag);
+    let allowed_cidrs = cidr_list(s, "allowed_cidrs", diag);
     let allowed_identities = s.parsed_list(
         "allowed_identities",
         "a typed name: uri:, dns:, email:, ip: or CN=",

@@ -5,7 +5,7 @@
 
 use tokio_postgres::GenericClient;
 
-use super::litellm::table;
+use super::sql::table;
 use super::DbError;
 
 /// LiteLLM's virtual keys.

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
+use super::sql::table;
 use super::DbError;
 
 /// LiteLLM's credentials table.
@@ -46,16 +47,6 @@ pub struct ModelRow {
     pub name: String,
     /// `litellm_params`: an object, or a string whose content is a JSON object.
     pub params: Value,
-}
-
-/// `"name"`, with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `"schema"."table"`.
-pub fn table(schema: &str, table: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(table))
 }
 
 /// Whether `db install-notify` created the version table in `schema`.

@@ -20,7 +20,7 @@ use tokio_postgres::{AsyncMessage, Client};
 use tracing::{debug, info, warn};
 
 pub use super::error::pg_error;
-use super::{litellm, Database, DbError};
+use super::{Database, DbError};
 use crate::jitter::random_below;
 
 /// Idle time before the first TCP keepalive probe on the database connection (an idle LISTEN
@@ -166,7 +166,7 @@ impl Session {
         });
         let mut setup = format!("SET statement_timeout = {}", self.query_timeout.as_millis());
         if let Some(listen) = &self.listen {
-            setup += &format!("; LISTEN {}", litellm::quote_ident(&listen.channel));
+            setup += &format!("; LISTEN {}", super::sql::quote_ident(&listen.channel));
         }
         match tokio::time::timeout(self.query_timeout + SLACK, client.batch_execute(&setup)).await {
             Ok(Ok(())) => {
