@@ -22,7 +22,6 @@ pub mod rewrite;
 pub mod unified;
 mod usage;
 
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,17 +33,18 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tracing::{info, trace, warn};
 
-use crate::config::Backend;
 use crate::credentials::CredentialCache;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
-use crate::routes::{bind, Binding};
 use crate::upstream::gate::{Admission, ConnectionGate, GateConnector, Reservation};
 use crate::upstream::retry::{should_retry, FailedAttempt};
+use admission::Admitted;
+use ctx::Bound;
 pub use ctx::RequestCtx;
-use dispatch::{Dispatch, SharedDispatch};
+use dispatch::SharedDispatch;
 use request_id::RequestId;
 use respond::ErrorReply;
+use unified::Dispatched;
 
 /// The proxy's shared state: routes and access rules, the credential cache, the connection gate,
 /// the client connections (told when a request starts and ends).
@@ -69,37 +69,6 @@ impl SidecarProxy {
             gate,
             clients,
         }
-    }
-
-    /// Decides what to do with a request before anything is sent upstream: what serves it (the
-    /// route is recorded in `ctx` as soon as it is known), or the error to answer with.
-    fn admit(
-        &self,
-        dispatch: &Dispatch,
-        req: &RequestHeader,
-        client: Option<IpAddr>,
-        identity: Option<&ClientIdentity>,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Binding>, ErrorReply> {
-        request_checks::check_head(req, &dispatch.limits)?;
-        ctx.limits = dispatch.limits;
-        admission::check_sidecar_access(&dispatch.access, req, client)?;
-        admission::refuse_connect(req)?;
-        let route = admission::find_route(&dispatch.routes, req)?;
-        // Known from here on, so every later refusal is logged with its route.
-        ctx.route = Some(route.clone());
-        admission::check_route_access(route, client, identity)?;
-        let snapshot = self.credentials.snapshot();
-        if dispatch.access.litellm_keys {
-            let model = match &route.backend {
-                Backend::Model(alias) => admission::ModelCheck::Now(alias),
-                Backend::Credential(_) => admission::ModelCheck::NoModel,
-                Backend::RequestModel => admission::ModelCheck::FromBody,
-            };
-            ctx.litellm_key = Some(admission::check_litellm_key(&snapshot, req, model)?);
-        }
-        bind(route, &snapshot)
-            .map_err(|unbound| ErrorReply::new(503, "credential_unavailable", unbound.to_string()))
     }
 }
 
@@ -137,33 +106,31 @@ impl ProxyHttp for SidecarProxy {
             .and_then(|ssl| ssl.extension.get::<ClientIdentity>())
             .cloned();
         let dispatch = self.dispatch.load();
-        let admitted = self.admit(
+        let admitted = admission::admit(
             &dispatch,
+            &self.credentials,
             session.req_header(),
             client,
             identity.as_ref(),
             ctx,
         );
         let bound = match admitted {
-            Ok(Some(binding)) => Ok(binding),
+            Ok(Admitted::Bound(binding)) => pinned::pin_body(session, ctx, binding)
+                .await
+                .map(Bound::Route),
             // A `dispatch: model` route: the body names the deployment.
-            Ok(None) => {
-                let snapshot = self.credentials.snapshot();
+            Ok(Admitted::FromBody(snapshot)) => {
                 match unified::bind_by_body(session, ctx, snapshot, dispatch.router).await {
-                    Ok(Some(binding)) => Ok(binding),
-                    Ok(None) => return Ok(true),
+                    Ok(Dispatched::Bound(request)) => Ok(Bound::Model(request)),
+                    Ok(Dispatched::Answered) => return Ok(true),
                     Err(reply) => Err(reply),
                 }
             }
             Err(reply) => Err(reply),
         };
-        let bound = match bound {
-            Ok(binding) => pinned::pin_body(session, ctx, binding).await,
-            Err(reply) => Err(reply),
-        };
         match bound {
-            Ok(binding) => {
-                ctx.binding = Some(binding);
+            Ok(bound) => {
+                ctx.bound = Some(bound);
                 Ok(false)
             }
             Err(reply) => {
@@ -204,8 +171,9 @@ impl ProxyHttp for SidecarProxy {
         // A retry after a deployment failed goes to the one the router chose instead.
         unified::attempts::on_next_attempt(ctx)?;
         let binding = ctx
-            .binding
+            .bound
             .as_ref()
+            .map(Bound::binding)
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         // A claim of an earlier attempt (before a retry) is not used any more.
         if let Some(peer) = ctx.claim.take() {
@@ -244,7 +212,7 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
-        if let Some(binding) = ctx.binding.as_ref() {
+        if let Some(binding) = ctx.binding() {
             if let Err((reply, etype)) = failure::check_upstream_tls(binding, ssl) {
                 ctx.reply = Some(reply);
                 return Err(Error::new(etype));
@@ -274,7 +242,8 @@ impl ProxyHttp for SidecarProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let (Some(route), Some(binding)) = (&ctx.route, &ctx.binding) else {
+        let (Some(route), Some(binding)) = (&ctx.route, ctx.bound.as_ref().map(Bound::binding))
+        else {
             return Err(Error::new(ErrorType::InternalError));
         };
         ctx.body_replaced = false;
@@ -327,7 +296,7 @@ impl ProxyHttp for SidecarProxy {
         let reply = ctx
             .reply
             .clone()
-            .or_else(|| failure::reply_for(e, ctx.binding.as_ref()));
+            .or_else(|| failure::reply_for(e, ctx.binding()));
         let error_code = match reply {
             Some(reply) => {
                 let status = reply.status;
