@@ -22,8 +22,7 @@ pub mod rewrite;
 pub mod unified;
 mod usage;
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -36,7 +35,7 @@ use tracing::{info, trace, warn};
 use crate::credentials::CredentialCache;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
-use crate::upstream::gate::{Admission, ConnectionGate, GateConnector, Reservation};
+use crate::upstream::gate::ConnectionGate;
 use crate::upstream::retry::{should_retry, FailedAttempt};
 use admission::Admitted;
 use ctx::Bound;
@@ -175,23 +174,11 @@ impl ProxyHttp for SidecarProxy {
             .as_ref()
             .map(Bound::binding)
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        // A claim of an earlier attempt (before a retry) is not used any more.
-        if let Some(peer) = ctx.claim.take() {
-            self.gate.drop_claim(peer);
-        }
-        let reserved: Reservation = match binding.target.address() {
-            Some(addr) => match self.gate.admit(addr).await? {
-                Admission::Pooled => {
-                    ctx.claim = Some(addr);
-                    Reservation::default()
-                }
-                Admission::NewConnection(slot) => Arc::new(Mutex::new(Some(slot))),
-            },
-            None => Reservation::default(),
-        };
-        ctx.reservation = Some(reserved.clone());
+        let connector = ctx
+            .lease
+            .admit(&self.gate, binding.target.address())
+            .await?;
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        let connector = GateConnector::new(self.gate.clone(), reserved);
         binding.target.peer(connector, ctx.retried).ok_or_else(|| {
             let message = format!(
                 "upstream host {:?} has not been resolved",
@@ -219,20 +206,7 @@ impl ProxyHttp for SidecarProxy {
             }
         }
         ctx.reused_connection = Some(reused);
-        if reused {
-            self.gate.counters.reuses.fetch_add(1, Ordering::Relaxed);
-            if let Some(reserved) = ctx.reservation.take() {
-                self.gate.unreserve(&reserved);
-            }
-        }
-        // A previous attempt's connection (before a retry) is no longer ours to mark.
-        ctx.connection = self.gate.connection(fd);
-        let claim = ctx.claim.take();
-        match (&ctx.connection, claim) {
-            (Some(conn), claim) => self.gate.start_using(conn, claim.is_some()),
-            (None, Some(peer)) => self.gate.drop_claim(peer),
-            (None, None) => {}
-        }
+        ctx.lease.connected(&self.gate, fd, reused);
         Ok(())
     }
 
@@ -355,13 +329,7 @@ impl ProxyHttp for SidecarProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        // Pingora has returned the connection to its pool (or dropped it, which the gate saw).
-        if let Some(conn) = ctx.connection.take() {
-            self.gate.set_idle(&conn);
-        }
-        if let Some(peer) = ctx.claim.take() {
-            self.gate.drop_claim(peer);
-        }
+        ctx.lease.end(&self.gate);
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         self.clients.request_ended(peer, ctx.stream_counted);
         access_log::finish(session, e, ctx);

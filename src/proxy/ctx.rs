@@ -10,7 +10,7 @@ use super::unified::ModelRequest;
 use super::usage;
 use crate::config::Limits;
 use crate::routes::{Binding, Route};
-use crate::upstream::gate::{Connection, Reservation};
+use crate::upstream::gate::Lease;
 
 /// What serves a request once it is bound; its binding is stored here only.
 pub(super) enum Bound {
@@ -59,12 +59,8 @@ pub struct RequestCtx {
     pub(super) upstream_started: Option<Instant>,
     /// From then to the upstream's response header.
     pub(super) upstream_ttfb: Option<std::time::Duration>,
-    /// The upstream connection in use, marked idle again when the request ends.
-    pub(super) connection: Option<Arc<Connection>>,
-    /// The connection slot reserved for this attempt, given back if a pooled one is reused.
-    pub(super) reservation: Option<Reservation>,
-    /// The upstream on which this attempt holds a claim to a pooled connection (see the gate).
-    pub(super) claim: Option<std::net::SocketAddr>,
+    /// What the request holds at the connection gate (claim, reserved slot, connection).
+    pub(super) lease: Lease,
     /// The limits in force when the request was admitted.
     pub(super) limits: Limits,
     /// This request is an HTTP/2 stream counted on its connection (see `downstream`).
@@ -100,9 +96,7 @@ impl RequestCtx {
             reused_connection: None,
             upstream_started: None,
             upstream_ttfb: None,
-            connection: None,
-            reservation: None,
-            claim: None,
+            lease: Lease::default(),
             limits: Limits::default(),
             stream_counted: false,
             body_received: 0,
