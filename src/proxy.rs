@@ -21,9 +21,7 @@ pub mod rewrite;
 pub mod unified;
 mod usage;
 
-use std::net::IpAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -33,17 +31,18 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tracing::{info, trace, warn};
 
-use crate::config::Backend;
 use crate::credentials::CredentialCache;
-use crate::dispatch::{Dispatch, SharedDispatch};
+use crate::dispatch::SharedDispatch;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
-use crate::routes::{bind, Binding};
-use crate::upstream::gate::{Admission, ConnectionGate, GateConnector, Reservation};
+use crate::upstream::gate::ConnectionGate;
 use crate::upstream::retry::{should_retry, FailedAttempt};
+use admission::Admitted;
+use ctx::Bound;
 pub use ctx::RequestCtx;
 use request_id::RequestId;
 use respond::ErrorReply;
+use unified::Dispatched;
 
 /// The proxy's shared state: routes and access rules, the credential cache, the connection gate,
 /// the client connections (told when a request starts and ends).
@@ -68,37 +67,6 @@ impl SidecarProxy {
             gate,
             clients,
         }
-    }
-
-    /// Decides what to do with a request before anything is sent upstream: what serves it (the
-    /// route is recorded in `ctx` as soon as it is known), or the error to answer with.
-    fn admit(
-        &self,
-        dispatch: &Dispatch,
-        req: &RequestHeader,
-        client: Option<IpAddr>,
-        identity: Option<&ClientIdentity>,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Binding>, ErrorReply> {
-        request_checks::check_head(req, &dispatch.limits)?;
-        ctx.limits = dispatch.limits;
-        admission::check_sidecar_access(&dispatch.access, req, client)?;
-        admission::refuse_connect(req)?;
-        let route = admission::find_route(&dispatch.routes, req)?;
-        // Known from here on, so every later refusal is logged with its route.
-        ctx.route = Some(route.clone());
-        admission::check_route_access(route, client, identity)?;
-        let snapshot = self.credentials.snapshot();
-        if dispatch.access.litellm_keys {
-            let model = match &route.backend {
-                Backend::Model(alias) => admission::ModelCheck::Now(alias),
-                Backend::Credential(_) => admission::ModelCheck::NoModel,
-                Backend::RequestModel => admission::ModelCheck::FromBody,
-            };
-            ctx.litellm_key = Some(admission::check_litellm_key(&snapshot, req, model)?);
-        }
-        bind(route, &snapshot)
-            .map_err(|unbound| ErrorReply::new(503, "credential_unavailable", unbound.to_string()))
     }
 }
 
@@ -136,33 +104,31 @@ impl ProxyHttp for SidecarProxy {
             .and_then(|ssl| ssl.extension.get::<ClientIdentity>())
             .cloned();
         let dispatch = self.dispatch.load();
-        let admitted = self.admit(
+        let admitted = admission::admit(
             &dispatch,
+            &self.credentials,
             session.req_header(),
             client,
             identity.as_ref(),
             ctx,
         );
         let bound = match admitted {
-            Ok(Some(binding)) => Ok(binding),
+            Ok(Admitted::Bound(binding)) => pinned::pin_body(session, ctx, binding)
+                .await
+                .map(Bound::Route),
             // A `dispatch: model` route: the body names the deployment.
-            Ok(None) => {
-                let snapshot = self.credentials.snapshot();
+            Ok(Admitted::FromBody(snapshot)) => {
                 match unified::bind_by_body(session, ctx, snapshot, dispatch.router).await {
-                    Ok(Some(binding)) => Ok(binding),
-                    Ok(None) => return Ok(true),
+                    Ok(Dispatched::Bound(request)) => Ok(Bound::Model(request)),
+                    Ok(Dispatched::Answered) => return Ok(true),
                     Err(reply) => Err(reply),
                 }
             }
             Err(reply) => Err(reply),
         };
-        let bound = match bound {
-            Ok(binding) => pinned::pin_body(session, ctx, binding).await,
-            Err(reply) => Err(reply),
-        };
         match bound {
-            Ok(binding) => {
-                ctx.binding = Some(binding);
+            Ok(bound) => {
+                ctx.bound = Some(bound);
                 Ok(false)
             }
             Err(reply) => {
@@ -203,26 +169,15 @@ impl ProxyHttp for SidecarProxy {
         // A retry after a deployment failed goes to the one the router chose instead.
         unified::attempts::on_next_attempt(ctx)?;
         let binding = ctx
-            .binding
+            .bound
             .as_ref()
+            .map(Bound::binding)
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        // A claim of an earlier attempt (before a retry) is not used any more.
-        if let Some(peer) = ctx.claim.take() {
-            self.gate.drop_claim(peer);
-        }
-        let reserved: Reservation = match binding.target.address() {
-            Some(addr) => match self.gate.admit(addr).await? {
-                Admission::Pooled => {
-                    ctx.claim = Some(addr);
-                    Reservation::default()
-                }
-                Admission::NewConnection(slot) => Arc::new(Mutex::new(Some(slot))),
-            },
-            None => Reservation::default(),
-        };
-        ctx.reservation = Some(reserved.clone());
+        let connector = ctx
+            .lease
+            .admit(&self.gate, binding.target.address())
+            .await?;
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        let connector = GateConnector::new(self.gate.clone(), reserved);
         binding.target.peer(connector, ctx.retried).ok_or_else(|| {
             let message = format!(
                 "upstream host {:?} has not been resolved",
@@ -243,27 +198,14 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
-        if let Some(binding) = ctx.binding.as_ref() {
+        if let Some(binding) = ctx.binding() {
             if let Err((reply, etype)) = failure::check_upstream_tls(binding, ssl) {
                 ctx.reply = Some(reply);
                 return Err(Error::new(etype));
             }
         }
         ctx.reused_connection = Some(reused);
-        if reused {
-            self.gate.counters.reuses.fetch_add(1, Ordering::Relaxed);
-            if let Some(reserved) = ctx.reservation.take() {
-                self.gate.unreserve(&reserved);
-            }
-        }
-        // A previous attempt's connection (before a retry) is no longer ours to mark.
-        ctx.connection = self.gate.connection(fd);
-        let claim = ctx.claim.take();
-        match (&ctx.connection, claim) {
-            (Some(conn), claim) => self.gate.start_using(conn, claim.is_some()),
-            (None, Some(peer)) => self.gate.drop_claim(peer),
-            (None, None) => {}
-        }
+        ctx.lease.connected(&self.gate, fd, reused);
         Ok(())
     }
 
@@ -273,7 +215,8 @@ impl ProxyHttp for SidecarProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let (Some(route), Some(binding)) = (&ctx.route, &ctx.binding) else {
+        let (Some(route), Some(binding)) = (&ctx.route, ctx.bound.as_ref().map(Bound::binding))
+        else {
             return Err(Error::new(ErrorType::InternalError));
         };
         ctx.body_replaced = false;
@@ -326,7 +269,7 @@ impl ProxyHttp for SidecarProxy {
         let reply = ctx
             .reply
             .clone()
-            .or_else(|| failure::reply_for(e, ctx.binding.as_ref()));
+            .or_else(|| failure::reply_for(e, ctx.binding()));
         let error_code = match reply {
             Some(reply) => {
                 let status = reply.status;
@@ -385,13 +328,7 @@ impl ProxyHttp for SidecarProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        // Pingora has returned the connection to its pool (or dropped it, which the gate saw).
-        if let Some(conn) = ctx.connection.take() {
-            self.gate.set_idle(&conn);
-        }
-        if let Some(peer) = ctx.claim.take() {
-            self.gate.drop_claim(peer);
-        }
+        ctx.lease.end(&self.gate);
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         self.clients.request_ended(peer, ctx.stream_counted);
         access_log::finish(session, e, ctx);

@@ -16,7 +16,7 @@ use crate::identity::AllowedIdentity;
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_HEADERS};
 use crate::upstream::{Target, Targets};
 
-pub use binding::{bind, bind_deployment, Binding, Unbound};
+pub use binding::{bind, bind_deployment, Binding, RouteBinding, Unbound};
 
 /// One route, ready to serve.
 #[derive(Debug)]

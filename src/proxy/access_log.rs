@@ -32,10 +32,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     metrics::record_request(route_metrics, status, origin, ctx.upstream_ttfb, total);
 
     let client = client_text(session.client_addr());
-    let upstream = ctx
-        .binding
-        .as_ref()
-        .map_or("-", |b| b.upstream.host_header());
+    let upstream = ctx.binding().map_or("-", |b| b.upstream.host_header());
     let reused = ctx
         .reused_connection
         .map_or("-", |r| if r { "true" } else { "false" });
@@ -89,7 +86,7 @@ fn count(bytes: usize) -> i64 {
 /// The model alias: the one the client asked for on a `dispatch: model` route, else the
 /// route's own.
 fn model(ctx: &RequestCtx) -> Option<&str> {
-    if let Some(request) = &ctx.model_request {
+    if let Some(request) = ctx.model_request() {
         return Some(&request.alias);
     }
     match &ctx.route.as_ref()?.backend {

@@ -1,7 +1,9 @@
 //! Who may use the sidecar and which route serves a request, checked in this order before
-//! anything is sent upstream: the sidecar-wide client networks and client token, CONNECT
-//! refused, the route match, then the route's own networks and client identities. Each refusal
-//! is the JSON error the client receives (401, 403, 404, 405); none names a secret.
+//! anything is sent upstream ([`admit`]): the request head's limits, the sidecar-wide client
+//! networks and client token, CONNECT refused, the route match, the route's own networks and
+//! client identities, a LiteLLM key, then the route bound from the credential snapshot (loaded
+//! once for the request). Each refusal is the JSON error the client receives (401, 403, 404,
+//! 405, 503); none names a secret.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,12 +12,62 @@ use http::Method;
 use pingora::http::RequestHeader;
 
 use super::respond::ErrorReply;
+use super::{request_checks, RequestCtx};
 use crate::access::litellm_keys::VirtualKey;
 use crate::access::{allowed, Cidr, TokenCheck};
-use crate::config::AccessSettings;
-use crate::credentials::Snapshot;
+use crate::config::{AccessSettings, Backend};
+use crate::credentials::{CredentialCache, Snapshot};
+use crate::dispatch::Dispatch;
 use crate::identity::ClientIdentity;
-use crate::routes::{Route, RouteTable};
+use crate::routes::{bind, Binding, Route, RouteBinding, RouteTable};
+
+/// What admission decided for a request that may go ahead.
+pub enum Admitted {
+    /// Bound by its route: a credential route's key, or a `model:` route's next deployment.
+    Bound(Binding),
+    /// A `dispatch: model` route: the body names the model, bound from this snapshot, the one
+    /// the request was admitted with.
+    FromBody(Arc<Snapshot>),
+}
+
+/// Decides what to do with a request before anything is sent upstream: what serves it (the
+/// route is recorded in `ctx` as soon as it is known), or the error to answer with. The
+/// credential snapshot is loaded once, here.
+pub fn admit(
+    dispatch: &Dispatch,
+    credentials: &CredentialCache,
+    req: &RequestHeader,
+    client: Option<IpAddr>,
+    identity: Option<&ClientIdentity>,
+    ctx: &mut RequestCtx,
+) -> Result<Admitted, ErrorReply> {
+    request_checks::check_head(req, &dispatch.limits)?;
+    ctx.limits = dispatch.limits;
+    check_sidecar_access(&dispatch.access, req, client)?;
+    refuse_connect(req)?;
+    let route = find_route(&dispatch.routes, req)?;
+    // Known from here on, so every later refusal is logged with its route.
+    ctx.route = Some(route.clone());
+    check_route_access(route, client, identity)?;
+    let snapshot = credentials.snapshot();
+    if dispatch.access.litellm_keys {
+        let model = match &route.backend {
+            Backend::Model(alias) => ModelCheck::Now(alias),
+            Backend::Credential(_) => ModelCheck::NoModel,
+            Backend::RequestModel => ModelCheck::FromBody,
+        };
+        ctx.litellm_key = Some(check_litellm_key(&snapshot, req, model)?);
+    }
+    match bind(route, &snapshot) {
+        Ok(RouteBinding::Bound(binding)) => Ok(Admitted::Bound(binding)),
+        Ok(RouteBinding::FromBody) => Ok(Admitted::FromBody(snapshot)),
+        Err(unbound) => Err(ErrorReply::new(
+            503,
+            "credential_unavailable",
+            unbound.to_string(),
+        )),
+    }
+}
 
 /// When a route's model is known, for a LiteLLM key check.
 pub enum ModelCheck<'a> {

@@ -6,10 +6,38 @@ use std::time::Instant;
 
 use super::request_id::RequestId;
 use super::respond::ErrorReply;
-use super::{unified, usage};
+use super::unified::ModelRequest;
+use super::usage;
 use crate::config::Limits;
 use crate::routes::{Binding, Route};
-use crate::upstream::gate::{Connection, Reservation};
+use crate::upstream::gate::Lease;
+
+/// What serves a request once it is bound; its binding is stored here only.
+pub(super) enum Bound {
+    /// A credential or `model:` route: the route's binding, for every attempt.
+    Route(Binding),
+    /// A `dispatch: model` request: its deployment, the body sent instead of the client's, and
+    /// what a retry on another deployment needs; the binding is its current attempt's.
+    Model(Box<ModelRequest>),
+}
+
+impl Bound {
+    /// Where the current attempt goes, with which key.
+    pub(super) fn binding(&self) -> &Binding {
+        match self {
+            Bound::Route(binding) => binding,
+            Bound::Model(request) => &request.binding,
+        }
+    }
+
+    /// The `dispatch: model` request, for its attempts.
+    pub(super) fn model_request_mut(&mut self) -> Option<&mut ModelRequest> {
+        match self {
+            Bound::Route(_) => None,
+            Bound::Model(request) => Some(request),
+        }
+    }
+}
 
 /// Per-request state.
 pub struct RequestCtx {
@@ -19,7 +47,8 @@ pub struct RequestCtx {
     /// The provider's own id for its answer.
     pub(super) upstream_request_id: Option<http::HeaderValue>,
     pub(super) route: Option<Arc<Route>>,
-    pub(super) binding: Option<Binding>,
+    /// What serves the request, once bound.
+    pub(super) bound: Option<Bound>,
     /// An error the sidecar answers with, set before failing a phase.
     pub(super) reply: Option<ErrorReply>,
     pub(super) retried: bool,
@@ -30,21 +59,14 @@ pub struct RequestCtx {
     pub(super) upstream_started: Option<Instant>,
     /// From then to the upstream's response header.
     pub(super) upstream_ttfb: Option<std::time::Duration>,
-    /// The upstream connection in use, marked idle again when the request ends.
-    pub(super) connection: Option<Arc<Connection>>,
-    /// The connection slot reserved for this attempt, given back if a pooled one is reused.
-    pub(super) reservation: Option<Reservation>,
-    /// The upstream on which this attempt holds a claim to a pooled connection (see the gate).
-    pub(super) claim: Option<std::net::SocketAddr>,
+    /// What the request holds at the connection gate (claim, reserved slot, connection).
+    pub(super) lease: Lease,
     /// The limits in force when the request was admitted.
     pub(super) limits: Limits,
     /// This request is an HTTP/2 stream counted on its connection (see `downstream`).
     pub(super) stream_counted: bool,
     /// Request body bytes received so far.
     pub(super) body_received: u64,
-    /// A `dispatch: model` request: its deployment, the body sent instead of the client's, and
-    /// what a retry on another deployment needs.
-    pub(super) model_request: Option<Box<unified::ModelRequest>>,
     /// A `model:` route's request body with its `model` set to the deployment's (see `pinned`).
     pub(super) pinned_body: Option<bytes::Bytes>,
     /// Whether this attempt has sent the model request's body.
@@ -67,20 +89,17 @@ impl RequestCtx {
             request_id: RequestId::default(),
             upstream_request_id: None,
             route: None,
-            binding: None,
+            bound: None,
             reply: None,
             retried: false,
             retry_elsewhere: false,
             reused_connection: None,
             upstream_started: None,
             upstream_ttfb: None,
-            connection: None,
-            reservation: None,
-            claim: None,
+            lease: Lease::default(),
             limits: Limits::default(),
             stream_counted: false,
             body_received: 0,
-            model_request: None,
             pinned_body: None,
             body_replaced: false,
             router: Default::default(),
@@ -95,9 +114,22 @@ impl RequestCtx {
     /// The body sent upstream instead of the client's, when the sidecar read it: a `dispatch:
     /// model` attempt's or a `model:` route's.
     pub(super) fn replacement_body(&self) -> Option<&bytes::Bytes> {
-        match &self.model_request {
+        match self.model_request() {
             Some(request) => Some(&request.upstream_body),
             None => self.pinned_body.as_ref(),
+        }
+    }
+
+    /// Where the current attempt goes, once bound.
+    pub(super) fn binding(&self) -> Option<&Binding> {
+        self.bound.as_ref().map(Bound::binding)
+    }
+
+    /// A `dispatch: model` request's deployment and attempts.
+    pub(super) fn model_request(&self) -> Option<&ModelRequest> {
+        match &self.bound {
+            Some(Bound::Model(request)) => Some(request),
+            _ => None,
         }
     }
 }

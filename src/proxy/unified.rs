@@ -32,7 +32,7 @@ use super::respond::ErrorReply;
 use super::RequestCtx;
 use crate::config::RouterSettings;
 use crate::credentials::{Lookup, Snapshot};
-use crate::routes::{Binding, Route};
+use crate::routes::Route;
 use body::find_model;
 
 pub use attempts::ModelRequest;
@@ -61,14 +61,14 @@ pub enum Dispatched {
 }
 
 /// `request_filter` on a `dispatch: model` route: answers `/models`, or reads the body and
-/// binds the request to a deployment of its alias (kept in `ctx` for the attempts). `Ok(None)`:
-/// answered here.
+/// binds the request to a deployment of its alias, from `snapshot` (the one the request was
+/// admitted with).
 pub async fn bind_by_body(
     session: &mut Session,
     ctx: &mut RequestCtx,
     snapshot: Arc<Snapshot>,
     router: RouterSettings,
-) -> Result<Option<Binding>, ErrorReply> {
+) -> Result<Dispatched, ErrorReply> {
     let Some(route) = ctx.route.clone() else {
         return Err(ErrorReply::new(
             500,
@@ -78,20 +78,14 @@ pub async fn bind_by_body(
     };
     ctx.router = router;
     let max_body = ctx.limits.max_request_body_bytes;
-    match dispatch(session, &route, snapshot, max_body, &ctx.request_id).await? {
-        Dispatched::Answered => Ok(None),
-        Dispatched::Bound(request) => {
-            // With `access.litellm_keys`, the alias is checked now that the body named it.
-            if let Some(key) = &ctx.litellm_key {
-                key.check_model(&request.alias)
-                    .map_err(ErrorReply::litellm)?;
-                key.take_request().map_err(ErrorReply::litellm)?;
-            }
-            let binding = request.binding.clone();
-            ctx.model_request = Some(request);
-            Ok(Some(binding))
-        }
+    let dispatched = dispatch(session, &route, snapshot, max_body, &ctx.request_id).await?;
+    if let (Dispatched::Bound(request), Some(key)) = (&dispatched, &ctx.litellm_key) {
+        // With `access.litellm_keys`, the alias is checked now that the body named it.
+        key.check_model(&request.alias)
+            .map_err(ErrorReply::litellm)?;
+        key.take_request().map_err(ErrorReply::litellm)?;
     }
+    Ok(dispatched)
 }
 
 /// Serves or binds a request to `route` (a `dispatch: model` route) from `snapshot`.

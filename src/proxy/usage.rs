@@ -158,7 +158,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: Option<&Bytes>, end_of_stream: bool) 
 /// The alias a request's tokens count for: the body's on `dispatch: model` routes, the route's
 /// on `model:` routes, else `-`.
 fn model_label(ctx: &RequestCtx) -> &str {
-    if let Some(request) = &ctx.model_request {
+    if let Some(request) = ctx.model_request() {
         return &request.alias;
     }
     match ctx.route.as_ref().map(|r| &r.backend) {

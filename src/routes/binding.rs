@@ -38,14 +38,23 @@ pub struct Binding {
 #[error("{0}")]
 pub struct Unbound(String);
 
-/// Binds a request for `route` using `snapshot`, or says why it cannot be served. `None` for a
-/// `dispatch: model` route that can serve: each request is bound from its body.
-pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Option<Binding>, Unbound> {
+/// How a route that can serve binds a request.
+#[derive(Debug)]
+pub enum RouteBinding {
+    /// The route decides: a credential route's key, or a `model:` route's next deployment.
+    Bound(Binding),
+    /// A `dispatch: model` route: each request is bound from its body's `model`
+    /// (`proxy::unified`).
+    FromBody,
+}
+
+/// Binds a request for `route` using `snapshot`, or says why it cannot be served.
+pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<RouteBinding, Unbound> {
     match &route.backend {
         Backend::Credential(name) => {
             let credential = ready(snapshot.credential(name), "credential", name)?;
             match (&route.upstream, &route.target, &route.auth) {
-                (Some(upstream), Some(target), Some(auth)) => Ok(Some(Binding {
+                (Some(upstream), Some(target), Some(auth)) => Ok(RouteBinding::Bound(Binding {
                     credential,
                     upstream: upstream.clone(),
                     target: target.clone(),
@@ -76,7 +85,7 @@ pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Option<Binding>, Unbou
                     deployment.provider, route.name
                 )));
             };
-            Ok(Some(Binding {
+            Ok(RouteBinding::Bound(Binding {
                 credential: deployment.credential.clone(),
                 upstream: upstream.clone(),
                 target: target.clone(),
@@ -87,7 +96,9 @@ pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<Option<Binding>, Unbou
         }
         // Bound per request from the body's `model` (`proxy::unified`); the route can serve
         // as long as one alias can.
-        Backend::RequestModel if snapshot.models.values().any(|d| !d.all().is_empty()) => Ok(None),
+        Backend::RequestModel if snapshot.models.values().any(|d| !d.all().is_empty()) => {
+            Ok(RouteBinding::FromBody)
+        }
         Backend::RequestModel => Err(unavailable(format!(
             "route {} dispatches by model, and no model deployment is loaded",
             route.name

@@ -8,9 +8,10 @@
 //! [`GateTracer`] gives it back once the stream (pooled or not) is dropped **and** the provider
 //! has closed its end too, or, past [`LINGER`], once the gate has reset the connection; so the
 //! provider never holds more than the cap either. This file is the accounting (slots, connection states, waiting); `connector.rs` is the
-//! Pingora glue.
+//! Pingora glue; `lease.rs` is what one request holds at the gate ([`Lease`]), with a method for
+//! each proxy phase that touches it.
 //!
-//! Waiting: a request first waits in [`ConnectionGate::admit`] (before Pingora looks in its pool)
+//! Waiting: a request first waits in `ConnectionGate::admit` (before Pingora looks in its pool)
 //! until it can claim a connection to its upstream idle in the pool, or reserve a slot for a new
 //! one, so a burst to one upstream reuses connections instead of churning them; meanwhile it
 //! half-closes idle connections to *other* upstreams to make room. A request that still finds
@@ -20,10 +21,11 @@
 //! A connection's [`State`]: `InUse` → `Idle` (back in Pingora's pool) → `Claimed` (an admitted
 //! request counts on it) → `InUse` again; or `Idle` → `Closing` (half-closed to make room). A claim
 //! is a count per upstream, not a promise of one socket: Pingora's pool picks which idle
-//! connection a request gets, so [`ConnectionGate::start_using`] moves claims between connections
+//! connection a request gets, so `ConnectionGate::start_using` moves claims between connections
 //! to keep the number of `Claimed` connections equal to the claims outstanding.
 
 mod connector;
+mod lease;
 pub mod metrics;
 #[cfg(test)]
 mod tests;
@@ -42,6 +44,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 pub use connector::{GateConnector, GateTracer};
+pub use lease::Lease;
 
 /// The error type of a request refused at the cap.
 pub const LIMIT_REACHED: &str = "UpstreamConnectionLimit";
@@ -112,7 +115,7 @@ impl Connection {
 
 /// What [`ConnectionGate::admit`] reserved for a request.
 #[derive(Debug)]
-pub enum Admission {
+enum Admission {
     /// A claim on a connection to the upstream idle in the pool: Pingora will reuse one.
     Pooled,
     /// A slot for a new connection, to travel with the request's peer into the connector.
@@ -120,9 +123,9 @@ pub enum Admission {
 }
 
 /// A slot reserved by [`ConnectionGate::admit`] for one request, shared between the request's
-/// peer (its connector uses it) and the request's context (which gives it back when a pooled
+/// peer (its connector uses it) and the request's [`Lease`] (which gives it back when a pooled
 /// connection was reused instead).
-pub type Reservation = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+type Reservation = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
 
 /// Counters (monotonic), exported by [`crate::metrics`].
 #[derive(Debug, Default)]
@@ -202,12 +205,12 @@ impl ConnectionGate {
     }
 
     /// The connection whose socket is `fd`, as Pingora reports it in `connected_to_upstream`.
-    pub fn connection(&self, fd: RawFd) -> Option<Arc<Connection>> {
+    fn connection(&self, fd: RawFd) -> Option<Arc<Connection>> {
         self.lock_open().get(&fd).cloned()
     }
 
     /// Marks a connection as back in the pool, waking requests waiting for one.
-    pub fn set_idle(&self, conn: &Connection) {
+    fn set_idle(&self, conn: &Connection) {
         conn.idle_since.store(self.now_ms(), Ordering::Relaxed);
         if conn.move_state(State::InUse, State::Idle) {
             self.changed.notify_waiters();
@@ -218,7 +221,7 @@ impl ConnectionGate {
     /// whether the request held a claim from [`admit`](Self::admit): if Pingora handed it a
     /// different connection than the claimed one, the claim moves so that the number of
     /// claimed connections stays the number of claims outstanding.
-    pub fn start_using(&self, conn: &Connection, claimed: bool) {
+    fn start_using(&self, conn: &Connection, claimed: bool) {
         let was = conn.swap_state(State::InUse);
         match (claimed, was == State::Claimed) {
             // Its claim was spent elsewhere: give one claimed connection back to the pool.
@@ -233,7 +236,7 @@ impl ConnectionGate {
     }
 
     /// Gives back a claim a request did not use (it failed before connecting, or retried).
-    pub fn drop_claim(&self, peer: InetAddr) {
+    fn drop_claim(&self, peer: InetAddr) {
         if self.move_one(peer, State::Claimed, State::Idle) {
             self.changed.notify_waiters();
         }
@@ -251,7 +254,7 @@ impl ConnectionGate {
     }
 
     /// Gives back a reserved slot the request did not need (it reused a pooled connection).
-    pub fn unreserve(&self, reserved: &Reservation) {
+    fn unreserve(&self, reserved: &Reservation) {
         let slot = reserved.lock().unwrap_or_else(|e| e.into_inner()).take();
         if slot.is_some() {
             drop(slot);
@@ -269,7 +272,7 @@ impl ConnectionGate {
 
     /// What a request to `peer` can have right now without waiting: a claim on an idle pooled
     /// connection to `peer`, else a slot for a new one.
-    pub fn try_admit(&self, peer: InetAddr) -> Option<Admission> {
+    fn try_admit(&self, peer: InetAddr) -> Option<Admission> {
         if self.move_one(peer, State::Idle, State::Claimed) {
             return Some(Admission::Pooled);
         }
@@ -283,7 +286,7 @@ impl ConnectionGate {
     /// Waits until a request to `peer` can go ahead without tripping the cap (see
     /// [`try_admit`](Self::try_admit)). Meanwhile idle connections to other upstreams are
     /// half-closed to make room. Gives up (503) after the wait timeout.
-    pub async fn admit(&self, peer: InetAddr) -> Result<Admission, Box<Error>> {
+    async fn admit(&self, peer: InetAddr) -> Result<Admission, Box<Error>> {
         let deadline = Instant::now() + self.wait_timeout;
         let slot = self.slots.clone().acquire_owned();
         tokio::pin!(slot);

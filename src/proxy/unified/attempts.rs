@@ -14,6 +14,7 @@ use crate::config::RouterSettings;
 use crate::credentials::health::Failure;
 use crate::credentials::models::Deployment;
 use crate::credentials::{Lookup, Snapshot};
+use crate::proxy::ctx::Bound;
 use crate::proxy::respond::ErrorReply;
 use crate::proxy::RequestCtx;
 use crate::routes::{bind_deployment, Binding};
@@ -95,11 +96,11 @@ impl ModelRequest {
         true
     }
 
-    /// Moves to the deployment [`failed`](Self::failed) chose, if any; returns the binding of
-    /// the next attempt.
-    pub fn advance(&mut self) -> Result<Option<&Binding>, ErrorReply> {
+    /// Moves to the deployment [`failed`](Self::failed) chose, if any: the next attempt goes
+    /// with its binding.
+    pub fn advance(&mut self) -> Result<(), ErrorReply> {
         let Some(next) = self.next.take() else {
-            return Ok(None);
+            return Ok(());
         };
         let moved = ModelRequest::new(
             std::mem::take(&mut self.alias),
@@ -110,7 +111,7 @@ impl ModelRequest {
             self.snapshot.clone(),
         )?;
         *self = moved;
-        Ok(Some(&self.binding))
+        Ok(())
     }
 }
 
@@ -128,16 +129,12 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) -> bool {
 
 /// `upstream_peer`: after a failed attempt, moves to the deployment the router chose.
 pub fn on_next_attempt(ctx: &mut RequestCtx) -> pingora::Result<()> {
-    let Some(request) = ctx.model_request.as_mut() else {
+    let Some(request) = ctx.bound.as_mut().and_then(Bound::model_request_mut) else {
         return Ok(());
     };
-    match request.advance() {
-        Ok(Some(binding)) => ctx.binding = Some(binding.clone()),
-        Ok(None) => {}
-        Err(reply) => {
-            ctx.reply = Some(reply);
-            return Err(Error::new(ErrorType::InternalError));
-        }
+    if let Err(reply) = request.advance() {
+        ctx.reply = Some(reply);
+        return Err(Error::new(ErrorType::InternalError));
     }
     Ok(())
 }
@@ -145,7 +142,7 @@ pub fn on_next_attempt(ctx: &mut RequestCtx) -> pingora::Result<()> {
 /// `fail_to_connect`: a deployment that cannot be reached counts as failed; the request moves
 /// to another once.
 pub fn on_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
-    let Some(request) = ctx.model_request.as_mut() else {
+    let Some(request) = ctx.bound.as_mut().and_then(Bound::model_request_mut) else {
         return;
     };
     if !is_connect_failure(e) {
@@ -161,7 +158,7 @@ pub fn on_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
 /// `upstream_response_filter`: a 429 or 5xx counts as a failure, and while nothing has reached
 /// the client the request moves to another deployment (the error carries the retry).
 pub fn on_response(ctx: &mut RequestCtx, status: u16) -> pingora::Result<()> {
-    let Some(request) = ctx.model_request.as_mut() else {
+    let Some(request) = ctx.bound.as_mut().and_then(Bound::model_request_mut) else {
         return Ok(());
     };
     crate::metrics::record_attempt(&request.alias, &request.deployment.id, status);

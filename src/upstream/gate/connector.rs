@@ -29,12 +29,12 @@ thread_local! {
 #[derive(Debug)]
 pub struct GateConnector {
     gate: Arc<ConnectionGate>,
-    reserved: Reservation,
+    reserved: Option<Reservation>,
 }
 
 impl GateConnector {
     /// A connector for one request, with the slot `admit` reserved for it (if any).
-    pub fn new(gate: Arc<ConnectionGate>, reserved: Reservation) -> GateConnector {
+    pub(super) fn new(gate: Arc<ConnectionGate>, reserved: Option<Reservation>) -> GateConnector {
         GateConnector { gate, reserved }
     }
 }
@@ -51,9 +51,8 @@ impl L4Connect for GateConnector {
         };
         let reserved = self
             .reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+            .as_ref()
+            .and_then(|r| r.lock().unwrap_or_else(|e| e.into_inner()).take());
         let permit = match reserved {
             Some(permit) => permit,
             None => gate.acquire(inet).await?,

@@ -251,6 +251,75 @@ async fn claims_follow_the_connection_pingora_hands_out() {
     assert_eq!(gate.idle_connections(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_lease_claims_a_pooled_connection_uses_it_and_leaves_it_idle() {
+    let gate = gate(2);
+    let conn = connect(&gate, upstream(1));
+    gate.set_idle(&conn);
+    let mut lease = Lease::default();
+    lease
+        .admit(&gate, Some(upstream(1)))
+        .await
+        .expect("admitted");
+    assert_eq!(conn.state(), State::Claimed);
+    lease.connected(&gate, conn.fd, true);
+    assert_eq!(conn.state(), State::InUse);
+    assert_eq!(gate.counters.reuses.load(Ordering::Relaxed), 1);
+    lease.end(&gate);
+    assert_eq!(conn.state(), State::Idle);
+    assert_eq!(gate.open_connections(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_gives_back_a_claim_its_retry_or_its_end_does_not_use() {
+    let gate = gate(3);
+    let conns: Vec<_> = (0..2).map(|_| connect(&gate, upstream(1))).collect();
+    conns.iter().for_each(|c| gate.set_idle(c));
+    let mut lease = Lease::default();
+    lease
+        .admit(&gate, Some(upstream(1)))
+        .await
+        .expect("admitted");
+    // A retry: the first attempt's claim goes back before the second claims.
+    lease
+        .admit(&gate, Some(upstream(1)))
+        .await
+        .expect("admitted");
+    assert_eq!(claimed(&gate), 1);
+    lease.end(&gate);
+    assert_eq!(claimed(&gate), 0);
+    assert_eq!(gate.idle_connections(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_gives_back_its_reserved_slot_when_pingora_reuses_a_connection() {
+    let gate = gate(2);
+    let conn = connect(&gate, upstream(1));
+    let mut lease = Lease::default();
+    // The only connection is busy: a slot is reserved for a new one.
+    let _connector = lease
+        .admit(&gate, Some(upstream(1)))
+        .await
+        .expect("admitted");
+    assert_eq!(gate.open_connections(), 2);
+    // Pingora's pool got the busy connection back in time and hands it out instead.
+    gate.set_idle(&conn);
+    lease.connected(&gate, conn.fd, true);
+    assert_eq!(gate.open_connections(), 1);
+    assert_eq!(conn.state(), State::InUse);
+    assert_eq!(claimed(&gate), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_to_an_unresolved_upstream_reserves_nothing() {
+    let gate = gate(1);
+    let mut lease = Lease::default();
+    lease.admit(&gate, None).await.expect("admitted");
+    assert_eq!(gate.open_connections(), 0);
+    lease.end(&gate);
+    assert_eq!(gate.open_connections(), 0);
+}
+
 #[tokio::test]
 async fn a_released_connection_is_half_closed_and_its_slot_comes_back_after_the_provider_closes() {
     use std::io::Read;
