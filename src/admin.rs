@@ -132,6 +132,10 @@ fn is_loopback(ip: std::net::IpAddr) -> bool {
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the status is given and the only header is a constant"
+)]
 fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();
     Response::builder()

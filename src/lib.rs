@@ -8,6 +8,7 @@
 //! loading into the snapshot, DNS refresh.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod access;
 pub mod admin;

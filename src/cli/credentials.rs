@@ -113,6 +113,10 @@ fn put(
 
 /// The format most of the table's stored values use (ties go to the one more LiteLLM releases
 /// read), else NaCl, LiteLLM's own default; with the reason, for the operator.
+#[allow(
+    clippy::expect_used,
+    reason = "the counts list is a non-empty constant"
+)]
 fn table_format(rows: &[litellm::CredentialRow]) -> (Format, String) {
     let mut counts = [(Format::Nacl, 0usize), (Format::V2, 0), (Format::V3, 0)];
     let stored = rows

@@ -97,6 +97,10 @@ pub struct Keys {
 
 impl Keys {
     /// Derives the NaCl/v2 key (SHA-256) and the v3 key (HKDF-SHA256) from `salt_key`.
+    #[allow(
+        clippy::expect_used,
+        reason = "HKDF-SHA256 expands 32 bytes, far under its 255 x 32-byte limit"
+    )]
     pub fn derive(salt_key: &Secret) -> Keys {
         let mut sha256 = Zeroizing::new([0u8; 32]);
         sha256.copy_from_slice(&Sha256::digest(salt_key.expose().as_bytes()));
@@ -174,6 +178,10 @@ fn gcm_open(body: &str, key: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, DecryptErr
     .map_err(|_| DecryptError::Authentication)
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "BoringSSL's RNG does not fail, and AES-256-GCM takes any key of 32 bytes"
+)]
 fn gcm_seal(plaintext: &str, key: &[u8; 32]) -> String {
     let mut nonce = [0u8; GCM_NONCE_LEN];
     boring::rand::rand_bytes(&mut nonce).expect("BoringSSL RNG never fails");
@@ -194,6 +202,10 @@ fn gcm_seal(plaintext: &str, key: &[u8; 32]) -> String {
     URL_SAFE_ENCODER.encode(out)
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the slice was split at exactly the nonce's length"
+)]
 fn nacl_open(stored: &str, key: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
     // LiteLLM's own decoder tries url-safe first, then standard base64.
     let raw = URL_SAFE_DECODER
@@ -213,6 +225,10 @@ fn nacl_open(stored: &str, key: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, Decrypt
     Ok(message)
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "BoringSSL's RNG does not fail, and the output buffer is sized for the tag and message"
+)]
 fn nacl_seal(plaintext: &str, key: &[u8; 32]) -> String {
     let mut nonce = [0u8; CRYPTO_SECRETBOX_NONCEBYTES];
     boring::rand::rand_bytes(&mut nonce).expect("BoringSSL RNG never fails");

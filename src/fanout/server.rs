@@ -136,6 +136,10 @@ impl FanoutApp {
 
     /// The answer to a request: waits while the watcher's rows still match `if_none_match`, up
     /// to the requested wait, checking the grant again before every answer.
+    #[allow(
+        clippy::expect_used,
+        reason = "rows of strings and JSON values always serialize"
+    )]
     async fn answer(
         &self,
         digest: Option<[u8; 32]>,
@@ -193,6 +197,10 @@ impl FanoutApp {
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the status and headers are constants or an entity tag of hex digits"
+)]
 fn snapshot_response(body: Vec<u8>, tag: &str) -> Response<Vec<u8>> {
     Response::builder()
         .status(StatusCode::OK)
@@ -204,6 +212,7 @@ fn snapshot_response(body: Vec<u8>, tag: &str) -> Response<Vec<u8>> {
         .expect("static response parts are valid")
 }
 
+#[allow(clippy::expect_used, reason = "the status and headers are constants")]
 fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
     let body = json!({ "error": message }).to_string().into_bytes();
     let mut builder = Response::builder()
@@ -233,6 +242,10 @@ fn outside_grant(grant: &WatcherGrant, request: &WatchRequest) -> Vec<String> {
 
 #[async_trait]
 impl ServeHttp for FanoutApp {
+    #[allow(
+        clippy::expect_used,
+        reason = "the status is a constant and there are no headers"
+    )]
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         if req.method != Method::GET || req.uri.path() != SNAPSHOT_PATH {

@@ -1,6 +1,11 @@
 //! Metrics of the log itself: lines of other crates' repetitive records left out, and the client
 //! connections whose request head Pingora could not read (see `logging::repeats`).
 
+#![allow(
+    clippy::expect_used,
+    reason = "metric names, help texts and label sets are constants: a failure is a programming error that every test run would show"
+)]
+
 use std::sync::LazyLock;
 
 use prometheus::{IntCounter, IntCounterVec, Opts};

@@ -3,6 +3,11 @@
 //! attempt on a deployment and how it ended, and the cooldowns the router started; and tokens
 //! by alias and LiteLLM key alias (keys past the first [`MAX_KEY_LABELS`] count as `other`).
 
+#![allow(
+    clippy::expect_used,
+    reason = "metric names, help texts and label sets are constants: a failure is a programming error that every test run would show"
+)]
+
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 

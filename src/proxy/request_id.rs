@@ -49,6 +49,10 @@ impl Default for RequestId {
 
 impl RequestId {
     /// The request's id: the client's when it sent one sane id, else a new one.
+    #[allow(
+        clippy::expect_used,
+        reason = "a hyphenated UUID is ASCII letters, digits and dashes: a valid header value"
+    )]
     pub fn for_request(req: &RequestHeader) -> RequestId {
         let mut sent = req.headers.get_all(REQUEST_ID_NAME).iter();
         if let (Some(id), None) = (sent.next(), sent.next()) {
