@@ -285,6 +285,9 @@ def run_configuration(ctx, server, form, n, notify):
         measure_memory(result, readers, serving)
         measure_idle(ctx, result, instances, serving)
         measure_propagation(ctx, result, readers, serving)
+        # The serving instance rebuilds its whole snapshot on each change: its peak is what a
+        # manifest must allow for.
+        result["rss_serving_peak_mb"] = serving.peak_rss_kib() / 1024 if serving else None
         trouble = {}
         for instance in instances:
             kinds, first_line = instance.trouble()

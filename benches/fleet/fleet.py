@@ -185,10 +185,17 @@ class Instance:
     # --- /proc ---
 
     def rss_kib(self):
+        return self._status_kib("VmRSS:")
+
+    def peak_rss_kib(self):
+        """The most resident memory the process has had (VmHWM), KiB."""
+        return self._status_kib("VmHWM:")
+
+    def _status_kib(self, field):
         try:
             with open(f"/proc/{self.proc.pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         return int(line.split()[1])
         except (OSError, AttributeError):
             pass
