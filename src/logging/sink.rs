@@ -17,7 +17,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Lines logged within this long of the first one in an empty buffer go out in one write.
-/// 50 ms, measured against 5 ms at 1 thread (issue 14): the writer wakes 20 times a second
+/// 50 ms, measured against 5 ms at 1 thread (benches/README.md): the writer wakes 20 times a second
 /// instead of 200 under load, which took ~10 µs of CPU off each request at c=1 and c=32 (as
 /// much as turning the access log off), at 50 ms of delay before a line reaches stderr and
 /// ~125 KB buffered at 10,000 requests a second.

@@ -12,7 +12,7 @@
 //!
 //! Framing needs little here: Pingora refuses differing `Content-Length` values, obs-fold and
 //! bare CR, drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3) and frames
-//! the upstream request itself (tests/hostile_input.rs pins each); a repeated value is reconciled
+//! the upstream request itself (tests/it/hostile_input.rs pins each); a repeated value is reconciled
 //! to one in [`super::framing`], and the body limit applies to that value.
 
 use pingora::http::RequestHeader;
