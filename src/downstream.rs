@@ -19,6 +19,7 @@
 mod app;
 pub mod metrics;
 pub mod registry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

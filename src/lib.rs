@@ -33,5 +33,4 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod sources;
-pub mod tls;
 pub mod upstream;

@@ -27,6 +27,7 @@ use crate::credentials::CredentialCache;
 use crate::dispatch::{Dispatch, SharedDispatch};
 use crate::downstream::metrics::{self as downstream_metrics, ClientsOf};
 use crate::downstream::registry::Caps;
+use crate::downstream::tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::downstream::{
     AllowedNetworks, ClientConnections, ConnectionPolicy, GuardedApp, HeadMarked, TlsListeners,
 };
@@ -34,7 +35,6 @@ use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
 use crate::metrics;
 use crate::proxy::SidecarProxy;
 use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
-use crate::tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::resolver::{resolve_all, ResolverService};
 use crate::upstream::Targets;

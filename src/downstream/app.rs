@@ -29,8 +29,8 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::registry::Phase;
+use super::tls::TlsAcceptor;
 use super::{ClientConnections, Lease};
-use crate::tls::TlsAcceptor;
 
 /// The deadline for the next request head on one connection.
 struct HeadClock {

@@ -141,7 +141,7 @@ impl TlsAccept for Callbacks {
 /// A listener's TLS: the reloadable certificate, TLS 1.2+ (or 1.3 only), optional cipher list,
 /// ALPN (h2 preferred, when `h2`, and http/1.1), optional client-certificate verification.
 ///
-/// The handshake is done by [`crate::downstream::GuardedApp`], not by Pingora's listener, so
+/// The handshake is done by [`super::GuardedApp`], not by Pingora's listener, so
 /// that its deadline and its failures are ours to bound and count, and a connection that dies in
 /// its handshake stops counting against the cap at once. It runs Pingora's own handshake
 /// function with the same callbacks, so what the application sees is the same.
