@@ -128,9 +128,11 @@ impl ClientConnections {
         (self.policy)()
     }
 
-    /// `base` shortened for how full the cap is now.
-    pub fn scaled(&self, base: Duration) -> Duration {
-        registry::scaled(base, self.open(), self.policy().caps.max_connections)
+    /// The deadline `pick` chooses from the policy in force, shortened for how full the cap is
+    /// now (one read of the policy).
+    pub fn deadline(&self, pick: impl FnOnce(&ConnectionPolicy) -> Duration) -> Duration {
+        let policy = self.policy();
+        registry::scaled(pick(&policy), self.open(), policy.caps.max_connections)
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {

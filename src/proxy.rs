@@ -329,7 +329,12 @@ impl ProxyHttp for SidecarProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.lease.end(&self.gate);
-        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        // Only an HTTP/2 stream is found by its peer; an HTTP/1 request by its task.
+        let peer = if ctx.stream_counted {
+            session.client_addr().and_then(|a| a.as_inet()).copied()
+        } else {
+            None
+        };
         self.clients.request_ended(peer, ctx.stream_counted);
         access_log::finish(session, e, ctx);
     }

@@ -102,10 +102,10 @@ pub fn mark_request_done() {
     let _ = SERVING.try_with(|serving| {
         let lease = &serving.lease;
         lease.slot().request_ended(lease.now_ms());
-        let clients = &lease.clients;
-        let policy = clients.policy();
         serving.clock.arm(
-            clients.scaled(policy.keepalive_timeout) + clients.scaled(policy.request_head_timeout),
+            lease
+                .clients
+                .deadline(|p| p.keepalive_timeout + p.request_head_timeout),
         );
     });
 }
@@ -183,9 +183,7 @@ impl<A: ServerApp + Send + Sync + 'static> GuardedApp<A> {
             return Some(stream);
         };
         let counters = &self.clients.counters;
-        let within = self
-            .clients
-            .scaled(self.clients.policy().tls_handshake_timeout);
+        let within = self.clients.deadline(|p| p.tls_handshake_timeout);
         tokio::select! {
             done = tokio::time::timeout(within, tls.handshake(stream)) => match done {
                 Ok(Ok(tls_stream)) => Some(tls_stream),
@@ -206,9 +204,7 @@ impl<A: ServerApp + Send + Sync + 'static> GuardedApp<A> {
 
     /// Serves an HTTP/1 connection until it ends, a head is late or it is evicted.
     async fn serve_http1(&self, stream: Stream, shutdown: &ShutdownWatch, lease: Lease) {
-        let first = self
-            .clients
-            .scaled(self.clients.policy().request_head_timeout);
+        let first = self.clients.deadline(|p| p.request_head_timeout);
         let serving = Arc::new(Serving {
             lease,
             clock: HeadClock::started(first),
@@ -237,9 +233,7 @@ impl<A: ServerApp + Send + Sync + 'static> GuardedApp<A> {
     /// Serves an HTTP/2 connection until it ends, is evicted, or opens no stream within the
     /// head deadline.
     async fn serve_http2(&self, stream: Stream, shutdown: &ShutdownWatch, lease: &Lease) {
-        let first = self
-            .clients
-            .scaled(self.clients.policy().request_head_timeout);
+        let first = self.clients.deadline(|p| p.request_head_timeout);
         let call = self.inner.process_new(stream, shutdown);
         tokio::pin!(call);
         let first_due = tokio::time::sleep(first);
