@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crate::support::certs::TestCa;
 use crate::support::config::LISTEN;
-use crate::support::gateway::{gateway_config, only_route, start_with_test_credentials, KEYS};
+use crate::support::gateway::{
+    gateway_config, start_gateway, start_openai_only, start_with_test_credentials, KEYS,
+};
 use crate::support::http::{self, admin_get, post};
 use crate::support::mock_provider::MockProvider;
 use crate::support::wait_until_async;
@@ -20,16 +22,13 @@ struct Setup {
 /// The test gateway (routes `missing` and `broken` cannot be served) or, with `only_openai`,
 /// just its `openai` route.
 async fn setup(only_openai: bool) -> Setup {
-    let ca = TestCa::new();
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca.write_ca_file(ca_dir.path());
-    let mock = MockProvider::start_http1(&ca).await;
-    let mut config = gateway_config(&mock.base_url(), &ca_file);
-    if only_openai {
-        config = only_route(config, "openai");
-    }
+    let (mock, sidecar, ca_dir) = if only_openai {
+        start_openai_only(|_| {}).await
+    } else {
+        start_gateway(|_| {}).await
+    };
     Setup {
-        sidecar: start_with_test_credentials(&config).await,
+        sidecar,
         _mock: mock,
         _ca_dir: ca_dir,
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::certs::TestCa;
-use crate::support::config::{self, local_credentials, route, yaml};
-use crate::support::gateway::{credentials_yaml, SALT_KEY};
+use crate::support::config::{self, local_credentials, route};
+use crate::support::gateway::{start_with_test_credentials, start_with_test_credentials_and_env};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until;
@@ -42,16 +42,10 @@ async fn setup(cap: usize, wait: &str) -> Setup {
     let ca_file = ca.write_ca_file(ca_dir.path()).display().to_string();
     let a = MockProvider::start_http1(&ca).await;
     let b = MockProvider::start_http1(&ca).await;
-    let sidecar = SidecarProcess::start_async(
-        &yaml(&gateway(&ca_file, &a, &b, cap, wait)),
-        &[("credentials.yaml", &credentials_yaml())],
-        &[
-            ("LITELLM_SALT_KEY", SALT_KEY),
-            (
-                "RUST_LOG",
-                &std::env::var("CAP_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-        ],
+    let log = std::env::var("CAP_TEST_LOG").unwrap_or_else(|_| "info".into());
+    let sidecar = start_with_test_credentials_and_env(
+        &gateway(&ca_file, &a, &b, cap, wait),
+        &[("RUST_LOG", &log)],
     )
     .await;
     Setup {
@@ -302,12 +296,7 @@ async fn a_provider_that_never_closes_never_holds_more_than_the_cap() {
     let upstream_settings = json!({ "max_connections": 2, "pool_wait_timeout": "10s" });
     let routes = vec![route("raw", &upstream, "openai", "openai-cred")];
     let config = config::gateway(upstream_settings, local_credentials(), routes);
-    let sidecar = SidecarProcess::start_async(
-        &yaml(&config),
-        &[("credentials.yaml", &credentials_yaml())],
-        &[("LITELLM_SALT_KEY", SALT_KEY)],
-    )
-    .await;
+    let sidecar = start_with_test_credentials(&config).await;
     // Each answer closes the connection on our side; each new request needs a fresh one.
     for _ in 0..6 {
         let (status, body) = crate::support::http::post(&sidecar, "/raw/x").await;

@@ -4,8 +4,7 @@
 
 use std::net::TcpListener;
 
-use crate::support::certs::TestCa;
-use crate::support::gateway::{gateway_config, start_with_test_credentials};
+use crate::support::gateway::start_gateway;
 use crate::support::http::status_line;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
@@ -15,14 +14,12 @@ fn post(path: &str, headers: &str, body: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The test gateway with request bodies limited to 1,000 bytes.
 async fn setup() -> (MockProvider, SidecarProcess, tempfile::TempDir) {
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockProvider::start_http1(&ca).await;
-    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(dir.path()));
-    config["limits"] = serde_json::json!({ "max_request_body_bytes": 1000 });
-    let sidecar = start_with_test_credentials(&config).await;
-    (mock, sidecar, dir)
+    start_gateway(|config| {
+        config["limits"] = serde_json::json!({ "max_request_body_bytes": 1000 });
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::certs::TestCa;
-use crate::support::config::yaml;
-use crate::support::gateway::{credentials_yaml, gateway_config, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::gateway::{start_gateway_with_env, CLIENT_SECRETS, KEYS};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use futures_util::StreamExt;
@@ -17,19 +15,9 @@ struct Setup {
     _ca_dir: tempfile::TempDir,
 }
 
+/// The test gateway, the sidecar started with `extra_env` too.
 async fn setup(extra_env: &[(&str, &str)]) -> Setup {
-    let ca = TestCa::new();
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca.write_ca_file(ca_dir.path());
-    let mock = MockProvider::start_http1(&ca).await;
-    let mut env = vec![("LITELLM_SALT_KEY", SALT_KEY)];
-    env.extend_from_slice(extra_env);
-    let sidecar = SidecarProcess::start_async(
-        &yaml(&gateway_config(&mock.base_url(), &ca_file)),
-        &[("credentials.yaml", &credentials_yaml())],
-        &env,
-    )
-    .await;
+    let (mock, sidecar, ca_dir) = start_gateway_with_env(|_| {}, extra_env).await;
     Setup {
         mock,
         sidecar,
