@@ -114,6 +114,7 @@ fn watch_total(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hundred_fifty_requests_never_open_more_than_twenty_connections() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(20, "20s").await;
     let statuses = burst(&s, "a", 150, 2, 200).await;
     assert!(
@@ -146,6 +147,7 @@ async fn one_hundred_fifty_requests_never_open_more_than_twenty_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_a_short_wait_get_503_and_send_nothing() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(20, "200ms").await;
     let statuses = burst(&s, "a", 60, 2, 800).await;
     let ok = statuses.iter().filter(|&&st| st == 200).count();
@@ -175,6 +177,7 @@ async fn requests_past_a_short_wait_get_503_and_send_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_upstreams_share_one_cap() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(20, "20s").await;
     let (peak, stop, watcher) = watch_total(&s);
     let (a, b) = tokio::join!(burst(&s, "a", 60, 2, 200), burst(&s, "b", 60, 2, 200));
@@ -201,6 +204,7 @@ async fn two_upstreams_share_one_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_to_one_upstream_make_room_for_another() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(5, "5s").await;
     // Five connections to A, then idle in the pool: the cap is full.
     assert!(burst(&s, "a", 5, 1, 300).await.iter().all(|&st| st == 200));
@@ -217,6 +221,7 @@ async fn idle_connections_to_one_upstream_make_room_for_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_to_one_upstream_leave_no_ghost_in_use_connections() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(8, "3s").await;
     // Pingora's pool picks which idle connection a request gets; the gate's claim used to stay on
     // another one, which then counted as in use and could not be closed to make room. Eight
@@ -292,6 +297,7 @@ fn provider_that_never_closes() -> (String, Arc<HeldConnections>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_never_closes_never_holds_more_than_the_cap() {
+    let _turn = crate::support::lock::alone().await;
     let (upstream, seen) = provider_that_never_closes();
     let upstream_settings = json!({ "max_connections": 2, "pool_wait_timeout": "10s" });
     let routes = vec![route("raw", &upstream, "openai", "openai-cred")];
