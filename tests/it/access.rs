@@ -61,6 +61,7 @@ async fn status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_networks_are_enforced_globally_and_per_route() {
+    let _turn = crate::support::lock::shared().await;
     let (mock, sidecar, _dir) = start(
         json!({ "allowed_cidrs": ["127.0.0.1/32", "127.0.0.2/32"] }),
         json!({ "allowed_cidrs": ["127.0.0.1/32"] }),
@@ -97,6 +98,7 @@ async fn client_networks_are_enforced_globally_and_per_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_tokens_are_checked_by_hash_and_never_forwarded() {
+    let _turn = crate::support::lock::shared().await;
     let access = json!({
         "client_tokens": { "header": "x-sidecar-token", "sha256": [sha256_hex(TOKEN)] },
     });
@@ -139,6 +141,7 @@ async fn client_tokens_are_checked_by_hash_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_in_authorization_work_too() {
+    let _turn = crate::support::lock::shared().await;
     let access = json!({ "client_tokens": { "sha256": [sha256_hex(TOKEN)] } });
     let (mock, sidecar, _dir) = start(access, json!({})).await;
     let bearer = format!("Bearer {TOKEN}");

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crate::support::certs::TestCa;
 use crate::support::config::LISTEN;
-use crate::support::gateway::{gateway_config, only_route, start_with_test_credentials, KEYS};
+use crate::support::gateway::{
+    gateway_config, start_gateway, start_openai_only, start_with_test_credentials, KEYS,
+};
 use crate::support::http::{self, admin_get, post};
 use crate::support::mock_provider::MockProvider;
 use crate::support::wait_until_async;
@@ -20,16 +22,13 @@ struct Setup {
 /// The test gateway (routes `missing` and `broken` cannot be served) or, with `only_openai`,
 /// just its `openai` route.
 async fn setup(only_openai: bool) -> Setup {
-    let ca = TestCa::new();
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca.write_ca_file(ca_dir.path());
-    let mock = MockProvider::start_http1(&ca).await;
-    let mut config = gateway_config(&mock.base_url(), &ca_file);
-    if only_openai {
-        config = only_route(config, "openai");
-    }
+    let (mock, sidecar, ca_dir) = if only_openai {
+        start_openai_only(|_| {}).await
+    } else {
+        start_gateway(|_| {}).await
+    };
     Setup {
-        sidecar: start_with_test_credentials(&config).await,
+        sidecar,
         _mock: mock,
         _ca_dir: ca_dir,
     }
@@ -37,6 +36,7 @@ async fn setup(only_openai: bool) -> Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_alive_and_readyz_names_the_routes_that_cannot_be_served() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(false).await;
     assert_eq!(admin_get(&s.sidecar, "/healthz").await.0, 200);
     let (status, body) = admin_get(&s.sidecar, "/readyz").await;
@@ -66,6 +66,7 @@ async fn healthz_is_alive_and_readyz_names_the_routes_that_cannot_be_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_200_when_every_route_can_be_served() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(true).await;
     let (status, body) = admin_get(&s.sidecar, "/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -77,6 +78,7 @@ async fn readyz_is_200_when_every_route_can_be_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_while_a_proxy_listener_is_not_bound() {
+    let _turn = crate::support::lock::shared().await;
     // Someone else holds the proxy port; the admin listener takes {PORT}, which the harness
     // waits for.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -100,6 +102,7 @@ async fn readyz_is_503_while_a_proxy_listener_is_not_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_connections_and_credentials() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(false).await;
     for _ in 0..3 {
         assert_eq!(post(&s.sidecar, "/openai/chat/completions").await.0, 200);
@@ -199,6 +202,7 @@ async fn metrics_count_requests_connections_and_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_level_changes_at_runtime_from_loopback() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(false).await;
     let client = reqwest::Client::new();
     let url = format!("{}/log-level", s.sidecar.admin_url());
@@ -227,6 +231,7 @@ async fn the_log_level_changes_at_runtime_from_loopback() {
 /// made at `warn` would be out before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_lines_stop_at_warn_and_come_back_at_info() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(true).await;
     let client = reqwest::Client::new();
     let url = format!("{}/log-level", s.sidecar.admin_url());
@@ -242,6 +247,14 @@ async fn access_lines_stop_at_warn_and_come_back_at_info() {
     let put = |level: &'static str| client.put(&url).body(level).send();
     assert_eq!(put("warn").await.expect("put").status(), 200);
     assert_eq!(request("at-warn").await.expect("post").status(), 200);
+    // The access line is decided in the request's last phase, which may end after the client
+    // has its answer: the request is counted just before, so wait for that before `info`.
+    let served = r#"sidecar_requests_total{origin="provider",route="openai",status_class="2xx"}"#;
+    let ended = wait_until_async(Duration::from_secs(10), || async {
+        crate::support::metric(&admin_get(&s.sidecar, "/metrics").await.1, served) == Some(2.0)
+    })
+    .await;
+    assert!(ended, "the request at warn never ended");
     assert_eq!(put("info").await.expect("put").status(), 200);
     assert_eq!(request("at-info").await.expect("post").status(), 200);
     assert!(

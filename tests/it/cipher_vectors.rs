@@ -29,6 +29,7 @@ fn cases<'a>(v: &'a serde_json::Value, list: &str) -> &'a Vec<serde_json::Value>
 
 #[test]
 fn derived_keys_match() {
+    let _turn = crate::support::lock::shared_blocking();
     let v = vectors();
     let k = keys(v["salt_key"].as_str().expect("salt_key"));
     assert_eq!(hex(k.sha256_key()), v["derived_keys"]["sha256_hex"]);
@@ -37,6 +38,7 @@ fn derived_keys_match() {
 
 #[test]
 fn every_decrypt_vector_decrypts() {
+    let _turn = crate::support::lock::shared_blocking();
     let v = vectors();
     let k = keys(v["salt_key"].as_str().expect("salt_key"));
     let list = cases(&v, "decrypt");
@@ -55,6 +57,7 @@ fn every_decrypt_vector_decrypts() {
 
 #[test]
 fn every_must_fail_vector_fails() {
+    let _turn = crate::support::lock::shared_blocking();
     let v = vectors();
     let k = keys(v["salt_key"].as_str().expect("salt_key"));
     for case in cases(&v, "must_fail") {
@@ -65,6 +68,7 @@ fn every_must_fail_vector_fails() {
 
 #[test]
 fn every_vector_fails_under_another_key() {
+    let _turn = crate::support::lock::shared_blocking();
     let v = vectors();
     for case in cases(&v, "must_fail_with_other_key") {
         let k = keys(case["salt_key"].as_str().expect("salt_key"));

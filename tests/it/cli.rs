@@ -10,6 +10,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[test]
 fn shipped_config_is_valid() {
+    let _turn = crate::support::lock::shared_blocking();
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.yaml");
     let out = SidecarProcess::run_cli(&["-t", "-c", conf], None, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -18,6 +19,7 @@ fn shipped_config_is_valid() {
 
 #[test]
 fn a_config_with_several_mistakes_lists_every_one_with_its_path() {
+    let _turn = crate::support::lock::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.yaml");
     std::fs::write(
@@ -53,6 +55,7 @@ routes:
 
 #[test]
 fn running_with_an_invalid_config_exits_before_listening() {
+    let _turn = crate::support::lock::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, "routes: []\n").expect("write");
@@ -68,6 +71,7 @@ fn running_with_an_invalid_config_exits_before_listening() {
 
 #[test]
 fn encrypt_reads_the_secret_from_stdin_in_every_format() {
+    let _turn = crate::support::lock::shared_blocking();
     let salt = "sk-cli-salt";
     let keys = Keys::derive(&Secret::new(salt.to_string()));
     for (format, prefix) in [("v3", "v3:gcm:"), ("v2", "v2:gcm:"), ("nacl", "")] {
@@ -90,6 +94,7 @@ fn encrypt_reads_the_secret_from_stdin_in_every_format() {
 
 #[test]
 fn encrypt_falls_back_to_the_master_key_and_refuses_without_any_key() {
+    let _turn = crate::support::lock::shared_blocking();
     let out = SidecarProcess::run_cli(
         &["credentials", "encrypt"],
         Some("sk-x"),
@@ -116,6 +121,7 @@ fn encrypt_falls_back_to_the_master_key_and_refuses_without_any_key() {
 
 #[test]
 fn encrypt_refuses_control_characters_and_empty_input() {
+    let _turn = crate::support::lock::shared_blocking();
     let env = [("LITELLM_SALT_KEY", "k")];
     for input in ["", "\n", "sk-a\r\nInjected: 1\n", "sk\tb"] {
         let out = SidecarProcess::run_cli(&["credentials", "encrypt"], Some(input), &env);
@@ -126,6 +132,7 @@ fn encrypt_refuses_control_characters_and_empty_input() {
 
 #[test]
 fn sidecar_config_names_the_file_and_exit_codes_tell_failures_apart() {
+    let _turn = crate::support::lock::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "listeners: []\nroutes: []\n").expect("write");

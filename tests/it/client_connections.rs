@@ -76,6 +76,7 @@ async fn closed_by_peer(mut stream: TcpStream, limit: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_half_open_connections_neither_starve_clients_nor_exhaust_memory() {
+    let _turn = crate::support::lock::alone().await;
     rlimit::increase_nofile_limit(HALF_OPEN as u64 + 1_000).expect("raise the fd limit");
     let (_mock, sidecar, _dir) = start_openai_only(|config| {
         config["access"] = json!({ "allowed_cidrs": ["127.0.0.1/32"] });
@@ -198,6 +199,7 @@ async fn ten_thousand_half_open_connections_neither_starve_clients_nor_exhaust_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_is_held_to_the_head_deadline_too() {
+    let _turn = crate::support::lock::shared().await;
     let (_mock, sidecar, _dir) = start_openai_only(|config| {
         config["limits"] =
             json!({ "request_head_timeout": "2s", "client_keepalive_timeout": "1s" });

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::certs::TestCa;
-use crate::support::config::{self, local_credentials, route, yaml};
-use crate::support::gateway::{credentials_yaml, SALT_KEY};
+use crate::support::config::{self, local_credentials, route};
+use crate::support::gateway::{start_with_test_credentials, start_with_test_credentials_and_env};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::wait_until;
@@ -42,16 +42,10 @@ async fn setup(cap: usize, wait: &str) -> Setup {
     let ca_file = ca.write_ca_file(ca_dir.path()).display().to_string();
     let a = MockProvider::start_http1(&ca).await;
     let b = MockProvider::start_http1(&ca).await;
-    let sidecar = SidecarProcess::start_async(
-        &yaml(&gateway(&ca_file, &a, &b, cap, wait)),
-        &[("credentials.yaml", &credentials_yaml())],
-        &[
-            ("LITELLM_SALT_KEY", SALT_KEY),
-            (
-                "RUST_LOG",
-                &std::env::var("CAP_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-        ],
+    let log = std::env::var("CAP_TEST_LOG").unwrap_or_else(|_| "info".into());
+    let sidecar = start_with_test_credentials_and_env(
+        &gateway(&ca_file, &a, &b, cap, wait),
+        &[("RUST_LOG", &log)],
     )
     .await;
     Setup {
@@ -120,6 +114,7 @@ fn watch_total(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hundred_fifty_requests_never_open_more_than_twenty_connections() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(20, "20s").await;
     let statuses = burst(&s, "a", 150, 2, 200).await;
     assert!(
@@ -152,6 +147,7 @@ async fn one_hundred_fifty_requests_never_open_more_than_twenty_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_a_short_wait_get_503_and_send_nothing() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(20, "200ms").await;
     let statuses = burst(&s, "a", 60, 2, 800).await;
     let ok = statuses.iter().filter(|&&st| st == 200).count();
@@ -181,6 +177,7 @@ async fn requests_past_a_short_wait_get_503_and_send_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_upstreams_share_one_cap() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(20, "20s").await;
     let (peak, stop, watcher) = watch_total(&s);
     let (a, b) = tokio::join!(burst(&s, "a", 60, 2, 200), burst(&s, "b", 60, 2, 200));
@@ -207,6 +204,7 @@ async fn two_upstreams_share_one_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_to_one_upstream_make_room_for_another() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(5, "5s").await;
     // Five connections to A, then idle in the pool: the cap is full.
     assert!(burst(&s, "a", 5, 1, 300).await.iter().all(|&st| st == 200));
@@ -223,6 +221,7 @@ async fn idle_connections_to_one_upstream_make_room_for_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_to_one_upstream_leave_no_ghost_in_use_connections() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(8, "3s").await;
     // Pingora's pool picks which idle connection a request gets; the gate's claim used to stay on
     // another one, which then counted as in use and could not be closed to make room. Eight
@@ -298,16 +297,12 @@ fn provider_that_never_closes() -> (String, Arc<HeldConnections>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_never_closes_never_holds_more_than_the_cap() {
+    let _turn = crate::support::lock::alone().await;
     let (upstream, seen) = provider_that_never_closes();
     let upstream_settings = json!({ "max_connections": 2, "pool_wait_timeout": "10s" });
     let routes = vec![route("raw", &upstream, "openai", "openai-cred")];
     let config = config::gateway(upstream_settings, local_credentials(), routes);
-    let sidecar = SidecarProcess::start_async(
-        &yaml(&config),
-        &[("credentials.yaml", &credentials_yaml())],
-        &[("LITELLM_SALT_KEY", SALT_KEY)],
-    )
-    .await;
+    let sidecar = start_with_test_credentials(&config).await;
     // Each answer closes the connection on our side; each new request needs a fresh one.
     for _ in 0..6 {
         let (status, body) = crate::support::http::post(&sidecar, "/raw/x").await;

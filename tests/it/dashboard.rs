@@ -112,6 +112,7 @@ fn label_values_queries(variables: &[Value]) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_names_exported_metrics_and_labels() {
+    let _turn = crate::support::lock::shared().await;
     let dashboard: Value =
         serde_json::from_str(&std::fs::read_to_string(DASHBOARD).expect("read the dashboard"))
             .expect("the dashboard is JSON");

@@ -75,6 +75,7 @@ pub(crate) async fn seed(db: &TestDb) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_serve_their_keys_from_one_database_connection_and_keep_them_when_the_server_goes()
 {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     seed(&db).await;
@@ -175,6 +176,7 @@ async fn watchers_serve_their_keys_from_one_database_connection_and_keep_them_wh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endpoint_authenticates_grants_least_privilege_and_answers_only_changes() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     seed(&db).await;
@@ -303,6 +305,7 @@ async fn the_endpoint_authenticates_grants_least_privilege_and_answers_only_chan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_stays_503_while_the_fanout_listener_is_not_bound() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     seed(&db).await;

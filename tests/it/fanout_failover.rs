@@ -66,6 +66,7 @@ async fn served_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_move_to_another_server_when_theirs_goes() {
+    let _turn = crate::support::lock::alone().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     seed(&db).await;
@@ -111,6 +112,7 @@ async fn watchers_move_to_another_server_when_theirs_goes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_back_from_an_outage_is_used_within_seconds() {
+    let _turn = crate::support::lock::alone().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     seed(&db).await;
@@ -164,6 +166,7 @@ fn rss_mib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_long_polls_release_their_descriptors_at_once() {
+    let _turn = crate::support::lock::alone().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     seed(&db).await;

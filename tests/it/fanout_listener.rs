@@ -38,6 +38,7 @@ async fn closed_by_peer(mut stream: TcpStream, limit: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_heads_on_the_fanout_listener_are_capped_and_closed_while_watchers_are_served() {
+    let _turn = crate::support::lock::alone().await;
     rlimit::increase_nofile_limit(FLOOD as u64 + 1_000).expect("raise the fd limit");
     let e = env().await;
     let db = TestDb::new(true).await;

@@ -184,6 +184,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_never_answers_neither_blocks_the_start_nor_looks_fresh() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     // The start-up poll hangs; the poller's first poll is answered; the next answer stops
     // after its head and a few bytes of body; every later poll hangs.
@@ -249,6 +250,7 @@ async fn a_server_that_never_answers_neither_blocks_the_start_nor_looks_fresh() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_60_mb_answer_is_refused_unread_and_a_restart_does_not_crash_loop() {
+    let _turn = crate::support::lock::alone().await;
     let e = env().await;
     // 1.3 million rows nobody asked for: 60 MB declared, then 60 MB undeclared (read until
     // the server closes), alternately.
@@ -299,6 +301,7 @@ async fn a_60_mb_answer_is_refused_unread_and_a_restart_does_not_crash_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_not_asked_for_are_ignored_and_counted_once_per_answer() {
+    let _turn = crate::support::lock::alone().await;
     let e = env().await;
     // 85,000 rows of 45 bytes: just under max_answer_bytes (4 MiB), the most a server can send.
     let body = rows("sk-mine-v1", 85_000);
@@ -338,6 +341,7 @@ async fn rows_not_asked_for_are_ignored_and_counted_once_per_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_costs_the_server_one_full_snapshot_and_leaves_no_poll_behind() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let body = rows("sk-mine-v1", 0);
     // Tagless requests get the rows at once; a request with the tag is held.
@@ -377,6 +381,7 @@ async fn a_start_costs_the_server_one_full_snapshot_and_leaves_no_poll_behind() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_error_text_reaches_the_log_escaped_and_truncated() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let forged = "[2026-01-01T00:00:00.000Z INFO  access] request route=forged status=200";
     let text = format!("refused\n{forged}\n{}", "x".repeat(10_000));

@@ -52,6 +52,7 @@ fn read_head(stream: &mut std::net::TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_refusing_connections_gets_502_json_and_the_rest_keeps_working() {
+    let _turn = crate::support::lock::alone().await;
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
@@ -64,6 +65,7 @@ async fn a_provider_refusing_connections_gets_502_json_and_the_rest_keeps_workin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_stalling_past_the_read_timeout_gets_504_json() {
+    let _turn = crate::support::lock::alone().await;
     let url = raw_upstream(4, |mut stream| {
         read_head(&mut stream);
         std::thread::sleep(Duration::from_secs(5));
@@ -77,6 +79,7 @@ async fn a_provider_stalling_past_the_read_timeout_gets_504_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_resetting_mid_response_cuts_that_stream_only() {
+    let _turn = crate::support::lock::alone().await;
     let url = raw_upstream(4, |mut stream| {
         read_head(&mut stream);
         let _ = stream.write_all(
@@ -112,6 +115,7 @@ async fn a_provider_resetting_mid_response_cuts_that_stream_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_rotated_during_a_long_stream_leaves_the_stream_whole() {
+    let _turn = crate::support::lock::alone().await;
     let (mock, sidecar, _dir) = start("http://127.0.0.1:9").await;
     let resp = reqwest::Client::new()
         .post(format!("{}/openai/chat/completions", sidecar.base_url()))

@@ -128,6 +128,7 @@ async fn exchange(addr: SocketAddr, first: &str, pause: Option<Duration>, second
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_each_answered_in_order() {
+    let _turn = crate::support::lock::shared().await;
     let (mock, sidecar, _dir) = start_openai_only(|_| {}).await;
     let stripped = "Authorization: Bearer client-bearer-token\r\n";
     let second = request("POST", "/openai/second", stripped, "{}");
@@ -206,6 +207,7 @@ async fn pipelined_requests_are_each_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_content_length_is_sent_upstream_once() {
+    let _turn = crate::support::lock::shared().await;
     let (mock, sidecar, _dir) = start_openai_only(|config| {
         config["limits"] = json!({ "max_request_body_bytes": 1000 });
     })

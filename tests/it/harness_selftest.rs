@@ -67,6 +67,7 @@ async fn body_text(response: Response<hyper::body::Incoming>) -> String {
 
 #[tokio::test]
 async fn records_method_path_query_headers_and_body() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let mock = MockProvider::start(&ca).await;
     assert!(mock.base_url().starts_with("https://localhost:"));
@@ -113,6 +114,7 @@ async fn records_method_path_query_headers_and_body() {
 
 #[tokio::test]
 async fn keepalive_reuses_one_connection_and_handshake() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let mock = MockProvider::start(&ca).await;
     let mut sender = h1_connection(&mock, &ca).await;
@@ -151,6 +153,7 @@ async fn keepalive_reuses_one_connection_and_handshake() {
 
 #[tokio::test]
 async fn sse_events_arrive_separately_with_delay() {
+    let _turn = crate::support::lock::alone().await;
     const EVENTS: usize = 4;
     const DELAY_MS: u64 = 150;
     let ca = TestCa::new();
@@ -203,6 +206,7 @@ async fn sse_events_arrive_separately_with_delay() {
 
 #[tokio::test]
 async fn status_override_and_ip_san_verification() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let mock = MockProvider::start(&ca).await;
     // Certificate verification against the IP SAN (server name "127.0.0.1").
@@ -222,6 +226,7 @@ async fn status_override_and_ip_san_verification() {
 
 #[tokio::test]
 async fn h2_is_negotiated_via_alpn() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let mock = MockProvider::start(&ca).await;
     let tls = tls_connect(&mock, &ca, &["h2", "http/1.1"], "localhost").await;
@@ -250,6 +255,7 @@ async fn h2_is_negotiated_via_alpn() {
 
 #[tokio::test]
 async fn helpers_free_port_wait_until_and_ca_file() {
+    let _turn = crate::support::lock::shared().await;
     let port = crate::support::free_port();
     assert_ne!(port, 0);
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("free_port is bindable");
@@ -275,6 +281,7 @@ async fn helpers_free_port_wait_until_and_ca_file() {
 
 #[tokio::test]
 async fn sidecar_try_start_reports_early_exit_with_output() {
+    let _turn = crate::support::lock::shared().await;
     // Any build of the binary must exit on a config that is not even YAML.
     let result = crate::support::sidecar_process::SidecarProcess::try_start(
         "listen: [unterminated {PORT}\n",
@@ -291,4 +298,56 @@ async fn sidecar_try_start_reports_early_exit_with_output() {
         }
         Err(e) => assert!(e.contains("exited before listening"), "{e}"),
     }
+}
+
+/// The `.rs` files under `dir`, its subdirectories included.
+fn rust_files(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// Every test of this crate takes the suite's lock in its first statement (`support/lock.rs`):
+/// one written without it would run beside the tests that must run alone.
+#[test]
+fn every_test_takes_the_suite_lock() {
+    let _turn = crate::support::lock::shared_blocking();
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it"));
+    let mut files = Vec::new();
+    rust_files(root, &mut files);
+    let (mut tests, mut without) = (0, Vec::new());
+    for file in files
+        .iter()
+        .filter(|f| !f.starts_with(root.join("support")))
+    {
+        let text = std::fs::read_to_string(file).expect("read a test file");
+        let lines: Vec<&str> = text.lines().collect();
+        for (at, line) in lines.iter().enumerate() {
+            let line = line.trim();
+            if !(line.starts_with("#[tokio::test") || line == "#[test]") {
+                continue;
+            }
+            tests += 1;
+            // The body opens on the first line after the attribute that ends with `{`.
+            let body = (at + 1..lines.len()).find(|&i| lines[i].trim_end().ends_with('{'));
+            let first = body.and_then(|i| lines.get(i + 1)).map(|l| l.trim());
+            if !first.is_some_and(|l| l.starts_with("let _turn = crate::support::lock::")) {
+                without.push(format!("{}:{}", file.display(), at + 1));
+            }
+        }
+    }
+    assert!(
+        tests > 100,
+        "only {tests} tests found under {}",
+        root.display()
+    );
+    assert!(
+        without.is_empty(),
+        "tests without the suite lock: {without:#?}"
+    );
 }

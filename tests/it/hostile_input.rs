@@ -4,8 +4,7 @@
 
 use std::net::TcpListener;
 
-use crate::support::certs::TestCa;
-use crate::support::gateway::{gateway_config, start_with_test_credentials};
+use crate::support::gateway::start_gateway;
 use crate::support::http::status_line;
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
@@ -15,18 +14,17 @@ fn post(path: &str, headers: &str, body: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The test gateway with request bodies limited to 1,000 bytes.
 async fn setup() -> (MockProvider, SidecarProcess, tempfile::TempDir) {
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockProvider::start_http1(&ca).await;
-    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(dir.path()));
-    config["limits"] = serde_json::json!({ "max_request_body_bytes": 1000 });
-    let sidecar = start_with_test_credentials(&config).await;
-    (mock, sidecar, dir)
+    start_gateway(|config| {
+        config["limits"] = serde_json::json!({ "max_request_body_bytes": 1000 });
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_oversized_and_smuggling_requests_are_refused_and_send_nothing() {
+    let _turn = crate::support::lock::alone().await;
     let (mock, sidecar, _dir) = setup().await;
     let big = "x".repeat(40_000);
     let huge = "x".repeat(2_000_000);
@@ -152,6 +150,7 @@ async fn malformed_oversized_and_smuggling_requests_are_refused_and_send_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_naming_another_host_still_goes_only_to_the_routes_upstream() {
+    let _turn = crate::support::lock::alone().await;
     let (mock, sidecar, _dir) = setup().await;
     // Anything that reaches this listener would be a key sent elsewhere.
     let decoy = TcpListener::bind("127.0.0.1:0").expect("decoy");
@@ -190,6 +189,7 @@ async fn a_request_naming_another_host_still_goes_only_to_the_routes_upstream() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_is_framed_once_and_smuggles_nothing() {
+    let _turn = crate::support::lock::shared().await;
     let (mock, sidecar, _dir) = setup().await;
     // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3) and frames
     // the upstream request itself, so the provider cannot read the bytes differently.
@@ -212,6 +212,7 @@ async fn content_length_with_transfer_encoding_is_framed_once_and_smuggles_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_utf8_header_bytes_are_carried_not_fatal() {
+    let _turn = crate::support::lock::shared().await;
     let (mock, sidecar, _dir) = setup().await;
     let line = status_line(
         sidecar.listen_addr(),
@@ -224,6 +225,7 @@ async fn non_utf8_header_bytes_are_carried_not_fatal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_segments_with_path_parameters_are_refused_and_send_nothing() {
+    let _turn = crate::support::lock::shared().await;
     // Servlet containers (Tomcat, Jetty) drop `;parameters` from a segment before resolving dot
     // segments, so `/v1/..;/x` is `/x` to them: the same escape from the route's base path as
     // `/v1/../x`.

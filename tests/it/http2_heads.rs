@@ -51,6 +51,7 @@ async fn get_with_header(port: u16, ca: &TestCa, size: usize) -> Result<(u16, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_heads_follow_max_request_header_bytes_with_the_json_431() {
+    let _turn = crate::support::lock::shared().await;
     let server_ca = TestCa::new();
     let (cert, key) = server_ca.issue(&["localhost", "127.0.0.1"]);
     let certs = tempfile::tempdir().expect("tempdir");

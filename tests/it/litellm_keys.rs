@@ -106,6 +106,7 @@ pub(crate) async fn call_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_accepted_and_refused_as_litellm_does_and_never_forwarded() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;
@@ -157,6 +158,7 @@ async fn keys_are_accepted_and_refused_as_litellm_does_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_blocked_or_rotated_in_litellm_is_refused_within_a_second() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;
@@ -235,6 +237,7 @@ async fn a_key_blocked_or_rotated_in_litellm_is_refused_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_past_its_rpm_limit_gets_429_with_retry_after_and_nothing_is_sent() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;
@@ -267,6 +270,7 @@ async fn a_key_past_its_rpm_limit_gets_429_with_retry_after_and_nothing_is_sent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_counted_by_alias_and_key_and_held_to_tpm_limit() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;

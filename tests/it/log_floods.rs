@@ -15,6 +15,7 @@ const CLIENTS: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_closing_mid_head_are_counted_and_logged_a_handful_of_times() {
+    let _turn = crate::support::lock::alone().await;
     let (_mock, sidecar, _dir) = start_openai_only(|_| {}).await;
     let addr = sidecar.base_url().replace("http://", "");
     for _ in 0..CLIENTS / 50 {

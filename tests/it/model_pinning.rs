@@ -13,6 +13,7 @@ const EXPENSIVE: &str = "o1-pro-EXPENSIVE";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;

@@ -53,6 +53,7 @@ fn stopped_output_without_secrets(sidecar: &mut SidecarProcess) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_or_token_appears_in_logs_metrics_or_error_bodies() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;
@@ -187,6 +188,7 @@ async fn exchange(mut stream: impl AsyncRead + AsyncWrite + Unpin, bytes: &[u8])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_heads_over_http1_and_http2_leave_no_client_secret_in_the_log() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let mock = MockProvider::start_http1(&ca).await;

@@ -28,6 +28,7 @@ fn assert_no_client_value(req: &RecordedRequest) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_query_parameters_in_every_spelling_are_stripped() {
+    let _turn = crate::support::lock::shared().await;
     let (mock, sidecar, _dir) = start_openai_only(|_| {}).await;
     let query = [
         "KEY=client-upper",
@@ -66,6 +67,7 @@ async fn credential_query_parameters_in_every_spelling_are_stripped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn underscore_spellings_of_credential_headers_are_stripped() {
+    let _turn = crate::support::lock::shared().await;
     let digest = sha256_hex(TOKEN);
     let (mock, sidecar, _dir) = start_openai_only(|config| {
         config["access"] =

@@ -22,6 +22,7 @@ fn sdk_python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_through_one_base_url() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = crate::unified::start(&e, &db).await;

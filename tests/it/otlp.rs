@@ -134,6 +134,7 @@ async fn send(base_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_requests_span_joins_the_clients_trace_and_is_flushed_on_sigterm() {
+    let _turn = crate::support::lock::shared().await;
     let (receiver, addr) = Receiver::start().await;
     let endpoint = format!("http://{addr}");
     // A minute's batch delay: the span can only arrive through the flush at SIGTERM.
@@ -207,6 +208,7 @@ async fn the_requests_span_joins_the_clients_trace_and_is_flushed_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_nothing_is_exported_and_the_clients_trace_headers_pass_unchanged() {
+    let _turn = crate::support::lock::shared().await;
     let (receiver, addr) = Receiver::start().await;
     let endpoint = format!("http://{addr}");
     let disabled = [
@@ -231,6 +233,7 @@ async fn off_nothing_is_exported_and_the_clients_trace_headers_pass_unchanged() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_are_counted_and_a_collector_that_is_down_shows_as_failed() {
+    let _turn = crate::support::lock::shared().await;
     let (receiver, addr) = Receiver::start().await;
     let up = format!("http://{addr}");
     let down = format!("http://127.0.0.1:{}", free_port());

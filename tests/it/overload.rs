@@ -171,6 +171,7 @@ fn value(page: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_tls_handshakes_do_not_keep_an_honest_client_out() {
+    let _turn = crate::support::lock::alone().await;
     let s = start(json!({})).await;
     // 1,030 TCP connections opened and closed with no TLS byte.
     for _ in 0..CAP + 6 {
@@ -199,6 +200,7 @@ async fn dead_tls_handshakes_do_not_keep_an_honest_client_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_http1_heads_past_the_cap_do_not_keep_an_honest_client_out() {
+    let _turn = crate::support::lock::alone().await;
     let s = start(json!({})).await;
     let port = s.sidecar.listen_addr().port();
     let mut held = Vec::new();
@@ -235,6 +237,7 @@ async fn partial_http1_heads_past_the_cap_do_not_keep_an_honest_client_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_do_not_keep_an_honest_client_out() {
+    let _turn = crate::support::lock::alone().await;
     // A head deadline long enough that none of them times out while the cap fills (the TLS
     // handshakes of a debug build take seconds): here only eviction can make room.
     let s = start(json!({ "request_head_timeout": "600s" })).await;
@@ -278,6 +281,7 @@ async fn idle_http2_connections_do_not_keep_an_honest_client_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source_address_gets_only_its_share() {
+    let _turn = crate::support::lock::alone().await;
     let s =
         start(json!({ "max_client_connections": 100, "max_client_connections_per_source": 10 }))
             .await;

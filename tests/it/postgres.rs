@@ -12,6 +12,7 @@ use sidecar::credentials::cipher::{encrypt, Format};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_format_and_params_shape_is_served() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();
@@ -134,6 +135,7 @@ async fn every_stored_format_and_params_shape_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_of_one_model_rotate_and_old_schemas_without_blocked_load() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(false).await;
     let upstream = format!("{}/v1", e.mock.base_url());
@@ -171,6 +173,7 @@ async fn deployments_of_one_model_rotate_and_old_schemas_without_blocked_load() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();
@@ -231,6 +234,7 @@ async fn a_tampered_row_fails_alone_and_a_wrong_key_is_named_loudly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_with_wrong_json_shapes_are_left_out_by_name_and_the_rest_load() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();

@@ -75,6 +75,7 @@ async fn served(sidecar: &SidecarProcess, mock: &MockProvider) -> (u16, Option<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_serve_rotate_and_serve_again() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca.write_ca_file(ca_dir.path());
@@ -199,6 +200,7 @@ async fn put_serve_rotate_and_serve_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_writes_the_format_the_table_already_uses_and_rotation_keeps_each() {
+    let _turn = crate::support::lock::shared().await;
     let db = TestDb::new(true).await;
     let cli = Cli::new(&db);
     let old = [("LITELLM_SALT_KEY", OLD)];
@@ -246,6 +248,7 @@ async fn put_writes_the_format_the_table_already_uses_and_rotation_keeps_each() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_key_changes_nothing_when_a_row_does_not_decrypt() {
+    let _turn = crate::support::lock::shared().await;
     let db = TestDb::new(true).await;
     let cli = Cli::new(&db);
     let old = [("LITELLM_SALT_KEY", OLD)];
@@ -279,6 +282,7 @@ async fn rotate_key_changes_nothing_when_a_row_does_not_decrypt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_database_follows_sslmode() {
+    let _turn = crate::support::lock::shared().await;
     let client = crate::support::pg::connect().await;
     let ssl: String = client
         .query_one("SHOW ssl", &[])

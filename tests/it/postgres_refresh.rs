@@ -14,6 +14,7 @@ use sidecar::credentials::cipher::Format;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_arrive_by_notify_and_by_polling() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();
@@ -91,6 +92,7 @@ async fn updates_arrive_by_notify_and_by_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();
@@ -171,6 +173,7 @@ async fn the_database_going_away_never_fails_a_request_the_cache_can_serve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_without_the_database_and_catches_up() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();
@@ -199,6 +202,7 @@ async fn starts_without_the_database_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_stops_decrypting_keeps_its_last_good_value_while_others_refresh() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();
@@ -270,6 +274,7 @@ async fn metric_value(sidecar: &SidecarProcess, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_carries_listen_and_polls_and_unchanged_polls_read_only_the_version_row() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let upstream = e.mock.base_url();
@@ -355,6 +360,7 @@ async fn one_connection_carries_listen_and_polls_and_unchanged_polls_read_only_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_carries_postgres_own_error_text() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let missing = format!("no_such_db_{}", std::process::id());
@@ -373,6 +379,7 @@ async fn the_log_carries_postgres_own_error_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_stops_answering_mid_query_is_cut_at_query_timeout_and_serving_goes_on() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     db.put_credential(

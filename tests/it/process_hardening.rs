@@ -51,6 +51,7 @@ fn core_limits(pid: u32) -> (String, String) {
 
 #[tokio::test]
 async fn the_running_sidecar_is_not_dumpable_and_writes_no_core() {
+    let _turn = crate::support::lock::shared().await;
     let uid = effective_uid();
     // As root, run the sidecar as another user: a root-owned `/proc/PID/` would show nothing.
     let run_as = (uid == 0).then_some(NOBODY);
@@ -155,6 +156,7 @@ int setrlimit64(int resource, const void *rlim) { return limit(resource, rlim); 
 
 #[tokio::test]
 async fn a_refused_hardening_call_is_a_warning_and_the_sidecar_serves_on() {
+    let _turn = crate::support::lock::shared().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("refuse.c");
     let shim = dir.path().join("refuse.so");

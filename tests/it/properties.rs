@@ -62,6 +62,7 @@ proptest! {
 
     #[test]
     fn what_encrypt_writes_decrypt_reads(plain in any::<String>(), format in format()) {
+        let _turn = crate::support::lock::shared_blocking();
         let keys = keys();
         let stored = encrypt(&plain, format, &keys);
         let secret = decrypt(&stored, &keys).expect("round trip");
@@ -74,6 +75,7 @@ proptest! {
         format in format(),
         m in mutation(),
     ) {
+        let _turn = crate::support::lock::shared_blocking();
         let keys = keys();
         let stored = encrypt(&plain, format, &keys);
         let mutated = mutate(&stored, &m);
@@ -88,23 +90,27 @@ proptest! {
         prefix in prop_oneof![Just(""), Just("v2:gcm:"), Just("v3:gcm:"), Just("v9:x:")],
         body in prop_oneof!["[A-Za-z0-9_=+/-]{0,120}", any::<String>()],
     ) {
+        let _turn = crate::support::lock::shared_blocking();
         let stored = format!("{prefix}{body}");
         prop_assert!(decrypt(&stored, &keys()).is_err());
     }
 
     #[test]
     fn the_validator_never_panics_on_random_text(text in any::<String>()) {
+        let _turn = crate::support::lock::shared_blocking();
         let _ = Config::from_yaml(&text, Path::new("."), &|_| None);
     }
 
     #[test]
     fn the_validator_never_panics_on_random_documents(doc in document()) {
+        let _turn = crate::support::lock::shared_blocking();
         let text = serde_yaml::to_string(&doc).expect("serializable");
         let _ = Config::from_yaml(&text, Path::new("."), &|_| None);
     }
 
     #[test]
     fn a_credential_value_reaches_the_header_intact_or_is_refused(key in any::<String>()) {
+        let _turn = crate::support::lock::shared_blocking();
         let keys = keys();
         let reader = ValueReader { keys: Some(&keys), env: None };
         let Ok(secret) = reader.read("api_key", &encrypt(&key, Format::V3, &keys)) else {

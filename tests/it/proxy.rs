@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::certs::TestCa;
-use crate::support::config::yaml;
-use crate::support::gateway::{credentials_yaml, gateway_config, CLIENT_SECRETS, KEYS, SALT_KEY};
+use crate::support::gateway::{start_gateway_with_env, CLIENT_SECRETS, KEYS};
 use crate::support::mock_provider::MockProvider;
 use crate::support::sidecar_process::SidecarProcess;
 use futures_util::StreamExt;
@@ -17,19 +15,9 @@ struct Setup {
     _ca_dir: tempfile::TempDir,
 }
 
+/// The test gateway, the sidecar started with `extra_env` too.
 async fn setup(extra_env: &[(&str, &str)]) -> Setup {
-    let ca = TestCa::new();
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca.write_ca_file(ca_dir.path());
-    let mock = MockProvider::start_http1(&ca).await;
-    let mut env = vec![("LITELLM_SALT_KEY", SALT_KEY)];
-    env.extend_from_slice(extra_env);
-    let sidecar = SidecarProcess::start_async(
-        &yaml(&gateway_config(&mock.base_url(), &ca_file)),
-        &[("credentials.yaml", &credentials_yaml())],
-        &env,
-    )
-    .await;
+    let (mock, sidecar, ca_dir) = start_gateway_with_env(|_| {}, extra_env).await;
     Setup {
         mock,
         sidecar,
@@ -68,6 +56,7 @@ const PROXY_AUTHORIZATION: &str = "Basic cHJveHktdXNlcjpwcm94eS1wYXNz";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injects_each_provider_credential_and_strips_the_clients() {
+    let _turn = crate::support::lock::shared().await;
     // The most verbose log level, to show that no key reaches the logs even there.
     let s = setup(&[("RUST_LOG", "trace")]).await;
     let expected = [
@@ -164,6 +153,7 @@ async fn injects_each_provider_credential_and_strips_the_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_credentials_and_unknown_paths_fail_closed_with_json() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(&[]).await;
     let cases = [
         (
@@ -216,6 +206,7 @@ async fn unusable_credentials_and_unknown_paths_fail_closed_with_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_with_a_pointer_to_base_urls() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(&[]).await;
     let response = raw_exchange(
         &s,
@@ -233,6 +224,7 @@ async fn connect_is_refused_with_a_pointer_to_base_urls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_and_foreign_host_cannot_steer_the_key() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(&[]).await;
     let response = raw_exchange(
         &s,
@@ -251,6 +243,7 @@ async fn absolute_form_and_foreign_host_cannot_steer_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sequential_requests_share_one_upstream_handshake() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(&[]).await;
     for i in 0..50 {
         let resp = s
@@ -278,6 +271,7 @@ async fn fifty_sequential_requests_share_one_upstream_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_events_arrive_one_by_one() {
+    let _turn = crate::support::lock::alone().await;
     let s = setup(&[]).await;
     let events = 5;
     let delay_ms = 200;
@@ -322,6 +316,7 @@ async fn sse_events_arrive_one_by_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_on_a_connection_the_provider_just_closed_is_retried_once() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup(&[]).await;
     let url = format!("{}/openai/chat/completions", s.sidecar.base_url());
     let first = s.client.post(&url).body("{}").send().await.expect("first");

@@ -57,6 +57,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_routes_and_rotates_credentials_without_a_restart() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup().await;
     let pid = s.sidecar.pid();
     assert_eq!(s.status("/openai/chat/completions").await, 200);
@@ -95,6 +96,7 @@ async fn sighup_adds_routes_and_rotates_credentials_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_on_sighup_is_rejected_and_the_running_one_keeps_serving() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup().await;
     s.edit_config(|config| {
         config["upstream"]["read_timeout"] = json!("soon");
@@ -144,6 +146,7 @@ fn fingerprint_of(config: &Value, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_endpoint_shows_what_a_reload_put_in_force_without_a_key() {
+    let _turn = crate::support::lock::shared().await;
     let s = setup().await;
     let file = s.sidecar.dir().join("gateway.yaml");
     let digest_of_file = || sha256_hex(&std::fs::read_to_string(&file).expect("config"));

@@ -5,6 +5,7 @@ use crate::support::gateway::start_openai_only;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_are_forwarded_returned_and_logged_with_the_providers() {
+    let _turn = crate::support::lock::shared().await;
     let (mock, sidecar, _dir) = start_openai_only(|_| {}).await;
     let client = reqwest::Client::new();
     let url = format!("{}/openai/chat/completions", sidecar.base_url());

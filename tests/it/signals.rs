@@ -64,6 +64,7 @@ fn accepting(sidecar: &SidecarProcess) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_the_listener_lets_a_stream_finish_and_exits_zero() {
+    let _turn = crate::support::lock::alone().await;
     let (_mock, mut sidecar, _dir) = start("3s", "2s").await;
     let stream = open_stream(&sidecar, 8, 250).await;
     sidecar.signal("TERM");
@@ -98,6 +99,7 @@ async fn sigterm_closes_the_listener_lets_a_stream_finish_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_still_running_when_the_grace_period_ends_is_cut() {
+    let _turn = crate::support::lock::alone().await;
     // The drain is bounded by `server.grace_period`: Pingora then stops its runtimes, which
     // drops whatever is still in flight (`graceful_shutdown_timeout` only bounds that stop).
     let (_mock, mut sidecar, _dir) = start("1s", "5s").await;
@@ -125,6 +127,7 @@ const CLOSED_UNANSWERED: &str = "closed unanswered";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dash_u_and_sigquit_hand_the_listener_over_without_refusing_a_request() {
+    let _turn = crate::support::lock::alone().await;
     let (_mock, mut old, _dir) = start("2s", "1s").await;
     let stream = open_stream(&old, 4, 250).await;
 

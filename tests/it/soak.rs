@@ -30,6 +30,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_traffic_has_no_errors_and_flat_memory() {
+    let _turn = crate::support::lock::alone().await;
     let total = knob("SOAK_REQUESTS", 5_000);
     let concurrency = knob("SOAK_CONCURRENCY", 16);
     let (mock, sidecar, _dir) = start_openai_only(|c| c["log"] = json!({ "level": "warn" })).await;

@@ -68,6 +68,7 @@ async fn narrowing_applies(sidecar: &SidecarProcess, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_while_a_refresh_waits_on_a_locked_table() {
+    let _turn = crate::support::lock::alone().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db, None).await;
@@ -94,6 +95,7 @@ async fn a_reload_applies_while_a_refresh_waits_on_a_locked_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_while_a_refresh_waits_on_a_frozen_database_path() {
+    let _turn = crate::support::lock::alone().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let relay = PgRelay::start().await;

@@ -152,6 +152,7 @@ impl Conn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_versions_and_alpn() {
+    let _turn = crate::support::lock::shared().await;
     let t = start(|_| json!({})).await;
     for version in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
         let stream = handshake(
@@ -216,6 +217,7 @@ async fn tls_versions_and_alpn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_3_only_refuses_1_2() {
+    let _turn = crate::support::lock::shared().await;
     let t = start(|_| json!({ "min_version": "1.3" })).await;
     assert!(handshake(
         &t,
@@ -240,6 +242,7 @@ fn served_cert(stream: &SslStream<TcpStream>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_certificate_serves_new_connections_and_open_ones_keep_working() {
+    let _turn = crate::support::lock::shared().await;
     let t = start(|_| json!({})).await;
     let old_stream = handshake(&t, Client::default()).await.expect("tls");
     let old_cert = served_cert(&old_stream);

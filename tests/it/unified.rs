@@ -82,6 +82,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_alias_reaches_its_provider_with_its_key_and_model() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;
@@ -160,6 +161,7 @@ async fn each_alias_reaches_its_provider_with_its_key_and_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_share_an_alias_and_models_lists_the_aliases() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;
@@ -203,6 +205,7 @@ async fn weights_share_an_alias_and_models_lists_the_aliases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_and_unknown_models_are_answered_here_and_send_nothing() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;
@@ -248,6 +251,7 @@ async fn bad_bodies_and_unknown_models_are_answered_here_and_send_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_model_list_serves_without_a_database() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let base = e.mock.base_url();
     let store = format!(
@@ -300,6 +304,7 @@ async fn send_chunked(e: &Env, sidecar: &SidecarProcess, body: String) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_is_dispatched_up_to_pingoras_replay_buffer() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;

@@ -58,6 +58,7 @@ fn received_with(e: &Env, key: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_retried_on_another_deployment_and_cools_its_deployment_down() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(
@@ -87,6 +88,7 @@ async fn a_429_is_retried_on_another_deployment_and_cools_its_deployment_down() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_refused_connections_cool_down_past_the_allowed_fails() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(
@@ -113,6 +115,7 @@ async fn errors_and_refused_connections_cool_down_past_the_allowed_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_deployment_passes_its_answer_on_and_streams_pass_through() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(

@@ -39,6 +39,7 @@ async fn run_to(upstream_extra: Value, url: &str, trusted_ca: &TestCa) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_providers_are_refused_unless_their_endpoint_says_otherwise() {
+    let _turn = crate::support::lock::shared().await;
     let provider_ca = TestCa::new();
     let other_ca = TestCa::new();
     let mock = MockProvider::start_http1(&provider_ca).await;
@@ -69,6 +70,7 @@ async fn untrusted_providers_are_refused_unless_their_endpoint_says_otherwise() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_certificate_for_another_host_name_is_refused() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let mock = MockProvider::start_with_cert_names(&ca, &["api.other-provider.example"]).await;
     let (status, body, _) = run(json!({}), &mock, &ca).await;
@@ -82,6 +84,7 @@ async fn a_trusted_certificate_for_another_host_name_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minimum_tls_version_is_enforced_before_anything_is_sent() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let modern = MockProvider::start_http1(&ca).await;
     let (status, body, _) = run(json!({ "min_tls_version": "1.3" }), &modern, &ca).await;
@@ -107,6 +110,7 @@ async fn the_minimum_tls_version_is_enforced_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_client_certificate_is_presented_to_providers_that_require_one() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let client_ca = TestCa::new();
     let mock = MockProvider::start_requiring_client_cert(&ca, &client_ca).await;
@@ -132,6 +136,7 @@ async fn an_endpoint_client_certificate_is_presented_to_providers_that_require_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ip_upstream_is_verified_against_its_ip_san_and_sent_no_sni() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let (cert, key) = ca.issue(&["127.0.0.1"]);
     let mock = MockProvider::start_with_cert(&cert, &key).await;
@@ -166,6 +171,7 @@ async fn assert_ip_refused(mock: &MockProvider, trusted_ca: &TestCa, reason: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ip_upstream_whose_certificate_names_only_a_host_is_an_ip_mismatch() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let (cert, key) = ca.issue(&["localhost"]);
     let mock = MockProvider::start_with_cert(&cert, &key).await;
@@ -174,6 +180,7 @@ async fn an_ip_upstream_whose_certificate_names_only_a_host_is_an_ip_mismatch() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ip_upstream_from_an_untrusted_ca_is_refused_as_an_unknown_issuer() {
+    let _turn = crate::support::lock::shared().await;
     let (ca, other) = (TestCa::new(), TestCa::new());
     let (cert, key) = ca.issue(&["127.0.0.1"]);
     let mock = MockProvider::start_with_cert(&cert, &key).await;
@@ -193,6 +200,7 @@ async fn an_ip_upstream_from_an_untrusted_ca_is_refused_as_an_unknown_issuer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ip_upstream_with_an_expired_certificate_is_refused_as_expired() {
+    let _turn = crate::support::lock::shared().await;
     let ca = TestCa::new();
     let (cert, key) = ca.issue_expired(&["127.0.0.1"]);
     let mock = MockProvider::start_with_cert(&cert, &key).await;

@@ -15,6 +15,7 @@ const SECRET: &str = "SECRET-IN-URL-5150";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_in_api_base_reach_no_body_page_or_log() {
+    let _turn = crate::support::lock::shared().await;
     let e = env().await;
     let db = TestDb::new(true).await;
     let host = e.mock.base_url().replace("https://", "");

@@ -228,6 +228,7 @@ fn selector_labels(inside: &[char]) -> Vec<String> {
 
 #[test]
 fn labels_come_from_selectors_and_the_aggregations_around_a_metric() {
+    let _turn = crate::support::lock::shared_blocking();
     let uses = metric_uses(
         "histogram_quantile(0.99, sum by (le, route) (rate(a_bucket{route=~\"$route\", x=\"y{z}\"}[$__rate_interval]))) \
          / sum(rate(b_total[5m])) without (origin) + time() - c offset 1h",

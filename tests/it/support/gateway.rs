@@ -111,8 +111,29 @@ pub fn credentials_yaml_rotating_openai(new_key: &str) -> String {
     yaml(&store)
 }
 
-/// A TLS mock provider and a sidecar with only the `openai` route of [`gateway_config`] in
-/// front of it, the config passed through `edit` first. Keep the returned directory (the CA file).
+/// A TLS mock provider and a sidecar with every route of [`gateway_config`] in front of it, the
+/// config passed through `edit` first. Keep the returned directory (the CA file).
+pub async fn start_gateway(
+    edit: impl FnOnce(&mut Value),
+) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
+    start_gateway_with_env(edit, &[]).await
+}
+
+/// [`start_gateway`], the sidecar started with `env` too.
+pub async fn start_gateway_with_env(
+    edit: impl FnOnce(&mut Value),
+    env: &[(&str, &str)],
+) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_http1(&ca).await;
+    let mut config = gateway_config(&mock.base_url(), &ca.write_ca_file(dir.path()));
+    edit(&mut config);
+    let sidecar = start_with_test_credentials_and_env(&config, env).await;
+    (mock, sidecar, dir)
+}
+
+/// [`start_gateway`] with only the `openai` route of [`gateway_config`].
 pub async fn start_openai_only(
     edit: impl FnOnce(&mut Value),
 ) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
@@ -124,31 +145,29 @@ pub async fn start_openai_only_with_env(
     edit: impl FnOnce(&mut Value),
     env: &[(&str, &str)],
 ) -> (MockProvider, SidecarProcess, tempfile::TempDir) {
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockProvider::start_http1(&ca).await;
-    let mut config = only_route(
-        gateway_config(&mock.base_url(), &ca.write_ca_file(dir.path())),
-        "openai",
-    );
-    edit(&mut config);
-    let mut env = env.to_vec();
-    env.push(("LITELLM_SALT_KEY", SALT_KEY));
-    let sidecar = SidecarProcess::start_async(
-        &yaml(&config),
-        &[("credentials.yaml", &credentials_yaml())],
-        &env,
-    )
-    .await;
-    (mock, sidecar, dir)
+    let only_openai = |config: &mut Value| {
+        *config = only_route(config.take(), "openai");
+        edit(config);
+    };
+    start_gateway_with_env(only_openai, env).await
 }
 
 /// Starts the sidecar with `config`, the test credential store beside it, and its salt key.
 pub async fn start_with_test_credentials(config: &Value) -> SidecarProcess {
+    start_with_test_credentials_and_env(config, &[]).await
+}
+
+/// [`start_with_test_credentials`], the sidecar started with `env` too.
+pub async fn start_with_test_credentials_and_env(
+    config: &Value,
+    env: &[(&str, &str)],
+) -> SidecarProcess {
+    let mut env = env.to_vec();
+    env.push(("LITELLM_SALT_KEY", SALT_KEY));
     SidecarProcess::start_async(
         &yaml(config),
         &[("credentials.yaml", &credentials_yaml())],
-        &[("LITELLM_SALT_KEY", SALT_KEY)],
+        &env,
     )
     .await
 }

@@ -1,6 +1,30 @@
 //! In-process mock LLM provider over TLS: owns the BoringSSL acceptor, the hyper 1 server
 //! (HTTP/1.1 keep-alive, plus HTTP/2 when a client negotiates `h2` via ALPN), request
 //! recording, connection counters, and the canned JSON / SSE / status responses.
+//!
+//! # What a request can ask of it
+//!
+//! A test steers each answer from the request itself, so the same mock serves every case and
+//! the sidecar in between forwards the steering like any other header or path:
+//!
+//! | in the request | the answer |
+//! | --- | --- |
+//! | `x-mock-status: N` | status `N` (any valid code; the body is still the canned one below) |
+//! | a path starting `/status/N/` | status `N`, for tests that control only a URL (a deployment's `api_base` such as `/status/503/v1`); the header wins when both are present |
+//! | `x-mock-sse-events: N` | `text/event-stream` (chunked under HTTP/1.1): `N` events `data: {"i":k}` (`k` from 0) then `data: [DONE]`, each in its own frame |
+//! | `x-mock-sse-delay-ms: M` | with `x-mock-sse-events`, a pause of `M` ms before every frame after the first (default 0) |
+//! | `x-mock-provider-id: NAME: VALUE` | the answer carries the header `NAME: VALUE` (a provider's own request id) |
+//! | none of the above, a path ending `/embeddings` | 200 JSON in OpenAI's embeddings shape |
+//! | none of the above | 200 JSON in OpenAI's chat-completion shape (`"id": "mock"`, the content `hello from the mock`) |
+//!
+//! Both JSON bodies echo the request body's `model` (or `null`) and carry the request's `path`.
+//! A status that is not a number or not a valid code is ignored (200). Every request that gets
+//! an answer is recorded first ([`MockProvider::requests`], in completion order, the body read
+//! whole); with [`MockProvider::set_drop_reused_requests`] on, a request that is not the first
+//! on its connection is neither recorded nor answered: the connection is closed.
+//!
+//! Besides the requests, the mock counts TCP connections, TLS handshakes (with each SNI),
+//! connections open now and the most open at once.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

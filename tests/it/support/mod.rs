@@ -1,5 +1,5 @@
 //! Shared integration-test harness: owns the submodule tree (`certs`, `config`, `http`,
-//! `mock_provider`, `sidecar_process`, ...) and small polling/port helpers. `tests/it/main.rs` declares it once for every module.
+//! `mock_provider`, `sidecar_process`, `lock`, ...) and small polling/port helpers. `tests/it/main.rs` declares it once for every module.
 #![allow(dead_code)]
 
 pub mod certs;
@@ -7,6 +7,7 @@ pub mod config;
 pub mod db_gateway;
 pub mod gateway;
 pub mod http;
+pub mod lock;
 pub mod mock_provider;
 pub mod pg;
 pub mod sidecar_process;

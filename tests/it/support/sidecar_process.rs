@@ -156,8 +156,13 @@ impl SidecarProcess {
 
     fn wait_ready(&mut self, with_admin: bool) -> Result<(), String> {
         let admin = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
+        // A port picked by `free_port` can be bound by another test's process first: that one
+        // would answer in the child's place (and the child exit, "in use"), so the listening
+        // socket must be the child's own.
+        let pid = self.child.id();
         let accepts = |addr: &SocketAddr| {
             TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+                && listens(pid, addr.port())
         };
         let end = Instant::now() + READY_DEADLINE;
         loop {
@@ -358,4 +363,33 @@ fn borrowed_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect()
+}
+
+/// Whether process `pid` holds a socket listening on `port` (from `/proc/net/tcp{,6}` and the
+/// process's descriptors). `true` when they cannot be read: then nobody can tell.
+fn listens(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    let mut tables = String::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        match std::fs::read_to_string(table) {
+            Ok(text) => tables += &text,
+            Err(_) => return true,
+        }
+    }
+    let port = format!(":{port:04X}");
+    let sockets: Vec<String> = tables
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Field 1 is the local address, 3 the state (0A: LISTEN), 9 the socket's inode.
+            let local = fields.get(1).is_some_and(|a| a.ends_with(&port));
+            let listening = local && fields.get(3) == Some(&"0A");
+            listening.then(|| format!("socket:[{}]", fields.get(9).unwrap_or(&"")))
+        })
+        .collect();
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
 }

@@ -32,6 +32,7 @@ async fn connect_as(t: &Tls, pair: &(PathBuf, PathBuf)) -> Conn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_verified_and_identities_allowed_per_route() {
+    let _turn = crate::support::lock::shared().await;
     // `start` writes the client CA into its directory.
     let t = start(|dir| json!({ "client_ca": dir.join("client-ca.pem") })).await;
     let app_a = write_pair(&t, "app-a", t.client_ca.issue(&["app-a.internal"]));
@@ -89,6 +90,7 @@ fn ia5(text: &str) -> rcgen::Ia5String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_matches_only_a_san_of_its_own_type() {
+    let _turn = crate::support::lock::shared().await;
     // The `alice` route allows `uri:spiffe://x/alice` only.
     let t = start(|dir| json!({ "client_ca": dir.join("client-ca.pem") })).await;
     let uri = |s: &str| SanType::URI(ia5(s));
