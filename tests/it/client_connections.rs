@@ -13,7 +13,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::gateway::start_openai_only;
 use crate::support::http::admin_get;
-use crate::support::{metric, rss_kib};
+use crate::support::{closed_by_peer, metric, rss_kib};
 
 /// Half-open connections opened, half of them from an address outside the allowed networks.
 const HALF_OPEN: usize = 10_000;
@@ -59,19 +59,6 @@ async fn half_open(from: &str, to: std::net::SocketAddr) -> std::io::Result<TcpS
         .write_all(b"POST /openai/chat/completions HTTP/1.1\r\nHost: sidecar\r\nContent-Ty")
         .await;
     Ok(stream)
-}
-
-/// Whether the sidecar closed `stream` (end of stream or reset) within `limit`.
-async fn closed_by_peer(mut stream: TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 512];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! The fan-out listener under unauthenticated floods (issue 24, item 3): it has the proxy
+//! The fan-out listener under unauthenticated floods: it has the proxy
 //! listener's protections, its own cap (`fanout.max_connections`) and the head deadline, so
 //! thousands of partial heads neither stay open nor grow the process, and a watcher's poll is
 //! answered meanwhile.
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sidecar::credentials::cipher::Format;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::config::yaml;
@@ -15,26 +15,13 @@ use crate::support::db_gateway::*;
 use crate::support::http::admin_get;
 use crate::support::pg::TestDb;
 use crate::support::sidecar_process::SidecarProcess;
-use crate::support::{free_port, metric, rss_kib, sha256_hex, wait_until_async};
+use crate::support::{closed_by_peer, free_port, metric, rss_kib, sha256_hex, wait_until_async};
 
 const TOKEN: &str = "watch-token-listener-test-0123456789";
 /// `fanout.max_connections` in this test.
 const CAP: usize = 500;
 /// Partial heads sent.
 const FLOOD: usize = 3_000;
-
-/// Whether the sidecar closed `stream` within `limit`.
-async fn closed_by_peer(mut stream: TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 256];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_heads_on_the_fanout_listener_are_capped_and_closed_while_watchers_are_served() {

@@ -1,10 +1,10 @@
-//! The client cap under connections that never become requests (issue 24, item 2): dead TLS
+//! The client cap under connections that never become requests: dead TLS
 //! handshakes, partial HTTP/1 heads and HTTP/2 connections that send only their preface hold
 //! the cap full, and an honest new client is still served, on its first attempt, because the
 //! overload policy evicts a connection without a request to make room. One client address
 //! cannot take more than its per-source share.
 //!
-//! Each test prints how long the honest client took (the issue's measure: within 2 s); the
+//! Each test prints how long the honest client took (the measure asked for: within 2 s); the
 //! assertion is that it was served, not a wall-clock bound.
 
 use std::time::{Duration, Instant};
