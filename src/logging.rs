@@ -31,6 +31,7 @@ mod format;
 mod layer;
 mod repeats;
 mod sink;
+pub mod throttle;
 
 use std::sync::Arc;
 

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use super::throttle::Throttle;
+
 /// How often one kind of record is written at most.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
@@ -43,16 +45,10 @@ pub enum Verdict {
     Suppress,
 }
 
-/// One kind's window.
-struct Window {
-    started: Instant,
-    suppressed: u64,
-}
-
 /// The windows of the kinds seen recently.
 #[derive(Default)]
 pub struct Repeats {
-    kinds: Mutex<HashMap<String, Window>>,
+    kinds: Mutex<HashMap<String, Throttle>>,
 }
 
 impl Repeats {
@@ -60,24 +56,19 @@ impl Repeats {
     pub fn check(&self, target: &str, message: &[u8], now: Instant) -> Verdict {
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         let key = kind(target, message);
-        if let Some(window) = kinds.get_mut(&key) {
-            if now.saturating_duration_since(window.started) < WINDOW {
-                window.suppressed += 1;
-                return Verdict::Suppress;
-            }
-            let suppressed = std::mem::take(&mut window.suppressed);
-            window.started = now;
-            return Verdict::Write { suppressed };
+        if let Some(throttle) = kinds.get_mut(&key) {
+            return match throttle.allow_at(now) {
+                Some(suppressed) => Verdict::Write { suppressed },
+                None => Verdict::Suppress,
+            };
         }
         if kinds.len() >= MAX_KINDS {
-            kinds.retain(|_, w| now.saturating_duration_since(w.started) < WINDOW);
+            kinds.retain(|_, t| t.within_interval(now));
         }
         if kinds.len() < MAX_KINDS {
-            let window = Window {
-                started: now,
-                suppressed: 0,
-            };
-            kinds.insert(key, window);
+            let mut throttle = Throttle::new(WINDOW);
+            throttle.allow_at(now);
+            kinds.insert(key, throttle);
         }
         Verdict::Write { suppressed: 0 }
     }

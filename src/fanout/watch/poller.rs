@@ -8,13 +8,14 @@
 //! the watcher. Warnings are rate-limited ([`Throttle`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::warn;
 
 use super::endpoints::{resolve, Rotation};
 use super::Shared;
 use crate::jitter::random_below;
+pub(super) use crate::logging::throttle::Throttle;
 
 /// First delay after every address failed in a row.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -25,35 +26,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3);
 const MIN_POLL_GAP: Duration = Duration::from_millis(250);
 /// At most one warning of a kind per this long.
 pub(super) const WARN_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Allows one line per interval and counts the ones held back.
-pub(super) struct Throttle {
-    interval: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    /// A throttle allowing one line per `interval` (the first at once).
-    pub const fn new(interval: Duration) -> Throttle {
-        Throttle {
-            interval,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when a line may be written now.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now - last < self.interval) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
 
 /// ` (N similar lines held back)` when N > 0.
 pub(super) fn held_back(n: u64) -> String {
@@ -135,13 +107,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_throttle_allows_one_line_per_interval_and_counts_the_rest() {
-        let mut t = Throttle::new(Duration::from_secs(3600));
-        assert_eq!(t.allow(), Some(0));
-        assert_eq!(t.allow(), None);
-        assert_eq!(t.allow(), None);
-        t.last = Some(Instant::now() - Duration::from_secs(3601));
-        assert_eq!(t.allow(), Some(2));
+    fn held_back_lines_are_named_only_when_there_are_some() {
         assert_eq!(held_back(2), " (2 similar lines held back)");
         assert_eq!(held_back(0), "");
     }
