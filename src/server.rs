@@ -239,7 +239,6 @@ fn proxy_service(
     // HTTP/2 heads up to about twice the limit reach the request checks (and their JSON 431).
     app.h2_options = Some(crate::proxy::framing::http2_options(&config.limits));
     let mut tls = TlsListeners::default();
-    let mut addresses = Vec::new();
     for listener in &config.listeners {
         let store = add_tls(
             &mut tls,
@@ -249,14 +248,13 @@ fn proxy_service(
             true,
         )?;
         cert_stores.extend(store);
-        addresses.push(&listener.address);
     }
     let mut proxy = Service::new(
         "sidecar proxy".to_string(),
         GuardedApp::new(app, clients.clone(), tls),
     );
-    for address in addresses {
-        proxy.add_tcp(address);
+    for listener in &config.listeners {
+        proxy.add_tcp(&listener.address);
     }
     proxy.set_connection_filter(AllowedNetworks::new(dispatch.clone(), clients.clone()));
     Ok(proxy)
