@@ -7,7 +7,10 @@
 # with a `test` database the `postgres` user reaches without a password. A running server is
 # used as it is; an installed but stopped one is started; a missing one is installed with apt
 # and set up for local trust authentication. It also makes the Python environment the SDK tests
-# run the real OpenAI SDK from: target/sdk-venv, with the pinned `openai` package (from PyPI).
+# run the real OpenAI SDK from: target/sdk-venv, with the pinned `openai` package (from PyPI);
+# and the one the LiteLLM parity tests run the real LiteLLM from: target/litellm-venv, with the
+# pinned `litellm[proxy]` (and `prisma`, which LiteLLM's proxy imports; no Prisma engine is
+# downloaded or run).
 set -euo pipefail
 
 sudo=""
@@ -69,4 +72,17 @@ if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
   python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
   echo "bootstrap: installing openai==$OPENAI_SDK_VERSION into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
+fi
+
+# The LiteLLM parity tests (tests/it/litellm_parity.rs) ask the real LiteLLM package, in a venv
+# of its own (its pins differ from the SDK's), how LiteLLM answers the same input.
+LITELLM_VERSION=1.106.2
+PRISMA_VERSION=0.15.0
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/litellm-venv"
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('litellm') != '$LITELLM_VERSION')" >/dev/null 2>&1; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  echo "bootstrap: installing litellm[proxy]==$LITELLM_VERSION into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "litellm[proxy]==$LITELLM_VERSION" "prisma==$PRISMA_VERSION"
 fi

@@ -1,6 +1,8 @@
-//! JSON error responses the sidecar itself sends, in the shape OpenAI-style SDKs display:
-//! `{"error": {"message": "...", "type": "sidecar_error", "code": "..."}}` (LiteLLM key refusals
-//! keep LiteLLM's `type` and code, see [`ErrorReply::litellm`]).
+//! JSON error responses the sidecar itself sends, in the shape OpenAI's API and LiteLLM's proxy
+//! send and their SDKs display: `{"error": {"message", "type", "param", "code"}}`. The `type` is
+//! `sidecar_error` for the sidecar's own failures (a route, a credential, the connection cap),
+//! `invalid_request_error` for a request the client must fix (as OpenAI and LiteLLM say it), and
+//! LiteLLM's own for its key refusals ([`ErrorReply::litellm`]).
 //!
 //! Messages name routes, paths and credentials, never credential values or client tokens.
 
@@ -19,8 +21,11 @@ pub struct ErrorReply {
     pub code: &'static str,
     /// Human-readable message (no secrets).
     pub message: String,
-    /// The error's `type`: `sidecar_error`, or LiteLLM's for its key refusals.
+    /// The error's `type`: `sidecar_error`, `invalid_request_error`, or LiteLLM's for its key
+    /// refusals.
     pub kind: &'static str,
+    /// The request field the error is about, when there is one (`param`; `null` otherwise).
+    pub param: Option<&'static str>,
     /// Seconds for a `retry-after` header (rate limits).
     pub retry_after: Option<u64>,
 }
@@ -33,15 +38,26 @@ impl ErrorReply {
             code,
             message: message.into(),
             kind: "sidecar_error",
+            param: None,
             retry_after: None,
         }
     }
 
-    /// A LiteLLM virtual-key refusal, in LiteLLM's shape: its `type` (`auth_error`,
-    /// `budget_exceeded`) and the status as the code.
+    /// A request the client must fix (a body that is not JSON, an unknown model): type
+    /// `invalid_request_error`, as OpenAI and LiteLLM answer it.
+    pub fn invalid_request(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind: "invalid_request_error",
+            ..ErrorReply::new(status, code, message)
+        }
+    }
+
+    /// A LiteLLM virtual-key refusal, in LiteLLM's shape: its `type` (`token_not_found_in_db`,
+    /// `key_model_access_denied`, `budget_exceeded`, …), its `param`, and the status as the code.
     pub fn litellm(refusal: crate::access::litellm_keys::Refusal) -> ErrorReply {
         let code = match refusal.status {
-            400 => "400",
+            403 => "403",
+            422 => "422",
             429 => "429",
             _ => "401",
         };
@@ -50,6 +66,7 @@ impl ErrorReply {
             code,
             message: refusal.message,
             kind: refusal.kind,
+            param: refusal.param,
             retry_after: refusal.retry_after,
         }
     }
@@ -60,6 +77,7 @@ impl ErrorReply {
             "error": {
                 "message": self.message,
                 "type": self.kind,
+                "param": self.param,
                 "code": self.code,
             }
         });
@@ -108,5 +126,6 @@ mod tests {
         assert_eq!(parsed["error"]["code"], "route_not_found");
         assert_eq!(parsed["error"]["message"], "no route for path /x \"y\"");
         assert_eq!(parsed["error"]["type"], "sidecar_error");
+        assert_eq!(parsed["error"]["param"], serde_json::Value::Null);
     }
 }

@@ -30,6 +30,7 @@ use pingora::proxy::Session;
 use super::request_id::RequestId;
 use super::respond::ErrorReply;
 use super::RequestCtx;
+use crate::access::litellm_keys::VirtualKey;
 use crate::config::RouterSettings;
 use crate::credentials::{Lookup, Snapshot};
 use crate::routes::Route;
@@ -78,7 +79,8 @@ pub async fn bind_by_body(
     };
     ctx.router = router;
     let max_body = ctx.limits.max_request_body_bytes;
-    let dispatched = dispatch(session, &route, snapshot, max_body, &ctx.request_id).await?;
+    let key = ctx.litellm_key.as_deref();
+    let dispatched = dispatch(session, &route, snapshot, key, max_body, &ctx.request_id).await?;
     if let (Dispatched::Bound(request), Some(key)) = (&dispatched, &ctx.litellm_key) {
         // With `access.litellm_keys`, the alias is checked now that the body named it.
         key.check_model(&request.alias)
@@ -88,11 +90,13 @@ pub async fn bind_by_body(
     Ok(dispatched)
 }
 
-/// Serves or binds a request to `route` (a `dispatch: model` route) from `snapshot`.
+/// Serves or binds a request to `route` (a `dispatch: model` route) from `snapshot`; `key`, the
+/// LiteLLM key the request presented, limits what `/models` lists.
 async fn dispatch(
     session: &mut Session,
     route: &Route,
     snapshot: Arc<Snapshot>,
+    key: Option<&VirtualKey>,
     max_body: u64,
     request_id: &RequestId,
 ) -> Result<Dispatched, ErrorReply> {
@@ -103,7 +107,7 @@ async fn dispatch(
         if method != http::Method::GET {
             return Err(invalid(405, "method_not_allowed", "use GET for /models"));
         }
-        let (status, body) = models_reply(&snapshot, rest.strip_prefix("/models/"));
+        let (status, body) = models_reply(&snapshot, key, rest.strip_prefix("/models/"));
         write_json(session, status, body, request_id).await?;
         return Ok(Dispatched::Answered);
     }
@@ -154,14 +158,14 @@ async fn dispatch(
 
 /// A client error in OpenAI's shape.
 fn invalid(status: u16, code: &'static str, message: impl Into<String>) -> ErrorReply {
-    ErrorReply::new(status, code, message)
+    ErrorReply::invalid_request(status, code, message)
 }
 
 /// Reads the whole request body, at most `max_body` bytes, leaving its last 64 KiB in Pingora's
 /// retry buffer so that Pingora forwards it (see the module docs).
 pub(super) async fn read_body(session: &mut Session, max_body: u64) -> Result<Bytes, ErrorReply> {
     let too_large = || {
-        ErrorReply::new(
+        invalid(
             413,
             "request_body_too_large",
             format!("the request body exceeds limits.max_request_body_bytes ({max_body})"),
@@ -210,7 +214,7 @@ pub(super) async fn read_body(session: &mut Session, max_body: u64) -> Result<By
         body.extend_from_slice(&chunk);
     }
     if session.as_ref().retry_buffer_truncated() {
-        return Err(ErrorReply::new(
+        return Err(invalid(
             413,
             "request_body_too_large",
             "a body over 64 KiB needs a Content-Length header on a dispatch: model route",
@@ -219,14 +223,16 @@ pub(super) async fn read_body(session: &mut Session, max_body: u64) -> Result<By
     Ok(body.freeze())
 }
 
-/// `GET /models` (every alias) or `GET /models/{id}` (one), as OpenAI and LiteLLM answer them.
-fn models_reply(snapshot: &Snapshot, one: Option<&str>) -> (u16, Bytes) {
+/// `GET /models` (every alias) or `GET /models/{id}` (one), as OpenAI and LiteLLM answer them;
+/// with a LiteLLM key, only the aliases the key and its team may call, as LiteLLM lists them.
+fn models_reply(snapshot: &Snapshot, key: Option<&VirtualKey>, one: Option<&str>) -> (u16, Bytes) {
     let entry = |alias: &str| serde_json::json!({ "id": alias, "object": "model", "created": 0, "owned_by": "sidecar" });
     let loaded = |alias: &&String| {
         snapshot
             .models
             .get(*alias)
             .is_some_and(|d| !d.all().is_empty())
+            && key.is_none_or(|k| k.check_model(alias).is_ok())
     };
     match one {
         Some(id) if snapshot.models.keys().filter(loaded).any(|a| a == id) => {

@@ -110,32 +110,78 @@ async fn keys_are_accepted_and_refused_as_litellm_does_and_never_forwarded() {
     let e = env().await;
     let db = TestDb::new(true).await;
     let sidecar = start(&e, &db).await;
+    // (path, key, model, status, LiteLLM's error type); tests/it/litellm_parity.rs checks the
+    // refusals against the real litellm package.
     let cases = [
-        ("/v1/chat/completions", "sk-good", "gpt", 200),
-        ("/v1/chat/completions", "sk-gpt-only", "gpt", 200),
-        ("/v1/chat/completions", "sk-gpt-only", "claude", 401),
-        ("/claude/chat/completions", "sk-gpt-only", "ignored", 401),
-        ("/claude/chat/completions", "sk-good", "ignored", 200),
-        ("/raw/chat/completions", "sk-good", "any", 200),
-        ("/v1/chat/completions", "sk-team", "gpt", 200),
-        ("/v1/chat/completions", "sk-team", "claude", 401),
-        ("/v1/chat/completions", "sk-unknown", "gpt", 401),
-        ("/v1/chat/completions", "sk-blocked", "gpt", 401),
-        ("/v1/chat/completions", "sk-expired", "gpt", 401),
-        ("/v1/chat/completions", "sk-team-blocked", "gpt", 401),
-        ("/v1/chat/completions", "sk-spent", "gpt", 400),
+        ("/v1/chat/completions", "sk-good", "gpt", 200, ""),
+        ("/v1/chat/completions", "sk-gpt-only", "gpt", 200, ""),
+        (
+            "/v1/chat/completions",
+            "sk-gpt-only",
+            "claude",
+            403,
+            "key_model_access_denied",
+        ),
+        (
+            "/claude/chat/completions",
+            "sk-gpt-only",
+            "ignored",
+            403,
+            "key_model_access_denied",
+        ),
+        ("/claude/chat/completions", "sk-good", "ignored", 200, ""),
+        ("/raw/chat/completions", "sk-good", "any", 200, ""),
+        ("/v1/chat/completions", "sk-team", "gpt", 200, ""),
+        (
+            "/v1/chat/completions",
+            "sk-team",
+            "claude",
+            403,
+            "team_model_access_denied",
+        ),
+        (
+            "/v1/chat/completions",
+            "sk-unknown",
+            "gpt",
+            401,
+            "token_not_found_in_db",
+        ),
+        (
+            "/v1/chat/completions",
+            "sk-blocked",
+            "gpt",
+            401,
+            "auth_error",
+        ),
+        (
+            "/v1/chat/completions",
+            "sk-expired",
+            "gpt",
+            401,
+            "expired_key",
+        ),
+        (
+            "/v1/chat/completions",
+            "sk-team-blocked",
+            "gpt",
+            401,
+            "auth_error",
+        ),
+        (
+            "/v1/chat/completions",
+            "sk-spent",
+            "gpt",
+            422,
+            "budget_exceeded",
+        ),
     ];
-    for (path, key, model, status) in cases {
+    for (path, key, model, status, kind) in cases {
         let (got, body, sent) = call_with(&e, &sidecar, path, key, model).await;
         assert_eq!(got, status, "{path} {key} {model}: {body}");
         assert_eq!(sent, status == 200, "{path} {key} {model}: sent upstream?");
         if status != 200 {
-            let kind = if status == 400 {
-                "budget_exceeded"
-            } else {
-                "auth_error"
-            };
             assert_eq!(body["error"]["type"], kind, "{body}");
+            assert_eq!(body["error"]["code"], status.to_string(), "{body}");
             assert!(
                 !body.to_string().contains(key),
                 "the key in the error: {body}"
@@ -226,7 +272,7 @@ async fn a_key_blocked_or_rotated_in_litellm_is_refused_within_a_second() {
         call_with(&e, &sidecar, "/v1/chat/completions", "sk-team-v2", "gpt")
             .await
             .0
-            == 400
+            == 422
     })
     .await;
     assert!(

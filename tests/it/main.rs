@@ -24,6 +24,7 @@ mod harness_selftest;
 mod hostile_input;
 mod http2_heads;
 mod litellm_keys;
+mod litellm_parity;
 mod log_floods;
 mod model_pinning;
 mod no_secrets;

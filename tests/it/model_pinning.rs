@@ -80,7 +80,7 @@ async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
         &form,
     )
     .await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403);
     assert_eq!(e.mock.requests().len(), before, "nothing sent");
     let status = post(
         &e,
@@ -100,7 +100,7 @@ async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
     let json = "application/json";
     let before = e.mock.requests().len();
     let status = post(&e, &sidecar, "/gpt/batches", "sk-gpt-only", json, batch).await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403);
     assert_eq!(e.mock.requests().len(), before, "nothing sent");
     assert_eq!(
         post(&e, &sidecar, "/gpt/batches", "sk-good", json, batch).await,
@@ -112,8 +112,8 @@ async fn a_key_limited_to_models_reaches_no_other_model_on_any_path() {
     for key in ["sk-gpt-only", "sk-team"] {
         let (status, body, sent) =
             call_with(&e, &sidecar, "/raw/chat/completions", key, EXPENSIVE).await;
-        assert_eq!((status, sent), (401, false), "{key}: {body}");
-        assert_eq!(body["error"]["type"], "auth_error", "{body}");
+        assert_eq!((status, sent), (403, false), "{key}: {body}");
+        assert_eq!(body["error"]["type"], "key_model_access_denied", "{body}");
     }
     let (status, _, _) = call_with(&e, &sidecar, "/raw/chat/completions", "sk-good", "x").await;
     assert_eq!(status, 200);

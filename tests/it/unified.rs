@@ -241,6 +241,9 @@ async fn bad_bodies_and_unknown_models_are_answered_here_and_send_nothing() {
         assert_eq!(got, status, "{body}: {text}");
         let error: Value = serde_json::from_str(&text).expect("json error");
         assert_eq!(error["error"]["code"], code, "{body}");
+        // OpenAI's and LiteLLM's type for a request the client must fix, in their four fields.
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+        assert!(error["error"].get("param").is_some(), "{body}: {text}");
         assert!(seen.is_none(), "{body}: something reached the provider");
     }
     let over = format!(r#"{{"model":"gpt","x":"{}"}}"#, "y".repeat(400 * 1024));

@@ -73,7 +73,7 @@ pub fn model_in(body: &[u8]) -> Result<BodyModel, ErrorReply> {
 }
 
 fn bad(message: String) -> ErrorReply {
-    ErrorReply::new(400, "invalid_request_error", message)
+    ErrorReply::invalid_request(400, "invalid_request_error", message)
 }
 
 /// The body with the `model` value replaced by `model` (`quoted`: the same as a JSON string,
