@@ -33,4 +33,5 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod sources;
+pub mod spend;
 pub mod upstream;

@@ -13,6 +13,7 @@ mod cipher_vectors;
 mod cli;
 mod client_connections;
 mod connection_cap;
+mod cost_parity;
 mod dashboard;
 mod fanout;
 mod fanout_failover;
