@@ -4,9 +4,12 @@
 //! object are parsed). Read on `model:` and `dispatch: model` routes and for LiteLLM keys, where
 //! the tokens feed `sidecar_tokens_total` and the key's `tpm_limit`.
 //!
-//! Both OpenAI's fields (`prompt_tokens`, `completion_tokens`, in a JSON answer or, with
+//! Both OpenAI's fields (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.
+//! cached_tokens`, `completion_tokens_details.reasoning_tokens`, in a JSON answer or, with
 //! `stream_options.include_usage`, the last chunk of a stream) and Anthropic's (`input_tokens`,
-//! `output_tokens`, in `message_start` and `message_delta` events) are read. The sidecar does not
+//! `output_tokens`, `cache_read_input_tokens`, `cache_creation_input_tokens`, in `message_start`
+//! and `message_delta` events) are read, into LiteLLM's normalised [`Usage`] (Anthropic's cached
+//! tokens are added to its `input_tokens`, as LiteLLM adds them). The sidecar does not
 //! add `stream_options.include_usage` to a client's request: that would add a chunk to every
 //! stream the client did not ask for; a stream without usage counts no tokens.
 
@@ -17,18 +20,10 @@ use serde_json::Value;
 
 use super::RequestCtx;
 use crate::config::Backend;
+pub use crate::spend::Usage;
 
 /// The most of a JSON answer kept to read its usage.
 const MAX_JSON_BYTES: usize = 1024 * 1024;
-
-/// Tokens one answer used.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt (input) tokens.
-    pub prompt: u64,
-    /// Completion (output) tokens.
-    pub completion: u64,
-}
 
 /// What kind of body is being read.
 #[derive(Debug)]
@@ -91,9 +86,7 @@ impl UsageReader {
                 while let Some(end) = find(pending, b"\n\n") {
                     let event: Vec<u8> = pending.drain(..end + 2).collect();
                     if let Some(seen) = event_usage(&event) {
-                        let total = usage.get_or_insert_with(Usage::default);
-                        total.prompt = total.prompt.max(seen.prompt);
-                        total.completion = total.completion.max(seen.completion);
+                        *usage = Some(usage.map_or(seen, |total| merged(total, seen)));
                     }
                 }
                 if pending.len() > MAX_JSON_BYTES {
@@ -114,10 +107,7 @@ impl UsageReader {
             Body::Events { pending, usage } => {
                 let last = event_usage(&pending);
                 match (usage, last) {
-                    (Some(u), Some(l)) => Some(Usage {
-                        prompt: u.prompt.max(l.prompt),
-                        completion: u.completion.max(l.completion),
-                    }),
+                    (Some(u), Some(l)) => Some(merged(u, l)),
                     (u, l) => u.or(l),
                 }
             }
@@ -197,18 +187,45 @@ struct UsageCarrier {
     message: Option<Value>,
 }
 
-/// A usage object's token counts, in OpenAI's or Anthropic's names.
+/// Two reports of one stream's usage, each a running total (Anthropic's `message_start` and
+/// `message_delta`, OpenAI's last chunk): the larger of each count.
+fn merged(a: Usage, b: Usage) -> Usage {
+    Usage {
+        prompt: a.prompt.max(b.prompt),
+        completion: a.completion.max(b.completion),
+        cache_read: a.cache_read.max(b.cache_read),
+        cache_creation: a.cache_creation.max(b.cache_creation),
+        reasoning: a.reasoning.max(b.reasoning),
+    }
+}
+
+/// A usage object's token counts, in OpenAI's or Anthropic's names, normalised as LiteLLM
+/// normalises them (see the module docs).
 fn usage_of(usage: &Value) -> Option<Usage> {
-    let count = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| usage.get(*n).and_then(Value::as_u64))
+    let count = |path: &[&str]| {
+        path.iter()
+            .try_fold(usage, |v, name| v.get(*name))
+            .and_then(Value::as_u64)
     };
-    let prompt = count(["prompt_tokens", "input_tokens"]);
-    let completion = count(["completion_tokens", "output_tokens"]);
+    if let Some(input) = count(&["input_tokens"]) {
+        let cache_read = count(&["cache_read_input_tokens"]).unwrap_or(0);
+        let cache_creation = count(&["cache_creation_input_tokens"]).unwrap_or(0);
+        return Some(Usage {
+            prompt: input + cache_read + cache_creation,
+            completion: count(&["output_tokens"]).unwrap_or(0),
+            cache_read,
+            cache_creation,
+            reasoning: 0,
+        });
+    }
+    let prompt = count(&["prompt_tokens"]);
+    let completion = count(&["completion_tokens"]).or_else(|| count(&["output_tokens"]));
     (prompt.is_some() || completion.is_some()).then(|| Usage {
         prompt: prompt.unwrap_or(0),
         completion: completion.unwrap_or(0),
+        cache_read: count(&["prompt_tokens_details", "cached_tokens"]).unwrap_or(0),
+        cache_creation: 0,
+        reasoning: count(&["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0),
     })
 }
 
@@ -239,6 +256,7 @@ mod tests {
             let usage = Some(Usage {
                 prompt: 12,
                 completion: 34,
+                ..Usage::default()
             });
             assert_eq!(r.finish(), usage, "split at {split}");
         }
@@ -256,7 +274,8 @@ mod tests {
             r.finish(),
             Some(Usage {
                 prompt: 5,
-                completion: 7
+                completion: 7,
+                ..Usage::default()
             })
         );
 
@@ -268,9 +287,41 @@ mod tests {
             r.finish(),
             Some(Usage {
                 prompt: 25,
-                completion: 15
+                completion: 15,
+                ..Usage::default()
             })
         );
+    }
+
+    #[test]
+    fn cached_and_reasoning_tokens_are_read_in_litellms_terms() {
+        let openai = br#"{"usage":{"prompt_tokens":1000,"completion_tokens":200,
+            "prompt_tokens_details":{"cached_tokens":300,"audio_tokens":0},
+            "completion_tokens_details":{"reasoning_tokens":50}}}"#;
+        let mut r = reader("application/json");
+        r.feed(openai);
+        let expected = Usage {
+            prompt: 1000,
+            completion: 200,
+            cache_read: 300,
+            cache_creation: 0,
+            reasoning: 50,
+        };
+        assert_eq!(r.finish(), Some(expected));
+
+        // Anthropic leaves cached tokens out of input_tokens; LiteLLM adds them back.
+        let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":40,\"output_tokens\":1}}}\n\n\
+                         event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
+        let mut r = reader("text/event-stream");
+        r.feed(anthropic.as_bytes());
+        let expected = Usage {
+            prompt: 165,
+            completion: 15,
+            cache_read: 100,
+            cache_creation: 40,
+            reasoning: 0,
+        };
+        assert_eq!(r.finish(), Some(expected));
     }
 
     #[test]
