@@ -3,7 +3,9 @@
 //! ([`prices`]), by LiteLLM's arithmetic ([`cost`]), so that a cost the sidecar records equals
 //! what `litellm.completion_cost` computes for the same usage and model.
 
+pub mod batch;
 pub mod cost;
+pub mod flush;
 pub mod prices;
 
 /// Tokens one answer used, as LiteLLM's `Usage` counts them: `prompt` includes the cached

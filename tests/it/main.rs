@@ -43,6 +43,7 @@ mod reload;
 mod request_ids;
 mod signals;
 mod soak;
+mod spend_rows;
 mod stalled_database;
 mod tls_listener;
 mod unified;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db_gateway;
 pub mod gateway;
 pub mod http;
+pub mod litellm_db;
 pub mod lock;
 pub mod mock_provider;
 pub mod pg;

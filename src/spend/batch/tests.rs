@@ -1,0 +1,97 @@
+//! The batch adds up as LiteLLM's writer does, and keeps what it cannot write.
+
+use super::*;
+
+fn record(key: &str, team: Option<&str>, user: Option<&str>, spend: f64) -> SpendRecord {
+    SpendRecord {
+        request_id: format!("r-{key}-{spend}"),
+        key: key.into(),
+        user_id: user.map(str::to_string),
+        team_id: team.map(str::to_string),
+        end_user: None,
+        model: "openai/gpt-4o".into(),
+        model_id: Some("d1".into()),
+        model_group: Some("gpt".into()),
+        provider: "openai".into(),
+        api_base: None,
+        endpoint: "/chat/completions".into(),
+        usage: Usage {
+            prompt: 10,
+            completion: 5,
+            ..Usage::default()
+        },
+        spend,
+        start_ms: 1_796_688_000_000,
+        end_ms: 1_796_688_000_250,
+        first_byte_ms: None,
+        success: spend > 0.0,
+    }
+}
+
+#[test]
+fn dates_are_utc_calendar_days() {
+    assert_eq!(date_of(0), "1970-01-01");
+    assert_eq!(date_of(951_782_400_000), "2000-02-29");
+    assert_eq!(date_of(1_796_688_000_000 - 1), "2026-12-07");
+    assert_eq!(date_of(1_796_688_000_000), "2026-12-08");
+}
+
+#[test]
+fn totals_are_added_per_key_team_user_member_and_daily_row() {
+    let mut batch = Batch::default();
+    batch.add(record("k1", Some("t1"), Some("u1"), 0.5), 10);
+    batch.add(record("k1", Some("t1"), Some("u1"), 0.25), 10);
+    batch.add(record("k2", None, None, 0.0), 10);
+    let docs = batch.documents();
+    assert_eq!(
+        docs.keys,
+        serde_json::json!([{ "token": "k1", "cost": 0.75 }, { "token": "k2", "cost": 0.0 }])
+    );
+    assert_eq!(
+        docs.members,
+        serde_json::json!([{ "user_id": "u1", "team_id": "t1", "cost": 0.75 }])
+    );
+    let daily_teams = docs.daily_teams.as_array().expect("rows");
+    assert_eq!(daily_teams.len(), 2, "{daily_teams:?}");
+    let k1 = &daily_teams[1];
+    assert_eq!(
+        (k1["entity"].as_str(), k1["api_requests"].as_u64()),
+        (Some("t1"), Some(2))
+    );
+    assert_eq!(k1["successful_requests"], 2);
+    assert_eq!(k1["prompt_tokens"], 20);
+    // A key without a team is dated under team '' (LiteLLM's empty entity id).
+    assert_eq!(daily_teams[0]["entity"], "");
+    assert_eq!(daily_teams[0]["failed_requests"], 1);
+    assert_eq!(docs.logs.as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn logs_past_the_bound_are_counted_and_totals_are_kept() {
+    let mut batch = Batch::default();
+    for i in 0..5 {
+        batch.add(record("k", None, None, f64::from(i)), 3);
+    }
+    assert_eq!((batch.len(), batch.logs_dropped), (3, 2));
+    assert_eq!(batch.documents().keys[0]["cost"], 10.0);
+}
+
+#[test]
+fn a_batch_that_could_not_be_written_is_absorbed_first() {
+    let mut older = Batch::default();
+    older.add(record("k", Some("t"), None, 1.0), 10);
+    let mut newer = Batch::default();
+    newer.add(record("k", Some("t"), None, 2.0), 10);
+    newer.absorb(older, 10);
+    let docs = newer.documents();
+    assert_eq!(docs.keys[0]["cost"], 3.0);
+    assert_eq!(docs.daily_teams[0]["api_requests"], 2);
+    let logs = docs.logs.as_array().expect("logs");
+    assert_eq!(logs[0]["spend"], 1.0, "the older row first");
+    let mut small = Batch::default();
+    small.add(record("k", None, None, 1.0), 1);
+    let mut full = Batch::default();
+    full.add(record("k", None, None, 2.0), 1);
+    full.absorb(small, 1);
+    assert_eq!((full.len(), full.logs_dropped), (1, 1));
+}
