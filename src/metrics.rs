@@ -19,6 +19,7 @@
 mod logs;
 mod models;
 mod requests;
+pub mod spend;
 
 use std::sync::LazyLock;
 

@@ -97,7 +97,10 @@ async fn template() -> String {
             format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
             format!("CREATE DATABASE {building}"),
         ] {
-            admin.batch_execute(&sql).await.expect("make the template database");
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("make the template database");
         }
         let migrations = site.join("litellm_proxy_extras/migrations");
         let mut steps: Vec<PathBuf> = std::fs::read_dir(&migrations)
@@ -162,6 +165,11 @@ impl LiteLlmDb {
         created.expect("copy the LiteLLM schema template");
         let client = connect(&name).await;
         LiteLlmDb { name, client }
+    }
+
+    /// Another connection to the database (for a transaction of the test's own).
+    pub async fn connect(&self) -> Client {
+        connect(&self.name).await
     }
 
     /// A config URL for the sidecar.

@@ -1,0 +1,149 @@
+//! The spend writer on a bad day, against LiteLLM's real schema and a real PostgreSQL behind a
+//! relay the test can cut and freeze: a batch that cannot be written is kept and written when
+//! the database answers again; a batch whose commit landed but whose answer was lost (the
+//! connection frozen at commit) is retried and recognised, never counted twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::litellm_db::LiteLlmDb;
+use crate::support::pg::PgRelay;
+use crate::support::wait_until_async;
+use sidecar::db::session::Session;
+use sidecar::db::Database;
+use sidecar::secret::Secret;
+use sidecar::spend::batch::SpendRecord;
+use sidecar::spend::writer::{Flushed, SpendWriter, WriterSettings};
+use sidecar::spend::Usage;
+
+fn record(id: &str, spend: f64) -> SpendRecord {
+    SpendRecord {
+        request_id: id.into(),
+        key: "k1".into(),
+        user_id: None,
+        team_id: None,
+        end_user: None,
+        model: "openai/gpt-4o".into(),
+        model_id: None,
+        model_group: Some("gpt".into()),
+        provider: "openai".into(),
+        api_base: None,
+        endpoint: "/chat/completions".into(),
+        usage: Usage::default(),
+        spend,
+        start_ms: 1_796_650_000_000,
+        end_ms: 1_796_650_000_010,
+        first_byte_ms: None,
+        success: true,
+    }
+}
+
+/// A session to `db` through `relay`, with a short query deadline.
+fn session_through(db: &LiteLlmDb, relay: &PgRelay) -> Session {
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{}/{}?sslmode=disable",
+        relay.port, db.name
+    );
+    let database = Database::new(&Secret::new(url), "public", None, Duration::from_secs(1))
+        .expect("database settings");
+    Session::new(database, None, Duration::from_secs(1), Arc::default())
+}
+
+async fn spend_and_logs(db: &LiteLlmDb) -> (f64, i64) {
+    let row = db
+        .client
+        .query_one(
+            r#"SELECT (SELECT spend FROM "LiteLLM_VerificationToken" WHERE token = 'k1'),
+                      (SELECT count(*) FROM "LiteLLM_SpendLogs")"#,
+            &[],
+        )
+        .await
+        .expect("read the spend");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_survives_an_outage_and_a_lost_commit_and_counts_once() {
+    let _turn = crate::support::lock::shared().await;
+    let db = LiteLlmDb::new().await;
+    db.client
+        .batch_execute(r#"INSERT INTO "LiteLLM_VerificationToken" (token) VALUES ('k1')"#)
+        .await
+        .expect("key row");
+    let relay = PgRelay::start().await;
+    let session = session_through(&db, &relay);
+    let writer = SpendWriter::new(WriterSettings {
+        flush_interval: Duration::from_secs(3600),
+        spend_logs: true,
+        max_pending_requests: 1000,
+    });
+
+    // The database is unreachable: the batch is kept, and new spend goes on adding up.
+    writer.record(record("r1", 1.0));
+    relay.cut();
+    assert_eq!(writer.flush(&session).await, Flushed::Kept);
+    writer.record(record("r2", 2.0));
+    assert_eq!(spend_and_logs(&db).await, (0.0, 0));
+    relay.restore();
+    assert_eq!(
+        writer.flush(&session).await,
+        Flushed::Written,
+        "the kept batch"
+    );
+    assert_eq!(spend_and_logs(&db).await, (1.0, 1));
+    assert_eq!(
+        writer.flush(&session).await,
+        Flushed::Written,
+        "the pending one"
+    );
+    assert_eq!(spend_and_logs(&db).await, (3.0, 2));
+
+    // The commit lands but its answer never comes back: the key's row is locked, so the write
+    // waits inside the server; the relay freezes; the lock is released and the write commits
+    // behind the frozen relay; the writer's deadline passes and it keeps the batch.
+    let mut locker = db.connect().await;
+    let lock = locker.transaction().await.expect("begin");
+    lock.execute(
+        r#"SELECT 1 FROM "LiteLLM_VerificationToken" WHERE token = 'k1' FOR UPDATE"#,
+        &[],
+    )
+    .await
+    .expect("lock the key row");
+    writer.record(record("r3", 4.0));
+    let flushing = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.flush(&session).await }
+    });
+    let waiting = wait_until_async(Duration::from_secs(10), || async {
+        db.client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) > 0)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(waiting, "the writer's statement waits on the row lock");
+    relay.freeze();
+    lock.commit().await.expect("release the row");
+    let landed = wait_until_async(Duration::from_secs(10), || async {
+        spend_and_logs(&db).await == (7.0, 3)
+    })
+    .await;
+    assert!(landed, "the write committed behind the frozen relay");
+    assert_eq!(
+        flushing.await.expect("join"),
+        Flushed::Kept,
+        "no answer: kept"
+    );
+    relay.thaw();
+
+    // Tried again with the same id: recognised as written, not counted twice.
+    let session = session_through(&db, &relay);
+    assert_eq!(writer.flush(&session).await, Flushed::Written);
+    assert_eq!(spend_and_logs(&db).await, (7.0, 3));
+    assert_eq!(writer.flush(&session).await, Flushed::Nothing);
+}
