@@ -93,7 +93,7 @@ async fn main() -> Result<(), String> {
         &|_| None,
     )
     .map_err(|e| format!("{e:?}"))?;
-    let targets = Arc::new(Targets::standalone(&config.upstream)?);
+    let targets = Arc::new(Targets::standalone(&config.upstream).map_err(|e| e.to_string())?);
     let db = Database::new(
         &Secret::new(format!("{url}?sslmode=disable")),
         &schema,

@@ -229,10 +229,12 @@ impl WatchSource {
         options.verify_cert = true;
         options.verify_hostname = true;
         if let Some(ca) = settings.ca_file.as_ref().or(upstream_ca) {
-            options.ca = Some(load_ca_bundle(ca)?);
+            options.ca = Some(load_ca_bundle(ca).map_err(|e| e.to_string())?);
         }
         let client_cert = match (&settings.client_cert, &settings.client_key) {
-            (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
+            (Some(cert), Some(key)) => {
+                Some(load_client_cert(cert, key).map_err(|e| e.to_string())?)
+            }
             _ => None,
         };
         let names = credentials
