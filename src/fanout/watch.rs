@@ -23,6 +23,7 @@
 mod answer;
 mod client;
 mod endpoints;
+mod failure;
 mod poller;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +39,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use self::answer::{requested_rows, Selection};
-use self::client::{bounded, Endpoint, Failure, RawAnswer, WatchClient, CONNECT_DEADLINE};
+use self::client::{Endpoint, RawAnswer, WatchClient, CONNECT_DEADLINE};
+use self::failure::{Failure, Problem};
 use self::poller::{held_back, Throttle, WARN_INTERVAL};
 use super::SNAPSHOT_PATH;
 use crate::config::{FanoutServer, WatchSettings};
@@ -119,13 +121,8 @@ impl Shared {
                 env: None,
             },
         };
-        let (rows, dropped) = requested_rows(&answer.body, &selection).map_err(|e| {
-            Failure::error(format!(
-                "{}: the snapshot is not valid JSON rows: {}",
-                endpoint.describe(),
-                bounded(&e)
-            ))
-        })?;
+        let (rows, dropped) = requested_rows(&answer.body, &selection)
+            .map_err(|e| Failure::new(&endpoint.describe(), Problem::NotRows(e)))?;
         drop(answer.body);
         if dropped > 0 {
             WATCH_UNREQUESTED_ROWS.inc_by(dropped as u64);
@@ -170,7 +167,7 @@ impl Shared {
     }
 
     fn count_failure(&self, failure: &Failure) {
-        WATCH_POLLS.with_label_values(&[failure.kind]).inc();
+        WATCH_POLLS.with_label_values(&[failure.kind()]).inc();
     }
 
     /// No address answered in a whole round: the source is failing until one does.
@@ -306,8 +303,8 @@ impl WatchSource {
                     Ok(()) => return Ok(()),
                     Err(f) => {
                         shared.count_failure(&f);
-                        warn!("credentials: {}", f.message);
-                        problems.push(f.message);
+                        warn!("credentials: {f}");
+                        problems.push(f.to_string());
                     }
                 }
             }
