@@ -1,7 +1,8 @@
-//! The seam every credential source implements (the local file, LiteLLM's Postgres tables),
-//! and what one load of a source produces.
+//! The seam every credential source implements (the local file, LiteLLM's Postgres tables, a
+//! fan-out watcher), what one load of a source produces, and why a source could not be read.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,6 +10,57 @@ use async_trait::async_trait;
 use super::models::Deployment;
 use super::Credential;
 use crate::access::litellm_keys::KeyTable;
+use crate::config::ConfigError;
+use crate::db::DbError;
+
+/// Why a source could not be read as a whole (the caller keeps its last good outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The local store file cannot be read.
+    #[error("{}: cannot read: {error}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The local store file is not structurally valid: `FILE: N error(s)`, then one indented
+    /// line per error.
+    #[error("{}: {} error(s)\n{}", path.display(), errors.len(), indented(errors))]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Every error, with its path in the file.
+        errors: Vec<ConfigError>,
+    },
+    /// The database could not be read; the text names it (`host:port/dbname`) once.
+    #[error("{}", located(at, error))]
+    Database {
+        /// The database, `host:port/dbname`.
+        at: String,
+        /// What went wrong.
+        error: DbError,
+    },
+    /// A source implemented outside this module (the fan-out watcher) with an error type of
+    /// its own, boxed so that `credentials` does not depend on it.
+    #[error(transparent)]
+    External(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// One line per error, each indented by two spaces.
+fn indented(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    lines.join("\n")
+}
+
+/// `error`'s text, prefixed with `database {at}: ` when it does not name the database itself.
+fn located(at: &str, error: &DbError) -> String {
+    if error.names_the_database() {
+        error.to_string()
+    } else {
+        format!("database {at}: {error}")
+    }
+}
 
 /// What one load of a source produced. Reasons name fields, never values.
 #[derive(Debug, Default, Clone)]
@@ -82,7 +134,7 @@ pub trait CredentialSource: Send + Sync {
 
     /// A cheap digest of the source's content: when it equals the last one, loading can be
     /// skipped. `None` when the source has no cheap digest.
-    async fn fingerprint(&self) -> Result<Option<String>, String> {
+    async fn fingerprint(&self) -> Result<Option<String>, LoadError> {
         Ok(None)
     }
 
@@ -100,5 +152,5 @@ pub trait CredentialSource: Send + Sync {
 
     /// Loads everything. `Err` means the source as a whole could not be read (the file is
     /// malformed, the database is down); the caller keeps its last good outcome.
-    async fn load(&self) -> Result<LoadOutcome, String>;
+    async fn load(&self) -> Result<LoadOutcome, LoadError>;
 }

@@ -23,6 +23,7 @@
 mod answer;
 mod client;
 mod endpoints;
+mod error;
 mod failure;
 mod poller;
 
@@ -46,7 +47,7 @@ use super::SNAPSHOT_PATH;
 use crate::config::{FanoutServer, WatchSettings};
 use crate::credentials::cipher::Keys;
 use crate::credentials::rows::{self, StoredRows};
-use crate::credentials::source::{CredentialSource, LoadOutcome};
+use crate::credentials::source::{CredentialSource, LoadError, LoadOutcome};
 use crate::credentials::values::ValueReader;
 use crate::credentials::Secret;
 use crate::metrics::{WATCH_POLLS, WATCH_UNREQUESTED_ROWS};
@@ -55,6 +56,7 @@ use crate::upstream::tls::{load_ca_bundle, load_client_cert};
 use crate::upstream::Targets;
 
 pub use self::client::ANSWER_SLACK;
+pub use self::error::WatchError;
 pub use self::poller::MAX_BACKOFF;
 
 /// Longest the start-up poll (every address in turn, without waiting) may take before the
@@ -209,16 +211,13 @@ impl WatchSource {
         keys: Option<Keys>,
         targets: Arc<Targets>,
         wake: Arc<Notify>,
-    ) -> Result<WatchSource, String> {
+    ) -> Result<WatchSource, WatchError> {
         let token = std::env::var(&settings.token_env)
             .ok()
             .filter(|t| !t.is_empty())
             .map(Secret::new)
-            .ok_or_else(|| {
-                format!(
-                    "credentials.watch: the token variable {} is not set",
-                    settings.token_env
-                )
+            .ok_or_else(|| WatchError::NoToken {
+                variable: settings.token_env.clone(),
             })?;
         let mut options = PeerOptions::new();
         options.connection_timeout = Some(CONNECT_DEADLINE);
@@ -226,12 +225,10 @@ impl WatchSource {
         options.verify_cert = true;
         options.verify_hostname = true;
         if let Some(ca) = settings.ca_file.as_ref().or(upstream_ca) {
-            options.ca = Some(load_ca_bundle(ca).map_err(|e| e.to_string())?);
+            options.ca = Some(load_ca_bundle(ca)?);
         }
         let client_cert = match (&settings.client_cert, &settings.client_key) {
-            (Some(cert), Some(key)) => {
-                Some(load_client_cert(cert, key).map_err(|e| e.to_string())?)
-            }
+            (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
             _ => None,
         };
         let names = credentials
@@ -288,7 +285,7 @@ impl WatchSource {
     /// The start-up poll: each address once, without waiting, until one answers; bounded by
     /// [`START_DEADLINE`]. The connection is closed after the answer (the start-up runtime
     /// ends soon), never pooled or left waiting.
-    async fn poll_once(&self) -> Result<(), String> {
+    async fn poll_once(&self) -> Result<(), WatchError> {
         let shared = &self.shared;
         let attempt = async {
             let (endpoints, mut problems) = endpoints::resolve(&shared.servers).await;
@@ -308,15 +305,15 @@ impl WatchSource {
                     }
                 }
             }
-            Err(problems.join("; "))
+            Err(WatchError::Unanswered(problems))
         };
         match tokio::time::timeout(START_DEADLINE, attempt).await {
             Ok(result) => result,
             Err(_) => {
-                let e = format!(
-                    "{}: no answer within {START_DEADLINE:?} at start",
-                    self.describe()
-                );
+                let e = WatchError::StartTimedOut {
+                    described: self.describe(),
+                    deadline: START_DEADLINE,
+                };
                 warn!("credentials: {e}; starting without their rows, polling on");
                 Err(e)
             }
@@ -346,7 +343,7 @@ impl CredentialSource for WatchSource {
         self.ensure_poller();
     }
 
-    async fn fingerprint(&self) -> Result<Option<String>, String> {
+    async fn fingerprint(&self) -> Result<Option<String>, LoadError> {
         if self.started.load(Ordering::Relaxed) {
             self.ensure_poller();
             if self.shared.tag().is_none() {
@@ -361,7 +358,7 @@ impl CredentialSource for WatchSource {
         }
         let state = self.shared.state();
         if let Some(e) = &state.failing {
-            return Err(e.clone());
+            return Err(WatchError::Failing(e.clone()).into());
         }
         Ok(state.latest.as_ref().map(|r| r.tag.clone()))
     }
@@ -370,12 +367,14 @@ impl CredentialSource for WatchSource {
         self.shared.state().confirmed_at
     }
 
-    async fn load(&self) -> Result<LoadOutcome, String> {
+    async fn load(&self) -> Result<LoadOutcome, LoadError> {
         let state = self.shared.state();
         let received = state
             .latest
             .as_ref()
-            .ok_or_else(|| format!("{}: no snapshot received yet", self.describe()))?;
+            .ok_or_else(|| WatchError::NothingReceived {
+                described: self.describe(),
+            })?;
         Ok(rows::decode(
             &received.rows,
             self.shared.keys.as_ref(),
