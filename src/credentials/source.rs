@@ -154,3 +154,61 @@ pub trait CredentialSource: Send + Sync {
     /// malformed, the database is down); the caller keeps its last good outcome.
     async fn load(&self) -> Result<LoadOutcome, LoadError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_errors_read_as_before_they_were_typed() {
+        let path = PathBuf::from("conf/credentials.yaml");
+        let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let unreadable = LoadError::Unreadable {
+            path: path.clone(),
+            error: gone,
+        };
+        assert_eq!(
+            unreadable.to_string(),
+            "conf/credentials.yaml: cannot read: gone"
+        );
+        let error = |path: &str, message: &str| ConfigError {
+            path: path.into(),
+            message: message.into(),
+        };
+        let malformed = LoadError::Malformed {
+            path,
+            errors: vec![
+                error("credential_list[0].extra", "unknown key"),
+                error("credential_list[1].credential_name", "required"),
+            ],
+        };
+        assert_eq!(
+            malformed.to_string(),
+            "conf/credentials.yaml: 2 error(s)\n  credential_list[0].extra: unknown key\n  \
+             credential_list[1].credential_name: required"
+        );
+        let at = "db:5432/litellm".to_string();
+        let query = DbError::Query {
+            what: "cannot read the credentials table",
+            reason: "ERROR 42P01: relation does not exist".into(),
+        };
+        assert_eq!(
+            LoadError::Database {
+                at: at.clone(),
+                error: query
+            }
+            .to_string(),
+            "database db:5432/litellm: cannot read the credentials table: ERROR 42P01: relation \
+             does not exist"
+        );
+        let timeout = DbError::Timeout {
+            at: at.clone(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        assert_eq!(
+            LoadError::Database { at, error: timeout }.to_string(),
+            "database db:5432/litellm: no answer within 10s (query_timeout); reconnecting",
+            "named once"
+        );
+    }
+}

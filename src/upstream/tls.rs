@@ -115,3 +115,29 @@ pub fn load_ca_bundle(path: &Path) -> Result<Arc<Box<[X509]>>, TlsFileError> {
     }
     Ok(Arc::new(certs.into_boxed_slice()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let text = load_ca_bundle(&missing).expect_err("missing").to_string();
+        assert!(
+            text.starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{text}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        assert_eq!(
+            load_ca_bundle(&empty).expect_err("empty").to_string(),
+            format!("{}: no certificates found", empty.display())
+        );
+        let text = load_client_cert(&empty, &missing)
+            .expect_err("no certificate")
+            .to_string();
+        assert_eq!(text, format!("{}: no PEM certificate", empty.display()));
+    }
+}

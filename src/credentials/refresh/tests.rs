@@ -206,6 +206,15 @@ async fn every_row_failing_authentication_is_refused_as_a_whole() {
         "a wrong salt key fails the refresh"
     );
     assert_eq!(key(&cache, "a").as_deref(), Some("a-1"));
+    let refusal = ReadError::WrongKey {
+        described: "scripted source db".into(),
+        rows: 1,
+    };
+    assert_eq!(
+        refusal.to_string(),
+        "scripted source db: every one of its 1 rows failed to decrypt: the salt key \
+         (LITELLM_SALT_KEY, else LITELLM_MASTER_KEY) is probably wrong"
+    );
 }
 
 #[tokio::test]
