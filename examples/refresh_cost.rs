@@ -93,7 +93,7 @@ async fn main() -> Result<(), String> {
         &|_| None,
     )
     .map_err(|e| format!("{e:?}"))?;
-    let targets = Arc::new(Targets::standalone(&config.upstream)?);
+    let targets = Arc::new(Targets::standalone(&config.upstream).map_err(|e| e.to_string())?);
     let db = Database::new(
         &Secret::new(format!("{url}?sslmode=disable")),
         &schema,
@@ -104,7 +104,7 @@ async fn main() -> Result<(), String> {
     let session = Session::new(db, None, Duration::from_secs(30), Arc::default());
     let hour = Duration::from_secs(3600);
     let source = PostgresSource::new(session, Some(keys), targets, hour, None);
-    source.fingerprint().await?; // connect
+    source.fingerprint().await.map_err(|e| e.to_string())?; // connect
 
     let rss_before = rss_kib();
     let mut loads = Vec::new();
@@ -112,7 +112,7 @@ async fn main() -> Result<(), String> {
     let mut rss_first = 0;
     for i in 0..5 {
         let started = Instant::now();
-        let outcome = source.load().await?;
+        let outcome = source.load().await.map_err(|e| e.to_string())?;
         loads.push(started.elapsed());
         if outcome.credentials.len() != rows {
             return Err(format!(
@@ -129,17 +129,17 @@ async fn main() -> Result<(), String> {
     let mut unchanged_full = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        source.fingerprint().await?;
+        source.fingerprint().await.map_err(|e| e.to_string())?;
         unchanged_full.push(started.elapsed());
     }
     install_notify(&client, &schema, "refresh_cost")
         .await
         .map_err(|e| e.to_string())?;
-    source.fingerprint().await?; // finds the version table (one last full check)
+    source.fingerprint().await.map_err(|e| e.to_string())?; // finds the version table (one last full check)
     let mut unchanged_version = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        source.fingerprint().await?;
+        source.fingerprint().await.map_err(|e| e.to_string())?;
         unchanged_version.push(started.elapsed());
     }
     drop(kept);

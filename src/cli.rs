@@ -235,8 +235,7 @@ fn test_config(path: &std::path::Path, hardening: &[String]) -> anyhow::Result<(
         false,
     );
     crate::hardening::log_failures(hardening);
-    let targets =
-        crate::upstream::Targets::standalone(&config.upstream).map_err(anyhow::Error::msg)?;
+    let targets = crate::upstream::Targets::standalone(&config.upstream)?;
     let targets = std::sync::Arc::new(targets);
     let routes = crate::routes::RouteTable::new(&config.routes, &targets, None);
     let cache = std::sync::Arc::new(crate::credentials::CredentialCache::default());

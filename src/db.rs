@@ -59,7 +59,7 @@ impl Database {
             _ => tokio_postgres::config::SslMode::Require,
         });
         let root_cert = root_cert.or_else(|| ca_file.cloned());
-        let tls = BoringTls::new(mode, root_cert.as_ref()).map_err(DbError::Settings)?;
+        let tls = BoringTls::new(mode, root_cert.as_ref())?;
         let described = describe(&pg_config);
         Ok(Database {
             pg_config,

@@ -314,9 +314,14 @@ fn add_tls(
         info!("{what}: listening on http://{address}");
         return Ok(None);
     };
-    let bound: std::net::SocketAddr = address
-        .parse()
-        .map_err(|e| StartError::ListenerTls(format!("{what} listener {address}: {e}")))?;
+    let bound: std::net::SocketAddr =
+        address
+            .parse()
+            .map_err(|error| StartError::ListenerAddress {
+                what: what.to_string(),
+                address: address.to_string(),
+                error,
+            })?;
     let store = CertStore::load(&tls.cert, &tls.key).map_err(StartError::ListenerTls)?;
     let acceptor = TlsAcceptor::new(tls, store.clone(), h2).map_err(StartError::ListenerTls)?;
     listeners.add(bound, acceptor);

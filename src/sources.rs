@@ -11,11 +11,11 @@ use crate::credentials::cipher::Keys;
 use crate::credentials::local::LocalStore;
 use crate::credentials::postgres::PostgresSource;
 use crate::credentials::rows::RowsSink;
-use crate::credentials::source::CredentialSource;
+use crate::credentials::source::{CredentialSource, LoadError};
 use crate::credentials::{salt_key_from_env, Snapshot};
 use crate::db::session::{ListenSettings, Session};
 use crate::db::{Database, DbError};
-use crate::fanout::watch::WatchSource;
+use crate::fanout::watch::{WatchError, WatchSource};
 use crate::fanout::FanoutHub;
 use crate::routes::bind;
 use crate::routes::RouteTable;
@@ -28,11 +28,11 @@ pub enum SourceError {
     #[error(transparent)]
     Database(#[from] DbError),
     /// The local store cannot be read or parsed.
-    #[error("{0}")]
-    Local(String),
-    /// The `credentials.watch` settings (URL, token, certificates).
-    #[error("{0}")]
-    Watch(String),
+    #[error(transparent)]
+    Local(LoadError),
+    /// The `credentials.watch` settings (token, certificates).
+    #[error(transparent)]
+    Watch(WatchError),
 }
 
 /// The database configured in `config`, if any.

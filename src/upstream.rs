@@ -22,7 +22,7 @@ use pingora::upstreams::peer::{HttpPeer, PeerOptions, Tracer};
 use crate::config::{EndpointTls, UpstreamSettings, UpstreamUrl};
 use gate::{ConnectionGate, GateConnector, GateTracer};
 use pingora::utils::tls::CertKey;
-use tls::EndpointMaterial;
+use tls::{EndpointMaterial, TlsFileError};
 
 /// Pool group of connections made by retries (first attempts use group 0).
 const RETRY_POOL_GROUP: u64 = 1;
@@ -119,7 +119,7 @@ pub struct Targets {
 
 impl Targets {
     /// Targets with their own gate sized from `settings` (tests, `-t`, one-shot tools).
-    pub fn standalone(settings: &UpstreamSettings) -> Result<Targets, String> {
+    pub fn standalone(settings: &UpstreamSettings) -> Result<Targets, TlsFileError> {
         Targets::new(
             settings,
             &ConnectionGate::new(
@@ -132,12 +132,15 @@ impl Targets {
 
     /// Builds the peer options shared by every target from `settings`, every new connection
     /// passing through `gate`.
-    pub fn new(settings: &UpstreamSettings, gate: &Arc<ConnectionGate>) -> Result<Targets, String> {
+    pub fn new(
+        settings: &UpstreamSettings,
+        gate: &Arc<ConnectionGate>,
+    ) -> Result<Targets, TlsFileError> {
         let endpoints = settings
             .endpoints
             .iter()
             .map(|e| Ok((e.clone(), tls::endpoint_material(e)?)))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, TlsFileError>>()?;
         Ok(Targets {
             options: peer_options(settings, gate)?,
             min_tls_13: settings.min_tls_version_13,
@@ -211,7 +214,7 @@ pub fn test_targets() -> Targets {
 fn peer_options(
     settings: &UpstreamSettings,
     gate: &Arc<ConnectionGate>,
-) -> Result<PeerOptions, String> {
+) -> Result<PeerOptions, TlsFileError> {
     let mut options = PeerOptions::new();
     options.connection_timeout = Some(settings.connect_timeout);
     options.total_connection_timeout = Some(settings.tls_handshake_timeout);

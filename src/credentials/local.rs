@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 
 use super::cipher::Keys;
 use super::models::{deployment, ParamsStorage};
-use super::source::{CredentialSource, LoadOutcome};
+use super::source::{CredentialSource, LoadError, LoadOutcome};
 use super::values::{ValueReader, AUTHENTICATION_FAILURE};
 use super::Credential;
 use crate::config::reader::{Diagnostics, Section};
@@ -89,13 +89,11 @@ impl LocalStore {
     }
 
     /// Reads and decrypts the file now, with `env` resolving `os.environ/` references.
-    pub fn load_with_env(&self, env: &Env) -> Result<LoadOutcome, String> {
-        let file = self.path.display();
-        let text =
-            std::fs::read_to_string(&self.path).map_err(|e| format!("{file}: cannot read: {e}"))?;
-        let entries = parse_entries(&text).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            format!("{file}: {} error(s)\n{}", errors.len(), lines.join("\n"))
+    pub fn load_with_env(&self, env: &Env) -> Result<LoadOutcome, LoadError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|e| self.unreadable(e))?;
+        let entries = parse_entries(&text).map_err(|errors| LoadError::Malformed {
+            path: self.path.clone(),
+            errors,
         })?;
         let reader = ValueReader {
             keys: self.keys.as_ref(),
@@ -142,6 +140,13 @@ impl LocalStore {
         }
         Ok(outcome)
     }
+
+    fn unreadable(&self, error: std::io::Error) -> LoadError {
+        LoadError::Unreadable {
+            path: self.path.clone(),
+            error,
+        }
+    }
 }
 
 #[async_trait]
@@ -152,13 +157,12 @@ impl CredentialSource for LocalStore {
 
     /// The SHA-256 of the file: an unchanged file is not parsed, decrypted or published again.
     /// (Its `os.environ/` references resolve against the process environment, which is fixed.)
-    async fn fingerprint(&self) -> Result<Option<String>, String> {
-        let bytes = std::fs::read(&self.path)
-            .map_err(|e| format!("{}: cannot read: {e}", self.path.display()))?;
+    async fn fingerprint(&self) -> Result<Option<String>, LoadError> {
+        let bytes = std::fs::read(&self.path).map_err(|e| self.unreadable(e))?;
         Ok(Some(format!("{:x}", Sha256::digest(&bytes))))
     }
 
-    async fn load(&self) -> Result<LoadOutcome, String> {
+    async fn load(&self) -> Result<LoadOutcome, LoadError> {
         self.load_with_env(&|name| std::env::var(name).ok())
     }
 }
@@ -322,7 +326,7 @@ mod tests {
     fn structural_errors_are_all_listed() {
         let text = "credential_list:\n- credential_values: 3\n  extra: 1\n- credential_name: a\n  credential_values: {}\n- credential_name: a\n  credential_values: {}\n";
         let (_dir, store) = store(text, None);
-        let err = store.load_with_env(&|_| None).unwrap_err();
+        let err = store.load_with_env(&|_| None).unwrap_err().to_string();
         for expected in [
             "credential_list[0].extra",
             "credential_list[0].credential_name",

@@ -26,7 +26,7 @@ use tracing::warn;
 
 use super::cipher::Keys;
 use super::rows::{self, RowsSink, StoredRows};
-use super::source::{CredentialSource, LoadOutcome};
+use super::source::{CredentialSource, LoadError, LoadOutcome};
 use crate::access::litellm_keys::KeyTable;
 use crate::db::keys as db_keys;
 use crate::db::litellm;
@@ -172,12 +172,11 @@ impl PostgresSource {
         Ok((rows, key_table))
     }
 
-    /// The error's text, naming the database when the error itself does not.
-    fn located(&self, error: DbError) -> String {
-        if error.names_the_database() {
-            error.to_string()
-        } else {
-            format!("database {}: {error}", self.session.database().describe())
+    /// `error`, with the database it happened at.
+    fn located(&self, error: DbError) -> LoadError {
+        LoadError::Database {
+            at: self.session.database().describe().to_string(),
+            error,
         }
     }
 }
@@ -189,7 +188,7 @@ impl CredentialSource for PostgresSource {
         format!("database {} (schema {})", db.describe(), db.schema)
     }
 
-    async fn fingerprint(&self) -> Result<Option<String>, String> {
+    async fn fingerprint(&self) -> Result<Option<String>, LoadError> {
         self.session
             .deadline(self.read_fingerprint())
             .await
@@ -197,7 +196,7 @@ impl CredentialSource for PostgresSource {
             .map_err(|e| self.located(e))
     }
 
-    async fn load(&self) -> Result<LoadOutcome, String> {
+    async fn load(&self) -> Result<LoadOutcome, LoadError> {
         let (rows, key_table) = self
             .session
             .deadline(self.read_rows())

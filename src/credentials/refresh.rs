@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Notify};
 use tracing::{error, info, warn};
 
 use super::cache::{CredentialCache, Deployments, Snapshot};
-use super::source::{CredentialSource, LoadOutcome};
+use super::source::{CredentialSource, LoadError, LoadOutcome};
 use crate::jitter::random_below;
 use crate::upstream::resolver::resolve;
 
@@ -30,6 +30,25 @@ use crate::upstream::resolver::resolve;
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest delay between retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why one read of a source was not used.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// The source could not be read.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Every row failed authentication: the salt key is almost certainly wrong.
+    #[error(
+        "{described}: every one of its {rows} rows failed to decrypt: the salt key \
+         (LITELLM_SALT_KEY, else LITELLM_MASTER_KEY) is probably wrong"
+    )]
+    WrongKey {
+        /// The source, as it describes itself.
+        described: String,
+        /// Its rows, all failing.
+        rows: usize,
+    },
+}
 
 /// One source and what the refresher remembers about it.
 struct Tracked {
@@ -178,19 +197,17 @@ impl Refresher {
 }
 
 /// Reads one source; `Ok(true)` when its outcome changed.
-async fn read(tracked: &mut Tracked) -> Result<bool, String> {
+async fn read(tracked: &mut Tracked) -> Result<bool, ReadError> {
     let fingerprint = tracked.source.fingerprint().await?;
     if fingerprint.is_some() && fingerprint == tracked.fingerprint && tracked.last_good.is_some() {
         return Ok(false);
     }
     let mut outcome = tracked.source.load().await?;
     if outcome.wrong_key_suspected() {
-        return Err(format!(
-            "{}: every one of its {} rows failed to decrypt: the salt key (LITELLM_SALT_KEY, else \
-             LITELLM_MASTER_KEY) is probably wrong",
-            tracked.source.describe(),
-            outcome.rows
-        ));
+        return Err(ReadError::WrongKey {
+            described: tracked.source.describe(),
+            rows: outcome.rows,
+        });
     }
     if let Some(previous) = &tracked.last_good {
         for name in outcome.keep_last_good(previous) {

@@ -1,7 +1,8 @@
-//! The seam every credential source implements (the local file, LiteLLM's Postgres tables),
-//! and what one load of a source produces.
+//! The seam every credential source implements (the local file, LiteLLM's Postgres tables, a
+//! fan-out watcher), what one load of a source produces, and why a source could not be read.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,6 +10,57 @@ use async_trait::async_trait;
 use super::models::Deployment;
 use super::Credential;
 use crate::access::litellm_keys::KeyTable;
+use crate::config::ConfigError;
+use crate::db::DbError;
+
+/// Why a source could not be read as a whole (the caller keeps its last good outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The local store file cannot be read.
+    #[error("{}: cannot read: {error}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The local store file is not structurally valid: `FILE: N error(s)`, then one indented
+    /// line per error.
+    #[error("{}: {} error(s)\n{}", path.display(), errors.len(), indented(errors))]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Every error, with its path in the file.
+        errors: Vec<ConfigError>,
+    },
+    /// The database could not be read; the text names it (`host:port/dbname`) once.
+    #[error("{}", located(at, error))]
+    Database {
+        /// The database, `host:port/dbname`.
+        at: String,
+        /// What went wrong.
+        error: DbError,
+    },
+    /// A source implemented outside this module (the fan-out watcher) with an error type of
+    /// its own, boxed so that `credentials` does not depend on it.
+    #[error(transparent)]
+    External(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// One line per error, each indented by two spaces.
+fn indented(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    lines.join("\n")
+}
+
+/// `error`'s text, prefixed with `database {at}: ` when it does not name the database itself.
+fn located(at: &str, error: &DbError) -> String {
+    if error.names_the_database() {
+        error.to_string()
+    } else {
+        format!("database {at}: {error}")
+    }
+}
 
 /// What one load of a source produced. Reasons name fields, never values.
 #[derive(Debug, Default, Clone)]
@@ -82,7 +134,7 @@ pub trait CredentialSource: Send + Sync {
 
     /// A cheap digest of the source's content: when it equals the last one, loading can be
     /// skipped. `None` when the source has no cheap digest.
-    async fn fingerprint(&self) -> Result<Option<String>, String> {
+    async fn fingerprint(&self) -> Result<Option<String>, LoadError> {
         Ok(None)
     }
 
@@ -100,5 +152,63 @@ pub trait CredentialSource: Send + Sync {
 
     /// Loads everything. `Err` means the source as a whole could not be read (the file is
     /// malformed, the database is down); the caller keeps its last good outcome.
-    async fn load(&self) -> Result<LoadOutcome, String>;
+    async fn load(&self) -> Result<LoadOutcome, LoadError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_errors_read_as_before_they_were_typed() {
+        let path = PathBuf::from("conf/credentials.yaml");
+        let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let unreadable = LoadError::Unreadable {
+            path: path.clone(),
+            error: gone,
+        };
+        assert_eq!(
+            unreadable.to_string(),
+            "conf/credentials.yaml: cannot read: gone"
+        );
+        let error = |path: &str, message: &str| ConfigError {
+            path: path.into(),
+            message: message.into(),
+        };
+        let malformed = LoadError::Malformed {
+            path,
+            errors: vec![
+                error("credential_list[0].extra", "unknown key"),
+                error("credential_list[1].credential_name", "required"),
+            ],
+        };
+        assert_eq!(
+            malformed.to_string(),
+            "conf/credentials.yaml: 2 error(s)\n  credential_list[0].extra: unknown key\n  \
+             credential_list[1].credential_name: required"
+        );
+        let at = "db:5432/litellm".to_string();
+        let query = DbError::Query {
+            what: "cannot read the credentials table",
+            reason: "ERROR 42P01: relation does not exist".into(),
+        };
+        assert_eq!(
+            LoadError::Database {
+                at: at.clone(),
+                error: query
+            }
+            .to_string(),
+            "database db:5432/litellm: cannot read the credentials table: ERROR 42P01: relation \
+             does not exist"
+        );
+        let timeout = DbError::Timeout {
+            at: at.clone(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        assert_eq!(
+            LoadError::Database { at, error: timeout }.to_string(),
+            "database db:5432/litellm: no answer within 10s (query_timeout); reconnecting",
+            "named once"
+        );
+    }
 }

@@ -5,12 +5,17 @@
 
 use std::time::Duration;
 
+use super::tls::DbTlsError;
+
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The connection string or its TLS options are wrong (found before connecting).
     #[error("{0}")]
     Settings(String),
+    /// TLS to the database cannot be set up (found before connecting).
+    #[error(transparent)]
+    Tls(#[from] DbTlsError),
     /// No connection could be made to `at` (`host:port/dbname`).
     #[error("cannot connect to the database at {at}: {reason}")]
     Connect {
@@ -62,7 +67,10 @@ impl DbError {
 
     /// Whether the text already names the database (a failed statement does not).
     pub fn names_the_database(&self) -> bool {
-        !matches!(self, DbError::Query { .. } | DbError::Settings(_))
+        !matches!(
+            self,
+            DbError::Query { .. } | DbError::Settings(_) | DbError::Tls(_)
+        )
     }
 }
 

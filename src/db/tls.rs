@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use boring::error::ErrorStack;
 use boring::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_boring::SslStream;
@@ -42,6 +43,25 @@ impl SslMode {
     }
 }
 
+/// Why TLS to the database cannot be set up (found before connecting).
+#[derive(Debug, thiserror::Error)]
+pub enum DbTlsError {
+    /// BoringSSL could not make a connector.
+    #[error("cannot set up TLS to the database: {0}")]
+    Setup(ErrorStack),
+    /// The root certificate file cannot be loaded.
+    #[error("database root certificate {}: {error}", path.display())]
+    RootCert {
+        /// `sslrootcert`, else `credentials.postgres.ca_file`.
+        path: PathBuf,
+        /// BoringSSL's reason.
+        error: ErrorStack,
+    },
+    /// The system's root certificates cannot be loaded.
+    #[error("cannot load the system root certificates: {0}")]
+    SystemRoots(ErrorStack),
+}
+
 /// A `MakeTlsConnect` for tokio-postgres built on BoringSSL.
 #[derive(Clone)]
 pub struct BoringTls {
@@ -51,19 +71,21 @@ pub struct BoringTls {
 
 impl BoringTls {
     /// A connector for `mode`, trusting `root_cert` (PEM) or, when `None`, the system roots.
-    pub fn new(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<BoringTls, String> {
-        let mut builder = SslConnector::builder(SslMethod::tls())
-            .map_err(|e| format!("cannot set up TLS to the database: {e}"))?;
+    pub fn new(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<BoringTls, DbTlsError> {
+        let mut builder = SslConnector::builder(SslMethod::tls()).map_err(DbTlsError::Setup)?;
         let verify_chain = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull)
             || (mode == SslMode::Require && root_cert.is_some());
         if verify_chain {
             match root_cert {
                 Some(path) => builder
                     .set_ca_file(path)
-                    .map_err(|e| format!("database root certificate {}: {e}", path.display()))?,
+                    .map_err(|error| DbTlsError::RootCert {
+                        path: path.clone(),
+                        error,
+                    })?,
                 None => builder
                     .set_default_verify_paths()
-                    .map_err(|e| format!("cannot load the system root certificates: {e}"))?,
+                    .map_err(DbTlsError::SystemRoots)?,
             }
             builder.set_verify(SslVerifyMode::PEER);
         } else {

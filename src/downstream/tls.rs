@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use boring::error::ErrorStack;
 use boring::pkey::{PKey, Private};
 use boring::ssl::{
     select_next_proto, AlpnError, SslAcceptor, SslMethod, SslVerifyMode, SslVersion,
@@ -31,6 +32,62 @@ use tracing::{error, info};
 use crate::config::ListenerTls;
 use crate::identity::ClientIdentity;
 
+/// Why a listener's certificate, key or TLS settings cannot be used; names the file or the
+/// setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerTlsError {
+    /// The certificate or key file cannot be read.
+    #[error("{}: {error}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The certificate file holds no PEM certificate.
+    #[error("{}: no PEM certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no PEM private key.
+    #[error("{}: not a PEM private key", path.display())]
+    NotAKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The certificate is not the key's.
+    #[error("{} does not match the key in {}", cert.display(), key.display())]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// BoringSSL could not make an acceptor.
+    #[error("TLS setup: {0}")]
+    Setup(ErrorStack),
+    /// The minimum TLS version was refused.
+    #[error("TLS minimum version: {0}")]
+    MinVersion(ErrorStack),
+    /// The cipher list was refused.
+    #[error("TLS cipher list {list:?}: {error}")]
+    Ciphers {
+        /// `ciphers` as configured.
+        list: String,
+        /// BoringSSL's reason.
+        error: ErrorStack,
+    },
+    /// The client CA bundle cannot be loaded.
+    #[error("{}: {error}", path.display())]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// BoringSSL's reason.
+        error: ErrorStack,
+    },
+}
+
 /// A certificate chain and its key, as read from disk.
 struct CertKey {
     chain: Vec<X509>,
@@ -48,22 +105,20 @@ pub struct CertStore {
 
 impl CertStore {
     /// Loads the certificate chain and key; errors name the file.
-    pub fn load(cert_path: &PathBuf, key_path: &PathBuf) -> Result<Arc<CertStore>, String> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertStore>, ListenerTlsError> {
         let loaded = read_cert_key(cert_path, key_path)?;
         Ok(Arc::new(CertStore {
-            cert_path: cert_path.clone(),
-            key_path: key_path.clone(),
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
             current: ArcSwap::from_pointee(loaded),
         }))
     }
 
     /// Reads the files again; swaps in the new pair when they changed and are valid.
     /// `Ok(true)` when a new certificate was loaded.
-    pub fn reload(&self) -> Result<bool, String> {
-        let cert = std::fs::read(&self.cert_path)
-            .map_err(|e| format!("{}: {e}", self.cert_path.display()))?;
-        let key = std::fs::read(&self.key_path)
-            .map_err(|e| format!("{}: {e}", self.key_path.display()))?;
+    pub fn reload(&self) -> Result<bool, ListenerTlsError> {
+        let cert = read(&self.cert_path)?;
+        let key = read(&self.key_path)?;
         if self.current.load().source == (cert.clone(), key.clone()) {
             return Ok(false);
         }
@@ -73,9 +128,16 @@ impl CertStore {
     }
 }
 
-fn read_cert_key(cert_path: &PathBuf, key_path: &PathBuf) -> Result<CertKey, String> {
-    let cert = std::fs::read(cert_path).map_err(|e| format!("{}: {e}", cert_path.display()))?;
-    let key = std::fs::read(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+fn read(path: &Path) -> Result<Vec<u8>, ListenerTlsError> {
+    std::fs::read(path).map_err(|error| ListenerTlsError::Unreadable {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+fn read_cert_key(cert_path: &Path, key_path: &Path) -> Result<CertKey, ListenerTlsError> {
+    let cert = read(cert_path)?;
+    let key = read(key_path)?;
     parse_cert_key(&cert, &key, cert_path, key_path)
 }
 
@@ -84,23 +146,25 @@ fn parse_cert_key(
     key: &[u8],
     cert_path: &Path,
     key_path: &Path,
-) -> Result<CertKey, String> {
+) -> Result<CertKey, ListenerTlsError> {
     let chain = X509::stack_from_pem(cert)
         .ok()
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| format!("{}: no PEM certificate", cert_path.display()))?;
-    let pkey = PKey::private_key_from_pem(key)
-        .map_err(|_| format!("{}: not a PEM private key", key_path.display()))?;
+        .ok_or_else(|| ListenerTlsError::NoCertificate {
+            path: cert_path.to_path_buf(),
+        })?;
+    let pkey = PKey::private_key_from_pem(key).map_err(|_| ListenerTlsError::NotAKey {
+        path: key_path.to_path_buf(),
+    })?;
     let matches = chain[0]
         .public_key()
         .map(|public| public.public_eq(&pkey))
         .unwrap_or(false);
     if !matches {
-        return Err(format!(
-            "{} does not match the key in {}",
-            cert_path.display(),
-            key_path.display()
-        ));
+        return Err(ListenerTlsError::KeyMismatch {
+            cert: cert_path.to_path_buf(),
+            key: key_path.to_path_buf(),
+        });
     }
     Ok(CertKey {
         chain,
@@ -152,9 +216,13 @@ pub struct TlsAcceptor {
 
 impl TlsAcceptor {
     /// The acceptor for a listener configured with `tls`, serving `store`'s certificate.
-    pub fn new(tls: &ListenerTls, store: Arc<CertStore>, h2: bool) -> Result<TlsAcceptor, String> {
+    pub fn new(
+        tls: &ListenerTls,
+        store: Arc<CertStore>,
+        h2: bool,
+    ) -> Result<TlsAcceptor, ListenerTlsError> {
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
-            .map_err(|e| format!("TLS setup: {e}"))?;
+            .map_err(ListenerTlsError::Setup)?;
         let protocols: &'static [u8] = if h2 {
             b"\x02h2\x08http/1.1"
         } else {
@@ -170,16 +238,22 @@ impl TlsAcceptor {
         };
         builder
             .set_min_proto_version(Some(min))
-            .map_err(|e| format!("TLS minimum version: {e}"))?;
+            .map_err(ListenerTlsError::MinVersion)?;
         if let Some(ciphers) = &tls.ciphers {
             builder
                 .set_cipher_list(ciphers)
-                .map_err(|e| format!("TLS cipher list {ciphers:?}: {e}"))?;
+                .map_err(|error| ListenerTlsError::Ciphers {
+                    list: ciphers.clone(),
+                    error,
+                })?;
         }
         if let Some(ca) = &tls.client_ca {
             builder
                 .set_ca_file(ca)
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
+                .map_err(|error| ListenerTlsError::ClientCa {
+                    path: ca.clone(),
+                    error,
+                })?;
             builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
         }
         Ok(TlsAcceptor {
@@ -230,6 +304,8 @@ impl BackgroundService for CertReloader {
                     }
                     Ok(false) => *failing = None,
                     Err(e) => {
+                        // Logged once per distinct failure.
+                        let e = e.to_string();
                         if failing.as_ref() != Some(&e) {
                             error!("TLS: cannot reload the certificate ({e}); the previous one keeps serving");
                             *failing = Some(e);

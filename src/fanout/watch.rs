@@ -23,6 +23,8 @@
 mod answer;
 mod client;
 mod endpoints;
+mod error;
+mod failure;
 mod poller;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,13 +40,14 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use self::answer::{requested_rows, Selection};
-use self::client::{bounded, Endpoint, Failure, RawAnswer, WatchClient, CONNECT_DEADLINE};
+use self::client::{Endpoint, RawAnswer, WatchClient, CONNECT_DEADLINE};
+use self::failure::{Failure, Problem};
 use self::poller::{held_back, Throttle, WARN_INTERVAL};
 use super::SNAPSHOT_PATH;
 use crate::config::{FanoutServer, WatchSettings};
 use crate::credentials::cipher::Keys;
 use crate::credentials::rows::{self, StoredRows};
-use crate::credentials::source::{CredentialSource, LoadOutcome};
+use crate::credentials::source::{CredentialSource, LoadError, LoadOutcome};
 use crate::credentials::values::ValueReader;
 use crate::credentials::Secret;
 use crate::metrics::{WATCH_POLLS, WATCH_UNREQUESTED_ROWS};
@@ -53,6 +56,7 @@ use crate::upstream::tls::{load_ca_bundle, load_client_cert};
 use crate::upstream::Targets;
 
 pub use self::client::ANSWER_SLACK;
+pub use self::error::WatchError;
 pub use self::poller::MAX_BACKOFF;
 
 /// Longest the start-up poll (every address in turn, without waiting) may take before the
@@ -119,13 +123,8 @@ impl Shared {
                 env: None,
             },
         };
-        let (rows, dropped) = requested_rows(&answer.body, &selection).map_err(|e| {
-            Failure::error(format!(
-                "{}: the snapshot is not valid JSON rows: {}",
-                endpoint.describe(),
-                bounded(&e)
-            ))
-        })?;
+        let (rows, dropped) = requested_rows(&answer.body, &selection)
+            .map_err(|e| Failure::new(&endpoint.describe(), Problem::NotRows(e)))?;
         drop(answer.body);
         if dropped > 0 {
             WATCH_UNREQUESTED_ROWS.inc_by(dropped as u64);
@@ -170,7 +169,7 @@ impl Shared {
     }
 
     fn count_failure(&self, failure: &Failure) {
-        WATCH_POLLS.with_label_values(&[failure.kind]).inc();
+        WATCH_POLLS.with_label_values(&[failure.kind()]).inc();
     }
 
     /// No address answered in a whole round: the source is failing until one does.
@@ -212,16 +211,13 @@ impl WatchSource {
         keys: Option<Keys>,
         targets: Arc<Targets>,
         wake: Arc<Notify>,
-    ) -> Result<WatchSource, String> {
+    ) -> Result<WatchSource, WatchError> {
         let token = std::env::var(&settings.token_env)
             .ok()
             .filter(|t| !t.is_empty())
             .map(Secret::new)
-            .ok_or_else(|| {
-                format!(
-                    "credentials.watch: the token variable {} is not set",
-                    settings.token_env
-                )
+            .ok_or_else(|| WatchError::NoToken {
+                variable: settings.token_env.clone(),
             })?;
         let mut options = PeerOptions::new();
         options.connection_timeout = Some(CONNECT_DEADLINE);
@@ -289,7 +285,7 @@ impl WatchSource {
     /// The start-up poll: each address once, without waiting, until one answers; bounded by
     /// [`START_DEADLINE`]. The connection is closed after the answer (the start-up runtime
     /// ends soon), never pooled or left waiting.
-    async fn poll_once(&self) -> Result<(), String> {
+    async fn poll_once(&self) -> Result<(), WatchError> {
         let shared = &self.shared;
         let attempt = async {
             let (endpoints, mut problems) = endpoints::resolve(&shared.servers).await;
@@ -304,20 +300,20 @@ impl WatchSource {
                     Ok(()) => return Ok(()),
                     Err(f) => {
                         shared.count_failure(&f);
-                        warn!("credentials: {}", f.message);
-                        problems.push(f.message);
+                        warn!("credentials: {f}");
+                        problems.push(f.to_string());
                     }
                 }
             }
-            Err(problems.join("; "))
+            Err(WatchError::Unanswered(problems))
         };
         match tokio::time::timeout(START_DEADLINE, attempt).await {
             Ok(result) => result,
             Err(_) => {
-                let e = format!(
-                    "{}: no answer within {START_DEADLINE:?} at start",
-                    self.describe()
-                );
+                let e = WatchError::StartTimedOut {
+                    described: self.describe(),
+                    deadline: START_DEADLINE,
+                };
                 warn!("credentials: {e}; starting without their rows, polling on");
                 Err(e)
             }
@@ -347,7 +343,7 @@ impl CredentialSource for WatchSource {
         self.ensure_poller();
     }
 
-    async fn fingerprint(&self) -> Result<Option<String>, String> {
+    async fn fingerprint(&self) -> Result<Option<String>, LoadError> {
         if self.started.load(Ordering::Relaxed) {
             self.ensure_poller();
             if self.shared.tag().is_none() {
@@ -362,7 +358,7 @@ impl CredentialSource for WatchSource {
         }
         let state = self.shared.state();
         if let Some(e) = &state.failing {
-            return Err(e.clone());
+            return Err(WatchError::Failing(e.clone()).into());
         }
         Ok(state.latest.as_ref().map(|r| r.tag.clone()))
     }
@@ -371,12 +367,14 @@ impl CredentialSource for WatchSource {
         self.shared.state().confirmed_at
     }
 
-    async fn load(&self) -> Result<LoadOutcome, String> {
+    async fn load(&self) -> Result<LoadOutcome, LoadError> {
         let state = self.shared.state();
         let received = state
             .latest
             .as_ref()
-            .ok_or_else(|| format!("{}: no snapshot received yet", self.describe()))?;
+            .ok_or_else(|| WatchError::NothingReceived {
+                described: self.describe(),
+            })?;
         Ok(rows::decode(
             &received.rows,
             self.shared.keys.as_ref(),

@@ -2,17 +2,29 @@
 //! `sidecar:` on stderr: it names the file, listener or database, never a secret.
 
 use crate::db::DbError;
+use crate::downstream::tls::ListenerTlsError;
 use crate::sources::SourceError;
+use crate::upstream::tls::TlsFileError;
 
 /// A start-up failure; the process exits 1 before any listener opens.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// An upstream's TLS material (CA bundle, client certificate and key).
-    #[error("{0}")]
-    Upstream(String),
+    #[error(transparent)]
+    Upstream(TlsFileError),
+    /// A TLS listener's address does not parse.
+    #[error("{what} listener {address}: {error}")]
+    ListenerAddress {
+        /// Which listener (`proxy`, `fanout`).
+        what: String,
+        /// Its address as configured.
+        address: String,
+        /// Why it does not parse.
+        error: std::net::AddrParseError,
+    },
     /// A listener's certificate, key, client CA or TLS settings.
-    #[error("{0}")]
-    ListenerTls(String),
+    #[error(transparent)]
+    ListenerTls(ListenerTlsError),
     /// A credential source cannot be built (the local store, the database settings, the
     /// watch settings).
     #[error(transparent)]

@@ -15,8 +15,27 @@ use tracing::{info, warn};
 
 use super::{Target, Targets};
 
-/// Resolves `target` now and points it at the first address. Returns a message on failure.
-pub async fn resolve(target: &Target) -> Result<SocketAddr, String> {
+/// Why a host name did not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The lookup failed.
+    #[error("cannot resolve {host}: {error}")]
+    Lookup {
+        /// The host name.
+        host: String,
+        /// The resolver's reason.
+        error: std::io::Error,
+    },
+    /// The lookup succeeded with no address.
+    #[error("{host} resolved to no address")]
+    NoAddress {
+        /// The host name.
+        host: String,
+    },
+}
+
+/// Resolves `target` now and points it at the first address.
+pub async fn resolve(target: &Target) -> Result<SocketAddr, ResolveError> {
     let host = target.url.host.as_str();
     let port = target.url.port;
     let addr = if let Ok(ip) = host.parse::<IpAddr>() {
@@ -24,12 +43,15 @@ pub async fn resolve(target: &Target) -> Result<SocketAddr, String> {
     } else {
         let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map_err(|error| ResolveError::Lookup {
+                host: host.to_string(),
+                error,
+            })?
             .collect();
         addrs.sort_by_key(|a| a.is_ipv6());
-        *addrs
-            .first()
-            .ok_or_else(|| format!("{host} resolved to no address"))?
+        *addrs.first().ok_or_else(|| ResolveError::NoAddress {
+            host: host.to_string(),
+        })?
     };
     let before = target.address();
     target.set_address(addr);

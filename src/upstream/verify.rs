@@ -19,17 +19,44 @@ use boring::x509::store::{X509Store, X509StoreBuilder, X509StoreRef};
 use boring::x509::{X509Ref, X509StoreContext, X509};
 use pingora::protocols::tls::{HandshakeCompleteHook, SslDigest};
 
+/// Why an IP upstream's certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertRefusal {
+    /// No verdict: no TLS, or a connection the hook never saw.
+    #[error("the certificate was not verified")]
+    NotVerified,
+    /// The upstream presented no certificate.
+    #[error("the upstream presented no certificate")]
+    NoCertificate,
+    /// The target's CA bundle could not be made into a trust store (BoringSSL's error).
+    #[error("the CA bundle cannot be used: {0}")]
+    UnusableBundle(String),
+    /// The chain or the IP did not verify: BoringSSL's reason, e.g. "IP address mismatch",
+    /// "certificate has expired".
+    #[error("{0}")]
+    Rejected(&'static str),
+    /// The chain did not verify and BoringSSL gave no reason.
+    #[error("certificate verification failed")]
+    Unexplained,
+    /// BoringSSL failed while verifying (its error).
+    #[error("certificate verification failed: {0}")]
+    Failed(String),
+    /// BoringSSL could not set the verification up (its error).
+    #[error("{0}")]
+    Setup(String),
+}
+
 /// The outcome of verifying an IP upstream's certificate after a handshake: `Ok`, or why it
-/// was refused (BoringSSL's reason, e.g. "IP address mismatch", "certificate has expired").
+/// was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpVerdict(pub Result<(), String>);
+pub struct IpVerdict(pub Result<(), CertRefusal>);
 
 /// The verdict the hook left in a connection's TLS digest: `Err` with the reason when it is
 /// not OK, or when there is none (no TLS, or a connection the hook never saw).
-pub fn verdict(ssl: Option<&SslDigest>) -> Result<(), String> {
+pub fn verdict(ssl: Option<&SslDigest>) -> Result<(), CertRefusal> {
     match ssl.and_then(|d| d.extension.get::<IpVerdict>()) {
         Some(IpVerdict(result)) => result.clone(),
-        None => Err("the certificate was not verified".to_string()),
+        None => Err(CertRefusal::NotVerified),
     }
 }
 
@@ -41,7 +68,7 @@ enum Trust {
     /// No bundle: the connector's own store, which Pingora fills from the system default paths.
     Connector,
     /// The bundle could not be made into a store; every connection is refused with this reason.
-    Broken(String),
+    Broken(CertRefusal),
 }
 
 /// The hook verifying the certificate of an upstream at `ip` against `ca` (the target's bundle)
@@ -57,19 +84,17 @@ pub fn ip_verify_hook(ip: IpAddr, ca: Option<&[X509]>) -> HandshakeCompleteHook 
 }
 
 /// Verifies the certificate chain the peer of `ssl` presented, for `ip`, against `trust`.
-fn verify_peer(ssl: &SslRef, ip: IpAddr, trust: &Trust) -> Result<(), String> {
+fn verify_peer(ssl: &SslRef, ip: IpAddr, trust: &Trust) -> Result<(), CertRefusal> {
     let store = match trust {
         Trust::Bundle(store) => &**store,
         Trust::Connector => ssl.ssl_context().cert_store(),
         Trust::Broken(reason) => return Err(reason.clone()),
     };
-    let leaf = ssl
-        .peer_certificate()
-        .ok_or_else(|| "the upstream presented no certificate".to_string())?;
+    let leaf = ssl.peer_certificate().ok_or(CertRefusal::NoCertificate)?;
     match ssl.peer_cert_chain() {
         Some(chain) => verify_chain(store, &leaf, chain, ip),
         None => {
-            let empty = Stack::new().map_err(|e| e.to_string())?;
+            let empty = Stack::new().map_err(|e| CertRefusal::Setup(e.to_string()))?;
             verify_chain(store, &leaf, &empty, ip)
         }
     }
@@ -85,8 +110,8 @@ pub fn verify_chain(
     leaf: &X509Ref,
     chain: &StackRef<X509>,
     ip: IpAddr,
-) -> Result<(), String> {
-    let mut context = X509StoreContext::new().map_err(|e| e.to_string())?;
+) -> Result<(), CertRefusal> {
+    let mut context = X509StoreContext::new().map_err(|e| CertRefusal::Setup(e.to_string()))?;
     let outcome = context.init(trust, leaf, chain, |c| {
         c.verify_param_mut().set_ip(ip)?;
         let verified = c.verify_cert()?;
@@ -94,15 +119,15 @@ pub fn verify_chain(
     });
     match outcome {
         Ok((true, _)) => Ok(()),
-        Ok((false, Err(reason))) => Err(reason.error_string().to_string()),
-        Ok((false, Ok(()))) => Err("certificate verification failed".to_string()),
-        Err(stack) => Err(format!("certificate verification failed: {stack}")),
+        Ok((false, Err(reason))) => Err(CertRefusal::Rejected(reason.error_string())),
+        Ok((false, Ok(()))) => Err(CertRefusal::Unexplained),
+        Err(stack) => Err(CertRefusal::Failed(stack.to_string())),
     }
 }
 
 /// A trust store holding exactly `certs`.
-fn bundle_store(certs: &[X509]) -> Result<X509Store, String> {
-    let broken = |e: boring::error::ErrorStack| format!("the CA bundle cannot be used: {e}");
+fn bundle_store(certs: &[X509]) -> Result<X509Store, CertRefusal> {
+    let broken = |e: boring::error::ErrorStack| CertRefusal::UnusableBundle(e.to_string());
     let mut builder = X509StoreBuilder::new().map_err(broken)?;
     for cert in certs {
         builder.add_cert(cert.clone()).map_err(broken)?;
@@ -154,7 +179,7 @@ mod tests {
         bundle_store(&[X509::from_der(ca.cert.der()).expect("der")]).expect("store")
     }
 
-    fn verify(trusted: &Ca, leaf: &X509, ip: &str) -> Result<(), String> {
+    fn verify(trusted: &Ca, leaf: &X509, ip: &str) -> Result<(), CertRefusal> {
         let chain = Stack::new().expect("stack");
         verify_chain(&store(trusted), leaf, &chain, ip.parse().expect("ip"))
     }
@@ -206,13 +231,13 @@ mod tests {
         let ca = ca("unit-test CA");
         let leaf = issue(&ca, vec![ip_san("127.0.0.1")], false);
         assert_eq!(
-            verify(&ca, &leaf, "127.0.0.2").unwrap_err(),
+            verify(&ca, &leaf, "127.0.0.2").unwrap_err().to_string(),
             "IP address mismatch"
         );
         let dns = SanType::DnsName("127.0.0.1".try_into().expect("name"));
         let leaf = issue(&ca, vec![dns], false);
         assert_eq!(
-            verify(&ca, &leaf, "127.0.0.1").unwrap_err(),
+            verify(&ca, &leaf, "127.0.0.1").unwrap_err().to_string(),
             "IP address mismatch"
         );
     }
@@ -221,10 +246,10 @@ mod tests {
     fn an_unknown_issuer_and_an_expired_certificate_say_so() {
         let (ca, other) = (ca("unit-test CA"), ca("another CA"));
         let leaf = issue(&ca, vec![ip_san("127.0.0.1")], false);
-        let reason = verify(&other, &leaf, "127.0.0.1").unwrap_err();
+        let reason = verify(&other, &leaf, "127.0.0.1").unwrap_err().to_string();
         assert_eq!(reason, "unable to get local issuer certificate");
         let expired = issue(&ca, vec![ip_san("127.0.0.1")], true);
-        let reason = verify(&ca, &expired, "127.0.0.1").unwrap_err();
+        let reason = verify(&ca, &expired, "127.0.0.1").unwrap_err().to_string();
         assert_eq!(reason, "certificate has expired");
     }
 }

@@ -49,16 +49,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::credentials::{Credential, Lookup, Secret};
 
 /// A source that plays back a script of load results (the last one repeats), counting loads.
+/// A failure is scripted as its text.
 struct Scripted {
     name: &'static str,
-    script: std::sync::Mutex<VecDeque<Result<LoadOutcome, String>>>,
+    script: std::sync::Mutex<VecDeque<Result<LoadOutcome, &'static str>>>,
     loads: Arc<AtomicUsize>,
 }
 
 impl Scripted {
     fn new(
         name: &'static str,
-        script: Vec<Result<LoadOutcome, String>>,
+        script: Vec<Result<LoadOutcome, &'static str>>,
     ) -> (Self, Arc<AtomicUsize>) {
         let loads = Arc::new(AtomicUsize::new(0));
         let source = Scripted {
@@ -76,7 +77,7 @@ impl CredentialSource for Scripted {
         format!("scripted source {}", self.name)
     }
 
-    async fn load(&self) -> Result<LoadOutcome, String> {
+    async fn load(&self) -> Result<LoadOutcome, LoadError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         let mut script = self.script.lock().expect("script");
         let next = if script.len() > 1 {
@@ -85,6 +86,7 @@ impl CredentialSource for Scripted {
             script.front().cloned()
         };
         next.expect("a non-empty script")
+            .map_err(|e| LoadError::External(e.into()))
     }
 }
 
@@ -99,7 +101,7 @@ fn credential(name: &str, key: &str) -> Arc<Credential> {
     })
 }
 
-fn loaded(entries: &[(&str, &str)]) -> Result<LoadOutcome, String> {
+fn loaded(entries: &[(&str, &str)]) -> Result<LoadOutcome, &'static str> {
     Ok(LoadOutcome {
         credentials: entries.iter().map(|(n, k)| credential(n, k)).collect(),
         rows: entries.len(),
@@ -167,7 +169,7 @@ async fn an_unreadable_source_and_a_row_that_stops_decrypting_keep_their_last_go
         "db",
         vec![
             loaded(&[("a", "a-1"), ("b", "b-1")]),
-            Err("database down".into()),
+            Err("database down"),
             Ok(second),
         ],
     );
@@ -204,6 +206,15 @@ async fn every_row_failing_authentication_is_refused_as_a_whole() {
         "a wrong salt key fails the refresh"
     );
     assert_eq!(key(&cache, "a").as_deref(), Some("a-1"));
+    let refusal = ReadError::WrongKey {
+        described: "scripted source db".into(),
+        rows: 1,
+    };
+    assert_eq!(
+        refusal.to_string(),
+        "scripted source db: every one of its 1 rows failed to decrypt: the salt key \
+         (LITELLM_SALT_KEY, else LITELLM_MASTER_KEY) is probably wrong"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +232,7 @@ async fn a_deleted_row_leaves_the_snapshot() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_source_is_retried_with_growing_backoff_and_a_wake_refreshes_at_once() {
-    let (source, loads) = Scripted::new("db", vec![Err("database down".into())]);
+    let (source, loads) = Scripted::new("db", vec![Err("database down")]);
     let (refresher, _) = refresher(vec![Box::new(source)]);
     let refresher = Arc::new(refresher);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -249,8 +260,8 @@ async fn the_snapshot_ages_while_a_source_fails_and_is_fresh_again_when_it_recov
         "db",
         vec![
             loaded(&[("a", "a-1")]),
-            Err("database down".into()),
-            Err("database down".into()),
+            Err("database down"),
+            Err("database down"),
             loaded(&[("a", "a-2")]),
         ],
     );

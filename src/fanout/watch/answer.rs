@@ -42,17 +42,17 @@ pub(super) struct Selection<'a> {
 pub(super) fn requested_rows(
     body: &[u8],
     selection: &Selection<'_>,
-) -> Result<(StoredRows, usize), String> {
-    let wire: Wire<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let name = |raw: &RawValue| -> Result<String, String> {
-        let named: Named<'_> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+) -> Result<(StoredRows, usize), serde_json::Error> {
+    let wire: Wire<'_> = serde_json::from_slice(body)?;
+    let name = |raw: &RawValue| -> Result<String, serde_json::Error> {
+        let named: Named<'_> = serde_json::from_str(raw.get())?;
         Ok(named.name.into_owned())
     };
     let mut dropped = 0;
     let mut rows = StoredRows::default();
     for raw in &wire.models {
         if selection.models.contains(&name(raw)?) {
-            let row: ModelRow = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            let row: ModelRow = serde_json::from_str(raw.get())?;
             rows.models.push(row);
         } else {
             dropped += 1;
@@ -67,7 +67,7 @@ pub(super) fn requested_rows(
         let name = name(raw)?;
         let wanted = selection.credentials.contains(&name) || linked.contains(&name);
         if wanted && !rows.credentials.iter().any(|c| c.name == name) {
-            let row: CredentialRow = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            let row: CredentialRow = serde_json::from_str(raw.get())?;
             rows.credentials.push(row);
         } else {
             dropped += 1;

@@ -7,7 +7,7 @@
 //! checked against `max_answer_bytes` from its `Content-Length` before any of the body is read,
 //! and again while reading (chunked answers). A server's error text reaches the log truncated
 //! and with control characters escaped (so is the text of every error, which may quote what the
-//! server sent); the token is never part of a message.
+//! server sent; see [`super::failure`]); the token is never part of a message.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 
+use super::failure::{Failure, Problem};
 use crate::config::{FanoutServer, WatchSettings};
 use crate::credentials::Secret;
 
@@ -35,32 +36,11 @@ pub const ANSWER_SLACK: Duration = Duration::from_secs(5);
 const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// Deadline for the whole body.
 const BODY_DEADLINE: Duration = Duration::from_secs(30);
-/// Longest piece of a server's error text that reaches a log line.
-const MAX_REASON_CHARS: usize = 200;
 
 /// A new snapshot from a server, not parsed yet.
 pub(super) struct RawAnswer {
     pub tag: String,
     pub body: BytesMut,
-}
-
-/// Why a round trip failed: `kind` labels the metric (`timeout`, `too_large`, `error`).
-#[derive(Debug, Clone)]
-pub(super) struct Failure {
-    pub kind: &'static str,
-    pub message: String,
-    /// The connection came from the pool (a failure may only mean the server had closed it).
-    pub reused: bool,
-}
-
-impl Failure {
-    pub fn error(message: String) -> Failure {
-        Failure {
-            kind: "error",
-            message,
-            reused: false,
-        }
-    }
 }
 
 /// One address of one configured server.
@@ -95,19 +75,13 @@ pub(super) struct WatchClient {
 /// `future` under `deadline`; on expiry a `timeout` failure saying what did not finish.
 async fn within<T>(
     deadline: Duration,
-    what: &str,
+    step: &'static str,
     server: &str,
     future: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
     tokio::time::timeout(deadline, future)
         .await
-        .unwrap_or_else(|_| {
-            Err(Failure {
-                kind: "timeout",
-                message: format!("{server}: timed out after {deadline:?} {what}"),
-                reused: false,
-            })
-        })
+        .unwrap_or_else(|_| Err(Failure::new(server, Problem::Timeout { deadline, step })))
 }
 
 impl WatchClient {
@@ -127,19 +101,17 @@ impl WatchClient {
         peer.options = self.options.clone();
         peer.client_cert_key = self.client_cert.clone();
         let (mut session, reused) = within(CONNECT_DEADLINE, "connecting", server, async {
-            self.connector.get_http_session(&peer).await.map_err(|e| {
-                Failure::error(format!(
-                    "{server}: cannot connect: {}",
-                    bounded(&e.to_string())
-                ))
-            })
+            self.connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| Failure::new(server, Problem::Connect(e)))
         })
         .await?;
         let answer = self.exchange(&mut session, target, server, tag, wait).await;
         let (status, new_tag, body) = answer.map_err(|mut f| {
             // A pooled connection the server had closed fails at once; a timeout is the
             // server's, whatever the connection.
-            f.reused = reused && f.kind == "error";
+            f.reused = reused && f.kind() == "error";
             f
         })?;
         if keep {
@@ -150,15 +122,13 @@ impl WatchClient {
         match (status, new_tag) {
             (304, _) => Ok(None),
             (200, Some(tag)) => Ok(Some(RawAnswer { tag, body })),
-            (200, None) => Err(Failure::error(format!("{server}: answer without an ETag"))),
+            (200, None) => Err(Failure::new(server, Problem::NoTag)),
             (status, _) => {
                 let reason = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
-                    .and_then(|v| v.get("error")?.as_str().map(bounded))
+                    .and_then(|v| v.get("error")?.as_str().map(str::to_string))
                     .unwrap_or_default();
-                Err(Failure::error(format!(
-                    "{server} answered {status}: {reason}"
-                )))
+                Err(Failure::new(server, Problem::Refused { status, reason }))
             }
         }
     }
@@ -172,18 +142,15 @@ impl WatchClient {
         tag: Option<&str>,
         wait: Duration,
     ) -> Result<(u16, Option<String>, BytesMut), Failure> {
-        let request = self.request(target, tag, wait)?;
+        let request = self
+            .request(target, tag, wait)
+            .map_err(|problem| Failure::new(server, problem))?;
         within(WRITE_DEADLINE, "sending the request", server, async {
             session
                 .write_request_header(Box::new(request))
                 .await
                 .map(drop)
-                .map_err(|e| {
-                    Failure::error(format!(
-                        "{server}: cannot send the request: {}",
-                        bounded(&e.to_string())
-                    ))
-                })
+                .map_err(|e| Failure::new(server, Problem::Send(e)))
         })
         .await?;
         within(
@@ -191,15 +158,17 @@ impl WatchClient {
             "waiting for the answer",
             server,
             async {
-                session.read_response().await.map(drop).map_err(|e| {
-                    Failure::error(format!("{server}: no answer: {}", bounded(&e.to_string())))
-                })
+                session
+                    .read_response()
+                    .await
+                    .map(drop)
+                    .map_err(|e| Failure::new(server, Problem::NoAnswer(e)))
             },
         )
         .await?;
         let response = session
             .resp_header()
-            .ok_or_else(|| Failure::error(format!("{server}: no response head")))?;
+            .ok_or_else(|| Failure::new(server, Problem::NoResponseHead))?;
         let status = response.status.as_u16();
         let new_tag = response
             .headers
@@ -218,12 +187,10 @@ impl WatchClient {
             let mut body = BytesMut::new();
             loop {
                 let chunk = within(READ_DEADLINE, "reading the answer", server, async {
-                    session.read_body_bytes().await.map_err(|e| {
-                        Failure::error(format!(
-                            "{server}: reading the answer: {}",
-                            bounded(&e.to_string())
-                        ))
-                    })
+                    session
+                        .read_body_bytes()
+                        .await
+                        .map_err(|e| Failure::new(server, Problem::Read(e)))
                 })
                 .await?;
                 let Some(chunk) = chunk else {
@@ -245,10 +212,10 @@ impl WatchClient {
         target: &FanoutServer,
         tag: Option<&str>,
         wait: Duration,
-    ) -> Result<RequestHeader, Failure> {
+    ) -> Result<RequestHeader, Problem> {
         let path = format!("{}&wait={}", self.path_and_query, wait.as_secs());
-        let mut request = RequestHeader::build("GET", path.as_bytes(), None)
-            .map_err(|e| Failure::error(format!("fan-out request: {e}")))?;
+        let mut request =
+            RequestHeader::build("GET", path.as_bytes(), None).map_err(Problem::Request)?;
         let authority = if target.host.contains(':') {
             format!("[{}]:{}", target.host, target.port)
         } else {
@@ -266,51 +233,19 @@ impl WatchClient {
             let what = name.to_string();
             request
                 .insert_header(name, value)
-                .map_err(|_| Failure::error(format!("fan-out request: invalid {what} header")))?;
+                .map_err(|_| Problem::Header(what))?;
         }
         Ok(request)
     }
 }
 
 fn too_large(server: &str, limit: u64) -> Failure {
-    Failure {
-        kind: "too_large",
-        message: format!("{server}: answer larger than max_answer_bytes ({limit} bytes); not read"),
-        reused: false,
-    }
-}
-
-/// A server's text as it may reach a log line: at most [`MAX_REASON_CHARS`] characters, control
-/// characters escaped (`\n` stays two characters, it never starts a line).
-pub(super) fn bounded(text: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == MAX_REASON_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    Failure::new(server, Problem::TooLarge { limit })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_text_is_bounded_and_cannot_start_a_log_line() {
-        let forged = "bad\n[2026-01-01 INFO access] 200 GET /x\r\u{1b}[31m";
-        let shown = bounded(forged);
-        assert!(!shown.chars().any(char::is_control), "{shown:?}");
-        assert!(shown.starts_with("bad\\n[2026"), "{shown:?}");
-        let long = bounded(&"x".repeat(10_000));
-        assert_eq!(long.chars().count(), MAX_REASON_CHARS + 1);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_step_past_its_deadline_is_a_timeout_naming_it() {
@@ -318,9 +253,9 @@ mod tests {
         let failure = within(Duration::from_secs(5), "waiting for the answer", "s", never)
             .await
             .expect_err("times out");
-        assert_eq!(failure.kind, "timeout");
+        assert_eq!(failure.kind(), "timeout");
         assert_eq!(
-            failure.message,
+            failure.to_string(),
             "s: timed out after 5s waiting for the answer"
         );
     }

@@ -92,10 +92,10 @@ pub(super) async fn poll_forever(shared: Arc<Shared>) {
                 shared.count_failure(&f);
                 rotation.advance();
                 if failures >= rotation.len() {
-                    shared.round_failed(&f.message, &mut warnings);
+                    shared.round_failed(&f.to_string(), &mut warnings);
                 } else if let Some(n) = warnings.allow() {
                     let next = rotation.current().map(|e| e.describe()).unwrap_or_default();
-                    warn!("credentials: {}; trying {next}{}", f.message, held_back(n));
+                    warn!("credentials: {f}; trying {next}{}", held_back(n));
                 }
             }
         }
