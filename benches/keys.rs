@@ -30,6 +30,7 @@ fn table() -> KeyTable {
             team_id: None,
             rpm_limit: (i == 1234).then_some(i64::MAX),
             tpm_limit: None,
+            user_id: None,
         })
         .collect();
     KeyTable::new(rows, Vec::new())

@@ -12,6 +12,7 @@ mod parse;
 pub mod reader;
 mod routes;
 mod schema;
+mod spend;
 mod url;
 
 use std::path::Path;

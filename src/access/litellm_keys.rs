@@ -42,6 +42,11 @@ pub struct Team {
 pub struct VirtualKey {
     /// What the access log names the key by: its alias, else the start of its digest.
     pub label: String,
+    /// The key's row id: `token`, the digest as LiteLLM stores it (what its spend is written
+    /// to; never the key).
+    pub digest: String,
+    /// The key's `user_id`.
+    pub user_id: Option<String>,
     models: Vec<String>,
     expires: Option<f64>,
     blocked: bool,
@@ -98,6 +103,8 @@ impl KeyTable {
                     });
                     let key = VirtualKey {
                         label,
+                        digest: k.token.clone(),
+                        user_id: k.user_id,
                         models: k.models,
                         expires: k.expires,
                         blocked: k.blocked,
@@ -142,6 +149,11 @@ impl KeyTable {
 }
 
 impl VirtualKey {
+    /// The key's team, when it has one that exists.
+    pub fn team_id(&self) -> Option<&str> {
+        self.team.as_ref().map(|t| t.id.as_str())
+    }
+
     fn check(&self, now: f64) -> Result<(), Refusal> {
         if self.blocked {
             return Err(Refusal::auth(format!(

@@ -21,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "log",
     "fanout",
     "router",
+    "spend",
 ];
 const SERVER_KEYS: &[&str] = &[
     "threads",
@@ -64,6 +65,12 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
     let routes = super::routes::parse_routes(&top, diag);
     let router = parse_router(top.section("router", ROUTER_KEYS, diag), diag);
     let access = network::parse_access(top.section("access", network::ACCESS_KEYS, diag), diag);
+    let spend = super::spend::parse_spend(
+        top.section("spend", super::spend::SPEND_KEYS, diag),
+        access.litellm_keys,
+        base_dir,
+        diag,
+    );
     let limits = parse_limits(top.section("limits", LIMIT_KEYS, diag), diag);
     let admin = parse_admin(top.section("admin", ADMIN_KEYS, diag), &listeners, diag);
     let log = parse_log(top.section("log", LOG_KEYS, diag), diag);
@@ -116,6 +123,7 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
         log,
         fanout,
         router,
+        spend,
         // Filled in by `Config::from_yaml`, which has the text.
         digest: String::new(),
     })

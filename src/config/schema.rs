@@ -8,12 +8,14 @@
 mod credentials;
 mod network;
 mod routes;
+mod spend;
 
 use std::time::Duration;
 
 pub use credentials::*;
 pub use network::*;
 pub use routes::*;
+pub use spend::*;
 
 /// Worker threads for the proxy service: one, the best CPU per request and tail latency
 /// measured for the pod form (a core or less; README "Threads"). `auto` is for the node form.
@@ -72,6 +74,8 @@ pub struct Config {
     pub log: LogSettings,
     /// How `dispatch: model` routes cool failing deployments down.
     pub router: RouterSettings,
+    /// What is written back to LiteLLM's spend tables.
+    pub spend: SpendSettings,
     /// SHA-256 (hex) of the YAML text this config was read from: `GET /config` reports it, so
     /// an operator can tell which version of the file each instance has in force.
     pub digest: String,

@@ -17,7 +17,7 @@ pub const TEAMS_TABLE: &str = "LiteLLM_TeamTable";
 /// `NOTIFY` trigger watches: not `spend`, which LiteLLM updates all the time; a key's spend
 /// crossing its budget is watched on its own).
 pub const KEY_COLUMNS: &str =
-    "token, key_alias, models, expires, blocked, max_budget, team_id, rpm_limit, tpm_limit";
+    "token, key_alias, models, expires, blocked, max_budget, team_id, rpm_limit, tpm_limit, user_id";
 /// The same for the team table.
 pub const TEAM_COLUMNS: &str = "team_id, models, blocked, max_budget";
 
@@ -44,6 +44,8 @@ pub struct KeyRow {
     pub rpm_limit: Option<i64>,
     /// `tpm_limit`: tokens per minute, per sidecar instance.
     pub tpm_limit: Option<i64>,
+    /// `user_id`: the LiteLLM user the key's spend is also added to.
+    pub user_id: Option<String>,
 }
 
 /// One team as the sidecar enforces it.
@@ -66,7 +68,7 @@ pub async fn fetch_keys(client: &impl GenericClient, schema: &str) -> Result<Vec
     let sql = format!(
         "SELECT token, key_alias, coalesce(models, '{{}}')::text[], \
            extract(epoch FROM expires)::float8, coalesce(blocked, false), max_budget::float8, \
-           coalesce(spend, 0)::float8, team_id, rpm_limit::int8, tpm_limit::int8 FROM {}",
+           coalesce(spend, 0)::float8, team_id, rpm_limit::int8, tpm_limit::int8, user_id FROM {}",
         table(schema, KEYS_TABLE)
     );
     let rows = client
@@ -86,6 +88,7 @@ pub async fn fetch_keys(client: &impl GenericClient, schema: &str) -> Result<Vec
             team_id: r.get(7),
             rpm_limit: r.get(8),
             tpm_limit: r.get(9),
+            user_id: r.get(10),
         })
         .collect())
 }

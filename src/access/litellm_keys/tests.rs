@@ -18,6 +18,7 @@ fn key(token: &str, f: impl FnOnce(&mut KeyRow)) -> KeyRow {
         team_id: None,
         rpm_limit: None,
         tpm_limit: None,
+        user_id: None,
     };
     f(&mut row);
     row
