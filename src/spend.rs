@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cost;
 pub mod flush;
 pub mod prices;
+pub mod tracker;
 pub mod writer;
 
 /// Tokens one answer used, as LiteLLM's `Usage` counts them: `prompt` includes the cached

@@ -152,6 +152,13 @@ pub struct PriceMap {
 #[derive(Debug)]
 pub struct PriceMapError(String);
 
+impl PriceMapError {
+    /// An error saying `why`.
+    pub fn new(why: String) -> PriceMapError {
+        PriceMapError(why)
+    }
+}
+
 impl std::fmt::Display for PriceMapError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

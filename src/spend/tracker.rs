@@ -1,0 +1,155 @@
+//! The spend side of a finished request: what it cost (its usage priced by the deployment's
+//! model) and the [`SpendRecord`] handed to the writer. Called once per request that reached a
+//! provider with a LiteLLM key; no I/O, no lock beyond the writer's pending batch.
+//!
+//! A model the price map does not price is written with spend 0 (its tokens and request are
+//! still counted, as LiteLLM counts them) and said once in the log per model, never per request.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tracing::warn;
+
+use super::batch::SpendRecord;
+use super::cost::cost;
+use super::prices::{PriceMap, PriceMapError};
+use super::writer::SpendWriter;
+use super::Usage;
+use crate::config::SpendSettings;
+
+/// Models said to be unpriced are remembered up to this many (then no more are said).
+const MAX_UNPRICED_REMEMBERED: usize = 1000;
+
+/// The deployment a request went to, as its spend names it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeploymentRef<'a> {
+    /// `model_id`.
+    pub id: &'a str,
+    /// LiteLLM's provider name.
+    pub provider: &'a str,
+    /// The provider's model name, without the provider prefix.
+    pub model: &'a str,
+    /// The base the request went to.
+    pub api_base: Option<&'a str>,
+}
+
+/// One finished request, as the tracker reads it.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    /// The request's id.
+    pub request_id: &'a str,
+    /// The key's digest, `user_id` and `team_id`.
+    pub key: (&'a str, Option<&'a str>, Option<&'a str>),
+    /// Where it went, when it went to a LiteLLM deployment.
+    pub deployment: Option<DeploymentRef<'a>>,
+    /// The alias the client asked for.
+    pub alias: Option<&'a str>,
+    /// The endpoint, as LiteLLM names it (`/chat/completions`).
+    pub endpoint: &'a str,
+    /// The tokens the answer reported.
+    pub usage: Option<Usage>,
+    /// How long ago the request arrived.
+    pub elapsed: Duration,
+    /// Time from arrival to the answer's first byte.
+    pub first_byte: Option<Duration>,
+    /// Whether the provider answered with success (2xx).
+    pub success: bool,
+}
+
+/// Prices requests and hands their spend to the writer.
+pub struct SpendTracker {
+    writer: Arc<SpendWriter>,
+    prices: ArcSwap<PriceMap>,
+    unpriced: Mutex<HashSet<String>>,
+}
+
+/// The price map `settings` names (its `prices_file`), else the one built in.
+pub fn load_prices(settings: &SpendSettings) -> Result<PriceMap, PriceMapError> {
+    match &settings.prices_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PriceMapError::new(format!("{}: {e}", path.display())))?;
+            PriceMap::parse(&text)
+                .map_err(|e| PriceMapError::new(format!("{}: {e}", path.display())))
+        }
+        None => PriceMap::built_in(),
+    }
+}
+
+impl SpendTracker {
+    /// A tracker over `writer`, pricing with `prices`.
+    pub fn new(writer: Arc<SpendWriter>, prices: PriceMap) -> SpendTracker {
+        SpendTracker {
+            writer,
+            prices: ArcSwap::from_pointee(prices),
+            unpriced: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &Arc<SpendWriter> {
+        &self.writer
+    }
+
+    /// Puts a new price map in force (a reload).
+    pub fn set_prices(&self, prices: PriceMap) {
+        self.prices.store(Arc::new(prices));
+        self.unpriced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Records a finished request's spend.
+    pub fn record(&self, done: &Finished<'_>) {
+        let usage = done.usage.unwrap_or_default();
+        let spend = match (&done.deployment, done.success) {
+            (Some(d), true) => self.price(d, &usage),
+            _ => 0.0,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let start_ms = now - done.elapsed.as_millis() as i64;
+        let (key, user_id, team_id) = done.key;
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        self.writer.record(SpendRecord {
+            request_id: done.request_id.to_string(),
+            key: key.to_string(),
+            user_id: owned(user_id),
+            team_id: owned(team_id),
+            end_user: None,
+            model: done
+                .deployment
+                .map_or(String::new(), |d| format!("{}/{}", d.provider, d.model)),
+            model_id: done.deployment.map(|d| d.id.to_string()),
+            model_group: owned(done.alias),
+            provider: done
+                .deployment
+                .map_or(String::new(), |d| d.provider.to_string()),
+            api_base: done.deployment.and_then(|d| owned(d.api_base)),
+            endpoint: done.endpoint.to_string(),
+            usage,
+            spend,
+            start_ms,
+            end_ms: now,
+            first_byte_ms: done.first_byte.map(|t| start_ms + t.as_millis() as i64),
+            success: done.success,
+        });
+    }
+
+    fn price(&self, d: &DeploymentRef<'_>, usage: &Usage) -> f64 {
+        let prices = self.prices.load();
+        if let Some(price) = prices.find(d.model, d.provider) {
+            return cost(price, usage, d.provider);
+        }
+        let mut said = self.unpriced.lock().unwrap_or_else(|e| e.into_inner());
+        let name = format!("{}/{}", d.provider, d.model);
+        if said.len() < MAX_UNPRICED_REMEMBERED && said.insert(name.clone()) {
+            warn!("spend: no price for model {name} in the price map; its requests are written with spend 0 (set spend.prices_file to a map that prices it)");
+        }
+        0.0
+    }
+}
