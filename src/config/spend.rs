@@ -46,8 +46,8 @@ pub(super) fn parse_spend(
         max_pending_requests: s
             .number("max_pending_requests", 1, 10_000_000, diag)
             .unwrap_or(defaults.max_pending_requests),
-        prices_file: s.string("prices_file", diag).map(|path| {
-            checked_file(&resolve(base_dir, &path), &s.path_of("prices_file"), diag)
-        }),
+        prices_file: s
+            .string("prices_file", diag)
+            .map(|path| checked_file(&resolve(base_dir, &path), &s.path_of("prices_file"), diag)),
     }
 }

@@ -377,3 +377,46 @@ fn dispatch_router_and_litellm_keys_are_validated() {
         "needs the database, and conflicts with client_tokens: {errors:?}"
     );
 }
+
+#[test]
+fn spend_is_on_with_litellm_keys_and_its_mistakes_are_named() {
+    let keys = "listeners: [{ address: \"127.0.0.1:4000\" }]\n\
+                credentials: { postgres: { url: \"postgres://db/x\" } }\n\
+                access: { litellm_keys: true }\n\
+                routes: [{ name: v1, path_prefix: /v1, dispatch: model }]\n";
+    let config = load(keys).expect("valid");
+    assert!(config.spend.enabled, "on by default with LiteLLM keys");
+    assert_eq!(config.spend.flush_interval, Duration::from_secs(10));
+    assert!(!config.spend.disable_spend_logs);
+    let plain = load(
+        "listeners: [{ address: \"127.0.0.1:4000\" }]\n\
+         routes: [{ name: o, path_prefix: /o, upstream: \"https://x\", provider: openai, credential: c }]\n\
+         credentials: { postgres: { url: \"postgres://db/x\" } }\n",
+    )
+    .expect("valid");
+    assert!(!plain.spend.enabled, "off without keys");
+
+    let tuned = format!(
+        "{keys}spend: {{ flush_interval: 2s, disable_spend_logs: true, max_pending_requests: 5 }}\n"
+    );
+    let config = load(&tuned).expect("valid");
+    assert_eq!(config.spend.flush_interval, Duration::from_secs(2));
+    assert!(config.spend.disable_spend_logs);
+    assert_eq!(config.spend.max_pending_requests, 5);
+
+    let bad = "listeners: [{ address: \"127.0.0.1:4000\" }]\n\
+               spend: { enabled: true, flush_interval: 0s, max_pending_requests: 0, \
+               prices_file: /nonexistent/prices.json, flush: 1s }\n\
+               routes: [{ name: v1, path_prefix: /v1, dispatch: model }]\n";
+    let errors = load(bad).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "spend.enabled",
+        "spend.flush_interval",
+        "spend.max_pending_requests",
+        "spend.prices_file",
+        "spend.flush",
+    ] {
+        assert!(paths.contains(&expected), "{expected} in {errors:?}");
+    }
+}
