@@ -140,9 +140,7 @@ pub fn deployment(
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_version.clone()));
     let known = known_provider(&provider);
-    let base = api_base
-        .as_deref()
-        .or(known.as_ref().and_then(|(_, base)| *base));
+    let base = api_base.as_deref().or(known.and_then(|p| p.base));
     let upstream = base
         .map(|b| UpstreamUrl::parse(b).map_err(|e| format!("api_base: {e}")))
         .transpose()?;
@@ -164,7 +162,7 @@ pub fn deployment(
         health: health::for_deployment(&row.id),
         upstream: upstream.map(Arc::new),
         target,
-        auth: known.map(|(style, _)| style),
+        auth: known.map(|p| p.auth.clone()),
     })
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::{Backend, UpstreamUrl};
 use crate::credentials::models::Deployment;
 use crate::credentials::{Credential, Lookup, Snapshot};
-use crate::providers::AuthStyle;
+use crate::providers::{known_provider, AuthStyle, OpenAiApi};
 use crate::upstream::Target;
 
 use super::Route;
@@ -127,7 +127,8 @@ fn unavailable(message: String) -> Unbound {
 /// (`api_base`, which for them includes the version, as in LiteLLM); Anthropic and Gemini under
 /// their compatibility paths (`/v1`, `/v1beta/openai`) unless `api_base` already ends with
 /// them; Azure under `/openai/deployments/{deployment}` with its `api-version`. Every one but
-/// Azure takes the key as `Authorization: Bearer`.
+/// Azure takes the key as `Authorization: Bearer`. A provider the sidecar does not know is taken
+/// for an OpenAI-compatible one (see [`crate::providers::PROVIDERS`]).
 pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, Unbound> {
     let (Some(upstream), Some(target)) = (&deployment.upstream, &deployment.target) else {
         return Err(unavailable(format!(
@@ -136,15 +137,15 @@ pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, U
         )));
     };
     let base = upstream.base_path.trim_end_matches('/');
-    let (auth, path) = match deployment.provider.as_str() {
-        "azure" => (
-            AuthStyle::Azure,
-            format!("{base}/openai/deployments/{}{rest}", deployment.model),
-        ),
-        "anthropic" => (AuthStyle::OpenAi, compat_path(base, "/v1", rest)),
-        "gemini" => (AuthStyle::OpenAi, compat_path(base, "/v1beta/openai", rest)),
-        _ => (AuthStyle::OpenAi, format!("{base}{rest}")),
+    let known = known_provider(&deployment.provider);
+    let path = match known.map_or(OpenAiApi::AtBase, |p| p.openai_api) {
+        OpenAiApi::AtBase => format!("{base}{rest}"),
+        OpenAiApi::Under(compat) => compat_path(base, compat, rest),
+        OpenAiApi::AzureDeployment => {
+            format!("{base}/openai/deployments/{}{rest}", deployment.model)
+        }
     };
+    let auth = known.map_or(AuthStyle::OpenAi, |p| p.openai_api_auth());
     Ok(Binding {
         credential: deployment.credential.clone(),
         upstream: upstream.clone(),
