@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::health::{self, DeploymentHealth};
 use super::values::ValueReader;
 use super::Credential;
 use crate::config::UpstreamUrl;
@@ -40,8 +39,6 @@ pub struct Deployment {
     /// LiteLLM's `weight`: its share of the alias's requests relative to the others' (1 when
     /// unset).
     pub weight: f64,
-    /// Its failures and cooldown (kept by `id` across refreshes).
-    pub health: Arc<DeploymentHealth>,
     /// The resolved endpoint for `upstream`.
     pub target: Option<Arc<Target>>,
     /// The provider's auth style, when known (the route may set one instead).
@@ -159,7 +156,6 @@ pub fn deployment(
         model: provider_model.to_string(),
         model_json: Value::from(provider_model).to_string(),
         weight,
-        health: health::for_deployment(&row.id),
         upstream: upstream.map(Arc::new),
         target,
         auth: known.map(|p| p.auth.clone()),

@@ -19,7 +19,7 @@ use super::framing;
 use crate::credentials::Credential;
 use crate::percent;
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_QUERY_PARAMS, DEFAULT_ANTHROPIC_VERSION};
-use crate::routes::Binding;
+use crate::router::Binding;
 use crate::routes::Route;
 
 /// Azure's version query parameter.
