@@ -1,11 +1,30 @@
 //! How each provider expects its credential: header name, value prefix, extra headers and query
-//! parameters. Pure data and pure functions; the proxy applies them in
-//! [`crate::proxy::rewrite`].
+//! parameters; and what the sidecar knows of each LiteLLM provider ([`PROVIDERS`]: auth style,
+//! public base, where its OpenAI-compatible API is). Pure data and pure functions; the proxy
+//! applies them in [`crate::proxy::rewrite`], the model router in [`crate::router`].
 
 use http::HeaderName;
 
 /// `anthropic-version` sent when the client sent none.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// A header a provider's API requires, sent with a default value when the client sent none.
+#[derive(Debug)]
+pub struct RequiredHeader {
+    /// Its name as sent (static, so that Pingora keeps it without a copy per request).
+    pub wire: &'static str,
+    /// The same name, for lookups.
+    pub name: HeaderName,
+    /// The value sent when the client sent none.
+    pub default: &'static str,
+}
+
+/// Anthropic's API version header.
+static ANTHROPIC_VERSION: RequiredHeader = RequiredHeader {
+    wire: "anthropic-version",
+    name: HeaderName::from_static("anthropic-version"),
+    default: DEFAULT_ANTHROPIC_VERSION,
+};
 
 /// Headers that carry a credential with at least one supported provider. All are removed from
 /// every client request, whatever the route's provider (together with every route's own auth
@@ -82,6 +101,23 @@ impl AuthStyle {
             AuthStyle::OpenAi => BEARER_PREFIX,
             AuthStyle::Header { prefix, .. } => prefix,
             AuthStyle::Anthropic | AuthStyle::Azure | AuthStyle::Gemini => "",
+        }
+    }
+
+    /// The header this style's API requires besides the key (Anthropic's `anthropic-version`).
+    pub fn required_header(&self) -> Option<&'static RequiredHeader> {
+        match self {
+            AuthStyle::Anthropic => Some(&ANTHROPIC_VERSION),
+            _ => None,
+        }
+    }
+
+    /// The query parameter a credential's `api_version` is sent in, replacing the client's
+    /// (Azure's `api-version`).
+    pub fn api_version_param(&self) -> Option<&'static str> {
+        match self {
+            AuthStyle::Azure => Some("api-version"),
+            _ => None,
         }
     }
 
