@@ -1,7 +1,7 @@
 //! How each provider expects its credential: header name, value prefix, extra headers and query
 //! parameters; and what the sidecar knows of each LiteLLM provider ([`PROVIDERS`]: auth style,
 //! public base, where its OpenAI-compatible API is). Pure data and pure functions; the proxy
-//! applies them in [`crate::proxy::rewrite`], the model router in [`crate::router`].
+//! applies them in [`crate::proxy::rewrite`], the model router in `router`.
 
 use http::HeaderName;
 
@@ -213,7 +213,7 @@ impl Provider {
 /// messages list them).
 pub static PROVIDERS: [Provider; 11] = [
     Provider {
-        name: "openai",
+        name: DEFAULT_PROVIDER,
         route_provider: true,
         auth: AuthStyle::OpenAi,
         base: Some("https://api.openai.com/v1"),
@@ -259,6 +259,10 @@ const fn openai_compatible(name: &'static str, base: &'static str) -> Provider {
         openai_api: OpenAiApi::AtBase,
     }
 }
+
+/// LiteLLM's provider for a deployment whose `model`, `custom_llm_provider` and credential name
+/// none.
+pub const DEFAULT_PROVIDER: &str = "openai";
 
 /// The provider LiteLLM calls `name`, when the sidecar knows it.
 pub fn known_provider(name: &str) -> Option<&'static Provider> {

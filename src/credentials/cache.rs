@@ -40,7 +40,7 @@ pub struct Snapshot {
 
 /// The deployments of one model alias, and the router's place among them for this snapshot:
 /// the order it serves them in (made on its first pick) and its position in that order (see
-/// [`crate::router`]).
+/// `router`).
 #[derive(Debug, Default)]
 pub struct Deployments {
     list: Vec<Arc<Deployment>>,

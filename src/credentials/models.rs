@@ -16,7 +16,7 @@ use super::values::ValueReader;
 use super::Credential;
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
-use crate::providers::{known_provider, AuthStyle};
+use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER};
 use crate::upstream::{Target, Targets};
 
 /// One deployment of a model alias, ready to serve.
@@ -121,7 +121,7 @@ pub fn deployment(
                 linked
                     .as_ref()
                     .and_then(|c| c.provider.clone())
-                    .unwrap_or_else(|| "openai".to_string()),
+                    .unwrap_or_else(|| DEFAULT_PROVIDER.to_string()),
                 written,
             ),
         },
