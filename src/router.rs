@@ -40,7 +40,8 @@ pub struct Router {
 
 impl Router {
     /// The next deployment of `alias` in `snapshot` (the request's), skipping those cooling
-    /// down and `exclude` (see [`pick::pick`]).
+    /// down and `exclude` (see the `pick` module): the one way to pick, since it also prunes
+    /// the health of deployments `snapshot` no longer holds.
     pub fn pick<'s>(
         &self,
         snapshot: &'s Snapshot,

@@ -14,7 +14,7 @@ const WEIGHTED_CYCLE: usize = 1000;
 /// The next deployment of `alias` in `snapshot` that is not cooling down (by `health`) and is
 /// not `exclude`; when every one is cooling down, the one that failed least recently, `exclude`
 /// only when it is the alias's only deployment.
-pub fn pick<'s>(
+pub(super) fn pick<'s>(
     snapshot: &'s Snapshot,
     health: &Entries,
     alias: &str,
