@@ -19,7 +19,7 @@ use pingora::http::RequestHeader;
 use sidecar::config::Config;
 use sidecar::credentials::{Credential, Secret};
 use sidecar::proxy::rewrite::rewrite_request;
-use sidecar::routes::Binding;
+use sidecar::router::Binding;
 use sidecar::routes::{Route, RouteTable};
 use sidecar::upstream::Targets;
 

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 
 use crate::credentials::CredentialCache;
 use crate::dispatch::SharedDispatch;
-use crate::routes::bind;
+use crate::router::{bind, Router};
 
 /// What the admin endpoints look at.
 pub struct AdminApp {
@@ -39,6 +39,8 @@ pub struct AdminApp {
     pub dispatch: SharedDispatch,
     /// The credential snapshot.
     pub cache: Arc<CredentialCache>,
+    /// The model router (a `model:` route's readiness is its next deployment's).
+    pub router: Arc<Router>,
     /// The proxy listeners that must be bound.
     pub listeners: Vec<SocketAddr>,
     /// With a database: a snapshot not confirmed for this long is reported stale.
@@ -55,7 +57,7 @@ impl AdminApp {
             .routes
             .iter()
             .filter_map(|route| {
-                let reason = bind(route, &snapshot).err()?.to_string();
+                let reason = bind(route, &snapshot, &self.router).err()?.to_string();
                 Some(json!({ "route": route.name, "reason": reason }))
             })
             .collect();

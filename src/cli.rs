@@ -256,7 +256,8 @@ fn test_config(path: &std::path::Path, hardening: &[String]) -> anyhow::Result<(
         Ok::<_, anyhow::Error>(())
     })?;
     let snapshot = cache.snapshot();
-    let unserved = crate::sources::report_unserved_routes(&routes, &snapshot);
+    let router = crate::router::Router::default();
+    let unserved = crate::sources::report_unserved_routes(&routes, &snapshot, &router);
     println!(
         "{}: configuration is valid ({} routes, {} credentials and {} models loaded, {unserved} \
          routes cannot be served now)",

@@ -13,7 +13,6 @@
 
 pub mod cache;
 pub mod cipher;
-pub mod health;
 pub mod local;
 pub mod metrics;
 pub mod models;

@@ -2,9 +2,10 @@
 //! holding a provider key.
 //!
 //! Data path for one request: [`proxy`] (Pingora phases) → [`routes`] (which route) →
-//! [`credentials`] (the decrypted key, from a lock-free snapshot) → [`proxy::rewrite`] (strip the
-//! client's credentials, inject the route's, per [`providers`]) → [`upstream`] (pooled, verified
-//! TLS to the provider). Control path, off the request path: [`config`] at start, credential
+//! [`router`] (what serves it: the route's key or a model's deployment, from the lock-free
+//! [`credentials`] snapshot of decrypted keys) → [`proxy::rewrite`] (strip the client's
+//! credentials, inject the route's, per [`providers`]) → [`upstream`] (pooled, verified TLS to
+//! the provider). Control path, off the request path: [`config`] at start, credential
 //! loading into the snapshot, DNS refresh.
 
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod otel;
 pub mod percent;
 pub mod providers;
 pub mod proxy;
+pub mod router;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -1,6 +1,6 @@
 //! State kept by name for the life of the process, shared by every snapshot that names it: a
-//! credential refresh rebuilds every deployment and virtual key, and their health and request
-//! counts must carry on (the router's cooldowns, a key's rate-limit window).
+//! credential refresh rebuilds every virtual key, and its request counts must carry on (a key's
+//! rate-limit window).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,11 +1,30 @@
 //! How each provider expects its credential: header name, value prefix, extra headers and query
-//! parameters. Pure data and pure functions; the proxy applies them in
-//! [`crate::proxy::rewrite`].
+//! parameters; and what the sidecar knows of each LiteLLM provider ([`PROVIDERS`]: auth style,
+//! public base, where its OpenAI-compatible API is). Pure data and pure functions; the proxy
+//! applies them in [`crate::proxy::rewrite`], the model router in `router`.
 
 use http::HeaderName;
 
 /// `anthropic-version` sent when the client sent none.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// A header a provider's API requires, sent with a default value when the client sent none.
+#[derive(Debug)]
+pub struct RequiredHeader {
+    /// Its name as sent (static, so that Pingora keeps it without a copy per request).
+    pub wire: &'static str,
+    /// The same name, for lookups.
+    pub name: HeaderName,
+    /// The value sent when the client sent none.
+    pub default: &'static str,
+}
+
+/// Anthropic's API version header.
+static ANTHROPIC_VERSION: RequiredHeader = RequiredHeader {
+    wire: "anthropic-version",
+    name: HeaderName::from_static("anthropic-version"),
+    default: DEFAULT_ANTHROPIC_VERSION,
+};
 
 /// Headers that carry a credential with at least one supported provider. All are removed from
 /// every client request, whatever the route's provider (together with every route's own auth
@@ -48,8 +67,8 @@ pub enum AuthStyle {
 /// The prefix of an `Authorization: Bearer` value.
 pub const BEARER_PREFIX: &str = "Bearer ";
 
-/// The config spellings of [`AuthStyle`], for error messages.
-pub const PROVIDER_NAMES: [&str; 5] = ["openai", "anthropic", "azure", "gemini", "header"];
+/// The route `provider:` that names its own auth header ([`AuthStyle::Header`]).
+const HEADER_PROVIDER: &str = "header";
 
 impl AuthStyle {
     /// The header the key goes in.
@@ -85,24 +104,44 @@ impl AuthStyle {
         }
     }
 
+    /// The header this style's API requires besides the key (Anthropic's `anthropic-version`).
+    pub fn required_header(&self) -> Option<&'static RequiredHeader> {
+        match self {
+            AuthStyle::Anthropic => Some(&ANTHROPIC_VERSION),
+            _ => None,
+        }
+    }
+
+    /// The query parameter a credential's `api_version` is sent in, replacing the client's
+    /// (Azure's `api-version`).
+    pub fn api_version_param(&self) -> Option<&'static str> {
+        match self {
+            AuthStyle::Azure => Some("api-version"),
+            _ => None,
+        }
+    }
+
     /// Parses a route's `provider` (plus `auth_header` / `auth_prefix` for `header`).
     pub fn from_config(
         provider: &str,
         header: Option<&str>,
         prefix: Option<&str>,
     ) -> Result<AuthStyle, String> {
-        let simple = match provider {
-            "openai" => Some(AuthStyle::OpenAi),
-            "anthropic" => Some(AuthStyle::Anthropic),
-            "azure" => Some(AuthStyle::Azure),
-            "gemini" => Some(AuthStyle::Gemini),
-            "header" => None,
-            other => {
+        let simple = match known_provider(provider).filter(|p| p.route_provider) {
+            Some(known) => Some(known.auth.clone()),
+            None if provider == HEADER_PROVIDER => None,
+            None => {
+                let names: Vec<&str> = PROVIDERS
+                    .iter()
+                    .filter(|p| p.route_provider)
+                    .map(|p| p.name)
+                    .chain([HEADER_PROVIDER])
+                    .collect();
                 return Err(format!(
-                    "unknown provider {other:?} (expected one of: {}; use openai for any \
+                    "unknown provider {provider:?} (expected one of: {}; use openai for any \
                      OpenAI-compatible API)",
-                    PROVIDER_NAMES.join(", ")
-                ))
+                    names.join(", ")
+                ));
             }
         };
         if let Some(style) = simple {
@@ -127,28 +166,107 @@ impl AuthStyle {
     }
 }
 
-/// The auth style and public API base (the base URL its SDK appends paths to) of a LiteLLM
-/// provider name (the part before `/` in a deployment's `model`), when the sidecar knows it.
-/// Azure has no public base: each resource has its own.
-pub fn known_provider(name: &str) -> Option<(AuthStyle, Option<&'static str>)> {
-    let (style, base) = match name {
-        "openai" => (AuthStyle::OpenAi, "https://api.openai.com/v1"),
-        "anthropic" => (AuthStyle::Anthropic, "https://api.anthropic.com"),
-        "azure" => return Some((AuthStyle::Azure, None)),
-        "gemini" => (
-            AuthStyle::Gemini,
-            "https://generativelanguage.googleapis.com",
-        ),
-        "mistral" => (AuthStyle::OpenAi, "https://api.mistral.ai/v1"),
-        "groq" => (AuthStyle::OpenAi, "https://api.groq.com/openai/v1"),
-        "deepseek" => (AuthStyle::OpenAi, "https://api.deepseek.com"),
-        "xai" => (AuthStyle::OpenAi, "https://api.x.ai/v1"),
-        "together_ai" => (AuthStyle::OpenAi, "https://api.together.xyz/v1"),
-        "openrouter" => (AuthStyle::OpenAi, "https://openrouter.ai/api/v1"),
-        "cohere" => (AuthStyle::OpenAi, "https://api.cohere.com"),
-        _ => return None,
-    };
-    Some((style, Some(base)))
+/// Where a provider serves OpenAI's API (the one a `dispatch: model` route speaks), relative
+/// to its base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAiApi {
+    /// Under the base itself (OpenAI and OpenAI-compatible APIs, whose base, as in LiteLLM,
+    /// includes the version).
+    AtBase,
+    /// Under this compatibility path below the base, unless the base already ends with it
+    /// (Anthropic's `/v1`, Gemini's `/v1beta/openai`).
+    Under(&'static str),
+    /// Under `/openai/deployments/{deployment}` (Azure, whose deployment is the model name).
+    AzureDeployment,
+}
+
+/// What the sidecar knows about one LiteLLM provider (the part before `/` in a deployment's
+/// `model`).
+#[derive(Debug)]
+pub struct Provider {
+    /// LiteLLM's name for it.
+    pub name: &'static str,
+    /// Whether a route may name it as its `provider:` (the others are OpenAI-compatible: a
+    /// route uses `openai` for them).
+    pub route_provider: bool,
+    /// How its own API takes the key.
+    pub auth: AuthStyle,
+    /// Its public API base (the base URL its SDK appends paths to); `None` for Azure, where each
+    /// resource has its own.
+    pub base: Option<&'static str>,
+    /// Where it serves OpenAI's API.
+    pub openai_api: OpenAiApi,
+}
+
+impl Provider {
+    /// How a request through its OpenAI-compatible API takes the key: as OpenAI's does
+    /// (`Authorization: Bearer`), except Azure's.
+    pub fn openai_api_auth(&self) -> AuthStyle {
+        match self.openai_api {
+            OpenAiApi::AzureDeployment => AuthStyle::Azure,
+            OpenAiApi::AtBase | OpenAiApi::Under(_) => AuthStyle::OpenAi,
+        }
+    }
+}
+
+/// Every provider the sidecar knows, the ones a route may name first (in the order error
+/// messages list them).
+pub static PROVIDERS: [Provider; 11] = [
+    Provider {
+        name: DEFAULT_PROVIDER,
+        route_provider: true,
+        auth: AuthStyle::OpenAi,
+        base: Some("https://api.openai.com/v1"),
+        openai_api: OpenAiApi::AtBase,
+    },
+    Provider {
+        name: "anthropic",
+        route_provider: true,
+        auth: AuthStyle::Anthropic,
+        base: Some("https://api.anthropic.com"),
+        openai_api: OpenAiApi::Under("/v1"),
+    },
+    Provider {
+        name: "azure",
+        route_provider: true,
+        auth: AuthStyle::Azure,
+        base: None,
+        openai_api: OpenAiApi::AzureDeployment,
+    },
+    Provider {
+        name: "gemini",
+        route_provider: true,
+        auth: AuthStyle::Gemini,
+        base: Some("https://generativelanguage.googleapis.com"),
+        openai_api: OpenAiApi::Under("/v1beta/openai"),
+    },
+    openai_compatible("mistral", "https://api.mistral.ai/v1"),
+    openai_compatible("groq", "https://api.groq.com/openai/v1"),
+    openai_compatible("deepseek", "https://api.deepseek.com"),
+    openai_compatible("xai", "https://api.x.ai/v1"),
+    openai_compatible("together_ai", "https://api.together.xyz/v1"),
+    openai_compatible("openrouter", "https://openrouter.ai/api/v1"),
+    openai_compatible("cohere", "https://api.cohere.com"),
+];
+
+/// An OpenAI-compatible API at `base`, which a route reaches as `provider: openai`.
+const fn openai_compatible(name: &'static str, base: &'static str) -> Provider {
+    Provider {
+        name,
+        route_provider: false,
+        auth: AuthStyle::OpenAi,
+        base: Some(base),
+        openai_api: OpenAiApi::AtBase,
+    }
+}
+
+/// LiteLLM's provider for a deployment whose `model`, `custom_llm_provider` and credential name
+/// none.
+pub const DEFAULT_PROVIDER: &str = "openai";
+
+/// The provider LiteLLM calls `name`, when the sidecar knows it.
+pub fn known_provider(name: &str) -> Option<&'static Provider> {
+    PROVIDERS.iter().find(|p| p.name == name)
 }
 
 /// Headers that frame or route the request and so can never carry a credential.
@@ -203,5 +321,28 @@ mod tests {
         assert!(AuthStyle::from_config("openai", None, Some("x")).is_err());
         assert!(AuthStyle::from_config("header", Some("bad header"), None).is_err());
         assert!(AuthStyle::from_config("header", Some("Host"), None).is_err());
+    }
+
+    #[test]
+    fn the_table_knows_each_providers_base_and_openai_api() {
+        let anthropic = known_provider("anthropic").expect("known");
+        assert_eq!(anthropic.auth, AuthStyle::Anthropic);
+        assert_eq!(anthropic.openai_api, OpenAiApi::Under("/v1"));
+        assert_eq!(anthropic.openai_api_auth(), AuthStyle::OpenAi);
+        let azure = known_provider("azure").expect("known");
+        assert_eq!(
+            (azure.base, azure.openai_api_auth()),
+            (None, AuthStyle::Azure)
+        );
+        let groq = known_provider("groq").expect("known");
+        assert_eq!(groq.base, Some("https://api.groq.com/openai/v1"));
+        assert!(!groq.route_provider, "a route reaches it as openai");
+        assert!(
+            known_provider("Azure").is_none(),
+            "LiteLLM's names, lowercase"
+        );
+        let message = AuthStyle::from_config("mistral", None, None).unwrap_err();
+        let listed = "expected one of: openai, anthropic, azure, gemini, header;";
+        assert!(message.contains(listed), "{message}");
     }
 }

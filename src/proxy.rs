@@ -35,6 +35,7 @@ use crate::credentials::CredentialCache;
 use crate::dispatch::SharedDispatch;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
+use crate::router::Router;
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::retry::{should_retry, FailedAttempt};
 use admission::Admitted;
@@ -44,26 +45,30 @@ use request_id::RequestId;
 use respond::ErrorReply;
 use unified::Dispatched;
 
-/// The proxy's shared state: routes and access rules, the credential cache, the connection gate,
-/// the client connections (told when a request starts and ends).
+/// The proxy's shared state: routes and access rules, the credential cache, the model router,
+/// the connection gate, the client connections (told when a request starts and ends).
 pub struct SidecarProxy {
     dispatch: SharedDispatch,
     credentials: Arc<CredentialCache>,
+    router: Arc<Router>,
     gate: Arc<ConnectionGate>,
     clients: Arc<ClientConnections>,
 }
 
 impl SidecarProxy {
-    /// A proxy serving `dispatch` with credentials from `credentials`.
+    /// A proxy serving `dispatch` with credentials from `credentials`, model routes' deployments
+    /// picked by `router`.
     pub fn new(
         dispatch: SharedDispatch,
         credentials: Arc<CredentialCache>,
+        router: Arc<Router>,
         gate: Arc<ConnectionGate>,
         clients: Arc<ClientConnections>,
     ) -> SidecarProxy {
         SidecarProxy {
             dispatch,
             credentials,
+            router,
             gate,
             clients,
         }
@@ -107,6 +112,7 @@ impl ProxyHttp for SidecarProxy {
         let admitted = admission::admit(
             &dispatch,
             &self.credentials,
+            &self.router,
             session.req_header(),
             client,
             identity.as_ref(),
@@ -118,7 +124,8 @@ impl ProxyHttp for SidecarProxy {
                 .map(Bound::Route),
             // A `dispatch: model` route: the body names the deployment.
             Ok(Admitted::FromBody(snapshot)) => {
-                match unified::bind_by_body(session, ctx, snapshot, dispatch.router).await {
+                let settings = dispatch.router;
+                match unified::bind_by_body(session, ctx, snapshot, &self.router, settings).await {
                     Ok(Dispatched::Bound(request)) => Ok(Bound::Model(request)),
                     Ok(Dispatched::Answered) => return Ok(true),
                     Err(reply) => Err(reply),
@@ -297,7 +304,7 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        unified::attempts::on_connect_failure(ctx, &mut e);
+        unified::attempts::on_connect_failure(ctx, &mut e, &self.router);
         e
     }
 
@@ -309,7 +316,7 @@ impl ProxyHttp for SidecarProxy {
     ) -> pingora::Result<()> {
         ctx.upstream_ttfb = ctx.upstream_started.map(|t| t.elapsed());
         // Nothing has reached the client yet: another deployment may answer instead.
-        unified::attempts::on_response(ctx, upstream_response.status.as_u16())?;
+        unified::attempts::on_response(ctx, upstream_response.status.as_u16(), &self.router)?;
         ctx.upstream_request_id = request_id::from_provider(upstream_response);
         ctx.request_id.mark_response(upstream_response)?;
         usage::on_response_header(ctx, upstream_response);

@@ -4,8 +4,6 @@
 //! longest `path_prefix`. Prefixes match on segment boundaries, so `/openai` takes `/openai` and
 //! `/openai/v1/...` but never `/openaiX`.
 
-mod binding;
-
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -15,8 +13,6 @@ use crate::config::{Backend, RouteConfig, UpstreamUrl};
 use crate::identity::AllowedIdentity;
 use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_HEADERS};
 use crate::upstream::{Target, Targets};
-
-pub use binding::{bind, bind_deployment, Binding, RouteBinding, Unbound};
 
 /// One route, ready to serve.
 #[derive(Debug)]

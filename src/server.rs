@@ -34,6 +34,7 @@ use crate::downstream::{
 use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
 use crate::metrics;
 use crate::proxy::SidecarProxy;
+use crate::router::Router;
 use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::resolver::{resolve_all, ResolverService};
@@ -83,7 +84,8 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         wake: Arc::default(),
         hub: config.fanout.as_ref().map(|_| Arc::default()),
     };
-    let refresher = load_at_start(&config, &ctx, &cache, &dispatch)?;
+    let router = Arc::new(Router::default());
+    let refresher = load_at_start(&config, &ctx, &cache, &dispatch, &router)?;
 
     let opt = Opt {
         upgrade: options.upgrade,
@@ -95,17 +97,24 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let mut cert_stores = Vec::new();
     let clients = ClientConnections::for_proxy(dispatch.clone());
     downstream_metrics::register(clients.clone(), ClientsOf::Proxy).map_err(StartError::Metrics)?;
+    let sidecar = SidecarProxy::new(
+        dispatch.clone(),
+        cache.clone(),
+        router.clone(),
+        gate,
+        clients.clone(),
+    );
     let proxy = proxy_service(
         &server,
         &config,
+        sidecar,
         &dispatch,
-        &cache,
-        gate,
         &mut cert_stores,
         &clients,
     )?;
     server.add_service(proxy);
-    server.add_service(admin_service(&config, dispatch.clone(), cache.clone()));
+    let admin = admin_service(&config, dispatch.clone(), cache.clone(), router.clone());
+    server.add_service(admin);
     let fanout_grants = match (&config.fanout, &ctx.hub) {
         (Some(fanout), Some(hub)) => {
             let (service, grants) = fanout_service(&config, fanout, hub, &mut cert_stores)?;
@@ -152,6 +161,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             sources: ctx,
             refresher,
             cache,
+            router,
             fanout_grants,
             applied: Default::default(),
         },
@@ -186,6 +196,7 @@ fn load_at_start(
     ctx: &SourceContext,
     cache: &Arc<CredentialCache>,
     dispatch: &SharedDispatch,
+    router: &Router,
 ) -> Result<Arc<Refresher>, StartError> {
     let startup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -207,27 +218,23 @@ fn load_at_start(
             });
         let refresher = Refresher::new(cache.clone(), sources, interval, ctx.wake.clone());
         refresher.refresh().await;
-        report_unserved_routes(&dispatch.load().routes, &cache.snapshot());
+        report_unserved_routes(&dispatch.load().routes, &cache.snapshot(), router);
         resolve_all(&ctx.targets.all()).await;
         Ok(Arc::new(refresher))
     })
 }
 
-/// The proxy service on every configured listener; TLS listeners' certificate stores are added
-/// to `cert_stores`.
+/// The proxy service (`sidecar`) on every configured listener; TLS listeners' certificate
+/// stores are added to `cert_stores`.
 fn proxy_service(
     server: &Server,
     config: &Config,
+    sidecar: SidecarProxy,
     dispatch: &SharedDispatch,
-    cache: &Arc<CredentialCache>,
-    gate: Arc<ConnectionGate>,
     cert_stores: &mut Vec<Arc<CertStore>>,
     clients: &Arc<ClientConnections>,
 ) -> Result<Service<GuardedApp<HttpProxy<SidecarProxy>>>, StartError> {
-    let mut app = pingora::proxy::http_proxy(
-        &server.configuration,
-        SidecarProxy::new(dispatch.clone(), cache.clone(), gate, clients.clone()),
-    );
+    let mut app = pingora::proxy::http_proxy(&server.configuration, sidecar);
     // Let CONNECT reach our request filter, which answers it with an explanatory JSON 405
     // (Pingora's own refusal is a bare 405). It is never tunnelled.
     let mut server_options = HttpServerOptions::default();
@@ -339,10 +346,12 @@ fn admin_service(
     config: &Config,
     dispatch: SharedDispatch,
     cache: Arc<CredentialCache>,
+    router: Arc<Router>,
 ) -> Service<AdminApp> {
     let app = AdminApp {
         dispatch,
         cache,
+        router,
         // The proxy listeners and the fan-out listener must all be bound to be ready.
         listeners: config
             .listeners

@@ -17,7 +17,7 @@ use crate::db::session::{ListenSettings, Session};
 use crate::db::{Database, DbError};
 use crate::fanout::watch::{WatchError, WatchSource};
 use crate::fanout::FanoutHub;
-use crate::routes::bind;
+use crate::router::{bind, Router};
 use crate::routes::RouteTable;
 use crate::upstream::Targets;
 
@@ -126,11 +126,11 @@ fn route_backends(config: &Config) -> (Vec<String>, Vec<String>) {
 }
 
 /// Warns about routes that cannot be served now, so the operator sees it at start rather than
-/// at the first 503. Returns how many.
-pub fn report_unserved_routes(routes: &RouteTable, snapshot: &Snapshot) -> usize {
+/// at the first 503 (a `model:` route's deployment picked by `router`). Returns how many.
+pub fn report_unserved_routes(routes: &RouteTable, snapshot: &Snapshot, router: &Router) -> usize {
     let mut unserved = 0;
     for route in routes.iter() {
-        if let Err(unbound) = bind(route, snapshot) {
+        if let Err(unbound) = bind(route, snapshot, router) {
             unserved += 1;
             warn!("route {}: {}; requests answer 503", route.name, unbound);
         }

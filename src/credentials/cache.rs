@@ -6,8 +6,8 @@
 //! request path never decrypts and never takes a lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 // tokio's clock: the real one in production, the paused one in the refresher's unit tests.
@@ -33,27 +33,27 @@ pub struct Snapshot {
     pub model_failures: HashMap<String, String>,
     /// LiteLLM's virtual keys, when `access.litellm_keys` is on and they have been read.
     pub litellm_keys: Option<Arc<KeyTable>>,
+    /// Its place in the order of publication (1 for the first snapshot published, 0 before),
+    /// so that the router can tell a newer snapshot from an older one a request still holds.
+    pub generation: u64,
 }
 
-/// The deployments of one model alias, the order they are served in, and the position in it.
+/// The deployments of one model alias, and the router's place among them for this snapshot:
+/// the order it serves them in (made on its first pick) and its position in that order (see
+/// `router`).
 #[derive(Debug, Default)]
 pub struct Deployments {
     list: Vec<Arc<Deployment>>,
-    /// Indices into `list`, one cycle of the weighted round-robin.
-    schedule: Vec<usize>,
+    order: OnceLock<Vec<usize>>,
     next: AtomicUsize,
 }
 
-/// Length of one weighted cycle: shares are honoured to within 1/`WEIGHTED_CYCLE`.
-const WEIGHTED_CYCLE: usize = 1000;
-
 impl Deployments {
-    /// Deployments served in proportion to their `weight` (round-robin when the weights are
-    /// equal), interleaved rather than in runs.
+    /// The deployments of one alias.
     pub fn new(list: Vec<Arc<Deployment>>) -> Deployments {
         Deployments {
-            schedule: weighted_schedule(&list.iter().map(|d| d.weight).collect::<Vec<_>>()),
             list,
+            order: OnceLock::new(),
             next: AtomicUsize::new(0),
         }
     }
@@ -62,30 +62,18 @@ impl Deployments {
     pub fn all(&self) -> &[Arc<Deployment>] {
         &self.list
     }
-}
 
-/// One cycle of smooth weighted round-robin (nginx's): each step every entry gains its weight,
-/// the richest is picked and pays the total. Computed once per snapshot, so a pick is one
-/// atomic increment.
-fn weighted_schedule(weights: &[f64]) -> Vec<usize> {
-    if weights.windows(2).all(|w| w[0] == w[1]) {
-        return (0..weights.len()).collect();
+    /// The order the router serves them in (indices into [`all`](Self::all)), made by `make`
+    /// the first time it is asked for.
+    pub fn order(&self, make: impl FnOnce(&[Arc<Deployment>]) -> Vec<usize>) -> &[usize] {
+        self.order.get_or_init(|| make(&self.list))
     }
-    let total: f64 = weights.iter().sum();
-    let mut credit = vec![0.0; weights.len()];
-    (0..WEIGHTED_CYCLE)
-        .map(|_| {
-            let mut best = 0;
-            for (i, w) in weights.iter().enumerate() {
-                credit[i] += w;
-                if credit[i] > credit[best] {
-                    best = i;
-                }
-            }
-            credit[best] -= total;
-            best
-        })
-        .collect()
+
+    /// The router's next turn: a count of turns taken from this snapshot, which the router
+    /// reads modulo its order's length.
+    pub fn next_turn(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// The result of looking a credential or model up by name.
@@ -110,42 +98,13 @@ impl Snapshot {
             Lookup::Missing
         }
     }
-
-    /// Picks the next deployment of a model alias (weighted round-robin).
-    pub fn deployment(&self, model: &str) -> Lookup<'_, &Arc<Deployment>> {
-        self.pick(model, None)
-    }
-
-    /// Picks the next deployment of a model alias that is not cooling down and is not
-    /// `exclude` (the one a retry moves away from); when every one is cooling down, the one that
-    /// failed least recently, `exclude` only when it is the alias's only deployment.
-    pub fn pick(&self, model: &str, exclude: Option<&str>) -> Lookup<'_, &Arc<Deployment>> {
-        match self.models.get(model) {
-            Some(d) if !d.list.is_empty() => {
-                let start = d.next.fetch_add(1, Ordering::Relaxed);
-                let usable = |i: usize| exclude != Some(d.list[i].id.as_str());
-                let ready = (0..d.schedule.len())
-                    .map(|k| d.schedule[(start + k) % d.schedule.len()])
-                    .find(|&i| usable(i) && !d.list[i].health.is_cooling());
-                let fallback = || {
-                    (0..d.list.len())
-                        .filter(|&i| usable(i) || d.list.len() == 1)
-                        .min_by_key(|&i| d.list[i].health.last_failure())
-                        .unwrap_or(0)
-                };
-                Lookup::Ready(&d.list[ready.unwrap_or_else(fallback)])
-            }
-            _ => match self.model_failures.get(model) {
-                Some(reason) => Lookup::Failed(reason),
-                None => Lookup::Missing,
-            },
-        }
-    }
 }
 
 /// The current snapshot, swapped atomically, and when it was last known to match its sources.
 pub struct CredentialCache {
     current: ArcSwap<Snapshot>,
+    /// Snapshots published so far.
+    published: AtomicU64,
     /// When every source was last read successfully (the process start until then).
     fresh_at: Mutex<Instant>,
 }
@@ -154,6 +113,7 @@ impl Default for CredentialCache {
     fn default() -> Self {
         CredentialCache {
             current: ArcSwap::from_pointee(Snapshot::default()),
+            published: AtomicU64::new(0),
             fresh_at: Mutex::new(Instant::now()),
         }
     }
@@ -165,8 +125,10 @@ impl CredentialCache {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot; requests already holding the old one keep it.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// Replaces the snapshot, numbering it after the last; requests already holding the old one
+    /// keep it.
+    pub fn publish(&self, mut snapshot: Snapshot) {
+        snapshot.generation = self.published.fetch_add(1, Ordering::Relaxed) + 1;
         self.current.store(Arc::new(snapshot));
     }
 
@@ -252,91 +214,10 @@ mod tests {
         cache.publish(snapshot(vec![credential("a", "old")]));
         let held = cache.snapshot();
         cache.publish(snapshot(vec![credential("a", "new")]));
+        assert_eq!((held.generation, cache.snapshot().generation), (1, 2));
         assert!(matches!(held.credential("a"), Lookup::Ready(c) if c.api_key.expose() == "old"));
         assert!(
             matches!(cache.snapshot().credential("a"), Lookup::Ready(c) if c.api_key.expose() == "new")
         );
-    }
-
-    fn deployment(id: &str, weight: f64) -> Arc<Deployment> {
-        Arc::new(Deployment {
-            id: id.into(),
-            provider: "openai".into(),
-            model: id.into(),
-            model_json: format!("{id:?}"),
-            weight,
-            health: crate::credentials::health::for_deployment(id),
-            credential: Arc::new(credential(id, id)),
-            upstream: None,
-            target: None,
-            auth: None,
-        })
-    }
-
-    #[test]
-    fn deployments_rotate_round_robin() {
-        let deployment = |id: &str| deployment(id, 1.0);
-        let mut snap = Snapshot::default();
-        snap.models.insert(
-            "m".into(),
-            Deployments::new(vec![deployment("a"), deployment("b")]),
-        );
-        let picks: Vec<String> = (0..4)
-            .map(|_| match snap.deployment("m") {
-                Lookup::Ready(d) => d.id.clone(),
-                _ => panic!("ready"),
-            })
-            .collect();
-        assert_eq!(picks, ["a", "b", "a", "b"]);
-        assert!(matches!(snap.deployment("other"), Lookup::Missing));
-    }
-
-    #[test]
-    fn weights_share_requests_in_proportion_and_interleaved() {
-        let mut snap = Snapshot::default();
-        snap.models.insert(
-            "m".into(),
-            Deployments::new(vec![deployment("a", 3.0), deployment("b", 1.0)]),
-        );
-        let picks: Vec<String> = (0..WEIGHTED_CYCLE)
-            .map(|_| match snap.deployment("m") {
-                Lookup::Ready(d) => d.id.clone(),
-                _ => panic!("ready"),
-            })
-            .collect();
-        let a = picks.iter().filter(|p| *p == "a").count();
-        assert_eq!(a, WEIGHTED_CYCLE * 3 / 4, "a's share");
-        // Interleaved: never more than three a's in a row.
-        assert!(!picks.windows(4).any(|w| w.iter().all(|p| p == "a")));
-    }
-
-    #[test]
-    fn cooling_deployments_are_skipped_and_the_least_recently_failed_tried_last() {
-        use crate::config::RouterSettings;
-        use crate::credentials::health::Failure;
-        let settings = RouterSettings::default();
-        let (a, b) = (deployment("pick-a", 1.0), deployment("pick-b", 1.0));
-        let mut snap = Snapshot::default();
-        snap.models
-            .insert("m".into(), Deployments::new(vec![a.clone(), b.clone()]));
-        let picked = |snap: &Snapshot, exclude: Option<&str>| match snap.pick("m", exclude) {
-            Lookup::Ready(d) => d.id.clone(),
-            _ => panic!("ready"),
-        };
-        a.health.record(Failure::RateLimited, false, &settings);
-        for _ in 0..4 {
-            assert_eq!(picked(&snap, None), "pick-b", "a is cooling");
-        }
-        assert_eq!(
-            picked(&snap, Some("pick-b")),
-            "pick-a",
-            "the retry takes what is left"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        b.health.record(Failure::RateLimited, false, &settings);
-        // Both cooling: a failed first, so a is tried.
-        for _ in 0..4 {
-            assert_eq!(picked(&snap, None), "pick-a");
-        }
     }
 }

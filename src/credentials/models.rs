@@ -12,12 +12,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::health::{self, DeploymentHealth};
 use super::values::ValueReader;
 use super::Credential;
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
-use crate::providers::{known_provider, AuthStyle};
+use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER};
 use crate::upstream::{Target, Targets};
 
 /// One deployment of a model alias, ready to serve.
@@ -40,8 +39,6 @@ pub struct Deployment {
     /// LiteLLM's `weight`: its share of the alias's requests relative to the others' (1 when
     /// unset).
     pub weight: f64,
-    /// Its failures and cooldown (kept by `id` across refreshes).
-    pub health: Arc<DeploymentHealth>,
     /// The resolved endpoint for `upstream`.
     pub target: Option<Arc<Target>>,
     /// The provider's auth style, when known (the route may set one instead).
@@ -124,7 +121,7 @@ pub fn deployment(
                 linked
                     .as_ref()
                     .and_then(|c| c.provider.clone())
-                    .unwrap_or_else(|| "openai".to_string()),
+                    .unwrap_or_else(|| DEFAULT_PROVIDER.to_string()),
                 written,
             ),
         },
@@ -140,9 +137,7 @@ pub fn deployment(
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_version.clone()));
     let known = known_provider(&provider);
-    let base = api_base
-        .as_deref()
-        .or(known.as_ref().and_then(|(_, base)| *base));
+    let base = api_base.as_deref().or(known.and_then(|p| p.base));
     let upstream = base
         .map(|b| UpstreamUrl::parse(b).map_err(|e| format!("api_base: {e}")))
         .transpose()?;
@@ -161,10 +156,9 @@ pub fn deployment(
         model: provider_model.to_string(),
         model_json: Value::from(provider_model).to_string(),
         weight,
-        health: health::for_deployment(&row.id),
         upstream: upstream.map(Arc::new),
         target,
-        auth: known.map(|(style, _)| style),
+        auth: known.map(|p| p.auth.clone()),
     })
 }
 

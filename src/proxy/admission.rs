@@ -19,7 +19,8 @@ use crate::config::{AccessSettings, Backend};
 use crate::credentials::{CredentialCache, Snapshot};
 use crate::dispatch::Dispatch;
 use crate::identity::ClientIdentity;
-use crate::routes::{bind, Binding, Route, RouteBinding, RouteTable};
+use crate::router::{bind, Binding, RouteBinding, Router};
+use crate::routes::{Route, RouteTable};
 
 /// What admission decided for a request that may go ahead.
 pub enum Admitted {
@@ -36,6 +37,7 @@ pub enum Admitted {
 pub fn admit(
     dispatch: &Dispatch,
     credentials: &CredentialCache,
+    router: &Router,
     req: &RequestHeader,
     client: Option<IpAddr>,
     identity: Option<&ClientIdentity>,
@@ -58,7 +60,7 @@ pub fn admit(
         };
         ctx.litellm_key = Some(check_litellm_key(&snapshot, req, model)?);
     }
-    match bind(route, &snapshot) {
+    match bind(route, &snapshot, router) {
         Ok(RouteBinding::Bound(binding)) => Ok(Admitted::Bound(binding)),
         Ok(RouteBinding::FromBody) => Ok(Admitted::FromBody(snapshot)),
         Err(unbound) => Err(ErrorReply::new(

@@ -9,7 +9,8 @@ use super::respond::ErrorReply;
 use super::unified::ModelRequest;
 use super::usage;
 use crate::config::Limits;
-use crate::routes::{Binding, Route};
+use crate::router::Binding;
+use crate::routes::Route;
 use crate::upstream::gate::Lease;
 
 /// What serves a request once it is bound; its binding is stored here only.

@@ -5,7 +5,7 @@ use pingora::protocols::tls::SslDigest;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::respond::ErrorReply;
-use crate::routes::Binding;
+use crate::router::Binding;
 use crate::upstream::gate::LIMIT_REACHED;
 use crate::upstream::verify;
 

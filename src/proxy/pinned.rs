@@ -24,7 +24,7 @@ use super::unified::body::{model_in, replace_model, BodyModel};
 use super::unified::read_body;
 use super::RequestCtx;
 use crate::credentials::models::Deployment;
-use crate::routes::Binding;
+use crate::router::Binding;
 
 /// Path segments after which the next segment names a model.
 const MODEL_SEGMENTS: [&str; 4] = ["models", "tunedModels", "deployments", "model"];

@@ -18,12 +18,9 @@ use pingora::http::RequestHeader;
 use super::framing;
 use crate::credentials::Credential;
 use crate::percent;
-use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_QUERY_PARAMS, DEFAULT_ANTHROPIC_VERSION};
-use crate::routes::Binding;
+use crate::providers::{AuthStyle, CLIENT_CREDENTIAL_QUERY_PARAMS};
+use crate::router::Binding;
 use crate::routes::Route;
-
-/// Azure's version query parameter.
-const AZURE_API_VERSION_PARAM: &str = "api-version";
 
 /// Rewrites `req` for `route` as `binding` says; with `body_len`, the body is replaced by one of
 /// that length. Errors never contain the credential.
@@ -70,20 +67,17 @@ pub fn rewrite_request(
         None => framing::single_content_length(req)?,
     }
     insert(req, wire_name(auth, injected), value)?;
-    if *auth == AuthStyle::Anthropic && !req.headers.contains_key(ANTHROPIC_VERSION_NAME) {
-        insert(
-            req,
-            ANTHROPIC_VERSION,
-            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
-        )?;
+    if let Some(required) = auth.required_header() {
+        if !req.headers.contains_key(&required.name) {
+            insert(
+                req,
+                required.wire,
+                HeaderValue::from_static(required.default),
+            )?;
+        }
     }
     insert(req, HOST, binding.upstream.host_value().clone())
 }
-
-/// Anthropic's API version header, inserted by its `&'static str` name (see `wire_name`).
-const ANTHROPIC_VERSION: &str = "anthropic-version";
-/// [`ANTHROPIC_VERSION`] for lookups.
-const ANTHROPIC_VERSION_NAME: HeaderName = HeaderName::from_static(ANTHROPIC_VERSION);
 
 /// The injected header's name as sent (see [`AuthStyle::wire_name`]).
 fn wire_name(auth: &AuthStyle, name: HeaderName) -> Bytes {
@@ -133,10 +127,9 @@ pub fn rewrite_query(
     auth: &AuthStyle,
     credential: &Credential,
 ) -> Option<String> {
-    let pinned_version = match auth {
-        AuthStyle::Azure => credential.api_version.as_deref(),
-        _ => None,
-    };
+    let pinned_version = auth
+        .api_version_param()
+        .zip(credential.api_version.as_deref());
     let mut kept: Vec<&str> = query
         .unwrap_or("")
         .split('&')
@@ -147,13 +140,13 @@ pub fn rewrite_query(
                 .iter()
                 .any(|n| CLIENT_CREDENTIAL_QUERY_PARAMS.contains(&n.as_str()));
             let replaced_version =
-                pinned_version.is_some() && names.iter().any(|n| n == AZURE_API_VERSION_PARAM);
+                pinned_version.is_some_and(|(param, _)| names.iter().any(|n| n == param));
             !credential_param && !replaced_version
         })
         .collect();
     let version_pair;
-    if let Some(version) = pinned_version {
-        version_pair = format!("{AZURE_API_VERSION_PARAM}={}", percent::encode(version));
+    if let Some((param, version)) = pinned_version {
+        version_pair = format!("{param}={}", percent::encode(version));
         kept.push(&version_pair);
     }
     (!kept.is_empty()).then(|| kept.join("&"))

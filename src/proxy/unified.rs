@@ -16,8 +16,8 @@
 //! length (chunked) over 64 KiB cannot be replayed and is refused with 413.
 //!
 //! A deployment that answers 429 or 5xx, or cannot be connected to, counts toward its cooldown
-//! (see `credentials::health`), and the request moves to another deployment once, before
-//! anything reaches the client ([`attempts`]).
+//! (see [`crate::router`]), and the request moves to another deployment once, before anything
+//! reaches the client ([`attempts`]).
 
 pub mod attempts;
 pub(super) mod body;
@@ -33,6 +33,7 @@ use super::RequestCtx;
 use crate::access::litellm_keys::VirtualKey;
 use crate::config::RouterSettings;
 use crate::credentials::{Lookup, Snapshot};
+use crate::router::Router;
 use crate::routes::Route;
 use body::find_model;
 
@@ -63,12 +64,13 @@ pub enum Dispatched {
 
 /// `request_filter` on a `dispatch: model` route: answers `/models`, or reads the body and
 /// binds the request to a deployment of its alias, from `snapshot` (the one the request was
-/// admitted with).
+/// admitted with), picked by the router with the settings in force.
 pub async fn bind_by_body(
     session: &mut Session,
     ctx: &mut RequestCtx,
     snapshot: Arc<Snapshot>,
-    router: RouterSettings,
+    router: &Router,
+    settings: RouterSettings,
 ) -> Result<Dispatched, ErrorReply> {
     let Some(route) = ctx.route.clone() else {
         return Err(ErrorReply::new(
@@ -77,10 +79,19 @@ pub async fn bind_by_body(
             "no route was matched",
         ));
     };
-    ctx.router = router;
+    ctx.router = settings;
     let max_body = ctx.limits.max_request_body_bytes;
     let key = ctx.litellm_key.as_deref();
-    let dispatched = dispatch(session, &route, snapshot, key, max_body, &ctx.request_id).await?;
+    let dispatched = dispatch(
+        session,
+        &route,
+        snapshot,
+        router,
+        key,
+        max_body,
+        &ctx.request_id,
+    )
+    .await?;
     if let (Dispatched::Bound(request), Some(key)) = (&dispatched, &ctx.litellm_key) {
         // With `access.litellm_keys`, the alias is checked now that the body named it.
         key.check_model(&request.alias)
@@ -90,12 +101,14 @@ pub async fn bind_by_body(
     Ok(dispatched)
 }
 
-/// Serves or binds a request to `route` (a `dispatch: model` route) from `snapshot`; `key`, the
-/// LiteLLM key the request presented, limits what `/models` lists.
+/// Serves or binds a request to `route` (a `dispatch: model` route) from `snapshot`, the
+/// deployment picked by `router`; `key`, the LiteLLM key the request presented, limits what
+/// `/models` lists.
 async fn dispatch(
     session: &mut Session,
     route: &Route,
     snapshot: Arc<Snapshot>,
+    router: &Router,
     key: Option<&VirtualKey>,
     max_body: u64,
     request_id: &RequestId,
@@ -130,7 +143,7 @@ async fn dispatch(
     }
     let body = read_body(session, max_body).await?;
     let field = find_model(&body)?;
-    let deployment = match snapshot.deployment(&field.alias) {
+    let deployment = match router.pick(&snapshot, &field.alias, None) {
         Lookup::Ready(d) => d.clone(),
         Lookup::Failed(reason) => {
             return Err(ErrorReply::new(

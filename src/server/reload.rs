@@ -26,6 +26,7 @@ use crate::dispatch::{Dispatch, SharedDispatch};
 use crate::fanout::server::{grants_by_token, SharedGrants};
 use crate::metrics::RELOADS;
 use crate::proxy::framing::http2_header_list_cap;
+use crate::router::Router;
 use crate::sources::{credential_sources, report_unserved_routes, SourceContext};
 use crate::upstream::resolver::resolve_all;
 
@@ -43,6 +44,8 @@ pub struct Reloader {
     pub refresher: Arc<Refresher>,
     /// The snapshot, to report routes a reload leaves unserved.
     pub cache: Arc<CredentialCache>,
+    /// The model router, for the same report.
+    pub router: Arc<Router>,
     /// The fan-out watchers' grants, when this instance serves fan-out.
     pub fanout_grants: Option<SharedGrants>,
     /// Reloads applied so far (orders the background source replacements).
@@ -91,15 +94,16 @@ impl Reloader {
         // read in the background: a refresh waiting on a stalled database (up to its
         // query_timeout) must never hold up a reload, least of all one that revokes access.
         let generation = self.applied.fetch_add(1, Ordering::Relaxed) + 1;
-        let (refresher, cache, dispatch) = (
+        let (refresher, cache, dispatch, router) = (
             self.refresher.clone(),
             self.cache.clone(),
             self.dispatch.clone(),
+            self.router.clone(),
         );
         tokio::spawn(async move {
             if refresher.replace_sources(sources, generation).await {
                 refresher.refresh().await;
-                report_unserved_routes(&dispatch.load().routes, &cache.snapshot());
+                report_unserved_routes(&dispatch.load().routes, &cache.snapshot(), &router);
                 info!("config reload: credential sources read");
             }
         });

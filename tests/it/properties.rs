@@ -13,7 +13,7 @@ use sidecar::credentials::cipher::{decrypt, encrypt, Format, Keys};
 use sidecar::credentials::values::ValueReader;
 use sidecar::credentials::{Credential, Secret};
 use sidecar::proxy::rewrite::rewrite_request;
-use sidecar::routes::Binding;
+use sidecar::router::Binding;
 use sidecar::routes::{Route, RouteTable};
 use sidecar::upstream::Targets;
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::Config;
 use crate::credentials::Secret;
-use crate::providers::CLIENT_CREDENTIAL_HEADERS;
+use crate::providers::{CLIENT_CREDENTIAL_HEADERS, DEFAULT_ANTHROPIC_VERSION};
 use crate::routes::RouteTable;
 use crate::upstream::Targets;
 

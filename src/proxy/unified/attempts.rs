@@ -1,23 +1,22 @@
 //! The attempts of one `dispatch: model` request: the deployment each goes to, the body it
-//! sends, and the router's part (a failed deployment recorded toward its cooldown; one retry on
-//! another deployment while nothing has reached the client). The proxy's phases call the
-//! `on_*` functions here.
+//! sends, and one retry on another deployment while nothing has reached the client. What a
+//! failure means (its cooldown, the deployment the retry moves to) is the router's decision
+//! ([`Router::failed`]). The proxy's phases call the `on_*` functions here.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pingora::{Error, ErrorType};
-use tracing::warn;
 
 use super::body::{replace_model, ModelField};
 use crate::config::RouterSettings;
-use crate::credentials::health::Failure;
 use crate::credentials::models::Deployment;
-use crate::credentials::{Lookup, Snapshot};
+use crate::credentials::Snapshot;
 use crate::proxy::ctx::Bound;
 use crate::proxy::respond::ErrorReply;
 use crate::proxy::RequestCtx;
-use crate::routes::{bind_deployment, Binding};
+use crate::router::health::Failure;
+use crate::router::{bind_deployment, Binding, Router};
 
 /// A request bound to a deployment of its alias, and what a retry on another one needs.
 pub struct ModelRequest {
@@ -68,32 +67,29 @@ impl ModelRequest {
         })
     }
 
-    /// Records that the current deployment failed. With `may_retry` (nothing has reached the
-    /// client, no retry yet), returns whether another deployment of the alias takes the next
+    /// Tells `router` that the current deployment failed. With `may_retry` (nothing has reached
+    /// the client, no retry yet), returns whether another deployment of the alias takes the next
     /// attempt.
-    pub fn failed(&mut self, failure: Failure, settings: &RouterSettings, may_retry: bool) -> bool {
-        let alone = self
-            .snapshot
-            .models
-            .get(&self.alias)
-            .is_none_or(|d| d.all().len() < 2);
-        let cooled = self.deployment.health.record(failure, alone, settings);
-        if cooled {
-            crate::metrics::record_cooldown(&self.alias, &self.deployment.id);
-            warn!(
-                "model {}: deployment {} cools down for {:?} after {failure:?}",
-                self.alias, self.deployment.id, settings.cooldown_time
-            );
+    pub fn failed(
+        &mut self,
+        router: &Router,
+        failure: Failure,
+        settings: &RouterSettings,
+        may_retry: bool,
+    ) -> bool {
+        let next = router.failed(
+            &self.snapshot,
+            &self.alias,
+            &self.deployment,
+            failure,
+            settings,
+            may_retry,
+        );
+        let moves = next.is_some();
+        if moves {
+            self.next = next;
         }
-        if !may_retry || alone {
-            return false;
-        }
-        let next = match self.snapshot.pick(&self.alias, Some(&self.deployment.id)) {
-            Lookup::Ready(d) if d.id != self.deployment.id => d.clone(),
-            _ => return false,
-        };
-        self.next = Some(next);
-        true
+        moves
     }
 
     /// Moves to the deployment [`failed`](Self::failed) chose, if any: the next attempt goes
@@ -141,7 +137,7 @@ pub fn on_next_attempt(ctx: &mut RequestCtx) -> pingora::Result<()> {
 
 /// `fail_to_connect`: a deployment that cannot be reached counts as failed; the request moves
 /// to another once.
-pub fn on_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
+pub fn on_connect_failure(ctx: &mut RequestCtx, e: &mut Error, router: &Router) {
     let Some(request) = ctx.bound.as_mut().and_then(Bound::model_request_mut) else {
         return;
     };
@@ -149,7 +145,7 @@ pub fn on_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
         return;
     }
     crate::metrics::record_attempt(&request.alias, &request.deployment.id, 0);
-    if request.failed(Failure::Unavailable, &ctx.router, !ctx.retried) {
+    if request.failed(router, Failure::Unavailable, &ctx.router, !ctx.retried) {
         ctx.retried = true;
         e.set_retry(true);
     }
@@ -157,7 +153,7 @@ pub fn on_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
 
 /// `upstream_response_filter`: a 429 or 5xx counts as a failure, and while nothing has reached
 /// the client the request moves to another deployment (the error carries the retry).
-pub fn on_response(ctx: &mut RequestCtx, status: u16) -> pingora::Result<()> {
+pub fn on_response(ctx: &mut RequestCtx, status: u16, router: &Router) -> pingora::Result<()> {
     let Some(request) = ctx.bound.as_mut().and_then(Bound::model_request_mut) else {
         return Ok(());
     };
@@ -167,7 +163,7 @@ pub fn on_response(ctx: &mut RequestCtx, status: u16) -> pingora::Result<()> {
         500..=599 => Failure::Unavailable,
         _ => return Ok(()),
     };
-    if request.failed(failure, &ctx.router, !ctx.retried) {
+    if request.failed(router, failure, &ctx.router, !ctx.retried) {
         ctx.retry_elsewhere = true;
         return Err(Error::explain(
             ErrorType::HTTPStatus(status),

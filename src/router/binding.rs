@@ -1,17 +1,19 @@
 //! Binding a request to what serves it: the key, the upstream and the auth style, taken from the
 //! route (credential routes) or from the next deployment of the route's model (model routes,
-//! where settings on the route win). Decided once per request, from one snapshot. The proxy
-//! serves with it; the admin's `/readyz` and start-up's report ask it which routes cannot serve.
+//! where settings on the route win), or, for a `dispatch: model` request, from a deployment
+//! reached through its provider's OpenAI-compatible API. Decided once per request, from one
+//! snapshot. The proxy serves with it; the admin's `/readyz` and start-up's report ask it which
+//! routes cannot serve.
 
 use std::sync::Arc;
 
+use super::Router;
 use crate::config::{Backend, UpstreamUrl};
 use crate::credentials::models::Deployment;
 use crate::credentials::{Credential, Lookup, Snapshot};
-use crate::providers::AuthStyle;
+use crate::providers::{known_provider, AuthStyle, OpenAiApi};
+use crate::routes::Route;
 use crate::upstream::Target;
-
-use super::Route;
 
 /// Everything the rewrite and the upstream choice need for one request.
 #[derive(Debug, Clone)]
@@ -48,8 +50,9 @@ pub enum RouteBinding {
     FromBody,
 }
 
-/// Binds a request for `route` using `snapshot`, or says why it cannot be served.
-pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<RouteBinding, Unbound> {
+/// Binds a request for `route` using `snapshot` (a `model:` route's deployment picked by
+/// `router`), or says why it cannot be served.
+pub fn bind(route: &Route, snapshot: &Snapshot, router: &Router) -> Result<RouteBinding, Unbound> {
     match &route.backend {
         Backend::Credential(name) => {
             let credential = ready(snapshot.credential(name), "credential", name)?;
@@ -69,7 +72,7 @@ pub fn bind(route: &Route, snapshot: &Snapshot) -> Result<RouteBinding, Unbound>
             }
         }
         Backend::Model(alias) => {
-            let deployment = ready(snapshot.deployment(alias), "model", alias)?;
+            let deployment = ready(router.pick(snapshot, alias, None), "model", alias)?;
             let upstream = route.upstream.as_ref().or(deployment.upstream.as_ref());
             let target = route.target.as_ref().or(deployment.target.as_ref());
             let (Some(upstream), Some(target)) = (upstream, target) else {
@@ -127,7 +130,8 @@ fn unavailable(message: String) -> Unbound {
 /// (`api_base`, which for them includes the version, as in LiteLLM); Anthropic and Gemini under
 /// their compatibility paths (`/v1`, `/v1beta/openai`) unless `api_base` already ends with
 /// them; Azure under `/openai/deployments/{deployment}` with its `api-version`. Every one but
-/// Azure takes the key as `Authorization: Bearer`.
+/// Azure takes the key as `Authorization: Bearer`. A provider the sidecar does not know is taken
+/// for an OpenAI-compatible one (see [`crate::providers::PROVIDERS`]).
 pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, Unbound> {
     let (Some(upstream), Some(target)) = (&deployment.upstream, &deployment.target) else {
         return Err(unavailable(format!(
@@ -136,15 +140,15 @@ pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, U
         )));
     };
     let base = upstream.base_path.trim_end_matches('/');
-    let (auth, path) = match deployment.provider.as_str() {
-        "azure" => (
-            AuthStyle::Azure,
-            format!("{base}/openai/deployments/{}{rest}", deployment.model),
-        ),
-        "anthropic" => (AuthStyle::OpenAi, compat_path(base, "/v1", rest)),
-        "gemini" => (AuthStyle::OpenAi, compat_path(base, "/v1beta/openai", rest)),
-        _ => (AuthStyle::OpenAi, format!("{base}{rest}")),
+    let known = known_provider(&deployment.provider);
+    let path = match known.map_or(OpenAiApi::AtBase, |p| p.openai_api) {
+        OpenAiApi::AtBase => format!("{base}{rest}"),
+        OpenAiApi::Under(compat) => compat_path(base, compat, rest),
+        OpenAiApi::AzureDeployment => {
+            format!("{base}/openai/deployments/{}{rest}", deployment.model)
+        }
     };
+    let auth = known.map_or(AuthStyle::OpenAi, |p| p.openai_api_auth());
     Ok(Binding {
         credential: deployment.credential.clone(),
         upstream: upstream.clone(),

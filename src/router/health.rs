@@ -4,16 +4,23 @@
 //! take the traffic); answers of 5xx or failures to connect cool it down once they exceed
 //! `router.allowed_fails` in the current minute; a cooldown lasts `router.cooldown_time`.
 //!
-//! Health is kept by deployment id (`model_id`) for the life of the process, so a credential
-//! refresh, which rebuilds every [`super::models::Deployment`], keeps it. A pick reads two
-//! atomics per deployment; only a failure takes a lock.
+//! A [`HealthBook`] keeps the health of the deployments that failed, by deployment id
+//! (`model_id`), so a credential refresh, which rebuilds every `Deployment`, keeps it; a
+//! deployment without an entry is healthy. The book belongs to the router (one per process, in
+//! the server's state), and an entry leaves it once a newer snapshot no longer holds its
+//! deployment ([`HealthBook::prune`]). A pick reads the book with one lock-free load and two
+//! atomics per deployment; only a deployment's first failure and the first look at a newer
+//! snapshot take the book's lock, and only requests take it.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use arc_swap::{ArcSwap, Guard};
+
 use crate::config::RouterSettings;
-use crate::named_state::NamedState;
+use crate::credentials::Snapshot;
 
 /// What went wrong with one attempt on a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +34,12 @@ pub enum Failure {
 /// One deployment's health.
 #[derive(Debug, Default)]
 pub struct DeploymentHealth {
-    /// Milliseconds since [`epoch`] until which the deployment is cooling down (0: never).
+    /// Milliseconds since [`now_ms`]'s epoch until which the deployment is cooling down (0:
+    /// never).
     cooling_until: AtomicU64,
-    /// Milliseconds since [`epoch`] of the last failure (0: none).
+    /// Milliseconds since [`now_ms`]'s epoch of the last failure (0: none).
     last_failure: AtomicU64,
-    /// The current minute (since [`epoch`]) and the failures counted in it.
+    /// The current minute (since [`now_ms`]'s epoch) and the failures counted in it.
     window: Mutex<(u64, u32)>,
 }
 
@@ -69,10 +77,70 @@ impl DeploymentHealth {
     }
 }
 
-/// The health of deployment `id`, shared by every snapshot that holds it.
-pub fn for_deployment(id: &str) -> Arc<DeploymentHealth> {
-    static HEALTH: LazyLock<NamedState<DeploymentHealth>> = LazyLock::new(Default::default);
-    HEALTH.get(id)
+/// The health entries by deployment id.
+pub type Entries = HashMap<String, Arc<DeploymentHealth>>;
+
+/// The health of every deployment that failed and is still in the newest snapshot seen.
+#[derive(Debug, Default)]
+pub struct HealthBook {
+    /// Replaced whole on every change, so that picks read it without a lock.
+    entries: ArcSwap<Entries>,
+    /// The generation of the newest snapshot the entries were pruned against.
+    pruned: AtomicU64,
+    /// Held while `entries` is replaced.
+    changing: Mutex<()>,
+}
+
+impl HealthBook {
+    /// The entries now, for a pick.
+    pub fn entries(&self) -> Guard<Arc<Entries>> {
+        self.entries.load()
+    }
+
+    /// The health of deployment `id`, made on its first failure.
+    pub fn entry(&self, id: &str) -> Arc<DeploymentHealth> {
+        if let Some(health) = self.entries.load().get(id) {
+            return health.clone();
+        }
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = Entries::clone(&self.entries.load());
+        let health = entries.entry(id.to_string()).or_default().clone();
+        self.entries.store(Arc::new(entries));
+        health
+    }
+
+    /// When `snapshot` is newer than any seen before, drops the entries of the deployments it
+    /// no longer holds. An entry made afterwards from an older snapshot (a request that
+    /// started before the refresh) leaves with the next snapshot that lacks it.
+    pub fn prune(&self, snapshot: &Snapshot) {
+        if snapshot.generation <= self.pruned.load(Ordering::Relaxed) {
+            return;
+        }
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if snapshot.generation <= self.pruned.load(Ordering::Relaxed) {
+            return;
+        }
+        self.pruned.store(snapshot.generation, Ordering::Relaxed);
+        let current = self.entries.load();
+        if current.is_empty() {
+            return;
+        }
+        let held: HashSet<&str> = snapshot
+            .models
+            .values()
+            .flat_map(|d| d.all())
+            .map(|d| d.id.as_str())
+            .collect();
+        if current.keys().all(|id| held.contains(id.as_str())) {
+            return;
+        }
+        let kept: Entries = current
+            .iter()
+            .filter(|(id, _)| held.contains(id.as_str()))
+            .map(|(id, health)| (id.clone(), health.clone()))
+            .collect();
+        self.entries.store(Arc::new(kept));
+    }
 }
 
 /// Milliseconds since the first call (never 0, so 0 can mean "never").
@@ -119,10 +187,12 @@ mod tests {
     }
 
     #[test]
-    fn health_outlives_a_snapshot() {
-        let a = for_deployment("health-test-a");
-        a.record(Failure::RateLimited, false, &RouterSettings::default());
-        assert!(for_deployment("health-test-a").is_cooling());
-        assert!(!for_deployment("health-test-b").is_cooling());
+    fn an_entry_is_the_same_every_time_and_entries_do_not_share() {
+        let book = HealthBook::default();
+        book.entry("a")
+            .record(Failure::RateLimited, false, &RouterSettings::default());
+        assert!(book.entry("a").is_cooling());
+        assert!(!book.entry("b").is_cooling());
+        assert_eq!(book.entries().len(), 2);
     }
 }
