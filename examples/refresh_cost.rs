@@ -103,7 +103,13 @@ async fn main() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let session = Session::new(db, None, Duration::from_secs(30), Arc::default());
     let hour = Duration::from_secs(3600);
-    let source = PostgresSource::new(session, Some(keys), targets, hour, None);
+    let source = PostgresSource::new(
+        std::sync::Arc::new(session),
+        Some(keys),
+        targets,
+        hour,
+        None,
+    );
     source.fingerprint().await.map_err(|e| e.to_string())?; // connect
 
     let rss_before = rss_kib();

@@ -244,6 +244,7 @@ fn test_config(path: &std::path::Path, hardening: &[String]) -> anyhow::Result<(
             targets: targets.clone(),
             wake: std::sync::Arc::default(),
             hub: None,
+            database: Default::default(),
         };
         let sources = crate::sources::credential_sources(&config, &ctx).await?;
         let refresher = crate::credentials::refresh::Refresher::new(

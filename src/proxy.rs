@@ -18,6 +18,7 @@ mod request_checks;
 mod request_id;
 pub mod respond;
 pub mod rewrite;
+mod spent;
 pub mod unified;
 mod usage;
 
@@ -36,6 +37,7 @@ use crate::dispatch::SharedDispatch;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
 use crate::router::Router;
+use crate::spend::tracker::SpendTracker;
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::retry::{should_retry, FailedAttempt};
 use admission::Admitted;
@@ -53,17 +55,19 @@ pub struct SidecarProxy {
     router: Arc<Router>,
     gate: Arc<ConnectionGate>,
     clients: Arc<ClientConnections>,
+    spend: Option<Arc<SpendTracker>>,
 }
 
 impl SidecarProxy {
     /// A proxy serving `dispatch` with credentials from `credentials`, model routes' deployments
-    /// picked by `router`.
+    /// picked by `router`; with `spend`, what LiteLLM-key requests cost is written back.
     pub fn new(
         dispatch: SharedDispatch,
         credentials: Arc<CredentialCache>,
         router: Arc<Router>,
         gate: Arc<ConnectionGate>,
         clients: Arc<ClientConnections>,
+        spend: Option<Arc<SpendTracker>>,
     ) -> SidecarProxy {
         SidecarProxy {
             dispatch,
@@ -71,6 +75,7 @@ impl SidecarProxy {
             router,
             gate,
             clients,
+            spend,
         }
     }
 }
@@ -343,6 +348,9 @@ impl ProxyHttp for SidecarProxy {
             None
         };
         self.clients.request_ended(peer, ctx.stream_counted);
+        if let Some(spend) = &self.spend {
+            spent::record(spend, session, ctx);
+        }
         access_log::finish(session, e, ctx);
     }
 

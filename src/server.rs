@@ -24,6 +24,7 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
+use crate::db::session::Session;
 use crate::dispatch::{Dispatch, SharedDispatch};
 use crate::downstream::metrics::{self as downstream_metrics, ClientsOf};
 use crate::downstream::registry::Caps;
@@ -36,9 +37,12 @@ use crate::metrics;
 use crate::proxy::SidecarProxy;
 use crate::router::Router;
 use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
+use crate::spend::tracker::SpendTracker;
+use crate::spend::writer::{Flushed, SpendService};
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::resolver::{resolve_all, ResolverService};
 use crate::upstream::Targets;
+use arc_swap::ArcSwapOption;
 pub use error::StartError;
 use reload::Reloader;
 
@@ -83,7 +87,9 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         targets: targets.clone(),
         wake: Arc::default(),
         hub: config.fanout.as_ref().map(|_| Arc::default()),
+        database: Arc::default(),
     };
+    let spend = crate::spend::tracker_for(&config).map_err(StartError::Prices)?;
     let router = Arc::new(Router::default());
     let refresher = load_at_start(&config, &ctx, &cache, &dispatch, &router)?;
 
@@ -103,6 +109,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         router.clone(),
         gate,
         clients.clone(),
+        spend.clone(),
     );
     let proxy = proxy_service(
         &server,
@@ -145,6 +152,16 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             RefreshService(refresher.clone()),
         ));
     }
+    if let Some(spend) = &spend {
+        server.add_service(background_service(
+            "spend writer",
+            SpendService {
+                writer: spend.writer().clone(),
+                database: ctx.database.clone(),
+            },
+        ));
+    }
+    let database = ctx.database.clone();
     server.add_service(background_service(
         "upstream dns refresh",
         ResolverService {
@@ -163,15 +180,37 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             cache,
             router,
             fanout_grants,
+            spend: spend.clone(),
             applied: Default::default(),
         },
     ));
     server.run(RunArgs::default());
+    // Stopped: the writer's service flushed on the way out, unless its runtime was stopped
+    // first; what is still pending is written now.
+    if let Some(spend) = &spend {
+        final_spend_flush(spend, &database);
+    }
     // Stopped (SIGTERM, SIGQUIT): the last spans and the logger's last lines go out before the
     // process exits.
     crate::otel::shutdown();
     crate::logging::flush();
     std::process::exit(0)
+}
+
+/// Writes the spend still pending at exit, on a runtime of its own (the services' are gone).
+fn final_spend_flush(spend: &SpendTracker, database: &ArcSwapOption<Session>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        warn!("spend: no runtime to write the last spend on");
+        return;
+    };
+    runtime.block_on(async {
+        if spend.writer().flush_on(database).await == Flushed::Kept {
+            warn!("spend: the last batch could not be written before exit");
+        }
+    });
 }
 
 fn warn_about_unverified_endpoints(config: &Config) {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+
 use tracing::warn;
 
 use crate::config::{Backend, Config};
@@ -54,6 +56,9 @@ pub struct SourceContext {
     pub wake: Arc<tokio::sync::Notify>,
     /// Where the database rows go when this instance serves other sidecars.
     pub hub: Option<Arc<FanoutHub>>,
+    /// The database session of the Postgres source last built (the spend writer writes on it,
+    /// so that a sidecar holds one connection, not two).
+    pub database: Arc<ArcSwapOption<Session>>,
 }
 
 /// The salt-key-derived keys, when a salt key is set.
@@ -78,7 +83,8 @@ pub async fn credential_sources(
             channel: pg.channel.clone(),
             jitter: pg.notify_jitter,
         });
-        let session = Session::new(db, listen, pg.query_timeout, ctx.wake.clone());
+        let session = Arc::new(Session::new(db, listen, pg.query_timeout, ctx.wake.clone()));
+        ctx.database.store(Some(session.clone()));
         let source = PostgresSource::new(
             session,
             keys(config),

@@ -3,6 +3,10 @@
 //! ([`prices`]), by LiteLLM's arithmetic ([`cost`]), so that a cost the sidecar records equals
 //! what `litellm.completion_cost` computes for the same usage and model.
 
+use std::sync::Arc;
+
+use crate::config::Config;
+
 pub mod batch;
 pub mod cost;
 pub mod flush;
@@ -27,4 +31,22 @@ pub struct Usage {
     pub cache_creation: u64,
     /// Completion tokens spent on reasoning (`completion_tokens_details.reasoning_tokens`).
     pub reasoning: u64,
+}
+
+/// The tracker a sidecar with `config` runs, when `spend.enabled`: its writer over the settings,
+/// pricing with the map `spend.prices_file` names (else the one built in).
+pub fn tracker_for(
+    config: &Config,
+) -> Result<Option<Arc<tracker::SpendTracker>>, prices::PriceMapError> {
+    let settings = &config.spend;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let prices = tracker::load_prices(settings)?;
+    let writer = writer::SpendWriter::new(writer::WriterSettings {
+        flush_interval: settings.flush_interval,
+        spend_logs: !settings.disable_spend_logs,
+        max_pending_requests: usize::try_from(settings.max_pending_requests).unwrap_or(usize::MAX),
+    });
+    Ok(Some(Arc::new(tracker::SpendTracker::new(writer, prices))))
 }

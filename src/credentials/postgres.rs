@@ -50,7 +50,7 @@ struct ChangeCheck {
 
 /// The Postgres credential source.
 pub struct PostgresSource {
-    session: Session,
+    session: Arc<Session>,
     keys: Option<Keys>,
     targets: Arc<Targets>,
     full_check_interval: Duration,
@@ -65,7 +65,7 @@ impl PostgresSource {
     /// `targets`, hashing both tables at least every `full_check_interval`, and handing what it
     /// reads to `sink` when set.
     pub fn new(
-        session: Session,
+        session: Arc<Session>,
         keys: Option<Keys>,
         targets: Arc<Targets>,
         full_check_interval: Duration,

@@ -78,6 +78,8 @@ pub struct RequestCtx {
     pub(super) litellm_key: Option<Arc<crate::access::litellm_keys::VirtualKey>>,
     /// Reads the answer's token usage as it passes (see `usage`).
     pub(super) usage: Option<usage::UsageReader>,
+    /// The usage the answer reported, once it has ended.
+    pub(super) answer_usage: Option<usage::Usage>,
     /// The request's trace span, when the OTLP exporter is on.
     pub(super) span: Option<crate::otel::RequestSpan>,
 }
@@ -106,6 +108,7 @@ impl RequestCtx {
             router: Default::default(),
             litellm_key: None,
             usage: None,
+            answer_usage: None,
             span: None,
         }
     }

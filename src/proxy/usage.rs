@@ -138,6 +138,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: Option<&Bytes>, end_of_stream: bool) 
     let Some(usage) = ctx.usage.take().and_then(UsageReader::finish) else {
         return;
     };
+    ctx.answer_usage = Some(usage);
     let key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str());
     crate::metrics::record_tokens(model_label(ctx), key, usage.prompt, usage.completion);
     if let Some(key) = &ctx.litellm_key {

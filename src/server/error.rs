@@ -29,6 +29,9 @@ pub enum StartError {
     /// watch settings).
     #[error(transparent)]
     Credentials(#[from] SourceError),
+    /// The price map `spend.prices_file` names cannot be read.
+    #[error("spend.prices_file: {0}")]
+    Prices(crate::spend::prices::PriceMapError),
     /// The metrics registry refused a collector.
     #[error("{0}")]
     Metrics(String),

@@ -28,6 +28,7 @@ use crate::metrics::RELOADS;
 use crate::proxy::framing::http2_header_list_cap;
 use crate::router::Router;
 use crate::sources::{credential_sources, report_unserved_routes, SourceContext};
+use crate::spend::tracker::{load_prices, SpendTracker};
 use crate::upstream::resolver::resolve_all;
 
 /// Reloads the config on SIGHUP.
@@ -48,6 +49,8 @@ pub struct Reloader {
     pub router: Arc<Router>,
     /// The fan-out watchers' grants, when this instance serves fan-out.
     pub fanout_grants: Option<SharedGrants>,
+    /// The spend tracker, whose price map a reload reads again.
+    pub spend: Option<Arc<SpendTracker>>,
     /// Reloads applied so far (orders the background source replacements).
     pub applied: AtomicU64,
 }
@@ -75,6 +78,19 @@ impl Reloader {
                 return false;
             }
         };
+        let prices = match self
+            .spend
+            .as_ref()
+            .map(|_| load_prices(&config.spend))
+            .transpose()
+        {
+            Ok(prices) => prices,
+            Err(e) => {
+                error!("config reload: {path} rejected; the running config stays in force: spend.prices_file: {e}");
+                RELOADS.with_label_values(&["rejected"]).inc();
+                return false;
+            }
+        };
         for section in restart_only_changes(&self.running(), &config) {
             warn!("config reload: {section} changed; that takes effect at the next restart");
         }
@@ -86,6 +102,9 @@ impl Reloader {
             grants.store(Arc::new(grants_by_token(watchers)));
         }
         let routes = dispatch.routes.iter().count();
+        if let (Some(spend), Some(prices)) = (&self.spend, prices) {
+            spend.set_prices(prices);
+        }
         self.dispatch.store(Arc::new(dispatch));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = config;
         RELOADS.with_label_values(&["applied"]).inc();

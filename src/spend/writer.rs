@@ -15,6 +15,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use tracing::{info, warn};
 
 use super::batch::{Batch, SpendRecord};
@@ -144,22 +147,45 @@ impl SpendWriter {
         Ok(())
     }
 
-    /// Flushes every `flush_interval` until `stop` is notified, then once more.
-    pub async fn run(self: Arc<Self>, session: Arc<Session>, stop: Arc<tokio::sync::Notify>) {
+    /// Flushes every `flush_interval`, on the session `database` holds then, until `shutdown`;
+    /// then once more (twice, if the first try fails).
+    pub async fn run(&self, database: &ArcSwapOption<Session>, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    self.flush(&session).await;
+                    self.flush_on(database).await;
                 }
-                () = stop.notified() => break,
+                _ = shutdown.changed() => break,
             }
         }
-        // On the way out: what is pending, and (if the first try fails) once more.
-        if self.flush(&session).await == Flushed::Kept {
-            self.flush(&session).await;
+        if self.flush_on(database).await == Flushed::Kept {
+            self.flush_on(database).await;
         }
+    }
+
+    /// A flush on the session `database` holds now (none: the batch waits).
+    pub async fn flush_on(&self, database: &ArcSwapOption<Session>) -> Flushed {
+        match database.load_full() {
+            Some(session) => self.flush(&session).await,
+            None => Flushed::Kept,
+        }
+    }
+}
+
+/// The writer as a Pingora background service.
+pub struct SpendService {
+    /// The writer.
+    pub writer: Arc<SpendWriter>,
+    /// The session it writes on (the Postgres source's).
+    pub database: Arc<ArcSwapOption<Session>>,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for SpendService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.writer.run(&self.database, shutdown).await;
     }
 }
 

@@ -44,6 +44,7 @@ mod request_ids;
 mod signals;
 mod soak;
 mod spend_rows;
+mod spend_through_sidecar;
 mod spend_writer;
 mod stalled_database;
 mod tls_listener;

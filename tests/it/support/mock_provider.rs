@@ -14,6 +14,7 @@
 //! | `x-mock-sse-events: N` | `text/event-stream` (chunked under HTTP/1.1): `N` events `data: {"i":k}` (`k` from 0) then `data: [DONE]`, each in its own frame |
 //! | `x-mock-sse-delay-ms: M` | with `x-mock-sse-events`, a pause of `M` ms before every frame after the first (default 0) |
 //! | `x-mock-provider-id: NAME: VALUE` | the answer carries the header `NAME: VALUE` (a provider's own request id) |
+//! | `x-mock-usage: P C R` | the chat-completion JSON reports `P` prompt tokens (`R` of them cached) and `C` completion tokens (default `1 1 0`) |
 //! | none of the above, a path ending `/embeddings` | 200 JSON in OpenAI's embeddings shape |
 //! | none of the above | 200 JSON in OpenAI's chat-completion shape (`"id": "mock"`, the content `hello from the mock`) |
 //!
@@ -436,6 +437,18 @@ async fn handle(
     let path = recorded.path.clone();
     let body_bytes = recorded.body.clone();
     let provider_id = recorded.header("x-mock-provider-id").map(str::to_string);
+    let usage: Vec<u64> = recorded
+        .header("x-mock-usage")
+        .map(|u| {
+            u.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (prompt, completion, cached) = match usage.as_slice() {
+        [p, c, r] => (*p, *c, *r),
+        _ => (1, 1, 0),
+    };
     state.requests.lock().expect("requests lock").push(recorded);
 
     let mut builder = Response::builder().status(status);
@@ -463,7 +476,9 @@ async fn handle(
                     "model": model, "created": 0,
                     "choices": [{"index": 0, "finish_reason": "stop",
                         "message": {"role": "assistant", "content": "hello from the mock"}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                        "prompt_tokens_details": {"cached_tokens": cached}}})
             };
             builder
                 .header("content-type", "application/json")

@@ -1,0 +1,225 @@
+//! Traffic through the sidecar counts in LiteLLM: a sidecar over LiteLLM's real schema (every
+//! migration of the pinned LiteLLM), with LiteLLM keys and a `dispatch: model` route, writes
+//! each request's spend back: the key's, team's, user's and member's spend, the daily tables
+//! (successes and failures), one spend-log row per request; what is pending when it is told to
+//! stop is written before it exits; and a key whose spend reaches its budget is refused.
+
+use std::time::Duration;
+
+use crate::support::config::{gateway, yaml};
+use crate::support::db_gateway::{enc, env, Env, SALT};
+use crate::support::litellm_db::LiteLlmDb;
+use crate::support::sidecar_process::SidecarProcess;
+use crate::support::wait_until_async;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sidecar::credentials::cipher::Format;
+use sidecar::spend::cost::cost;
+use sidecar::spend::prices::PriceMap;
+use sidecar::spend::Usage;
+
+/// The usage every successful answer reports (`x-mock-usage`): prompt, completion, cached.
+const USAGE: (u64, u64, u64) = (1000, 200, 300);
+
+fn digest(key: &str) -> String {
+    format!("{:x}", Sha256::digest(key.as_bytes()))
+}
+
+/// What one successful request costs: the usage priced as LiteLLM prices it (the sidecar's
+/// cost function, shown bit-equal to `litellm.completion_cost` in cost_parity.rs).
+fn one_request_cost() -> f64 {
+    let map = PriceMap::built_in().expect("price map");
+    let usage = Usage {
+        prompt: USAGE.0,
+        completion: USAGE.1,
+        cache_read: USAGE.2,
+        ..Usage::default()
+    };
+    cost(
+        map.find("gpt-4o", "openai").expect("gpt-4o"),
+        &usage,
+        "openai",
+    )
+}
+
+/// LiteLLM rows: deployment `gpt` (openai/gpt-4o on the mock), team `t1` with member `u1`, and
+/// keys `sk-team` (user u1, team t1) and `sk-small` (a budget of 2.5 requests).
+async fn seed(e: &Env, db: &LiteLlmDb) {
+    let params = json!({ "model": enc("openai/gpt-4o", Format::Nacl),
+        "api_key": enc("sk-provider", Format::Nacl),
+        "api_base": enc(&format!("{}/v1", e.mock.base_url()), Format::Nacl) });
+    db.client
+        .execute(
+            r#"INSERT INTO "LiteLLM_ProxyModelTable"
+                 (model_id, model_name, litellm_params, created_by, updated_by)
+               VALUES ('d-gpt', 'gpt', $1, 'test', 'test')"#,
+            &[&params],
+        )
+        .await
+        .expect("model row");
+    let budget = 2.5 * one_request_cost();
+    db.client
+        .batch_execute(&format!(
+            r#"INSERT INTO "LiteLLM_TeamTable" (team_id, members_with_roles)
+                 VALUES ('t1', '[{{"user_id": "u1", "role": "user"}}]');
+               INSERT INTO "LiteLLM_UserTable" (user_id) VALUES ('u1');
+               INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, user_id, team_id)
+                 VALUES ('{}', 'team-key', 'u1', 't1');
+               INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, max_budget)
+                 VALUES ('{}', 'small', {budget});"#,
+            digest("sk-team"),
+            digest("sk-small"),
+        ))
+        .await
+        .expect("key rows");
+}
+
+async fn start(e: &Env, db: &LiteLlmDb, flush: &str) -> SidecarProcess {
+    let routes = vec![json!({ "name": "v1", "path_prefix": "/v1", "dispatch": "model" })];
+    let mut config = gateway(
+        json!({ "ca_file": e.ca_file, "read_timeout": "5s" }),
+        json!({ "postgres": { "url": db.url(), "schema": "public", "refresh_interval": "1h",
+                              "listen": true, "notify_jitter": "10ms", "connect_timeout": "1s" } }),
+        routes,
+    );
+    config["access"] = json!({ "litellm_keys": true });
+    config["spend"] = json!({ "flush_interval": flush });
+    // A quick stop: the SIGTERM test waits for the exit.
+    config["server"]["grace_period"] = json!("1s");
+    config["server"]["graceful_shutdown_timeout"] = json!("1s");
+    crate::support::db_gateway::db_command(&config, "install-notify");
+    SidecarProcess::start_async(&yaml(&config), &[], &[("LITELLM_SALT_KEY", SALT)]).await
+}
+
+/// Sends a chat request with `key`; `fail` makes the provider answer 500.
+async fn send(e: &Env, sidecar: &SidecarProcess, key: &str, fail: bool) -> u16 {
+    let mut request = e
+        .client
+        .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+        .header("authorization", format!("Bearer {key}"))
+        .header(
+            "x-mock-usage",
+            format!("{} {} {}", USAGE.0, USAGE.1, USAGE.2),
+        )
+        .body(r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#);
+    if fail {
+        request = request.header("x-mock-status", "500");
+    }
+    request.send().await.expect("request").status().as_u16()
+}
+
+async fn value(db: &LiteLlmDb, sql: &str) -> Value {
+    let row = db
+        .client
+        .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_through_the_sidecar_are_written_to_litellms_spend_tables() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = LiteLlmDb::new().await;
+    seed(&e, &db).await;
+    let mut sidecar = start(&e, &db, "300ms").await;
+    for _ in 0..4 {
+        assert_eq!(send(&e, &sidecar, "sk-team", false).await, 200);
+    }
+    assert_eq!(send(&e, &sidecar, "sk-team", true).await, 500);
+    let logged = wait_until_async(Duration::from_secs(15), || async {
+        value(&db, r#"SELECT count(*) AS n FROM "LiteLLM_SpendLogs""#).await["n"] == 5
+    })
+    .await;
+    assert!(logged, "five spend-log rows");
+    let each = one_request_cost();
+    let expected = 4.0 * each;
+    let key = value(
+        &db,
+        &format!(
+            r#"SELECT spend, total_spend FROM "LiteLLM_VerificationToken" WHERE token = '{}'"#,
+            digest("sk-team")
+        ),
+    )
+    .await;
+    let close = |v: &Value| (v.as_f64().unwrap_or(f64::NAN) - expected).abs() < 1e-12;
+    assert!(
+        close(&key["spend"]) && close(&key["total_spend"]),
+        "{key} vs {expected}"
+    );
+    for sql in [
+        r#"SELECT spend FROM "LiteLLM_TeamTable" WHERE team_id = 't1'"#,
+        r#"SELECT spend FROM "LiteLLM_UserTable" WHERE user_id = 'u1'"#,
+        r#"SELECT spend FROM "LiteLLM_TeamMembership" WHERE user_id = 'u1' AND team_id = 't1'"#,
+    ] {
+        let row = value(&db, sql).await;
+        assert!(close(&row["spend"]), "{sql}: {row} vs {expected}");
+    }
+    let daily = value(
+        &db,
+        r#"SELECT api_requests, successful_requests, failed_requests, prompt_tokens,
+                  completion_tokens, cache_read_input_tokens, model_group, custom_llm_provider
+           FROM "LiteLLM_DailyTeamSpend" WHERE team_id = 't1'"#,
+    )
+    .await;
+    assert_eq!(
+        daily,
+        json!({ "api_requests": 5, "successful_requests": 4, "failed_requests": 1,
+                "prompt_tokens": 4000, "completion_tokens": 800, "cache_read_input_tokens": 1200,
+                "model_group": "gpt", "custom_llm_provider": "openai" })
+    );
+    let logs = value(
+        &db,
+        r#"SELECT count(*) FILTER (WHERE status = 'failure' AND spend = 0) AS failures,
+                  count(*) FILTER (WHERE messages = '{}'::jsonb AND response = '{}'::jsonb) AS empty,
+                  count(DISTINCT request_id) AS ids, min(model) AS model, min(model_id) AS model_id
+           FROM "LiteLLM_SpendLogs""#,
+    )
+    .await;
+    assert_eq!(
+        logs,
+        json!({ "failures": 1, "empty": 5, "ids": 5, "model": "openai/gpt-4o", "model_id": "d-gpt" })
+    );
+
+    // A key over its budget is refused once its spend is written (the budget trigger NOTIFYs).
+    let mut served = 0;
+    for _ in 0..10 {
+        match send(&e, &sidecar, "sk-small", false).await {
+            200 => served += 1,
+            422 => break,
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let refused = wait_until_async(Duration::from_secs(10), || async {
+        send(&e, &sidecar, "sk-small", false).await == 422
+    })
+    .await;
+    assert!(refused, "a key past its budget is refused");
+    println!("sk-small: {served} requests served on a budget of 2.5 (overshoot: the requests of one flush interval)");
+    assert!(
+        served >= 3,
+        "{served}: the budget allows at least three requests to start"
+    );
+    sidecar.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_pending_at_sigterm_is_written_before_exit() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = LiteLlmDb::new().await;
+    seed(&e, &db).await;
+    let mut sidecar = start(&e, &db, "1h").await;
+    assert_eq!(send(&e, &sidecar, "sk-team", false).await, 200);
+    let count = r#"SELECT count(*) AS n FROM "LiteLLM_SpendLogs""#;
+    assert_eq!(
+        value(&db, count).await["n"],
+        0,
+        "nothing before the first flush"
+    );
+    let status = sidecar.stop();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(value(&db, count).await["n"], 1, "written on the way out");
+}
