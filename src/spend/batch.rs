@@ -1,6 +1,7 @@
 //! One flush interval's spend, added up the way LiteLLM's writer adds it up before it writes:
 //! a total per key, team, user, team member and end user; one row per LiteLLM daily-table key
 //! (entity, date, hashed key, model, provider, endpoint); and one spend-log row per request.
+//! The adding up is done when the batch is written, off the request path.
 //!
 //! The batch holds no message or response content, only counts, names and times.
 
@@ -76,9 +77,10 @@ struct DailyTotals {
     failed_requests: u64,
 }
 
-/// One flush interval's spend.
+/// Totals added up over records: the spend per key, team, user, member and end user, and the
+/// daily rows.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Batch {
+struct Totals {
     keys: BTreeMap<String, f64>,
     teams: BTreeMap<String, f64>,
     users: BTreeMap<String, f64>,
@@ -87,32 +89,17 @@ pub struct Batch {
     daily_users: BTreeMap<DailyKey, DailyTotals>,
     daily_teams: BTreeMap<DailyKey, DailyTotals>,
     daily_end_users: BTreeMap<DailyKey, DailyTotals>,
-    logs: Vec<SpendRecord>,
-    /// Spend-log rows left out because the batch held `max_logs` already.
-    pub logs_dropped: u64,
 }
 
-impl Batch {
-    /// How many requests the batch holds spend-log rows for.
-    pub fn len(&self) -> usize {
-        self.logs.len()
-    }
-
-    /// Whether the batch holds nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.logs.is_empty() && self.keys.is_empty() && self.daily_users.is_empty()
-    }
-
-    /// Adds one request. Its spend-log row is kept only while the batch holds fewer than
-    /// `max_logs` (the totals are always kept: they are bounded by the number of keys).
-    pub fn add(&mut self, record: SpendRecord, max_logs: usize) {
+impl Totals {
+    fn add(&mut self, record: &SpendRecord) {
         let cost = record.spend;
-        *self.keys.entry(record.key.clone()).or_default() += cost;
+        add_to(&mut self.keys, &record.key, cost);
         if let Some(team) = &record.team_id {
-            *self.teams.entry(team.clone()).or_default() += cost;
+            add_to(&mut self.teams, team, cost);
         }
         if let Some(user) = &record.user_id {
-            *self.users.entry(user.clone()).or_default() += cost;
+            add_to(&mut self.users, user, cost);
             if let Some(team) = &record.team_id {
                 *self
                     .members
@@ -120,8 +107,9 @@ impl Batch {
                     .or_default() += cost;
             }
         }
-        if let Some(end_user) = record.end_user.as_ref().filter(|u| !u.is_empty()) {
-            *self.end_users.entry(end_user.clone()).or_default() += cost;
+        let end_user = record.end_user.as_deref().filter(|u| !u.is_empty());
+        if let Some(end_user) = end_user {
+            add_to(&mut self.end_users, end_user, cost);
         }
         let date = date_of(record.start_ms);
         let daily = |entity: &str| DailyKey {
@@ -132,22 +120,80 @@ impl Batch {
             provider: record.provider.clone(),
             endpoint: record.endpoint.clone(),
         };
-        add_daily(
-            &mut self.daily_users,
-            daily(record.user_id.as_deref().unwrap_or("")),
-            &record,
-        );
-        add_daily(
-            &mut self.daily_teams,
-            daily(record.team_id.as_deref().unwrap_or("")),
-            &record,
-        );
-        if let Some(end_user) = record.end_user.as_ref().filter(|u| !u.is_empty()) {
-            add_daily(&mut self.daily_end_users, daily(end_user), &record);
+        let user = record.user_id.as_deref().unwrap_or("");
+        add_daily(&mut self.daily_users, daily(user), record);
+        let team = record.team_id.as_deref().unwrap_or("");
+        add_daily(&mut self.daily_teams, daily(team), record);
+        if let Some(end_user) = end_user {
+            add_daily(&mut self.daily_end_users, daily(end_user), record);
         }
-        if self.logs.len() < max_logs {
-            self.logs.push(record);
+    }
+
+    fn merge(&mut self, other: Totals) {
+        for (into, from) in [
+            (&mut self.keys, other.keys),
+            (&mut self.teams, other.teams),
+            (&mut self.users, other.users),
+            (&mut self.end_users, other.end_users),
+        ] {
+            for (k, v) in from {
+                *into.entry(k).or_default() += v;
+            }
+        }
+        for (k, v) in other.members {
+            *self.members.entry(k).or_default() += v;
+        }
+        for (into, from) in [
+            (&mut self.daily_users, other.daily_users),
+            (&mut self.daily_teams, other.daily_teams),
+            (&mut self.daily_end_users, other.daily_end_users),
+        ] {
+            for (key, totals) in from {
+                merge_daily(into.entry(key).or_default(), &totals);
+            }
+        }
+    }
+}
+
+/// Adds `cost` to `id`'s total, allocating the id only the first time.
+fn add_to(totals: &mut BTreeMap<String, f64>, id: &str, cost: f64) {
+    match totals.get_mut(id) {
+        Some(total) => *total += cost,
+        None => {
+            totals.insert(id.to_string(), cost);
+        }
+    }
+}
+
+/// One flush interval's spend: the requests' records, kept as they came (adding one is a move,
+/// nothing is added up on the request path), and the totals of those past `max_logs`, whose
+/// spend-log rows are left out. The totals are added up when the batch is written.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Batch {
+    records: Vec<SpendRecord>,
+    overflow: Totals,
+    /// Spend-log rows left out because the batch held `max_logs` already.
+    pub logs_dropped: u64,
+}
+
+impl Batch {
+    /// How many requests the batch holds spend-log rows for.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch holds nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.overflow.keys.is_empty()
+    }
+
+    /// Adds one request. Its record is kept whole while the batch holds fewer than `max_logs`;
+    /// past that only its spend is kept (added to the totals), its spend-log row left out.
+    pub fn add(&mut self, record: SpendRecord, max_logs: usize) {
+        if self.records.len() < max_logs {
+            self.records.push(record);
         } else {
+            self.overflow.add(&record);
             self.logs_dropped += 1;
         }
     }
@@ -155,59 +201,40 @@ impl Batch {
     /// Adds a batch that could not be written back into this one (its rows come first).
     pub fn absorb(&mut self, older: Batch, max_logs: usize) {
         let newer = std::mem::replace(self, older);
-        for (k, v) in newer.keys {
-            *self.keys.entry(k).or_default() += v;
+        self.overflow.merge(newer.overflow);
+        self.logs_dropped += newer.logs_dropped;
+        for record in newer.records {
+            self.add(record, max_logs);
         }
-        for (k, v) in newer.teams {
-            *self.teams.entry(k).or_default() += v;
-        }
-        for (k, v) in newer.users {
-            *self.users.entry(k).or_default() += v;
-        }
-        for (k, v) in newer.members {
-            *self.members.entry(k).or_default() += v;
-        }
-        for (k, v) in newer.end_users {
-            *self.end_users.entry(k).or_default() += v;
-        }
-        for (table, rows) in [
-            (&mut self.daily_users, newer.daily_users),
-            (&mut self.daily_teams, newer.daily_teams),
-            (&mut self.daily_end_users, newer.daily_end_users),
-        ] {
-            for (key, totals) in rows {
-                merge_daily(table.entry(key).or_default(), &totals);
-            }
-        }
-        let room = max_logs.saturating_sub(self.logs.len());
-        let kept = newer.logs.len().min(room);
-        self.logs_dropped += newer.logs_dropped + (newer.logs.len() - kept) as u64;
-        self.logs.extend(newer.logs.into_iter().take(kept));
     }
 
     /// The batch as the JSON documents the flush statement reads (see `flush.rs`), by name.
     pub fn documents(&self) -> Documents {
+        let mut totals = self.overflow.clone();
+        for record in &self.records {
+            totals.add(record);
+        }
         let spend = |m: &BTreeMap<String, f64>, id: &str| -> Value {
             m.iter()
                 .map(|(k, cost)| serde_json::json!({ id: k, "cost": cost }))
                 .collect()
         };
         Documents {
-            keys: spend(&self.keys, "token"),
-            teams: spend(&self.teams, "team_id"),
-            users: spend(&self.users, "user_id"),
-            members: self
+            keys: spend(&totals.keys, "token"),
+            teams: spend(&totals.teams, "team_id"),
+            users: spend(&totals.users, "user_id"),
+            members: totals
                 .members
                 .iter()
                 .map(|((user, team), cost)| {
                     serde_json::json!({ "user_id": user, "team_id": team, "cost": cost })
                 })
                 .collect(),
-            end_users: spend(&self.end_users, "user_id"),
-            daily_users: daily_rows(&self.daily_users),
-            daily_teams: daily_rows(&self.daily_teams),
-            daily_end_users: daily_rows(&self.daily_end_users),
-            logs: self.logs.iter().map(log_row).collect(),
+            end_users: spend(&totals.end_users, "user_id"),
+            daily_users: daily_rows(&totals.daily_users),
+            daily_teams: daily_rows(&totals.daily_teams),
+            daily_end_users: daily_rows(&totals.daily_end_users),
+            logs: self.records.iter().map(log_row).collect(),
         }
     }
 }

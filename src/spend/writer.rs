@@ -88,6 +88,13 @@ impl SpendWriter {
         }
     }
 
+    /// The pending batch, leaving an empty one in its place (what the next flush writes).
+    pub fn take_pending(&self) -> Batch {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        metrics::PENDING_REQUESTS.set(0);
+        batch
+    }
+
     /// Writes what is waiting: first the batch a previous flush could not write, then the
     /// pending one. Stops at the first failure (the batch is kept, and said in the log).
     pub async fn flush(&self, session: &Session) -> Flushed {
