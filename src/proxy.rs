@@ -8,13 +8,13 @@
 //! pre-resolved peer) → `upstream_request_filter` (strip and inject, one `Content-Length`) →
 //! response streamed back → `logging` (one access line, no secrets).
 
-mod access_log;
 mod admission;
 mod ctx;
 pub mod failure;
 pub mod framing;
 mod pinned;
 mod request_checks;
+mod request_end;
 mod request_id;
 pub mod respond;
 pub mod rewrite;
@@ -351,7 +351,7 @@ impl ProxyHttp for SidecarProxy {
         if let Some(spend) = &self.spend {
             spent::record(spend, session, ctx);
         }
-        access_log::finish(session, e, ctx);
+        request_end::finish(session, e, ctx);
     }
 
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
