@@ -17,9 +17,9 @@
 //!   are closed by Pingora after `client_keepalive_timeout` with no stream open.
 
 mod app;
+pub mod listener_tls;
 pub mod metrics;
 pub mod registry;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -25,9 +25,9 @@ use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
 use crate::db::session::Session;
+use crate::downstream::listener_tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::downstream::metrics::{self as downstream_metrics, ClientsOf};
 use crate::downstream::registry::Caps;
-use crate::downstream::tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::downstream::{
     AllowedNetworks, ClientConnections, ConnectionPolicy, GuardedApp, HeadMarked, TlsListeners,
 };
