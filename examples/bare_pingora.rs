@@ -19,7 +19,8 @@
 //! baseline on another allocator hid part of the sidecar's own cost.
 //!
 //! `--h2 STREAMS` offers HTTP/2 to the upstream (ALPN `h2`, falling back to HTTP/1.1) with up to
-//! STREAMS requests at once on one connection: issue 14's measurement of HTTP/2 upstream.
+//! STREAMS requests at once on one connection: the measurement of HTTP/2 upstream in
+//! benches/README.md.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -30,13 +30,13 @@ use pingora_prometheus::PrometheusHttpApp;
 use serde_json::{json, Value};
 
 use crate::credentials::CredentialCache;
-use crate::dispatch::SharedDispatch;
+use crate::live_config::SharedLiveConfig;
 use crate::router::{bind, Router};
 
 /// What the admin endpoints look at.
 pub struct AdminApp {
     /// The routes in force (readiness checks each one).
-    pub dispatch: SharedDispatch,
+    pub live_config: SharedLiveConfig,
     /// The credential snapshot.
     pub cache: Arc<CredentialCache>,
     /// The model router (a `model:` route's readiness is its next deployment's).
@@ -51,9 +51,9 @@ impl AdminApp {
     /// The readiness verdict and its JSON report.
     pub fn readiness(&self) -> (bool, Value) {
         let snapshot = self.cache.snapshot();
-        let dispatch = self.dispatch.load();
+        let live_config = self.live_config.load();
         // Binding a model route advances its round-robin by one; harmless at probe rates.
-        let missing: Vec<Value> = dispatch
+        let missing: Vec<Value> = live_config
             .routes
             .iter()
             .filter_map(|route| {
@@ -177,7 +177,7 @@ impl ServeHttp for AdminApp {
             ),
             "/config" => loopback_only(session, "the config can be read").unwrap_or_else(|| {
                 let report = config_view::config_report(
-                    &self.dispatch.load(),
+                    &self.live_config.load(),
                     &self.cache.snapshot(),
                     self.cache.age(),
                 );

@@ -8,9 +8,9 @@
 mod error;
 pub mod keys;
 pub mod litellm;
+pub mod postgres_tls;
 pub mod session;
 pub mod sql;
-pub mod tls;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::percent;
 use crate::secret::Secret;
 pub use error::DbError;
-use tls::{BoringTls, SslMode};
+use postgres_tls::{BoringTls, SslMode};
 
 /// `application_name` when the connection string sets none: the sidecar's connections are
 /// then easy to count in `pg_stat_activity`.

@@ -17,9 +17,9 @@
 //!   are closed by Pingora after `client_keepalive_timeout` with no stream open.
 
 mod app;
+pub mod listener_tls;
 pub mod metrics;
 pub mod registry;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::access::allowed;
 use crate::config::Limits;
-use crate::dispatch::SharedDispatch;
+use crate::live_config::SharedLiveConfig;
 use registry::{Caps, Phase, Refusal, Registry, Slot};
 
 use app::{mark_head_read, mark_request_done};
@@ -101,8 +101,8 @@ pub struct ClientConnections {
 
 impl ClientConnections {
     /// The proxy listeners' connections, under the limits in force in `dispatch`.
-    pub fn for_proxy(dispatch: SharedDispatch) -> Arc<ClientConnections> {
-        Self::with_policy(move || ConnectionPolicy::of(&dispatch.load().limits))
+    pub fn for_proxy(live_config: SharedLiveConfig) -> Arc<ClientConnections> {
+        Self::with_policy(move || ConnectionPolicy::of(&live_config.load().limits))
     }
 
     /// Connections held to the policy `policy` returns.
@@ -241,19 +241,25 @@ impl Drop for Lease {
 
 /// The proxy listeners' accept-time filter: `access.allowed_cidrs`, before any task or TLS.
 pub struct AllowedNetworks {
-    dispatch: SharedDispatch,
+    live_config: SharedLiveConfig,
     clients: Arc<ClientConnections>,
 }
 
 impl AllowedNetworks {
     /// Filters by the networks in force in `dispatch`, counting refusals in `clients`.
-    pub fn new(dispatch: SharedDispatch, clients: Arc<ClientConnections>) -> Arc<AllowedNetworks> {
-        Arc::new(AllowedNetworks { dispatch, clients })
+    pub fn new(
+        live_config: SharedLiveConfig,
+        clients: Arc<ClientConnections>,
+    ) -> Arc<AllowedNetworks> {
+        Arc::new(AllowedNetworks {
+            live_config,
+            clients,
+        })
     }
 
     /// Whether `peer` may connect (a refusal is counted).
     pub fn admit(&self, peer: SocketAddr) -> bool {
-        let ok = allowed(&self.dispatch.load().access.allowed_cidrs, peer.ip());
+        let ok = allowed(&self.live_config.load().access.allowed_cidrs, peer.ip());
         if !ok {
             self.clients
                 .counters

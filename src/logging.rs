@@ -19,17 +19,17 @@
 //! is on, is an OpenTelemetry span kept in the request's state (see [`crate::otel`]).
 //!
 //! The access record is the exception: written for every request, it is formatted straight from
-//! a list of fields ([`access`]), in the same formats and under the same filter, not as a
+//! a list of fields ([`request_record`]), in the same formats and under the same filter, not as a
 //! `tracing` event.
 //!
 //! Lines are formatted by the thread that logs and written by a writer thread, many per write
 //! ([`sink`]): the access line is written for every request, and a request must not wait for
 //! stderr.
 
-pub mod access;
 mod format;
 mod layer;
 mod repeats;
+pub mod request_record;
 mod sink;
 pub mod throttle;
 
@@ -87,7 +87,7 @@ pub fn init(level: LevelFilter, format: LogFormat, threaded: bool) {
         return;
     }
     let _ = FORMAT.set(format);
-    access::follow_filter();
+    request_record::follow_filter();
     let _ = tracing_log::LogTracer::builder()
         .with_max_level(log_max(max))
         .init();
@@ -105,7 +105,7 @@ pub fn set_level(level: LevelFilter) {
         env_filter::Builder::new().filter_level(level).build(),
     ));
     log::set_max_level(log_max(level));
-    access::follow_filter();
+    request_record::follow_filter();
     // Every callsite is asked again (see `layer`), and tracing's max level follows.
     tracing::callsite::rebuild_interest_cache();
 }

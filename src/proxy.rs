@@ -8,13 +8,13 @@
 //! pre-resolved peer) → `upstream_request_filter` (strip and inject, one `Content-Length`) →
 //! response streamed back → `logging` (one access line, no secrets).
 
-mod access_log;
 mod admission;
 mod ctx;
 pub mod failure;
 pub mod framing;
 mod pinned;
 mod request_checks;
+mod request_end;
 mod request_id;
 pub mod respond;
 pub mod rewrite;
@@ -33,9 +33,9 @@ use pingora::{Error, ErrorType};
 use tracing::{info, trace, warn};
 
 use crate::credentials::CredentialCache;
-use crate::dispatch::SharedDispatch;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
+use crate::live_config::SharedLiveConfig;
 use crate::router::Router;
 use crate::spend::tracker::SpendTracker;
 use crate::upstream::gate::ConnectionGate;
@@ -45,12 +45,12 @@ use ctx::Bound;
 pub use ctx::RequestCtx;
 use request_id::RequestId;
 use respond::ErrorReply;
-use unified::Dispatched;
+use unified::ServedOrBound;
 
 /// The proxy's shared state: routes and access rules, the credential cache, the model router,
 /// the connection gate, the client connections (told when a request starts and ends).
 pub struct SidecarProxy {
-    dispatch: SharedDispatch,
+    live_config: SharedLiveConfig,
     credentials: Arc<CredentialCache>,
     router: Arc<Router>,
     gate: Arc<ConnectionGate>,
@@ -62,7 +62,7 @@ impl SidecarProxy {
     /// A proxy serving `dispatch` with credentials from `credentials`, model routes' deployments
     /// picked by `router`; with `spend`, what LiteLLM-key requests cost is written back.
     pub fn new(
-        dispatch: SharedDispatch,
+        live_config: SharedLiveConfig,
         credentials: Arc<CredentialCache>,
         router: Arc<Router>,
         gate: Arc<ConnectionGate>,
@@ -70,7 +70,7 @@ impl SidecarProxy {
         spend: Option<Arc<SpendTracker>>,
     ) -> SidecarProxy {
         SidecarProxy {
-            dispatch,
+            live_config,
             credentials,
             router,
             gate,
@@ -113,9 +113,9 @@ impl ProxyHttp for SidecarProxy {
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|ssl| ssl.extension.get::<ClientIdentity>())
             .cloned();
-        let dispatch = self.dispatch.load();
+        let live_config = self.live_config.load();
         let admitted = admission::admit(
-            &dispatch,
+            &live_config,
             &self.credentials,
             &self.router,
             session.req_header(),
@@ -129,10 +129,10 @@ impl ProxyHttp for SidecarProxy {
                 .map(Bound::Route),
             // A `dispatch: model` route: the body names the deployment.
             Ok(Admitted::FromBody(snapshot)) => {
-                let settings = dispatch.router;
+                let settings = live_config.router;
                 match unified::bind_by_body(session, ctx, snapshot, &self.router, settings).await {
-                    Ok(Dispatched::Bound(request)) => Ok(Bound::Model(request)),
-                    Ok(Dispatched::Answered) => return Ok(true),
+                    Ok(ServedOrBound::Bound(request)) => Ok(Bound::Model(request)),
+                    Ok(ServedOrBound::Answered) => return Ok(true),
                     Err(reply) => Err(reply),
                 }
             }
@@ -351,7 +351,7 @@ impl ProxyHttp for SidecarProxy {
         if let Some(spend) = &self.spend {
             spent::record(spend, session, ctx);
         }
-        access_log::finish(session, e, ctx);
+        request_end::finish(session, e, ctx);
     }
 
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {

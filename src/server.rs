@@ -25,14 +25,14 @@ use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
 use crate::db::session::Session;
-use crate::dispatch::{Dispatch, SharedDispatch};
+use crate::downstream::listener_tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::downstream::metrics::{self as downstream_metrics, ClientsOf};
 use crate::downstream::registry::Caps;
-use crate::downstream::tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::downstream::{
     AllowedNetworks, ClientConnections, ConnectionPolicy, GuardedApp, HeadMarked, TlsListeners,
 };
 use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
+use crate::live_config::{LiveConfig, SharedLiveConfig};
 use crate::metrics;
 use crate::proxy::SidecarProxy;
 use crate::router::Router;
@@ -78,8 +78,8 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let up = &config.upstream;
     let gate = ConnectionGate::new(up.max_connections, up.pool_wait_timeout, up.connect_timeout);
     let targets = Arc::new(Targets::new(up, &gate).map_err(StartError::Upstream)?);
-    let dispatch: SharedDispatch =
-        Arc::new(ArcSwap::from_pointee(Dispatch::new(&config, &targets)));
+    let live_config: SharedLiveConfig =
+        Arc::new(ArcSwap::from_pointee(LiveConfig::new(&config, &targets)));
     crate::upstream::gate::metrics::register(gate.clone()).map_err(StartError::Metrics)?;
     crate::credentials::metrics::register(cache.clone()).map_err(StartError::Metrics)?;
     metrics::register_build_info().map_err(StartError::Metrics)?;
@@ -91,7 +91,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     };
     let spend = crate::spend::tracker_for(&config).map_err(StartError::Prices)?;
     let router = Arc::new(Router::default());
-    let refresher = load_at_start(&config, &ctx, &cache, &dispatch, &router)?;
+    let refresher = load_at_start(&config, &ctx, &cache, &live_config, &router)?;
 
     let opt = Opt {
         upgrade: options.upgrade,
@@ -101,10 +101,10 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     server.bootstrap();
     let mut cert_stores = Vec::new();
-    let clients = ClientConnections::for_proxy(dispatch.clone());
+    let clients = ClientConnections::for_proxy(live_config.clone());
     downstream_metrics::register(clients.clone(), ClientsOf::Proxy).map_err(StartError::Metrics)?;
     let sidecar = SidecarProxy::new(
-        dispatch.clone(),
+        live_config.clone(),
         cache.clone(),
         router.clone(),
         gate,
@@ -115,12 +115,12 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         &server,
         &config,
         sidecar,
-        &dispatch,
+        &live_config,
         &mut cert_stores,
         &clients,
     )?;
     server.add_service(proxy);
-    let admin = admin_service(&config, dispatch.clone(), cache.clone(), router.clone());
+    let admin = admin_service(&config, live_config.clone(), cache.clone(), router.clone());
     server.add_service(admin);
     let fanout_grants = match (&config.fanout, &ctx.hub) {
         (Some(fanout), Some(hub)) => {
@@ -174,7 +174,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
         Reloader {
             path: config_path.to_path_buf(),
             running: Mutex::new(config),
-            dispatch,
+            live_config,
             sources: ctx,
             refresher,
             cache,
@@ -234,7 +234,7 @@ fn load_at_start(
     config: &Config,
     ctx: &SourceContext,
     cache: &Arc<CredentialCache>,
-    dispatch: &SharedDispatch,
+    live_config: &SharedLiveConfig,
     router: &Router,
 ) -> Result<Arc<Refresher>, StartError> {
     let startup = tokio::runtime::Builder::new_current_thread()
@@ -257,7 +257,7 @@ fn load_at_start(
             });
         let refresher = Refresher::new(cache.clone(), sources, interval, ctx.wake.clone());
         refresher.refresh().await;
-        report_unserved_routes(&dispatch.load().routes, &cache.snapshot(), router);
+        report_unserved_routes(&live_config.load().routes, &cache.snapshot(), router);
         resolve_all(&ctx.targets.all()).await;
         Ok(Arc::new(refresher))
     })
@@ -269,7 +269,7 @@ fn proxy_service(
     server: &Server,
     config: &Config,
     sidecar: SidecarProxy,
-    dispatch: &SharedDispatch,
+    live_config: &SharedLiveConfig,
     cert_stores: &mut Vec<Arc<CertStore>>,
     clients: &Arc<ClientConnections>,
 ) -> Result<Service<GuardedApp<HttpProxy<SidecarProxy>>>, StartError> {
@@ -302,7 +302,7 @@ fn proxy_service(
     for listener in &config.listeners {
         proxy.add_tcp(&listener.address);
     }
-    proxy.set_connection_filter(AllowedNetworks::new(dispatch.clone(), clients.clone()));
+    proxy.set_connection_filter(AllowedNetworks::new(live_config.clone(), clients.clone()));
     Ok(proxy)
 }
 
@@ -383,12 +383,12 @@ fn add_tls(
 /// The admin listener's service: probes and metrics.
 fn admin_service(
     config: &Config,
-    dispatch: SharedDispatch,
+    live_config: SharedLiveConfig,
     cache: Arc<CredentialCache>,
     router: Arc<Router>,
 ) -> Service<AdminApp> {
     let app = AdminApp {
-        dispatch,
+        live_config,
         cache,
         router,
         // The proxy listeners and the fan-out listener must all be bound to be ready.

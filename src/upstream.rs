@@ -7,9 +7,9 @@
 //! exact connection cap) as its connector and tracer, so every new connection passes through it.
 
 pub mod gate;
+pub mod provider_tls;
 pub mod resolver;
 pub mod retry;
-pub mod tls;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use pingora::upstreams::peer::{HttpPeer, PeerOptions, Tracer};
 use crate::config::{EndpointTls, UpstreamSettings, UpstreamUrl};
 use gate::{ConnectionGate, GateConnector, GateTracer};
 use pingora::utils::tls::CertKey;
-use tls::{EndpointMaterial, TlsFileError};
+use provider_tls::{EndpointMaterial, TlsFileError};
 
 /// Pool group of connections made by retries (first attempts use group 0).
 const RETRY_POOL_GROUP: u64 = 1;
@@ -139,7 +139,7 @@ impl Targets {
         let endpoints = settings
             .endpoints
             .iter()
-            .map(|e| Ok((e.clone(), tls::endpoint_material(e)?)))
+            .map(|e| Ok((e.clone(), provider_tls::endpoint_material(e)?)))
             .collect::<Result<_, TlsFileError>>()?;
         Ok(Targets {
             options: peer_options(settings, gate)?,
@@ -225,7 +225,7 @@ fn peer_options(
     options.verify_hostname = true;
     options.tracer = Some(Tracer(Box::new(GateTracer::new(gate.clone()))));
     if let Some(path) = &settings.ca_file {
-        options.ca = Some(tls::load_ca_bundle(path)?);
+        options.ca = Some(provider_tls::load_ca_bundle(path)?);
     }
     Ok(options)
 }

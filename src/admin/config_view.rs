@@ -18,11 +18,15 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Backend, UpstreamUrl};
 use crate::credentials::{Credential, Snapshot};
-use crate::dispatch::Dispatch;
+use crate::live_config::LiveConfig;
 use crate::routes::Route;
 
 /// The report `GET /config` answers with.
-pub fn config_report(dispatch: &Dispatch, snapshot: &Snapshot, snapshot_age: Duration) -> Value {
+pub fn config_report(
+    live_config: &LiveConfig,
+    snapshot: &Snapshot,
+    snapshot_age: Duration,
+) -> Value {
     let mut credentials: Vec<Value> = snapshot
         .credentials
         .values()
@@ -54,21 +58,21 @@ pub fn config_report(dispatch: &Dispatch, snapshot: &Snapshot, snapshot_age: Dur
     models.sort_by(|a, b| a["alias"].as_str().cmp(&b["alias"].as_str()));
     json!({
         "config": {
-            "sha256": dispatch.config_digest,
-            "loaded_at": humantime::format_rfc3339_seconds(dispatch.loaded_at).to_string(),
+            "sha256": live_config.config_digest,
+            "loaded_at": humantime::format_rfc3339_seconds(live_config.loaded_at).to_string(),
             "loaded_seconds_ago": SystemTime::now()
-                .duration_since(dispatch.loaded_at)
+                .duration_since(live_config.loaded_at)
                 .unwrap_or_default()
                 .as_secs(),
         },
-        "routes": dispatch.routes.iter().map(|r| route(r)).collect::<Vec<_>>(),
+        "routes": live_config.routes.iter().map(|r| route(r)).collect::<Vec<_>>(),
         "access": {
-            "allowed_cidrs": dispatch.access.allowed_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "client_tokens": dispatch.access.client_tokens.as_ref().map(|t| json!({
+            "allowed_cidrs": live_config.access.allowed_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "client_tokens": live_config.access.client_tokens.as_ref().map(|t| json!({
                 "header": t.header.as_str(),
                 "count": t.hashes.len(),
             })),
-            "litellm_keys": dispatch.access.litellm_keys.then(|| json!({
+            "litellm_keys": live_config.access.litellm_keys.then(|| json!({
                 "loaded": snapshot.litellm_keys.as_ref().map(|k| k.len()),
             })),
         },

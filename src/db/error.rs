@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::tls::DbTlsError;
+use super::postgres_tls::DbTlsError;
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]

@@ -28,8 +28,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::listener_tls::TlsAcceptor;
 use super::registry::Phase;
-use super::tls::TlsAcceptor;
 use super::{ClientConnections, Lease};
 
 /// The deadline for the next request head on one connection.

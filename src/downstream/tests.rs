@@ -7,15 +7,15 @@ use arc_swap::ArcSwap;
 use super::*;
 use crate::access::Cidr;
 use crate::config::AccessSettings;
-use crate::dispatch::Dispatch;
+use crate::live_config::LiveConfig;
 use crate::routes::RouteTable;
 
-fn dispatch(max: u64, allowed: &[&str]) -> SharedDispatch {
-    Arc::new(ArcSwap::from_pointee(dispatch_value(max, allowed)))
+fn live_config(max: u64, allowed: &[&str]) -> SharedLiveConfig {
+    Arc::new(ArcSwap::from_pointee(live_config_value(max, allowed)))
 }
 
-fn dispatch_value(max: u64, allowed: &[&str]) -> Dispatch {
-    Dispatch {
+fn live_config_value(max: u64, allowed: &[&str]) -> LiveConfig {
+    LiveConfig {
         routes: RouteTable::default(),
         access: AccessSettings {
             allowed_cidrs: allowed
@@ -40,9 +40,9 @@ fn peer(last: u8, port: u16) -> SocketAddr {
 
 #[test]
 fn addresses_outside_the_allowed_networks_are_refused_and_not_counted() {
-    let dispatch = dispatch(10, &["127.0.0.1/32"]);
-    let clients = ClientConnections::for_proxy(dispatch.clone());
-    let filter = AllowedNetworks::new(dispatch, clients.clone());
+    let live_config = live_config(10, &["127.0.0.1/32"]);
+    let clients = ClientConnections::for_proxy(live_config.clone());
+    let filter = AllowedNetworks::new(live_config, clients.clone());
     assert!(filter.admit(peer(1, 1000)));
     assert!(!filter.admit(peer(2, 1000)));
     assert_eq!(clients.open(), 0, "the filter counts nothing open");
@@ -51,7 +51,7 @@ fn addresses_outside_the_allowed_networks_are_refused_and_not_counted() {
 
 #[test]
 fn a_connection_counts_exactly_as_long_as_its_lease() {
-    let clients = ClientConnections::for_proxy(dispatch(2, &[]));
+    let clients = ClientConnections::for_proxy(live_config(2, &[]));
     let first = clients.admit(peer(1, 1)).expect("first");
     let second = clients.admit(peer(1, 2)).expect("second");
     assert_eq!(clients.open(), 2, "handshaking connections count");
@@ -66,7 +66,7 @@ fn a_connection_counts_exactly_as_long_as_its_lease() {
 
 #[test]
 fn at_the_cap_an_unserved_connection_is_evicted_and_signalled_and_serving_ones_refuse() {
-    let clients = ClientConnections::for_proxy(dispatch(1, &[]));
+    let clients = ClientConnections::for_proxy(live_config(1, &[]));
     let first = clients.admit(peer(1, 1)).expect("first");
     let second = clients.admit(peer(1, 2)).expect("evicts the first");
     assert_eq!(first.slot().phase(), registry::Phase::Evicted);
@@ -87,12 +87,12 @@ fn at_the_cap_an_unserved_connection_is_evicted_and_signalled_and_serving_ones_r
 
 #[test]
 fn a_reload_changes_the_cap_for_the_next_connection() {
-    let dispatch = dispatch(1, &[]);
-    let clients = ClientConnections::for_proxy(dispatch.clone());
+    let live_config = live_config(1, &[]);
+    let clients = ClientConnections::for_proxy(live_config.clone());
     let first = clients.admit(peer(1, 1)).expect("first");
     first.slot().handed_over();
     first.slot().request_started();
     assert!(clients.admit(peer(1, 2)).is_none());
-    dispatch.store(Arc::new(dispatch_value(2, &[])));
+    live_config.store(Arc::new(live_config_value(2, &[])));
     assert!(clients.admit(peer(1, 2)).is_some());
 }

@@ -52,7 +52,7 @@ use crate::credentials::values::ValueReader;
 use crate::credentials::Secret;
 use crate::metrics::{WATCH_POLLS, WATCH_UNREQUESTED_ROWS};
 use crate::percent;
-use crate::upstream::tls::{load_ca_bundle, load_client_cert};
+use crate::upstream::provider_tls::{load_ca_bundle, load_client_cert};
 use crate::upstream::Targets;
 
 pub use self::client::ANSWER_SLACK;

@@ -17,8 +17,8 @@ use crate::access::litellm_keys::VirtualKey;
 use crate::access::{allowed, Cidr, TokenCheck};
 use crate::config::{AccessSettings, Backend};
 use crate::credentials::{CredentialCache, Snapshot};
-use crate::dispatch::Dispatch;
 use crate::identity::ClientIdentity;
+use crate::live_config::LiveConfig;
 use crate::router::{bind, Binding, RouteBinding, Router};
 use crate::routes::{Route, RouteTable};
 
@@ -35,7 +35,7 @@ pub enum Admitted {
 /// route is recorded in `ctx` as soon as it is known), or the error to answer with. The
 /// credential snapshot is loaded once, here.
 pub fn admit(
-    dispatch: &Dispatch,
+    live_config: &LiveConfig,
     credentials: &CredentialCache,
     router: &Router,
     req: &RequestHeader,
@@ -43,16 +43,16 @@ pub fn admit(
     identity: Option<&ClientIdentity>,
     ctx: &mut RequestCtx,
 ) -> Result<Admitted, ErrorReply> {
-    request_checks::check_head(req, &dispatch.limits)?;
-    ctx.limits = dispatch.limits;
-    check_sidecar_access(&dispatch.access, req, client)?;
+    request_checks::check_head(req, &live_config.limits)?;
+    ctx.limits = live_config.limits;
+    check_sidecar_access(&live_config.access, req, client)?;
     refuse_connect(req)?;
-    let route = find_route(&dispatch.routes, req)?;
+    let route = find_route(&live_config.routes, req)?;
     // Known from here on, so every later refusal is logged with its route.
     ctx.route = Some(route.clone());
     check_route_access(route, client, identity)?;
     let snapshot = credentials.snapshot();
-    if dispatch.access.litellm_keys {
+    if live_config.access.litellm_keys {
         let model = match &route.backend {
             Backend::Model(alias) => ModelCheck::Now(alias),
             Backend::Credential(_) => ModelCheck::NoModel,

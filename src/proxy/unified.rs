@@ -55,7 +55,7 @@ pub const MODEL_ENDPOINTS: [&str; 7] = [
 const RETRY_BUFFER_BYTES: usize = 64 * 1024;
 
 /// What a request to a `dispatch: model` route turned into.
-pub enum Dispatched {
+pub enum ServedOrBound {
     /// Answered here (`GET /models`); nothing goes upstream.
     Answered,
     /// Bound to a deployment.
@@ -71,7 +71,7 @@ pub async fn bind_by_body(
     snapshot: Arc<Snapshot>,
     router: &Router,
     settings: RouterSettings,
-) -> Result<Dispatched, ErrorReply> {
+) -> Result<ServedOrBound, ErrorReply> {
     let Some(route) = ctx.route.clone() else {
         return Err(ErrorReply::new(
             500,
@@ -82,7 +82,7 @@ pub async fn bind_by_body(
     ctx.router = settings;
     let max_body = ctx.limits.max_request_body_bytes;
     let key = ctx.litellm_key.as_deref();
-    let dispatched = dispatch(
+    let outcome = serve_or_bind(
         session,
         &route,
         snapshot,
@@ -92,19 +92,19 @@ pub async fn bind_by_body(
         &ctx.request_id,
     )
     .await?;
-    if let (Dispatched::Bound(request), Some(key)) = (&dispatched, &ctx.litellm_key) {
+    if let (ServedOrBound::Bound(request), Some(key)) = (&outcome, &ctx.litellm_key) {
         // With `access.litellm_keys`, the alias is checked now that the body named it.
         key.check_model(&request.alias)
             .map_err(ErrorReply::litellm)?;
         key.take_request().map_err(ErrorReply::litellm)?;
     }
-    Ok(dispatched)
+    Ok(outcome)
 }
 
 /// Serves or binds a request to `route` (a `dispatch: model` route) from `snapshot`, the
 /// deployment picked by `router`; `key`, the LiteLLM key the request presented, limits what
 /// `/models` lists.
-async fn dispatch(
+async fn serve_or_bind(
     session: &mut Session,
     route: &Route,
     snapshot: Arc<Snapshot>,
@@ -112,7 +112,7 @@ async fn dispatch(
     key: Option<&VirtualKey>,
     max_body: u64,
     request_id: &RequestId,
-) -> Result<Dispatched, ErrorReply> {
+) -> Result<ServedOrBound, ErrorReply> {
     let path = session.req_header().uri.path();
     let rest = route.path_after_prefix(path).to_string();
     let method = session.req_header().method.clone();
@@ -122,7 +122,7 @@ async fn dispatch(
         }
         let (status, body) = models_reply(&snapshot, key, rest.strip_prefix("/models/"));
         write_json(session, status, body, request_id).await?;
-        return Ok(Dispatched::Answered);
+        return Ok(ServedOrBound::Answered);
     }
     if !MODEL_ENDPOINTS.contains(&rest.as_str()) {
         return Err(invalid(
@@ -166,7 +166,7 @@ async fn dispatch(
     };
     let alias = field.alias.clone();
     ModelRequest::new(alias, deployment, body, field, rest, snapshot)
-        .map(|r| Dispatched::Bound(Box::new(r)))
+        .map(|r| ServedOrBound::Bound(Box::new(r)))
 }
 
 /// A client error in OpenAI's shape.

@@ -2,9 +2,9 @@
 //! `sidecar:` on stderr: it names the file, listener or database, never a secret.
 
 use crate::db::DbError;
-use crate::downstream::tls::ListenerTlsError;
+use crate::downstream::listener_tls::ListenerTlsError;
 use crate::sources::SourceError;
-use crate::upstream::tls::TlsFileError;
+use crate::upstream::provider_tls::TlsFileError;
 
 /// A start-up failure; the process exits 1 before any listener opens.
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,8 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::credentials::refresh::Refresher;
 use crate::credentials::CredentialCache;
-use crate::dispatch::{Dispatch, SharedDispatch};
 use crate::fanout::server::{grants_by_token, SharedGrants};
+use crate::live_config::{LiveConfig, SharedLiveConfig};
 use crate::metrics::RELOADS;
 use crate::proxy::framing::http2_header_list_cap;
 use crate::router::Router;
@@ -38,7 +38,7 @@ pub struct Reloader {
     /// The config in force.
     pub running: Mutex<Config>,
     /// Routes and access rules, swapped on reload.
-    pub dispatch: SharedDispatch,
+    pub live_config: SharedLiveConfig,
     /// What new credential sources are built with (new routes register upstreams there).
     pub sources: SourceContext,
     /// Credential loading, given the new sources.
@@ -95,17 +95,17 @@ impl Reloader {
             warn!("config reload: {section} changed; that takes effect at the next restart");
         }
         let targets = &self.sources.targets;
-        let dispatch = Dispatch::new(&config, targets);
+        let live_config = LiveConfig::new(&config, targets);
         resolve_all(&targets.all()).await;
         if let Some(grants) = &self.fanout_grants {
             let watchers = config.fanout.as_ref().map_or(&[][..], |f| &f.watchers[..]);
             grants.store(Arc::new(grants_by_token(watchers)));
         }
-        let routes = dispatch.routes.iter().count();
+        let routes = live_config.routes.iter().count();
         if let (Some(spend), Some(prices)) = (&self.spend, prices) {
             spend.set_prices(prices);
         }
-        self.dispatch.store(Arc::new(dispatch));
+        self.live_config.store(Arc::new(live_config));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = config;
         RELOADS.with_label_values(&["applied"]).inc();
         info!("config reload: applied {path} ({routes} routes)");
@@ -113,16 +113,16 @@ impl Reloader {
         // read in the background: a refresh waiting on a stalled database (up to its
         // query_timeout) must never hold up a reload, least of all one that revokes access.
         let generation = self.applied.fetch_add(1, Ordering::Relaxed) + 1;
-        let (refresher, cache, dispatch, router) = (
+        let (refresher, cache, live_config, router) = (
             self.refresher.clone(),
             self.cache.clone(),
-            self.dispatch.clone(),
+            self.live_config.clone(),
             self.router.clone(),
         );
         tokio::spawn(async move {
             if refresher.replace_sources(sources, generation).await {
                 refresher.refresh().await;
-                report_unserved_routes(&dispatch.load().routes, &cache.snapshot(), &router);
+                report_unserved_routes(&live_config.load().routes, &cache.snapshot(), &router);
                 info!("config reload: credential sources read");
             }
         });

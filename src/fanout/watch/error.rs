@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::credentials::source::LoadError;
-use crate::upstream::tls::TlsFileError;
+use crate::upstream::provider_tls::TlsFileError;
 
 /// Why a watch source cannot be built or read.
 #[derive(Debug, thiserror::Error)]

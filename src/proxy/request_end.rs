@@ -1,5 +1,5 @@
 //! The end of every request: one structured access-log record (target `access`, written by
-//! [`crate::logging::access`]), the request metrics, and the end of its trace span when the
+//! [`crate::logging::request_record`]), the request metrics, and the end of its trace span when the
 //! OTLP exporter is on. Fields name the route, the upstream host, the client address and a
 //! LiteLLM key's alias (or the start of its digest); never a query string (it may hold a
 //! client's key), a header value or a credential.
@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 use pingora::Error;
 
 use super::RequestCtx;
-use crate::logging::access::{self, Value::*};
+use crate::logging::request_record::{self, Value::*};
 use crate::metrics::{self, Origin};
 
 /// Writes the access line, records the request's metrics and ends its span.
@@ -53,7 +53,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     let downstream = session.as_downstream();
     let key = ctx.litellm_key.as_ref().map_or("-", |k| k.label.as_str());
     let upstream_request_id = ctx.upstream_request_id.as_ref();
-    access::write(&[
+    request_record::write(&[
         ("route", Str(route)),
         ("method", Str(req.method.as_str())),
         ("path", Str(req.uri.path())),
