@@ -62,6 +62,7 @@ fn bench_spend(c: &mut Criterion) {
             api_base: Some("https://api.openai.com/v1"),
         }),
         alias: Some("gpt"),
+        end_user: Some("customer-7"),
         endpoint: "/chat/completions",
         usage: Some(usage),
         elapsed: Duration::from_millis(850),

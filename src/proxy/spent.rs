@@ -46,6 +46,7 @@ pub(super) fn record(spend: &SpendTracker, session: &Session, ctx: &RequestCtx) 
             api_base: api_base.as_deref(),
         }),
         alias,
+        end_user: ctx.model_request().and_then(|r| r.end_user()),
         endpoint,
         usage: ctx.answer_usage,
         elapsed: ctx.started.elapsed(),

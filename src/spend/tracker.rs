@@ -46,6 +46,8 @@ pub struct Finished<'a> {
     pub deployment: Option<DeploymentRef<'a>>,
     /// The alias the client asked for.
     pub alias: Option<&'a str>,
+    /// The end user the request named (OpenAI's `user` field).
+    pub end_user: Option<&'a str>,
     /// The endpoint, as LiteLLM names it (`/chat/completions`).
     pub endpoint: &'a str,
     /// The tokens the answer reported.
@@ -120,7 +122,7 @@ impl SpendTracker {
             key: key.to_string(),
             user_id: owned(user_id),
             team_id: owned(team_id),
-            end_user: None,
+            end_user: owned(done.end_user),
             model: done
                 .deployment
                 .map_or(String::new(), |d| format!("{}/{}", d.provider, d.model)),

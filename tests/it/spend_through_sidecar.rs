@@ -1,6 +1,6 @@
 //! Traffic through the sidecar counts in LiteLLM: a sidecar over LiteLLM's real schema (every
 //! migration of the pinned LiteLLM), with LiteLLM keys and a `dispatch: model` route, writes
-//! each request's spend back: the key's, team's, user's and member's spend, the daily tables
+//! each request's spend back: the key's, team's, user's, member's and end user's spend, the daily tables
 //! (successes and failures), one spend-log row per request; what is pending when it is told to
 //! stop is written before it exits; and a key whose spend reaches its budget is refused.
 
@@ -101,7 +101,7 @@ async fn send(e: &Env, sidecar: &SidecarProcess, key: &str, fail: bool) -> u16 {
             "x-mock-usage",
             format!("{} {} {}", USAGE.0, USAGE.1, USAGE.2),
         )
-        .body(r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#);
+        .body(r#"{"model":"gpt","user":"customer-1","messages":[{"role":"user","content":"hi"}]}"#);
     if fail {
         request = request.header("x-mock-status", "500");
     }
@@ -152,6 +152,10 @@ async fn requests_through_the_sidecar_are_written_to_litellms_spend_tables() {
         r#"SELECT spend FROM "LiteLLM_TeamTable" WHERE team_id = 't1'"#,
         r#"SELECT spend FROM "LiteLLM_UserTable" WHERE user_id = 'u1'"#,
         r#"SELECT spend FROM "LiteLLM_TeamMembership" WHERE user_id = 'u1' AND team_id = 't1'"#,
+        // The body's `user`: LiteLLM's end user, its row made on first use.
+        r#"SELECT spend FROM "LiteLLM_EndUserTable" WHERE user_id = 'customer-1'"#,
+        r#"SELECT spend FROM "LiteLLM_DailyEndUserSpend" WHERE end_user_id = 'customer-1'
+           AND api_key IN (SELECT token FROM "LiteLLM_VerificationToken" WHERE key_alias = 'team-key')"#,
     ] {
         let row = value(&db, sql).await;
         assert!(close(&row["spend"]), "{sql}: {row} vs {expected}");

@@ -39,6 +39,11 @@ pub struct ModelRequest {
 }
 
 impl ModelRequest {
+    /// The end user the body names (its top-level `user`), when it names one.
+    pub fn end_user(&self) -> Option<&str> {
+        self.field.end_user.as_deref()
+    }
+
     pub(super) fn new(
         alias: String,
         deployment: Arc<Deployment>,

@@ -17,6 +17,8 @@ pub struct ModelField {
     pub alias: String,
     /// The byte range of that value (with its quotes).
     range: Range<usize>,
+    /// The top-level `user` (OpenAI's end-user id, LiteLLM's end user), when it is a string.
+    pub end_user: Option<String>,
 }
 
 /// What a body says about the model it asks for.
@@ -58,7 +60,10 @@ pub fn model_in(body: &[u8]) -> Result<BodyModel, ErrorReply> {
             )))
         }
     };
-    let raw = match values.as_slice() {
+    let end_user = values
+        .user
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let raw = match values.models.as_slice() {
         [raw] => *raw,
         [] => return Ok(BodyModel::Unnamed),
         _ => return Err(bad("the body names \"model\" more than once".into())),
@@ -69,6 +74,7 @@ pub fn model_in(body: &[u8]) -> Result<BodyModel, ErrorReply> {
     Ok(BodyModel::Named(ModelField {
         alias,
         range: start..start + raw.get().len(),
+        end_user,
     }))
 }
 
@@ -89,22 +95,34 @@ pub fn replace_model(body: &Bytes, field: &ModelField, model: &str, quoted: &str
     out.freeze()
 }
 
-/// Visits a JSON object's top level, keeping the raw value of every `model` key.
+/// Visits a JSON object's top level, keeping the raw value of every `model` key and of the
+/// first `user` key.
 struct ModelValues;
 
+/// What [`ModelValues`] keeps.
+struct Found<'de> {
+    models: Vec<&'de RawValue>,
+    user: Option<&'de RawValue>,
+}
+
 impl<'de> Visitor<'de> for ModelValues {
-    type Value = Vec<&'de RawValue>;
+    type Value = Found<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = Vec::new();
+        let mut found = Found {
+            models: Vec::new(),
+            user: None,
+        };
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let value: &'de RawValue = map.next_value()?;
             if key == "model" {
-                found.push(value);
+                found.models.push(value);
+            } else if key == "user" && found.user.is_none() {
+                found.user = Some(value);
             }
         }
         Ok(found)
@@ -129,6 +147,14 @@ mod tests {
         assert_eq!(
             rewritten(body, "gpt-4o").expect("ok"),
             body.replace(r#""model" : "fast""#, r#""model" : "gpt-4o""#)
+        );
+        let with_user = r#"{"model":"m","user":"customer-7","metadata":{"user":"inner"}}"#;
+        let field = find_model(with_user.as_bytes()).expect("ok");
+        assert_eq!(field.end_user.as_deref(), Some("customer-7"));
+        let not_a_string = r#"{"model":"m","user":{"id":1}}"#;
+        assert_eq!(
+            find_model(not_a_string.as_bytes()).expect("ok").end_user,
+            None
         );
         let escaped = r#"{"model":"f\u0061st"}"#;
         assert_eq!(find_model(escaped.as_bytes()).expect("ok").alias, "fast");
