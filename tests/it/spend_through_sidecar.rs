@@ -18,6 +18,9 @@ use sidecar::spend::cost::cost;
 use sidecar::spend::prices::PriceMap;
 use sidecar::spend::Usage;
 
+/// `sk-fleet`'s budget, in requests.
+const FLEET_BUDGET: f64 = 6.5;
+
 /// The usage every successful answer reports (`x-mock-usage`): prompt, completion, cached.
 const USAGE: (u64, u64, u64) = (1000, 200, 300);
 
@@ -43,7 +46,8 @@ fn one_request_cost() -> f64 {
 }
 
 /// LiteLLM rows: deployment `gpt` (openai/gpt-4o on the mock), team `t1` with member `u1`, and
-/// keys `sk-team` (user u1, team t1) and `sk-small` (a budget of 2.5 requests).
+/// keys `sk-team` (user u1, team t1), `sk-small` (a budget of 2.5 requests) and `sk-fleet` (a
+/// budget of 6.5 requests).
 async fn seed(e: &Env, db: &LiteLlmDb) {
     let params = json!({ "model": enc("openai/gpt-4o", Format::Nacl),
         "api_key": enc("sk-provider", Format::Nacl),
@@ -58,6 +62,7 @@ async fn seed(e: &Env, db: &LiteLlmDb) {
         .await
         .expect("model row");
     let budget = 2.5 * one_request_cost();
+    let fleet_budget = FLEET_BUDGET * one_request_cost();
     db.client
         .batch_execute(&format!(
             r#"INSERT INTO "LiteLLM_TeamTable" (team_id, members_with_roles)
@@ -66,9 +71,12 @@ async fn seed(e: &Env, db: &LiteLlmDb) {
                INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, user_id, team_id)
                  VALUES ('{}', 'team-key', 'u1', 't1');
                INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, max_budget)
-                 VALUES ('{}', 'small', {budget});"#,
+                 VALUES ('{}', 'small', {budget});
+               INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, max_budget)
+                 VALUES ('{}', 'fleet', {fleet_budget});"#,
             digest("sk-team"),
             digest("sk-small"),
+            digest("sk-fleet"),
         ))
         .await
         .expect("key rows");
@@ -226,4 +234,50 @@ async fn spend_pending_at_sigterm_is_written_before_exit() {
     let status = sidecar.stop();
     assert!(status.success(), "{status:?}");
     assert_eq!(value(&db, count).await["n"], 1, "written on the way out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_closes_across_a_fleet_sharing_one_key() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = LiteLlmDb::new().await;
+    seed(&e, &db).await;
+    let flush = "500ms";
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(start(&e, &db, flush).await);
+    }
+    // Every sidecar sends with the key, one request every 100 ms, until it is refused (or 60
+    // requests each, a bound the test fails on).
+    let served: Vec<usize> = futures_util::future::join_all(fleet.iter().map(|sidecar| {
+        let e = &e;
+        async move {
+            let mut served = 0;
+            for _ in 0..60 {
+                match send(e, sidecar, "sk-fleet", false).await {
+                    200 => served += 1,
+                    422 => return Some(served),
+                    other => panic!("unexpected status {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        }
+    }))
+    .await
+    .into_iter()
+    .map(|n| n.expect("every sidecar refuses the key once its budget is spent"))
+    .collect();
+    let total: usize = served.iter().sum();
+    println!(
+        "3 sidecars, flush {flush}, 30 requests/s in all: {total} served on a budget of \
+         {FLEET_BUDGET} requests ({served:?} per sidecar)"
+    );
+    assert!(
+        total as f64 >= FLEET_BUDGET,
+        "{total}: the budget allows at least {FLEET_BUDGET} requests"
+    );
+    for mut sidecar in fleet {
+        sidecar.stop();
+    }
 }
