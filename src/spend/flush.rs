@@ -279,16 +279,8 @@ impl SpendTables {
              failed_requests int8), batch \
              ON CONFLICT ({key}) DO UPDATE SET {added})",
             t = self.t(name),
-            cols = columns
-                .iter()
-                .map(|(c, _)| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", "),
-            exprs = columns
-                .iter()
-                .map(|(_, e)| e.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            cols = column_list(&columns),
+            exprs = value_list(&columns),
             key = key
                 .iter()
                 .map(|c| quote_ident(c))
@@ -335,18 +327,22 @@ impl SpendTables {
              team_id text, end_user text, status text), batch \
              ON CONFLICT (request_id) DO NOTHING)",
             t = self.t(name),
-            cols = columns
-                .iter()
-                .map(|(c, _)| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", "),
-            exprs = columns
-                .iter()
-                .map(|(_, e)| e.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            cols = column_list(&columns),
+            exprs = value_list(&columns),
         )
     }
+}
+
+/// The quoted column names of `(column, expression)` pairs, comma-separated.
+fn column_list(columns: &[(&str, String)]) -> String {
+    let names: Vec<String> = columns.iter().map(|(c, _)| quote_ident(c)).collect();
+    names.join(", ")
+}
+
+/// The expressions of `(column, expression)` pairs, comma-separated.
+fn value_list(columns: &[(&str, String)]) -> String {
+    let values: Vec<&str> = columns.iter().map(|(_, e)| e.as_str()).collect();
+    values.join(", ")
 }
 
 /// Writes one batch with `statement` ([`SpendTables::statement`]); `Ok(true)` when it was

@@ -5,23 +5,10 @@
 //! `target/litellm-venv` by `tests/parity/litellm_cost.py`), with its own copy of the price map,
 //! so the test also shows that the map built into the sidecar prices these models as LiteLLM does.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 use sidecar::spend::cost::cost;
 use sidecar::spend::prices::PriceMap;
 use sidecar::spend::Usage;
-
-/// LiteLLM's venv Python; a missing venv is a failure that says how to make it, never a skip.
-fn litellm_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/litellm-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/bootstrap.sh --postgres`, which makes LiteLLM's venv",
-        python.display()
-    );
-    python
-}
 
 /// (model as a deployment names it, provider, usage).
 fn cases() -> Vec<(&'static str, &'static str, Usage)> {
@@ -84,32 +71,8 @@ async fn litellm_costs(cases: &[(&str, &str, Usage)]) -> Vec<f64> {
                     "cache_creation": u.cache_creation, "reasoning": u.reasoning })
         })
         .collect();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity/litellm_cost.py");
-    let output = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new(litellm_python())
-            .arg(script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run LiteLLM");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(Value::Array(input).to_string().as_bytes())
-            .expect("write cases");
-        child.wait_with_output().expect("LiteLLM's costs")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "LiteLLM's harness failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("a JSON list of costs")
+    let costs = crate::support::litellm_venv::ask("litellm_cost.py", Value::Array(input)).await;
+    serde_json::from_value(costs).expect("a JSON list of costs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,6 @@
 //! written into PostgreSQL for the sidecar and handed to LiteLLM's own checks with the same
 //! values.
 
-use std::path::PathBuf;
-
 use crate::support::config::yaml;
 use crate::support::db_gateway::*;
 use crate::support::pg::TestDb;
@@ -18,17 +16,6 @@ use sidecar::credentials::cipher::Format;
 
 /// The aliases the deployments serve.
 const SERVED: [&str; 2] = ["claude", "gpt"];
-
-/// The venv's Python; a missing venv is a failure that says how to make it, never a skip.
-fn litellm_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/litellm-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/bootstrap.sh --postgres`, which makes LiteLLM's venv",
-        python.display()
-    );
-    python
-}
 
 /// One request: a key (its row's columns, `None`: no key presented), its team, the model asked.
 struct Case {
@@ -221,32 +208,7 @@ async fn litellm_answers(cases: &[Case]) -> Value {
                     "absent": c.absent, "served": SERVED })
         })
         .collect();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity/litellm_auth.py");
-    let output = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new(litellm_python())
-            .arg(script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run LiteLLM");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(Value::Array(input).to_string().as_bytes())
-            .expect("write cases");
-        child.wait_with_output().expect("LiteLLM's answers")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "LiteLLM's harness failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("LiteLLM's answers are JSON")
+    crate::support::litellm_venv::ask("litellm_auth.py", Value::Array(input)).await
 }
 
 /// The sidecar's answer to one case: the status and, for a refusal, the error object; when it

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_postgres::{Client, NoTls};
 
-use super::pg::server_url;
+use super::pg::{run_on_the_server, server_url};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -67,19 +67,11 @@ fn site_packages() -> (PathBuf, String) {
     (site, version)
 }
 
-/// Builds the template database once (under an advisory lock, so that concurrent tests and
-/// processes build it once), and returns its name.
-async fn template() -> String {
+/// Builds the template database if it is not there yet (the caller holds the advisory lock,
+/// so that concurrent tests and processes build it once), and returns its name.
+async fn template(admin: &Client) -> String {
     let (site, version) = site_packages();
     let name = format!("litellm_schema_{}", version.replace(['.', '-'], "_"));
-    let admin = super::pg::connect().await;
-    admin
-        .execute(
-            "SELECT pg_advisory_lock(hashtext('sidecar litellm schema template'))",
-            &[],
-        )
-        .await
-        .expect("lock");
     let exists = admin
         .query_one(
             "SELECT count(*) FROM pg_database WHERE datname = $1",
@@ -119,32 +111,41 @@ async fn template() -> String {
                 .unwrap_or_else(|e| panic!("LiteLLM migration {}: {e}", step.display()));
         }
         drop(target);
+        // The dropped connection closes in the background; a database with a session open
+        // can be neither renamed nor copied.
+        for _ in 0..200 {
+            let open: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                    &[&building],
+                )
+                .await
+                .expect("sessions on the template")
+                .get(0);
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         admin
             .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
             .await
             .expect("name the template");
     }
-    admin
-        .execute(
-            "SELECT pg_advisory_unlock(hashtext('sidecar litellm schema template'))",
-            &[],
-        )
-        .await
-        .expect("unlock");
     name
 }
 
 impl LiteLlmDb {
     /// A fresh database with LiteLLM's schema.
     pub async fn new() -> LiteLlmDb {
-        let template = template().await;
         let name = format!(
             "sidecar_litellm_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
         let admin = super::pg::connect().await;
-        // CREATE DATABASE … TEMPLATE fails while another session is copying the same template.
+        // One lock orders making the template and copying it (CREATE DATABASE … TEMPLATE fails
+        // while another session is copying the same template).
         admin
             .execute(
                 "SELECT pg_advisory_lock(hashtext('sidecar litellm schema template'))",
@@ -152,6 +153,7 @@ impl LiteLlmDb {
             )
             .await
             .expect("lock");
+        let template = template(&admin).await;
         let created = admin
             .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .await;
@@ -180,22 +182,9 @@ impl LiteLlmDb {
 
 impl Drop for LiteLlmDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // A fresh thread and runtime: Drop may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        run_on_the_server(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
     }
 }

@@ -8,6 +8,7 @@ pub mod db_gateway;
 pub mod gateway;
 pub mod http;
 pub mod litellm_db;
+pub mod litellm_venv;
 pub mod lock;
 pub mod mock_provider;
 pub mod pg;

@@ -127,24 +127,26 @@ CREATE TABLE {schema}."LiteLLM_ProxyModelTable" (
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let schema = self.schema.clone();
-        // A fresh thread and runtime: Drop may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        run_on_the_server(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
     }
+}
+
+/// Runs `sql` on the test server from a fresh thread and runtime (for `Drop`, which may run
+/// inside a test's runtime); a failure is ignored (the thing may already be gone).
+pub fn run_on_the_server(sql: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            if let Ok((client, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
+                tokio::spawn(conn);
+                let _ = client.batch_execute(&sql).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// A connection to the test server.
