@@ -113,9 +113,13 @@ async fn handshake(t: &Tls, c: Client<'_>) -> Result<SslStream<TcpStream>, Strin
         .await
         .expect("tcp");
     let config = builder.build().configure().expect("configure");
-    let mut stream = tokio_boring::connect(config, "localhost", tcp)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_boring::connect(config, "localhost", tcp),
+    )
+    .await
+    .map_err(|_| "no TLS handshake within 30 s".to_string())?
+    .map_err(|e| e.to_string())?;
     // With TLS 1.3 a refused client certificate surfaces on the first read, not the handshake.
     use tokio::io::AsyncWriteExt;
     stream.flush().await.map_err(|e| e.to_string())?;
@@ -145,8 +149,15 @@ impl Conn {
             .header("host", "localhost")
             .body(Full::new(Bytes::from_static(b"{}")))
             .expect("request");
-        let resp = self.0.send_request(req).await.map_err(|e| e.to_string())?;
-        hyper_text(resp).await
+        // Bounded: an answer that never comes fails the test instead of holding the suite (one
+        // full run of the suite under load hung here, with neither end holding the connection).
+        let exchange = async {
+            let resp = self.0.send_request(req).await.map_err(|e| e.to_string())?;
+            hyper_text(resp).await
+        };
+        tokio::time::timeout(Duration::from_secs(30), exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("POST {path}: no answer within 30 s")))
     }
 }
 
