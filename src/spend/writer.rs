@@ -53,7 +53,9 @@ pub struct SpendWriter {
 #[derive(Default)]
 struct Flushing {
     unsent: Option<Unsent>,
-    statement: Option<String>,
+    /// The statement for the database it was made for (`host:port/db`, schema): a reload that
+    /// moves the source to another database or schema makes it again.
+    statement: Option<(String, String)>,
 }
 
 /// What one flush did.
@@ -127,7 +129,16 @@ impl SpendWriter {
 
     async fn write_unsent(&self, state: &mut Flushing, session: &Session) -> Result<(), DbError> {
         let client = session.client().await?;
-        if state.statement.is_none() {
+        let database = format!(
+            "{} {}",
+            session.database().describe(),
+            session.database().schema
+        );
+        if state
+            .statement
+            .as_ref()
+            .is_none_or(|(made_for, _)| *made_for != database)
+        {
             let schema = &session.database().schema;
             let tables = session
                 .deadline(SpendTables::discover(client.as_ref(), schema))
@@ -139,9 +150,10 @@ impl SpendWriter {
                     missing.join(", ")
                 );
             }
-            state.statement = Some(tables.statement(self.settings.spend_logs));
+            state.statement = Some((database, tables.statement(self.settings.spend_logs)));
         }
-        let (Some(statement), Some(unsent)) = (state.statement.as_deref(), state.unsent.as_ref())
+        let (Some((_, statement)), Some(unsent)) =
+            (state.statement.as_ref(), state.unsent.as_ref())
         else {
             return Ok(());
         };
