@@ -145,6 +145,8 @@ impl PostgresSource {
     }
 
     async fn read_rows(&self) -> Result<(StoredRows, Option<KeyTable>), DbError> {
+        // The transaction has the connection to itself (the spend writer shares it).
+        let _exclusive = self.session.exclusive().await;
         let client = self.session.client().await?;
         let schema = &self.session.database().schema;
         client

@@ -43,6 +43,10 @@ pub struct Session {
     query_timeout: Duration,
     wake: Arc<Notify>,
     client: Mutex<Option<Connection>>,
+    /// Held by work that must not interleave with other work on the shared connection: the
+    /// credential load's read transaction, the spend writer's statement (one sent into the
+    /// other's transaction would run, or fail, inside it).
+    exclusive: Mutex<()>,
 }
 
 /// A live connection, and whether this side chose to close it (then its loss wakes nobody).
@@ -71,7 +75,15 @@ impl Session {
             query_timeout,
             wake,
             client: Mutex::new(None),
+            exclusive: Mutex::new(()),
         }
+    }
+
+    /// The connection to oneself: held across a transaction or a write, so that no other
+    /// task's statement lands inside it (see the `exclusive` field). Take it inside the
+    /// [`Session::deadline`] call, so that waiting for it counts against the deadline.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.exclusive.lock().await
     }
 
     /// The database, for descriptions.

@@ -128,6 +128,8 @@ impl SpendWriter {
     }
 
     async fn write_unsent(&self, state: &mut Flushing, session: &Session) -> Result<(), DbError> {
+        // Never inside the credential load's read transaction on the same connection.
+        let _exclusive = session.exclusive().await;
         let client = session.client().await?;
         let database = format!(
             "{} {}",
