@@ -43,6 +43,15 @@ pub fn tracker_for(
         return Ok(None);
     }
     let prices = tracker::load_prices(settings)?;
+    let source = settings
+        .prices_file
+        .as_ref()
+        .map_or_else(|| "built in".to_string(), |p| p.display().to_string());
+    tracing::info!(
+        "spend: written back to LiteLLM every {}; {} models priced (price map: {source})",
+        humantime::format_duration(settings.flush_interval),
+        prices.len()
+    );
     let writer = writer::SpendWriter::new(writer::WriterSettings {
         flush_interval: settings.flush_interval,
         spend_logs: !settings.disable_spend_logs,

@@ -128,31 +128,6 @@ impl Totals {
             add_daily(&mut self.daily_end_users, daily(end_user), record);
         }
     }
-
-    fn merge(&mut self, other: Totals) {
-        for (into, from) in [
-            (&mut self.keys, other.keys),
-            (&mut self.teams, other.teams),
-            (&mut self.users, other.users),
-            (&mut self.end_users, other.end_users),
-        ] {
-            for (k, v) in from {
-                *into.entry(k).or_default() += v;
-            }
-        }
-        for (k, v) in other.members {
-            *self.members.entry(k).or_default() += v;
-        }
-        for (into, from) in [
-            (&mut self.daily_users, other.daily_users),
-            (&mut self.daily_teams, other.daily_teams),
-            (&mut self.daily_end_users, other.daily_end_users),
-        ] {
-            for (key, totals) in from {
-                merge_daily(into.entry(key).or_default(), &totals);
-            }
-        }
-    }
 }
 
 /// Adds `cost` to `id`'s total, allocating the id only the first time.
@@ -195,16 +170,6 @@ impl Batch {
         } else {
             self.overflow.add(&record);
             self.logs_dropped += 1;
-        }
-    }
-
-    /// Adds a batch that could not be written back into this one (its rows come first).
-    pub fn absorb(&mut self, older: Batch, max_logs: usize) {
-        let newer = std::mem::replace(self, older);
-        self.overflow.merge(newer.overflow);
-        self.logs_dropped += newer.logs_dropped;
-        for record in newer.records {
-            self.add(record, max_logs);
         }
     }
 

@@ -192,13 +192,8 @@ impl PriceMap {
     }
 
     /// How many models the map prices.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.models.len()
-    }
-
-    /// Whether the map prices no model.
-    pub fn is_empty(&self) -> bool {
-        self.models.is_empty()
     }
 
     /// The prices of `model` (LiteLLM's `litellm_params.model`, with or without its provider

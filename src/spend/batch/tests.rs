@@ -75,23 +75,3 @@ fn logs_past_the_bound_are_counted_and_totals_are_kept() {
     assert_eq!((batch.len(), batch.logs_dropped), (3, 2));
     assert_eq!(batch.documents().keys[0]["cost"], 10.0);
 }
-
-#[test]
-fn a_batch_that_could_not_be_written_is_absorbed_first() {
-    let mut older = Batch::default();
-    older.add(record("k", Some("t"), None, 1.0), 10);
-    let mut newer = Batch::default();
-    newer.add(record("k", Some("t"), None, 2.0), 10);
-    newer.absorb(older, 10);
-    let docs = newer.documents();
-    assert_eq!(docs.keys[0]["cost"], 3.0);
-    assert_eq!(docs.daily_teams[0]["api_requests"], 2);
-    let logs = docs.logs.as_array().expect("logs");
-    assert_eq!(logs[0]["spend"], 1.0, "the older row first");
-    let mut small = Batch::default();
-    small.add(record("k", None, None, 1.0), 1);
-    let mut full = Batch::default();
-    full.add(record("k", None, None, 2.0), 1);
-    full.absorb(small, 1);
-    assert_eq!((full.len(), full.logs_dropped), (1, 1));
-}
