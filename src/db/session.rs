@@ -129,6 +129,16 @@ impl Session {
         Err(error)
     }
 
+    /// Wakes whoever listens on this session (the refresher) to refresh now: work other than
+    /// the refresher's failed, and its [`Session::deadline`] dropped the connection, and with it
+    /// the `LISTEN`; a notification sent before the next connection would otherwise be missed
+    /// until the next poll.
+    pub fn wake_listener(&self) {
+        if self.listen.is_some() {
+            self.wake.notify_one();
+        }
+    }
+
     /// Drops the connection (the next call reconnects).
     pub async fn disconnect(&self) {
         *self.client.lock().await = None;

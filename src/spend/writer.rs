@@ -119,6 +119,9 @@ impl SpendWriter {
                 Flushed::Written
             }
             Err(e) => {
+                // The failed write dropped the shared connection and its LISTEN: the refresher
+                // reconnects now and reads whatever it may have missed (a budget reached).
+                session.wake_listener();
                 metrics::BATCHES.with_label_values(&["failed"]).inc();
                 let held = state.unsent.as_ref().map_or(0, |u| u.batch.len());
                 warn!("spend: a batch of {held} requests could not be written, kept for the next flush: {e}");

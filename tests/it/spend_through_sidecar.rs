@@ -266,7 +266,15 @@ async fn a_budget_closes_across_a_fleet_sharing_one_key() {
     }))
     .await
     .into_iter()
-    .map(|n| n.expect("every sidecar refuses the key once its budget is spent"))
+    .enumerate()
+    .map(|(i, n)| {
+        n.unwrap_or_else(|| {
+            panic!(
+                "sidecar {i} still serves the key past its budget; its log:\n{}",
+                fleet[i].output()
+            )
+        })
+    })
     .collect();
     let total: usize = served.iter().sum();
     println!(
