@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sidecar::spend::cost::cost;
+use sidecar::spend::deployment_prices::DeploymentPricing;
 use sidecar::spend::prices::PriceMap;
 use sidecar::spend::tracker::{DeploymentRef, Finished, SpendTracker};
 use sidecar::spend::writer::{SpendWriter, WriterSettings};
@@ -48,6 +49,7 @@ fn bench_spend(c: &mut Criterion) {
             cost(price, black_box(&usage), "openai")
         })
     });
+    let pricing = DeploymentPricing::default();
     let done = Finished {
         request_id: "0f3c2a9e-5b7d-4e21-9a11-3c0e9d8b7a65",
         key: (
@@ -60,11 +62,13 @@ fn bench_spend(c: &mut Criterion) {
             provider: "openai",
             model: "gpt-4o",
             api_base: Some("https://api.openai.com/v1"),
+            pricing: &pricing,
         }),
         alias: Some("gpt"),
         end_user: Some("customer-7"),
         endpoint: "/chat/completions",
         usage: Some(usage),
+        answered_by: Some("gpt-4o-2024-08-06"),
         elapsed: Duration::from_millis(850),
         first_byte: Some(Duration::from_millis(320)),
         success: true,

@@ -110,6 +110,7 @@ pub(crate) mod tests {
             upstream: None,
             target: None,
             auth: None,
+            pricing: Default::default(),
         })
     }
 

@@ -9,6 +9,7 @@ use crate::config::Config;
 
 pub mod batch;
 pub mod cost;
+pub mod deployment_prices;
 pub mod flush;
 pub mod prices;
 pub mod tracker;

@@ -245,6 +245,7 @@ fn parse_models(top: &Section<'_>, diag: &mut Diagnostics) -> Vec<ModelRow> {
             id,
             name,
             params: serde_json::Value::Object(params),
+            info: info.map(serde_json::Value::Object),
         });
     }
     rows

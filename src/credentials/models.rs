@@ -13,10 +13,12 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::values::ValueReader;
-use super::Credential;
+use super::{Credential, Secret};
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
 use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER};
+use crate::spend::deployment_prices::DeploymentPricing;
+use crate::spend::prices::is_price_field;
 use crate::upstream::{Target, Targets};
 
 /// One deployment of a model alias, ready to serve.
@@ -43,6 +45,8 @@ pub struct Deployment {
     pub target: Option<Arc<Target>>,
     /// The provider's auth style, when known (the route may set one instead).
     pub auth: Option<AuthStyle>,
+    /// Its own prices and `base_model`, from `model_info` and `litellm_params`.
+    pub pricing: DeploymentPricing,
 }
 
 /// Parses `litellm_params`, which LiteLLM stores as an object or as a string holding one.
@@ -88,6 +92,7 @@ pub fn deployment(
         ParamsStorage::Encrypted => reader.read_all(&params)?,
         ParamsStorage::ConfigFile => reader.read_config_params(&params)?,
     };
+    let pricing = pricing(row, &params, &values);
     let mut take = |field: &str| values.remove(field);
     let linked = match take("litellm_credential_name") {
         Some(name) => Some(credentials.get(name.expose()).cloned().ok_or_else(|| {
@@ -159,7 +164,31 @@ pub fn deployment(
         upstream: upstream.map(Arc::new),
         target,
         auth: known.map(|p| p.auth.clone()),
+        pricing,
     })
+}
+
+/// The deployment's prices: `model_info` as stored (plain; LiteLLM ignores one that is not an
+/// object, and so does the sidecar), and the price fields of `litellm_params` as read (strings
+/// decrypted, numbers as stored).
+fn pricing(
+    row: &ModelRow,
+    params: &Map<String, Value>,
+    values: &HashMap<String, Secret>,
+) -> DeploymentPricing {
+    let info = row.info.as_ref().and_then(|info| params_object(info).ok());
+    let plain: Map<String, Value> = params
+        .iter()
+        .filter(|(field, _)| is_price_field(field) || *field == "base_model")
+        .filter_map(|(field, stored)| {
+            let value = match stored {
+                Value::String(_) => Value::String(values.get(field)?.expose().to_string()),
+                other => other.clone(),
+            };
+            Some((field.clone(), value))
+        })
+        .collect();
+    DeploymentPricing::read(info.as_ref(), &plain)
 }
 
 #[cfg(test)]

@@ -151,6 +151,7 @@ mod tests {
             id: id.into(),
             name: alias.into(),
             params,
+            info: None,
         }
     }
 

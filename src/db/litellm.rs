@@ -47,6 +47,10 @@ pub struct ModelRow {
     pub name: String,
     /// `litellm_params`: an object, or a string whose content is a JSON object.
     pub params: Value,
+    /// `model_info` (plain, not encrypted): an object or a string holding one; the sidecar
+    /// reads its prices and `base_model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
 }
 
 /// Whether `db install-notify` created the version table in `schema`.
@@ -127,7 +131,7 @@ pub async fn fingerprint(
         "SELECT md5(coalesce((SELECT string_agg(credential_name || E'\\x1f' || credential_values::text \
            || E'\\x1f' || coalesce(credential_info::text, ''), E'\\x1e' ORDER BY credential_name) FROM {c}), '') \
            || E'\\x1d' || coalesce((SELECT string_agg(model_id || E'\\x1f' || model_name || E'\\x1f' \
-           || litellm_params::text || E'\\x1f' || {blocked_expr}, E'\\x1e' ORDER BY model_id) FROM {m}), '') \
+           || litellm_params::text || E'\\x1f' || coalesce(model_info::text, '') || E'\\x1f' || {blocked_expr}, E'\\x1e' ORDER BY model_id) FROM {m}), '') \
            || E'\\x1c' || {keys_expr})",
         c = table(schema, CREDENTIALS_TABLE),
         m = table(schema, MODELS_TABLE),
@@ -175,7 +179,7 @@ pub async fn fetch_models(
         ""
     };
     let sql = format!(
-        "SELECT model_id, model_name, litellm_params FROM {}{filter} ORDER BY model_id",
+        "SELECT model_id, model_name, litellm_params, model_info FROM {}{filter} ORDER BY model_id",
         table(schema, MODELS_TABLE)
     );
     let rows = client
@@ -188,6 +192,7 @@ pub async fn fetch_models(
             id: r.get(0),
             name: r.get(1),
             params: r.get(2),
+            info: r.get(3),
         })
         .collect())
 }

@@ -80,6 +80,8 @@ pub struct RequestCtx {
     pub(super) usage: Option<usage::UsageReader>,
     /// The usage the answer reported, once it has ended.
     pub(super) answer_usage: Option<usage::Usage>,
+    /// The model the answer said answered, once it has ended.
+    pub(super) answered_by: Option<String>,
     /// The request's trace span, when the OTLP exporter is on.
     pub(super) span: Option<crate::otel::RequestSpan>,
 }
@@ -109,6 +111,7 @@ impl RequestCtx {
             litellm_key: None,
             usage: None,
             answer_usage: None,
+            answered_by: None,
             span: None,
         }
     }

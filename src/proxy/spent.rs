@@ -44,11 +44,13 @@ pub(super) fn record(spend: &SpendTracker, session: &Session, ctx: &RequestCtx) 
             provider: &d.provider,
             model: &d.model,
             api_base: api_base.as_deref(),
+            pricing: &d.pricing,
         }),
         alias,
         end_user: ctx.model_request().and_then(|r| r.end_user()),
         endpoint,
         usage: ctx.answer_usage,
+        answered_by: ctx.answered_by.as_deref(),
         elapsed: ctx.started.elapsed(),
         first_byte: ctx
             .upstream_ttfb

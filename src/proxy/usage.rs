@@ -30,11 +30,30 @@ const MAX_JSON_BYTES: usize = 1024 * 1024;
 enum Body {
     /// `application/json`: kept whole (until it is too large).
     Json { kept: Vec<u8>, overflowed: bool },
-    /// `text/event-stream`: the incomplete last event, and the usage seen so far.
-    Events {
-        pending: Vec<u8>,
-        usage: Option<Usage>,
-    },
+    /// `text/event-stream`: the incomplete last event, and what was seen so far.
+    Events { pending: Vec<u8>, seen: Report },
+}
+
+/// What an answer reported: the tokens it used, and the model it said answered.
+#[derive(Debug, Default, PartialEq)]
+pub struct Report {
+    /// Its usage, when it reported one.
+    pub usage: Option<Usage>,
+    /// Its top-level `model` (Anthropic's: `message.model`), read where its usage is.
+    pub model: Option<String>,
+}
+
+impl Report {
+    /// Adds what a later event of the same stream reported.
+    fn add(&mut self, later: Report) {
+        self.usage = match (self.usage, later.usage) {
+            (Some(total), Some(seen)) => Some(merged(total, seen)),
+            (total, seen) => total.or(seen),
+        };
+        if self.model.is_none() {
+            self.model = later.model;
+        }
+    }
 }
 
 /// Reads one answer's usage as its body passes.
@@ -62,7 +81,7 @@ impl UsageReader {
         } else if kind.starts_with("text/event-stream") {
             Body::Events {
                 pending: Vec::new(),
-                usage: None,
+                seen: Report::default(),
             }
         } else {
             return None;
@@ -81,13 +100,11 @@ impl UsageReader {
                     kept.extend_from_slice(chunk);
                 }
             }
-            Body::Events { pending, usage } => {
+            Body::Events { pending, seen } => {
                 pending.extend_from_slice(chunk);
                 while let Some(end) = find(pending, b"\n\n") {
                     let event: Vec<u8> = pending.drain(..end + 2).collect();
-                    if let Some(seen) = event_usage(&event) {
-                        *usage = Some(usage.map_or(seen, |total| merged(total, seen)));
-                    }
+                    seen.add(event_report(&event));
                 }
                 if pending.len() > MAX_JSON_BYTES {
                     pending.clear();
@@ -96,20 +113,16 @@ impl UsageReader {
         }
     }
 
-    /// The usage the answer reported, if it reported any.
-    pub fn finish(self) -> Option<Usage> {
+    /// What the answer reported.
+    pub fn finish(self) -> Report {
         match self.body {
             Body::Json { kept, overflowed } if !overflowed => {
-                let answer: UsageCarrier = serde_json::from_slice(&kept).ok()?;
-                usage_of(answer.usage.as_ref()?)
+                serde_json::from_slice(&kept).map_or_else(|_| Report::default(), report_of)
             }
-            Body::Json { .. } => None,
-            Body::Events { pending, usage } => {
-                let last = event_usage(&pending);
-                match (usage, last) {
-                    (Some(u), Some(l)) => Some(merged(u, l)),
-                    (u, l) => u.or(l),
-                }
+            Body::Json { .. } => Report::default(),
+            Body::Events { pending, mut seen } => {
+                seen.add(event_report(&pending));
+                seen
             }
         }
     }
@@ -135,7 +148,11 @@ pub fn on_body(ctx: &mut RequestCtx, body: Option<&Bytes>, end_of_stream: bool) 
     if !end_of_stream {
         return;
     }
-    let Some(usage) = ctx.usage.take().and_then(UsageReader::finish) else {
+    let Some(report) = ctx.usage.take().map(UsageReader::finish) else {
+        return;
+    };
+    ctx.answered_by = report.model;
+    let Some(usage) = report.usage else {
         return;
     };
     ctx.answer_usage = Some(usage);
@@ -158,34 +175,51 @@ fn model_label(ctx: &RequestCtx) -> &str {
     }
 }
 
-/// The usage in one event (`data: {...}` lines), parsed only when it names a usage object.
-fn event_usage(event: &[u8]) -> Option<Usage> {
-    find(event, b"\"usage\"")?;
-    let text = std::str::from_utf8(event).ok()?;
+/// What one event (`data: {...}` lines) reported, parsed only when it names a usage object.
+fn event_report(event: &[u8]) -> Report {
+    if find(event, b"\"usage\"").is_none() {
+        return Report::default();
+    }
+    let Ok(text) = std::str::from_utf8(event) else {
+        return Report::default();
+    };
     let data: String = text
         .lines()
         .filter_map(|line| line.strip_prefix("data:"))
         .map(str::trim_start)
         .collect::<Vec<_>>()
         .join("\n");
-    let event: UsageCarrier = serde_json::from_str(&data).ok()?;
-    // OpenAI puts usage at the top; Anthropic's message_start inside `message`.
-    let usage = event
-        .usage
-        .filter(Value::is_object)
-        .or_else(|| event.message?.get_mut("usage").map(Value::take))?;
-    usage_of(&usage)
+    serde_json::from_str(&data).map_or_else(|_| Report::default(), report_of)
 }
 
-/// The top-level members of an answer or event that can carry usage. Every other member (the
-/// answer's text, its choices) is read past without being built, where parsing the whole
-/// answer into a `Value` built all of it.
+/// What an answer or event reported. OpenAI puts usage and model at the top; Anthropic's
+/// `message_start` inside `message`.
+fn report_of(carrier: UsageCarrier) -> Report {
+    let UsageCarrier {
+        usage,
+        message,
+        model,
+    } = carrier;
+    let named = |model: Option<&Value>| model.and_then(Value::as_str).map(str::to_string);
+    let inner = |field: &str| message.as_ref().and_then(|m| m.get(field));
+    let usage = usage.filter(Value::is_object);
+    Report {
+        usage: usage.as_ref().or_else(|| inner("usage")).and_then(usage_of),
+        model: named(model.as_ref()).or_else(|| named(inner("model"))),
+    }
+}
+
+/// The top-level members of an answer or event that can carry usage and the model. Every other
+/// member (the answer's text, its choices) is read past without being built, where parsing the
+/// whole answer into a `Value` built all of it.
 #[derive(Deserialize)]
 struct UsageCarrier {
     #[serde(default)]
     usage: Option<Value>,
     #[serde(default)]
     message: Option<Value>,
+    #[serde(default)]
+    model: Option<Value>,
 }
 
 /// Two reports of one stream's usage, each a running total (Anthropic's `message_start` and
@@ -259,7 +293,7 @@ mod tests {
                 completion: 34,
                 ..Usage::default()
             });
-            assert_eq!(r.finish(), usage, "split at {split}");
+            assert_eq!(r.finish().usage, usage, "split at {split}");
         }
     }
 
@@ -272,7 +306,7 @@ mod tests {
             r.feed(piece);
         }
         assert_eq!(
-            r.finish(),
+            r.finish().usage,
             Some(Usage {
                 prompt: 5,
                 completion: 7,
@@ -285,7 +319,7 @@ mod tests {
         let mut r = reader("text/event-stream");
         r.feed(anthropic.as_bytes());
         assert_eq!(
-            r.finish(),
+            r.finish().usage,
             Some(Usage {
                 prompt: 25,
                 completion: 15,
@@ -308,7 +342,7 @@ mod tests {
             cache_creation: 0,
             reasoning: 50,
         };
-        assert_eq!(r.finish(), Some(expected));
+        assert_eq!(r.finish().usage, Some(expected));
 
         // Anthropic leaves cached tokens out of input_tokens; LiteLLM adds them back.
         let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":40,\"output_tokens\":1}}}\n\n\
@@ -322,14 +356,34 @@ mod tests {
             cache_creation: 40,
             reasoning: 0,
         };
-        assert_eq!(r.finish(), Some(expected));
+        assert_eq!(r.finish().usage, Some(expected));
+    }
+
+    #[test]
+    fn the_model_an_answer_names_is_read_with_its_usage() {
+        let mut r = reader("application/json");
+        r.feed(br#"{"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1}}"#);
+        assert_eq!(r.finish().model.as_deref(), Some("gpt-4o-2024-08-06"));
+        let openai = "data: {\"model\":\"m-1\",\"choices\":[{\"delta\":{}}]}\n\n\
+                      data: {\"model\":\"m-2\",\"choices\":[],\"usage\":{\"prompt_tokens\":5}}\n\n";
+        let mut r = reader("text/event-stream");
+        r.feed(openai.as_bytes());
+        assert_eq!(
+            r.finish().model.as_deref(),
+            Some("m-2"),
+            "read where the usage is"
+        );
+        let anthropic = "data: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":2}}}\n\n";
+        let mut r = reader("text/event-stream");
+        r.feed(anthropic.as_bytes());
+        assert_eq!(r.finish().model.as_deref(), Some("claude-x"));
     }
 
     #[test]
     fn no_usage_errors_and_other_bodies_count_nothing() {
         let mut r = reader("text/event-stream");
         r.feed(b"data: {\"i\":0}\n\ndata: [DONE]\n\n");
-        assert_eq!(r.finish(), None);
+        assert_eq!(r.finish().usage, None);
         let mut error = ResponseHeader::build(429, None).expect("header");
         error
             .insert_header("content-type", "application/json")
@@ -338,6 +392,6 @@ mod tests {
         let mut big = reader("application/json");
         big.feed(&vec![b' '; MAX_JSON_BYTES + 1]);
         big.feed(br#"{"usage":{"prompt_tokens":1}}"#);
-        assert_eq!(big.finish(), None, "too large to keep");
+        assert_eq!(big.finish().usage, None, "too large to keep");
     }
 }

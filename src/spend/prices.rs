@@ -72,6 +72,19 @@ impl Rates {
     }
 }
 
+/// The key of the reasoning-token rate.
+const REASONING_KEY: &str = "output_cost_per_reasoning_token";
+
+/// The size of the prompt tier whose cache rates a deployment's own prices take from the map
+/// (LiteLLM's `…_above_200k_tokens` cache fields).
+const INHERITED_CACHE_TIER: u64 = 200_000;
+
+/// Whether `field` is one of the price fields this module reads (a rate, a tier's rate, the
+/// reasoning rate).
+pub fn is_price_field(field: &str) -> bool {
+    RATE_KEYS.contains(&field) || field == REASONING_KEY || tier_key(field).is_some()
+}
+
 /// A rate as LiteLLM reads one: a number, or a string holding one.
 fn rate(value: &Value) -> Option<f64> {
     match value {
@@ -125,9 +138,31 @@ impl Price {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             base,
-            reasoning: entry.get("output_cost_per_reasoning_token").and_then(rate),
+            reasoning: entry.get(REASONING_KEY).and_then(rate),
             tiers,
         })
+    }
+
+    /// These prices with the cache rates they leave unset (the base ones and those past 200k
+    /// prompt tokens) taken from `builtin`, as LiteLLM's router completes a deployment's own
+    /// prices from its model's entry.
+    pub fn with_cache_rates_of(&self, builtin: &Price) -> Price {
+        let mut price = self.clone();
+        let fill = |own: &mut Rates, from: &Rates| {
+            own.cache_read = own.cache_read.or(from.cache_read);
+            own.cache_creation = own.cache_creation.or(from.cache_creation);
+        };
+        fill(&mut price.base, &builtin.base);
+        let tier_of = |p: &Price| p.tiers.iter().position(|(s, _)| *s == INHERITED_CACHE_TIER);
+        if let Some(from) = tier_of(builtin).map(|i| builtin.tiers[i].1) {
+            let index = tier_of(&price).unwrap_or_else(|| {
+                price.tiers.push((INHERITED_CACHE_TIER, Rates::default()));
+                price.tiers.sort_by_key(|(size, _)| *size);
+                tier_of(&price).unwrap_or_default()
+            });
+            fill(&mut price.tiers[index].1, &from);
+        }
+        price
     }
 
     /// Whether the entry may price a model of `provider` (LiteLLM's `_check_provider_match`).

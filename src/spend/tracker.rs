@@ -2,7 +2,8 @@
 //! model) and the [`SpendRecord`] handed to the writer. Called once per request that reached a
 //! provider with a LiteLLM key; no I/O, no lock beyond the writer's pending batch.
 //!
-//! A model the price map does not price is written with spend 0 (its tokens and request are
+//! A deployment is priced by its own prices, else the map (`super::deployment_prices` says in
+//! which order). A model nothing prices is written with spend 0 (its tokens and request are
 //! still counted, as LiteLLM counts them) and said once in the log per model, never per request.
 
 use std::collections::HashSet;
@@ -14,6 +15,7 @@ use tracing::warn;
 
 use super::batch::SpendRecord;
 use super::cost::cost;
+use super::deployment_prices::DeploymentPricing;
 use super::prices::{PriceMap, PriceMapError};
 use super::writer::SpendWriter;
 use super::Usage;
@@ -33,6 +35,8 @@ pub struct DeploymentRef<'a> {
     pub model: &'a str,
     /// The base the request went to.
     pub api_base: Option<&'a str>,
+    /// Its own prices and `base_model`.
+    pub pricing: &'a DeploymentPricing,
 }
 
 /// One finished request, as the tracker reads it.
@@ -52,6 +56,8 @@ pub struct Finished<'a> {
     pub endpoint: &'a str,
     /// The tokens the answer reported.
     pub usage: Option<Usage>,
+    /// The model the answer said answered (OpenAI's and Azure's name a dated model).
+    pub answered_by: Option<&'a str>,
     /// How long ago the request arrived.
     pub elapsed: Duration,
     /// Time from arrival to the answer's first byte.
@@ -108,7 +114,7 @@ impl SpendTracker {
     pub fn record(&self, done: &Finished<'_>) {
         let usage = done.usage.unwrap_or_default();
         let spend = match (&done.deployment, done.success) {
-            (Some(d), true) => self.price(d, &usage),
+            (Some(d), true) => self.price(d, &usage, done.answered_by),
             _ => 0.0,
         };
         let now = SystemTime::now()
@@ -142,15 +148,15 @@ impl SpendTracker {
         });
     }
 
-    fn price(&self, d: &DeploymentRef<'_>, usage: &Usage) -> f64 {
+    fn price(&self, d: &DeploymentRef<'_>, usage: &Usage, answered_by: Option<&str>) -> f64 {
         let prices = self.prices.load();
-        if let Some(price) = prices.find(d.model, d.provider) {
-            return cost(price, usage, d.provider);
+        if let Some(price) = d.pricing.price(&prices, d.model, d.provider, answered_by) {
+            return cost(&price, usage, d.provider);
         }
         let mut said = self.unpriced.lock().unwrap_or_else(|e| e.into_inner());
         let name = format!("{}/{}", d.provider, d.model);
         if said.len() < MAX_UNPRICED_REMEMBERED && said.insert(name.clone()) {
-            warn!("spend: no price for model {name} in the price map; its requests are written with spend 0 (set spend.prices_file to a map that prices it)");
+            warn!("spend: no price for model {name}; its requests are written with spend 0 (give the deployment input_cost_per_token and output_cost_per_token or a base_model, or set spend.prices_file to a map that prices it)");
         }
         0.0
     }

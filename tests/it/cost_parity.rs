@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 use sidecar::spend::cost::cost;
+use sidecar::spend::deployment_prices::DeploymentPricing;
 use sidecar::spend::prices::PriceMap;
 use sidecar::spend::Usage;
 
@@ -109,6 +110,152 @@ async fn costs_equal_litellms_completion_cost() {
             ));
         }
     }
+    println!("{}", table.join("\n"));
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// Deployments with prices of their own or a `base_model`, as LiteLLM's `model_list` and model
+/// rows hold them: (`litellm_params`, `model_info`, the model the answer names, usage).
+fn deployment_cases() -> Vec<(Value, Value, &'static str, Usage)> {
+    let usage = |prompt, completion, cache_read, cache_creation| Usage {
+        prompt,
+        completion,
+        cache_read,
+        cache_creation,
+        reasoning: 0,
+    };
+    let azure = |extra: Value| {
+        let mut params = json!({"model": "azure/my-deploy", "api_base": "https://x.openai.azure.com",
+                                "api_version": "2024-10-21"});
+        params
+            .as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        params
+    };
+    let none = json!({});
+    vec![
+        // Own input and output rates, a model the map does not know: cache reads at the input rate.
+        (
+            json!({"model": "openai/my-llama", "input_cost_per_token": 1e-6, "output_cost_per_token": 3e-6}),
+            none.clone(),
+            "my-llama",
+            usage(1000, 200, 300, 0),
+        ),
+        // Only an input rate: output is free, the cache rate comes from the map's gpt-4o.
+        (
+            json!({"model": "openai/gpt-4o", "input_cost_per_token": 1e-6}),
+            none.clone(),
+            "gpt-4o",
+            usage(1000, 200, 300, 0),
+        ),
+        // Prices in model_info only.
+        (
+            json!({"model": "openai/gpt-4o"}),
+            json!({"input_cost_per_token": 2e-5, "output_cost_per_token": 4e-5}),
+            "gpt-4o",
+            usage(1000, 200, 300, 0),
+        ),
+        // All four rates of its own, cache writes included.
+        (
+            json!({"model": "anthropic/house-claude", "input_cost_per_token": 3e-6,
+                   "output_cost_per_token": 1.5e-5, "cache_read_input_token_cost": 3e-7,
+                   "cache_creation_input_token_cost": 3.75e-6}),
+            none.clone(),
+            "house-claude",
+            usage(1500, 200, 300, 200),
+        ),
+        // Azure: base_model in model_info wins over the model the answer names.
+        (
+            azure(none.clone()),
+            json!({"base_model": "azure/gpt-4o-mini"}),
+            "gpt-4o-2024-08-06",
+            usage(1000, 200, 300, 0),
+        ),
+        // Azure: base_model in litellm_params.
+        (
+            azure(json!({"base_model": "azure/gpt-4o"})),
+            none.clone(),
+            "gpt-4o-mini",
+            usage(1000, 200, 300, 0),
+        ),
+        // Azure without base_model: priced by the model the answer names.
+        (
+            azure(none.clone()),
+            none.clone(),
+            "gpt-4o-2024-08-06",
+            usage(1000, 200, 300, 0),
+        ),
+        // Rates written as strings (LiteLLM reads them as numbers).
+        (
+            json!({"model": "openai/my-llama", "input_cost_per_token": "2e-06",
+                   "output_cost_per_token": "4e-06"}),
+            none.clone(),
+            "my-llama",
+            usage(1000, 200, 0, 0),
+        ),
+        // A tier of its own past 200k prompt tokens.
+        (
+            json!({"model": "openai/my-llama", "input_cost_per_token": 1e-6,
+                   "output_cost_per_token": 3e-6, "input_cost_per_token_above_200k_tokens": 2e-6,
+                   "output_cost_per_token_above_200k_tokens": 6e-6}),
+            none.clone(),
+            "my-llama",
+            usage(250_000, 200, 0, 0),
+        ),
+        // Own rates on a model with tiers: the cache rates (the tier's too) come from the map,
+        // the input and output rates do not, above 200k or below.
+        (
+            json!({"model": "gemini/gemini-2.5-pro", "input_cost_per_token": 1e-6,
+                   "output_cost_per_token": 3e-6}),
+            none.clone(),
+            "gemini-2.5-pro",
+            usage(250_000, 800, 50_000, 0),
+        ),
+        (
+            json!({"model": "gemini/gemini-2.5-pro", "input_cost_per_token": 1e-6,
+                   "output_cost_per_token": 3e-6}),
+            none,
+            "gemini-2.5-pro",
+            usage(150_000, 800, 50_000, 0),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_prices_equal_what_litellms_router_bills() {
+    let _turn = crate::support::lock::shared().await;
+    let map = PriceMap::built_in().expect("the built-in price map");
+    let cases = deployment_cases();
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(params, info, answered_by, u)| {
+            json!({ "litellm_params": params, "model_info": info, "answered_by": answered_by,
+                    "prompt": u.prompt, "completion": u.completion,
+                    "cache_read": u.cache_read, "cache_creation": u.cache_creation })
+        })
+        .collect();
+    let theirs: Vec<f64> = serde_json::from_value(
+        crate::support::litellm_venv::ask("litellm_deployment_cost.py", Value::Array(input)).await,
+    )
+    .expect("a JSON list of costs");
+    assert_eq!(theirs.len(), cases.len());
+    let mut table = vec![];
+    let mut differ = vec![];
+    for ((params, info, answered_by, usage), theirs) in cases.iter().zip(theirs) {
+        let model = params["model"].as_str().expect("model");
+        let (provider, bare) = model.split_once('/').expect("a provider prefix");
+        let pricing = DeploymentPricing::read(info.as_object(), params.as_object().expect("obj"));
+        let ours = pricing
+            .price(&map, bare, provider, Some(answered_by))
+            .map_or(0.0, |price| cost(&price, usage, provider));
+        let line = format!("{params} {info} answered by {answered_by}, {usage:?}");
+        table.push(format!("{theirs:>24} | {ours:>24} | {line}"));
+        if ours.to_bits() != theirs.to_bits() {
+            differ.push(format!("{line}: LiteLLM {theirs}, sidecar {ours}"));
+        }
+    }
+    println!("{:>24} | {:>24} | deployment", "LiteLLM router", "sidecar");
     println!("{}", table.join("\n"));
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }

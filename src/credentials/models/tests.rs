@@ -17,6 +17,7 @@ fn row(params: Value) -> ModelRow {
         id: "id-1".into(),
         name: "gpt-4o".into(),
         params,
+        info: None,
     }
 }
 
@@ -217,4 +218,47 @@ fn an_explicit_custom_llm_provider_wins_over_the_model_prefix_as_in_litellm() {
         (azure.provider.as_str(), azure.model.as_str()),
         ("azure", "my-deployment")
     );
+}
+
+#[test]
+fn prices_are_read_from_model_info_and_params_as_litellm_stores_them() {
+    let k = keys();
+    let reader = ValueReader {
+        keys: Some(&k),
+        env: None,
+    };
+    // Numbers stay numbers in a stored row; a string (a price typed as text) is encrypted.
+    let params = serde_json::json!({ "model": enc(&k, "azure/prod-4o"), "api_key": enc(&k, "sk-a"),
+        "api_base": enc(&k, "https://res.openai.azure.com"), "input_cost_per_token": 2e-6,
+        "output_cost_per_token": enc(&k, "8e-06"), "base_model": enc(&k, "azure/gpt-4o") });
+    let info = serde_json::json!({ "id": "id-1", "output_cost_per_token": 1.0,
+        "cache_read_input_token_cost": 1e-7 });
+    for info in [info.clone(), Value::String(info.to_string())] {
+        let mut row = row(params.clone());
+        row.info = Some(info);
+        let d = deployment(
+            &row,
+            &reader,
+            ParamsStorage::Encrypted,
+            &HashMap::new(),
+            &targets(),
+        )
+        .expect("valid");
+        let own = d.pricing.own.as_ref().expect("own prices");
+        assert_eq!(own.base.input, Some(2e-6));
+        assert_eq!(own.base.output, Some(8e-6), "litellm_params win");
+        assert_eq!(own.base.cache_read, Some(1e-7), "model_info's fill in");
+        assert_eq!(d.pricing.base_model.as_deref(), Some("azure/gpt-4o"));
+    }
+    let mut row = row(params);
+    row.info = Some(Value::String("not json".into()));
+    let d = deployment(
+        &row,
+        &reader,
+        ParamsStorage::Encrypted,
+        &HashMap::new(),
+        &targets(),
+    )
+    .expect("a model_info LiteLLM would ignore is ignored");
+    assert_eq!(d.pricing.own.as_ref().and_then(|p| p.base.cache_read), None);
 }
