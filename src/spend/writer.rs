@@ -5,10 +5,12 @@
 //! Nothing is lost silently: a batch that could not be written is kept, with its id, and tried
 //! again first at the next interval, unchanged, so that if its first try did land (the answer
 //! was lost) the retry is recognised and not counted twice ([`super::flush`]). While it waits,
-//! new requests go on adding to the pending batch. What is held is bounded: at most
-//! `max_pending_requests` spend-log rows in each of the two batches (past that, rows are counted
-//! in `sidecar_spend_logs_dropped_total` and left out; the spend totals are always kept, they
-//! grow with the number of keys, not of requests). On shutdown the writer flushes once more.
+//! new requests go on adding to the pending batch. A batch half full (`max_pending_requests` / 2
+//! requests) is written at once, before the interval, so a busy sidecar leaves no row out while
+//! the database answers. What is held is bounded: at most `max_pending_requests` spend-log rows
+//! in each of the two batches (past that, rows are counted in `sidecar_spend_logs_dropped_total`
+//! and left out; the spend totals are always kept, they grow with the number of keys, not of
+//! requests). On shutdown the writer flushes once more.
 //! A crash loses what was not yet written: at most one flush interval of requests, or more
 //! while the database is unreachable.
 
@@ -48,6 +50,8 @@ pub struct SpendWriter {
     settings: WriterSettings,
     pending: Mutex<Batch>,
     flushing: tokio::sync::Mutex<Flushing>,
+    /// Wakes the flushing task before its interval when the pending batch is half full.
+    half_full: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -76,6 +80,7 @@ impl SpendWriter {
             settings,
             pending: Mutex::new(Batch::default()),
             flushing: tokio::sync::Mutex::new(Flushing::default()),
+            half_full: tokio::sync::Notify::new(),
         })
     }
 
@@ -85,6 +90,12 @@ impl SpendWriter {
         let dropped = pending.logs_dropped;
         pending.add(record, self.settings.max_pending_requests);
         metrics::PENDING_REQUESTS.set(pending.len() as i64);
+        // Once per batch, as it reaches half of what it may hold: a busy sidecar writes before
+        // the interval rather than leave spend-log rows out. (While a failed batch is kept, the
+        // pending one is not taken, so this wakes the task once, not on every request.)
+        if pending.len() == self.settings.max_pending_requests.div_ceil(2) {
+            self.half_full.notify_one();
+        }
         if pending.logs_dropped > dropped {
             metrics::LOGS_DROPPED.inc();
         }
@@ -171,14 +182,18 @@ impl SpendWriter {
         Ok(())
     }
 
-    /// Flushes every `flush_interval`, on the session `database` holds then, until `shutdown`;
-    /// then once more (twice, if the first try fails).
+    /// Flushes every `flush_interval`, and as soon as the pending batch is half full, on the
+    /// session `database` holds then, until `shutdown`; then once more (twice, if the first
+    /// try fails).
     pub async fn run(&self, database: &ArcSwapOption<Session>, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    self.flush_on(database).await;
+                }
+                _ = self.half_full.notified() => {
                     self.flush_on(database).await;
                 }
                 _ = shutdown.changed() => break,

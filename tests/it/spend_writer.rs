@@ -147,3 +147,46 @@ async fn spend_survives_an_outage_and_a_lost_commit_and_counts_once() {
     assert_eq!(spend_and_logs(&db).await, (7.0, 3));
     assert_eq!(writer.flush(&session).await, Flushed::Nothing);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_full_batch_is_written_before_the_interval() {
+    let _turn = crate::support::lock::shared().await;
+    let db = LiteLlmDb::new().await;
+    db.client
+        .batch_execute(r#"INSERT INTO "LiteLLM_VerificationToken" (token) VALUES ('k1')"#)
+        .await
+        .expect("key row");
+    let relay = PgRelay::start().await;
+    let session = Arc::new(session_through(&db, &relay));
+    let writer = SpendWriter::new(WriterSettings {
+        flush_interval: Duration::from_secs(3600),
+        spend_logs: true,
+        max_pending_requests: 10,
+    });
+    let database = Arc::new(arc_swap::ArcSwapOption::from(Some(session)));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn({
+        let (writer, database) = (writer.clone(), database.clone());
+        async move { writer.run(&database, shutdown).await }
+    });
+    // The interval's first tick writes nothing (nothing is pending yet); then four requests,
+    // under half of the ten a batch may hold, wait for the interval (an hour).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..4 {
+        writer.record(record(&format!("r{i}"), 1.0));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        spend_and_logs(&db).await,
+        (0.0, 0),
+        "under half full: not yet"
+    );
+    writer.record(record("r4", 1.0));
+    let written = wait_until_async(Duration::from_secs(20), || async {
+        spend_and_logs(&db).await == (5.0, 5)
+    })
+    .await;
+    assert!(written, "half full: written long before the hour");
+    stop.send(true).expect("stop");
+    running.await.expect("the writer stops");
+}
