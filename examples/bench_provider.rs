@@ -164,10 +164,13 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// A JSON chat-completion body padded to `size` bytes (or the smallest valid one, if larger).
+/// A JSON chat-completion body padded to `size` bytes (or the smallest valid one, if larger),
+/// with a `usage` object as every provider's answer has (the sidecar reads it on model routes
+/// and for LiteLLM keys).
 fn completion_json(size: usize) -> Bytes {
     let head = r#"{"id":"bench","object":"chat.completion","choices":[{"message":{"content":""#;
-    let tail = r#""}}]}"#;
+    let tail =
+        r#""}}],"usage":{"prompt_tokens":1000,"completion_tokens":200,"total_tokens":1200}}"#;
     let padding = size.saturating_sub(head.len() + tail.len());
     Bytes::from(format!("{head}{}{tail}", "x".repeat(padding)))
 }

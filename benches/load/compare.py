@@ -56,6 +56,10 @@ def parse_args():
                    help="also measure each sidecar's dispatch: model route (NAME-model)")
     p.add_argument("--litellm-keys", action="store_true",
                    help="also measure each sidecar with LiteLLM virtual keys (NAME-keys)")
+    p.add_argument("--spend-off", action="store_true",
+                   help="with --litellm-keys: also NAME-keys-nospend, the keys sidecar with "
+                        "spend.enabled: false, over a database with LiteLLM's whole schema "
+                        "(every migration), so NAME-keys writes its spend as on LiteLLM's")
     p.add_argument("--database-url",
                    default="postgresql://postgres@127.0.0.1:5432/test?sslmode=disable",
                    help="the PostgreSQL for --litellm-keys (a schema is created and dropped)")
@@ -93,9 +97,10 @@ def check_keys(name, url, provider):
     (once the key table is loaded), a wrong key and no key get 401 and reach nothing."""
     services.wait_until(f"{name}: the key table", lambda: post(url, keys_db.LITELLM_KEY)[0] == 200)
     before = provider.stats()["sidecar"]["requests"]
-    for key in (keys_db.WRONG_KEY, ""):
+    # LiteLLM's refusals: an unknown key is `token_not_found_in_db`, no key `auth_error`.
+    for key, kind in ((keys_db.WRONG_KEY, b"token_not_found_in_db"), ("", b"auth_error")):
         status, body = post(url, key)
-        if status != 401 or b"auth_error" not in body:
+        if status != 401 or kind not in body:
             raise RuntimeError(f"{name}: key {key!r} got {status} {body[:200]!r}, not 401")
     if provider.stats()["sidecar"]["requests"] != before:
         raise RuntimeError(f"{name}: a refused request reached the provider")
@@ -149,11 +154,19 @@ def start(args, workdir, started, schema=None):
             keys = f"{name}-keys"
             add(keys, services.Sidecar(binary, workdir, provider, int(threads or 1), 1000, 5,
                                        level or "info", name=keys,
-                                       litellm_keys=(schema.url, schema.name)), "sidecar")
+                                       litellm_keys=(schema.url, schema.schema)), "sidecar")
             check_keys(keys, f"http://127.0.0.1:{started[-1].port}{ROUTE_PREFIX}"
                        "/v1/chat/completions", provider)
             if args.model_route:
                 add_model_route(keys, started[-1])
+            if args.spend_off:
+                quiet = f"{name}-keys-nospend"
+                add(quiet, services.Sidecar(binary, workdir, provider, int(threads or 1), 1000,
+                                            5, level or "info", name=quiet,
+                                            litellm_keys=(schema.url, schema.schema), spend=False),
+                    "sidecar")
+                if args.model_route:
+                    add_model_route(quiet, started[-1])
     return provider, ways
 
 
@@ -183,7 +196,12 @@ def main():
     args.workdir = os.path.abspath(args.workdir)  # the sidecar resolves paths from its config
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
-    schema = keys_db.KeysSchema(args.database_url).create() if args.litellm_keys else None
+    if args.spend_off and not args.litellm_keys:
+        raise SystemExit("--spend-off compares keys sidecars: give --litellm-keys too")
+    schema = None
+    if args.litellm_keys:
+        schema = (keys_db.LiteLlmDatabase(args.database_url) if args.spend_off
+                  else keys_db.KeysSchema(args.database_url)).create()
     started = []
     try:
         provider, ways = start(args, args.workdir, started, schema)
@@ -216,8 +234,10 @@ def main():
         for service in reversed(started):
             service.stop()
         if schema:
+            if args.spend_off:
+                print(f"spend-log rows written: {schema.spend_rows()}", flush=True)
             schema.drop()
-            print(f"dropped schema {schema.name}", flush=True)
+            print(f"dropped {schema.name}", flush=True)
 
 
 def held_streams(args, provider, ways):
@@ -243,9 +263,15 @@ def held_streams(args, provider, ways):
 
 
 def print_key_ratios(median):
-    """NAME-keys over NAME: CPU per request, added p50, context switches, req/s."""
+    """NAME-keys over NAME: CPU per request, added p50, context switches, req/s; and, with
+    --spend-off, spend on over spend off."""
     direct_p50 = median["direct"][3]
     for name in median:
+        quiet = median.get(name.replace("-keys", "-keys-nospend", 1)) if "-keys" in name else None
+        if quiet is not None and "nospend" not in name:
+            on = median[name]
+            print(f"  {name} spend on / off: CPU/req {on[0] / quiet[0]:.3f}× "
+                  f"({on[0] - quiet[0]:+.1f} µs), req/s {on[2] / quiet[2]:.2f}×", flush=True)
         keys = median.get(f"{name}-keys")
         if keys is None:
             continue

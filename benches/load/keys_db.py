@@ -34,6 +34,56 @@ def digest(key):
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def litellm_migrations():
+    """LiteLLM's own migrations (`litellm-proxy-extras`, in `target/litellm-venv`, made by
+    `scripts/bootstrap.sh`), in the order `prisma migrate deploy` applies them."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target",
+                        "litellm-venv", "lib")
+    pythons = [d for d in os.listdir(root) if d.startswith("python")] if os.path.isdir(root) else []
+    if not pythons:
+        raise RuntimeError(f"{root}: no LiteLLM venv; run `bash scripts/bootstrap.sh --postgres`")
+    migrations = os.path.join(root, pythons[0], "site-packages", "litellm_proxy_extras",
+                              "migrations")
+    steps = sorted(os.path.join(migrations, d, "migration.sql") for d in os.listdir(migrations))
+    return [step for step in steps if os.path.exists(step)]
+
+
+class LiteLlmDatabase:
+    """`sidecar_bench_litellm_<pid>`: a database of its own with LiteLLM's whole schema (every
+    migration applied, so the spend writer's statement lands as on a real LiteLLM database) and
+    the one key, for `compare.py --spend-off`. LiteLLM's migrations assume one LiteLLM per
+    database, hence a database rather than a schema."""
+
+    def __init__(self, url):
+        self.admin = database.Postgres(url)
+        self.name = f"sidecar_bench_litellm_{os.getpid()}"
+        self.schema = "public"
+        base, _, _ = url.partition("?")
+        query = url[len(base):]
+        self.url = base.rsplit("/", 1)[0] + "/" + self.name + query
+        self.pg = database.Postgres(self.url)
+
+    def create(self):
+        self.admin.psql(f"DROP DATABASE IF EXISTS {self.name};")
+        self.admin.psql(f"CREATE DATABASE {self.name};")
+        steps = litellm_migrations()
+        for step in steps:
+            with open(step) as f:
+                self.pg.psql(f.read())
+        self.pg.psql(f'INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, spend, blocked) '
+                     f"VALUES ({database.literal(digest(LITELLM_KEY))}, "
+                     f"{database.literal(KEY_ALIAS)}, 0, false);")
+        print(f"{self.name}: LiteLLM's schema ({len(steps)} migrations) and one key", flush=True)
+        return self
+
+    def spend_rows(self):
+        """How many spend-log rows the sidecars wrote, and the key's spend counter's requests."""
+        return int(self.pg.scalar('SELECT count(*) FROM "LiteLLM_SpendLogs"'))
+
+    def drop(self):
+        self.admin.psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE);")
+
+
 class KeysSchema:
     """`<SCHEMA_PREFIX><pid>` in the database at `url`: LiteLLM's four tables and one key
     (`LITELLM_KEY`: no models list, budget, limits or team, so only the key itself is checked,
@@ -43,6 +93,7 @@ class KeysSchema:
         self.url = url
         self.pg = database.Postgres(url)
         self.name = f"{SCHEMA_PREFIX}{os.getpid()}"
+        self.schema = self.name
 
     def create(self):
         database.drop_abandoned_schemas(self.pg, SCHEMA_PREFIX)

@@ -172,6 +172,16 @@ access:
   litellm_keys: true
 """
 
+
+def spend_section(enabled, flush_interval):
+    """The `spend:` section: off (`compare.py --spend-off`), a flush interval
+    (`budget.py`), or nothing (the defaults)."""
+    if not enabled:
+        return "spend:\n  enabled: false\n"
+    if flush_interval:
+        return f"spend:\n  flush_interval: {flush_interval}\n"
+    return ""
+
 CREDENTIALS = """\
 credential_list:
   - credential_name: openai
@@ -185,6 +195,8 @@ model_list:
       model: openai/{model}
       api_base: "https://localhost:{provider_port}/v1"
       api_key: os.environ/BENCH_PROVIDER_KEY
+      input_cost_per_token: 0.0000025
+      output_cost_per_token: 0.00001
 """
 
 
@@ -192,10 +204,13 @@ class Sidecar(Service):
     """The sidecar under test, plain HTTP in, verified TLS keepalive out. Two routes to the same
     provider: `ROUTE_PREFIX` with a credential (its "sidecar" port) and `MODEL_ROUTE_PREFIX`,
     `dispatch: model` over a local `model_list` deployment (its "sidecar-model" port).
-    `litellm_keys=(url, schema)` adds `access.litellm_keys: true` with that database."""
+    `litellm_keys=(url, schema)` adds `access.litellm_keys: true` with that database (spend
+    written back unless `spend=False`, every `flush_interval` when given; `listen=True` for
+    the NOTIFY triggers `sidecar db install-notify` installs)."""
 
     def __init__(self, binary, workdir, provider, threads, max_connections, pool_wait,
-                 log_level, name="sidecar", litellm_keys=None):
+                 log_level, name="sidecar", litellm_keys=None, spend=True, listen=False,
+                 flush_interval=None):
         self.port = free_port()
         self.admin_port = free_port()
         config = os.path.join(workdir, f"{name}.yaml")
@@ -209,8 +224,9 @@ class Sidecar(Service):
                 model_prefix=MODEL_ROUTE_PREFIX,
                 provider_port=provider.ports["sidecar"], admin_port=self.admin_port, log_level=log_level,
                 postgres=KEYS_POSTGRES.format(url=litellm_keys[0], schema=litellm_keys[1])
-                if litellm_keys else "",
-                access=KEYS_ACCESS if litellm_keys else "",
+                + ("    listen: true\n" if listen else "") if litellm_keys else "",
+                access=(KEYS_ACCESS + spend_section(spend, flush_interval)) if litellm_keys
+                else "",
             ))
         env = dict(os.environ, BENCH_PROVIDER_KEY=PROVIDER_KEY)
         super().__init__(name, [binary, "-c", config], os.path.join(workdir, f"{name}.log"), env)
