@@ -17,7 +17,6 @@ fleet lost or double-counted spend.
 """
 import argparse
 import concurrent.futures
-import json
 import os
 import platform
 import shutil
@@ -28,8 +27,9 @@ import urllib.error
 import urllib.request
 
 import keys_db
+import measure
 import services
-from services import MODEL_ALIAS, MODEL_ROUTE_PREFIX
+from services import MODEL_ROUTE_PREFIX
 
 # What the provider's usage costs at the deployment's prices (services.CREDENTIALS).
 COST_PER_REQUEST = 1000 * 0.0000025 + 200 * 0.00001
@@ -53,9 +53,9 @@ def parse_args():
 
 def post(port, key):
     """One chat completion through a sidecar's model route: its status."""
-    body = json.dumps({"model": MODEL_ALIAS, "messages": [{"role": "user", "content": "hi"}]})
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{MODEL_ROUTE_PREFIX}/chat/completions", data=body.encode(),
+        f"http://127.0.0.1:{port}{MODEL_ROUTE_PREFIX}/chat/completions",
+        data=measure.REQUEST_BODY.encode(),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

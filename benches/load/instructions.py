@@ -12,6 +12,12 @@ bare Pingora (`examples/bare_pingora.rs`, under its own callgrind) the same way,
 
 Counts cover every thread of the sidecar (the access-log writer too), over the requests sent
 while instrumentation was on.
+
+`--spend` also counts the `dispatch: model` route with a LiteLLM key in two more sidecars over a
+database with LiteLLM's whole schema (`keys_db.LiteLlmDatabase`): `keys-spend` writes spend back
+(every second, so the flushes' statements fall inside the counted requests in proportion),
+`keys-nospend` has `spend.enabled: false`. Their ratio is what spend costs per request, flushes
+included.
 """
 import argparse
 import glob
@@ -22,6 +28,7 @@ import stat
 import subprocess
 import time
 
+import keys_db
 import measure
 import services
 from services import MODEL_ROUTE_PREFIX, ROUTE_PREFIX
@@ -41,6 +48,11 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=500, help="uninstrumented requests per route")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--bare", action="store_true", help="also count bare Pingora (path `bare`)")
+    p.add_argument("--spend", action="store_true",
+                   help="also count keys sidecars with spend written back and without")
+    p.add_argument("--database-url",
+                   default="postgresql://postgres@127.0.0.1:5432/test?sslmode=disable",
+                   help="the PostgreSQL for --spend (a database is created and dropped)")
     p.add_argument("--bare-timeouts", action="store_true",
                    help="give bare Pingora the sidecar's default upstream timeouts")
     return p.parse_args()
@@ -58,10 +70,11 @@ def under_callgrind(binary, workdir):
     return path
 
 
-def send(port, path, count):
-    """`count` POSTs of the benchmark's body on one keep-alive connection; all must be 200."""
+def send(port, path, count, key="unused"):
+    """`count` POSTs of the benchmark's body on one keep-alive connection, with `key` as the
+    bearer token; all must be 200."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Authorization": "Bearer unused", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for _ in range(count):
         connection.request("POST", path, body=measure.REQUEST_BODY, headers=headers)
         response = connection.getresponse()
@@ -99,29 +112,39 @@ def main():
     provider = services.Provider(os.path.join(args.release, "examples/bench_provider"),
                                  args.workdir, 1024, 0, 3, 300)
     started = [provider]
+    database = keys_db.LiteLlmDatabase(args.database_url).create() if args.spend else None
     try:
         binary = under_callgrind(os.path.join(args.release, "sidecar"), args.workdir)
         sidecar = services.Sidecar(binary, args.workdir, provider, args.threads, 100, 5, "info")
         started.append(sidecar)
-        # name (also the provider port it arrives on) → (callgrind's pid, proxy port, path)
-        targets = {name: (sidecar.proc.pid, sidecar.port, path) for name, path in PATHS.items()}
+        # name → (callgrind's pid, proxy port, path, the provider port it arrives on, key)
+        targets = {name: (sidecar.proc.pid, sidecar.port, path, name, "unused")
+                   for name, path in PATHS.items()}
+        for name, spend in (("keys-spend", True), ("keys-nospend", False)) if database else ():
+            keyed = services.Sidecar(binary, args.workdir, provider, args.threads, 100, 5, "info",
+                                     name=name, litellm_keys=(database.url, database.schema),
+                                     spend=spend, flush_interval="1s" if spend else None)
+            started.append(keyed)
+            targets[name] = (keyed.proc.pid, keyed.port, PATHS["sidecar-model"], "sidecar-model",
+                             keys_db.LITELLM_KEY)
         if args.bare:
             bare = services.BarePingora(
                 under_callgrind(os.path.join(args.release, "examples/bare_pingora"), args.workdir),
                 args.workdir, provider, args.threads, timeouts=args.bare_timeouts)
             started.append(bare)
-            targets["bare"] = (bare.proc.pid, bare.port, PATHS["sidecar"])
-        for _, port, path in targets.values():
-            send(port, path, args.warmup)
+            targets["bare"] = (bare.proc.pid, bare.port, PATHS["sidecar"], "bare", "unused")
+        for _, port, path, _, key in targets.values():
+            services.wait_until(f"{port}: served", lambda: send_one(port, path, key))
+            send(port, path, args.warmup, key)
         seen, counts = set(), {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, (pid, port, path) in targets.items():
-                before = provider.stats()[name]
+            for name, (pid, port, path, arrives_on, key) in targets.items():
+                before = provider.stats()[arrives_on]
                 control(pid, "-i", "on")
-                send(port, path, args.requests)
+                send(port, path, args.requests, key)
                 control(pid, "-i", "off")
                 control(pid, "-d")
-                after = provider.stats()[name]
+                after = provider.stats()[arrives_on]
                 for counter in ("unauthorized", "wrong_model"):
                     if after[counter] != before[counter]:
                         raise RuntimeError(f"{name}: the provider counted {counter}")
@@ -135,9 +158,25 @@ def main():
         for name, values in counts.items():
             print(f"  {name:<14} {min(values) / 1000:8.1f} k [{max(values) / 1000:.1f} k]  "
                   f"{min(values) / base:.3f} × the credential route")
+        if database:
+            spend, quiet = min(counts["keys-spend"]), min(counts["keys-nospend"])
+            print(f"spend written back: {spend / quiet:.3f} × the instructions per request "
+                  f"without ({(spend - quiet) / 1000:+.1f} k); spend-log rows written: "
+                  f"{database.spend_rows()}")
     finally:
         for service in reversed(started):
             service.stop()
+        if database:
+            database.drop()
+
+
+def send_one(port, path, key):
+    """Whether one request is served (the key table may still be loading)."""
+    try:
+        send(port, path, 1, key)
+        return True
+    except (RuntimeError, OSError):
+        return False
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@
 //!
 //! The batch holds no message or response content, only counts, names and times.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::Value;
-
 use super::Usage;
+
+mod documents;
+pub use documents::Documents;
+
+/// Milliseconds in a day.
+const MS_PER_DAY: i64 = 86_400_000;
 
 /// What one request adds to LiteLLM's spend tables.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,20 +57,22 @@ pub struct SpendRecord {
 
 /// A daily table's key: the entity and the columns LiteLLM's unique constraint names, with
 /// absent values as `''` (LiteLLM's writer does the same: a NULL never matches in a unique index).
+/// `S` is `String` for totals a batch keeps, `&str` for totals borrowed from its records.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct DailyKey {
-    entity: String,
-    date: String,
-    api_key: String,
-    model: String,
-    provider: String,
-    endpoint: String,
+struct DailyKey<S> {
+    entity: S,
+    /// The UTC day, in days since 1970-01-01 (formatted once per row when written).
+    day: i64,
+    api_key: S,
+    model: S,
+    provider: S,
+    endpoint: S,
 }
 
 /// A daily row's counts.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
-struct DailyTotals {
-    model_group: Option<String>,
+#[derive(Debug, Default, Clone, PartialEq)]
+struct DailyTotals<S> {
+    model_group: Option<S>,
     prompt_tokens: u64,
     completion_tokens: u64,
     cache_read_input_tokens: u64,
@@ -78,21 +84,21 @@ struct DailyTotals {
 }
 
 /// Totals added up over records: the spend per key, team, user, member and end user, and the
-/// daily rows.
+/// daily rows; keyed by `S` (see [`DailyKey`]).
 #[derive(Debug, Default, Clone, PartialEq)]
-struct Totals {
-    keys: BTreeMap<String, f64>,
-    teams: BTreeMap<String, f64>,
-    users: BTreeMap<String, f64>,
-    members: BTreeMap<(String, String), f64>,
-    end_users: BTreeMap<String, f64>,
-    daily_users: BTreeMap<DailyKey, DailyTotals>,
-    daily_teams: BTreeMap<DailyKey, DailyTotals>,
-    daily_end_users: BTreeMap<DailyKey, DailyTotals>,
+struct Totals<S> {
+    keys: BTreeMap<S, f64>,
+    teams: BTreeMap<S, f64>,
+    users: BTreeMap<S, f64>,
+    members: BTreeMap<(S, S), f64>,
+    end_users: BTreeMap<S, f64>,
+    daily_users: BTreeMap<DailyKey<S>, DailyTotals<S>>,
+    daily_teams: BTreeMap<DailyKey<S>, DailyTotals<S>>,
+    daily_end_users: BTreeMap<DailyKey<S>, DailyTotals<S>>,
 }
 
-impl Totals {
-    fn add(&mut self, record: &SpendRecord) {
+impl<'a, S: Ord + Default + Borrow<str> + From<&'a str>> Totals<S> {
+    fn add(&mut self, record: &'a SpendRecord) {
         let cost = record.spend;
         add_to(&mut self.keys, &record.key, cost);
         if let Some(team) = &record.team_id {
@@ -103,7 +109,7 @@ impl Totals {
             if let Some(team) = &record.team_id {
                 *self
                     .members
-                    .entry((user.clone(), team.clone()))
+                    .entry((S::from(user), S::from(team)))
                     .or_default() += cost;
             }
         }
@@ -111,14 +117,14 @@ impl Totals {
         if let Some(end_user) = end_user {
             add_to(&mut self.end_users, end_user, cost);
         }
-        let date = date_of(record.start_ms);
-        let daily = |entity: &str| DailyKey {
-            entity: entity.to_string(),
-            date: date.clone(),
-            api_key: record.key.clone(),
-            model: record.model.clone(),
-            provider: record.provider.clone(),
-            endpoint: record.endpoint.clone(),
+        let day = record.start_ms.div_euclid(MS_PER_DAY);
+        let daily = |entity: &'a str| DailyKey {
+            entity: S::from(entity),
+            day,
+            api_key: S::from(&record.key),
+            model: S::from(&record.model),
+            provider: S::from(&record.provider),
+            endpoint: S::from(&record.endpoint),
         };
         let user = record.user_id.as_deref().unwrap_or("");
         add_daily(&mut self.daily_users, daily(user), record);
@@ -130,12 +136,74 @@ impl Totals {
     }
 }
 
-/// Adds `cost` to `id`'s total, allocating the id only the first time.
-fn add_to(totals: &mut BTreeMap<String, f64>, id: &str, cost: f64) {
+impl Totals<String> {
+    /// The same totals, keyed by borrowed names.
+    fn borrowed(&self) -> Totals<&str> {
+        fn spend(m: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
+            m.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+        }
+        type Daily<S> = BTreeMap<DailyKey<S>, DailyTotals<S>>;
+        fn daily(m: &Daily<String>) -> Daily<&str> {
+            m.iter()
+                .map(|(k, t)| (k.borrowed(), t.borrowed()))
+                .collect()
+        }
+        Totals {
+            keys: spend(&self.keys),
+            teams: spend(&self.teams),
+            users: spend(&self.users),
+            members: self
+                .members
+                .iter()
+                .map(|((u, t), v)| ((u.as_str(), t.as_str()), *v))
+                .collect(),
+            end_users: spend(&self.end_users),
+            daily_users: daily(&self.daily_users),
+            daily_teams: daily(&self.daily_teams),
+            daily_end_users: daily(&self.daily_end_users),
+        }
+    }
+}
+
+impl DailyKey<String> {
+    fn borrowed(&self) -> DailyKey<&str> {
+        DailyKey {
+            entity: &self.entity,
+            day: self.day,
+            api_key: &self.api_key,
+            model: &self.model,
+            provider: &self.provider,
+            endpoint: &self.endpoint,
+        }
+    }
+}
+
+impl DailyTotals<String> {
+    fn borrowed(&self) -> DailyTotals<&str> {
+        DailyTotals {
+            model_group: self.model_group.as_deref(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            spend: self.spend,
+            api_requests: self.api_requests,
+            successful_requests: self.successful_requests,
+            failed_requests: self.failed_requests,
+        }
+    }
+}
+
+/// Adds `cost` to `id`'s total, making the key only the first time.
+fn add_to<'a, S: Ord + Borrow<str> + From<&'a str>>(
+    totals: &mut BTreeMap<S, f64>,
+    id: &'a str,
+    cost: f64,
+) {
     match totals.get_mut(id) {
         Some(total) => *total += cost,
         None => {
-            totals.insert(id.to_string(), cost);
+            totals.insert(S::from(id), cost);
         }
     }
 }
@@ -146,7 +214,7 @@ fn add_to(totals: &mut BTreeMap<String, f64>, id: &str, cost: f64) {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
     records: Vec<SpendRecord>,
-    overflow: Totals,
+    overflow: Totals<String>,
     /// Spend-log rows left out because the batch held `max_logs` already.
     pub logs_dropped: u64,
 }
@@ -173,138 +241,43 @@ impl Batch {
         }
     }
 
-    /// The batch as the JSON documents the flush statement reads (see `flush.rs`), by name.
-    pub fn documents(&self) -> Documents {
-        let mut totals = self.overflow.clone();
+    /// The batch as the JSON documents the flush statement reads (see `flush.rs` and
+    /// [`documents`]), borrowing every name from the batch.
+    pub fn documents(&self) -> Documents<'_> {
+        let mut totals = self.overflow.borrowed();
         for record in &self.records {
             totals.add(record);
         }
-        let spend = |m: &BTreeMap<String, f64>, id: &str| -> Value {
-            m.iter()
-                .map(|(k, cost)| serde_json::json!({ id: k, "cost": cost }))
-                .collect()
-        };
-        Documents {
-            keys: spend(&totals.keys, "token"),
-            teams: spend(&totals.teams, "team_id"),
-            users: spend(&totals.users, "user_id"),
-            members: totals
-                .members
-                .iter()
-                .map(|((user, team), cost)| {
-                    serde_json::json!({ "user_id": user, "team_id": team, "cost": cost })
-                })
-                .collect(),
-            end_users: spend(&totals.end_users, "user_id"),
-            daily_users: daily_rows(&totals.daily_users),
-            daily_teams: daily_rows(&totals.daily_teams),
-            daily_end_users: daily_rows(&totals.daily_end_users),
-            logs: self.records.iter().map(log_row).collect(),
-        }
+        Documents::of(&totals, &self.records)
     }
 }
 
-/// The JSON documents of one batch.
-#[derive(Debug)]
-pub struct Documents {
-    /// `[{token, cost}]`.
-    pub keys: Value,
-    /// `[{team_id, cost}]`.
-    pub teams: Value,
-    /// `[{user_id, cost}]`.
-    pub users: Value,
-    /// `[{user_id, team_id, cost}]`.
-    pub members: Value,
-    /// `[{user_id, cost}]` (end users).
-    pub end_users: Value,
-    /// Daily user rows.
-    pub daily_users: Value,
-    /// Daily team rows.
-    pub daily_teams: Value,
-    /// Daily end-user rows.
-    pub daily_end_users: Value,
-    /// Spend-log rows.
-    pub logs: Value,
-}
-
-fn add_daily(table: &mut BTreeMap<DailyKey, DailyTotals>, key: DailyKey, r: &SpendRecord) {
-    let one = DailyTotals {
-        model_group: r.model_group.clone(),
-        prompt_tokens: r.usage.prompt,
-        completion_tokens: r.usage.completion,
-        cache_read_input_tokens: r.usage.cache_read,
-        cache_creation_input_tokens: r.usage.cache_creation,
-        spend: r.spend,
-        api_requests: 1,
-        successful_requests: u64::from(r.success),
-        failed_requests: u64::from(!r.success),
-    };
-    merge_daily(table.entry(key).or_default(), &one);
-}
-
-fn merge_daily(into: &mut DailyTotals, add: &DailyTotals) {
+fn add_daily<'a, S: Ord + Default + From<&'a str>>(
+    table: &mut BTreeMap<DailyKey<S>, DailyTotals<S>>,
+    key: DailyKey<S>,
+    r: &'a SpendRecord,
+) {
+    let into = table.entry(key).or_default();
     if into.model_group.is_none() {
-        into.model_group.clone_from(&add.model_group);
+        into.model_group = r.model_group.as_deref().map(S::from);
     }
-    into.prompt_tokens += add.prompt_tokens;
-    into.completion_tokens += add.completion_tokens;
-    into.cache_read_input_tokens += add.cache_read_input_tokens;
-    into.cache_creation_input_tokens += add.cache_creation_input_tokens;
-    into.spend += add.spend;
-    into.api_requests += add.api_requests;
-    into.successful_requests += add.successful_requests;
-    into.failed_requests += add.failed_requests;
-}
-
-fn daily_rows(table: &BTreeMap<DailyKey, DailyTotals>) -> Value {
-    table
-        .iter()
-        .map(|(k, t)| {
-            let mut row = serde_json::to_value(t).unwrap_or(Value::Null);
-            if let Value::Object(fields) = &mut row {
-                for (name, value) in [
-                    ("entity", &k.entity),
-                    ("date", &k.date),
-                    ("api_key", &k.api_key),
-                    ("model", &k.model),
-                    ("custom_llm_provider", &k.provider),
-                    ("endpoint", &k.endpoint),
-                ] {
-                    fields.insert(name.into(), Value::String(value.clone()));
-                }
-            }
-            row
-        })
-        .collect()
-}
-
-fn log_row(r: &SpendRecord) -> Value {
-    serde_json::json!({
-        "request_id": r.request_id,
-        "api_key": r.key,
-        "spend": r.spend,
-        "total_tokens": r.usage.prompt + r.usage.completion,
-        "prompt_tokens": r.usage.prompt,
-        "completion_tokens": r.usage.completion,
-        "start_ms": r.start_ms,
-        "end_ms": r.end_ms,
-        "first_byte_ms": r.first_byte_ms,
-        "duration_ms": r.end_ms - r.start_ms,
-        "model": r.model,
-        "model_id": r.model_id.as_deref().unwrap_or(""),
-        "model_group": r.model_group.as_deref().unwrap_or(""),
-        "custom_llm_provider": r.provider,
-        "api_base": r.api_base.as_deref().unwrap_or(""),
-        "user": r.user_id.as_deref().unwrap_or(""),
-        "team_id": r.team_id,
-        "end_user": r.end_user,
-        "status": if r.success { "success" } else { "failure" },
-    })
+    into.prompt_tokens += r.usage.prompt;
+    into.completion_tokens += r.usage.completion;
+    into.cache_read_input_tokens += r.usage.cache_read;
+    into.cache_creation_input_tokens += r.usage.cache_creation;
+    into.spend += r.spend;
+    into.api_requests += 1;
+    into.successful_requests += u64::from(r.success);
+    into.failed_requests += u64::from(!r.success);
 }
 
 /// The UTC date (`YYYY-MM-DD`) of a Unix time in milliseconds, as LiteLLM dates its daily rows.
 pub fn date_of(unix_ms: i64) -> String {
-    let days = unix_ms.div_euclid(86_400_000);
+    date_of_day(unix_ms.div_euclid(MS_PER_DAY))
+}
+
+/// The date (`YYYY-MM-DD`) of a day counted from 1970-01-01.
+fn date_of_day(days: i64) -> String {
     // Howard Hinnant's civil-from-days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -20,6 +20,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::GenericClient;
 
 use super::batch::Documents;
@@ -351,25 +354,58 @@ pub async fn write(
     client: &impl GenericClient,
     statement: &str,
     batch_id: &str,
-    docs: &Documents,
+    docs: &Documents<'_>,
 ) -> Result<bool, DbError> {
     let row = client
         .query_one(
             statement,
             &[
                 &batch_id,
-                &docs.keys,
-                &docs.teams,
-                &docs.users,
-                &docs.members,
-                &docs.end_users,
-                &docs.daily_users,
-                &docs.daily_teams,
-                &docs.daily_end_users,
-                &docs.logs,
+                &JsonDocument::of(&docs.keys),
+                &JsonDocument::of(&docs.teams),
+                &JsonDocument::of(&docs.users),
+                &JsonDocument::of(&docs.members),
+                &JsonDocument::of(&docs.end_users),
+                &JsonDocument::of(&docs.daily_users),
+                &JsonDocument::of(&docs.daily_teams),
+                &JsonDocument::of(&docs.daily_end_users),
+                &JsonDocument::of(&docs.logs),
             ],
         )
         .await
         .map_err(|e| DbError::query("write the spend", &e))?;
     Ok(row.get(0))
+}
+
+/// A document (a list of rows) bound as a `json`/`jsonb` parameter, serialized into a buffer of
+/// its own and then copied into the parameter's. `tokio_postgres::types::Json`, which serializes
+/// through an `io::Write` over the parameter buffer, cost about 2.8k more instructions per
+/// request (callgrind, `benches/load/instructions.py --spend`, flushes every second).
+#[derive(Debug)]
+struct JsonDocument<'a, T> {
+    rows: &'a [T],
+}
+
+impl<'a, T> JsonDocument<'a, T> {
+    fn of(rows: &'a [T]) -> JsonDocument<'a, T> {
+        JsonDocument { rows }
+    }
+}
+
+impl<T: Serialize + std::fmt::Debug> ToSql for JsonDocument<'_, T> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let text = serde_json::to_vec(self.rows)?;
+        if *ty == Type::JSONB {
+            out.put_u8(1); // jsonb's binary format: a version byte, then the text
+        }
+        out.put_slice(&text);
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSON, JSONB);
+    to_sql_checked!();
 }

@@ -239,7 +239,7 @@ impl PriceMap {
             .strip_prefix(provider)
             .and_then(|m| m.strip_prefix('/'))
             .unwrap_or(model);
-        let prefixed = format!("{provider}/{bare}");
+        let prefixed = [provider, "/", bare].concat();
         let found = [prefixed.as_str(), model, bare]
             .into_iter()
             .filter_map(|name| self.models.get(name))

@@ -131,7 +131,7 @@ impl SpendTracker {
             end_user: owned(done.end_user),
             model: done
                 .deployment
-                .map_or(String::new(), |d| format!("{}/{}", d.provider, d.model)),
+                .map_or(String::new(), |d| [d.provider, "/", d.model].concat()),
             model_id: done.deployment.map(|d| d.id.to_string()),
             model_group: owned(done.alias),
             provider: done
