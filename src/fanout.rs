@@ -9,9 +9,11 @@
 //! state beyond the open request):
 //!
 //! ```text
-//! GET /v1/snapshot?credential=NAME&model=ALIAS&wait=30      Authorization: Bearer TOKEN
-//!                                                           If-None-Match: "ETAG"  (after the first)
-//! 200  {"credentials":[…],"models":[…]}  ETag: "…"   the rows as stored: LiteLLM ciphertext
+//! GET /v1/snapshot?credential=NAME&model=ALIAS&keys=all&wait=30   Authorization: Bearer TOKEN
+//!      (keys=all, or team=ID repeated: LiteLLM keys)              If-None-Match: "ETAG"  (after the first)
+//! 200  {"credentials":[…],"models":[…],"keys":[…],"teams":[…]}  ETag: "…"
+//!                                                     the rows as stored: LiteLLM ciphertext,
+//!                                                     key rows with LiteLLM's SHA-256 digest
 //! 304                                                 nothing changed for the watcher within `wait`
 //! 401 unknown token · 403 a name outside the watcher's grant · 503 no database read yet
 //! ```
@@ -90,7 +92,7 @@ mod tests {
                 values: serde_json::json!({ "api_key": value }),
                 info: None,
             }],
-            models: Vec::new(),
+            ..StoredRows::default()
         }
     }
 

@@ -92,10 +92,11 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
             "serves the database rows, so it needs credentials.postgres",
         );
     }
-    if access.litellm_keys && credentials.postgres.is_none() {
+    if access.litellm_keys && credentials.postgres.is_none() && credentials.watch.is_none() {
         diag.error(
             "access.litellm_keys",
-            "LiteLLM's keys are read from its database: needs credentials.postgres",
+            "LiteLLM's keys are read from its database: needs credentials.postgres (or \
+             credentials.watch, from a fan-out server whose grant covers them)",
         );
     }
     let by_model = routes

@@ -4,8 +4,10 @@
 //! A poller task ([`poller`]) holds one request open at a time (`If-None-Match` with the last
 //! entity tag); a new answer is stored and wakes the refresher, which decodes it with this
 //! sidecar's own salt key exactly as it would decode database rows. The request asks for
-//! exactly the credentials and models this sidecar's routes name; rows the server sends beyond
-//! those are dropped on receipt and counted (`sidecar_watch_unrequested_rows_total`).
+//! exactly the credentials and models this sidecar's routes name (and, with
+//! `access.litellm_keys`, the LiteLLM keys `credentials.watch.litellm_keys` names, used exactly
+//! as a database read's); rows the server sends beyond those are dropped on receipt and counted
+//! (`sidecar_watch_unrequested_rows_total`).
 //!
 //! What a hostile or broken server can do is bounded:
 //! - every round trip step has a deadline of ours ([`client`]), so a server that accepts and
@@ -44,7 +46,8 @@ use self::client::{Endpoint, RawAnswer, WatchClient, CONNECT_DEADLINE};
 use self::failure::{Failure, Problem};
 use self::poller::{held_back, Throttle, WARN_INTERVAL};
 use super::SNAPSHOT_PATH;
-use crate::config::{FanoutServer, WatchSettings};
+use crate::access::litellm_keys::KeyTable;
+use crate::config::{FanoutServer, KeyGrant, WatchSettings};
 use crate::credentials::cipher::Keys;
 use crate::credentials::rows::{self, StoredRows};
 use crate::credentials::source::{CredentialSource, LoadError, LoadOutcome};
@@ -92,6 +95,8 @@ struct Shared {
     servers: Vec<Arc<FanoutServer>>,
     credentials: Vec<String>,
     models: Vec<String>,
+    /// The LiteLLM keys asked for (`access.litellm_keys` on).
+    litellm_keys: Option<KeyGrant>,
     keys: Option<Keys>,
     wake: Arc<Notify>,
     state: Mutex<WatchState>,
@@ -118,6 +123,7 @@ impl Shared {
         let selection = Selection {
             credentials: &self.credentials,
             models: &self.models,
+            keys: self.litellm_keys.as_ref(),
             reader: ValueReader {
                 keys: self.keys.as_ref(),
                 env: None,
@@ -200,14 +206,20 @@ pub struct WatchSource {
 }
 
 impl WatchSource {
-    /// A source watching `settings.servers` for `credentials` and `models`, decrypting with
-    /// `keys`; `upstream_ca` is trusted when `settings.ca_file` is unset. Errors name the
-    /// missing token variable or an unreadable certificate file.
+    /// A source watching `settings.servers` for `credentials`, `models` and the LiteLLM keys
+    /// `litellm_keys` asks for (their table is then in every outcome, as a database read puts
+    /// it), decrypting with `keys`; `upstream_ca` is trusted when `settings.ca_file` is unset.
+    /// Errors name the missing token variable or an unreadable certificate file.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a separate part of the config the source is built from"
+    )]
     pub fn new(
         settings: &WatchSettings,
         upstream_ca: Option<&std::path::PathBuf>,
         credentials: &[String],
         models: &[String],
+        litellm_keys: Option<&KeyGrant>,
         keys: Option<Keys>,
         targets: Arc<Targets>,
         wake: Arc<Notify>,
@@ -239,6 +251,14 @@ impl WatchSource {
                     .iter()
                     .map(|n| format!("model={}", percent::encode(n))),
             )
+            .chain(match litellm_keys {
+                None => Vec::new(),
+                Some(KeyGrant::All) => vec!["keys=all".to_string()],
+                Some(KeyGrant::Teams(teams)) => teams
+                    .iter()
+                    .map(|t| format!("team={}", percent::encode(t)))
+                    .collect(),
+            })
             .collect::<Vec<_>>()
             .join("&");
         let client = WatchClient {
@@ -254,6 +274,7 @@ impl WatchSource {
             servers: settings.servers.iter().cloned().map(Arc::new).collect(),
             credentials: credentials.to_vec(),
             models: models.to_vec(),
+            litellm_keys: litellm_keys.cloned(),
             keys,
             wake,
             state: Mutex::new(WatchState {
@@ -375,10 +396,11 @@ impl CredentialSource for WatchSource {
             .ok_or_else(|| WatchError::NothingReceived {
                 described: self.describe(),
             })?;
-        Ok(rows::decode(
-            &received.rows,
-            self.shared.keys.as_ref(),
-            &self.targets,
-        ))
+        let mut outcome = rows::decode(&received.rows, self.shared.keys.as_ref(), &self.targets);
+        if self.shared.litellm_keys.is_some() {
+            let table = KeyTable::new(received.rows.keys.clone(), received.rows.teams.clone());
+            outcome.litellm_keys = Some(Arc::new(table));
+        }
+        Ok(outcome)
     }
 }

@@ -17,6 +17,7 @@ mod cost_parity;
 mod dashboard;
 mod fanout;
 mod fanout_failover;
+mod fanout_keys;
 mod fanout_listener;
 mod fanout_watch;
 mod faults;
