@@ -208,7 +208,9 @@ fn litellm_keys_are_granted_to_watchers_and_asked_for_by_them() {
          \x20   - {{ name: every, token_sha256: \"{a}\", litellm_keys: all }}\n\
          \x20   - {{ name: some, token_sha256: \"{b}\", models: [m], litellm_keys: {{ teams: [t1, t2] }} }}\n"
     );
-    let f = load(&server).expect("valid").fanout.expect("fanout");
+    let c = load(&server).expect("valid");
+    assert!(c.spend.enabled, "watchers' spend comes back to the server");
+    let f = c.fanout.expect("fanout");
     assert_eq!(f.watchers[0].litellm_keys, Some(KeyGrant::All));
     assert_eq!(
         f.watchers[1].litellm_keys,
@@ -231,6 +233,14 @@ fn litellm_keys_are_granted_to_watchers_and_asked_for_by_them() {
         .watch
         .expect("watch");
     assert_eq!(w.litellm_keys, KeyGrant::Teams(vec!["t1".into()]));
+    let big = format!("{watcher}spend: {{ max_pending_requests: 50000 }}\n");
+    let errors = load(&big).expect_err("too many for one report");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "spend.max_pending_requests"),
+        "{errors:?}"
+    );
 
     for (grant, path) in [
         ("litellm_keys: some", "fanout.watchers[0].litellm_keys"),

@@ -9,6 +9,8 @@
 //! compared by their SHA-256 through a map: what a lookup's timing could reveal is about the
 //! digest, which an attacker cannot invert into a token.
 //!
+//! `POST /v1/spend` takes a watcher's spend batch into this instance's writer ([`spend`]).
+//!
 //! A request held open while nothing changes also watches its connection: a watcher that closes
 //! it (a restart, a failover, a timeout of its own) releases the request and its descriptor at
 //! once, not at the end of the wait.
@@ -26,12 +28,16 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
-use super::{entity_tag, FanoutHub, MAX_WAIT_SECONDS, SNAPSHOT_PATH};
+use super::{entity_tag, FanoutHub, MAX_WAIT_SECONDS, SNAPSHOT_PATH, SPEND_PATH};
 use crate::config::{KeyGrant, WatcherGrant};
 use crate::credentials::cipher::Keys;
 use crate::credentials::values::ValueReader;
+use crate::metrics::spend::FANOUT_REPORTS;
 use crate::metrics::FANOUT_REQUESTS;
 use crate::percent;
+use crate::spend::writer::SpendWriter;
+
+pub mod spend;
 
 /// What one watch request asks for.
 #[derive(Debug, Default, PartialEq)]
@@ -96,13 +102,49 @@ pub struct FanoutApp {
     hub: Arc<FanoutHub>,
     grants: SharedGrants,
     keys: Option<Keys>,
+    /// This instance's spend writer, which watchers' spend is added to.
+    spend: Option<Arc<SpendWriter>>,
+    receipts: spend::Receipts,
 }
 
 impl FanoutApp {
     /// Serves `hub` to the watchers in `grants`; `keys` resolves encrypted
     /// `litellm_credential_name` links (without them, only plain links are followed).
     pub fn new(hub: Arc<FanoutHub>, grants: SharedGrants, keys: Option<Keys>) -> FanoutApp {
-        FanoutApp { hub, grants, keys }
+        FanoutApp {
+            hub,
+            grants,
+            keys,
+            spend: None,
+            receipts: spend::Receipts::default(),
+        }
+    }
+
+    /// Also takes watchers' spend reports into `writer` (this instance's).
+    pub fn with_spend(mut self, writer: Option<Arc<SpendWriter>>) -> FanoutApp {
+        self.spend = writer;
+        self
+    }
+
+    /// The answer to `POST /v1/spend`.
+    async fn spend_report(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let digest = Self::token_digest(session);
+        let Some(grant) = digest.and_then(|d| self.grants.load().get(&d).cloned()) else {
+            FANOUT_REPORTS.with_label_values(&["unauthorized"]).inc();
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a watcher token is required (Authorization: Bearer …) and this one is not known",
+            );
+        };
+        let rows = self.hub.subscribe().borrow().clone();
+        spend::answer(
+            session,
+            &grant,
+            self.spend.as_deref(),
+            rows.as_deref(),
+            &self.receipts,
+        )
+        .await
     }
 
     /// The SHA-256 of the presented bearer token.
@@ -276,11 +318,14 @@ impl ServeHttp for FanoutApp {
     )]
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method == Method::POST && req.uri.path() == SPEND_PATH {
+            return self.spend_report(session).await;
+        }
         if req.method != Method::GET || req.uri.path() != SNAPSHOT_PATH {
             FANOUT_REQUESTS.with_label_values(&["bad_request"]).inc();
             return error(
                 StatusCode::NOT_FOUND,
-                "the fan-out listener answers GET /v1/snapshot only",
+                "the fan-out listener answers GET /v1/snapshot and POST /v1/spend only",
             );
         }
         let request = match WatchRequest::parse(req.uri.query()) {

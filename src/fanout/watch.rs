@@ -28,14 +28,13 @@ mod endpoints;
 mod error;
 mod failure;
 mod poller;
+mod report;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::connectors::http::v1::Connector;
-use pingora::upstreams::peer::PeerOptions;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -52,15 +51,14 @@ use crate::credentials::cipher::Keys;
 use crate::credentials::rows::{self, StoredRows};
 use crate::credentials::source::{CredentialSource, LoadError, LoadOutcome};
 use crate::credentials::values::ValueReader;
-use crate::credentials::Secret;
 use crate::metrics::{WATCH_POLLS, WATCH_UNREQUESTED_ROWS};
 use crate::percent;
-use crate::upstream::provider_tls::{load_ca_bundle, load_client_cert};
 use crate::upstream::Targets;
 
 pub use self::client::ANSWER_SLACK;
 pub use self::error::WatchError;
 pub use self::poller::MAX_BACKOFF;
+pub use self::report::SpendReporter;
 
 /// Longest the start-up poll (every address in turn, without waiting) may take before the
 /// sidecar starts without the servers' rows.
@@ -224,25 +222,6 @@ impl WatchSource {
         targets: Arc<Targets>,
         wake: Arc<Notify>,
     ) -> Result<WatchSource, WatchError> {
-        let token = std::env::var(&settings.token_env)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Secret::new)
-            .ok_or_else(|| WatchError::NoToken {
-                variable: settings.token_env.clone(),
-            })?;
-        let mut options = PeerOptions::new();
-        options.connection_timeout = Some(CONNECT_DEADLINE);
-        options.total_connection_timeout = Some(CONNECT_DEADLINE);
-        options.verify_cert = true;
-        options.verify_hostname = true;
-        if let Some(ca) = settings.ca_file.as_ref().or(upstream_ca) {
-            options.ca = Some(load_ca_bundle(ca)?);
-        }
-        let client_cert = match (&settings.client_cert, &settings.client_key) {
-            (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
-            _ => None,
-        };
         let names = credentials
             .iter()
             .map(|n| format!("credential={}", percent::encode(n)))
@@ -261,14 +240,7 @@ impl WatchSource {
             })
             .collect::<Vec<_>>()
             .join("&");
-        let client = WatchClient {
-            connector: Connector::new(None),
-            settings: settings.clone(),
-            options,
-            client_cert,
-            token,
-            path_and_query: format!("{SNAPSHOT_PATH}?{names}"),
-        };
+        let client = WatchClient::new(settings, upstream_ca, format!("{SNAPSHOT_PATH}?{names}"))?;
         let shared = Shared {
             client,
             servers: settings.servers.iter().cloned().map(Arc::new).collect(),

@@ -3,17 +3,19 @@
 //! (entity, date, hashed key, model, provider, endpoint); and one spend-log row per request.
 //! The adding up is done when the batch is written, off the request path.
 //!
-//! The batch holds no message or response content, only counts, names and times.
+//! The batch holds no message or response content, only counts, names and times. It travels as
+//! JSON too: a fan-out watcher sends its batch to its serving instance, which merges it into
+//! its own ([`Batch::merge`]).
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Usage;
 
 /// What one request adds to LiteLLM's spend tables.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendRecord {
     /// The request's id (`x-request-id`), the spend log's `request_id`.
     pub request_id: String,
@@ -53,7 +55,7 @@ pub struct SpendRecord {
 
 /// A daily table's key: the entity and the columns LiteLLM's unique constraint names, with
 /// absent values as `''` (LiteLLM's writer does the same: a NULL never matches in a unique index).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct DailyKey {
     entity: String,
     date: String,
@@ -64,7 +66,7 @@ struct DailyKey {
 }
 
 /// A daily row's counts.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct DailyTotals {
     model_group: Option<String>,
     prompt_tokens: u64,
@@ -78,20 +80,98 @@ struct DailyTotals {
 }
 
 /// Totals added up over records: the spend per key, team, user, member and end user, and the
-/// daily rows.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Totals {
+/// daily rows. As JSON, maps whose keys are not strings are lists of `[key, value]`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Totals {
     keys: BTreeMap<String, f64>,
     teams: BTreeMap<String, f64>,
     users: BTreeMap<String, f64>,
+    #[serde(with = "entries")]
     members: BTreeMap<(String, String), f64>,
     end_users: BTreeMap<String, f64>,
+    #[serde(with = "entries")]
     daily_users: BTreeMap<DailyKey, DailyTotals>,
+    #[serde(with = "entries")]
     daily_teams: BTreeMap<DailyKey, DailyTotals>,
+    #[serde(with = "entries")]
     daily_end_users: BTreeMap<DailyKey, DailyTotals>,
 }
 
+/// A map as a list of `[key, value]` pairs (JSON object keys must be strings).
+mod entries {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Vec::<(K, V)>::deserialize(deserializer).map(|pairs| pairs.into_iter().collect())
+    }
+}
+
 impl Totals {
+    /// Adds `other`'s totals to these.
+    fn merge(&mut self, other: Totals) {
+        for (mine, theirs) in [
+            (&mut self.keys, other.keys),
+            (&mut self.teams, other.teams),
+            (&mut self.users, other.users),
+            (&mut self.end_users, other.end_users),
+        ] {
+            for (id, cost) in theirs {
+                *mine.entry(id).or_default() += cost;
+            }
+        }
+        for (member, cost) in other.members {
+            *self.members.entry(member).or_default() += cost;
+        }
+        for (mine, theirs) in [
+            (&mut self.daily_users, other.daily_users),
+            (&mut self.daily_teams, other.daily_teams),
+            (&mut self.daily_end_users, other.daily_end_users),
+        ] {
+            for (key, totals) in theirs {
+                merge_daily(mine.entry(key).or_default(), &totals);
+            }
+        }
+    }
+
+    /// Every key, team and user these totals name (what a fan-out server checks against the
+    /// watcher's grant).
+    pub fn named(&self) -> Named<'_> {
+        let daily = self
+            .daily_users
+            .keys()
+            .chain(self.daily_teams.keys())
+            .chain(self.daily_end_users.keys());
+        let mut keys: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        keys.extend(daily.clone().map(|d| d.api_key.as_str()));
+        let mut teams: Vec<&str> = self.teams.keys().map(String::as_str).collect();
+        teams.extend(self.members.keys().map(|(_, t)| t.as_str()));
+        teams.extend(self.daily_teams.keys().map(|d| d.entity.as_str()));
+        let mut users: Vec<&str> = self.users.keys().map(String::as_str).collect();
+        users.extend(self.members.keys().map(|(u, _)| u.as_str()));
+        users.extend(self.daily_users.keys().map(|d| d.entity.as_str()));
+        for list in [&mut keys, &mut teams, &mut users] {
+            list.retain(|id| !id.is_empty());
+            list.sort_unstable();
+            list.dedup();
+        }
+        Named { keys, teams, users }
+    }
+
     fn add(&mut self, record: &SpendRecord) {
         let cost = record.spend;
         add_to(&mut self.keys, &record.key, cost);
@@ -140,14 +220,29 @@ fn add_to(totals: &mut BTreeMap<String, f64>, id: &str, cost: f64) {
     }
 }
 
+/// The keys, teams and users some totals name, each sorted and without repeats or `''`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Named<'a> {
+    /// Key digests.
+    pub keys: Vec<&'a str>,
+    /// Team ids.
+    pub teams: Vec<&'a str>,
+    /// User ids.
+    pub users: Vec<&'a str>,
+}
+
 /// One flush interval's spend: the requests' records, kept as they came (adding one is a move,
 /// nothing is added up on the request path), and the totals of those past `max_logs`, whose
 /// spend-log rows are left out. The totals are added up when the batch is written.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
-    records: Vec<SpendRecord>,
-    overflow: Totals,
+    /// The requests with their spend-log rows.
+    pub records: Vec<SpendRecord>,
+    /// The totals of requests past `max_logs`.
+    #[serde(default)]
+    pub overflow: Totals,
     /// Spend-log rows left out because the batch held `max_logs` already.
+    #[serde(default)]
     pub logs_dropped: u64,
 }
 
@@ -171,6 +266,16 @@ impl Batch {
             self.overflow.add(&record);
             self.logs_dropped += 1;
         }
+    }
+
+    /// Adds every request of `other` (a watcher's batch) as [`Batch::add`] adds one, and its
+    /// totals.
+    pub fn merge(&mut self, other: Batch, max_logs: usize) {
+        for record in other.records {
+            self.add(record, max_logs);
+        }
+        self.overflow.merge(other.overflow);
+        self.logs_dropped += other.logs_dropped;
     }
 
     /// The batch as the JSON documents the flush statement reads (see `flush.rs`), by name.

@@ -19,6 +19,7 @@ mod fanout;
 mod fanout_failover;
 mod fanout_keys;
 mod fanout_listener;
+mod fanout_spend;
 mod fanout_watch;
 mod faults;
 mod framing;
