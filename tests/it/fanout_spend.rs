@@ -359,3 +359,50 @@ async fn a_report_is_added_once_and_only_for_granted_keys() {
     .await;
     assert_eq!(outside["spend"].as_f64(), Some(0.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchers_spend_waits_out_its_servers_outage_and_is_written_once() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = LiteLlmDb::new().await;
+    seed(&e, &db).await;
+    let fanout_port = free_port();
+    let mut server = serving(&e, &db, fanout_port).await;
+    let quick = watcher(&e, fanout_port, "200ms").await;
+    assert_eq!(send(&e, &quick, "sk-team", false).await, 200);
+    let first = wait_until_async(Duration::from_secs(15), || async { logs(&db).await == 1 }).await;
+    assert!(first, "{}", server.output());
+
+    // The server goes away: the watcher keeps serving from its last rows and keeps its spend.
+    assert!(server.stop().success());
+    for _ in 0..2 {
+        assert_eq!(send(&e, &quick, "sk-team", false).await, 200);
+    }
+    assert!(
+        quick
+            .wait_for_output("could not be written, kept for the next flush")
+            .await,
+        "{}",
+        quick.output()
+    );
+    assert_eq!(logs(&db).await, 1);
+    // Back: the kept batch is sent and written, once.
+    let server = serving(&e, &db, fanout_port).await;
+    let all = wait_until_async(Duration::from_secs(20), || async { logs(&db).await == 3 }).await;
+    assert!(all, "{}\n{}", quick.output(), server.output());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(logs(&db).await, 3, "written once");
+    let key = value(
+        &db,
+        &format!(
+            r#"SELECT spend FROM "LiteLLM_VerificationToken" WHERE token = '{}'"#,
+            digest("sk-team")
+        ),
+    )
+    .await;
+    let expected = 3.0 * one_request_cost();
+    assert!(
+        (key["spend"].as_f64().unwrap_or(f64::NAN) - expected).abs() < 1e-12,
+        "{key} vs {expected}"
+    );
+}
