@@ -86,6 +86,8 @@ async fn serving(e: &Env, db: &LiteLlmDb, fanout_port: u16) -> SidecarProcess {
     );
     config["access"] = json!({ "litellm_keys": true });
     config["spend"] = json!({ "flush_interval": "300ms" });
+    config["server"]["grace_period"] = json!("1s");
+    config["server"]["graceful_shutdown_timeout"] = json!("1s");
     crate::support::db_gateway::db_command(&config, "install-notify");
     config["fanout"] = json!({
         "address": format!("127.0.0.1:{fanout_port}"),

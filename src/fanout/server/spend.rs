@@ -63,52 +63,76 @@ impl Receipts {
 
 /// Checks `batch` against the key rows `grant` covers in `rows`, and sets each record's team
 /// and user from its key's row. Errors list what is outside the grant (by key digest prefix,
-/// team or user id).
+/// team or user id). One pass over the key rows, looking up only the keys the batch names.
 pub fn vouch(batch: &mut Batch, rows: &StoredRows, grant: &KeyGrant) -> Result<(), Vec<String>> {
-    let (keys, teams) = rows.keys_for(grant);
-    let keys: HashMap<&str, _> = keys.iter().map(|k| (k.token.as_str(), k)).collect();
-    let teams: HashSet<&str> = teams.iter().map(|t| t.id.as_str()).collect();
-    let mut outside = Vec::new();
+    let named = batch.overflow.named();
+    let asked: HashSet<&str> = batch
+        .records
+        .iter()
+        .map(|r| r.key.as_str())
+        .chain(named.keys.iter().copied())
+        .collect();
+    let mut keys = HashMap::new();
+    let mut users = HashSet::new();
+    for row in rows
+        .keys
+        .iter()
+        .filter(|k| grant.covers_team(k.team_id.as_deref()))
+    {
+        if asked.contains(row.token.as_str()) {
+            keys.insert(row.token.as_str(), row);
+        }
+        if !named.users.is_empty() {
+            users.extend(row.user_id.as_deref());
+        }
+    }
+    let teams: HashSet<&str> = rows
+        .teams
+        .iter()
+        .filter(|t| grant.covers_team(Some(&t.id)))
+        .map(|t| t.id.as_str())
+        .collect();
     let shown = |key: &str| format!("key {}…", key.get(..8).unwrap_or(key));
-    for record in &mut batch.records {
+    let mut outside: Vec<String> = named
+        .keys
+        .iter()
+        .filter(|k| !keys.contains_key(*k))
+        .map(|k| shown(k))
+        .chain(
+            named
+                .teams
+                .iter()
+                .filter(|t| !teams.contains(*t))
+                .map(|t| format!("team {t}")),
+        )
+        .chain(
+            named
+                .users
+                .iter()
+                .filter(|u| !users.contains(*u))
+                .map(|u| format!("user {u}")),
+        )
+        .collect();
+    let mut vouched = Vec::with_capacity(batch.records.len());
+    for record in &batch.records {
         match keys.get(record.key.as_str()) {
-            Some(row) => {
-                record.team_id = row.team_id.clone().filter(|t| teams.contains(t.as_str()));
-                record.user_id.clone_from(&row.user_id);
-            }
+            Some(row) => vouched.push((
+                row.team_id.clone().filter(|t| teams.contains(t.as_str())),
+                row.user_id.clone(),
+            )),
             None => outside.push(shown(&record.key)),
         }
     }
-    let users: HashSet<&str> = keys.values().filter_map(|k| k.user_id.as_deref()).collect();
-    let named = batch.overflow.named();
-    outside.extend(
-        named
-            .keys
-            .iter()
-            .filter(|k| !keys.contains_key(*k))
-            .map(|k| shown(k)),
-    );
-    outside.extend(
-        named
-            .teams
-            .iter()
-            .filter(|t| !teams.contains(*t))
-            .map(|t| format!("team {t}")),
-    );
-    outside.extend(
-        named
-            .users
-            .iter()
-            .filter(|u| !users.contains(*u))
-            .map(|u| format!("user {u}")),
-    );
     outside.sort_unstable();
     outside.dedup();
-    if outside.is_empty() {
-        Ok(())
-    } else {
-        Err(outside)
+    if !outside.is_empty() {
+        return Err(outside);
     }
+    for (record, (team, user)) in batch.records.iter_mut().zip(vouched) {
+        record.team_id = team;
+        record.user_id = user;
+    }
+    Ok(())
 }
 
 /// Reads the body, up to [`MAX_SPEND_REPORT_BYTES`] (declared or received), under

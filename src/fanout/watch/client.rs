@@ -172,8 +172,9 @@ impl WatchClient {
         }
     }
 
-    /// `POST path` with a JSON `body` to `endpoint`, every step under the same deadlines as a
-    /// poll (the answer's head within [`ANSWER_SLACK`]); the status and the body of the answer.
+    /// `POST path` with a JSON `body` to `endpoint` on a new connection, every step under the
+    /// same deadlines as a poll (the answer's head within [`ANSWER_SLACK`]); the status and the
+    /// body of the answer.
     pub async fn post(
         &self,
         endpoint: &Endpoint,
@@ -224,9 +225,8 @@ impl WatchClient {
         let (status, _, answer) = self
             .read_answer(&mut session, server, Duration::ZERO)
             .await?;
-        self.connector
-            .release_http_session(session, &peer, None)
-            .await;
+        // Not pooled: a post comes once a flush interval, longer than the server keeps an idle
+        // connection, so a pooled one would mostly be found closed.
         Ok((status, answer))
     }
 
