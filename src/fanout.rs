@@ -9,19 +9,27 @@
 //! state beyond the open request):
 //!
 //! ```text
-//! GET /v1/snapshot?credential=NAME&model=ALIAS&wait=30      Authorization: Bearer TOKEN
-//!                                                           If-None-Match: "ETAG"  (after the first)
-//! 200  {"credentials":[…],"models":[…]}  ETag: "…"   the rows as stored: LiteLLM ciphertext
+//! GET /v1/snapshot?credential=NAME&model=ALIAS&keys=all&wait=30   Authorization: Bearer TOKEN
+//!      (keys=all, or team=ID repeated: LiteLLM keys)              If-None-Match: "ETAG"  (after the first)
+//! 200  {"credentials":[…],"models":[…],"keys":[…],"teams":[…]}  ETag: "…"
+//!                                                     the rows as stored: LiteLLM ciphertext,
+//!                                                     key rows with LiteLLM's SHA-256 digest
 //! 304                                                 nothing changed for the watcher within `wait`
 //! 401 unknown token · 403 a name outside the watcher's grant · 503 no database read yet
+//!
+//! POST /v1/spend   {"id":"BATCH_ID","batch":{…}}          Authorization: Bearer TOKEN
+//! 200  {"duplicate":false|true}                       taken into the server's pending spend
+//! 403 a key outside the grant · 413 over MAX_SPEND_REPORT_BYTES · 503 no spend writer here
 //! ```
 //!
 //! The entity tag is a digest of the watcher's own rows, so it is the same on every serving
 //! replica and changes only when something the watcher receives changes. Rows are never
 //! decrypted for the wire: each watcher decrypts with its own salt key.
 //!
-//! - [`server`]: the serving side, a listener of its own with per-watcher grants.
-//! - [`watch`]: the watching side, a credential source fed by long polls.
+//! - [`server`]: the serving side, a listener of its own with per-watcher grants; it also takes
+//!   watchers' spend and writes it with its own (database writes independent of the watchers).
+//! - [`watch`]: the watching side, a credential source fed by long polls, and the sink its
+//!   spend writer sends batches to.
 
 pub mod server;
 pub mod watch;
@@ -34,6 +42,24 @@ use crate::credentials::rows::{RowsSink, StoredRows};
 
 /// The path of the snapshot endpoint.
 pub const SNAPSHOT_PATH: &str = "/v1/snapshot";
+/// The path of the spend endpoint: watchers send their spend batches there.
+pub const SPEND_PATH: &str = "/v1/spend";
+/// Largest spend report a server reads (a watcher's batch of `spend.max_pending_requests`
+/// requests at most, which a watcher's config caps at [`MAX_WATCHER_PENDING_REQUESTS`]).
+pub const MAX_SPEND_REPORT_BYTES: usize = 32 << 20;
+/// The most requests a watcher's batch may hold (`spend.max_pending_requests` on a watcher):
+/// about 1 KiB each at most on the wire, so a report stays under [`MAX_SPEND_REPORT_BYTES`].
+pub const MAX_WATCHER_PENDING_REQUESTS: u64 = 20_000;
+
+/// What a watcher sends to `POST /v1/spend`: one batch under its id (the same id on every
+/// retry, so a server that already took it does not add it twice).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SpendReport {
+    /// The batch's id.
+    pub id: String,
+    /// The batch.
+    pub batch: crate::spend::batch::Batch,
+}
 /// Longest wait a server grants one request, whatever the watcher asks.
 pub const MAX_WAIT_SECONDS: u64 = 300;
 
@@ -90,7 +116,7 @@ mod tests {
                 values: serde_json::json!({ "api_key": value }),
                 info: None,
             }],
-            models: Vec::new(),
+            ..StoredRows::default()
         }
     }
 

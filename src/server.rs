@@ -24,7 +24,6 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::credentials::refresh::{RefreshService, Refresher};
 use crate::credentials::CredentialCache;
-use crate::db::session::Session;
 use crate::downstream::listener_tls::{CertReloader, CertStore, TlsAcceptor};
 use crate::downstream::metrics::{self as downstream_metrics, ClientsOf};
 use crate::downstream::registry::Caps;
@@ -32,17 +31,19 @@ use crate::downstream::{
     AllowedNetworks, ClientConnections, ConnectionPolicy, GuardedApp, HeadMarked, TlsListeners,
 };
 use crate::fanout::server::{grants_by_token, FanoutApp, SharedGrants};
+use crate::fanout::watch::SpendReporter;
 use crate::live_config::{LiveConfig, SharedLiveConfig};
 use crate::metrics;
 use crate::proxy::SidecarProxy;
 use crate::router::Router;
-use crate::sources::{credential_sources, keys, report_unserved_routes, SourceContext};
+use crate::sources::{
+    credential_sources, keys, report_unserved_routes, SourceContext, SourceError,
+};
 use crate::spend::tracker::SpendTracker;
-use crate::spend::writer::{Flushed, SpendService};
+use crate::spend::writer::{Flushed, SpendService, SpendTarget};
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::resolver::{resolve_all, ResolverService};
 use crate::upstream::Targets;
-use arc_swap::ArcSwapOption;
 pub use error::StartError;
 use reload::Reloader;
 
@@ -124,7 +125,8 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     server.add_service(admin);
     let fanout_grants = match (&config.fanout, &ctx.hub) {
         (Some(fanout), Some(hub)) => {
-            let (service, grants) = fanout_service(&config, fanout, hub, &mut cert_stores)?;
+            let (service, grants) =
+                fanout_service(&config, fanout, hub, spend.as_ref(), &mut cert_stores)?;
             server.add_service(service);
             Some(grants)
         }
@@ -152,16 +154,16 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
             RefreshService(refresher.clone()),
         ));
     }
+    let spend_target = Arc::new(spend_target(&config, &ctx)?);
     if let Some(spend) = &spend {
         server.add_service(background_service(
             "spend writer",
             SpendService {
                 writer: spend.writer().clone(),
-                database: ctx.database.clone(),
+                target: spend_target.clone(),
             },
         ));
     }
-    let database = ctx.database.clone();
     server.add_service(background_service(
         "upstream dns refresh",
         ResolverService {
@@ -188,7 +190,7 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     // Stopped: the writer's service flushed on the way out, unless its runtime was stopped
     // first; what is still pending is written now.
     if let Some(spend) = &spend {
-        final_spend_flush(spend, &database);
+        final_spend_flush(spend, &spend_target);
     }
     // Stopped (SIGTERM, SIGQUIT): the last spans and the logger's last lines go out before the
     // process exits.
@@ -197,8 +199,21 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     std::process::exit(0)
 }
 
+/// Where this sidecar's spend goes: its fan-out servers when it watches one, else the database
+/// session of its Postgres source.
+fn spend_target(config: &Config, ctx: &SourceContext) -> Result<SpendTarget, StartError> {
+    match &config.credentials.watch {
+        Some(watch) => {
+            let reporter = SpendReporter::new(watch, config.upstream.ca_file.as_ref())
+                .map_err(|e| StartError::Credentials(SourceError::Watch(e)))?;
+            Ok(SpendTarget::Fanout(Arc::new(reporter)))
+        }
+        None => Ok(SpendTarget::Database(ctx.database.clone())),
+    }
+}
+
 /// Writes the spend still pending at exit, on a runtime of its own (the services' are gone).
-fn final_spend_flush(spend: &SpendTracker, database: &ArcSwapOption<Session>) {
+fn final_spend_flush(spend: &SpendTracker, target: &SpendTarget) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -207,7 +222,7 @@ fn final_spend_flush(spend: &SpendTracker, database: &ArcSwapOption<Session>) {
         return;
     };
     runtime.block_on(async {
-        if spend.writer().flush_on(database).await == Flushed::Kept {
+        if spend.writer().flush_to(target).await == Flushed::Kept {
             warn!("spend: the last batch could not be written before exit");
         }
     });
@@ -314,10 +329,12 @@ fn fanout_service(
     config: &Config,
     fanout: &crate::config::FanoutSettings,
     hub: &Arc<crate::fanout::FanoutHub>,
+    spend: Option<&Arc<SpendTracker>>,
     cert_stores: &mut Vec<Arc<CertStore>>,
 ) -> Result<(FanoutService, SharedGrants), StartError> {
     let grants: SharedGrants = Arc::new(ArcSwap::from_pointee(grants_by_token(&fanout.watchers)));
-    let app = FanoutApp::new(hub.clone(), grants.clone(), keys(config));
+    let app = FanoutApp::new(hub.clone(), grants.clone(), keys(config))
+        .with_spend(spend.map(|s| s.writer().clone()));
     // The proxy listener's protections, with the fan-out listener's own caps (read at start:
     // the listener's settings need a restart, as its address does).
     let policy = ConnectionPolicy {

@@ -92,8 +92,12 @@ pub async fn credential_sources(
             pg.full_check_interval,
             ctx.hub.clone().map(|hub| hub as Arc<dyn RowsSink>),
         );
+        let serve_keys = config
+            .fanout
+            .as_ref()
+            .is_some_and(|f| f.watchers.iter().any(|w| w.litellm_keys.is_some()));
         sources.push(Box::new(
-            source.with_litellm_keys(config.access.litellm_keys),
+            source.with_litellm_keys(config.access.litellm_keys, serve_keys),
         ));
     }
     if let Some(watch) = &config.credentials.watch {
@@ -104,6 +108,7 @@ pub async fn credential_sources(
                 config.upstream.ca_file.as_ref(),
                 &credentials,
                 &models,
+                config.access.litellm_keys.then_some(&watch.litellm_keys),
                 keys(config),
                 ctx.targets.clone(),
                 ctx.wake.clone(),

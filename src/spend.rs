@@ -18,7 +18,7 @@ pub mod writer;
 /// Tokens one answer used, as LiteLLM's `Usage` counts them: `prompt` includes the cached
 /// tokens (read from the cache, and written to it), as OpenAI reports it; Anthropic's
 /// `input_tokens`, which leaves them out, is normalised to that when read.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Prompt (input) tokens, cached ones included.
     pub prompt: u64,

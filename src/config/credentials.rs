@@ -18,6 +18,7 @@ const WATCH_KEYS: &[&str] = &[
     "client_key",
     "wait",
     "max_answer_bytes",
+    "litellm_keys",
 ];
 const POSTGRES_KEYS: &[&str] = &[
     "url",
@@ -132,6 +133,8 @@ fn parse_watch(s: &Section<'_>, base_dir: &Path, diag: &mut Diagnostics) -> Opti
                 diag,
             )
             .unwrap_or(DEFAULT_WATCH_MAX_ANSWER_BYTES),
+        litellm_keys: super::fanout::parse_key_grant(s, "litellm_keys", diag)
+            .unwrap_or(KeyGrant::All),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Reads the `fanout` section: the listener other sidecars watch for the database rows, and
-//! the grant of each watcher (its token's SHA-256 and the names it may receive).
+//! the grant of each watcher (its token's SHA-256, the names and the LiteLLM keys it may
+//! receive).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -18,7 +19,45 @@ pub(super) const FANOUT_KEYS: &[&str] = &[
     "max_connections",
     "max_connections_per_source",
 ];
-const WATCHER_KEYS: &[&str] = &["name", "token_sha256", "credentials", "models"];
+const WATCHER_KEYS: &[&str] = &[
+    "name",
+    "token_sha256",
+    "credentials",
+    "models",
+    "litellm_keys",
+];
+const KEY_GRANT_KEYS: &[&str] = &["teams"];
+
+/// `litellm_keys: all | {teams: [..]}` under `key` in `s` (absent: `None`).
+pub(super) fn parse_key_grant(
+    s: &Section<'_>,
+    key: &str,
+    diag: &mut Diagnostics,
+) -> Option<KeyGrant> {
+    let value = s.value(key)?;
+    if value.as_str() == Some("all") {
+        return Some(KeyGrant::All);
+    }
+    if value.is_string() {
+        diag.error(s.path_of(key), "expected `all` or {teams: [team_id, …]}");
+        return None;
+    }
+    let grant = s.section(key, KEY_GRANT_KEYS, diag)?;
+    let teams = grant.parsed_list(
+        "teams",
+        "a team_id",
+        |t| Ok::<_, String>(t.to_string()),
+        diag,
+    );
+    if teams.is_empty() {
+        diag.error(
+            grant.path_of("teams"),
+            "at least one team_id is required (or `litellm_keys: all`)",
+        );
+        return None;
+    }
+    Some(KeyGrant::Teams(teams))
+}
 
 pub(super) fn parse_fanout(
     s: Option<Section<'_>>,
@@ -95,10 +134,12 @@ pub(super) fn parse_fanout(
         };
         let credentials = names_under("credentials", diag);
         let models = names_under("models", diag);
-        if credentials.is_empty() && models.is_empty() {
+        let litellm_keys = parse_key_grant(&w, "litellm_keys", diag);
+        if credentials.is_empty() && models.is_empty() && !w.has("litellm_keys") {
             diag.error(
                 w.path(),
-                "grants nothing: list the credentials and/or models this watcher may receive",
+                "grants nothing: list the credentials, models and/or litellm_keys this watcher \
+                 may receive",
             );
         }
         if let (Some(name), Some(token_sha256)) = (name, token) {
@@ -107,6 +148,7 @@ pub(super) fn parse_fanout(
                 token_sha256,
                 credentials,
                 models,
+                litellm_keys,
             });
         }
     }

@@ -65,12 +65,6 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
     let routes = super::routes::parse_routes(&top, diag);
     let router = parse_router(top.section("router", ROUTER_KEYS, diag), diag);
     let access = network::parse_access(top.section("access", network::ACCESS_KEYS, diag), diag);
-    let spend = super::spend::parse_spend(
-        top.section("spend", super::spend::SPEND_KEYS, diag),
-        access.litellm_keys,
-        base_dir,
-        diag,
-    );
     let limits = parse_limits(top.section("limits", LIMIT_KEYS, diag), diag);
     let admin = parse_admin(top.section("admin", ADMIN_KEYS, diag), &listeners, diag);
     let log = parse_log(top.section("log", LOG_KEYS, diag), diag);
@@ -86,16 +80,40 @@ pub fn parse(doc: &Value, base_dir: &Path, env: &Env, diag: &mut Diagnostics) ->
         &taken,
         diag,
     );
+    // Spend is written for the keys this instance enforces, and for those it serves to
+    // watchers (their spend comes back to it).
+    let serves_keys = fanout
+        .as_ref()
+        .is_some_and(|f| f.watchers.iter().any(|w| w.litellm_keys.is_some()));
+    let spend = super::spend::parse_spend(
+        top.section("spend", super::spend::SPEND_KEYS, diag),
+        access.litellm_keys || serves_keys,
+        base_dir,
+        diag,
+    );
+    if spend.enabled
+        && credentials.watch.is_some()
+        && spend.max_pending_requests > crate::fanout::MAX_WATCHER_PENDING_REQUESTS
+    {
+        diag.error(
+            "spend.max_pending_requests",
+            format!(
+                "at most {} on a watcher: its batch goes to its fan-out server in one request",
+                crate::fanout::MAX_WATCHER_PENDING_REQUESTS
+            ),
+        );
+    }
     if fanout.is_some() && credentials.postgres.is_none() {
         diag.error(
             "fanout",
             "serves the database rows, so it needs credentials.postgres",
         );
     }
-    if access.litellm_keys && credentials.postgres.is_none() {
+    if access.litellm_keys && credentials.postgres.is_none() && credentials.watch.is_none() {
         diag.error(
             "access.litellm_keys",
-            "LiteLLM's keys are read from its database: needs credentials.postgres",
+            "LiteLLM's keys are read from its database: needs credentials.postgres (or \
+             credentials.watch, from a fan-out server whose grant covers them)",
         );
     }
     let by_model = routes

@@ -14,8 +14,8 @@ pub(super) const SPEND_KEYS: &[&str] = &[
     "prices_file",
 ];
 
-/// Reads `spend:`; `keys` is whether `access.litellm_keys` is on (the default for `enabled`,
-/// and a requirement for it).
+/// Reads `spend:`; `keys` is whether `access.litellm_keys` is on or a fan-out grant names
+/// `litellm_keys` (the default for `enabled`, and a requirement for it).
 pub(super) fn parse_spend(
     s: Option<Section<'_>>,
     keys: bool,
@@ -28,7 +28,8 @@ pub(super) fn parse_spend(
     if enabled && !keys {
         diag.error(
             s.path_of("enabled"),
-            "spend is written for LiteLLM keys: needs access.litellm_keys",
+            "spend is written for LiteLLM keys: needs access.litellm_keys (or a fan-out grant \
+             with litellm_keys, whose watchers send their spend here)",
         );
     }
     let flush_interval = s

@@ -196,6 +196,73 @@ fn watch_and_fanout_settings_parse_with_defaults() {
     let f = c.fanout.expect("fanout");
     assert_eq!(f.watchers[0].models, ["gpt"]);
     assert_eq!(f.watchers[0].token_sha256, [0xaa; 32]);
+    assert_eq!(f.watchers[0].litellm_keys, None);
+}
+
+#[test]
+fn litellm_keys_are_granted_to_watchers_and_asked_for_by_them() {
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    let server = format!(
+        "{MINIMAL}credentials:\n  postgres: {{ url: \"postgres://db/x\" }}\n\
+         fanout:\n  address: \"127.0.0.1:9443\"\n  watchers:\n\
+         \x20   - {{ name: every, token_sha256: \"{a}\", litellm_keys: all }}\n\
+         \x20   - {{ name: some, token_sha256: \"{b}\", models: [m], litellm_keys: {{ teams: [t1, t2] }} }}\n"
+    );
+    let c = load(&server).expect("valid");
+    assert!(c.spend.enabled, "watchers' spend comes back to the server");
+    let f = c.fanout.expect("fanout");
+    assert_eq!(f.watchers[0].litellm_keys, Some(KeyGrant::All));
+    assert_eq!(
+        f.watchers[1].litellm_keys,
+        Some(KeyGrant::Teams(vec!["t1".into(), "t2".into()]))
+    );
+    // A watcher enforces keys from its server: no database needed; it asks for all by default.
+    let watcher = "listeners: [{ address: \"127.0.0.1:4000\" }]\n\
+                   credentials: { watch: { url: \"https://s:9443\" } }\n\
+                   access: { litellm_keys: true }\n\
+                   routes: [{ name: g, path_prefix: /g, model: gpt }]\n";
+    let c = load(watcher).expect("valid");
+    assert_eq!(
+        c.credentials.watch.expect("watch").litellm_keys,
+        KeyGrant::All
+    );
+    let teams = watcher.replace("9443\" }", "9443\", litellm_keys: { teams: [t1] } }");
+    let w = load(&teams)
+        .expect("valid")
+        .credentials
+        .watch
+        .expect("watch");
+    assert_eq!(w.litellm_keys, KeyGrant::Teams(vec!["t1".into()]));
+    let big = format!("{watcher}spend: {{ max_pending_requests: 50000 }}\n");
+    let errors = load(&big).expect_err("too many for one report");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "spend.max_pending_requests"),
+        "{errors:?}"
+    );
+
+    for (grant, path) in [
+        ("litellm_keys: some", "fanout.watchers[0].litellm_keys"),
+        (
+            "litellm_keys: { teams: [] }",
+            "fanout.watchers[0].litellm_keys.teams",
+        ),
+        (
+            "litellm_keys: { team: [t] }",
+            "fanout.watchers[0].litellm_keys.team",
+        ),
+    ] {
+        let text = format!(
+            "{MINIMAL}credentials:\n  postgres: {{ url: \"postgres://db/x\" }}\n\
+             fanout: {{ address: \"127.0.0.1:9443\", watchers: [{{ name: w, token_sha256: \"{a}\", {grant} }}] }}\n"
+        );
+        let errors = load(&text).expect_err("invalid");
+        assert!(
+            errors.iter().any(|e| e.path == path),
+            "{path} in {errors:?}"
+        );
+    }
 }
 
 #[test]

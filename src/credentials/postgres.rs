@@ -56,8 +56,10 @@ pub struct PostgresSource {
     full_check_interval: Duration,
     check: Mutex<ChangeCheck>,
     sink: Option<Arc<dyn RowsSink>>,
-    /// Also read LiteLLM's key and team tables (`access.litellm_keys`).
+    /// Also read LiteLLM's key and team tables (for `access.litellm_keys`, or for watchers).
     litellm_keys: bool,
+    /// Also enforce them here (`access.litellm_keys`): the load's outcome holds the key table.
+    enforce_keys: bool,
 }
 
 impl PostgresSource {
@@ -79,13 +81,16 @@ impl PostgresSource {
             check: Mutex::new(ChangeCheck::default()),
             sink,
             litellm_keys: false,
+            enforce_keys: false,
         }
     }
 
-    /// Also reads LiteLLM's virtual keys and teams (for `access.litellm_keys`): in the same
-    /// transaction as the rest, and in the change digest.
-    pub fn with_litellm_keys(mut self, on: bool) -> PostgresSource {
-        self.litellm_keys = on;
+    /// Also reads LiteLLM's virtual keys and teams, in the same transaction as the rest and in
+    /// the change digest, when this instance enforces them (`enforce`: `access.litellm_keys`)
+    /// or serves them to watchers (`serve`: a fan-out grant names them).
+    pub fn with_litellm_keys(mut self, enforce: bool, serve: bool) -> PostgresSource {
+        self.litellm_keys = enforce || serve;
+        self.enforce_keys = enforce;
         self
     }
 
@@ -144,7 +149,7 @@ impl PostgresSource {
         Ok(())
     }
 
-    async fn read_rows(&self) -> Result<(StoredRows, Option<KeyTable>), DbError> {
+    async fn read_rows(&self) -> Result<StoredRows, DbError> {
         // The transaction has the connection to itself (the spend writer shares it).
         let _exclusive = self.session.exclusive().await;
         let client = self.session.client().await?;
@@ -156,22 +161,22 @@ impl PostgresSource {
         let blocked = litellm::has_blocked_column(&*client, schema).await?;
         let credentials = litellm::fetch_credentials(&*client, schema).await?;
         let models = litellm::fetch_models(&*client, schema, blocked).await?;
-        let key_table = if self.litellm_keys {
+        let (keys, teams) = if self.litellm_keys {
             let keys = db_keys::fetch_keys(&*client, schema).await?;
-            let teams = db_keys::fetch_teams(&*client, schema).await?;
-            Some(KeyTable::new(keys, teams))
+            (keys, db_keys::fetch_teams(&*client, schema).await?)
         } else {
-            None
+            (Vec::new(), Vec::new())
         };
         client
             .batch_execute("COMMIT")
             .await
             .map_err(|e| DbError::query("cannot end the read transaction", &e))?;
-        let rows = StoredRows {
+        Ok(StoredRows {
             credentials,
             models,
-        };
-        Ok((rows, key_table))
+            keys,
+            teams,
+        })
     }
 
     /// `error`, with the database it happened at.
@@ -199,13 +204,16 @@ impl CredentialSource for PostgresSource {
     }
 
     async fn load(&self) -> Result<LoadOutcome, LoadError> {
-        let (rows, key_table) = self
+        let rows = self
             .session
             .deadline(self.read_rows())
             .await
             .map_err(|e| self.located(e))?;
         let mut outcome = rows::decode(&rows, self.keys.as_ref(), &self.targets);
-        outcome.litellm_keys = key_table.map(Arc::new);
+        if self.enforce_keys {
+            let table = KeyTable::new(rows.keys.clone(), rows.teams.clone());
+            outcome.litellm_keys = Some(Arc::new(table));
+        }
         if let Some(sink) = &self.sink {
             sink.publish(rows);
         }

@@ -3,6 +3,7 @@
 //! sidecar enforces are read; `token` is already LiteLLM's SHA-256 digest of the key, never the
 //! key itself.
 
+use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
 
 use super::sql::table;
@@ -21,12 +22,14 @@ pub const KEY_COLUMNS: &str =
 /// The same for the team table.
 pub const TEAM_COLUMNS: &str = "team_id, models, blocked, max_budget";
 
-/// One virtual key as the sidecar enforces it.
-#[derive(Debug, Clone, PartialEq)]
+/// One virtual key as the sidecar enforces it; on the fan-out wire under LiteLLM's column
+/// names (the digest, never the key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyRow {
     /// `token`: the SHA-256 hex digest of the key.
     pub token: String,
     /// `key_alias`.
+    #[serde(rename = "key_alias")]
     pub alias: Option<String>,
     /// `models` the key may call (empty: any the team allows).
     pub models: Vec<String>,
@@ -48,10 +51,11 @@ pub struct KeyRow {
     pub user_id: Option<String>,
 }
 
-/// One team as the sidecar enforces it.
-#[derive(Debug, Clone, PartialEq)]
+/// One team as the sidecar enforces it (on the fan-out wire under LiteLLM's column names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeamRow {
     /// `team_id`.
+    #[serde(rename = "team_id")]
     pub id: String,
     /// `models` the team's keys may call (empty: any).
     pub models: Vec<String>,

@@ -3,10 +3,13 @@
 //!
 //! A watcher is known by its token (`Authorization: Bearer …`; the config holds only its
 //! SHA-256) and receives only the rows its grant names, plus the credentials those model rows
-//! link to. A request naming anything outside the grant is refused whole (403, naming what was
+//! link to, and the LiteLLM key and team rows its grant's `litellm_keys` covers (all, or those
+//! of named teams). A request naming anything outside the grant is refused whole (403, naming what was
 //! refused), so a misconfigured watcher is told rather than silently served less. Tokens are
 //! compared by their SHA-256 through a map: what a lookup's timing could reveal is about the
 //! digest, which an attacker cannot invert into a token.
+//!
+//! `POST /v1/spend` takes a watcher's spend batch into this instance's writer ([`spend`]).
 //!
 //! A request held open while nothing changes also watches its connection: a watcher that closes
 //! it (a restart, a failover, a timeout of its own) releases the request and its descriptor at
@@ -25,12 +28,16 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
-use super::{entity_tag, FanoutHub, MAX_WAIT_SECONDS, SNAPSHOT_PATH};
-use crate::config::WatcherGrant;
+use super::{entity_tag, FanoutHub, MAX_WAIT_SECONDS, SNAPSHOT_PATH, SPEND_PATH};
+use crate::config::{KeyGrant, WatcherGrant};
 use crate::credentials::cipher::Keys;
 use crate::credentials::values::ValueReader;
+use crate::metrics::spend::FANOUT_REPORTS;
 use crate::metrics::FANOUT_REQUESTS;
 use crate::percent;
+use crate::spend::writer::SpendWriter;
+
+pub mod spend;
 
 /// What one watch request asks for.
 #[derive(Debug, Default, PartialEq)]
@@ -39,6 +46,8 @@ pub struct WatchRequest {
     pub credentials: Vec<String>,
     /// Model aliases.
     pub models: Vec<String>,
+    /// LiteLLM keys: `keys=all`, or `team=ID` (repeated) for those teams' keys.
+    pub keys: Option<KeyGrant>,
     /// How long to hold the request when nothing changed.
     pub wait: Duration,
 }
@@ -53,13 +62,22 @@ impl WatchRequest {
             match key {
                 "credential" if !value.is_empty() => request.credentials.push(value),
                 "model" if !value.is_empty() => request.models.push(value),
+                "keys" if value == "all" && request.keys.is_none() => {
+                    request.keys = Some(KeyGrant::All);
+                }
+                "team" if !value.is_empty() => match &mut request.keys {
+                    None => request.keys = Some(KeyGrant::Teams(vec![value])),
+                    Some(KeyGrant::Teams(teams)) => teams.push(value),
+                    Some(KeyGrant::All) => return Err("keys=all and team= together".into()),
+                },
+                "keys" => return Err(format!("keys={value:?}: only keys=all (or team=ID)")),
                 "wait" => {
                     let seconds: u64 = value
                         .parse()
                         .map_err(|_| format!("wait={value:?} is not a whole number of seconds"))?;
                     request.wait = Duration::from_secs(seconds.min(MAX_WAIT_SECONDS));
                 }
-                "credential" | "model" => return Err(format!("{key}= is empty")),
+                "credential" | "model" | "team" => return Err(format!("{key}= is empty")),
                 other => return Err(format!("unknown parameter {other:?}")),
             }
         }
@@ -84,13 +102,49 @@ pub struct FanoutApp {
     hub: Arc<FanoutHub>,
     grants: SharedGrants,
     keys: Option<Keys>,
+    /// This instance's spend writer, which watchers' spend is added to.
+    spend: Option<Arc<SpendWriter>>,
+    receipts: spend::Receipts,
 }
 
 impl FanoutApp {
     /// Serves `hub` to the watchers in `grants`; `keys` resolves encrypted
     /// `litellm_credential_name` links (without them, only plain links are followed).
     pub fn new(hub: Arc<FanoutHub>, grants: SharedGrants, keys: Option<Keys>) -> FanoutApp {
-        FanoutApp { hub, grants, keys }
+        FanoutApp {
+            hub,
+            grants,
+            keys,
+            spend: None,
+            receipts: spend::Receipts::default(),
+        }
+    }
+
+    /// Also takes watchers' spend reports into `writer` (this instance's).
+    pub fn with_spend(mut self, writer: Option<Arc<SpendWriter>>) -> FanoutApp {
+        self.spend = writer;
+        self
+    }
+
+    /// The answer to `POST /v1/spend`.
+    async fn spend_report(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let digest = Self::token_digest(session);
+        let Some(grant) = digest.and_then(|d| self.grants.load().get(&d).cloned()) else {
+            FANOUT_REPORTS.with_label_values(&["unauthorized"]).inc();
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a watcher token is required (Authorization: Bearer …) and this one is not known",
+            );
+        };
+        let rows = self.hub.subscribe().borrow().clone();
+        spend::answer(
+            session,
+            &grant,
+            self.spend.as_deref(),
+            rows.as_deref(),
+            &self.receipts,
+        )
+        .await
     }
 
     /// The SHA-256 of the presented bearer token.
@@ -159,16 +213,22 @@ impl FanoutApp {
                     keys: self.keys.as_ref(),
                     env: None,
                 };
-                let selected = rows.select(&request.credentials, &request.models, &reader);
+                let selected = rows.select(
+                    &request.credentials,
+                    &request.models,
+                    request.keys.as_ref(),
+                    &reader,
+                );
                 let body = serde_json::to_vec(&selected).expect("rows serialize");
                 let tag = entity_tag(&body);
                 if if_none_match != Some(tag.as_str()) {
                     FANOUT_REQUESTS.with_label_values(&["changed"]).inc();
                     debug!(
-                        "fanout: watcher {} gets {} credential and {} model rows",
+                        "fanout: watcher {} gets {} credential, {} model and {} key rows",
                         grant.name,
                         selected.credentials.len(),
-                        selected.models.len()
+                        selected.models.len(),
+                        selected.keys.len()
                     );
                     return snapshot_response(body, &tag);
                 }
@@ -237,7 +297,17 @@ fn outside_grant(grant: &WatcherGrant, request: &WatchRequest) -> Vec<String> {
         .iter()
         .filter(|n| !grant.models.contains(n))
         .map(|n| format!("model {n}"));
-    credentials.chain(models).collect()
+    let keys = match (&request.keys, &grant.litellm_keys) {
+        (None, _) => Vec::new(),
+        (Some(asked), Some(granted)) if granted.covers(asked) => Vec::new(),
+        (Some(KeyGrant::All), _) => vec!["litellm_keys all".to_string()],
+        (Some(KeyGrant::Teams(teams)), granted) => teams
+            .iter()
+            .filter(|t| !granted.as_ref().is_some_and(|g| g.covers_team(Some(t))))
+            .map(|t| format!("litellm_keys of team {t}"))
+            .collect(),
+    };
+    credentials.chain(models).chain(keys).collect()
 }
 
 #[async_trait]
@@ -248,11 +318,14 @@ impl ServeHttp for FanoutApp {
     )]
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method == Method::POST && req.uri.path() == SPEND_PATH {
+            return self.spend_report(session).await;
+        }
         if req.method != Method::GET || req.uri.path() != SNAPSHOT_PATH {
             FANOUT_REQUESTS.with_label_values(&["bad_request"]).inc();
             return error(
                 StatusCode::NOT_FOUND,
-                "the fan-out listener answers GET /v1/snapshot only",
+                "the fan-out listener answers GET /v1/snapshot and POST /v1/spend only",
             );
         }
         let request = match WatchRequest::parse(req.uri.query()) {
@@ -309,6 +382,16 @@ mod tests {
             .expect("valid");
         assert_eq!(r.credentials, ["a/b", "c"]);
         assert_eq!(r.models, ["gpt"]);
+        assert_eq!(r.keys, None);
+        let keys = WatchRequest::parse(Some("keys=all")).expect("valid");
+        assert_eq!(keys.keys, Some(KeyGrant::All));
+        let teams = WatchRequest::parse(Some("team=a&team=b")).expect("valid");
+        assert_eq!(
+            teams.keys,
+            Some(KeyGrant::Teams(vec!["a".into(), "b".into()]))
+        );
+        assert!(WatchRequest::parse(Some("keys=all&team=a")).is_err());
+        assert!(WatchRequest::parse(Some("keys=some")).is_err());
         assert_eq!(r.wait, Duration::from_secs(25));
         let capped = WatchRequest::parse(Some("wait=100000")).expect("valid");
         assert_eq!(capped.wait, Duration::from_secs(MAX_WAIT_SECONDS));
@@ -330,12 +413,32 @@ mod tests {
             token_sha256: [0; 32],
             credentials: vec!["a".into()],
             models: vec!["m".into()],
+            litellm_keys: Some(KeyGrant::Teams(vec!["t1".into()])),
         };
         let request = WatchRequest {
             credentials: vec!["a".into(), "b".into()],
             models: vec!["m".into(), "n".into()],
+            keys: Some(KeyGrant::Teams(vec!["t1".into(), "t2".into()])),
             wait: Duration::ZERO,
         };
-        assert_eq!(outside_grant(&grant, &request), ["credential b", "model n"]);
+        assert_eq!(
+            outside_grant(&grant, &request),
+            ["credential b", "model n", "litellm_keys of team t2"]
+        );
+        let all = WatchRequest {
+            keys: Some(KeyGrant::All),
+            ..WatchRequest::default()
+        };
+        assert_eq!(outside_grant(&grant, &all), ["litellm_keys all"]);
+        let everything = WatcherGrant {
+            litellm_keys: Some(KeyGrant::All),
+            ..grant.clone()
+        };
+        assert!(outside_grant(&everything, &all).is_empty());
+        let none = WatcherGrant {
+            litellm_keys: None,
+            ..grant
+        };
+        assert_eq!(outside_grant(&none, &all), ["litellm_keys all"]);
     }
 }

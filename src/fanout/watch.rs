@@ -4,8 +4,10 @@
 //! A poller task ([`poller`]) holds one request open at a time (`If-None-Match` with the last
 //! entity tag); a new answer is stored and wakes the refresher, which decodes it with this
 //! sidecar's own salt key exactly as it would decode database rows. The request asks for
-//! exactly the credentials and models this sidecar's routes name; rows the server sends beyond
-//! those are dropped on receipt and counted (`sidecar_watch_unrequested_rows_total`).
+//! exactly the credentials and models this sidecar's routes name (and, with
+//! `access.litellm_keys`, the LiteLLM keys `credentials.watch.litellm_keys` names, used exactly
+//! as a database read's); rows the server sends beyond those are dropped on receipt and counted
+//! (`sidecar_watch_unrequested_rows_total`).
 //!
 //! What a hostile or broken server can do is bounded:
 //! - every round trip step has a deadline of ours ([`client`]), so a server that accepts and
@@ -26,14 +28,13 @@ mod endpoints;
 mod error;
 mod failure;
 mod poller;
+mod report;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::connectors::http::v1::Connector;
-use pingora::upstreams::peer::PeerOptions;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -44,20 +45,20 @@ use self::client::{Endpoint, RawAnswer, WatchClient, CONNECT_DEADLINE};
 use self::failure::{Failure, Problem};
 use self::poller::{held_back, Throttle, WARN_INTERVAL};
 use super::SNAPSHOT_PATH;
-use crate::config::{FanoutServer, WatchSettings};
+use crate::access::litellm_keys::KeyTable;
+use crate::config::{FanoutServer, KeyGrant, WatchSettings};
 use crate::credentials::cipher::Keys;
 use crate::credentials::rows::{self, StoredRows};
 use crate::credentials::source::{CredentialSource, LoadError, LoadOutcome};
 use crate::credentials::values::ValueReader;
-use crate::credentials::Secret;
 use crate::metrics::{WATCH_POLLS, WATCH_UNREQUESTED_ROWS};
 use crate::percent;
-use crate::upstream::provider_tls::{load_ca_bundle, load_client_cert};
 use crate::upstream::Targets;
 
 pub use self::client::ANSWER_SLACK;
 pub use self::error::WatchError;
 pub use self::poller::MAX_BACKOFF;
+pub use self::report::SpendReporter;
 
 /// Longest the start-up poll (every address in turn, without waiting) may take before the
 /// sidecar starts without the servers' rows.
@@ -92,6 +93,8 @@ struct Shared {
     servers: Vec<Arc<FanoutServer>>,
     credentials: Vec<String>,
     models: Vec<String>,
+    /// The LiteLLM keys asked for (`access.litellm_keys` on).
+    litellm_keys: Option<KeyGrant>,
     keys: Option<Keys>,
     wake: Arc<Notify>,
     state: Mutex<WatchState>,
@@ -118,6 +121,7 @@ impl Shared {
         let selection = Selection {
             credentials: &self.credentials,
             models: &self.models,
+            keys: self.litellm_keys.as_ref(),
             reader: ValueReader {
                 keys: self.keys.as_ref(),
                 env: None,
@@ -200,37 +204,24 @@ pub struct WatchSource {
 }
 
 impl WatchSource {
-    /// A source watching `settings.servers` for `credentials` and `models`, decrypting with
-    /// `keys`; `upstream_ca` is trusted when `settings.ca_file` is unset. Errors name the
-    /// missing token variable or an unreadable certificate file.
+    /// A source watching `settings.servers` for `credentials`, `models` and the LiteLLM keys
+    /// `litellm_keys` asks for (their table is then in every outcome, as a database read puts
+    /// it), decrypting with `keys`; `upstream_ca` is trusted when `settings.ca_file` is unset.
+    /// Errors name the missing token variable or an unreadable certificate file.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a separate part of the config the source is built from"
+    )]
     pub fn new(
         settings: &WatchSettings,
         upstream_ca: Option<&std::path::PathBuf>,
         credentials: &[String],
         models: &[String],
+        litellm_keys: Option<&KeyGrant>,
         keys: Option<Keys>,
         targets: Arc<Targets>,
         wake: Arc<Notify>,
     ) -> Result<WatchSource, WatchError> {
-        let token = std::env::var(&settings.token_env)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Secret::new)
-            .ok_or_else(|| WatchError::NoToken {
-                variable: settings.token_env.clone(),
-            })?;
-        let mut options = PeerOptions::new();
-        options.connection_timeout = Some(CONNECT_DEADLINE);
-        options.total_connection_timeout = Some(CONNECT_DEADLINE);
-        options.verify_cert = true;
-        options.verify_hostname = true;
-        if let Some(ca) = settings.ca_file.as_ref().or(upstream_ca) {
-            options.ca = Some(load_ca_bundle(ca)?);
-        }
-        let client_cert = match (&settings.client_cert, &settings.client_key) {
-            (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
-            _ => None,
-        };
         let names = credentials
             .iter()
             .map(|n| format!("credential={}", percent::encode(n)))
@@ -239,21 +230,23 @@ impl WatchSource {
                     .iter()
                     .map(|n| format!("model={}", percent::encode(n))),
             )
+            .chain(match litellm_keys {
+                None => Vec::new(),
+                Some(KeyGrant::All) => vec!["keys=all".to_string()],
+                Some(KeyGrant::Teams(teams)) => teams
+                    .iter()
+                    .map(|t| format!("team={}", percent::encode(t)))
+                    .collect(),
+            })
             .collect::<Vec<_>>()
             .join("&");
-        let client = WatchClient {
-            connector: Connector::new(None),
-            settings: settings.clone(),
-            options,
-            client_cert,
-            token,
-            path_and_query: format!("{SNAPSHOT_PATH}?{names}"),
-        };
+        let client = WatchClient::new(settings, upstream_ca, format!("{SNAPSHOT_PATH}?{names}"))?;
         let shared = Shared {
             client,
             servers: settings.servers.iter().cloned().map(Arc::new).collect(),
             credentials: credentials.to_vec(),
             models: models.to_vec(),
+            litellm_keys: litellm_keys.cloned(),
             keys,
             wake,
             state: Mutex::new(WatchState {
@@ -375,10 +368,11 @@ impl CredentialSource for WatchSource {
             .ok_or_else(|| WatchError::NothingReceived {
                 described: self.describe(),
             })?;
-        Ok(rows::decode(
-            &received.rows,
-            self.shared.keys.as_ref(),
-            &self.targets,
-        ))
+        let mut outcome = rows::decode(&received.rows, self.shared.keys.as_ref(), &self.targets);
+        if self.shared.litellm_keys.is_some() {
+            let table = KeyTable::new(received.rows.keys.clone(), received.rows.teams.clone());
+            outcome.litellm_keys = Some(Arc::new(table));
+        }
+        Ok(outcome)
     }
 }

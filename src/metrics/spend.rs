@@ -13,13 +13,14 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use super::registered;
 
 /// Spend batches by result: `written`, `duplicate` (a retried batch whose first try had
-/// landed: not counted again), `failed` (kept for the next flush).
+/// landed: not counted again), `failed` (kept for the next flush); on a fan-out watcher `sent`
+/// (taken by its server) and `refused` (refused for good by it: logged, not kept).
 pub static BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(
         IntCounterVec::new(
             Opts::new(
                 "sidecar_spend_batches_total",
-                "Spend batches by result (written, duplicate: a retry whose first try had landed, failed: kept for the next flush)",
+                "Spend batches by result (written, duplicate: a retry whose first try had landed, failed: kept for the next flush; a fan-out watcher's: sent, refused)",
             ),
             &["result"],
         )
@@ -45,6 +46,23 @@ pub static LOGS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
         IntCounter::new(
             "sidecar_spend_logs_dropped_total",
             "Spend-log rows left out past spend.max_pending_requests (their spend is still counted)",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Spend reports from fan-out watchers, on their serving instance, by result: `taken` (added to
+/// this instance's pending batch), `duplicate` (a batch id taken before: not added again),
+/// `refused` (keys outside the watcher's grant, or not a batch), `too_large`, `unauthorized`,
+/// `unavailable` (no spend writer here, or no rows read yet).
+pub static FANOUT_REPORTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_fanout_spend_reports_total",
+                "Spend reports from fan-out watchers, by result",
+            ),
+            &["result"],
         )
         .expect("valid metric"),
     )

@@ -3,10 +3,14 @@
 //! (entity, date, hashed key, model, provider, endpoint); and one spend-log row per request.
 //! The adding up is done when the batch is written, off the request path.
 //!
-//! The batch holds no message or response content, only counts, names and times.
+//! The batch holds no message or response content, only counts, names and times. It travels as
+//! JSON too: a fan-out watcher sends its batch to its serving instance, which merges it into
+//! its own ([`Batch::merge`]).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use super::Usage;
 
@@ -17,7 +21,7 @@ pub use documents::Documents;
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// What one request adds to LiteLLM's spend tables.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendRecord {
     /// The request's id (`x-request-id`), the spend log's `request_id`.
     pub request_id: String,
@@ -58,7 +62,7 @@ pub struct SpendRecord {
 /// A daily table's key: the entity and the columns LiteLLM's unique constraint names, with
 /// absent values as `''` (LiteLLM's writer does the same: a NULL never matches in a unique index).
 /// `S` is `String` for totals a batch keeps, `&str` for totals borrowed from its records.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct DailyKey<S> {
     entity: S,
     /// The UTC day, in days since 1970-01-01 (formatted once per row when written).
@@ -70,7 +74,7 @@ struct DailyKey<S> {
 }
 
 /// A daily row's counts.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct DailyTotals<S> {
     model_group: Option<S>,
     prompt_tokens: u64,
@@ -84,17 +88,121 @@ struct DailyTotals<S> {
 }
 
 /// Totals added up over records: the spend per key, team, user, member and end user, and the
-/// daily rows; keyed by `S` (see [`DailyKey`]).
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Totals<S> {
+/// daily rows; keyed by `S` (see [`DailyKey`]). As JSON (a watcher's batch, see the module
+/// docs), maps whose keys are not strings are lists of `[key, value]`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    default,
+    bound(
+        serialize = "S: Serialize",
+        deserialize = "S: Deserialize<'de> + Ord + Default"
+    )
+)]
+pub struct Totals<S> {
     keys: BTreeMap<S, f64>,
     teams: BTreeMap<S, f64>,
     users: BTreeMap<S, f64>,
+    #[serde(with = "entries")]
     members: BTreeMap<(S, S), f64>,
     end_users: BTreeMap<S, f64>,
+    #[serde(with = "entries")]
     daily_users: BTreeMap<DailyKey<S>, DailyTotals<S>>,
+    #[serde(with = "entries")]
     daily_teams: BTreeMap<DailyKey<S>, DailyTotals<S>>,
+    #[serde(with = "entries")]
     daily_end_users: BTreeMap<DailyKey<S>, DailyTotals<S>>,
+}
+
+/// A map as a list of `[key, value]` pairs (JSON object keys must be strings).
+mod entries {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Vec::<(K, V)>::deserialize(deserializer).map(|pairs| pairs.into_iter().collect())
+    }
+}
+
+impl Totals<String> {
+    /// Adds `other`'s totals to these.
+    fn merge(&mut self, other: Totals<String>) {
+        for (mine, theirs) in [
+            (&mut self.keys, other.keys),
+            (&mut self.teams, other.teams),
+            (&mut self.users, other.users),
+            (&mut self.end_users, other.end_users),
+        ] {
+            for (id, cost) in theirs {
+                *mine.entry(id).or_default() += cost;
+            }
+        }
+        for (member, cost) in other.members {
+            *self.members.entry(member).or_default() += cost;
+        }
+        for (mine, theirs) in [
+            (&mut self.daily_users, other.daily_users),
+            (&mut self.daily_teams, other.daily_teams),
+            (&mut self.daily_end_users, other.daily_end_users),
+        ] {
+            for (key, totals) in theirs {
+                mine.entry(key).or_default().merge(totals);
+            }
+        }
+    }
+
+    /// Every key, team and user these totals name (what a fan-out server checks against the
+    /// watcher's grant).
+    pub fn named(&self) -> Named<'_> {
+        let daily = self
+            .daily_users
+            .keys()
+            .chain(self.daily_teams.keys())
+            .chain(self.daily_end_users.keys());
+        let mut keys: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        keys.extend(daily.clone().map(|d| d.api_key.as_str()));
+        let mut teams: Vec<&str> = self.teams.keys().map(String::as_str).collect();
+        teams.extend(self.members.keys().map(|(_, t)| t.as_str()));
+        teams.extend(self.daily_teams.keys().map(|d| d.entity.as_str()));
+        let mut users: Vec<&str> = self.users.keys().map(String::as_str).collect();
+        users.extend(self.members.keys().map(|(u, _)| u.as_str()));
+        users.extend(self.daily_users.keys().map(|d| d.entity.as_str()));
+        for list in [&mut keys, &mut teams, &mut users] {
+            list.retain(|id| !id.is_empty());
+            list.sort_unstable();
+            list.dedup();
+        }
+        Named { keys, teams, users }
+    }
+}
+
+impl DailyTotals<String> {
+    /// Adds `other`'s counts to these.
+    fn merge(&mut self, other: DailyTotals<String>) {
+        if self.model_group.is_none() {
+            self.model_group = other.model_group;
+        }
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.spend += other.spend;
+        self.api_requests += other.api_requests;
+        self.successful_requests += other.successful_requests;
+        self.failed_requests += other.failed_requests;
+    }
 }
 
 impl<'a, S: Ord + Default + Borrow<str> + From<&'a str>> Totals<S> {
@@ -208,14 +316,29 @@ fn add_to<'a, S: Ord + Borrow<str> + From<&'a str>>(
     }
 }
 
+/// The keys, teams and users some totals name, each sorted and without repeats or `''`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Named<'a> {
+    /// Key digests.
+    pub keys: Vec<&'a str>,
+    /// Team ids.
+    pub teams: Vec<&'a str>,
+    /// User ids.
+    pub users: Vec<&'a str>,
+}
+
 /// One flush interval's spend: the requests' records, kept as they came (adding one is a move,
 /// nothing is added up on the request path), and the totals of those past `max_logs`, whose
 /// spend-log rows are left out. The totals are added up when the batch is written.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
-    records: Vec<SpendRecord>,
-    overflow: Totals<String>,
+    /// The requests with their spend-log rows.
+    pub records: Vec<SpendRecord>,
+    /// The totals of requests past `max_logs`.
+    #[serde(default)]
+    pub overflow: Totals<String>,
     /// Spend-log rows left out because the batch held `max_logs` already.
+    #[serde(default)]
     pub logs_dropped: u64,
 }
 
@@ -239,6 +362,16 @@ impl Batch {
             self.overflow.add(&record);
             self.logs_dropped += 1;
         }
+    }
+
+    /// Adds every request of `other` (a watcher's batch) as [`Batch::add`] adds one, and its
+    /// totals.
+    pub fn merge(&mut self, other: Batch, max_logs: usize) {
+        for record in other.records {
+            self.add(record, max_logs);
+        }
+        self.overflow.merge(other.overflow);
+        self.logs_dropped += other.logs_dropped;
     }
 
     /// The batch as the JSON documents the flush statement reads (see `flush.rs` and

@@ -1,6 +1,8 @@
 //! The spend writer: requests add their [`SpendRecord`] to the pending batch (a lock held for
 //! a few additions, nothing on the network), and a task writes the batch every flush interval
-//! on the sidecar's one database connection, off the request path.
+//! on the sidecar's one database connection, off the request path; or, on a fan-out watcher,
+//! sends it to its serving instance ([`BatchSink`]), which merges it into its own pending batch
+//! ([`SpendWriter::absorb`]) and writes it with its own flushes.
 //!
 //! Nothing is lost silently: a batch that could not be written is kept, with its id, and tried
 //! again first at the next interval, unchanged, so that if its first try did land (the answer
@@ -18,9 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::batch::{Batch, SpendRecord};
 use super::flush::{write, SpendTables};
@@ -45,21 +48,45 @@ struct Unsent {
     batch: Batch,
 }
 
+/// What a sink did with a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Taken, for the first time.
+    Fresh,
+    /// Already taken (a retry whose first try landed): not counted again.
+    Duplicate,
+    /// Refused for good (the reason): retrying the same batch cannot succeed.
+    Refused(String),
+}
+
+/// Why a batch could not be sent (it is kept and tried again).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The database did not take it.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// No fan-out server took it (what each said).
+    #[error("no fan-out server took it: {0}")]
+    Fanout(String),
+}
+
+/// Where batches go: the database, or a watcher's serving instance.
+#[async_trait]
+pub trait BatchSink: Send + Sync {
+    /// Sends `batch` under `id` (the same id on every retry of the same batch).
+    async fn send(&self, id: &str, batch: &Batch) -> Result<Sent, SendError>;
+}
+
 /// The writer: the pending batch, and what the flushing task keeps between flushes.
 pub struct SpendWriter {
     settings: WriterSettings,
     pending: Mutex<Batch>,
-    flushing: tokio::sync::Mutex<Flushing>,
+    unsent: tokio::sync::Mutex<Option<Unsent>>,
     /// Wakes the flushing task before its interval when the pending batch is half full.
     half_full: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct Flushing {
-    unsent: Option<Unsent>,
     /// The statement for the database it was made for (`host:port/db`, schema): a reload that
     /// moves the source to another database or schema makes it again.
-    statement: Option<(String, String)>,
+    statement: tokio::sync::Mutex<Option<(String, String)>>,
 }
 
 /// What one flush did.
@@ -71,6 +98,8 @@ pub enum Flushed {
     Written,
     /// A batch could not be written; it is kept for the next flush.
     Kept,
+    /// A batch was refused for good by the fan-out server (logged and counted, not kept).
+    Refused,
 }
 
 impl SpendWriter {
@@ -79,14 +108,19 @@ impl SpendWriter {
         Arc::new(SpendWriter {
             settings,
             pending: Mutex::new(Batch::default()),
-            flushing: tokio::sync::Mutex::new(Flushing::default()),
+            unsent: tokio::sync::Mutex::new(None),
+            statement: tokio::sync::Mutex::new(None),
             half_full: tokio::sync::Notify::new(),
         })
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds one request's spend to the pending batch.
     pub fn record(&self, record: SpendRecord) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending();
         let dropped = pending.logs_dropped;
         pending.add(record, self.settings.max_pending_requests);
         metrics::PENDING_REQUESTS.set(pending.len() as i64);
@@ -101,47 +135,130 @@ impl SpendWriter {
         }
     }
 
+    /// Adds a watcher's batch to the pending batch, within the same bound as this instance's
+    /// own requests.
+    pub fn absorb(&self, batch: Batch) {
+        let mut pending = self.pending();
+        let dropped = pending.logs_dropped + batch.logs_dropped;
+        let before = pending.len();
+        pending.merge(batch, self.settings.max_pending_requests);
+        metrics::PENDING_REQUESTS.set(pending.len() as i64);
+        let half = self.settings.max_pending_requests.div_ceil(2);
+        if before < half && pending.len() >= half {
+            self.half_full.notify_one();
+        }
+        metrics::LOGS_DROPPED.inc_by(pending.logs_dropped.saturating_sub(dropped));
+    }
+
     /// The pending batch, leaving an empty one in its place (what the next flush writes).
     pub fn take_pending(&self) -> Batch {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch = std::mem::take(&mut *self.pending());
         metrics::PENDING_REQUESTS.set(0);
         batch
     }
 
-    /// Writes what is waiting: first the batch a previous flush could not write, then the
-    /// pending one. Stops at the first failure (the batch is kept, and said in the log).
+    /// Writes what is waiting on `session`: see [`SpendWriter::flush_into`].
     pub async fn flush(&self, session: &Session) -> Flushed {
-        let mut state = self.flushing.lock().await;
-        if state.unsent.is_none() {
-            let batch =
-                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-            metrics::PENDING_REQUESTS.set(0);
+        let sink = DatabaseSink {
+            session,
+            statement: &self.statement,
+            spend_logs: self.settings.spend_logs,
+        };
+        let flushed = self.flush_into(&sink).await;
+        if flushed == Flushed::Kept {
+            // The failed write dropped the shared connection and its LISTEN: the refresher
+            // reconnects now and reads whatever it may have missed (a budget reached).
+            session.wake_listener();
+        }
+        flushed
+    }
+
+    /// Sends what is waiting to `sink`: first the batch a previous flush could not send (with
+    /// the same id), else the pending one under a new id. On failure the batch is kept (and
+    /// said in the log).
+    pub async fn flush_into(&self, sink: &dyn BatchSink) -> Flushed {
+        let mut unsent = self.unsent.lock().await;
+        if unsent.is_none() {
+            let batch = self.take_pending();
             if batch.is_empty() {
                 return Flushed::Nothing;
             }
-            state.unsent = Some(Unsent {
+            *unsent = Some(Unsent {
                 id: batch_id(),
                 batch,
             });
         }
-        match self.write_unsent(&mut state, session).await {
-            Ok(()) => {
-                state.unsent = None;
+        let Some(waiting) = unsent.as_ref() else {
+            return Flushed::Nothing;
+        };
+        match sink.send(&waiting.id, &waiting.batch).await {
+            Ok(Sent::Fresh | Sent::Duplicate) => {
+                *unsent = None;
                 Flushed::Written
             }
+            Ok(Sent::Refused(reason)) => {
+                metrics::BATCHES.with_label_values(&["refused"]).inc();
+                error!(
+                    "spend: a batch of {} requests was refused by the fan-out server and is not \
+                     sent again: {reason}",
+                    waiting.batch.len()
+                );
+                *unsent = None;
+                Flushed::Refused
+            }
             Err(e) => {
-                // The failed write dropped the shared connection and its LISTEN: the refresher
-                // reconnects now and reads whatever it may have missed (a budget reached).
-                session.wake_listener();
                 metrics::BATCHES.with_label_values(&["failed"]).inc();
-                let held = state.unsent.as_ref().map_or(0, |u| u.batch.len());
+                let held = waiting.batch.len();
                 warn!("spend: a batch of {held} requests could not be written, kept for the next flush: {e}");
                 Flushed::Kept
             }
         }
     }
 
-    async fn write_unsent(&self, state: &mut Flushing, session: &Session) -> Result<(), DbError> {
+    /// Flushes every `flush_interval`, and as soon as the pending batch is half full, to
+    /// `target` until `shutdown`; then once more (twice, if the first try fails).
+    pub async fn run(&self, target: &SpendTarget, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.settings.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.flush_to(target).await;
+                }
+                _ = self.half_full.notified() => {
+                    self.flush_to(target).await;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        if self.flush_to(target).await == Flushed::Kept {
+            self.flush_to(target).await;
+        }
+    }
+
+    /// A flush to `target` now (the database's session as it is now: none, the batch waits).
+    pub async fn flush_to(&self, target: &SpendTarget) -> Flushed {
+        match target {
+            SpendTarget::Database(database) => match database.load_full() {
+                Some(session) => self.flush(&session).await,
+                None => Flushed::Kept,
+            },
+            SpendTarget::Fanout(sink) => self.flush_into(sink.as_ref()).await,
+        }
+    }
+}
+
+/// Writing batches on a database session, as one statement each ([`super::flush`]).
+struct DatabaseSink<'a> {
+    session: &'a Session,
+    statement: &'a tokio::sync::Mutex<Option<(String, String)>>,
+    spend_logs: bool,
+}
+
+#[async_trait]
+impl BatchSink for DatabaseSink<'_> {
+    async fn send(&self, id: &str, batch: &Batch) -> Result<Sent, SendError> {
+        let session = self.session;
         // Never inside the credential load's read transaction on the same connection.
         let _exclusive = session.exclusive().await;
         let client = session.client().await?;
@@ -150,81 +267,56 @@ impl SpendWriter {
             session.database().describe(),
             session.database().schema
         );
-        if state
-            .statement
-            .as_ref()
-            .is_none_or(|(made_for, _)| *made_for != database)
-        {
-            let schema = &session.database().schema;
-            let tables = session
-                .deadline(SpendTables::discover(client.as_ref(), schema))
-                .await?;
-            let missing = tables.missing();
-            if !missing.is_empty() {
-                info!(
-                    "spend: this LiteLLM schema has no {}; that spend is not written",
-                    missing.join(", ")
-                );
+        let mut statement = self.statement.lock().await;
+        let sql = match statement.as_ref() {
+            Some((made_for, sql)) if *made_for == database => sql.clone(),
+            _ => {
+                let schema = &session.database().schema;
+                let tables = session
+                    .deadline(SpendTables::discover(client.as_ref(), schema))
+                    .await?;
+                let missing = tables.missing();
+                if !missing.is_empty() {
+                    info!(
+                        "spend: this LiteLLM schema has no {}; that spend is not written",
+                        missing.join(", ")
+                    );
+                }
+                let sql = tables.statement(self.spend_logs);
+                *statement = Some((database, sql.clone()));
+                sql
             }
-            state.statement = Some((database, tables.statement(self.settings.spend_logs)));
-        }
-        let (Some((_, statement)), Some(unsent)) =
-            (state.statement.as_ref(), state.unsent.as_ref())
-        else {
-            return Ok(());
         };
-        let docs = unsent.batch.documents();
+        let docs = batch.documents();
         let fresh = session
-            .deadline(write(client.as_ref(), statement, &unsent.id, &docs))
+            .deadline(write(client.as_ref(), &sql, id, &docs))
             .await?;
         let result = if fresh { "written" } else { "duplicate" };
         metrics::BATCHES.with_label_values(&[result]).inc();
-        Ok(())
+        Ok(if fresh { Sent::Fresh } else { Sent::Duplicate })
     }
+}
 
-    /// Flushes every `flush_interval`, and as soon as the pending batch is half full, on the
-    /// session `database` holds then, until `shutdown`; then once more (twice, if the first
-    /// try fails).
-    pub async fn run(&self, database: &ArcSwapOption<Session>, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.settings.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    self.flush_on(database).await;
-                }
-                _ = self.half_full.notified() => {
-                    self.flush_on(database).await;
-                }
-                _ = shutdown.changed() => break,
-            }
-        }
-        if self.flush_on(database).await == Flushed::Kept {
-            self.flush_on(database).await;
-        }
-    }
-
-    /// A flush on the session `database` holds now (none: the batch waits).
-    pub async fn flush_on(&self, database: &ArcSwapOption<Session>) -> Flushed {
-        match database.load_full() {
-            Some(session) => self.flush(&session).await,
-            None => Flushed::Kept,
-        }
-    }
+/// Where a sidecar's spend goes.
+pub enum SpendTarget {
+    /// LiteLLM's database, on the session the Postgres source holds then.
+    Database(Arc<ArcSwapOption<Session>>),
+    /// The fan-out servers a watcher takes its rows from.
+    Fanout(Arc<dyn BatchSink>),
 }
 
 /// The writer as a Pingora background service.
 pub struct SpendService {
     /// The writer.
     pub writer: Arc<SpendWriter>,
-    /// The session it writes on (the Postgres source's).
-    pub database: Arc<ArcSwapOption<Session>>,
+    /// Where it writes.
+    pub target: Arc<SpendTarget>,
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl BackgroundService for SpendService {
     async fn start(&self, shutdown: ShutdownWatch) {
-        self.writer.run(&self.database, shutdown).await;
+        self.writer.run(&self.target, shutdown).await;
     }
 }
 

@@ -13,7 +13,7 @@ use sidecar::db::session::Session;
 use sidecar::db::Database;
 use sidecar::secret::Secret;
 use sidecar::spend::batch::SpendRecord;
-use sidecar::spend::writer::{Flushed, SpendWriter, WriterSettings};
+use sidecar::spend::writer::{Flushed, SpendTarget, SpendWriter, WriterSettings};
 use sidecar::spend::Usage;
 
 fn record(id: &str, spend: f64) -> SpendRecord {
@@ -163,11 +163,11 @@ async fn a_half_full_batch_is_written_before_the_interval() {
         spend_logs: true,
         max_pending_requests: 10,
     });
-    let database = Arc::new(arc_swap::ArcSwapOption::from(Some(session)));
+    let target = SpendTarget::Database(Arc::new(arc_swap::ArcSwapOption::from(Some(session))));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let running = tokio::spawn({
-        let (writer, database) = (writer.clone(), database.clone());
-        async move { writer.run(&database, shutdown).await }
+        let writer = writer.clone();
+        async move { writer.run(&target, shutdown).await }
     });
     // The interval's first tick writes nothing (nothing is pending yet); then four requests,
     // under half of the ten a batch may hold, wait for the interval (an hour).

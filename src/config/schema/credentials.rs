@@ -91,6 +91,9 @@ pub struct WatchSettings {
     /// Largest answer accepted from a server, in bytes (declared or streamed); a larger one is
     /// refused unread and the last rows stay in use.
     pub max_answer_bytes: u64,
+    /// The LiteLLM keys this watcher asks for, when `access.litellm_keys` is on (default: all;
+    /// the server's grant must cover what is asked).
+    pub litellm_keys: KeyGrant,
 }
 
 impl WatchSettings {
@@ -130,6 +133,39 @@ pub struct WatcherGrant {
     pub credentials: Vec<String>,
     /// Model aliases it may receive (with the credentials their rows link to).
     pub models: Vec<String>,
+    /// LiteLLM keys (and their teams' rows) it may receive (`None`: none).
+    pub litellm_keys: Option<KeyGrant>,
+}
+
+/// Which LiteLLM virtual keys a watcher receives (`litellm_keys: all | {teams: [..]}`): every
+/// key and team, or the keys of the named teams and those teams' rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyGrant {
+    /// Every key and every team.
+    All,
+    /// The keys whose `team_id` is listed, and those teams.
+    Teams(Vec<String>),
+}
+
+impl KeyGrant {
+    /// Whether the keys of `team` (`None`: a key without a team) are covered.
+    pub fn covers_team(&self, team: Option<&str>) -> bool {
+        match self {
+            KeyGrant::All => true,
+            KeyGrant::Teams(teams) => team.is_some_and(|t| teams.iter().any(|n| n == t)),
+        }
+    }
+
+    /// Whether this grant covers everything `asked` asks for.
+    pub fn covers(&self, asked: &KeyGrant) -> bool {
+        match (self, asked) {
+            (KeyGrant::All, _) => true,
+            (KeyGrant::Teams(_), KeyGrant::All) => false,
+            (KeyGrant::Teams(_), KeyGrant::Teams(asked)) => {
+                asked.iter().all(|t| self.covers_team(Some(t)))
+            }
+        }
+    }
 }
 
 /// Reading credentials and model deployments from LiteLLM's database.

@@ -12,8 +12,9 @@ pub const DEFAULT_SPEND_MAX_PENDING_REQUESTS: u64 = 10_000;
 /// to the key's, team's and user's spend, LiteLLM's daily tables and its spend logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpendSettings {
-    /// Whether spend is written. Default: on when `access.litellm_keys` is on (it needs
-    /// LiteLLM's keys and database).
+    /// Whether spend is written. Default: on when `access.litellm_keys` is on, or a fan-out
+    /// grant names `litellm_keys` (it needs LiteLLM's keys). A watcher sends it to its fan-out
+    /// server, which writes it.
     pub enabled: bool,
     /// Time between writes (each write is one statement, one batch).
     pub flush_interval: Duration,

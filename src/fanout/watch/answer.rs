@@ -2,15 +2,18 @@
 //! is looked at for its name alone (as raw JSON borrowed from the body, never turned into a
 //! value tree) and counted, so an answer full of rows nobody asked for costs little more than
 //! its bytes. A credential name received twice keeps its first row (names are unique in
-//! LiteLLM's table).
+//! LiteLLM's table). Key and team rows (small, and holding no secret) are read whole and those
+//! not asked for dropped and counted the same way.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::config::KeyGrant;
 use crate::credentials::rows::{linked_credential, StoredRows};
 use crate::credentials::values::ValueReader;
+use crate::db::keys::{KeyRow, TeamRow};
 use crate::db::litellm::{CredentialRow, ModelRow};
 
 /// The answer's shape, rows left raw.
@@ -20,6 +23,10 @@ struct Wire<'a> {
     credentials: Vec<&'a RawValue>,
     #[serde(borrow, default)]
     models: Vec<&'a RawValue>,
+    #[serde(default)]
+    keys: Vec<KeyRow>,
+    #[serde(default)]
+    teams: Vec<TeamRow>,
 }
 
 /// A row's name, the rest skipped.
@@ -29,11 +36,12 @@ struct Named<'a> {
     name: Cow<'a, str>,
 }
 
-/// What was asked for: credential names and model aliases, and the reader that resolves the
-/// credentials model rows link to.
+/// What was asked for: credential names, model aliases and LiteLLM keys, and the reader that
+/// resolves the credentials model rows link to.
 pub(super) struct Selection<'a> {
     pub credentials: &'a [String],
     pub models: &'a [String],
+    pub keys: Option<&'a KeyGrant>,
     pub reader: ValueReader<'a>,
 }
 
@@ -73,6 +81,16 @@ pub(super) fn requested_rows(
             dropped += 1;
         }
     }
+    let received = StoredRows {
+        keys: wire.keys,
+        teams: wire.teams,
+        ..StoredRows::default()
+    };
+    let total = received.keys.len() + received.teams.len();
+    if let Some(grant) = selection.keys {
+        (rows.keys, rows.teams) = received.keys_for(grant);
+    }
+    dropped += total - rows.keys.len() - rows.teams.len();
     Ok((rows, dropped))
 }
 
@@ -99,6 +117,7 @@ mod tests {
         let selection = Selection {
             credentials: &credentials,
             models: &models,
+            keys: None,
             reader: ValueReader {
                 keys: Some(&keys),
                 env: None,
@@ -136,6 +155,7 @@ mod tests {
         let selection = Selection {
             credentials: &[],
             models: &[],
+            keys: None,
             reader: ValueReader {
                 keys: None,
                 env: None,
@@ -145,5 +165,42 @@ mod tests {
         assert!(requested_rows(b"[1,2", &selection).is_err());
         let (rows, dropped) = requested_rows(b"{}", &selection).expect("empty is valid");
         assert_eq!((rows, dropped), (StoredRows::default(), 0));
+    }
+
+    #[test]
+    fn only_the_keys_asked_for_are_kept_and_the_rest_counted() {
+        let key = |token: &str, team: &str| {
+            json!({ "token": token, "key_alias": null,
+            "models": [], "expires": null, "blocked": false, "max_budget": null, "spend": 0.0,
+            "team_id": team, "rpm_limit": null, "tpm_limit": null, "user_id": null })
+        };
+        let team = |id: &str| {
+            json!({ "team_id": id, "models": [], "blocked": false,
+            "max_budget": null, "spend": 0.0 })
+        };
+        let body = json!({
+            "keys": [key("k1", "a"), key("k2", "b")],
+            "teams": [team("a"), team("b")],
+        });
+        let asked = KeyGrant::Teams(vec!["a".into()]);
+        let selection = Selection {
+            credentials: &[],
+            models: &[],
+            keys: Some(&asked),
+            reader: ValueReader {
+                keys: None,
+                env: None,
+            },
+        };
+        let (rows, dropped) =
+            requested_rows(body.to_string().as_bytes(), &selection).expect("valid");
+        assert_eq!(rows.keys.len(), 1);
+        assert_eq!(rows.keys[0].token, "k1");
+        assert_eq!(rows.teams.len(), 1);
+        assert_eq!(dropped, 2);
+        // Not asking for keys: none kept.
+        let (rows, dropped) = select(&body, &[], &[]);
+        assert!(rows.keys.is_empty() && rows.teams.is_empty());
+        assert_eq!(dropped, 4);
     }
 }

@@ -23,8 +23,10 @@ use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 
 use super::failure::{Failure, Problem};
+use super::WatchError;
 use crate::config::{FanoutServer, WatchSettings};
 use crate::credentials::Secret;
+use crate::upstream::provider_tls::{load_ca_bundle, load_client_cert};
 
 /// Deadline for the TCP connection and the TLS handshake together.
 pub(super) const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
@@ -85,6 +87,43 @@ async fn within<T>(
 }
 
 impl WatchClient {
+    /// A client of `settings.servers` (`upstream_ca` trusted when `settings.ca_file` is unset)
+    /// whose polls ask for `path_and_query`. Errors name the missing token variable or an
+    /// unreadable certificate file.
+    pub fn new(
+        settings: &WatchSettings,
+        upstream_ca: Option<&std::path::PathBuf>,
+        path_and_query: String,
+    ) -> Result<WatchClient, WatchError> {
+        let token = std::env::var(&settings.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| WatchError::NoToken {
+                variable: settings.token_env.clone(),
+            })?;
+        let mut options = PeerOptions::new();
+        options.connection_timeout = Some(CONNECT_DEADLINE);
+        options.total_connection_timeout = Some(CONNECT_DEADLINE);
+        options.verify_cert = true;
+        options.verify_hostname = true;
+        if let Some(ca) = settings.ca_file.as_ref().or(upstream_ca) {
+            options.ca = Some(load_ca_bundle(ca)?);
+        }
+        let client_cert = match (&settings.client_cert, &settings.client_key) {
+            (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
+            _ => None,
+        };
+        Ok(WatchClient {
+            connector: Connector::new(None),
+            settings: settings.clone(),
+            options,
+            client_cert,
+            token,
+            path_and_query,
+        })
+    }
+
     /// One long poll to `endpoint`: `Ok(None)` when nothing changed within `wait`. The
     /// connection goes back to the pool after a complete answer when `keep` is set.
     pub async fn poll(
@@ -133,6 +172,64 @@ impl WatchClient {
         }
     }
 
+    /// `POST path` with a JSON `body` to `endpoint` on a new connection, every step under the
+    /// same deadlines as a poll (the answer's head within [`ANSWER_SLACK`]); the status and the
+    /// body of the answer.
+    pub async fn post(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, BytesMut), Failure> {
+        let server = endpoint.describe();
+        let server = server.as_str();
+        let target = &endpoint.server;
+        let mut peer = HttpPeer::new(endpoint.addr, target.tls, target.host.clone());
+        peer.options = self.options.clone();
+        peer.client_cert_key = self.client_cert.clone();
+        let (mut session, _) = within(CONNECT_DEADLINE, "connecting", server, async {
+            self.connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| Failure::new(server, Problem::Connect(e)))
+        })
+        .await?;
+        let mut request = self
+            .head("POST", path, target, None)
+            .map_err(|problem| Failure::new(server, problem))?;
+        for (name, value) in [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_LENGTH, body.len().to_string()),
+        ] {
+            let what = name.to_string();
+            request
+                .insert_header(name, value)
+                .map_err(|_| Failure::new(server, Problem::Header(what)))?;
+        }
+        within(WRITE_DEADLINE, "sending the request", server, async {
+            session
+                .write_request_header(Box::new(request))
+                .await
+                .map_err(|e| Failure::new(server, Problem::Send(e)))?;
+            session
+                .write_body(body)
+                .await
+                .map_err(|e| Failure::new(server, Problem::Send(e)))?;
+            session
+                .finish_body()
+                .await
+                .map(drop)
+                .map_err(|e| Failure::new(server, Problem::Send(e)))
+        })
+        .await?;
+        let (status, _, answer) = self
+            .read_answer(&mut session, server, Duration::ZERO)
+            .await?;
+        // Not pooled: a post comes once a flush interval, longer than the server keeps an idle
+        // connection, so a pooled one would mostly be found closed.
+        Ok((status, answer))
+    }
+
     /// Sends the request and reads the answer: status, entity tag, body.
     async fn exchange(
         &self,
@@ -153,6 +250,16 @@ impl WatchClient {
                 .map_err(|e| Failure::new(server, Problem::Send(e)))
         })
         .await?;
+        self.read_answer(session, server, wait).await
+    }
+
+    /// Reads an answer (its head within `wait` + [`ANSWER_SLACK`]): status, entity tag, body.
+    async fn read_answer(
+        &self,
+        session: &mut HttpSession,
+        server: &str,
+        wait: Duration,
+    ) -> Result<(u16, Option<String>, BytesMut), Failure> {
         within(
             wait + ANSWER_SLACK,
             "waiting for the answer",
@@ -206,7 +313,7 @@ impl WatchClient {
         Ok((status, new_tag, body))
     }
 
-    /// The request head (the bearer token is only ever in this header).
+    /// The watch request's head.
     fn request(
         &self,
         target: &FanoutServer,
@@ -214,8 +321,19 @@ impl WatchClient {
         wait: Duration,
     ) -> Result<RequestHeader, Problem> {
         let path = format!("{}&wait={}", self.path_and_query, wait.as_secs());
+        self.head("GET", &path, target, tag)
+    }
+
+    /// A request head to `target` (the bearer token is only ever in this header).
+    fn head(
+        &self,
+        method: &str,
+        path: &str,
+        target: &FanoutServer,
+        tag: Option<&str>,
+    ) -> Result<RequestHeader, Problem> {
         let mut request =
-            RequestHeader::build("GET", path.as_bytes(), None).map_err(Problem::Request)?;
+            RequestHeader::build(method, path.as_bytes(), None).map_err(Problem::Request)?;
         let authority = if target.host.contains(':') {
             format!("[{}]:{}", target.host, target.port)
         } else {

@@ -70,7 +70,7 @@ impl<'a> Documents<'a> {
 }
 
 /// One entity's spend: `{<field>: id, cost}`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Spent<'a> {
     field: &'static str,
     id: &'a str,
@@ -87,7 +87,7 @@ impl Serialize for Spent<'_> {
 }
 
 /// A team member's spend.
-#[derive(Debug, Serialize)]
+#[derive(Debug, PartialEq, Serialize)]
 pub struct MemberSpent<'a> {
     user_id: &'a str,
     team_id: &'a str,
@@ -95,7 +95,7 @@ pub struct MemberSpent<'a> {
 }
 
 /// A daily row: its key and counts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, PartialEq, Serialize)]
 pub struct DailyRow<'a> {
     entity: &'a str,
     date: String,
@@ -137,7 +137,7 @@ impl<'a> DailyRow<'a> {
 }
 
 /// One spend-log row.
-#[derive(Debug, Serialize)]
+#[derive(Debug, PartialEq, Serialize)]
 pub struct LogRow<'a> {
     request_id: &'a str,
     api_key: &'a str,

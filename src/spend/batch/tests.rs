@@ -81,3 +81,35 @@ fn logs_past_the_bound_are_counted_and_totals_are_kept() {
     let keys = serde_json::to_value(&batch.documents().keys).expect("serializes");
     assert_eq!(keys[0]["cost"], 10.0);
 }
+
+#[test]
+fn a_batch_travels_as_json_and_merges_as_if_its_requests_were_added_here() {
+    let mut watcher = Batch::default();
+    watcher.add(record("k1", Some("t1"), Some("u1"), 0.5), 1);
+    // Past the bound: kept only in the totals.
+    watcher.add(record("k2", Some("t1"), Some("u2"), 0.25), 1);
+    let wire = serde_json::to_string(&watcher).expect("serialize");
+    let received: Batch = serde_json::from_str(&wire).expect("deserialize");
+    assert_eq!(received, watcher);
+    let named = received.overflow.named();
+    assert_eq!(named.keys, ["k2"]);
+    assert_eq!(named.teams, ["t1"]);
+    assert_eq!(named.users, ["u2"]);
+
+    let mut server = Batch::default();
+    server.add(record("k1", Some("t1"), Some("u1"), 1.0), 10);
+    server.merge(received, 10);
+    let mut direct = Batch::default();
+    direct.add(record("k1", Some("t1"), Some("u1"), 1.0), 10);
+    direct.add(record("k1", Some("t1"), Some("u1"), 0.5), 10);
+    let merged = server.documents();
+    assert_eq!(server.len(), 2);
+    assert_eq!(server.logs_dropped, 1);
+    // The overflowed request's spend is in the totals, beside the records'.
+    direct.add(record("k2", Some("t1"), Some("u2"), 0.25), 2);
+    let expected = direct.documents();
+    assert_eq!(merged.keys, expected.keys);
+    assert_eq!(merged.teams, expected.teams);
+    assert_eq!(merged.members, expected.members);
+    assert_eq!(merged.daily_users, expected.daily_users);
+}
