@@ -19,9 +19,11 @@
 //! - nesting deeper than 64 is left to serde_json (its `ignore_value` has no limit);
 //! - after the object, only whitespace.
 //!
-//! Cost: one vectorisable pass over the body (the bitwise OR of every byte, and whether any is
-//! a control byte), then string contents are skipped with `memchr2` for `"` and `\` (SIMD); a
-//! body with no control byte at all (no newline: what SDKs send) needs no per-string check.
+//! Cost: one pass over the body eight bytes at a time (is any byte over 0x7F, any a control
+//! byte), then string contents are skipped eight bytes at a time to the next `"` or `\` (SWAR,
+//! as serde_json does; the crate forbids `unsafe`, so no SIMD intrinsics); a body with no
+//! control byte at all (no line break between tokens: what SDKs send) looks for no control byte
+//! in its strings. What remains is per escape (a prompt's line breaks and quotes): one stop each.
 //! The property tests below hold it to serde_json on random and adversarial bodies.
 
 use std::ops::Range;
@@ -46,33 +48,38 @@ pub(super) fn top_level(body: &[u8]) -> Option<Found> {
     scan.object()
 }
 
-/// Whether any byte of `bytes` is over 0x7F, and whether any is under 0x20. Written as one fold
-/// over fixed-size chunks so that the compiler vectorises it.
-fn byte_classes(bytes: &[u8]) -> (bool, bool) {
-    let (mut high, mut control) = (0u8, 0u8);
-    let mut chunks = bytes.chunks_exact(64);
-    for chunk in &mut chunks {
-        for &b in chunk {
-            high |= b;
-            control |= u8::from(b < 0x20);
-        }
-    }
-    for &b in chunks.remainder() {
-        high |= b;
-        control |= u8::from(b < 0x20);
-    }
-    (high >= 0x80, control != 0)
+/// Eight bytes at a time, as one `u64` (SWAR): `ONES` has 0x01 in every byte, `HIGHS` 0x80.
+const ONES: u64 = u64::MAX / 255;
+const HIGHS: u64 = ONES << 7;
+
+/// The bytes of `word` under `n` (n <= 0x80), flagged by their high bit. The lowest flag is
+/// exactly the first such byte (little-endian: a borrow only runs upward, from a flagged byte);
+/// flags above it may be false, so only the lowest is read, or whether there is any.
+fn under(word: u64, n: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS
 }
 
-/// Whether any byte of `bytes` is a control byte (under 0x20), which a JSON string may not hold.
-fn has_control(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(64);
-    for chunk in &mut chunks {
-        if chunk.iter().fold(0u8, |acc, &b| acc | u8::from(b < 0x20)) != 0 {
-            return true;
-        }
+/// The bytes of `word` equal to `byte`, flagged as [`under`] flags them.
+fn equal(word: u64, byte: u8) -> u64 {
+    under(word ^ (ONES * u64::from(byte)), 1)
+}
+
+/// Whether any byte of `bytes` is over 0x7F, and whether any is under 0x20: one pass, a word
+/// at a time.
+fn byte_classes(bytes: &[u8]) -> (bool, bool) {
+    let (mut high, mut control) = (0u64, 0u64);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        high |= word;
+        control |= under(word, 0x20);
     }
-    chunks.remainder().iter().any(|&b| b < 0x20)
+    let mut last = [b' '; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    let word = u64::from_le_bytes(last);
+    high |= word;
+    control |= under(word, 0x20);
+    (high & HIGHS != 0, control != 0)
 }
 
 /// A position in the body being scanned.
@@ -145,21 +152,38 @@ impl Scanner<'_> {
         Some(key)
     }
 
+    /// Where the next `"`, `\\` or (in a body that has any) control byte is, from `self.at`: a
+    /// word at a time.
+    fn next_special(&self) -> Option<usize> {
+        let mut at = self.at;
+        while let Some(word) = self.bytes.get(at..at + 8) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            let mut flags = equal(word, b'"') | equal(word, b'\\');
+            if self.controls {
+                flags |= under(word, 0x20);
+            }
+            if flags != 0 {
+                return Some(at + flags.trailing_zeros() as usize / 8);
+            }
+            at += 8;
+        }
+        let special = |b: &u8| *b == b'"' || *b == b'\\' || (self.controls && *b < 0x20);
+        Some(at + self.bytes[at..].iter().position(special)?)
+    }
+
     /// After an opening quote: to just after the closing one. Returns whether the string held
     /// an escape.
     fn string(&mut self) -> Option<bool> {
         let mut escaped = false;
         loop {
-            let rest = &self.bytes[self.at..];
-            let stop = memchr::memchr2(b'"', b'\\', rest)?;
-            if self.controls && has_control(&rest[..stop]) {
-                return None;
+            self.at = self.next_special()?;
+            let stop = self.bytes[self.at];
+            self.at += 1;
+            match stop {
+                b'"' => return Some(escaped),
+                b'\\' => escaped = true,
+                _ => return None, // a control byte
             }
-            self.at += stop + 1;
-            if rest[stop] == b'"' {
-                return Some(escaped);
-            }
-            escaped = true;
             match self.peek()? {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
                 b'u' => {
