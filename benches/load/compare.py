@@ -100,7 +100,7 @@ def check_keys(name, url, provider):
     before = provider.stats()["sidecar"]["requests"]
     for key in (keys_db.WRONG_KEY, ""):
         status, body = post(url, key)
-        if status != 401 or b"auth_error" not in body:
+        if status != 401 or b'"error"' not in body:
             raise RuntimeError(f"{name}: key {key!r} got {status} {body[:200]!r}, not 401")
     if provider.stats()["sidecar"]["requests"] != before:
         raise RuntimeError(f"{name}: a refused request reached the provider")
