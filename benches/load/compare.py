@@ -15,8 +15,10 @@ sidecar, the path `NAME-model` through the same process's `dispatch: model` rout
 four tables, one key, dropped at the end), serving the same credential route to the same
 provider port; every path sends that key (the others strip it), a wrong key must get 401 before
 anything is measured, and the client → provider path `direct` is measured too, for the added p50.
-Rounds rotate the order; the median round per path is printed with its range. `--perf NAME` records a `perf` profile of that path
-in the first round at `--perf-concurrency`."""
+`--request-bytes N` sends a long prompt of about N bytes instead of the 71-byte body (the
+large-body workload: 300 KB, see benches/README.md). Rounds rotate the order; the median round
+per path is printed with its range. `--perf NAME` records a `perf` profile of that path in the
+first round at `--perf-concurrency`."""
 import argparse
 import os
 import shutil
@@ -66,6 +68,9 @@ def parse_args():
     p.add_argument("--streams", type=int, default=0, metavar="N",
                    help="after the closed loops, hold N streams open through each path "
                         "(SSE, 20 events over 2 s) and report its memory per stream")
+    p.add_argument("--request-bytes", type=int, default=0, metavar="N",
+                   help="send a chat body of about N bytes (a long prompt, model first) instead "
+                        "of the 71-byte one")
     p.add_argument("--perf", default="", help="path name to profile with perf record")
     p.add_argument("--perf-concurrency", type=int, default=32)
     return p.parse_args()
@@ -193,6 +198,7 @@ def run_round(args, provider, ways, concurrency, round_index, results):
 
 def main():
     args = parse_args()
+    measure.use_request_bytes(args.request_bytes)
     args.workdir = os.path.abspath(args.workdir)  # the sidecar resolves paths from its config
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)

@@ -47,6 +47,8 @@ def parse_args():
     p.add_argument("--requests", type=int, default=2000, help="instrumented requests per route")
     p.add_argument("--warmup", type=int, default=500, help="uninstrumented requests per route")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--request-bytes", type=int, default=0, metavar="N",
+                   help="send a chat body of about N bytes (a long prompt) instead of 71 bytes")
     p.add_argument("--bare", action="store_true", help="also count bare Pingora (path `bare`)")
     p.add_argument("--spend", action="store_true",
                    help="also count keys sidecars with spend written back and without")
@@ -106,6 +108,7 @@ def dumped_instructions(workdir, pid, seen):
 
 def main():
     args = parse_args()
+    measure.use_request_bytes(args.request_bytes)
     args.workdir = os.path.abspath(args.workdir)
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)

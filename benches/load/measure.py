@@ -11,14 +11,44 @@
 import json
 import os
 import subprocess
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The body of every path's requests (wrk and oha): one OpenAI chat completion naming the alias
-# the sidecar's `dispatch: model` route serves (services.MODEL_ALIAS), so both sidecar routes
-# get the same 71 bytes. The deployment's model name has the alias's length: the provider, too,
+# The body of every path's requests (wrk and oha, through a file): one OpenAI chat completion
+# naming the alias the sidecar's `dispatch: model` route serves (services.MODEL_ALIAS), so both
+# sidecar routes get the same 71 bytes (`--request-bytes`: a long prompt, `chat_body`). The deployment's model name has the alias's length: the provider, too,
 # receives 71 bytes on every path.
 REQUEST_BODY = '{"model":"bench-alias","messages":[{"role":"user","content":"Say hi"}]}'
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# A paragraph of a long prompt, with what JSON writers escape: quotes, a line break, an accent.
+PARAGRAPH = ('The proxy reads the whole request before it picks a deployment, so the prompt is '
+             'held once; a "quoted" phrase, a line break\nand an accent: caf\u00e9. ')
+
+
+def chat_body(size):
+    """A chat completion of about `size` bytes naming the alias first (as LiteLLM's benchmark
+    and many clients write it): a system message and 40 turns of prose, compact and ASCII
+    (`\\u00e9`), as Python's `json.dumps` writes it; the same shape as `benches/body.rs`."""
+    turn = PARAGRAPH * max(1, size // 41 // len(PARAGRAPH))
+    messages = [{"role": "system", "content": PARAGRAPH * 20}]
+    messages += [{"role": "user" if i % 2 == 0 else "assistant", "content": turn}
+                 for i in range(40)]
+    return json.dumps({"model": "bench-alias", "messages": messages}, separators=(",", ":"))
+
+
+def use_request_bytes(size):
+    """From now on every path sends a chat body of about `size` bytes (0: the 71-byte one)."""
+    global REQUEST_BODY
+    if size:
+        REQUEST_BODY = chat_body(size)
+
+
+def _body_file():
+    """REQUEST_BODY in a file, for wrk (an environment variable cannot hold 300 KB) and oha."""
+    path = os.path.join(tempfile.gettempdir(), f"sidecar-bench-body-{os.getpid()}.json")
+    with open(path, "w") as f:
+        f.write(REQUEST_BODY)
+    return path
 
 
 def _run(argv, timeout, env=None):
@@ -36,7 +66,7 @@ def wrk_closed_loop(url, concurrency, seconds, headers):
             "--timeout", "10s", "-s", os.path.join(HERE, "wrk_report.lua")]
     for header in headers:
         argv += ["-H", header]
-    out = _run(argv + [url], timeout=seconds + 60, env=dict(os.environ, WRK_BODY=REQUEST_BODY))
+    out = _run(argv + [url], timeout=seconds + 60, env=dict(os.environ, WRK_BODY_FILE=_body_file()))
     line = next((l for l in out.splitlines() if l.startswith("WRK_RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result line:\n{out}")
@@ -55,7 +85,7 @@ def oha_run(url, headers, *, rate=None, seconds=None, requests=None, concurrency
     `seconds` (latency measured from when each request was due, not when it was sent).
     Returns req/s, successes, failures by kind and latency percentiles in milliseconds."""
     argv = ["oha", "--no-tui", "--output-format", "json", "-c", str(concurrency),
-            "-m", "POST", "-d", REQUEST_BODY, "-H", "content-type: application/json",
+            "-m", "POST", "-D", _body_file(), "-H", "content-type: application/json",
             "-t", f"{timeout_s}s"]
     if rate is not None:
         # -w: requests in flight at the deadline finish (and count) instead of being cut.

@@ -1,9 +1,12 @@
 -- wrk script for the load benchmark: sends the chat-completion POST and, when the run ends,
 -- prints one machine-readable line the driver parses (latencies in microseconds). The body is
--- measure.py's REQUEST_BODY, passed in WRK_BODY (oha gets the same one), so every path sends
--- the same bytes.
+-- measure.py's REQUEST_BODY, in the file WRK_BODY_FILE names (oha gets the same one), so every
+-- path sends the same bytes.
 wrk.method = "POST"
-wrk.body = os.getenv("WRK_BODY") or error("WRK_BODY is not set (measure.py sets it)")
+local path = os.getenv("WRK_BODY_FILE") or error("WRK_BODY_FILE is not set (measure.py sets it)")
+local file = assert(io.open(path, "rb"))
+wrk.body = file:read("*a")
+file:close()
 wrk.headers["Content-Type"] = "application/json"
 
 done = function(summary, latency, requests)

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use pingora::proxy::Session;
 
 use super::respond::ErrorReply;
-use super::unified::body::{model_in, replace_model, BodyModel};
+use super::unified::body::{model_in, replace_model, BodyModel, ClientBody};
 use super::unified::read_body;
 use super::RequestCtx;
 use crate::credentials::models::Deployment;
@@ -61,33 +61,30 @@ pub async fn pin_body(
 /// names no model either (`/batches` with an `input_file_id`, `/threads/…/runs` with an
 /// `assistant_id`: objects at the provider that name a model of their own).
 fn pinned(
-    body: Bytes,
+    body: ClientBody,
     deployment: &Deployment,
     path_names_model: bool,
     ctx: &RequestCtx,
 ) -> Result<Bytes, ErrorReply> {
     if body.is_empty() {
-        return Ok(body);
+        return Ok(body.freeze());
     }
     let limited = ctx.litellm_key.as_ref().filter(|k| k.limited_to_models());
-    match model_in(&body)? {
-        BodyModel::Named(field) => Ok(replace_model(
-            &body,
-            &field,
-            &deployment.model,
-            &deployment.model_json,
-        )),
+    match model_in(body.as_bytes())? {
+        BodyModel::Named(field) => {
+            Ok(replace_model(body, &field, &deployment.model, &deployment.model_json).0)
+        }
         BodyModel::Unnamed => match limited {
             Some(key) if !path_names_model => Err(ErrorReply::litellm(
                 key.refuse_unseen_model("a body without \"model\" on a path without one"),
             )),
-            _ => Ok(body),
+            _ => Ok(body.freeze()),
         },
         BodyModel::NotJson(_) => match limited {
             Some(key) => Err(ErrorReply::litellm(
                 key.refuse_unseen_model("a body that is not a JSON object"),
             )),
-            None => Ok(body),
+            None => Ok(body.freeze()),
         },
     }
 }

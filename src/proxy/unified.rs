@@ -4,9 +4,10 @@
 //! rewrites `model` to the deployment's own model name and sends the body to the deployment's
 //! provider with the deployment's key. `GET {prefix}/models` lists the aliases.
 //!
-//! The body is parsed once, at its top level only (nested values are checked for syntax and
-//! skipped), and copied once, to replace the `model` value in place: everything else reaches
-//! the provider byte for byte.
+//! The body is read into one buffer and checked once ([`body`]: a hand-written syntax pass that
+//! keeps only where the top-level `model` sits), and its `model` value is replaced in that
+//! buffer, moving only the shorter side of it: everything else reaches the provider byte for
+//! byte, and the body is not copied again (a retry on another deployment copies it once).
 //!
 //! Pingora 0.9 chooses the upstream (`upstream_peer`) before it forwards the body, and forwards
 //! a body read earlier only through its retry buffer (`HttpSession::get_retry_buffer`, 64 KiB,
@@ -20,11 +21,11 @@
 //! reaches the client ([`attempts`]).
 
 pub mod attempts;
-pub(super) mod body;
+pub mod body;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::proxy::Session;
 
 use super::request_id::RequestId;
@@ -35,7 +36,7 @@ use crate::config::RouterSettings;
 use crate::credentials::{Lookup, Snapshot};
 use crate::router::Router;
 use crate::routes::Route;
-use body::find_model;
+use body::{find_model, ClientBody};
 
 pub use attempts::ModelRequest;
 
@@ -142,7 +143,7 @@ async fn serve_or_bind(
         ));
     }
     let body = read_body(session, max_body).await?;
-    let field = find_model(&body)?;
+    let field = find_model(body.as_bytes())?;
     let deployment = match router.pick(&snapshot, &field.alias, None) {
         Lookup::Ready(d) => d.clone(),
         Lookup::Failed(reason) => {
@@ -176,7 +177,10 @@ fn invalid(status: u16, code: &'static str, message: impl Into<String>) -> Error
 
 /// Reads the whole request body, at most `max_body` bytes, leaving its last 64 KiB in Pingora's
 /// retry buffer so that Pingora forwards it (see the module docs).
-pub(super) async fn read_body(session: &mut Session, max_body: u64) -> Result<Bytes, ErrorReply> {
+pub(super) async fn read_body(
+    session: &mut Session,
+    max_body: u64,
+) -> Result<ClientBody, ErrorReply> {
     let too_large = || {
         invalid(
             413,
@@ -207,7 +211,7 @@ pub(super) async fn read_body(session: &mut Session, max_body: u64) -> Result<By
     if declared.is_some_and(|n| n > max_body) {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let mut body = ClientBody::with_capacity(declared.unwrap_or(0) as usize);
     loop {
         let tail = declared.is_none_or(|n| n - body.len() as u64 <= RETRY_BUFFER_BYTES as u64);
         if tail {
@@ -233,7 +237,7 @@ pub(super) async fn read_body(session: &mut Session, max_body: u64) -> Result<By
             "a body over 64 KiB needs a Content-Length header on a dispatch: model route",
         ));
     }
-    Ok(body.freeze())
+    Ok(body)
 }
 
 /// `GET /models` (every alias) or `GET /models/{id}` (one), as OpenAI and LiteLLM answer them;

@@ -327,3 +327,32 @@ async fn a_chunked_body_is_dispatched_up_to_pingoras_replay_buffer() {
     assert_eq!(send_chunked(&e, &sidecar, large).await, 413);
     assert_eq!(e.mock.requests().len(), before, "nothing sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_reaches_the_provider_byte_for_byte_but_its_model() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let sidecar = start(&e, &db).await;
+    // 200 KB of prompt, with escapes, a nested `model` and the alias inside a string; `model`
+    // first, last and in a pretty-printed body (line breaks between tokens).
+    let prose = r#"a \"quoted\" \"model\":\"gpt\" line\nbreak, caf\u00e9 \ud83d\ude00 "#;
+    let content = prose.repeat(200 * 1024 / prose.len());
+    let messages = format!(
+        r#"[{{"role":"user","content":"{content}","model":"inner"}},{{"n":[1,-2.5e3,true,null]}}]"#
+    );
+    let bodies = [
+        format!(r#"{{"model":"gpt","messages":{messages},"user":"u-1"}}"#),
+        format!(r#"{{"messages":{messages},"stream":false,"model":"gpt"}}"#),
+        format!("{{\n  \"messages\": {messages},\n  \"model\" : \"gpt\"\n}}\n"),
+    ];
+    for body in bodies {
+        let (status, _, seen) = send(&e, &sidecar, "/v1/chat/completions", body.clone()).await;
+        assert_eq!(status, 200);
+        let seen = seen.expect("sent");
+        let at = body.rfind(r#""gpt""#).expect("model value");
+        let want = format!(r#"{}"gpt-4o-2024"{}"#, &body[..at], &body[at + 5..]);
+        assert_eq!(seen.body_str().len(), want.len());
+        assert!(seen.body_str() == want, "only the model value changed");
+    }
+}

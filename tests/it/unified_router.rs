@@ -78,6 +78,20 @@ async fn a_429_is_retried_on_another_deployment_and_cools_its_deployment_down() 
         "cooled down after one 429"
     );
     assert_eq!(received_with(&e, "sk-good"), 6);
+    // The retry sends the body again with the second deployment's model (of another length).
+    for request in e.mock.requests() {
+        let model = match request.header("authorization") {
+            Some("Bearer sk-good") => "d-good",
+            Some("Bearer sk-limited") => "d-limited",
+            _ => continue,
+        };
+        let want = format!(r#"{{"model":"{model}","messages":[]}}"#);
+        assert_eq!(
+            request.body_str(),
+            want,
+            "each attempt names its deployment's model"
+        );
+    }
     let metrics = admin_get(&sidecar, "/metrics").await.1;
     let cooldowns = r#"sidecar_model_cooldowns_total{deployment="d-limited",model="flaky"} 1"#;
     assert!(metrics.contains(cooldowns), "{metrics}");

@@ -3,12 +3,13 @@
 //! failure means (its cooldown, the deployment the retry moves to) is the router's decision
 //! ([`Router::failed`]). The proxy's phases call the `on_*` functions here.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pingora::{Error, ErrorType};
 
-use super::body::{replace_model, ModelField};
+use super::body::{replace_model, respliced, ClientBody, ModelField};
 use crate::config::RouterSettings;
 use crate::credentials::models::Deployment;
 use crate::credentials::Snapshot;
@@ -28,7 +29,8 @@ pub struct ModelRequest {
     pub binding: Binding,
     /// The body of the current attempt (`model` rewritten for `deployment`).
     pub upstream_body: Bytes,
-    client_body: Bytes,
+    /// Where `model`'s value sits in `upstream_body`.
+    model_at: Range<usize>,
     field: ModelField,
     /// The request path after the route's prefix.
     rest: String,
@@ -47,24 +49,24 @@ impl ModelRequest {
     pub(super) fn new(
         alias: String,
         deployment: Arc<Deployment>,
-        client_body: Bytes,
+        client_body: ClientBody,
         field: ModelField,
         rest: String,
         snapshot: Arc<Snapshot>,
     ) -> Result<ModelRequest, ErrorReply> {
-        let binding = bind_deployment(&deployment, &rest)
-            .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))?;
+        let binding = bind(&deployment, &rest)?;
+        let (upstream_body, model_at) = replace_model(
+            client_body,
+            &field,
+            &deployment.model,
+            &deployment.model_json,
+        );
         Ok(ModelRequest {
-            upstream_body: replace_model(
-                &client_body,
-                &field,
-                &deployment.model,
-                &deployment.model_json,
-            ),
+            upstream_body,
+            model_at,
             alias,
             deployment,
             binding,
-            client_body,
             field,
             rest,
             snapshot,
@@ -98,22 +100,28 @@ impl ModelRequest {
     }
 
     /// Moves to the deployment [`failed`](Self::failed) chose, if any: the next attempt goes
-    /// with its binding.
+    /// with its binding, and a copy of the body with its model.
     pub fn advance(&mut self) -> Result<(), ErrorReply> {
         let Some(next) = self.next.take() else {
             return Ok(());
         };
-        let moved = ModelRequest::new(
-            std::mem::take(&mut self.alias),
-            next,
-            self.client_body.clone(),
-            self.field.clone(),
-            std::mem::take(&mut self.rest),
-            self.snapshot.clone(),
-        )?;
-        *self = moved;
+        self.binding = bind(&next, &self.rest)?;
+        (self.upstream_body, self.model_at) = respliced(
+            &self.upstream_body,
+            self.model_at.clone(),
+            &self.field,
+            &next.model,
+            &next.model_json,
+        );
+        self.deployment = next;
         Ok(())
     }
+}
+
+/// Where an attempt on `deployment` goes (`rest`: the path after the route's prefix).
+fn bind(deployment: &Deployment, rest: &str) -> Result<Binding, ErrorReply> {
+    bind_deployment(deployment, rest)
+        .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))
 }
 
 /// `request_body_filter`: the attempt's body (or a `model:` route's pinned one) replaces the

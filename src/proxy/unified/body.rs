@@ -1,6 +1,10 @@
-//! The JSON body of a `dispatch: model` request: its top-level `model` found in one pass (nested
-//! values are checked for syntax and skipped, never built), and replaced in place, so
-//! everything else reaches the provider byte for byte.
+//! The JSON body of a `dispatch: model` (or `model:`) request: its top-level `model` found in
+//! one pass ([`scan`]: a syntax check of the whole body that keeps only where `model` and `user`
+//! sit; serde_json, the reference, decides any body the scan cannot vouch for, and words every
+//! refusal), and replaced in place in the buffer the body was read into ([`ClientBody`]), so
+//! everything else reaches the provider byte for byte and the body is not copied again.
+
+mod scan;
 
 use std::ops::Range;
 
@@ -10,6 +14,10 @@ use serde_json::value::RawValue;
 
 use crate::proxy::respond::ErrorReply;
 
+/// Room kept free before (and after) a body read whole: a `model` value that grows moves the
+/// shorter side of the body, usually the few bytes before or after it, not the whole body.
+const HEADROOM: usize = 128;
+
 /// The alias a body asks for, and where its value sits in the body.
 #[derive(Debug, Clone)]
 pub struct ModelField {
@@ -17,8 +25,23 @@ pub struct ModelField {
     pub alias: String,
     /// The byte range of that value (with its quotes).
     range: Range<usize>,
+    /// The value as the client wrote it (quotes and escapes included): what an attempt whose
+    /// deployment's model is the alias itself sends.
+    written: String,
     /// The top-level `user` (OpenAI's end-user id, LiteLLM's end user), when it is a string.
     pub end_user: Option<String>,
+}
+
+impl ModelField {
+    /// The bytes `model`'s value takes for a deployment of `model` (`quoted`: the same as a
+    /// JSON string): the client's own when it is the alias.
+    fn value_for<'a>(&'a self, model: &str, quoted: &'a str) -> &'a [u8] {
+        if self.alias == model {
+            self.written.as_bytes()
+        } else {
+            quoted.as_bytes()
+        }
+    }
 }
 
 /// What a body says about the model it asks for.
@@ -30,6 +53,27 @@ pub enum BodyModel {
     Unnamed,
     /// Not a JSON object (multipart, JSON Lines, text, empty): the sidecar cannot tell.
     NotJson(String),
+}
+
+/// Where the top-level `model` and `user` values of a JSON object body are.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The first `model` value.
+    pub model: Option<Range<usize>>,
+    /// Whether `model` comes more than once.
+    pub repeated: bool,
+    /// The first `user` value.
+    pub user: Option<Range<usize>>,
+}
+
+impl Found {
+    fn add_model(&mut self, value: Range<usize>) {
+        if self.model.is_some() {
+            self.repeated = true;
+        } else {
+            self.model = Some(value);
+        }
+    }
 }
 
 /// Finds the top-level `model` of a JSON object body. Malformed JSON, a body that is not an
@@ -45,84 +89,176 @@ pub fn find_model(body: &[u8]) -> Result<ModelField, ErrorReply> {
 /// The top-level `model` of `body`, if it is a JSON object. A repeated or non-string `model`
 /// is a 400: providers differ on which of two they read.
 pub fn model_in(body: &[u8]) -> Result<BodyModel, ErrorReply> {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Ok(BodyModel::NotJson("the body is not UTF-8".into()));
+    let found = match scan::top_level(body) {
+        Some(found) => found,
+        None => match parsed(body) {
+            Ok(found) => found,
+            Err(why) => return Ok(BodyModel::NotJson(why)),
+        },
     };
-    let mut de = serde_json::Deserializer::from_str(text);
-    let values = match de
-        .deserialize_map(ModelValues)
-        .and_then(|v| de.end().map(|()| v))
-    {
-        Ok(values) => values,
-        Err(e) => {
-            return Ok(BodyModel::NotJson(format!(
-                "the body is not a JSON object: {e}"
-            )))
-        }
-    };
-    let end_user = values
+    // Both passes checked that the body is UTF-8; a value's range starts and ends at a quote.
+    let text = |range: &Range<usize>| std::str::from_utf8(&body[range.clone()]).unwrap_or("");
+    let end_user = found
         .user
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
-    let raw = match values.models.as_slice() {
-        [raw] => *raw,
-        [] => return Ok(BodyModel::Unnamed),
-        _ => return Err(bad("the body names \"model\" more than once".into())),
+        .and_then(|user| serde_json::from_str::<String>(text(&user)).ok());
+    if found.repeated {
+        return Err(bad("the body names \"model\" more than once".into()));
+    }
+    let Some(range) = found.model else {
+        return Ok(BodyModel::Unnamed);
     };
+    let written = text(&range);
     let alias: String =
-        serde_json::from_str(raw.get()).map_err(|_| bad("\"model\" is not a string".into()))?;
-    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        serde_json::from_str(written).map_err(|_| bad("\"model\" is not a string".into()))?;
     Ok(BodyModel::Named(ModelField {
         alias,
-        range: start..start + raw.get().len(),
+        written: written.to_string(),
+        range,
         end_user,
     }))
+}
+
+/// The reference pass: serde_json over the whole body as one object (`Cow<str>` keys, raw
+/// values), as the sidecar parsed every body before [`scan`]. `Err` says why the body is not a
+/// JSON object.
+pub fn parsed(body: &[u8]) -> Result<Found, String> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err("the body is not UTF-8".into());
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(ModelValues { text })
+        .and_then(|found| de.end().map(|()| found))
+        .map_err(|e| format!("the body is not a JSON object: {e}"))
 }
 
 fn bad(message: String) -> ErrorReply {
     ErrorReply::invalid_request(400, "invalid_request_error", message)
 }
 
-/// The body with the `model` value replaced by `model` (`quoted`: the same as a JSON string,
-/// made once per snapshot); the same bytes when it is unchanged.
-pub fn replace_model(body: &Bytes, field: &ModelField, model: &str, quoted: &str) -> Bytes {
+/// `body` with its `model` set to `model` (`quoted`: the same as a JSON string, made once per
+/// snapshot), replaced in place; with where the value now sits. Unchanged when `model` is the
+/// alias.
+pub fn replace_model(
+    body: ClientBody,
+    field: &ModelField,
+    model: &str,
+    quoted: &str,
+) -> (Bytes, Range<usize>) {
     if field.alias == model {
-        return body.clone();
+        return (body.freeze(), field.range.clone());
     }
-    let mut out = BytesMut::with_capacity(body.len() + quoted.len());
-    out.extend_from_slice(&body[..field.range.start]);
-    out.extend_from_slice(quoted.as_bytes());
-    out.extend_from_slice(&body[field.range.end..]);
-    out.freeze()
+    body.replace(field.range.clone(), quoted.as_bytes())
 }
 
-/// Visits a JSON object's top level, keeping the raw value of every `model` key and of the
-/// first `user` key.
-struct ModelValues;
-
-/// What [`ModelValues`] keeps.
-struct Found<'de> {
-    models: Vec<&'de RawValue>,
-    user: Option<&'de RawValue>,
+/// A retry's body: `sent` (an earlier attempt's, its `model` value at `at`) with `model` set
+/// to `model` (`quoted` as in [`replace_model`]); one copy, with where the value now sits.
+pub fn respliced(
+    sent: &Bytes,
+    at: Range<usize>,
+    field: &ModelField,
+    model: &str,
+    quoted: &str,
+) -> (Bytes, Range<usize>) {
+    let mut body = ClientBody::with_capacity(sent.len());
+    body.extend_from_slice(sent);
+    body.replace(at, field.value_for(model, quoted))
 }
 
-impl<'de> Visitor<'de> for ModelValues {
-    type Value = Found<'de>;
+/// A request body read whole into one buffer with [`HEADROOM`] free on both sides, so that its
+/// `model` can be replaced in place.
+#[derive(Debug)]
+pub struct ClientBody {
+    /// `HEADROOM` unused bytes, then the body.
+    buf: BytesMut,
+}
+
+impl ClientBody {
+    /// An empty body with room for `len` bytes.
+    pub fn with_capacity(len: usize) -> ClientBody {
+        let mut buf = BytesMut::with_capacity(HEADROOM + len + HEADROOM);
+        buf.resize(HEADROOM, 0);
+        ClientBody { buf }
+    }
+
+    /// Appends `chunk` to the body.
+    pub fn extend_from_slice(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The body's length.
+    pub fn len(&self) -> usize {
+        self.buf.len() - HEADROOM
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[HEADROOM..]
+    }
+
+    /// The body, as it is (no copy).
+    pub fn freeze(self) -> Bytes {
+        self.buf.freeze().slice(HEADROOM..)
+    }
+
+    /// The body with the bytes at `range` replaced by `value`, in place: the shorter of the
+    /// parts before and after `range` moves (when it fits the headroom), so the cost is that
+    /// part's length, not the body's. Returns the body (no copy) and where `value` now sits.
+    pub fn replace(self, range: Range<usize>, value: &[u8]) -> (Bytes, Range<usize>) {
+        let mut buf = self.buf;
+        let (start, end, len) = (HEADROOM + range.start, HEADROOM + range.end, buf.len());
+        let (old, new) = (end - start, value.len());
+        let (before, after) = (range.start, len - end);
+        let body = if new == old {
+            buf[start..end].copy_from_slice(value);
+            HEADROOM..len
+        } else if before <= after && new <= old + HEADROOM {
+            // The part before moves by the difference, into the headroom when `model` grows.
+            let first = HEADROOM + old - new;
+            buf.copy_within(HEADROOM..start, first);
+            buf[first + before..first + before + new].copy_from_slice(value);
+            first..len
+        } else {
+            if new > old {
+                buf.resize(len + new - old, 0);
+            }
+            buf.copy_within(end..len, start + new);
+            buf[start..start + new].copy_from_slice(value);
+            buf.truncate(start + new + after);
+            HEADROOM..start + new + after
+        };
+        (buf.freeze().slice(body), range.start..range.start + new)
+    }
+}
+
+/// Visits a JSON object's top level, keeping where every `model` value and the first `user`
+/// value sit in `text`.
+struct ModelValues<'t> {
+    text: &'t str,
+}
+
+impl<'de> Visitor<'de> for ModelValues<'_> {
+    type Value = Found;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = Found {
-            models: Vec::new(),
-            user: None,
-        };
+        let mut found = Found::default();
+        let base = self.text.as_ptr() as usize;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let value: &'de RawValue = map.next_value()?;
+            let start = value.get().as_ptr() as usize - base;
+            let range = start..start + value.get().len();
             if key == "model" {
-                found.models.push(value);
+                found.add_model(range);
             } else if key == "user" && found.user.is_none() {
-                found.user = Some(value);
+                found.user = Some(range);
             }
         }
         Ok(found)
@@ -133,12 +269,65 @@ impl<'de> Visitor<'de> for ModelValues {
 mod tests {
     use super::*;
 
+    fn read(body: &[u8]) -> ClientBody {
+        let mut read = ClientBody::with_capacity(body.len());
+        read.extend_from_slice(body);
+        read
+    }
+
     fn rewritten(body: &str, model: &str) -> Result<String, ErrorReply> {
-        let bytes = Bytes::from(body.to_string());
-        let field = find_model(&bytes)?;
+        let field = find_model(body.as_bytes())?;
         let quoted = serde_json::Value::from(model).to_string();
-        let replaced = replace_model(&bytes, &field, model, &quoted);
+        let (replaced, at) = replace_model(read(body.as_bytes()), &field, model, &quoted);
+        assert_eq!(&replaced[at], field.value_for(model, &quoted));
         Ok(String::from_utf8(replaced.to_vec()).expect("utf8"))
+    }
+
+    #[test]
+    fn a_replaced_value_moves_the_shorter_side_and_keeps_every_other_byte() {
+        let long = "x".repeat(3 * HEADROOM);
+        let bodies = [
+            format!(r#"{{"model":"m","pad":"{long}"}}"#),
+            format!(r#"{{"pad":"{long}","model":"m"}}"#),
+            format!(r#"{{"pad":"{long}","model":"{long}","tail":"{long}"}}"#),
+            r#"{"model":"m"}"#.to_string(),
+        ];
+        let values = [
+            "n",
+            "",
+            "a-much-longer-model-name",
+            &"y".repeat(2 * HEADROOM),
+        ];
+        for body in &bodies {
+            let field = find_model(body.as_bytes()).expect("named");
+            for value in values {
+                let quoted = format!("\"{value}\"");
+                let (replaced, at) =
+                    read(body.as_bytes()).replace(field.range.clone(), quoted.as_bytes());
+                let want = format!(
+                    "{}{quoted}{}",
+                    &body[..field.range.start],
+                    &body[field.range.end..]
+                );
+                assert_eq!(std::str::from_utf8(&replaced).expect("utf8"), want);
+                assert_eq!(&replaced[at.clone()], quoted.as_bytes());
+                // A retry's body, from this one.
+                let again = field.value_for("other", "\"other\"");
+                let (retried, at) = respliced(&replaced, at, &field, "other", "\"other\"");
+                assert_eq!(&retried[at], again);
+                assert_eq!(retried.len(), body.len() - field.range.len() + again.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_to_the_alias_itself_sends_the_clients_own_value() {
+        let body = r#"{"model":"f\u0061st","x":1}"#;
+        let field = find_model(body.as_bytes()).expect("named");
+        let (first, at) = replace_model(read(body.as_bytes()), &field, "gpt", "\"gpt\"");
+        assert_eq!(&first[..], br#"{"model":"gpt","x":1}"#);
+        let (second, _) = respliced(&first, at, &field, "fast", "\"fast\"");
+        assert_eq!(&second[..], body.as_bytes());
     }
 
     #[test]
