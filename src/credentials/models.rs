@@ -16,6 +16,7 @@ use super::values::ValueReader;
 use super::{Credential, Secret};
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
+use crate::minted::entra;
 use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER};
 use crate::spend::deployment_prices::DeploymentPricing;
 use crate::spend::prices::is_price_field;
@@ -133,14 +134,28 @@ pub fn deployment(
     };
     let api_key = take("api_key")
         .or_else(|| linked.as_ref().map(|c| c.api_key.clone()))
-        .filter(|k| !k.is_empty())
-        .ok_or("no api_key on the row or its linked credential")?;
+        .filter(|k| !k.is_empty());
     let api_base = take("api_base")
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_base.clone()));
     let api_version = take("api_version")
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_version.clone()));
+    let name = format!("model {} ({})", row.name, row.id);
+    // As LiteLLM: a key wins; else the row's Entra ID fields, else its linked credential's.
+    let (api_key, minted) = match api_key {
+        Some(key) => (key, None),
+        None => {
+            let own = entra::from_fields(&name, &mut values, &entra::authority_host())?;
+            let minted = own
+                .or_else(|| linked.as_ref().and_then(|c| c.minted.clone()))
+                .ok_or(
+                    "no api_key (nor tenant_id, client_id and client_secret, nor azure_ad_token) \
+                     on the row or its linked credential",
+                )?;
+            (Secret::new(String::new()), Some(minted))
+        }
+    };
     let known = known_provider(&provider);
     let base = api_base.as_deref().or(known.and_then(|p| p.base));
     let upstream = base
@@ -150,12 +165,13 @@ pub fn deployment(
     Ok(Deployment {
         id: row.id.clone(),
         credential: Arc::new(Credential {
-            name: format!("model {} ({})", row.name, row.id),
+            name,
             provider: Some(provider.clone()),
             api_key,
             api_base,
             api_version,
             header_values: Default::default(),
+            minted,
         }),
         provider,
         model: provider_model.to_string(),
