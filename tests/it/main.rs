@@ -15,6 +15,7 @@ mod client_connections;
 mod connection_cap;
 mod cost_parity;
 mod dashboard;
+mod entra_id;
 mod fanout;
 mod fanout_failover;
 mod fanout_listener;
