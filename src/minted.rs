@@ -21,6 +21,7 @@
 
 pub mod entra;
 mod token_client;
+pub mod vertex;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -214,7 +214,7 @@ impl Provider {
 
 /// Every provider the sidecar knows, the ones a route may name first (in the order error
 /// messages list them).
-pub static PROVIDERS: [Provider; 11] = [
+pub static PROVIDERS: [Provider; 12] = [
     Provider {
         name: DEFAULT_PROVIDER,
         route_provider: true,
@@ -250,7 +250,19 @@ pub static PROVIDERS: [Provider; 11] = [
     openai_compatible("together_ai", "https://api.together.xyz/v1"),
     openai_compatible("openrouter", "https://openrouter.ai/api/v1"),
     openai_compatible("cohere", "https://api.cohere.com"),
+    // Vertex AI: a minted service-account token; each deployment's base (location host and
+    // project path) is made from its row (`minted::vertex`), under which OpenAI's API is served.
+    Provider {
+        name: VERTEX_PROVIDER,
+        route_provider: false,
+        auth: AuthStyle::OpenAi,
+        base: None,
+        openai_api: OpenAiApi::AtBase,
+    },
 ];
+
+/// LiteLLM's name for Vertex AI.
+pub const VERTEX_PROVIDER: &str = "vertex_ai";
 
 /// An OpenAI-compatible API at `base`, which a route reaches as `provider: openai`.
 const fn openai_compatible(name: &'static str, base: &'static str) -> Provider {

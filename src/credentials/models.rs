@@ -16,8 +16,9 @@ use super::values::ValueReader;
 use super::{Credential, Secret};
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
-use crate::minted::entra;
-use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER};
+use crate::minted::vertex::{self, VertexPlace};
+use crate::minted::{entra, MintedCredential};
+use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER, VERTEX_PROVIDER};
 use crate::spend::deployment_prices::DeploymentPricing;
 use crate::spend::prices::is_price_field;
 use crate::upstream::{Target, Targets};
@@ -132,6 +133,13 @@ pub fn deployment(
             ),
         },
     };
+    // Vertex's OpenAI-compatible API names a model with its publisher (`google/gemini-2.0-flash`,
+    // `meta/llama-3.1-405b-instruct-maas`); a bare Gemini name gets Google's.
+    let provider_model = if provider == VERTEX_PROVIDER && !provider_model.contains('/') {
+        format!("google/{provider_model}")
+    } else {
+        provider_model.to_string()
+    };
     let api_key = take("api_key")
         .or_else(|| linked.as_ref().map(|c| c.api_key.clone()))
         .filter(|k| !k.is_empty());
@@ -142,24 +150,22 @@ pub fn deployment(
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_version.clone()));
     let name = format!("model {} ({})", row.name, row.id);
-    // As LiteLLM: a key wins; else the row's Entra ID fields, else its linked credential's.
-    let (api_key, minted) = match api_key {
-        Some(key) => (key, None),
-        None => {
-            let own = entra::from_fields(&name, &mut values, &entra::authority_host())?;
-            let minted = own
-                .or_else(|| linked.as_ref().and_then(|c| c.minted.clone()))
-                .ok_or(
-                    "no api_key (nor tenant_id, client_id and client_secret, nor azure_ad_token) \
-                     on the row or its linked credential",
-                )?;
-            (Secret::new(String::new()), Some(minted))
-        }
-    };
+    let key = key_material(&name, &provider, api_key, linked.as_deref(), &mut values)?;
     let known = known_provider(&provider);
-    let base = api_base.as_deref().or(known.and_then(|p| p.base));
+    // Vertex: `api_base` (else the location's public host) and the place's OpenAI-compatible
+    // path, under which requests go as to any OpenAI-compatible base.
+    let base = match &key.vertex {
+        Some(place) => Some(format!(
+            "{}{}",
+            api_base.clone().unwrap_or_else(|| place.public_base()),
+            place.openai_path()
+        )),
+        None => api_base
+            .clone()
+            .or(known.and_then(|p| p.base).map(str::to_string)),
+    };
     let upstream = base
-        .map(|b| UpstreamUrl::parse(b).map_err(|e| format!("api_base: {e}")))
+        .map(|b| UpstreamUrl::parse(&b).map_err(|e| format!("api_base: {e}")))
         .transpose()?;
     let target = upstream.as_ref().map(|u| targets.target_for(u));
     Ok(Deployment {
@@ -167,21 +173,65 @@ pub fn deployment(
         credential: Arc::new(Credential {
             name,
             provider: Some(provider.clone()),
-            api_key,
+            api_key: key.api_key,
             api_base,
             api_version,
             header_values: Default::default(),
-            minted,
+            minted: key.minted,
         }),
         provider,
-        model: provider_model.to_string(),
-        model_json: Value::from(provider_model).to_string(),
+        model_json: Value::from(provider_model.as_str()).to_string(),
+        model: provider_model,
         weight,
         upstream: upstream.map(Arc::new),
         target,
         auth: known.map(|p| p.auth.clone()),
         pricing,
     })
+}
+
+/// What a deployment authenticates with: a key, or a minted token (and for Vertex, where).
+struct KeyMaterial {
+    api_key: Secret,
+    minted: Option<Arc<MintedCredential>>,
+    vertex: Option<VertexPlace>,
+}
+
+/// As LiteLLM decides it: on `vertex_ai`, the row's `vertex_credentials`; else a key (the row's,
+/// else its linked credential's); else the row's Entra ID fields, else the linked credential's
+/// minted token. The fields used are taken out of `values`. Errors name fields, never values.
+fn key_material(
+    name: &str,
+    provider: &str,
+    api_key: Option<Secret>,
+    linked: Option<&Credential>,
+    values: &mut HashMap<String, Secret>,
+) -> Result<KeyMaterial, String> {
+    let minted = |minted, vertex| KeyMaterial {
+        api_key: Secret::new(String::new()),
+        minted: Some(minted),
+        vertex,
+    };
+    if provider == VERTEX_PROVIDER {
+        if let Some((token, place)) = vertex::from_fields(name, values)? {
+            return Ok(minted(token, Some(place)));
+        }
+    }
+    if let Some(api_key) = api_key {
+        return Ok(KeyMaterial {
+            api_key,
+            minted: None,
+            vertex: None,
+        });
+    }
+    let own = entra::from_fields(name, values, &entra::authority_host())?;
+    let token = own
+        .or_else(|| linked.and_then(|c| c.minted.clone()))
+        .ok_or(
+            "no api_key (nor tenant_id, client_id and client_secret, nor azure_ad_token, nor \
+         vertex_credentials) on the row or its linked credential",
+        )?;
+    Ok(minted(token, None))
 }
 
 /// The deployment's prices: `model_info` as stored (plain; LiteLLM ignores one that is not an
