@@ -53,3 +53,4 @@ mod unified;
 mod unified_router;
 mod upstream_tls;
 mod url_secrets;
+mod vertex;
