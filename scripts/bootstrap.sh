@@ -76,14 +76,16 @@ if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
 fi
 
 # The Vertex AI test (tests/it/vertex.rs) runs a token endpoint that checks each JWT-bearer grant
-# with google-auth's own decoder, from a venv of its own.
+# with google-auth's own decoder, and the Anthropic SDK's Vertex client, from a venv of their own.
 GOOGLE_AUTH_VERSION=2.62.2
+ANTHROPIC_SDK_VERSION=2.17.0
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/google-venv"
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys, cryptography; sys.exit(m.version('google-auth') != '$GOOGLE_AUTH_VERSION')" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys, cryptography; sys.exit(m.version('google-auth') != '$GOOGLE_AUTH_VERSION' or m.version('anthropic') != '$ANTHROPIC_SDK_VERSION')" >/dev/null 2>&1; then
   rm -rf "$venv"
   python3 -m venv "$venv"
-  echo "bootstrap: installing google-auth[cryptography]==$GOOGLE_AUTH_VERSION into $venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "google-auth[cryptography]==$GOOGLE_AUTH_VERSION"
+  echo "bootstrap: installing google-auth[cryptography]==$GOOGLE_AUTH_VERSION and anthropic==$ANTHROPIC_SDK_VERSION into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "google-auth[cryptography]==$GOOGLE_AUTH_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION"
 fi
 
 # The LiteLLM parity tests (tests/it/litellm_parity.rs) ask the real LiteLLM package, in a venv

@@ -51,6 +51,17 @@ pub struct Deployment {
     pub pricing: DeploymentPricing,
 }
 
+impl Deployment {
+    /// The model as a native path names it (`…/models/{model}:{method}`): for Vertex, without the
+    /// publisher its OpenAI-compatible API needs (the path names the publisher on its own).
+    pub fn path_model(&self) -> &str {
+        match self.provider.as_str() {
+            VERTEX_PROVIDER => self.model.rsplit('/').next().unwrap_or(&self.model),
+            _ => &self.model,
+        }
+    }
+}
+
 /// Parses `litellm_params`, which LiteLLM stores as an object or as a string holding one.
 pub fn params_object(params: &Value) -> Result<Map<String, Value>, String> {
     match params {

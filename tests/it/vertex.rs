@@ -4,7 +4,8 @@
 //! JWT-bearer grant with google-auth's own `jwt.decode` (signature against the account's
 //! certificate, audience, issuer, scope). The rows are written by the real LiteLLM package.
 //! One mint serves every request; the mock Vertex sees the minted token on its OpenAI-compatible
-//! path; an account whose key the endpoint does not trust fails closed with a 503 naming the
+//! path, and on the native `:rawPredict` / `:streamRawPredict` paths the Anthropic SDK's Vertex
+//! client sends through a `model:` route (with the deployment's model in the path); an account whose key the endpoint does not trust fails closed with a 503 naming the
 //! credential and the cause; no key or token reaches the log, `/config` or an error.
 
 use std::io::{BufRead, BufReader};
@@ -79,6 +80,23 @@ impl TokenServer {
     }
 }
 
+/// Runs `tests/sdk/anthropic_vertex_client.py` against `base_url`; returns what it saw.
+async fn run_anthropic_vertex(base_url: &str) -> Value {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/google-venv/bin/python");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/anthropic_vertex_client.py");
+    let base_url = base_url.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg(script).arg(base_url).output()
+    })
+    .await
+    .expect("join")
+    .expect("run the SDK");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the SDK failed:\n{stderr}");
+    serde_json::from_slice(&output.stdout).expect("the script's JSON")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_auth() {
     let _turn = crate::support::lock::shared().await;
@@ -93,8 +111,11 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
         json!({ "model": "vertex_ai/gemini-2.0-flash", "vertex_credentials": account,
                 "vertex_project": "proj-1", "vertex_location": "us-central1", "api_base": base })
     };
+    let mut claude = vertex(&server.account);
+    claude["model"] = json!("vertex_ai/claude-sonnet-4");
+    claude["vertex_location"] = json!("us-east5");
     let rows = json!({ "salt_key": SALT, "models": {
-        "d-vertex": vertex(&server.account), "d-rogue": vertex(&server.rogue),
+        "d-vertex": vertex(&server.account), "d-rogue": vertex(&server.rogue), "d-claude": claude,
     } });
     let stored = litellm_venv::ask("litellm_store_rows.py", rows).await;
     db.put_model(
@@ -109,8 +130,24 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
         stored["models"]["d-rogue"].clone(),
     )
     .await;
+    db.put_model(
+        "d-claude",
+        "vertex-claude",
+        stored["models"]["d-claude"].clone(),
+    )
+    .await;
     let route = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
-    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, vec![route]);
+    // Vertex's native API: the client's path, the deployment's model, the minted token.
+    let native = json!({ "name": "vertex", "path_prefix": "/vertex", "strip_prefix": true,
+                         "model": "vertex-claude", "upstream": base });
+    let config = gateway(
+        &e,
+        &db,
+        &TestDb::url(None),
+        "30s",
+        false,
+        vec![route, native],
+    );
     let sidecar = SidecarProcess::start_async(
         &crate::support::config::yaml(&config),
         &[],
@@ -139,6 +176,37 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
     }
     assert_eq!(requests[0].path, format!("{OPENAPI}/chat/completions"));
 
+    // The Anthropic SDK's Vertex client on the native route: same account, same token.
+    let anthropic = run_anthropic_vertex(&format!("{}/vertex/v1", sidecar.base_url())).await;
+    assert_eq!(anthropic["status"], 200, "{anthropic}");
+    assert_eq!(anthropic["stream_status"], 200, "{anthropic}");
+    assert_eq!(
+        anthropic["stream_events"], 4,
+        "three events and [DONE]: {anthropic}"
+    );
+    let native_path =
+        "/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4";
+    let native: Vec<_> = e.mock.requests().into_iter().skip(3).collect();
+    assert_eq!(native.len(), 2);
+    assert_eq!(native[0].path, format!("{native_path}:rawPredict"));
+    assert_eq!(native[1].path, format!("{native_path}:streamRawPredict"));
+    for request in &native {
+        assert_eq!(
+            request.header("authorization"),
+            Some("Bearer vertex-token-1")
+        );
+        assert!(
+            request.body_str().contains("\"anthropic_version\""),
+            "{}",
+            request.body_str()
+        );
+    }
+    assert_eq!(
+        server.stats()["mints"],
+        1,
+        "the same account's token is reused"
+    );
+
     // An account the endpoint does not trust: google-auth refuses the signature; the client
     // gets a 503 naming the credential and the cause.
     let response = e
@@ -166,7 +234,7 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
     );
     assert_eq!(
         e.mock.requests().len(),
-        3,
+        5,
         "nothing sent for the rogue account"
     );
 
