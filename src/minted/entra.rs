@@ -27,15 +27,6 @@ pub const AUTHORITY_HOST_ENV: &str = "AZURE_AUTHORITY_HOST";
 /// The scope Azure OpenAI tokens are asked for unless `azure_scope` says otherwise.
 pub const DEFAULT_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
 
-/// LiteLLM's fields for Entra ID, taken out of a row's decrypted values.
-pub const FIELDS: [&str; 5] = [
-    "tenant_id",
-    "client_id",
-    "client_secret",
-    "azure_ad_token",
-    "azure_scope",
-];
-
 /// The client-credentials grant of one application.
 struct ClientCredentials {
     token_url: UpstreamUrl,
