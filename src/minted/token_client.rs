@@ -19,6 +19,10 @@ use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 
 use crate::config::UpstreamUrl;
 
+/// The longest lifetime an answer's `expires_in` is taken for (a longer one, or a huge number,
+/// is read as a day).
+pub const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The most of a token endpoint's answer that is read.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -228,6 +232,49 @@ pub(super) fn read_token(endpoint: &UpstreamUrl, body: &[u8]) -> Result<super::M
     .ok_or_else(|| malformed("the answer has no positive expires_in"))?;
     Ok(super::Minted {
         token: crate::secret::Secret::new(token.to_string()),
-        lifetime: std::time::Duration::from_secs(expires_in),
+        lifetime: std::time::Duration::from_secs(expires_in).min(MAX_TOKEN_LIFETIME),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> UpstreamUrl {
+        token_url("https://login.example.com/t/oauth2/v2.0/token").expect("valid")
+    }
+
+    #[test]
+    fn answers_are_read_bounded_and_never_quoted() {
+        let ok = read_token(&endpoint(), br#"{"access_token":"t","expires_in":"3599"}"#);
+        assert_eq!(ok.expect("valid").lifetime.as_secs(), 3599);
+        let huge = format!(r#"{{"access_token":"t","expires_in":{}}}"#, u64::MAX);
+        let capped = read_token(&endpoint(), huge.as_bytes()).expect("valid");
+        assert_eq!(capped.lifetime, MAX_TOKEN_LIFETIME);
+        for bad in [
+            &b"not json tok-secret"[..],
+            br#"{"access_token":"tok-secret"}"#,
+            br#"{"access_token":"tok-secret","expires_in":0}"#,
+        ] {
+            let err = read_token(&endpoint(), bad)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(!err.contains("tok-secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_the_oauth_error_code_is_kept() {
+        let body = br#"{"error":"invalid_client\r\nX: y","error_description":"secret s3cr3t"}"#;
+        assert_eq!(oauth_error_code(body), ": invalid_clientXy");
+        assert_eq!(oauth_error_code(b"<html>"), "");
+    }
+
+    #[test]
+    fn token_endpoints_need_https_and_a_host_name() {
+        assert!(token_url("http://login.example.com/token").is_err());
+        assert!(token_url("https://10.0.0.1/token").is_err());
+        assert!(token_url("http://localhost:8080/token").is_ok());
+    }
 }
