@@ -147,7 +147,12 @@ impl MintedCredential {
         let state = self.state.load();
         match state.usable(now) {
             Some(token) => {
-                if now >= token.refresh_at {
+                // Not while a failure is younger than RETRY_AFTER: no task per request then.
+                let resting = state
+                    .failure
+                    .as_ref()
+                    .is_some_and(|f| now.duration_since(f.at) < RETRY_AFTER);
+                if now >= token.refresh_at && !resting {
                     self.refresh_in_background();
                 }
                 Ok(token.header.clone())
