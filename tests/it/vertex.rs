@@ -4,9 +4,11 @@
 //! JWT-bearer grant with google-auth's own `jwt.decode` (signature against the account's
 //! certificate, audience, issuer, scope). The rows are written by the real LiteLLM package.
 //! One mint serves every request; the mock Vertex sees the minted token on its OpenAI-compatible
-//! path, and on the native `:rawPredict` / `:streamRawPredict` paths the Anthropic SDK's Vertex
-//! client sends through a `model:` route (with the deployment's model in the path); an account whose key the endpoint does not trust fails closed with a 503 naming the
-//! credential and the cause; no key or token reaches the log, `/config` or an error.
+//! path, on the native `:rawPredict` / `:streamRawPredict` paths the Anthropic SDK's Vertex
+//! client sends through a `model:` route (with the deployment's model in the path), and on
+//! Gemini's native `:streamGenerateContent`. An account whose key the endpoint does not trust
+//! fails closed with a 503 naming the credential and the cause; no key or token reaches the log,
+//! `/config` or an error.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -140,13 +142,15 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
     // Vertex's native API: the client's path, the deployment's model, the minted token.
     let native = json!({ "name": "vertex", "path_prefix": "/vertex", "strip_prefix": true,
                          "model": "vertex-claude", "upstream": base });
+    let gemini = json!({ "name": "gemini", "path_prefix": "/gemini", "strip_prefix": true,
+                         "model": "vertex-gemini", "upstream": base });
     let config = gateway(
         &e,
         &db,
         &TestDb::url(None),
         "30s",
         false,
-        vec![route, native],
+        vec![route, native, gemini],
     );
     let sidecar = SidecarProcess::start_async(
         &crate::support::config::yaml(&config),
@@ -207,6 +211,32 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
         "the same account's token is reused"
     );
 
+    // Gemini's native streaming API on a `model:` route: the path names the deployment's model
+    // (without the publisher, which the path names itself), `alt=sse` is kept.
+    let gemini_path = "/v1/projects/proj-1/locations/us-central1/publishers/google/models";
+    let response = e
+        .client
+        .post(format!(
+            "{}/gemini{gemini_path}/gemini-client:streamGenerateContent?alt=sse",
+            sidecar.base_url()
+        ))
+        .header("authorization", "Bearer ya29.client-placeholder")
+        .header("x-mock-sse-events", "2")
+        .json(&json!({ "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }] }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let streamed = response.text().await.expect("body");
+    assert_eq!(streamed.matches("data: ").count(), 3, "{streamed}");
+    let sent = e.mock.requests().pop().expect("sent");
+    assert_eq!(
+        sent.path,
+        format!("{gemini_path}/gemini-2.0-flash:streamGenerateContent")
+    );
+    assert_eq!(sent.query.as_deref(), Some("alt=sse"));
+    assert_eq!(sent.header("authorization"), Some("Bearer vertex-token-1"));
+
     // An account the endpoint does not trust: google-auth refuses the signature; the client
     // gets a 503 naming the credential and the cause.
     let response = e
@@ -234,7 +264,7 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
     );
     assert_eq!(
         e.mock.requests().len(),
-        5,
+        6,
         "nothing sent for the rogue account"
     );
 
