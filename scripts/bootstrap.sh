@@ -10,7 +10,8 @@
 # run the real OpenAI SDK from: target/sdk-venv, with the pinned `openai` package (from PyPI);
 # and the one the LiteLLM parity tests run the real LiteLLM from: target/litellm-venv, with the
 # pinned `litellm[proxy]` (and `prisma`, which LiteLLM's proxy imports; no Prisma engine is
-# downloaded or run).
+# downloaded or run); and target/google-venv, with the pinned `google-auth` the Vertex AI test's
+# token endpoint checks grants with.
 set -euo pipefail
 
 sudo=""
@@ -72,6 +73,19 @@ if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
   python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
   echo "bootstrap: installing openai==$OPENAI_SDK_VERSION into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
+fi
+
+# The Vertex AI test (tests/it/vertex.rs) runs a token endpoint that checks each JWT-bearer grant
+# with google-auth's own decoder, and the Anthropic SDK's Vertex client, from a venv of their own.
+GOOGLE_AUTH_VERSION=2.62.2
+ANTHROPIC_SDK_VERSION=2.17.0
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/google-venv"
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys, cryptography; sys.exit(m.version('google-auth') != '$GOOGLE_AUTH_VERSION' or m.version('anthropic') != '$ANTHROPIC_SDK_VERSION')" >/dev/null 2>&1; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  echo "bootstrap: installing google-auth[cryptography]==$GOOGLE_AUTH_VERSION and anthropic==$ANTHROPIC_SDK_VERSION into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "google-auth[cryptography]==$GOOGLE_AUTH_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION"
 fi
 
 # The LiteLLM parity tests (tests/it/litellm_parity.rs) ask the real LiteLLM package, in a venv

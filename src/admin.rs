@@ -79,6 +79,9 @@ impl AdminApp {
             "missing": missing,
             "unbound_listeners": unbound,
             "stale": stale,
+            // Shown, not counted against readiness: a token endpoint's outage affects only the
+            // routes that use it, and each such request is answered 503 naming the cause.
+            "minted_credentials": crate::minted::report(),
         });
         (ready, report)
     }

@@ -26,10 +26,11 @@ pub mod values;
 /// database code import too).
 pub use crate::secret::Secret;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 
+use crate::minted::{MintedCredential, Unavailable};
 use crate::providers::{AuthStyle, BEARER_PREFIX};
 
 pub use cache::{CredentialCache, Lookup, Snapshot};
@@ -49,6 +50,9 @@ pub struct Credential {
     pub api_version: Option<String>,
     /// The key as header values, made on first use ([`Credential::header_value`]).
     pub header_values: HeaderValues,
+    /// A token minted from the row's longer-lived secret (Entra ID), sent as
+    /// `Authorization: Bearer` in place of `api_key` (then empty).
+    pub minted: Option<Arc<MintedCredential>>,
 }
 
 /// A credential's key as the header values the auth styles send (`Bearer KEY`, `KEY`), made
@@ -66,11 +70,36 @@ impl Credential {
     /// key holds bytes a header cannot.
     pub fn header_value(&self, auth: &AuthStyle) -> Option<HeaderValue> {
         let prefix = auth.value_prefix();
+        if let Some(minted) = &self.minted {
+            return (prefix == BEARER_PREFIX)
+                .then(|| minted.header().ok())
+                .flatten();
+        }
         let make = || self.api_key.to_header_value(prefix).ok();
         match prefix {
             BEARER_PREFIX => self.header_values.bearer.get_or_init(make).clone(),
             "" => self.header_values.plain.get_or_init(make).clone(),
             _ => make(),
+        }
+    }
+}
+
+impl Credential {
+    /// Whether the credential can be sent now: always for a key; for a minted token, while one
+    /// is held that has not expired (else why not, naming the credential and the cause).
+    pub fn usable(&self) -> Result<(), Unavailable> {
+        match &self.minted {
+            Some(minted) => minted.header().map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// The auth style a request with this credential uses where `auth` is the provider's: a
+    /// minted token on Azure goes as `Authorization: Bearer` instead of `api-key`.
+    pub fn auth_for(&self, auth: &AuthStyle) -> AuthStyle {
+        match auth {
+            AuthStyle::Azure if self.minted.is_some() => AuthStyle::AzureBearer,
+            other => other.clone(),
         }
     }
 }

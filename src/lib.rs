@@ -25,6 +25,7 @@ pub mod jitter;
 pub mod live_config;
 pub mod logging;
 pub mod metrics;
+pub mod minted;
 pub mod named_state;
 pub mod otel;
 pub mod percent;

@@ -201,6 +201,26 @@ pub static OTLP_SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Minted-token mints by credential, phase (`first`, `refresh`) and outcome (`ok`, `failed`):
+/// Entra ID client-credentials grants and the like (see `crate::minted`).
+pub static MINTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "sidecar_minted_token_mints_total",
+                "Token mints by credential, phase (first, refresh) and outcome (ok, failed)",
+            ),
+            &["credential", "phase", "outcome"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Counts one mint of `credential`'s token.
+pub fn record_mint(credential: &str, phase: &str, outcome: &str) {
+    MINTS.with_label_values(&[credential, phase, outcome]).inc();
+}
+
 /// Config reloads (SIGHUP) by result.
 pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(

@@ -53,6 +53,9 @@ pub enum AuthStyle {
     /// Azure OpenAI: `api-key: KEY`, plus the credential's `api_version` as the `api-version`
     /// query parameter when the credential has one.
     Azure,
+    /// Azure OpenAI with a Microsoft Entra ID token (minted, or LiteLLM's `azure_ad_token`):
+    /// `Authorization: Bearer TOKEN`, plus `api-version` as for [`AuthStyle::Azure`].
+    AzureBearer,
     /// Gemini (AI Studio): `x-goog-api-key: KEY`.
     Gemini,
     /// Any other API: a named header with an optional value prefix (e.g. `Token `).
@@ -74,7 +77,7 @@ impl AuthStyle {
     /// The header the key goes in.
     pub fn header_name(&self) -> HeaderName {
         match self {
-            AuthStyle::OpenAi => http::header::AUTHORIZATION,
+            AuthStyle::OpenAi | AuthStyle::AzureBearer => http::header::AUTHORIZATION,
             AuthStyle::Anthropic => HeaderName::from_static("x-api-key"),
             AuthStyle::Azure => HeaderName::from_static("api-key"),
             AuthStyle::Gemini => HeaderName::from_static("x-goog-api-key"),
@@ -87,7 +90,7 @@ impl AuthStyle {
     /// copy per request.
     pub fn wire_name(&self) -> Option<&'static str> {
         match self {
-            AuthStyle::OpenAi => Some("Authorization"),
+            AuthStyle::OpenAi | AuthStyle::AzureBearer => Some("Authorization"),
             AuthStyle::Anthropic => Some("x-api-key"),
             AuthStyle::Azure => Some("api-key"),
             AuthStyle::Gemini => Some("x-goog-api-key"),
@@ -98,7 +101,7 @@ impl AuthStyle {
     /// What goes before the key in the header's value (`Bearer ` for OpenAI's style).
     pub fn value_prefix(&self) -> &str {
         match self {
-            AuthStyle::OpenAi => BEARER_PREFIX,
+            AuthStyle::OpenAi | AuthStyle::AzureBearer => BEARER_PREFIX,
             AuthStyle::Header { prefix, .. } => prefix,
             AuthStyle::Anthropic | AuthStyle::Azure | AuthStyle::Gemini => "",
         }
@@ -116,7 +119,7 @@ impl AuthStyle {
     /// (Azure's `api-version`).
     pub fn api_version_param(&self) -> Option<&'static str> {
         match self {
-            AuthStyle::Azure => Some("api-version"),
+            AuthStyle::Azure | AuthStyle::AzureBearer => Some("api-version"),
             _ => None,
         }
     }
@@ -211,7 +214,7 @@ impl Provider {
 
 /// Every provider the sidecar knows, the ones a route may name first (in the order error
 /// messages list them).
-pub static PROVIDERS: [Provider; 11] = [
+pub static PROVIDERS: [Provider; 12] = [
     Provider {
         name: DEFAULT_PROVIDER,
         route_provider: true,
@@ -247,7 +250,19 @@ pub static PROVIDERS: [Provider; 11] = [
     openai_compatible("together_ai", "https://api.together.xyz/v1"),
     openai_compatible("openrouter", "https://openrouter.ai/api/v1"),
     openai_compatible("cohere", "https://api.cohere.com"),
+    // Vertex AI: a minted service-account token; each deployment's base (location host and
+    // project path) is made from its row (`minted::vertex`), under which OpenAI's API is served.
+    Provider {
+        name: VERTEX_PROVIDER,
+        route_provider: false,
+        auth: AuthStyle::OpenAi,
+        base: None,
+        openai_api: OpenAiApi::AtBase,
+    },
 ];
+
+/// LiteLLM's name for Vertex AI.
+pub const VERTEX_PROVIDER: &str = "vertex_ai";
 
 /// An OpenAI-compatible API at `base`, which a route reaches as `provider: openai`.
 const fn openai_compatible(name: &'static str, base: &'static str) -> Provider {

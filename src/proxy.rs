@@ -138,6 +138,10 @@ impl ProxyHttp for SidecarProxy {
             }
             Err(reply) => Err(reply),
         };
+        let bound = match bound {
+            Ok(bound) => minted_token_ready(bound).await,
+            Err(reply) => Err(reply),
+        };
         match bound {
             Ok(bound) => {
                 ctx.bound = Some(bound);
@@ -232,6 +236,16 @@ impl ProxyHttp for SidecarProxy {
             return Err(Error::new(ErrorType::InternalError));
         };
         ctx.body_replaced = false;
+        // A minted token that expired since the request was bound (or a retry's deployment
+        // whose token is not minted): fail closed, naming the credential and the cause.
+        if let Err(unavailable) = binding.credential.usable() {
+            ctx.reply = Some(ErrorReply::new(
+                503,
+                "credential_unavailable",
+                unavailable.to_string(),
+            ));
+            return Err(Error::new(ErrorType::InternalError));
+        }
         let replacement_len = ctx.replacement_body().map(|b| b.len());
         rewrite::rewrite_request(upstream_request, route, binding, replacement_len).map_err(
             |message| {
@@ -368,4 +382,21 @@ impl ProxyHttp for SidecarProxy {
 
 fn route_name(ctx: &RequestCtx) -> &str {
     ctx.route.as_ref().map_or("-", |r| r.name.as_str())
+}
+
+/// Waits until a bound request's minted token is held (one mint however many requests wait;
+/// see [`crate::minted`]), or answers 503 `credential_unavailable` naming the credential and
+/// the cause. A credential with a key passes at once.
+async fn minted_token_ready(bound: Bound) -> Result<Bound, ErrorReply> {
+    let Some(minted) = bound.binding().credential.minted.clone() else {
+        return Ok(bound);
+    };
+    match minted.ready().await {
+        Ok(()) => Ok(bound),
+        Err(unavailable) => Err(ErrorReply::new(
+            503,
+            "credential_unavailable",
+            unavailable.to_string(),
+        )),
+    }
 }

@@ -42,6 +42,7 @@ use crate::sources::{
 use crate::spend::tracker::SpendTracker;
 use crate::spend::writer::{Flushed, SpendService, SpendTarget};
 use crate::upstream::gate::ConnectionGate;
+use crate::upstream::provider_tls::load_ca_bundle;
 use crate::upstream::resolver::{resolve_all, ResolverService};
 use crate::upstream::Targets;
 pub use error::StartError;
@@ -79,6 +80,9 @@ pub fn run(config: Config, config_path: &Path, options: RunOptions) -> Result<()
     let up = &config.upstream;
     let gate = ConnectionGate::new(up.max_connections, up.pool_wait_timeout, up.connect_timeout);
     let targets = Arc::new(Targets::new(up, &gate).map_err(StartError::Upstream)?);
+    // Token endpoints (Entra ID) are verified against the upstream CA bundle.
+    let token_ca = up.ca_file.as_deref().map(load_ca_bundle).transpose();
+    crate::minted::configure_token_client(token_ca.map_err(StartError::Upstream)?);
     let live_config: SharedLiveConfig =
         Arc::new(ArcSwap::from_pointee(LiveConfig::new(&config, &targets)));
     crate::upstream::gate::metrics::register(gate.clone()).map_err(StartError::Metrics)?;

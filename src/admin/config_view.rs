@@ -48,7 +48,8 @@ pub fn config_report(
                         "upstream": d.upstream.as_deref().map(UpstreamUrl::to_string),
                         "weight": d.weight,
                         "credential": d.credential.name,
-                        "key_fingerprint": fingerprint(d.credential.api_key.expose()),
+                        "key_fingerprint": key_fingerprint(&d.credential),
+                        "minted": d.credential.minted.as_ref().map(|m| m.name()),
                     })
                 })
                 .collect();
@@ -81,6 +82,7 @@ pub fn config_report(
             "entries": credentials,
         },
         "models": models,
+        "minted_credentials": crate::minted::report(),
         "failures": {
             "credentials": sorted_pairs(&snapshot.credential_failures, "name"),
             "models": sorted_pairs(&snapshot.model_failures, "alias"),
@@ -117,8 +119,17 @@ fn credential(credential: &Credential) -> Value {
             UpstreamUrl::parse(base).map_or_else(|_| crate::config::redacted(base), |u| u.to_string())
         }),
         "api_version": credential.api_version,
-        "key_fingerprint": fingerprint(credential.api_key.expose()),
+        "key_fingerprint": key_fingerprint(credential),
+        "minted": credential.minted.as_ref().map(|m| m.name()),
     })
+}
+
+/// The key's [fingerprint]; `None` for a minted token (see `minted_credentials`).
+fn key_fingerprint(credential: &Credential) -> Option<String> {
+    credential
+        .minted
+        .is_none()
+        .then(|| fingerprint(credential.api_key.expose()))
 }
 
 /// The first 8 hex digits of the key's SHA-256.

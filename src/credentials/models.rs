@@ -16,7 +16,9 @@ use super::values::ValueReader;
 use super::{Credential, Secret};
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
-use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER};
+use crate::minted::vertex::{self, VertexPlace};
+use crate::minted::{entra, MintedCredential};
+use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER, VERTEX_PROVIDER};
 use crate::spend::deployment_prices::DeploymentPricing;
 use crate::spend::prices::is_price_field;
 use crate::upstream::{Target, Targets};
@@ -47,6 +49,17 @@ pub struct Deployment {
     pub auth: Option<AuthStyle>,
     /// Its own prices and `base_model`, from `model_info` and `litellm_params`.
     pub pricing: DeploymentPricing,
+}
+
+impl Deployment {
+    /// The model as a native path names it (`…/models/{model}:{method}`): for Vertex, without the
+    /// publisher its OpenAI-compatible API needs (the path names the publisher on its own).
+    pub fn path_model(&self) -> &str {
+        match self.provider.as_str() {
+            VERTEX_PROVIDER => self.model.rsplit('/').next().unwrap_or(&self.model),
+            _ => &self.model,
+        }
+    }
 }
 
 /// Parses `litellm_params`, which LiteLLM stores as an object or as a string holding one.
@@ -131,41 +144,105 @@ pub fn deployment(
             ),
         },
     };
+    // Vertex's OpenAI-compatible API names a model with its publisher (`google/gemini-2.0-flash`,
+    // `meta/llama-3.1-405b-instruct-maas`); a bare Gemini name gets Google's.
+    let provider_model = if provider == VERTEX_PROVIDER && !provider_model.contains('/') {
+        format!("google/{provider_model}")
+    } else {
+        provider_model.to_string()
+    };
     let api_key = take("api_key")
         .or_else(|| linked.as_ref().map(|c| c.api_key.clone()))
-        .filter(|k| !k.is_empty())
-        .ok_or("no api_key on the row or its linked credential")?;
+        .filter(|k| !k.is_empty());
     let api_base = take("api_base")
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_base.clone()));
     let api_version = take("api_version")
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_version.clone()));
+    let name = format!("model {} ({})", row.name, row.id);
+    let key = key_material(&name, &provider, api_key, linked.as_deref(), &mut values)?;
     let known = known_provider(&provider);
-    let base = api_base.as_deref().or(known.and_then(|p| p.base));
+    // Vertex: `api_base` (else the location's public host) and the place's OpenAI-compatible
+    // path, under which requests go as to any OpenAI-compatible base.
+    let base = match &key.vertex {
+        Some(place) => Some(format!(
+            "{}{}",
+            api_base.clone().unwrap_or_else(|| place.public_base()),
+            place.openai_path()
+        )),
+        None => api_base
+            .clone()
+            .or(known.and_then(|p| p.base).map(str::to_string)),
+    };
     let upstream = base
-        .map(|b| UpstreamUrl::parse(b).map_err(|e| format!("api_base: {e}")))
+        .map(|b| UpstreamUrl::parse(&b).map_err(|e| format!("api_base: {e}")))
         .transpose()?;
     let target = upstream.as_ref().map(|u| targets.target_for(u));
     Ok(Deployment {
         id: row.id.clone(),
         credential: Arc::new(Credential {
-            name: format!("model {} ({})", row.name, row.id),
+            name,
             provider: Some(provider.clone()),
-            api_key,
+            api_key: key.api_key,
             api_base,
             api_version,
             header_values: Default::default(),
+            minted: key.minted,
         }),
         provider,
-        model: provider_model.to_string(),
-        model_json: Value::from(provider_model).to_string(),
+        model_json: Value::from(provider_model.as_str()).to_string(),
+        model: provider_model,
         weight,
         upstream: upstream.map(Arc::new),
         target,
         auth: known.map(|p| p.auth.clone()),
         pricing,
     })
+}
+
+/// What a deployment authenticates with: a key, or a minted token (and for Vertex, where).
+struct KeyMaterial {
+    api_key: Secret,
+    minted: Option<Arc<MintedCredential>>,
+    vertex: Option<VertexPlace>,
+}
+
+/// As LiteLLM decides it: on `vertex_ai`, the row's `vertex_credentials`; else a key (the row's,
+/// else its linked credential's); else the row's Entra ID fields, else the linked credential's
+/// minted token. The fields used are taken out of `values`. Errors name fields, never values.
+fn key_material(
+    name: &str,
+    provider: &str,
+    api_key: Option<Secret>,
+    linked: Option<&Credential>,
+    values: &mut HashMap<String, Secret>,
+) -> Result<KeyMaterial, String> {
+    let minted = |minted, vertex| KeyMaterial {
+        api_key: Secret::new(String::new()),
+        minted: Some(minted),
+        vertex,
+    };
+    if provider == VERTEX_PROVIDER {
+        if let Some((token, place)) = vertex::from_fields(name, values)? {
+            return Ok(minted(token, Some(place)));
+        }
+    }
+    if let Some(api_key) = api_key {
+        return Ok(KeyMaterial {
+            api_key,
+            minted: None,
+            vertex: None,
+        });
+    }
+    let own = entra::from_fields(name, values, &entra::authority_host())?;
+    let token = own
+        .or_else(|| linked.and_then(|c| c.minted.clone()))
+        .ok_or(
+            "no api_key (nor tenant_id, client_id and client_secret, nor azure_ad_token, nor \
+         vertex_credentials) on the row or its linked credential",
+        )?;
+    Ok(minted(token, None))
 }
 
 /// The deployment's prices: `model_info` as stored (plain; LiteLLM ignores one that is not an

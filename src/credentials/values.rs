@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::cipher::{decrypt, Keys};
 use super::{Credential, Secret};
 use crate::config::Env;
+use crate::minted::entra;
 
 /// The prefix of LiteLLM's environment references: `os.environ/OPENAI_API_KEY`.
 pub const ENV_REFERENCE_PREFIX: &str = "os.environ/";
@@ -105,9 +106,15 @@ impl ValueReader<'_> {
         let api_key = values.remove("api_key");
         let api_base = values.remove("api_base").map(|v| v.expose().to_string());
         let api_version = values.remove("api_version").map(|v| v.expose().to_string());
-        let api_key = api_key
-            .filter(|k| !k.is_empty())
-            .ok_or("credential_values has no api_key")?;
+        // As LiteLLM: a key wins over Entra ID fields (which are then left unused).
+        let (api_key, minted) = match api_key.filter(|k| !k.is_empty()) {
+            Some(key) => (key, None),
+            None => {
+                let minted = entra::from_fields(name, &mut values, &entra::authority_host())?
+                    .ok_or("credential_values has no api_key (nor Entra ID fields)")?;
+                (Secret::new(String::new()), Some(minted))
+            }
+        };
         let provider = info
             .and_then(|i| i.get("custom_llm_provider"))
             .and_then(Value::as_str)
@@ -120,6 +127,7 @@ impl ValueReader<'_> {
             api_base,
             api_version,
             header_values: Default::default(),
+            minted,
         })
     }
 }

@@ -35,7 +35,7 @@ pub fn rewrite_request(
         (Some(path), _) => path.clone(),
         (None, Some(deployment)) => {
             let path = route.upstream_path(&binding.upstream, req.uri.path());
-            super::pinned::pin_path(&path, &deployment.model).into_owned()
+            super::pinned::pin_path(&path, deployment.path_model()).into_owned()
         }
         (None, None) => route.upstream_path(&binding.upstream, req.uri.path()),
     };

@@ -58,10 +58,10 @@ pub fn bind(route: &Route, snapshot: &Snapshot, router: &Router) -> Result<Route
             let credential = ready(snapshot.credential(name), "credential", name)?;
             match (&route.upstream, &route.target, &route.auth) {
                 (Some(upstream), Some(target), Some(auth)) => Ok(RouteBinding::Bound(Binding {
+                    auth: credential.auth_for(auth),
                     credential,
                     upstream: upstream.clone(),
                     target: target.clone(),
-                    auth: auth.clone(),
                     path: None,
                     model: None,
                 })),
@@ -92,7 +92,7 @@ pub fn bind(route: &Route, snapshot: &Snapshot, router: &Router) -> Result<Route
                 credential: deployment.credential.clone(),
                 upstream: upstream.clone(),
                 target: target.clone(),
-                auth: auth.clone(),
+                auth: deployment.credential.auth_for(auth),
                 path: None,
                 model: Some(deployment.clone()),
             }))
@@ -148,7 +148,9 @@ pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, U
             format!("{base}/openai/deployments/{}{rest}", deployment.model)
         }
     };
-    let auth = known.map_or(AuthStyle::OpenAi, |p| p.openai_api_auth());
+    let auth = deployment
+        .credential
+        .auth_for(&known.map_or(AuthStyle::OpenAi, |p| p.openai_api_auth()));
     Ok(Binding {
         credential: deployment.credential.clone(),
         upstream: upstream.clone(),

@@ -20,15 +20,11 @@ fn sdk_python() -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openai_python_sdk_works_through_one_base_url() {
-    let _turn = crate::support::lock::shared().await;
-    let e = env().await;
-    let db = TestDb::new(true).await;
-    let sidecar = crate::unified::start(&e, &db).await;
+/// Runs `tests/sdk/openai_client.py` against `base_url` for `aliases`; returns what it saw.
+pub async fn run_sdk(base_url: &str, aliases: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_client.py");
-    let aliases = ["gpt", "azure-gpt", "claude", "gemini"];
-    let base_url = format!("{}/v1", sidecar.base_url());
+    let base_url = base_url.to_string();
+    let aliases: Vec<String> = aliases.iter().map(|a| a.to_string()).collect();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(sdk_python())
             .arg(script)
@@ -41,7 +37,17 @@ async fn the_openai_python_sdk_works_through_one_base_url() {
     .expect("run the SDK");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the SDK failed:\n{stderr}");
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("the script's JSON");
+    serde_json::from_slice(&output.stdout).expect("the script's JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_works_through_one_base_url() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let sidecar = crate::unified::start(&e, &db).await;
+    let aliases = ["gpt", "azure-gpt", "claude", "gemini"];
+    let seen = run_sdk(&format!("{}/v1", sidecar.base_url()), &aliases).await;
     let provider_models = [
         ("gpt", "gpt-4o-2024"),
         ("azure-gpt", "my-deploy"),

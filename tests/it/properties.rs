@@ -127,6 +127,7 @@ proptest! {
                 api_base: None,
                 api_version: None,
                 header_values: Default::default(),
+                minted: None,
             }),
             upstream: route.upstream.clone().expect("upstream"),
             target: route.target.clone().expect("target"),

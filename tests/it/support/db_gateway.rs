@@ -46,15 +46,21 @@ pub struct Env {
 }
 
 pub async fn env() -> Env {
+    env_with_ca().await.0
+}
+
+/// [`env`], and the CA its files trust (to issue certificates for other test servers).
+pub async fn env_with_ca() -> (Env, TestCa) {
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca.write_ca_file(ca_dir.path()).display().to_string();
-    Env {
+    let env = Env {
         mock: MockProvider::start_http1(&ca).await,
         _ca_dir: ca_dir,
         ca_file,
         client: reqwest::Client::new(),
-    }
+    };
+    (env, ca)
 }
 
 /// A gateway over `db`'s schema (at `url`, polled every `refresh`, with `LISTEN` when `listen`)

@@ -15,6 +15,7 @@
 //! | `x-mock-sse-delay-ms: M` | with `x-mock-sse-events`, a pause of `M` ms before every frame after the first (default 0) |
 //! | `x-mock-provider-id: NAME: VALUE` | the answer carries the header `NAME: VALUE` (a provider's own request id) |
 //! | `x-mock-usage: P C R` | the chat-completion JSON reports `P` prompt tokens (`R` of them cached) and `C` completion tokens (default `1 1 0`) |
+//! | a path ending `/oauth2/v2.0/token` (Entra ID's token endpoint) | 200 `{"access_token": "entra-token-N", "expires_in": 3599}` (`N` counts token requests from 1); 401 OAuth2 `invalid_client` when the form's `client_secret` is `wrong-secret` (its `error_description` quotes the secret, as a careless endpoint might) |
 //! | none of the above, a path ending `/embeddings` | 200 JSON in OpenAI's embeddings shape |
 //! | none of the above | 200 JSON in OpenAI's chat-completion shape (`"id": "mock"`, the content `hello from the mock`) |
 //!
@@ -449,7 +450,20 @@ async fn handle(
         [p, c, r] => (*p, *c, *r),
         _ => (1, 1, 0),
     };
-    state.requests.lock().expect("requests lock").push(recorded);
+    let token_form = path
+        .ends_with("/oauth2/v2.0/token")
+        .then(|| String::from_utf8_lossy(&recorded.body).into_owned());
+    let token_requests = {
+        let mut requests = state.requests.lock().expect("requests lock");
+        requests.push(recorded);
+        requests
+            .iter()
+            .filter(|r| r.path.ends_with("/oauth2/v2.0/token"))
+            .count()
+    };
+    if let Some(form) = token_form {
+        return Ok(entra_token_answer(&form, token_requests));
+    }
 
     let mut builder = Response::builder().status(status);
     // `x-mock-provider-id: NAME: VALUE` answers with that header (a provider's own request id).
@@ -486,6 +500,25 @@ async fn handle(
         }
     };
     Ok(response.expect("build mock response"))
+}
+
+/// Entra ID's answer to a client-credentials grant (see the module docs).
+fn entra_token_answer(form: &str, n: usize) -> Response<RespBody> {
+    let (status, json) = if form.contains("client_secret=wrong-secret") {
+        let description = "AADSTS7000215: Invalid client secret provided: wrong-secret";
+        let body =
+            serde_json::json!({ "error": "invalid_client", "error_description": description });
+        (StatusCode::UNAUTHORIZED, body)
+    } else {
+        let token = format!("entra-token-{n}");
+        let body = serde_json::json!({ "token_type": "Bearer", "expires_in": 3599, "access_token": token });
+        (StatusCode::OK, body)
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json.to_string())).boxed_unsync())
+        .expect("build the token answer")
 }
 
 /// `n` events `data: {"i":k}` then `data: [DONE]`, one frame each, `delay` before every

@@ -1,0 +1,187 @@
+//! Azure OpenAI with Microsoft Entra ID: LiteLLM's `tenant_id`, `client_id` and `client_secret`
+//! (the client-credentials grant at `{authority}/{tenant_id}/oauth2/v2.0/token`, scope
+//! `azure_scope`, default `https://cognitiveservices.azure.com/.default`), or a fixed
+//! `azure_ad_token`. The token goes upstream as `Authorization: Bearer` instead of `api-key`.
+//!
+//! As LiteLLM decides: an `api_key` wins over both; the three Entra fields over a fixed token.
+//! The authority host is `AZURE_AUTHORITY_HOST` (as Azure's own SDKs read it), default
+//! `https://login.microsoftonline.com`. LiteLLM's other Azure flows (username and password,
+//! `oidc/` tokens, `DefaultAzureCredential`) are not served: a row that needs them is refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::token_client::{self, oauth_error_code, post_form, read_token, MintError};
+use super::{shared, FixedToken, Mint, Minted, MintedCredential};
+use crate::config::UpstreamUrl;
+use crate::percent;
+use crate::secret::Secret;
+
+/// Where Entra ID issues tokens unless `AZURE_AUTHORITY_HOST` says otherwise.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// The environment variable naming the authority host (Azure's SDKs read the same).
+pub const AUTHORITY_HOST_ENV: &str = "AZURE_AUTHORITY_HOST";
+/// The scope Azure OpenAI tokens are asked for unless `azure_scope` says otherwise.
+pub const DEFAULT_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+
+/// The client-credentials grant of one application.
+struct ClientCredentials {
+    token_url: UpstreamUrl,
+    form: Secret,
+}
+
+#[async_trait::async_trait]
+impl Mint for ClientCredentials {
+    fn kind(&self) -> &'static str {
+        "entra_id"
+    }
+
+    async fn mint(&self) -> Result<Minted, MintError> {
+        let form = Bytes::copy_from_slice(self.form.expose().as_bytes());
+        let (status, body) = post_form(&self.token_url, form).await?;
+        if status != 200 {
+            return Err(MintError::Refused {
+                endpoint: self.token_url.host_header().to_string(),
+                status,
+                code: oauth_error_code(&body),
+            });
+        }
+        read_token(&self.token_url, &body)
+    }
+}
+
+/// The minted credential named `name` that `values` (a row's decrypted fields, from which the
+/// Entra fields are removed) describe, if any: the three Entra fields, else `azure_ad_token`.
+/// `authority` is the authority host (see [`authority_host`]). Errors name fields, never values.
+pub fn from_fields(
+    name: &str,
+    values: &mut HashMap<String, Secret>,
+    authority: &str,
+) -> Result<Option<Arc<MintedCredential>>, String> {
+    let mut take = |field: &str| values.remove(field).filter(|v| !v.is_empty());
+    let (tenant, client, secret) = (take("tenant_id"), take("client_id"), take("client_secret"));
+    let fixed = take("azure_ad_token");
+    let scope = take("azure_scope");
+    match (tenant, client, secret) {
+        (Some(tenant), Some(client), Some(secret)) => {
+            let scope = scope.as_ref().map_or(DEFAULT_SCOPE, |s| s.expose());
+            let url = format!(
+                "{}/{}/oauth2/v2.0/token",
+                authority.trim_end_matches('/'),
+                percent::encode(tenant.expose())
+            );
+            let token_url = token_client::token_url(&url).map_err(|e| e.to_string())?;
+            let form = Secret::new(format!(
+                "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+                percent::encode(client.expose()),
+                percent::encode(secret.expose()),
+                percent::encode(scope),
+            ));
+            let print = fingerprint(&["entra", &url, form.expose()]);
+            Ok(Some(shared(print, || {
+                let grant = ClientCredentials { token_url, form };
+                MintedCredential::new(name.to_string(), Box::new(grant))
+            })))
+        }
+        (None, None, None) => match fixed {
+            Some(token) if token.expose().starts_with("oidc/") => {
+                Err("azure_ad_token: oidc/ tokens (federated credentials) are not supported".into())
+            }
+            Some(token) => {
+                let print = fingerprint(&["azure_ad_token", name, token.expose()]);
+                Ok(Some(shared(print, || {
+                    MintedCredential::new(name.to_string(), Box::new(FixedToken(token)))
+                })))
+            }
+            None => Ok(None),
+        },
+        _ => Err("tenant_id, client_id and client_secret must be set together".into()),
+    }
+}
+
+/// The authority host: `AZURE_AUTHORITY_HOST`, else Entra ID's public one.
+pub fn authority_host() -> String {
+    std::env::var(AUTHORITY_HOST_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_string())
+}
+
+/// SHA-256 over `parts`, each length-prefixed.
+fn fingerprint(parts: &[&str]) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part.as_bytes());
+    }
+    digest.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> HashMap<String, Secret> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Secret::new(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn three_fields_make_a_client_credentials_grant_and_leave_the_others() {
+        let mut row = values(&[
+            ("tenant_id", "t-1"),
+            ("client_id", "c-1"),
+            ("client_secret", "s3cret"),
+            ("api_version", "2024-10-21"),
+        ]);
+        let minted = from_fields("az", &mut row, "https://login.example.com/")
+            .expect("valid")
+            .expect("a grant");
+        assert_eq!(minted.report()["grant"], "entra_id");
+        assert_eq!(minted.report()["state"], "not_minted_yet");
+        assert!(row.contains_key("api_version") && !row.contains_key("client_secret"));
+        assert!(!format!("{minted:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn partial_grants_and_oidc_tokens_are_refused() {
+        let mut partial = values(&[("tenant_id", "t"), ("client_id", "c")]);
+        assert!(from_fields("a", &mut partial, DEFAULT_AUTHORITY_HOST)
+            .unwrap_err()
+            .contains("together"));
+        let mut oidc = values(&[("azure_ad_token", "oidc/my-token")]);
+        let err = from_fields("a", &mut oidc, DEFAULT_AUTHORITY_HOST).unwrap_err();
+        assert!(err.contains("oidc/") && !err.contains("my-token"), "{err}");
+        assert!(from_fields("a", &mut values(&[]), DEFAULT_AUTHORITY_HOST)
+            .expect("valid")
+            .is_none());
+    }
+
+    #[test]
+    fn an_ip_literal_authority_is_refused() {
+        let mut row = values(&[
+            ("tenant_id", "t"),
+            ("client_id", "c"),
+            ("client_secret", "s"),
+        ]);
+        let err = from_fields("a", &mut row, "https://127.0.0.1:8443").unwrap_err();
+        assert!(err.contains("host name"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_fixed_token_is_sent_as_a_bearer_token() {
+        let mut row = values(&[("azure_ad_token", "eyJfixed")]);
+        let minted = from_fields("fixed", &mut row, DEFAULT_AUTHORITY_HOST)
+            .expect("valid")
+            .expect("a token");
+        minted.ready().await.expect("ready");
+        let header = minted.header().expect("usable");
+        assert_eq!(header.as_bytes(), b"Bearer eyJfixed");
+        assert!(header.is_sensitive());
+    }
+}

@@ -1,0 +1,175 @@
+//! Azure OpenAI with Microsoft Entra ID through a `dispatch: model` route, driven by the real
+//! OpenAI Python SDK: rows written as the real LiteLLM writes them (its `LiteLLM_Params`, its
+//! encryption) with `tenant_id`/`client_id`/`client_secret` (on the model row, or on a credential
+//! row it links) or a fixed `azure_ad_token`. The mock's token endpoint (at
+//! `AZURE_AUTHORITY_HOST`, over TLS with the test CA) sees the client-credentials grant; the mock
+//! Azure sees `Authorization: Bearer` and no `api-key`. A grant the endpoint refuses fails closed
+//! with a 503 that names the credential and the cause, and no secret or token is in the log, the
+//! error, `/config` or `/readyz`.
+
+use serde_json::{json, Value};
+
+use crate::support::db_gateway::*;
+use crate::support::http::admin_get;
+use crate::support::litellm_venv;
+use crate::support::pg::TestDb;
+use crate::support::sidecar_process::SidecarProcess;
+
+const SECRET: &str = "entra-client-secret-value";
+const LINKED_SECRET: &str = "linked-client-secret-value";
+const FIXED_TOKEN: &str = "eyJ-fixed-ad-token";
+const TOKEN_PATH: &str = "/tenant-1/oauth2/v2.0/token";
+
+/// Writes the rows through LiteLLM's own package and starts a sidecar over them.
+async fn start(e: &Env, db: &TestDb) -> SidecarProcess {
+    let base = e.mock.base_url();
+    let azure = |extra: Value| {
+        let mut params =
+            json!({ "model": "azure/my-deploy", "api_base": base, "api_version": "2024-10-21" });
+        for (k, v) in extra.as_object().expect("object") {
+            params[k] = v.clone();
+        }
+        params
+    };
+    let rows = json!({
+        "salt_key": SALT,
+        "models": {
+            "d-entra": azure(json!({ "tenant_id": "tenant-1", "client_id": "client-1", "client_secret": SECRET })),
+            "d-fixed": azure(json!({ "azure_ad_token": FIXED_TOKEN })),
+            "d-linked": azure(json!({ "litellm_credential_name": "az-entra" })),
+            "d-refused": azure(json!({ "tenant_id": "tenant-1", "client_id": "client-1", "client_secret": "wrong-secret" })),
+        },
+        "credentials": {
+            "az-entra": { "tenant_id": "tenant-1", "client_id": "client-2", "client_secret": LINKED_SECRET },
+        },
+    });
+    let stored = litellm_venv::ask("litellm_store_rows.py", rows).await;
+    db.put_credential(
+        "az-entra",
+        stored["credentials"]["az-entra"].clone(),
+        "azure",
+    )
+    .await;
+    for (id, alias) in [
+        ("d-entra", "azure-entra"),
+        ("d-fixed", "azure-fixed"),
+        ("d-linked", "azure-linked"),
+        ("d-refused", "azure-refused"),
+    ] {
+        db.put_model(id, alias, stored["models"][id].clone()).await;
+    }
+    let route = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
+    let config = gateway(e, db, &TestDb::url(None), "30s", false, vec![route]);
+    let env = [("LITELLM_SALT_KEY", SALT), ("AZURE_AUTHORITY_HOST", &base)];
+    SidecarProcess::start_async(&crate::support::config::yaml(&config), &[], &env).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_id_tokens_are_minted_once_and_sent_as_bearer_tokens() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let sidecar = start(&e, &db).await;
+    let aliases = ["azure-entra", "azure-fixed", "azure-linked"];
+    let seen = crate::openai_sdk::run_sdk(&format!("{}/v1", sidecar.base_url()), &aliases).await;
+    for alias in aliases {
+        assert_eq!(seen["chat"][alias]["model"], "my-deploy", "{alias}: {seen}");
+        assert_eq!(seen["stream"][alias], 3, "{alias}: three chunks streamed");
+    }
+
+    let requests = e.mock.requests();
+    let (grants, calls): (Vec<_>, Vec<_>) = requests.iter().partition(|r| r.path == TOKEN_PATH);
+    // One mint per grant for nine requests (chat, stream, embeddings per alias); none for the
+    // fixed token.
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    for (client, secret) in [("client-1", SECRET), ("client-2", LINKED_SECRET)] {
+        let form = format!(
+            "grant_type=client_credentials&client_id={client}&client_secret={secret}\
+             &scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"
+        );
+        assert_eq!(
+            grants.iter().filter(|g| g.body_str() == form).count(),
+            1,
+            "{grants:?}"
+        );
+    }
+    assert_eq!(calls.len(), 9);
+    let mut bearers: Vec<&str> = calls
+        .iter()
+        .map(|r| {
+            assert!(r.header("api-key").is_none(), "{}", r.path);
+            assert!(
+                r.path.starts_with("/openai/deployments/my-deploy/"),
+                "{}",
+                r.path
+            );
+            assert_eq!(r.query.as_deref(), Some("api-version=2024-10-21"));
+            r.header("authorization").expect("a bearer token")
+        })
+        .collect();
+    bearers.sort();
+    bearers.dedup();
+    let fixed = format!("Bearer {FIXED_TOKEN}");
+    assert_eq!(
+        bearers,
+        [
+            "Bearer entra-token-1",
+            "Bearer entra-token-2",
+            fixed.as_str()
+        ]
+    );
+
+    // Refused: 503 naming the credential and the cause; the secret the endpoint echoed is not.
+    let response = e
+        .client
+        .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+        .header("authorization", "Bearer sk-client")
+        .json(&json!({ "model": "azure-refused", "messages": [] }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("credential_unavailable"), "{body}");
+    assert!(
+        body.contains("d-refused") && body.contains("invalid_client"),
+        "{body}"
+    );
+    assert!(!body.contains("wrong-secret"), "{body}");
+
+    let (_, config) = admin_get(&sidecar, "/config").await;
+    let (_, ready) = admin_get(&sidecar, "/readyz").await;
+    let report: Value = serde_json::from_str(&config).expect("JSON");
+    let minted = report["minted_credentials"].as_array().expect("listed");
+    let state = |name: &str| {
+        minted
+            .iter()
+            .find(|m| m["name"].as_str().is_some_and(|n| n.contains(name)))
+            .map(|m| m["state"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(state("d-entra").as_deref(), Some("valid"), "{config}");
+    assert_eq!(state("az-entra").as_deref(), Some("valid"), "{config}");
+    assert_eq!(state("d-refused").as_deref(), Some("failing"), "{config}");
+    assert!(ready.contains("minted_credentials"), "{ready}");
+    let metrics = admin_get(&sidecar, "/metrics").await.1;
+    assert!(
+        metrics.contains("sidecar_minted_token_mints_total{credential=\"model azure-entra (d-entra)\",outcome=\"ok\",phase=\"first\"} 1"),
+        "{metrics}"
+    );
+    for (place, text) in [
+        ("/config", config),
+        ("/readyz", ready),
+        ("the log", sidecar.output()),
+        ("/metrics", metrics),
+    ] {
+        for secret in [
+            SECRET,
+            LINKED_SECRET,
+            "wrong-secret",
+            FIXED_TOKEN,
+            "entra-token-",
+        ] {
+            assert!(!text.contains(secret), "{place} holds {secret}");
+        }
+    }
+}
