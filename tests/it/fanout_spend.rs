@@ -7,55 +7,20 @@
 use std::time::Duration;
 
 use crate::support::config::{gateway, yaml};
-use crate::support::db_gateway::{enc, env, model_route, Env, SALT};
+use crate::support::db_gateway::{env, model_route, Env, SALT};
 use crate::support::litellm_db::LiteLlmDb;
 use crate::support::sidecar_process::SidecarProcess;
+use crate::support::spend::{insert_gpt_deployment, one_request_cost, value, USAGE};
 use crate::support::{free_port, metric, sha256_hex, wait_until_async};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use sidecar::credentials::cipher::Format;
 use sidecar::spend::batch::{Batch, SpendRecord};
-use sidecar::spend::cost::cost;
-use sidecar::spend::prices::PriceMap;
 use sidecar::spend::Usage;
 
 const TOKEN: &str = "watch-token-spend-team-t1-0123";
-const USAGE: (u64, u64, u64) = (1000, 200, 300);
-
-fn digest(key: &str) -> String {
-    format!("{:x}", Sha256::digest(key.as_bytes()))
-}
-
-fn one_request_cost() -> f64 {
-    let map = PriceMap::built_in().expect("price map");
-    let usage = Usage {
-        prompt: USAGE.0,
-        completion: USAGE.1,
-        cache_read: USAGE.2,
-        ..Usage::default()
-    };
-    cost(
-        map.find("gpt-4o", "openai").expect("gpt-4o"),
-        &usage,
-        "openai",
-    )
-}
-
 /// Deployment `gpt`; team `t1` with member `u1`; keys `sk-team` (u1, t1), `sk-small` (t1, a
 /// budget of 2.5 requests) and `sk-outside` (team t2, not granted to the watchers).
 async fn seed(e: &Env, db: &LiteLlmDb) {
-    let params = json!({ "model": enc("openai/gpt-4o", Format::Nacl),
-        "api_key": enc("sk-provider", Format::Nacl),
-        "api_base": enc(&format!("{}/v1", e.mock.base_url()), Format::Nacl) });
-    db.client
-        .execute(
-            r#"INSERT INTO "LiteLLM_ProxyModelTable"
-                 (model_id, model_name, litellm_params, created_by, updated_by)
-               VALUES ('d-gpt', 'gpt', $1, 'test', 'test')"#,
-            &[&params],
-        )
-        .await
-        .expect("model row");
+    insert_gpt_deployment(e, db).await;
     let budget = 2.5 * one_request_cost();
     db.client
         .batch_execute(&format!(
@@ -68,9 +33,9 @@ async fn seed(e: &Env, db: &LiteLlmDb) {
                  VALUES ('{}', 'small', 't1', {budget});
                INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, team_id)
                  VALUES ('{}', 'outside', 't2');"#,
-            digest("sk-team"),
-            digest("sk-small"),
-            digest("sk-outside"),
+            sha256_hex("sk-team"),
+            sha256_hex("sk-small"),
+            sha256_hex("sk-outside"),
         ))
         .await
         .expect("key rows");
@@ -134,15 +99,6 @@ async fn send(e: &Env, sidecar: &SidecarProcess, key: &str, fail: bool) -> u16 {
     request.send().await.expect("request").status().as_u16()
 }
 
-async fn value(db: &LiteLlmDb, sql: &str) -> Value {
-    let row = db
-        .client
-        .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    row.get(0)
-}
-
 async fn logs(db: &LiteLlmDb) -> i64 {
     value(db, r#"SELECT count(*) AS n FROM "LiteLLM_SpendLogs""#).await["n"]
         .as_i64()
@@ -204,7 +160,7 @@ async fn watchers_spend_is_written_by_their_serving_instance() {
     for sql in [
         format!(
             r#"SELECT spend FROM "LiteLLM_VerificationToken" WHERE token = '{}'"#,
-            digest("sk-team")
+            sha256_hex("sk-team")
         ),
         r#"SELECT spend FROM "LiteLLM_TeamTable" WHERE team_id = 't1'"#.to_string(),
         r#"SELECT spend FROM "LiteLLM_UserTable" WHERE user_id = 'u1'"#.to_string(),
@@ -266,7 +222,7 @@ fn report(id: &str, key: &str) -> Value {
     batch.add(
         SpendRecord {
             request_id: format!("req-{id}"),
-            key: digest(key),
+            key: sha256_hex(key),
             user_id: None,
             team_id: None,
             end_user: None,
@@ -330,7 +286,7 @@ async fn a_report_is_added_once_and_only_for_granted_keys() {
     }
     let key = format!(
         r#"SELECT spend FROM "LiteLLM_VerificationToken" WHERE token = '{}'"#,
-        digest("sk-team")
+        sha256_hex("sk-team")
     );
     let written = wait_until_async(Duration::from_secs(15), || async {
         value(&db, &key).await["spend"].as_f64() == Some(0.25)
@@ -355,7 +311,7 @@ async fn a_report_is_added_once_and_only_for_granted_keys() {
         &db,
         &format!(
             r#"SELECT coalesce(spend, 0) AS spend FROM "LiteLLM_VerificationToken" WHERE token = '{}'"#,
-            digest("sk-outside")
+            sha256_hex("sk-outside")
         ),
     )
     .await;
@@ -398,7 +354,7 @@ async fn a_watchers_spend_waits_out_its_servers_outage_and_is_written_once() {
         &db,
         &format!(
             r#"SELECT spend FROM "LiteLLM_VerificationToken" WHERE token = '{}'"#,
-            digest("sk-team")
+            sha256_hex("sk-team")
         ),
     )
     .await;

@@ -7,60 +7,21 @@
 use std::time::Duration;
 
 use crate::support::config::{gateway, yaml};
-use crate::support::db_gateway::{enc, env, Env, SALT};
+use crate::support::db_gateway::{env, Env, SALT};
 use crate::support::litellm_db::LiteLlmDb;
 use crate::support::sidecar_process::SidecarProcess;
-use crate::support::wait_until_async;
+use crate::support::spend::{insert_gpt_deployment, one_request_cost, value, USAGE};
+use crate::support::{sha256_hex, wait_until_async};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use sidecar::credentials::cipher::Format;
-use sidecar::spend::cost::cost;
-use sidecar::spend::prices::PriceMap;
-use sidecar::spend::Usage;
 
 /// `sk-fleet`'s budget, in requests.
 const FLEET_BUDGET: f64 = 6.5;
-
-/// The usage every successful answer reports (`x-mock-usage`): prompt, completion, cached.
-const USAGE: (u64, u64, u64) = (1000, 200, 300);
-
-fn digest(key: &str) -> String {
-    format!("{:x}", Sha256::digest(key.as_bytes()))
-}
-
-/// What one successful request costs: the usage priced as LiteLLM prices it (the sidecar's
-/// cost function, shown bit-equal to `litellm.completion_cost` in cost_parity.rs).
-fn one_request_cost() -> f64 {
-    let map = PriceMap::built_in().expect("price map");
-    let usage = Usage {
-        prompt: USAGE.0,
-        completion: USAGE.1,
-        cache_read: USAGE.2,
-        ..Usage::default()
-    };
-    cost(
-        map.find("gpt-4o", "openai").expect("gpt-4o"),
-        &usage,
-        "openai",
-    )
-}
 
 /// LiteLLM rows: deployment `gpt` (openai/gpt-4o on the mock), team `t1` with member `u1`, and
 /// keys `sk-team` (user u1, team t1), `sk-small` (a budget of 2.5 requests) and `sk-fleet` (a
 /// budget of 6.5 requests).
 async fn seed(e: &Env, db: &LiteLlmDb) {
-    let params = json!({ "model": enc("openai/gpt-4o", Format::Nacl),
-        "api_key": enc("sk-provider", Format::Nacl),
-        "api_base": enc(&format!("{}/v1", e.mock.base_url()), Format::Nacl) });
-    db.client
-        .execute(
-            r#"INSERT INTO "LiteLLM_ProxyModelTable"
-                 (model_id, model_name, litellm_params, created_by, updated_by)
-               VALUES ('d-gpt', 'gpt', $1, 'test', 'test')"#,
-            &[&params],
-        )
-        .await
-        .expect("model row");
+    insert_gpt_deployment(e, db).await;
     let budget = 2.5 * one_request_cost();
     let fleet_budget = FLEET_BUDGET * one_request_cost();
     db.client
@@ -74,9 +35,9 @@ async fn seed(e: &Env, db: &LiteLlmDb) {
                  VALUES ('{}', 'small', {budget});
                INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, max_budget)
                  VALUES ('{}', 'fleet', {fleet_budget});"#,
-            digest("sk-team"),
-            digest("sk-small"),
-            digest("sk-fleet"),
+            sha256_hex("sk-team"),
+            sha256_hex("sk-small"),
+            sha256_hex("sk-fleet"),
         ))
         .await
         .expect("key rows");
@@ -116,15 +77,6 @@ async fn send(e: &Env, sidecar: &SidecarProcess, key: &str, fail: bool) -> u16 {
     request.send().await.expect("request").status().as_u16()
 }
 
-async fn value(db: &LiteLlmDb, sql: &str) -> Value {
-    let row = db
-        .client
-        .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    row.get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_through_the_sidecar_are_written_to_litellms_spend_tables() {
     let _turn = crate::support::lock::shared().await;
@@ -147,7 +99,7 @@ async fn requests_through_the_sidecar_are_written_to_litellms_spend_tables() {
         &db,
         &format!(
             r#"SELECT spend, total_spend FROM "LiteLLM_VerificationToken" WHERE token = '{}'"#,
-            digest("sk-team")
+            sha256_hex("sk-team")
         ),
     )
     .await;

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod mock_provider;
 pub mod pg;
 pub mod sidecar_process;
+pub mod spend;
 
 use std::future::Future;
 use std::net::TcpListener;
