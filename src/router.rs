@@ -109,6 +109,7 @@ pub(crate) mod tests {
                 minted: None,
             }),
             upstream: None,
+            upstream_text: None,
             target: None,
             auth: None,
             pricing: Default::default(),

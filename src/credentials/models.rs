@@ -43,6 +43,9 @@ pub struct Deployment {
     /// LiteLLM's `weight`: its share of the alias's requests relative to the others' (1 when
     /// unset).
     pub weight: f64,
+    /// `upstream` as text (what spend logs name as its `api_base`), made once here rather than
+    /// formatted on every request.
+    pub upstream_text: Option<String>,
     /// The resolved endpoint for `upstream`.
     pub target: Option<Arc<Target>>,
     /// The provider's auth style, when known (the route may set one instead).
@@ -194,6 +197,7 @@ pub fn deployment(
         model_json: Value::from(provider_model.as_str()).to_string(),
         model: provider_model,
         weight,
+        upstream_text: upstream.as_ref().map(ToString::to_string),
         upstream: upstream.map(Arc::new),
         target,
         auth: known.map(|p| p.auth.clone()),

@@ -28,9 +28,6 @@ pub(super) fn record(spend: &SpendTracker, session: &Session, ctx: &RequestCtx) 
         }
         (None, None) => (None, None),
     };
-    let api_base = deployment
-        .and_then(|d| d.upstream.as_ref())
-        .map(|u| u.to_string());
     let path = session.req_header().uri.path();
     let endpoint = ctx
         .route
@@ -43,7 +40,7 @@ pub(super) fn record(spend: &SpendTracker, session: &Session, ctx: &RequestCtx) 
             id: &d.id,
             provider: &d.provider,
             model: &d.model,
-            api_base: api_base.as_deref(),
+            api_base: d.upstream_text.as_deref(),
             pricing: &d.pricing,
         }),
         alias,

@@ -32,6 +32,31 @@ use crate::db::DbError;
 /// The table that remembers written batches (pruned after a week).
 pub const BATCHES_TABLE: &str = "Sidecar_SpendBatches";
 
+/// The spend-log columns, as bound (`$10` on, in this order, each an array of this type):
+/// the batch's `LogColumns` hold them.
+const LOG_COLUMNS: [(&str, &str); 17] = [
+    ("request_id", "text"),
+    ("api_key", "text"),
+    ("spend", "float8"),
+    ("prompt_tokens", "int8"),
+    ("completion_tokens", "int8"),
+    ("start_ms", "int8"),
+    ("end_ms", "int8"),
+    ("first_byte_ms", "int8"),
+    ("model", "text"),
+    ("model_id", "text"),
+    ("model_group", "text"),
+    ("custom_llm_provider", "text"),
+    ("api_base", "text"),
+    ("user", "text"),
+    ("team_id", "text"),
+    ("end_user", "text"),
+    ("success", "bool"),
+];
+
+/// The parameter of the first spend-log column.
+const FIRST_LOG_PARAM: usize = 10;
+
 /// The daily tables: (table, entity column, document).
 const DAILY_TABLES: [(&str, &str, usize); 3] = [
     ("LiteLLM_DailyUserSpend", "user_id", 5),
@@ -138,17 +163,20 @@ impl SpendTables {
             .filter(|key| key.iter().any(|c| c == "date") && key.iter().any(|c| c == "api_key"))
     }
 
-    /// The statement that writes a batch: `$1` the batch id, `$2`…`$10` the documents (see
+    /// The statement that writes a batch: `$1` the batch id, `$2`…`$9` the documents, `$10`…
+    /// the spend-log columns in [`LOG_COLUMNS`] order (see
     /// [`write`]). It returns one row: whether the batch was new.
     pub fn statement(&self, spend_logs: bool) -> String {
         // Every document is typed here, so that a part left out (its table missing) leaves no
         // parameter whose type the server cannot tell.
+        let documents = (2..=9).map(|n| format!("${n}::jsonb AS d{n}"));
+        let columns = LOG_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${n}::{ty}[] AS d{n}", n = FIRST_LOG_PARAM + i));
         let mut parts = vec![format!(
             "typed AS (SELECT {})",
-            (2..=10)
-                .map(|n| format!("${n}::jsonb AS d{n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            documents.chain(columns).collect::<Vec<_>>().join(", ")
         )];
         parts.push(format!(
             "batch AS (INSERT INTO {} (batch_id) VALUES ($1) ON CONFLICT (batch_id) DO NOTHING \
@@ -301,13 +329,16 @@ impl SpendTables {
             ("call_type", "'acompletion'".into()),
             ("api_key", "d.api_key".into()),
             ("spend", "d.spend".into()),
-            ("total_tokens", "d.total_tokens".into()),
+            (
+                "total_tokens",
+                "d.prompt_tokens + d.completion_tokens".into(),
+            ),
             ("prompt_tokens", "d.prompt_tokens".into()),
             ("completion_tokens", "d.completion_tokens".into()),
             ("startTime", at("start_ms")),
             ("endTime", at("end_ms")),
             ("completionStartTime", at("first_byte_ms")),
-            ("request_duration_ms", "d.duration_ms".into()),
+            ("request_duration_ms", "d.end_ms - d.start_ms".into()),
             ("model", "d.model".into()),
             ("model_id", "d.model_id".into()),
             ("model_group", "d.model_group".into()),
@@ -316,19 +347,29 @@ impl SpendTables {
             ("user", "d.user".into()),
             ("team_id", "d.team_id".into()),
             ("end_user", "d.end_user".into()),
-            ("status", "d.status".into()),
+            (
+                "status",
+                "CASE WHEN d.success THEN 'success' ELSE 'failure' END".into(),
+            ),
             ("messages", "'{}'::jsonb".into()),
             ("response", "'{}'::jsonb".into()),
         ];
         columns.retain(|(c, _)| self.has(name, c));
         format!(
             "logs AS (INSERT INTO {t} ({cols}) SELECT {exprs} \
-             FROM jsonb_to_recordset($10::jsonb) AS d(request_id text, api_key text, spend float8, \
-             total_tokens int8, prompt_tokens int8, completion_tokens int8, start_ms int8, \
-             end_ms int8, first_byte_ms int8, duration_ms int8, model text, model_id text, \
-             model_group text, custom_llm_provider text, api_base text, \"user\" text, \
-             team_id text, end_user text, status text), batch \
+             FROM unnest({arrays}) AS d({names}), batch \
              ON CONFLICT (request_id) DO NOTHING)",
+            arrays = LOG_COLUMNS
+                .iter()
+                .enumerate()
+                .map(|(i, (_, ty))| format!("${}::{ty}[]", FIRST_LOG_PARAM + i))
+                .collect::<Vec<_>>()
+                .join(", "),
+            names = LOG_COLUMNS
+                .iter()
+                .map(|(name, _)| quote_ident(name))
+                .collect::<Vec<_>>()
+                .join(", "),
             t = self.t(name),
             cols = column_list(&columns),
             exprs = value_list(&columns),
@@ -356,6 +397,7 @@ pub async fn write(
     batch_id: &str,
     docs: &Documents<'_>,
 ) -> Result<bool, DbError> {
+    let logs = &docs.logs;
     let row = client
         .query_one(
             statement,
@@ -369,7 +411,23 @@ pub async fn write(
                 &JsonDocument::of(&docs.daily_users),
                 &JsonDocument::of(&docs.daily_teams),
                 &JsonDocument::of(&docs.daily_end_users),
-                &JsonDocument::of(&docs.logs),
+                &logs.request_id,
+                &logs.api_key,
+                &logs.spend,
+                &logs.prompt_tokens,
+                &logs.completion_tokens,
+                &logs.start_ms,
+                &logs.end_ms,
+                &logs.first_byte_ms,
+                &logs.model,
+                &logs.model_id,
+                &logs.model_group,
+                &logs.custom_llm_provider,
+                &logs.api_base,
+                &logs.user,
+                &logs.team_id,
+                &logs.end_user,
+                &logs.success,
             ],
         )
         .await

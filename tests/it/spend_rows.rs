@@ -137,6 +137,38 @@ async fn a_batch_lands_in_litellms_tables_once() {
     );
     assert_eq!(logs[0].get::<_, Option<i32>>(5), Some(400));
     assert_eq!(logs[0].get::<_, String>(6), "2026-12-07 13:26:40");
+    // Every other column of a row, as LiteLLM's own writer fills it.
+    let row = db
+        .client
+        .query_one(
+            r#"SELECT api_key, spend, total_tokens, prompt_tokens, completion_tokens,
+                      "completionStartTime"::text, model, model_id, custom_llm_provider,
+                      api_base, "user", team_id, end_user, call_type
+               FROM "LiteLLM_SpendLogs" WHERE request_id = 'req-1'"#,
+            &[],
+        )
+        .await
+        .expect("a spend log");
+    assert_eq!(row.get::<_, String>(0), "k1");
+    assert_eq!(row.get::<_, f64>(1), 0.25);
+    let tokens: (i32, Option<i32>, Option<i32>) = (row.get(2), row.get(3), row.get(4));
+    assert_eq!(tokens, (120, Some(100), Some(20)));
+    assert_eq!(
+        row.get::<_, Option<String>>(5).as_deref(),
+        Some("2026-12-07 13:26:40.1")
+    );
+    let names: Vec<Option<String>> = (6..14).map(|i| row.get(i)).collect();
+    let expected = [
+        "openai/gpt-4o",
+        "deployment-1",
+        "openai",
+        "https://api.openai.com/v1",
+        "u1",
+        "t1",
+        "customer-1",
+        "acompletion",
+    ];
+    assert_eq!(names, expected.map(|n| Some(n.to_string())));
 
     // The next batch adds to the same rows.
     let mut next = Batch::default();

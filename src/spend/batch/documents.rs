@@ -1,5 +1,6 @@
-//! The JSON documents a batch is written as (the flush statement's `$2`…`$10`): typed rows that
-//! borrow every name from the batch and are serialized once, into the statement's parameters.
+//! What a batch is written as: the totals as JSON documents (the flush statement's `$2`…`$9`),
+//! typed rows that borrow every name from the batch and are serialized once into the statement's
+//! parameters, and the spend-log rows as one array per column (`$10`…`$26`, [`LogColumns`]).
 //! Building `serde_json::Value` trees instead (and owned totals) cost about 16k more
 //! instructions per request (callgrind, `benches/load/instructions.py --spend`: 34.7k → 18.5k
 //! over spend off): building them, serializing them, and freeing them.
@@ -29,7 +30,7 @@ pub struct Documents<'a> {
     /// Daily end-user rows.
     pub daily_end_users: Vec<DailyRow<'a>>,
     /// Spend-log rows.
-    pub logs: Vec<LogRow<'a>>,
+    pub logs: LogColumns<'a>,
 }
 
 impl<'a> Documents<'a> {
@@ -64,7 +65,7 @@ impl<'a> Documents<'a> {
             daily_users: daily(&totals.daily_users),
             daily_teams: daily(&totals.daily_teams),
             daily_end_users: daily(&totals.daily_end_users),
-            logs: records.iter().map(LogRow::of).collect(),
+            logs: LogColumns::of(records),
         }
     }
 }
@@ -136,52 +137,79 @@ impl<'a> DailyRow<'a> {
     }
 }
 
-/// One spend-log row.
-#[derive(Debug, PartialEq, Serialize)]
-pub struct LogRow<'a> {
-    request_id: &'a str,
-    api_key: &'a str,
-    spend: f64,
-    total_tokens: u64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    start_ms: i64,
-    end_ms: i64,
-    first_byte_ms: Option<i64>,
-    duration_ms: i64,
-    model: &'a str,
-    model_id: &'a str,
-    model_group: &'a str,
-    custom_llm_provider: &'a str,
-    api_base: &'a str,
-    user: &'a str,
-    team_id: Option<&'a str>,
-    end_user: Option<&'a str>,
-    status: &'static str,
+/// The spend-log rows, one list per column, bound as PostgreSQL arrays (binary: each value a
+/// length and its bytes, nothing escaped). As JSON rows they were the most of the flush's cost:
+/// about 7k instructions a row, most of it escaping strings byte by byte.
+#[derive(Debug, Default, PartialEq)]
+pub struct LogColumns<'a> {
+    /// `request_id`.
+    pub request_id: Vec<&'a str>,
+    /// The key's digest.
+    pub api_key: Vec<&'a str>,
+    /// The cost.
+    pub spend: Vec<f64>,
+    /// Prompt tokens.
+    pub prompt_tokens: Vec<i64>,
+    /// Completion tokens.
+    pub completion_tokens: Vec<i64>,
+    /// Arrival, Unix milliseconds.
+    pub start_ms: Vec<i64>,
+    /// End, Unix milliseconds.
+    pub end_ms: Vec<i64>,
+    /// First byte of the answer, Unix milliseconds.
+    pub first_byte_ms: Vec<Option<i64>>,
+    /// The model with its provider prefix.
+    pub model: Vec<&'a str>,
+    /// The deployment's id (`''` when none).
+    pub model_id: Vec<&'a str>,
+    /// The alias (`''` when none).
+    pub model_group: Vec<&'a str>,
+    /// The provider.
+    pub custom_llm_provider: Vec<&'a str>,
+    /// The base the request went to (`''` when none).
+    pub api_base: Vec<&'a str>,
+    /// The key's user (`''` when none).
+    pub user: Vec<&'a str>,
+    /// The key's team.
+    pub team_id: Vec<Option<&'a str>>,
+    /// The end user.
+    pub end_user: Vec<Option<&'a str>>,
+    /// Whether the provider answered with success.
+    pub success: Vec<bool>,
 }
 
-impl<'a> LogRow<'a> {
-    fn of(r: &'a SpendRecord) -> LogRow<'a> {
-        LogRow {
-            request_id: &r.request_id,
-            api_key: &r.key,
-            spend: r.spend,
-            total_tokens: r.usage.prompt + r.usage.completion,
-            prompt_tokens: r.usage.prompt,
-            completion_tokens: r.usage.completion,
-            start_ms: r.start_ms,
-            end_ms: r.end_ms,
-            first_byte_ms: r.first_byte_ms,
-            duration_ms: r.end_ms - r.start_ms,
-            model: &r.model,
-            model_id: r.model_id.as_deref().unwrap_or(""),
-            model_group: r.model_group.as_deref().unwrap_or(""),
-            custom_llm_provider: &r.provider,
-            api_base: r.api_base.as_deref().unwrap_or(""),
-            user: r.user_id.as_deref().unwrap_or(""),
-            team_id: r.team_id.as_deref(),
-            end_user: r.end_user.as_deref(),
-            status: if r.success { "success" } else { "failure" },
+impl<'a> LogColumns<'a> {
+    fn of(records: &'a [SpendRecord]) -> LogColumns<'a> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let text = |s: &'a Option<String>| s.as_deref().unwrap_or("");
+        LogColumns {
+            request_id: records.iter().map(|r| r.request_id.as_str()).collect(),
+            api_key: records.iter().map(|r| r.key.as_str()).collect(),
+            spend: records.iter().map(|r| r.spend).collect(),
+            prompt_tokens: records.iter().map(|r| count(r.usage.prompt)).collect(),
+            completion_tokens: records.iter().map(|r| count(r.usage.completion)).collect(),
+            start_ms: records.iter().map(|r| r.start_ms).collect(),
+            end_ms: records.iter().map(|r| r.end_ms).collect(),
+            first_byte_ms: records.iter().map(|r| r.first_byte_ms).collect(),
+            model: records.iter().map(|r| r.model.as_str()).collect(),
+            model_id: records.iter().map(|r| text(&r.model_id)).collect(),
+            model_group: records.iter().map(|r| text(&r.model_group)).collect(),
+            custom_llm_provider: records.iter().map(|r| r.provider.as_str()).collect(),
+            api_base: records.iter().map(|r| text(&r.api_base)).collect(),
+            user: records.iter().map(|r| text(&r.user_id)).collect(),
+            team_id: records.iter().map(|r| r.team_id.as_deref()).collect(),
+            end_user: records.iter().map(|r| r.end_user.as_deref()).collect(),
+            success: records.iter().map(|r| r.success).collect(),
         }
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.request_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.request_id.is_empty()
     }
 }
