@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::token_client::{self, oauth_error_code, post_form, read_token, MintError};
+use super::token_client::{self, request_token, MintError};
 use super::{shared, FixedToken, Mint, Minted, MintedCredential};
 use crate::config::UpstreamUrl;
 use crate::percent;
@@ -41,15 +41,7 @@ impl Mint for ClientCredentials {
 
     async fn mint(&self) -> Result<Minted, MintError> {
         let form = Bytes::copy_from_slice(self.form.expose().as_bytes());
-        let (status, body) = post_form(&self.token_url, form).await?;
-        if status != 200 {
-            return Err(MintError::Refused {
-                endpoint: self.token_url.host_header().to_string(),
-                status,
-                code: oauth_error_code(&body),
-            });
-        }
-        read_token(&self.token_url, &body)
+        request_token(&self.token_url, form).await
     }
 }
 

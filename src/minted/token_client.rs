@@ -86,9 +86,27 @@ pub fn configure_token_client(ca: Option<Arc<Box<[X509]>>>) {
     let _ = TOKEN_CA.set(ca);
 }
 
+/// Asks the token endpoint `url` for a token with `form` (an OAuth2 grant, already
+/// `application/x-www-form-urlencoded`): the token and its lifetime, or why not (a refusal
+/// names the endpoint, the status and OAuth2's `error` code, never the answer's description).
+pub(super) async fn request_token(
+    url: &UpstreamUrl,
+    form: Bytes,
+) -> Result<super::Minted, MintError> {
+    let (status, body) = post_form(url, form).await?;
+    if status != 200 {
+        return Err(MintError::Refused {
+            endpoint: url.host_header().to_string(),
+            status,
+            code: oauth_error_code(&body),
+        });
+    }
+    read_token(url, &body)
+}
+
 /// POSTs `form` (already `application/x-www-form-urlencoded`) to `url`; returns the status and
 /// the answer's body.
-pub(super) async fn post_form(url: &UpstreamUrl, form: Bytes) -> Result<(u16, Bytes), MintError> {
+async fn post_form(url: &UpstreamUrl, form: Bytes) -> Result<(u16, Bytes), MintError> {
     let endpoint = url.host_header().to_string();
     let exchange = |cause: String| MintError::Exchange {
         endpoint: endpoint.clone(),
@@ -196,7 +214,7 @@ pub(super) fn token_url(text: &str) -> Result<UpstreamUrl, MintError> {
 }
 
 /// OAuth2's `error` code from an error answer, shortened and without control characters.
-pub(super) fn oauth_error_code(body: &[u8]) -> String {
+fn oauth_error_code(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_string))
@@ -212,7 +230,7 @@ pub(super) fn oauth_error_code(body: &[u8]) -> String {
 }
 
 /// Reads `access_token` and `expires_in` (a number or a numeric string) from a token answer.
-pub(super) fn read_token(endpoint: &UpstreamUrl, body: &[u8]) -> Result<super::Minted, MintError> {
+fn read_token(endpoint: &UpstreamUrl, body: &[u8]) -> Result<super::Minted, MintError> {
     let malformed = |what: &str| MintError::Malformed {
         endpoint: endpoint.host_header().to_string(),
         what: what.to_string(),

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::token_client::{self, oauth_error_code, post_form, read_token, MintError};
+use super::token_client::{self, request_token, MintError};
 use super::{shared, Mint, Minted, MintedCredential};
 use crate::config::UpstreamUrl;
 use crate::percent;
@@ -124,15 +124,7 @@ impl Mint for JwtBearer {
             percent::encode("urn:ietf:params:oauth:grant-type:jwt-bearer"),
             assertion.expose()
         );
-        let (status, body) = post_form(&self.token_url, Bytes::from(form)).await?;
-        if status != 200 {
-            return Err(MintError::Refused {
-                endpoint: self.token_url.host_header().to_string(),
-                status,
-                code: oauth_error_code(&body),
-            });
-        }
-        read_token(&self.token_url, &body)
+        request_token(&self.token_url, Bytes::from(form)).await
     }
 }
 
