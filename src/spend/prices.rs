@@ -153,14 +153,16 @@ impl Price {
             own.cache_creation = own.cache_creation.or(from.cache_creation);
         };
         fill(&mut price.base, &builtin.base);
-        let tier_of = |p: &Price| p.tiers.iter().position(|(s, _)| *s == INHERITED_CACHE_TIER);
-        if let Some(from) = tier_of(builtin).map(|i| builtin.tiers[i].1) {
-            let index = tier_of(&price).unwrap_or_else(|| {
+        let at =
+            |tiers: &[(u64, Rates)]| tiers.iter().position(|(s, _)| *s == INHERITED_CACHE_TIER);
+        if let Some(from) = at(&builtin.tiers).map(|i| builtin.tiers[i].1) {
+            if at(&price.tiers).is_none() {
                 price.tiers.push((INHERITED_CACHE_TIER, Rates::default()));
                 price.tiers.sort_by_key(|(size, _)| *size);
-                tier_of(&price).unwrap_or_default()
-            });
-            fill(&mut price.tiers[index].1, &from);
+            }
+            if let Some(own) = at(&price.tiers).map(|i| &mut price.tiers[i].1) {
+                fill(own, &from);
+            }
         }
         price
     }

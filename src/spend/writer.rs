@@ -122,14 +122,9 @@ impl SpendWriter {
     pub fn record(&self, record: SpendRecord) {
         let mut pending = self.pending();
         let dropped = pending.logs_dropped;
+        let before = pending.len();
         pending.add(record, self.settings.max_pending_requests);
-        metrics::PENDING_REQUESTS.set(pending.len() as i64);
-        // Once per batch, as it reaches half of what it may hold: a busy sidecar writes before
-        // the interval rather than leave spend-log rows out. (While a failed batch is kept, the
-        // pending one is not taken, so this wakes the task once, not on every request.)
-        if pending.len() == self.settings.max_pending_requests.div_ceil(2) {
-            self.half_full.notify_one();
-        }
+        self.grown(before, pending.len());
         if pending.logs_dropped > dropped {
             metrics::LOGS_DROPPED.inc();
         }
@@ -142,12 +137,21 @@ impl SpendWriter {
         let dropped = pending.logs_dropped + batch.logs_dropped;
         let before = pending.len();
         pending.merge(batch, self.settings.max_pending_requests);
-        metrics::PENDING_REQUESTS.set(pending.len() as i64);
+        self.grown(before, pending.len());
+        metrics::LOGS_DROPPED.inc_by(pending.logs_dropped.saturating_sub(dropped));
+    }
+
+    /// The pending batch grew from `before` to `now` requests: the gauge follows, and the
+    /// flushing task is woken once per batch, as it reaches half of what it may hold, so a busy
+    /// sidecar writes before the interval rather than leave spend-log rows out. (While a failed
+    /// batch is kept the pending one is not taken, so this wakes the task once, not on every
+    /// request.)
+    fn grown(&self, before: usize, now: usize) {
+        metrics::PENDING_REQUESTS.set(now as i64);
         let half = self.settings.max_pending_requests.div_ceil(2);
-        if before < half && pending.len() >= half {
+        if before < half && now >= half {
             self.half_full.notify_one();
         }
-        metrics::LOGS_DROPPED.inc_by(pending.logs_dropped.saturating_sub(dropped));
     }
 
     /// The pending batch, leaving an empty one in its place (what the next flush writes).

@@ -62,21 +62,33 @@ async fn spend_and_logs(db: &LiteLlmDb) -> (f64, i64) {
     (row.get(0), row.get(1))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spend_survives_an_outage_and_a_lost_commit_and_counts_once() {
-    let _turn = crate::support::lock::shared().await;
+/// LiteLLM's schema with one key, `k1`.
+async fn database_with_key() -> LiteLlmDb {
     let db = LiteLlmDb::new().await;
     db.client
         .batch_execute(r#"INSERT INTO "LiteLLM_VerificationToken" (token) VALUES ('k1')"#)
         .await
         .expect("key row");
-    let relay = PgRelay::start().await;
-    let session = session_through(&db, &relay);
-    let writer = SpendWriter::new(WriterSettings {
+    db
+}
+
+/// A writer whose interval (an hour) never comes in a test: it writes when told to, or when
+/// its batch of `max_pending_requests` is half full.
+fn hourly_writer(max_pending_requests: usize) -> Arc<SpendWriter> {
+    SpendWriter::new(WriterSettings {
         flush_interval: Duration::from_secs(3600),
         spend_logs: true,
-        max_pending_requests: 1000,
-    });
+        max_pending_requests,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_survives_an_outage_and_a_lost_commit_and_counts_once() {
+    let _turn = crate::support::lock::shared().await;
+    let db = database_with_key().await;
+    let relay = PgRelay::start().await;
+    let session = session_through(&db, &relay);
+    let writer = hourly_writer(1000);
 
     // The database is unreachable: the batch is kept, and new spend goes on adding up.
     writer.record(record("r1", 1.0));
@@ -151,18 +163,10 @@ async fn spend_survives_an_outage_and_a_lost_commit_and_counts_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_full_batch_is_written_before_the_interval() {
     let _turn = crate::support::lock::shared().await;
-    let db = LiteLlmDb::new().await;
-    db.client
-        .batch_execute(r#"INSERT INTO "LiteLLM_VerificationToken" (token) VALUES ('k1')"#)
-        .await
-        .expect("key row");
+    let db = database_with_key().await;
     let relay = PgRelay::start().await;
     let session = Arc::new(session_through(&db, &relay));
-    let writer = SpendWriter::new(WriterSettings {
-        flush_interval: Duration::from_secs(3600),
-        spend_logs: true,
-        max_pending_requests: 10,
-    });
+    let writer = hourly_writer(10);
     let target = SpendTarget::Database(Arc::new(arc_swap::ArcSwapOption::from(Some(session))));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let running = tokio::spawn({

@@ -124,6 +124,28 @@ impl WatchClient {
         })
     }
 
+    /// A connection to `endpoint` (pooled when one is idle; `server` names it in failures),
+    /// within [`CONNECT_DEADLINE`]: the peer it was made for, the session, and whether the
+    /// session was reused.
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        server: &str,
+    ) -> Result<(HttpPeer, HttpSession, bool), Failure> {
+        let target = &endpoint.server;
+        let mut peer = HttpPeer::new(endpoint.addr, target.tls, target.host.clone());
+        peer.options = self.options.clone();
+        peer.client_cert_key = self.client_cert.clone();
+        let (session, reused) = within(CONNECT_DEADLINE, "connecting", server, async {
+            self.connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| Failure::new(server, Problem::Connect(e)))
+        })
+        .await?;
+        Ok((peer, session, reused))
+    }
+
     /// One long poll to `endpoint`: `Ok(None)` when nothing changed within `wait`. The
     /// connection goes back to the pool after a complete answer when `keep` is set.
     pub async fn poll(
@@ -136,16 +158,7 @@ impl WatchClient {
         let server = endpoint.describe();
         let server = server.as_str();
         let target = &endpoint.server;
-        let mut peer = HttpPeer::new(endpoint.addr, target.tls, target.host.clone());
-        peer.options = self.options.clone();
-        peer.client_cert_key = self.client_cert.clone();
-        let (mut session, reused) = within(CONNECT_DEADLINE, "connecting", server, async {
-            self.connector
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| Failure::new(server, Problem::Connect(e)))
-        })
-        .await?;
+        let (peer, mut session, reused) = self.connect(endpoint, server).await?;
         let answer = self.exchange(&mut session, target, server, tag, wait).await;
         let (status, new_tag, body) = answer.map_err(|mut f| {
             // A pooled connection the server had closed fails at once; a timeout is the
@@ -184,16 +197,7 @@ impl WatchClient {
         let server = endpoint.describe();
         let server = server.as_str();
         let target = &endpoint.server;
-        let mut peer = HttpPeer::new(endpoint.addr, target.tls, target.host.clone());
-        peer.options = self.options.clone();
-        peer.client_cert_key = self.client_cert.clone();
-        let (mut session, _) = within(CONNECT_DEADLINE, "connecting", server, async {
-            self.connector
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| Failure::new(server, Problem::Connect(e)))
-        })
-        .await?;
+        let (_, mut session, _) = self.connect(endpoint, server).await?;
         let mut request = self
             .head("POST", path, target, None)
             .map_err(|problem| Failure::new(server, problem))?;
