@@ -3,7 +3,11 @@
 //!
 //! The statement first records the batch's id in `"Sidecar_SpendBatches"`; every other part
 //! of it reads that insert's result and writes nothing when the id was already there. A batch
-//! retried after a commit whose answer was lost is therefore not counted twice. The parts, each
+//! retried after a commit whose answer was lost is therefore not counted twice. A serving
+//! instance's batch also records the ids of the watchers' batches it holds: when any of them
+//! is there already (another serving instance wrote it, the watcher having sent it again there
+//! after losing the first answer), the statement fails as a whole ([`ABSORBED_WRITTEN`]), and
+//! the writer leaves those out and writes the rest ([`Written::AbsorbedWritten`]). The parts, each
 //! a data-modifying `WITH` query over a JSON document of the batch ([`Documents`]):
 //!
 //! - the spend of keys (and `total_spend`, `last_active` where the schema has them), teams and
@@ -25,7 +29,7 @@ use serde::Serialize;
 use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::GenericClient;
 
-use super::batch::Documents;
+use super::batch::Batch;
 use crate::db::sql::{quote_ident, table};
 use crate::db::DbError;
 
@@ -56,6 +60,13 @@ const LOG_COLUMNS: [(&str, &str); 17] = [
 
 /// The parameter of the first spend-log column.
 const FIRST_LOG_PARAM: usize = 10;
+/// The parameter of the ids of the watchers' batches the batch holds (after the log columns).
+const ABSORBED_PARAM: usize = FIRST_LOG_PARAM + LOG_COLUMNS.len();
+
+/// What the statement fails with when a watcher's batch it holds was written already: a text
+/// no boolean can be read from, so the cast fails (SQLSTATE 22P02) and nothing is written. (No
+/// quote in it: it is put in the statement as a literal.)
+pub const ABSORBED_WRITTEN: &str = "sidecar: a watcher batch in this flush was written already";
 
 /// The daily tables: (table, entity column, document).
 const DAILY_TABLES: [(&str, &str, usize); 3] = [
@@ -164,7 +175,7 @@ impl SpendTables {
     }
 
     /// The statement that writes a batch: `$1` the batch id, `$2`…`$9` the documents, `$10`…
-    /// the spend-log columns in [`LOG_COLUMNS`] order (see
+    /// the spend-log columns in [`LOG_COLUMNS`] order, then the watchers' batch ids (see
     /// [`write`]). It returns one row: whether the batch was new.
     pub fn statement(&self, spend_logs: bool) -> String {
         // Every document is typed here, so that a part left out (its table missing) leaves no
@@ -174,14 +185,27 @@ impl SpendTables {
             .iter()
             .enumerate()
             .map(|(i, (_, ty))| format!("${n}::{ty}[] AS d{n}", n = FIRST_LOG_PARAM + i));
+        let absorbed = format!("${ABSORBED_PARAM}::text[]");
         let mut parts = vec![format!(
-            "typed AS (SELECT {})",
+            "typed AS (SELECT {}, {absorbed} AS absorbed)",
             documents.chain(columns).collect::<Vec<_>>().join(", ")
         )];
         parts.push(format!(
             "batch AS (INSERT INTO {} (batch_id) VALUES ($1) ON CONFLICT (batch_id) DO NOTHING \
              RETURNING batch_id)",
             self.t(BATCHES_TABLE)
+        ));
+        // The watchers' batches: all new, or the statement fails (the subquery keeps the cast
+        // from being evaluated ahead of time).
+        parts.push(format!(
+            "absorbed AS (INSERT INTO {} (batch_id) SELECT unnest({absorbed}) FROM batch \
+             ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id)",
+            self.t(BATCHES_TABLE)
+        ));
+        parts.push(format!(
+            "guard AS (SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM batch) \
+             OR (SELECT count(*) FROM absorbed) = cardinality({absorbed}) THEN true \
+             ELSE (SELECT ('{ABSORBED_WRITTEN}: ' || count(*))::bool FROM absorbed) END AS ok)"
         ));
         parts.push(format!(
             "pruned AS (DELETE FROM {} WHERE written_at < now() - interval '7 days')",
@@ -256,7 +280,10 @@ impl SpendTables {
         if spend_logs && self.columns.contains_key("LiteLLM_SpendLogs") {
             parts.push(self.logs_part());
         }
-        format!("WITH {} SELECT count(*) > 0 FROM batch", parts.join(",\n"))
+        format!(
+            "WITH {} SELECT count(*) > 0 AND (SELECT ok FROM guard) FROM batch",
+            parts.join(",\n")
+        )
     }
 
     fn daily_part(
@@ -389,16 +416,30 @@ fn value_list(columns: &[(&str, String)]) -> String {
     values.join(", ")
 }
 
-/// Writes one batch with `statement` ([`SpendTables::statement`]); `Ok(true)` when it was
-/// written now, `Ok(false)` when a batch with this id had already been written.
+/// What writing a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Written now.
+    Fresh,
+    /// A batch with this id had been written already: nothing written now.
+    Duplicate,
+    /// Nothing written: these watchers' batches it holds had been written already (by another
+    /// serving instance).
+    AbsorbedWritten(Vec<String>),
+}
+
+/// Writes one batch with `statement` ([`SpendTables::statement`]) into `schema`.
 pub async fn write(
     client: &impl GenericClient,
     statement: &str,
+    schema: &str,
     batch_id: &str,
-    docs: &Documents<'_>,
-) -> Result<bool, DbError> {
+    batch: &Batch,
+) -> Result<Written, DbError> {
+    let docs = batch.documents();
+    let absorbed = batch.absorbed_ids();
     let logs = &docs.logs;
-    let row = client
+    let answer = client
         .query_one(
             statement,
             &[
@@ -428,11 +469,36 @@ pub async fn write(
                 &logs.team_id,
                 &logs.end_user,
                 &logs.success,
+                &absorbed,
             ],
         )
-        .await
-        .map_err(|e| DbError::query("write the spend", &e))?;
-    Ok(row.get(0))
+        .await;
+    match answer {
+        Ok(row) if row.get(0) => Ok(Written::Fresh),
+        Ok(_) => Ok(Written::Duplicate),
+        Err(e) if is_absorbed_written(&e) => {
+            let sql = format!(
+                "SELECT batch_id FROM {} WHERE batch_id = ANY($1)",
+                table(schema, BATCHES_TABLE)
+            );
+            let rows = client
+                .query(&sql, &[&absorbed])
+                .await
+                .map_err(|e| DbError::query("read which watchers' batches were written", &e))?;
+            Ok(Written::AbsorbedWritten(
+                rows.iter().map(|r| r.get(0)).collect(),
+            ))
+        }
+        Err(e) => Err(DbError::query("write the spend", &e)),
+    }
+}
+
+/// Whether the statement failed on [`ABSORBED_WRITTEN`].
+fn is_absorbed_written(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::INVALID_TEXT_REPRESENTATION
+            && db.message().contains(ABSORBED_WRITTEN)
+    })
 }
 
 /// A document (a list of rows) bound as a `json`/`jsonb` parameter, serialized into a buffer of
