@@ -20,6 +20,7 @@
 //! reload that rebuilds every deployment does not mint again.
 
 pub mod entra;
+pub mod federated;
 mod token_client;
 pub mod vertex;
 
