@@ -6,11 +6,15 @@
 //! `Authorization: Bearer`.
 //!
 //! The project is `vertex_project`, else the account's `project_id`; the location
-//! `vertex_location`, else `us-central1` (LiteLLM's default). Only service-account keys are
-//! served: a `vertex_credentials` that is a file path, an authorized-user or an external-account
-//! JSON is refused, naming the field.
+//! `vertex_location`, else `us-central1` (LiteLLM's default). A `vertex_credentials` that is
+//! not JSON but the path of a file that exists is read from that file (as LiteLLM does; at most
+//! [`MAX_KEY_FILE_BYTES`], into a zeroizing buffer, whenever the snapshot is built: at start,
+//! on a reload (SIGHUP), and when the rows change). Only service-account keys are served: an authorized-user or an
+//! external-account JSON is refused, naming the field.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +28,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::token_client::{self, request_token, MintError};
 use super::{shared, Mint, Minted, MintedCredential};
@@ -130,6 +135,33 @@ impl Mint for JwtBearer {
     }
 }
 
+/// The most a key file named by `vertex_credentials` may hold.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
+/// The path `value` names, when it is not JSON but a file that exists.
+fn key_file(value: &str) -> Option<&Path> {
+    let value = value.trim();
+    let path = Path::new(value);
+    (!value.starts_with('{') && path.is_file()).then_some(path)
+}
+
+/// The key file's text, bounded, in a zeroizing buffer; errors name the path, never its text.
+fn read_key_file(path: &Path) -> Result<Secret, String> {
+    let shown = path.display();
+    let failed = |e: std::io::Error| format!("vertex_credentials: cannot read {shown}: {e}");
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES as usize + 1));
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "vertex_credentials: {shown} holds more than {MAX_KEY_FILE_BYTES} bytes"
+        ));
+    }
+    Secret::from_utf8(bytes).map_err(|_| format!("vertex_credentials: {shown} is not UTF-8"))
+}
+
 /// The fields of a service account's JSON key that the grant reads (the rest are ignored).
 /// `private_key` is borrowed as raw JSON and unescaped by [`Secret::from_json_string`], so the
 /// key's text is only ever held in buffers zeroized when dropped (BoringSSL clears what it frees,
@@ -158,8 +190,12 @@ pub fn from_fields(
     let Some(json) = values.remove("vertex_credentials") else {
         return Ok(None);
     };
+    let json = match key_file(json.expose()) {
+        Some(path) => read_key_file(path)?,
+        None => json,
+    };
     let account: ServiceAccount = serde_json::from_str(json.expose()).map_err(|_| {
-        "vertex_credentials: not a service account's JSON key (a file path is not read)".to_string()
+        "vertex_credentials: not a service account's JSON key, nor the path of a file".to_string()
     })?;
     if account.kind.as_deref() != Some("service_account") {
         return Err(
