@@ -65,6 +65,7 @@ fn row_values_win_over_the_linked_credential() {
         api_base: Some("https://linked.example/v1".into()),
         api_version: Some("v-linked".into()),
         header_values: Default::default(),
+        aws: None,
         minted: None,
     };
     let credentials = HashMap::from([("shared".to_string(), Arc::new(linked))]);
