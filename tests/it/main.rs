@@ -9,6 +9,7 @@ mod support;
 
 mod access;
 mod admin;
+mod bedrock;
 mod cipher_vectors;
 mod cli;
 mod client_connections;

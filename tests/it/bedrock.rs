@@ -1,0 +1,435 @@
+//! AWS Bedrock through the sidecar, driven by the real clients: boto3's `bedrock-runtime` client
+//! (placeholder credentials, `endpoint_url` at a `model:` route) for Converse, ConverseStream,
+//! InvokeModel and InvokeModelWithResponseStream, and the OpenAI SDK on a `dispatch: model`
+//! route for Bedrock's OpenAI-compatible API. The provider is a Python process
+//! (`tests/sdk/bedrock_mock.py`, from `target/litellm-venv`) that verifies every signature with
+//! botocore's own `SigV4Auth` and the real keys, answers the stream operations in AWS
+//! event-stream framing (boto3 decodes them here), and plays STS for `aws_role_name`. The rows are
+//! written by the real LiteLLM package (its encryption, its field names).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::certs::TestCa;
+use crate::support::db_gateway::*;
+use crate::support::http::admin_get;
+use crate::support::litellm_venv;
+use crate::support::pg::TestDb;
+use crate::support::sidecar_process::SidecarProcess;
+
+const CLAUDE: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+/// The row's real keys, which only the mock and the rows know.
+const ROW_KEY_ID: &str = "AKIAROWKEY0000000001";
+const ROW_SECRET: &str = "row-secret-wJalrXUtnFEMI";
+const SESSION_KEY_ID: &str = "ASIAROWSESSION000001";
+const SESSION_SECRET: &str = "row-session-secret-K7MDENG";
+const SESSION_TOKEN: &str = "row-session-token-FwoGZXIvYXdz";
+const API_KEY: &str = "bedrock-api-key-ABSKQmVkcm9jaw";
+
+fn venv_python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/litellm-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/bootstrap.sh --postgres`, which makes LiteLLM's venv (with boto3)",
+        python.display()
+    );
+    python
+}
+
+/// The mock Bedrock and STS process, killed when dropped.
+struct AwsMock {
+    child: Child,
+    port: u16,
+    files: tempfile::TempDir,
+}
+
+impl Drop for AwsMock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AwsMock {
+    async fn start(ca: &TestCa, config: Value) -> AwsMock {
+        let (cert, key) = ca.issue(&["localhost"]);
+        tokio::task::spawn_blocking(move || {
+            let files = tempfile::tempdir().expect("tempdir");
+            let (cert_file, key_file) = (files.path().join("c.pem"), files.path().join("k.pem"));
+            std::fs::write(&cert_file, cert).expect("write the certificate");
+            std::fs::write(&key_file, key).expect("write the key");
+            let script =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_mock.py");
+            let mut child = Command::new(venv_python())
+                .arg(script)
+                .arg(&cert_file)
+                .arg(&key_file)
+                .arg(files.path().join("stats.json"))
+                .arg(config.to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start the mock");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("the mock's first line");
+            let started: Value = serde_json::from_str(&line).expect("the mock's JSON line");
+            let port = started["port"].as_u64().expect("port") as u16;
+            AwsMock { child, port, files }
+        })
+        .await
+        .expect("join")
+    }
+
+    fn base(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// What the mock saw: `requests` (path, key id, failure) and `assumed` roles.
+    fn stats(&self) -> Value {
+        let text = std::fs::read_to_string(self.files.path().join("stats.json")).expect("stats");
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+
+    /// From now on, STS refuses every AssumeRole (403 AccessDenied).
+    fn refuse_sts(&self) {
+        std::fs::write(self.files.path().join("stats.json.refuse-sts"), "").expect("flag");
+    }
+}
+
+/// Runs `tests/sdk/bedrock_client.py` (boto3) against `endpoint_url`; returns what it decoded.
+async fn run_boto3(endpoint_url: String, model_id: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_client.py");
+    let model_id = model_id.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(venv_python())
+            .arg(script)
+            .arg(endpoint_url)
+            .arg(model_id)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run boto3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "boto3 failed:\n{stderr}");
+    serde_json::from_slice(&output.stdout).expect("the script's JSON")
+}
+
+/// Writes `models` (model id → (alias, plain litellm_params)) as LiteLLM stores them.
+async fn put_models(db: &TestDb, models: &[(&str, &str, Value)]) {
+    let plain: serde_json::Map<String, Value> = models
+        .iter()
+        .map(|(id, _, params)| (id.to_string(), params.clone()))
+        .collect();
+    let stored = litellm_venv::ask(
+        "litellm_store_rows.py",
+        json!({ "salt_key": SALT, "models": plain }),
+    )
+    .await;
+    for (id, alias, _) in models {
+        db.put_model(id, alias, stored["models"][*id].clone()).await;
+    }
+}
+
+async fn start_sidecar(e: &Env, db: &TestDb, routes: Vec<Value>) -> SidecarProcess {
+    let mut config = gateway(e, db, &TestDb::url(None), "30s", false, routes);
+    config["log"] = json!({ "level": "trace" });
+    SidecarProcess::start_async(
+        &crate::support::config::yaml(&config),
+        &[],
+        &[("LITELLM_SALT_KEY", SALT), ("RUST_LOG", "trace")],
+    )
+    .await
+}
+
+/// Asserts that no secret appears in `text` (named `place`; the log with its trace lines on).
+fn assert_no_secret(place: &str, text: &str, secrets: &[&str]) {
+    if place == "the log" {
+        assert!(text.contains("request head read"), "trace lines are on");
+    }
+    for secret in secrets
+        .iter()
+        .chain(&["AWS4-HMAC-SHA256 Credential", "Signature=", "dummy-"])
+    {
+        assert!(!text.contains(secret), "{place} holds {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
+    let _turn = crate::support::lock::shared().await;
+    let (e, ca) = env_with_ca().await;
+    let keys = json!({ ROW_KEY_ID: { "secret": ROW_SECRET },
+                       SESSION_KEY_ID: { "secret": SESSION_SECRET, "token": SESSION_TOKEN } });
+    let mock = AwsMock::start(
+        &ca,
+        json!({ "keys": keys, "api_keys": [API_KEY], "region": "us-east-1" }),
+    )
+    .await;
+    let db = TestDb::new(true).await;
+    let endpoint = mock.base();
+    let region = "us-east-1";
+    let keyed = |model: &str, key_id: &str, secret: &str| {
+        json!({ "model": model, "aws_access_key_id": key_id, "aws_secret_access_key": secret,
+                "aws_region_name": region, "api_base": endpoint })
+    };
+    let mut claude = keyed(
+        &format!("bedrock/converse/{CLAUDE}"),
+        ROW_KEY_ID,
+        ROW_SECRET,
+    );
+    let base = claude.as_object_mut().and_then(|c| c.remove("api_base"));
+    claude["aws_bedrock_runtime_endpoint"] = base.expect("a base");
+    let mut session = keyed(
+        "bedrock/openai.gpt-oss-20b-1:0",
+        SESSION_KEY_ID,
+        SESSION_SECRET,
+    );
+    session["aws_session_token"] = json!(SESSION_TOKEN);
+    let api_key = json!({ "model": "bedrock/openai.gpt-oss-120b-1:0", "api_key": API_KEY,
+                          "aws_region_name": region, "aws_bedrock_runtime_endpoint": endpoint });
+    let wrong = keyed(
+        "bedrock/openai.gpt-oss-20b-1:0",
+        ROW_KEY_ID,
+        "not-the-secret",
+    );
+    let broken = json!({ "model": "bedrock/x", "aws_access_key_id": ROW_KEY_ID,
+                         "aws_region_name": region });
+    let rows = [
+        ("d-claude", "bedrock-claude", claude),
+        ("d-session", "bedrock-gpt", session),
+        ("d-key", "bedrock-key", api_key),
+        ("d-wrong", "bedrock-wrong", wrong),
+        ("d-broken", "bedrock-broken", broken),
+    ];
+    put_models(&db, &rows).await;
+    let native = json!({ "name": "bedrock", "path_prefix": "/bedrock", "strip_prefix": true,
+                         "model": "bedrock-claude" });
+    let unified = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
+    let sidecar = start_sidecar(&e, &db, vec![native, unified]).await;
+
+    // boto3 with placeholder keys and another model id: the sidecar pins the deployment's model
+    // in the path, drops the client's signature and signs again with the row's keys.
+    let seen = run_boto3(
+        format!("{}/bedrock", sidecar.base_url()),
+        "client-picked-model",
+    )
+    .await;
+    assert_eq!(seen["converse"]["text"], "hello", "{seen}");
+    assert_eq!(seen["converse"]["usage"]["totalTokens"], 5, "{seen}");
+    let kinds: Vec<&str> = seen["converse_stream"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e.as_object()?.keys().next().map(String::as_str))
+        .collect();
+    let want = [
+        "messageStart",
+        "contentBlockDelta",
+        "contentBlockDelta",
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+    ];
+    assert_eq!(kinds, want, "boto3 decoded the mock's event stream: {seen}");
+    assert_eq!(
+        seen["converse_stream"][2]["contentBlockDelta"]["delta"]["text"],
+        "lo"
+    );
+    assert_eq!(seen["invoke"]["echo"], "bedrock-2023-05-31", "{seen}");
+    assert_eq!(seen["invoke_stream"][1]["delta"]["text"], "lo", "{seen}");
+    let stats = mock.stats();
+    let requests = stats["requests"].as_array().expect("requests").clone();
+    let encoded = CLAUDE.replace(':', "%3A");
+    let operations = [
+        "converse",
+        "converse-stream",
+        "invoke",
+        "invoke-with-response-stream",
+    ];
+    assert_eq!(requests.len(), 4, "{stats}");
+    for (request, operation) in requests.iter().zip(operations) {
+        assert_eq!(
+            request["path"],
+            format!("/model/{encoded}/{operation}"),
+            "{stats}"
+        );
+        assert_eq!(
+            request["key_id"], ROW_KEY_ID,
+            "verified by botocore: {request}"
+        );
+        assert_eq!(
+            request["token"],
+            Value::Null,
+            "the client's session token is dropped"
+        );
+        assert_eq!(request["client_placeholder_seen"], false, "{request}");
+    }
+
+    // The OpenAI SDK on Bedrock's OpenAI-compatible API: SigV4 with a session token, and a
+    // Bedrock API key as Bearer.
+    let sdk = crate::openai_sdk::run_sdk(
+        &format!("{}/v1", sidecar.base_url()),
+        &["bedrock-gpt", "bedrock-key"],
+    )
+    .await;
+    assert_eq!(
+        sdk["chat"]["bedrock-gpt"]["model"], "openai.gpt-oss-20b-1:0",
+        "{sdk}"
+    );
+    assert_eq!(
+        sdk["chat"]["bedrock-key"]["model"], "openai.gpt-oss-120b-1:0",
+        "{sdk}"
+    );
+    assert_eq!(sdk["stream"]["bedrock-gpt"], 3, "{sdk}");
+    let stats = mock.stats();
+    let openai: Vec<&Value> = stats["requests"].as_array().expect("requests")[4..]
+        .iter()
+        .collect();
+    assert_eq!(
+        openai.len(),
+        6,
+        "chat, stream and embeddings for each: {stats}"
+    );
+    assert_eq!(openai[0]["path"], "/openai/v1/chat/completions");
+    for request in &openai[..3] {
+        assert_eq!(request["key_id"], SESSION_KEY_ID, "{request}");
+        assert_eq!(request["token"], SESSION_TOKEN, "{request}");
+    }
+    for request in &openai[3..] {
+        assert_eq!(request["key_id"], "bearer", "{request}");
+        assert_eq!(request["client_placeholder_seen"], false, "{request}");
+    }
+
+    // The mock's check bites: a row whose secret is not the key's is refused by botocore.
+    let chat = |model: &str| {
+        e.client
+            .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+            .json(&json!({ "model": model, "messages": [] }))
+            .send()
+    };
+    assert_eq!(chat("bedrock-wrong").await.expect("send").status(), 403);
+    let stats = mock.stats();
+    assert_eq!(
+        stats["requests"][10]["failure"], "signature mismatch",
+        "{stats}"
+    );
+
+    // A row with a key id and no secret is refused naming the field; nothing is sent.
+    let response = chat("bedrock-broken").await.expect("send");
+    assert_eq!(response.status(), 503);
+    let refused = response.text().await.expect("body");
+    assert!(refused.contains("aws_secret_access_key"), "{refused}");
+    assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(11));
+
+    let (_, config) = admin_get(&sidecar, "/config").await;
+    assert!(
+        config.contains("\"aws_sigv4\"") && config.contains("session_keys"),
+        "{config}"
+    );
+    let secrets = [ROW_SECRET, SESSION_SECRET, SESSION_TOKEN, API_KEY];
+    for (place, text) in [
+        ("/config", config),
+        ("the 503", refused),
+        ("the log", sidecar.output()),
+    ] {
+        assert_no_secret(place, &text, &secrets);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_is_assumed_once_for_a_burst_and_fails_closed_once_sts_refuses_after_expiry() {
+    let _turn = crate::support::lock::shared().await;
+    let (e, ca) = env_with_ca().await;
+    let keys = json!({ ROW_KEY_ID: { "secret": ROW_SECRET } });
+    let mock = AwsMock::start(
+        &ca,
+        json!({ "keys": keys, "region": "us-east-1", "sts_lifetime": 8 }),
+    )
+    .await;
+    let db = TestDb::new(true).await;
+    let role = "arn:aws:iam::123456789012:role/bedrock-caller";
+    let row = json!({ "model": "bedrock/openai.gpt-oss-20b-1:0", "aws_access_key_id": ROW_KEY_ID,
+                      "aws_secret_access_key": ROW_SECRET, "aws_region_name": "us-east-1",
+                      "aws_role_name": role, "aws_session_name": "sidecar-test",
+                      "aws_sts_endpoint": format!("{}/", mock.base()), "api_base": mock.base() });
+    put_models(&db, &[("d-role", "bedrock-role", row)]).await;
+    let unified = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
+    let sidecar = start_sidecar(&e, &db, vec![unified]).await;
+    let url = format!("{}/v1/chat/completions", sidecar.base_url());
+    let body = json!({ "model": "bedrock-role", "messages": [] });
+
+    // A burst of concurrent requests: one AssumeRole, every request signed with its keys.
+    let burst = (0..20).map(|_| {
+        let (client, url, body) = (e.client.clone(), url.clone(), body.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    });
+    for outcome in futures_util::future::join_all(burst).await {
+        assert_eq!(outcome.expect("join").expect("send"), 200);
+    }
+    let stats = mock.stats();
+    assert_eq!(
+        stats["assumed"].as_array().map(Vec::len),
+        Some(1),
+        "{stats}"
+    );
+    assert_eq!(stats["assumed"][0]["role"], role);
+    assert_eq!(stats["assumed"][0]["session"], "sidecar-test");
+    let requests = stats["requests"].as_array().expect("requests");
+    assert_eq!(
+        requests[0]["key_id"], ROW_KEY_ID,
+        "AssumeRole signed with the row's keys"
+    );
+    for request in &requests[1..] {
+        assert_eq!(request["key_id"], "ASIATEMP1", "{request}");
+        assert_eq!(request["token"], "temp-token-1", "{request}");
+    }
+    let (_, ready) = admin_get(&sidecar, "/readyz").await;
+    assert!(
+        ready.contains("aws_assume_role") && ready.contains("expires_at"),
+        "{ready}"
+    );
+
+    // STS refuses from now on; once the keys expired, requests fail closed naming the cause.
+    mock.refuse_sts();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let response = e.client.post(&url).json(&body).send().await.expect("send");
+    assert_eq!(response.status(), 503);
+    let refused = response.text().await.expect("body");
+    assert!(
+        refused.contains("credential_unavailable")
+            && refused.contains("d-role")
+            && refused.contains("AccessDenied"),
+        "{refused}"
+    );
+    let stats = mock.stats();
+    let requests = stats["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), 22, "{stats}");
+    assert_eq!(
+        requests[21]["path"], "/",
+        "the refused AssumeRole; nothing reached Bedrock"
+    );
+    let (_, config) = admin_get(&sidecar, "/config").await;
+    assert!(config.contains("assumed_role"), "{config}");
+    let secrets = [ROW_SECRET, "temp-secret-", "temp-token-"];
+    for (place, text) in [
+        ("/config", config),
+        ("/readyz", ready),
+        ("the 503", refused),
+        ("the log", sidecar.output()),
+    ] {
+        assert_no_secret(place, &text, &secrets);
+    }
+}
