@@ -30,12 +30,14 @@ static ANTHROPIC_VERSION: RequiredHeader = RequiredHeader {
 /// every client request, whatever the route's provider (together with every route's own auth
 /// header: see `Route::strip_headers`), also when spelled with `_` for `-` (see
 /// [`crate::proxy::rewrite`]).
-pub const CLIENT_CREDENTIAL_HEADERS: [&str; 5] = [
+pub const CLIENT_CREDENTIAL_HEADERS: [&str; 6] = [
     "authorization",
     "proxy-authorization",
     "x-api-key",
     "api-key",
     "x-goog-api-key",
+    // An AWS client's session token (its own signature is in `Authorization`).
+    "x-amz-security-token",
 ];
 
 /// Query parameter names that carry a credential (Gemini's older `?key=`). Removed from every
