@@ -1,15 +1,8 @@
-use std::collections::HashMap;
-
 use pingora::http::RequestHeader;
 
 use super::*;
 
-fn values(pairs: &[(&str, &str)]) -> HashMap<String, Secret> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), Secret::new(v.to_string())))
-        .collect()
-}
+use crate::secret::fields as values;
 
 #[test]
 fn keys_and_region_make_a_credential_and_leave_the_other_fields() {

@@ -30,16 +30,6 @@ const SESSION_SECRET: &str = "row-session-secret-K7MDENG";
 const SESSION_TOKEN: &str = "row-session-token-FwoGZXIvYXdz";
 const API_KEY: &str = "bedrock-api-key-ABSKQmVkcm9jaw";
 
-fn venv_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/litellm-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/bootstrap.sh --postgres`, which makes LiteLLM's venv (with boto3)",
-        python.display()
-    );
-    python
-}
-
 /// The mock Bedrock and STS process, killed when dropped.
 struct AwsMock {
     child: Child,
@@ -64,7 +54,7 @@ impl AwsMock {
             std::fs::write(&key_file, key).expect("write the key");
             let script =
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_mock.py");
-            let mut child = Command::new(venv_python())
+            let mut child = Command::new(litellm_venv::python())
                 .arg(script)
                 .arg(&cert_file)
                 .arg(&key_file)
@@ -106,7 +96,7 @@ async fn run_boto3(endpoint_url: String, model_id: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_client.py");
     let model_id = model_id.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(venv_python())
+        Command::new(litellm_venv::python())
             .arg(script)
             .arg(endpoint_url)
             .arg(model_id)
