@@ -1,7 +1,7 @@
 //! AWS Bedrock through the sidecar, driven by the real clients: boto3's `bedrock-runtime` client
 //! (placeholder credentials, `endpoint_url` at a `model:` route) for Converse, ConverseStream,
-//! InvokeModel and InvokeModelWithResponseStream, and the OpenAI SDK on a `dispatch: model`
-//! route for Bedrock's OpenAI-compatible API. The provider is a Python process
+//! InvokeModel and InvokeModelWithResponseStream, the Anthropic SDK's Bedrock client on the same
+//! route, and the OpenAI SDK on a `dispatch: model` route for Bedrock's OpenAI-compatible API. The provider is a Python process
 //! (`tests/sdk/bedrock_mock.py`, from `target/litellm-venv`) that verifies every signature with
 //! botocore's own `SigV4Auth` and the real keys, answers the stream operations in AWS
 //! event-stream framing (boto3 decodes them here), and plays STS for `aws_role_name`. The rows are
@@ -91,22 +91,30 @@ impl AwsMock {
     }
 }
 
-/// Runs `tests/sdk/bedrock_client.py` (boto3) against `endpoint_url`; returns what it decoded.
-async fn run_boto3(endpoint_url: String, model_id: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_client.py");
-    let model_id = model_id.to_string();
+/// Runs the client `tests/sdk/{script}` with `python` against `base_url` asking for `model`;
+/// returns what it printed.
+async fn run_client(python: PathBuf, script: &str, base_url: String, model: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/bootstrap.sh --postgres`",
+        python.display()
+    );
+    let model = model.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(litellm_venv::python())
+        Command::new(python)
             .arg(script)
-            .arg(endpoint_url)
-            .arg(model_id)
+            .arg(base_url)
+            .arg(model)
             .output()
     })
     .await
     .expect("join")
-    .expect("run boto3");
+    .expect("run the client");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "boto3 failed:\n{stderr}");
+    assert!(output.status.success(), "the client failed:\n{stderr}");
     serde_json::from_slice(&output.stdout).expect("the script's JSON")
 }
 
@@ -205,11 +213,9 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
 
     // boto3 with placeholder keys and another model id: the sidecar pins the deployment's model
     // in the path, drops the client's signature and signs again with the row's keys.
-    let seen = run_boto3(
-        format!("{}/bedrock", sidecar.base_url()),
-        "client-picked-model",
-    )
-    .await;
+    let boto3 = litellm_venv::python();
+    let base_url = format!("{}/bedrock", sidecar.base_url());
+    let seen = run_client(boto3, "bedrock_client.py", base_url.clone(), "client-model").await;
     assert_eq!(seen["converse"]["text"], "hello", "{seen}");
     assert_eq!(seen["converse"]["usage"]["totalTokens"], 5, "{seen}");
     let kinds: Vec<&str> = seen["converse_stream"]
@@ -232,7 +238,7 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
         "lo"
     );
     assert_eq!(seen["invoke"]["echo"], "bedrock-2023-05-31", "{seen}");
-    assert_eq!(seen["invoke_stream"][1]["delta"]["text"], "lo", "{seen}");
+    assert_eq!(seen["invoke_stream"][3]["delta"]["text"], "lo", "{seen}");
     let stats = mock.stats();
     let requests = stats["requests"].as_array().expect("requests").clone();
     let encoded = CLAUDE.replace(':', "%3A");
@@ -261,6 +267,29 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
         assert_eq!(request["client_placeholder_seen"], false, "{request}");
     }
 
+    // The Anthropic SDK's Bedrock client on the same route: InvokeModel and its stream.
+    let google_venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/google-venv");
+    let anthropic = google_venv.join("bin/python");
+    let seen = run_client(anthropic, "anthropic_bedrock_client.py", base_url, "claude").await;
+    assert_eq!(seen["text"], "hello", "{seen}");
+    assert_eq!(seen["streamed_text"], "hello", "{seen}");
+    assert_eq!(seen["stream"][0], "message_start", "{seen}");
+    let stats = mock.stats();
+    let requests = &stats["requests"].as_array().expect("requests")[4..];
+    assert_eq!(requests.len(), 2, "{stats}");
+    for (request, operation) in requests
+        .iter()
+        .zip(["invoke", "invoke-with-response-stream"])
+    {
+        assert_eq!(
+            request["path"],
+            format!("/model/{encoded}/{operation}"),
+            "{stats}"
+        );
+        assert_eq!(request["key_id"], ROW_KEY_ID, "{request}");
+        assert_eq!(request["client_placeholder_seen"], false, "{request}");
+    }
+
     // The OpenAI SDK on Bedrock's OpenAI-compatible API: SigV4 with a session token, and a
     // Bedrock API key as Bearer.
     let sdk = crate::openai_sdk::run_sdk(
@@ -278,7 +307,7 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
     );
     assert_eq!(sdk["stream"]["bedrock-gpt"], 3, "{sdk}");
     let stats = mock.stats();
-    let openai: Vec<&Value> = stats["requests"].as_array().expect("requests")[4..]
+    let openai: Vec<&Value> = stats["requests"].as_array().expect("requests")[6..]
         .iter()
         .collect();
     assert_eq!(
@@ -306,7 +335,7 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
     assert_eq!(chat("bedrock-wrong").await.expect("send").status(), 403);
     let stats = mock.stats();
     assert_eq!(
-        stats["requests"][10]["failure"], "signature mismatch",
+        stats["requests"][12]["failure"], "signature mismatch",
         "{stats}"
     );
 
@@ -315,7 +344,7 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
     assert_eq!(response.status(), 503);
     let refused = response.text().await.expect("body");
     assert!(refused.contains("aws_secret_access_key"), "{refused}");
-    assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(11));
+    assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(13));
 
     let (_, config) = admin_get(&sidecar, "/config").await;
     assert!(

@@ -207,11 +207,22 @@ class Handler(BaseHTTPRequestHandler):
                        ("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})]
             return self.send_chunks("application/vnd.amazon.eventstream",
                                     [event(t, json.dumps(p).encode()) for t, p in events])
+        # InvokeModel answers as Anthropic's models on Bedrock do (a Message; its stream events,
+        # each in a `chunk` event's base64 `bytes`).
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+                   "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn",
+                   "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 2},
+                   "echo": body.get("anthropic_version")}
         if operation == "invoke":
-            return self.send(200, {"type": "message", "content": [{"type": "text", "text": "hello"}],
-                                   "echo": body.get("anthropic_version")})
+            return self.send(200, message)
         if operation == "invoke-with-response-stream":
-            parts = [{"type": "content_block_delta", "delta": {"text": t}} for t in ("hel", "lo")]
+            parts = [{"type": "message_start", "message": {**message, "content": []}},
+                     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+            parts += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+                      for t in ("hel", "lo")]
+            parts += [{"type": "content_block_stop", "index": 0},
+                      {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+                      {"type": "message_stop"}]
             chunks = [event("chunk", json.dumps({"bytes": base64.b64encode(json.dumps(p).encode()).decode()}).encode())
                       for p in parts]
             return self.send_chunks("application/vnd.amazon.eventstream", chunks)
