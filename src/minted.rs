@@ -21,6 +21,7 @@
 //! reload that rebuilds every deployment does not mint again.
 
 pub mod entra;
+pub mod federated;
 pub(crate) mod token_client;
 pub mod vertex;
 

@@ -43,6 +43,41 @@ impl Secret {
         self.0.is_empty()
     }
 
+    /// The string a JSON string literal (`raw`, quotes included, as a
+    /// [`serde_json::value::RawValue`] borrows it) holds, unescaped straight into a zeroizing
+    /// buffer: serde_json's own unescaping goes through a scratch buffer it frees without
+    /// clearing, which would leave a private key behind in freed memory. The buffer is made as
+    /// large as `raw` first (unescaping never lengthens), so it is never moved. `None` when
+    /// `raw` is not a string literal or holds an escape JSON does not have (a lone surrogate).
+    pub fn from_json_string(raw: &str) -> Option<Secret> {
+        let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+        let mut out = Zeroizing::new(String::with_capacity(inner.len()));
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            out.push(match chars.next()? {
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                'b' => '\u{8}',
+                'f' => '\u{c}',
+                c @ ('"' | '\\' | '/') => c,
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    let code = u32::from_str_radix(&hex, 16)
+                        .ok()
+                        .filter(|_| hex.len() == 4)?;
+                    char::from_u32(code)?
+                }
+                _ => return None,
+            });
+        }
+        Some(Secret(out))
+    }
+
     /// `prefix` then the secret, as a header value marked sensitive (printed as `Sensitive`),
     /// whose bytes are zeroized when its last clone is dropped. Fails on bytes a header value
     /// cannot hold (the error carries no value).
@@ -109,6 +144,24 @@ mod tests {
         assert!(!format!("{value:?}").contains("sk-live"));
         let broken = Secret::new("sk\nx".to_string());
         assert!(broken.to_header_value("").is_err());
+    }
+
+    #[test]
+    fn a_json_string_is_unescaped_as_serde_json_unescapes_it() {
+        for text in [
+            "-----BEGIN PRIVATE KEY-----\nMIIE/a+b==\n-----END PRIVATE KEY-----\n",
+            "tab\t quote\" backslash\\ slash/ ctl\u{1} é 雪 \u{1F600}",
+            "",
+        ] {
+            let literal = serde_json::to_string(text).expect("json");
+            // Escaped slashes and \u escapes too, which serde_json does not write.
+            let literal = literal.replace('/', "\\/").replace('é', "\\u00e9");
+            let secret = Secret::from_json_string(&literal).expect("a string literal");
+            assert_eq!(secret.expose(), text, "{literal}");
+        }
+        for bad in ["nope", "\"x", "\"a\\q\"", "\"\\u12\"", "\"\\ud800\"", "5"] {
+            assert!(Secret::from_json_string(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

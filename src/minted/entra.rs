@@ -5,8 +5,10 @@
 //!
 //! As LiteLLM decides: an `api_key` wins over both; the three Entra fields over a fixed token.
 //! The authority host is `AZURE_AUTHORITY_HOST` (as Azure's own SDKs read it), default
-//! `https://login.microsoftonline.com`. LiteLLM's other Azure flows (username and password,
-//! `oidc/` tokens, `DefaultAzureCredential`) are not served: a row that needs them is refused.
+//! `https://login.microsoftonline.com`. An `azure_ad_token` of the form `oidc/…` with
+//! `tenant_id` and `client_id` is a federated credential (Azure Workload Identity, see
+//! [`super::federated`]). LiteLLM's other Azure flows (username and password,
+//! `DefaultAzureCredential`) are not served: a row that needs them is refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::federated::{AssertionSource, FederatedGrant};
 use super::token_client::{self, request_token, MintError};
 use super::{shared, FixedToken, Mint, Minted, MintedCredential};
 use crate::config::UpstreamUrl;
@@ -57,15 +60,20 @@ pub fn from_fields(
     let (tenant, client, secret) = (take("tenant_id"), take("client_id"), take("client_secret"));
     let fixed = take("azure_ad_token");
     let scope = take("azure_scope");
-    match (tenant, client, secret) {
-        (Some(tenant), Some(client), Some(secret)) => {
-            let scope = scope.as_ref().map_or(DEFAULT_SCOPE, |s| s.expose());
-            let url = format!(
-                "{}/{}/oauth2/v2.0/token",
-                authority.trim_end_matches('/'),
-                percent::encode(tenant.expose())
-            );
-            let token_url = token_client::token_url(&url).map_err(|e| e.to_string())?;
+    let scope = scope.as_ref().map_or(DEFAULT_SCOPE, |s| s.expose());
+    let token_url = |tenant: &str| {
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            authority.trim_end_matches('/'),
+            percent::encode(tenant)
+        );
+        token_client::token_url(&url)
+            .map(|parsed| (url, parsed))
+            .map_err(|e| e.to_string())
+    };
+    match (tenant, client, secret, fixed) {
+        (Some(tenant), Some(client), Some(secret), _) => {
+            let (url, token_url) = token_url(tenant.expose())?;
             let form = Secret::new(format!(
                 "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
                 percent::encode(client.expose()),
@@ -78,18 +86,36 @@ pub fn from_fields(
                 MintedCredential::new(name.to_string(), Box::new(grant))
             })))
         }
-        (None, None, None) => match fixed {
-            Some(token) if token.expose().starts_with("oidc/") => {
-                Err("azure_ad_token: oidc/ tokens (federated credentials) are not supported".into())
-            }
-            Some(token) => {
-                let print = fingerprint(&["azure_ad_token", name, token.expose()]);
-                Ok(Some(shared(print, || {
-                    MintedCredential::new(name.to_string(), Box::new(FixedToken(token)))
-                })))
-            }
-            None => Ok(None),
-        },
+        (tenant, client, None, Some(token)) if token.expose().starts_with("oidc/") => {
+            let source = AssertionSource::parse(token.expose())?;
+            let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+            let tenant = tenant.map(|t| t.expose().to_string());
+            let client = client.map(|c| c.expose().to_string());
+            let (Some(tenant), Some(client_id)) = (
+                tenant.or_else(|| from_env("AZURE_TENANT_ID")),
+                client.or_else(|| from_env("AZURE_CLIENT_ID")),
+            ) else {
+                return Err("azure_ad_token: an oidc/ token needs tenant_id and client_id (on the row, or AZURE_TENANT_ID and AZURE_CLIENT_ID)".into());
+            };
+            let (url, token_url) = token_url(&tenant)?;
+            let print = fingerprint(&["entra_oidc", &url, &client_id, scope, token.expose()]);
+            Ok(Some(shared(print, || {
+                let grant = FederatedGrant {
+                    token_url,
+                    client_id,
+                    scope: scope.to_string(),
+                    source,
+                };
+                MintedCredential::new(name.to_string(), Box::new(grant))
+            })))
+        }
+        (None, None, None, Some(token)) => {
+            let print = fingerprint(&["azure_ad_token", name, token.expose()]);
+            Ok(Some(shared(print, || {
+                MintedCredential::new(name.to_string(), Box::new(FixedToken(token)))
+            })))
+        }
+        (None, None, None, None) => Ok(None),
         _ => Err("tenant_id, client_id and client_secret must be set together".into()),
     }
 }
@@ -136,14 +162,36 @@ mod tests {
     }
 
     #[test]
-    fn partial_grants_and_oidc_tokens_are_refused() {
+    fn partial_grants_and_oidc_tokens_from_elsewhere_are_refused() {
         let mut partial = values(&[("tenant_id", "t"), ("client_id", "c")]);
         assert!(from_fields("a", &mut partial, DEFAULT_AUTHORITY_HOST)
             .unwrap_err()
             .contains("together"));
-        let mut oidc = values(&[("azure_ad_token", "oidc/my-token")]);
+        let mut oidc = values(&[
+            ("tenant_id", "t"),
+            ("client_id", "c"),
+            ("azure_ad_token", "oidc/github/my-audience"),
+        ]);
         let err = from_fields("a", &mut oidc, DEFAULT_AUTHORITY_HOST).unwrap_err();
-        assert!(err.contains("oidc/") && !err.contains("my-token"), "{err}");
+        assert!(
+            err.contains("oidc/github/") && !err.contains("my-audience"),
+            "{err}"
+        );
+        let federated = values(&[
+            ("tenant_id", "t"),
+            ("client_id", "c"),
+            ("azure_ad_token", "oidc/env/FED_TOKEN"),
+        ]);
+        let minted = from_fields("a", &mut federated.clone(), DEFAULT_AUTHORITY_HOST)
+            .expect("valid")
+            .expect("a grant");
+        assert_eq!(minted.report()["grant"], "entra_id_federated");
+        let mut secret_wins = federated;
+        secret_wins.insert("client_secret".into(), Secret::new("s".into()));
+        let minted = from_fields("b", &mut secret_wins, DEFAULT_AUTHORITY_HOST)
+            .expect("valid")
+            .expect("a grant");
+        assert_eq!(minted.report()["grant"], "entra_id", "as in LiteLLM");
         assert!(from_fields("a", &mut values(&[]), DEFAULT_AUTHORITY_HOST)
             .expect("valid")
             .is_none());

@@ -6,11 +6,15 @@
 //! `Authorization: Bearer`.
 //!
 //! The project is `vertex_project`, else the account's `project_id`; the location
-//! `vertex_location`, else `us-central1` (LiteLLM's default). Only service-account keys are
-//! served: a `vertex_credentials` that is a file path, an authorized-user or an external-account
-//! JSON is refused, naming the field.
+//! `vertex_location`, else `us-central1` (LiteLLM's default). A `vertex_credentials` that is
+//! not JSON but the path of a file that exists is read from that file (as LiteLLM does; at most
+//! [`MAX_KEY_FILE_BYTES`], into a zeroizing buffer, whenever the snapshot is built: at start,
+//! on a reload (SIGHUP), and when the rows change). Only service-account keys are served: an authorized-user or an
+//! external-account JSON is refused, naming the field.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,8 +24,11 @@ use boring::hash::MessageDigest;
 use boring::pkey::{PKey, Private};
 use boring::sign::Signer;
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::token_client::{self, request_token, MintError};
 use super::{shared, Mint, Minted, MintedCredential};
@@ -128,6 +135,49 @@ impl Mint for JwtBearer {
     }
 }
 
+/// The most a key file named by `vertex_credentials` may hold.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
+/// The path `value` names, when it is not JSON but a file that exists.
+fn key_file(value: &str) -> Option<&Path> {
+    let value = value.trim();
+    let path = Path::new(value);
+    (!value.starts_with('{') && path.is_file()).then_some(path)
+}
+
+/// The key file's text, bounded, in a zeroizing buffer; errors name the path, never its text.
+fn read_key_file(path: &Path) -> Result<Secret, String> {
+    let shown = path.display();
+    let failed = |e: std::io::Error| format!("vertex_credentials: cannot read {shown}: {e}");
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES as usize + 1));
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "vertex_credentials: {shown} holds more than {MAX_KEY_FILE_BYTES} bytes"
+        ));
+    }
+    Secret::from_utf8(bytes).map_err(|_| format!("vertex_credentials: {shown} is not UTF-8"))
+}
+
+/// The fields of a service account's JSON key that the grant reads (the rest are ignored).
+/// `private_key` is borrowed as raw JSON and unescaped by [`Secret::from_json_string`], so the
+/// key's text is only ever held in buffers zeroized when dropped (BoringSSL clears what it frees,
+/// so the parsed key is too).
+#[derive(Deserialize)]
+struct ServiceAccount<'a> {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    client_email: Option<String>,
+    #[serde(borrow)]
+    private_key: Option<&'a RawValue>,
+    private_key_id: Option<String>,
+    token_uri: Option<String>,
+    project_id: Option<String>,
+}
+
 /// The minted credential and place that `values` (a row's decrypted fields, from which the
 /// Vertex fields are removed) describe, if they hold `vertex_credentials`. Errors name fields,
 /// never values.
@@ -140,28 +190,38 @@ pub fn from_fields(
     let Some(json) = values.remove("vertex_credentials") else {
         return Ok(None);
     };
-    let account: Value = serde_json::from_str(json.expose()).map_err(|_| {
-        "vertex_credentials: not a service account's JSON key (a file path is not read)".to_string()
+    let json = match key_file(json.expose()) {
+        Some(path) => read_key_file(path)?,
+        None => json,
+    };
+    let account: ServiceAccount = serde_json::from_str(json.expose()).map_err(|_| {
+        "vertex_credentials: not a service account's JSON key, nor the path of a file".to_string()
     })?;
-    let field = |key: &str| account.get(key).and_then(Value::as_str);
-    if field("type") != Some("service_account") {
+    if account.kind.as_deref() != Some("service_account") {
         return Err(
             "vertex_credentials: only service-account keys (\"type\": \"service_account\") are served"
                 .into(),
         );
     }
-    let client_email = field("client_email")
-        .ok_or("vertex_credentials: no client_email")?
-        .to_string();
-    let pem = field("private_key").ok_or("vertex_credentials: no private_key")?;
-    let key = PKey::private_key_from_pem(pem.as_bytes())
+    let client_email = account
+        .client_email
+        .ok_or("vertex_credentials: no client_email")?;
+    let pem = account
+        .private_key
+        .ok_or("vertex_credentials: no private_key")?;
+    let pem = Secret::from_json_string(pem.get())
+        .ok_or("vertex_credentials: private_key is not a JSON string")?;
+    let key = PKey::private_key_from_pem(pem.expose().as_bytes())
         .map_err(|_| "vertex_credentials: private_key is not a PEM private key")?;
-    let token_uri = field("token_uri").unwrap_or(DEFAULT_TOKEN_URI).to_string();
+    drop(pem);
+    let token_uri = account
+        .token_uri
+        .unwrap_or_else(|| DEFAULT_TOKEN_URI.to_string());
     let token_url = token_client::token_url(&token_uri)
         .map_err(|e| format!("vertex_credentials: token_uri: {e}"))?;
     let project = project
         .map(|p| p.expose().to_string())
-        .or_else(|| field("project_id").map(str::to_string))
+        .or(account.project_id)
         .ok_or("no vertex_project, and vertex_credentials has no project_id")?;
     let place = VertexPlace {
         project,
@@ -172,7 +232,7 @@ pub fn from_fields(
         .chain_update(json.expose().as_bytes())
         .finalize()
         .into();
-    let key_id = field("private_key_id").map(str::to_string);
+    let key_id = account.private_key_id;
     let minted = shared(print, || {
         let grant = JwtBearer {
             client_email,

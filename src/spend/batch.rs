@@ -4,8 +4,11 @@
 //! The adding up is done when the batch is written, off the request path.
 //!
 //! The batch holds no message or response content, only counts, names and times. It travels as
-//! JSON too: a fan-out watcher sends its batch to its serving instance, which merges it into
-//! its own ([`Batch::merge`]).
+//! JSON too: a fan-out watcher sends its batch to its serving instance, which keeps it beside
+//! its own under the watcher's batch id ([`Batch::absorb`]) and writes both in one statement.
+//! They are kept apart, not added together, so that a watcher's batch another serving instance
+//! has already written (the watcher sent it again there after losing the first answer) can be
+//! left out of the write ([`Batch::leave_out`]).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -137,32 +140,6 @@ mod entries {
 }
 
 impl Totals<String> {
-    /// Adds `other`'s totals to these.
-    fn merge(&mut self, other: Totals<String>) {
-        for (mine, theirs) in [
-            (&mut self.keys, other.keys),
-            (&mut self.teams, other.teams),
-            (&mut self.users, other.users),
-            (&mut self.end_users, other.end_users),
-        ] {
-            for (id, cost) in theirs {
-                *mine.entry(id).or_default() += cost;
-            }
-        }
-        for (member, cost) in other.members {
-            *self.members.entry(member).or_default() += cost;
-        }
-        for (mine, theirs) in [
-            (&mut self.daily_users, other.daily_users),
-            (&mut self.daily_teams, other.daily_teams),
-            (&mut self.daily_end_users, other.daily_end_users),
-        ] {
-            for (key, totals) in theirs {
-                mine.entry(key).or_default().merge(totals);
-            }
-        }
-    }
-
     /// Every key, team and user these totals name (what a fan-out server checks against the
     /// watcher's grant).
     pub fn named(&self) -> Named<'_> {
@@ -185,23 +162,6 @@ impl Totals<String> {
             list.dedup();
         }
         Named { keys, teams, users }
-    }
-}
-
-impl DailyTotals<String> {
-    /// Adds `other`'s counts to these.
-    fn merge(&mut self, other: DailyTotals<String>) {
-        if self.model_group.is_none() {
-            self.model_group = other.model_group;
-        }
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.cache_read_input_tokens += other.cache_read_input_tokens;
-        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
-        self.spend += other.spend;
-        self.api_requests += other.api_requests;
-        self.successful_requests += other.successful_requests;
-        self.failed_requests += other.failed_requests;
     }
 }
 
@@ -244,31 +204,33 @@ impl<'a, S: Ord + Default + Borrow<str> + From<&'a str>> Totals<S> {
     }
 }
 
-impl Totals<String> {
-    /// The same totals, keyed by borrowed names.
-    fn borrowed(&self) -> Totals<&str> {
-        fn spend(m: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
-            m.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+impl<'a> Totals<&'a str> {
+    /// Adds `other`'s totals (a batch's overflow) to these, borrowing its names.
+    fn include(&mut self, other: &'a Totals<String>) {
+        for (mine, theirs) in [
+            (&mut self.keys, &other.keys),
+            (&mut self.teams, &other.teams),
+            (&mut self.users, &other.users),
+            (&mut self.end_users, &other.end_users),
+        ] {
+            for (id, cost) in theirs {
+                *mine.entry(id.as_str()).or_default() += cost;
+            }
         }
-        type Daily<S> = BTreeMap<DailyKey<S>, DailyTotals<S>>;
-        fn daily(m: &Daily<String>) -> Daily<&str> {
-            m.iter()
-                .map(|(k, t)| (k.borrowed(), t.borrowed()))
-                .collect()
-        }
-        Totals {
-            keys: spend(&self.keys),
-            teams: spend(&self.teams),
-            users: spend(&self.users),
-            members: self
+        for ((user, team), cost) in &other.members {
+            *self
                 .members
-                .iter()
-                .map(|((u, t), v)| ((u.as_str(), t.as_str()), *v))
-                .collect(),
-            end_users: spend(&self.end_users),
-            daily_users: daily(&self.daily_users),
-            daily_teams: daily(&self.daily_teams),
-            daily_end_users: daily(&self.daily_end_users),
+                .entry((user.as_str(), team.as_str()))
+                .or_default() += cost;
+        }
+        for (mine, theirs) in [
+            (&mut self.daily_users, &other.daily_users),
+            (&mut self.daily_teams, &other.daily_teams),
+            (&mut self.daily_end_users, &other.daily_end_users),
+        ] {
+            for (key, totals) in theirs {
+                mine.entry(key.borrowed()).or_default().include(totals);
+            }
         }
     }
 }
@@ -286,19 +248,20 @@ impl DailyKey<String> {
     }
 }
 
-impl DailyTotals<String> {
-    fn borrowed(&self) -> DailyTotals<&str> {
-        DailyTotals {
-            model_group: self.model_group.as_deref(),
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-            cache_read_input_tokens: self.cache_read_input_tokens,
-            cache_creation_input_tokens: self.cache_creation_input_tokens,
-            spend: self.spend,
-            api_requests: self.api_requests,
-            successful_requests: self.successful_requests,
-            failed_requests: self.failed_requests,
+impl<'a> DailyTotals<&'a str> {
+    /// Adds `other`'s counts to these, borrowing its model group.
+    fn include(&mut self, other: &'a DailyTotals<String>) {
+        if self.model_group.is_none() {
+            self.model_group = other.model_group.as_deref();
         }
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.spend += other.spend;
+        self.api_requests += other.api_requests;
+        self.successful_requests += other.successful_requests;
+        self.failed_requests += other.failed_requests;
     }
 }
 
@@ -340,23 +303,43 @@ pub struct Batch {
     /// Spend-log rows left out because the batch held `max_logs` already.
     #[serde(default)]
     pub logs_dropped: u64,
+    /// Watchers' batches a serving instance took, each under its id. Never read from a
+    /// watcher's report (a watcher's batch holds only its own requests).
+    #[serde(skip)]
+    absorbed: Vec<Absorbed>,
+    /// How many records the watchers' batches hold (kept, so that [`Batch::len`] does not walk
+    /// them on every request).
+    #[serde(skip)]
+    absorbed_records: usize,
+}
+
+/// A watcher's batch, as a serving instance holds it until it is written.
+#[derive(Debug, Clone, PartialEq)]
+struct Absorbed {
+    /// The batch's id, with the watcher's name before it (`{watcher}/{id}`): what
+    /// `"Sidecar_SpendBatches"` remembers it by.
+    id: String,
+    /// The batch.
+    batch: Batch,
 }
 
 impl Batch {
-    /// How many requests the batch holds spend-log rows for.
+    /// How many requests the batch holds spend-log rows for, its watchers' batches included.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.absorbed_records
     }
 
     /// Whether the batch holds nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.overflow.keys.is_empty()
+        self.records.is_empty()
+            && self.overflow.keys.is_empty()
+            && self.absorbed.iter().all(|a| a.batch.is_empty())
     }
 
     /// Adds one request. Its record is kept whole while the batch holds fewer than `max_logs`;
     /// past that only its spend is kept (added to the totals), its spend-log row left out.
     pub fn add(&mut self, record: SpendRecord, max_logs: usize) {
-        if self.records.len() < max_logs {
+        if self.len() < max_logs {
             self.records.push(record);
         } else {
             self.overflow.add(&record);
@@ -364,24 +347,52 @@ impl Batch {
         }
     }
 
-    /// Adds every request of `other` (a watcher's batch) as [`Batch::add`] adds one, and its
-    /// totals.
-    pub fn merge(&mut self, other: Batch, max_logs: usize) {
-        for record in other.records {
-            self.add(record, max_logs);
+    /// Keeps a watcher's batch (`id` as [`Absorbed::id`]) beside this one, within the same
+    /// bound: the spend-log rows of its requests past `max_logs` in all are left out (their
+    /// spend kept in its totals).
+    pub fn absorb(&mut self, id: String, mut other: Batch, max_logs: usize) {
+        let room = max_logs.saturating_sub(self.len());
+        if other.records.len() > room {
+            for record in other.records.drain(room..) {
+                other.overflow.add(&record);
+                other.logs_dropped += 1;
+            }
         }
-        self.overflow.merge(other.overflow);
         self.logs_dropped += other.logs_dropped;
+        other.logs_dropped = 0;
+        self.absorbed_records += other.records.len();
+        self.absorbed.push(Absorbed { id, batch: other });
+    }
+
+    /// The ids of the watchers' batches held.
+    pub fn absorbed_ids(&self) -> Vec<&str> {
+        self.absorbed.iter().map(|a| a.id.as_str()).collect()
+    }
+
+    /// Drops the watchers' batches whose ids are in `written` (another serving instance wrote
+    /// them); how many were dropped.
+    pub fn leave_out(&mut self, written: &[String]) -> usize {
+        let before = self.absorbed.len();
+        self.absorbed.retain(|a| !written.contains(&a.id));
+        self.absorbed_records = self.absorbed.iter().map(|a| a.batch.records.len()).sum();
+        before - self.absorbed.len()
     }
 
     /// The batch as the JSON documents the flush statement reads (see `flush.rs` and
     /// [`documents`]), borrowing every name from the batch.
     pub fn documents(&self) -> Documents<'_> {
-        let mut totals = self.overflow.borrowed();
-        for record in &self.records {
-            totals.add(record);
+        let mut totals = Totals::default();
+        let own = std::iter::once(self);
+        for part in own.clone().chain(self.absorbed.iter().map(|a| &a.batch)) {
+            totals.include(&part.overflow);
+            for record in &part.records {
+                totals.add(record);
+            }
         }
-        Documents::of(&totals, &self.records)
+        let records = own
+            .chain(self.absorbed.iter().map(|a| &a.batch))
+            .flat_map(|part| part.records.iter());
+        Documents::of(&totals, records)
     }
 }
 

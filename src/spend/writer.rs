@@ -26,7 +26,7 @@ use pingora::services::background::BackgroundService;
 use tracing::{error, info, warn};
 
 use super::batch::{Batch, SpendRecord};
-use super::flush::{write, SpendTables};
+use super::flush::{write, SpendTables, Written};
 use crate::db::session::Session;
 use crate::db::DbError;
 use crate::metrics::spend as metrics;
@@ -57,6 +57,9 @@ pub enum Sent {
     Duplicate,
     /// Refused for good (the reason): retrying the same batch cannot succeed.
     Refused(String),
+    /// Nothing taken: these watchers' batches it holds were written already (by another
+    /// serving instance); the batch without them can be sent at once.
+    AbsorbedWritten(Vec<String>),
 }
 
 /// Why a batch could not be sent (it is kept and tried again).
@@ -130,13 +133,13 @@ impl SpendWriter {
         }
     }
 
-    /// Adds a watcher's batch to the pending batch, within the same bound as this instance's
-    /// own requests.
-    pub fn absorb(&self, batch: Batch) {
+    /// Adds a watcher's batch to the pending batch under `id` (`{watcher}/{batch id}`), within
+    /// the same bound as this instance's own requests.
+    pub fn absorb(&self, id: String, batch: Batch) {
         let mut pending = self.pending();
         let dropped = pending.logs_dropped + batch.logs_dropped;
         let before = pending.len();
-        pending.merge(batch, self.settings.max_pending_requests);
+        pending.absorb(id, batch, self.settings.max_pending_requests);
         self.grown(before, pending.len());
         metrics::LOGS_DROPPED.inc_by(pending.logs_dropped.saturating_sub(dropped));
     }
@@ -179,7 +182,8 @@ impl SpendWriter {
 
     /// Sends what is waiting to `sink`: first the batch a previous flush could not send (with
     /// the same id), else the pending one under a new id. On failure the batch is kept (and
-    /// said in the log).
+    /// said in the log). Watchers' batches another serving instance wrote already are left out
+    /// and the rest sent again at once.
     pub async fn flush_into(&self, sink: &dyn BatchSink) -> Flushed {
         let mut unsent = self.unsent.lock().await;
         if unsent.is_none() {
@@ -192,11 +196,29 @@ impl SpendWriter {
                 batch,
             });
         }
-        let Some(waiting) = unsent.as_ref() else {
+        let Some(waiting) = unsent.as_mut() else {
             return Flushed::Nothing;
         };
-        match sink.send(&waiting.id, &waiting.batch).await {
-            Ok(Sent::Fresh | Sent::Duplicate) => {
+        let mut sent = sink.send(&waiting.id, &waiting.batch).await;
+        while let Ok(Sent::AbsorbedWritten(written)) = &sent {
+            let left_out = waiting.batch.leave_out(written);
+            metrics::BATCHES
+                .with_label_values(&["duplicate"])
+                .inc_by(left_out as u64);
+            info!(
+                "spend: {left_out} watchers' batches were written already by another serving \
+                 instance; writing the rest"
+            );
+            if left_out == 0 {
+                // The database named none this batch holds (they were pruned between the two
+                // statements): keep the batch for the next flush rather than loop.
+                metrics::BATCHES.with_label_values(&["failed"]).inc();
+                return Flushed::Kept;
+            }
+            sent = sink.send(&waiting.id, &waiting.batch).await;
+        }
+        match sent {
+            Ok(Sent::Fresh | Sent::Duplicate | Sent::AbsorbedWritten(_)) => {
                 *unsent = None;
                 Flushed::Written
             }
@@ -291,13 +313,21 @@ impl BatchSink for DatabaseSink<'_> {
                 sql
             }
         };
-        let docs = batch.documents();
-        let fresh = session
-            .deadline(write(client.as_ref(), &sql, id, &docs))
+        let schema = &session.database().schema;
+        let written = session
+            .deadline(write(client.as_ref(), &sql, schema, id, batch))
             .await?;
-        let result = if fresh { "written" } else { "duplicate" };
-        metrics::BATCHES.with_label_values(&[result]).inc();
-        Ok(if fresh { Sent::Fresh } else { Sent::Duplicate })
+        Ok(match written {
+            Written::Fresh => {
+                metrics::BATCHES.with_label_values(&["written"]).inc();
+                Sent::Fresh
+            }
+            Written::Duplicate => {
+                metrics::BATCHES.with_label_values(&["duplicate"]).inc();
+                Sent::Duplicate
+            }
+            Written::AbsorbedWritten(ids) => Sent::AbsorbedWritten(ids),
+        })
     }
 }
 

@@ -173,3 +173,107 @@ async fn entra_id_tokens_are_minted_once_and_sent_as_bearer_tokens() {
         }
     }
 }
+
+/// Azure Workload Identity: `azure_ad_token: oidc/file/…` (and `oidc/env/…`) with `tenant_id`
+/// and `client_id`, rows written by the real LiteLLM. The platform's token is read at the mint
+/// and sent as the client assertion; a file that is not there yet fails closed, naming the
+/// file, and the next mint (after the retry pause) reads it once it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_tokens_are_read_at_each_mint_and_exchanged_for_bearer_tokens() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("azure-identity-token");
+    let base = e.mock.base_url();
+    let federated = |source: String| {
+        json!({ "model": "azure/my-deploy", "api_base": base, "api_version": "2024-10-21",
+                "tenant_id": "tenant-1", "client_id": "client-fed", "azure_ad_token": source })
+    };
+    let rows = json!({
+        "salt_key": SALT,
+        "models": {
+            "d-file": federated(format!("oidc/file/{}", token_file.display())),
+            "d-env": federated("oidc/env/SIDECAR_TEST_FEDERATED_TOKEN".into()),
+        },
+        "credentials": {},
+    });
+    let stored = litellm_venv::ask("litellm_store_rows.py", rows).await;
+    db.put_model("d-file", "azure-file", stored["models"]["d-file"].clone())
+        .await;
+    db.put_model("d-env", "azure-env", stored["models"]["d-env"].clone())
+        .await;
+    let route = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
+    let config = gateway(&e, &db, &TestDb::url(None), "30s", false, vec![route]);
+    let allowed = dir.path().display().to_string();
+    let env = [
+        ("LITELLM_SALT_KEY", SALT),
+        ("AZURE_AUTHORITY_HOST", base.as_str()),
+        ("LITELLM_OIDC_ALLOWED_CREDENTIAL_DIRS", allowed.as_str()),
+        ("SIDECAR_TEST_FEDERATED_TOKEN", "eyJ-from-env"),
+    ];
+    let sidecar =
+        SidecarProcess::start_async(&crate::support::config::yaml(&config), &[], &env).await;
+    let chat = |alias: &'static str| {
+        e.client
+            .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+            .header("authorization", "Bearer sk-client")
+            .json(&json!({ "model": alias, "messages": [] }))
+            .send()
+    };
+
+    // No token on disk yet: 503, naming the file, nothing sent to the provider.
+    let response = chat("azure-file").await.expect("send");
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.expect("body");
+    assert!(
+        body.contains("credential_unavailable") && body.contains("azure-identity-token"),
+        "{body}"
+    );
+    std::fs::write(&token_file, "eyJ-from-file\n").expect("the platform writes its token");
+    let mut status = 0;
+    for _ in 0..40 {
+        status = chat("azure-file").await.expect("send").status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        status,
+        200,
+        "read once the file is there: {}",
+        sidecar.output()
+    );
+    assert_eq!(chat("azure-env").await.expect("send").status(), 200);
+    assert_eq!(chat("azure-env").await.expect("send").status(), 200);
+
+    let requests = e.mock.requests();
+    let (grants, calls): (Vec<_>, Vec<_>) = requests.iter().partition(|r| r.path == TOKEN_PATH);
+    let form = |assertion: &str| {
+        format!(
+            "grant_type=client_credentials&client_id=client-fed\
+             &scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default\
+             &client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
+             &client_assertion={assertion}"
+        )
+    };
+    let forms: Vec<String> = grants.iter().map(|g| g.body_str()).collect();
+    assert_eq!(
+        forms,
+        [form("eyJ-from-file"), form("eyJ-from-env")],
+        "one grant each, the file's token trimmed"
+    );
+    assert_eq!(calls.len(), 3, "nothing sent while the token was missing");
+    for call in calls {
+        let bearer = call.header("authorization").expect("a bearer token");
+        assert!(bearer.starts_with("Bearer entra-token-"), "{bearer}");
+        assert!(call.header("api-key").is_none());
+    }
+    let (_, config) = admin_get(&sidecar, "/config").await;
+    for text in [config, sidecar.output()] {
+        for secret in ["eyJ-from-file", "eyJ-from-env", "entra-token-"] {
+            assert!(!text.contains(secret), "{secret} shown");
+        }
+    }
+}

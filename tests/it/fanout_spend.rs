@@ -177,18 +177,34 @@ async fn watchers_spend_is_written_by_their_serving_instance() {
     )
     .await;
     assert_eq!(daily, json!({ "api": 7, "ok": 6, "failed": 1 }));
-    // Written by the serving instance alone: every batch in the database is one of its writes.
-    let batches = value(&db, r#"SELECT count(*) AS n FROM "Sidecar_SpendBatches""#).await["n"]
-        .as_f64()
-        .unwrap_or(-1.0);
+    // Written by the serving instance alone: every batch in the database is one of its writes,
+    // or a watcher's batch it took (remembered by `{watcher}/{id}`, so that another serving
+    // instance would not count it again).
+    let batches = value(
+        &db,
+        r#"SELECT count(*) FILTER (WHERE batch_id NOT LIKE '%/%') AS own,
+                  count(*) FILTER (WHERE batch_id LIKE 'team-t1/%') AS watchers
+           FROM "Sidecar_SpendBatches""#,
+    )
+    .await;
     let written = server_metric(&server, "sidecar_spend_batches_total{result=\"written\"}").await;
-    assert_eq!(batches, written, "{}", server.output());
+    assert_eq!(
+        batches["own"].as_f64(),
+        Some(written),
+        "{}",
+        server.output()
+    );
     let taken = server_metric(
         &server,
         "sidecar_fanout_spend_reports_total{result=\"taken\"}",
     )
     .await;
     assert!(taken >= 2.0, "reports from both watchers: {taken}");
+    assert_eq!(
+        batches["watchers"].as_f64(),
+        Some(taken),
+        "every batch taken"
+    );
 
     // A budget reached through the watchers' spend is refused by them.
     let mut served = 0;

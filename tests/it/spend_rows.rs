@@ -5,7 +5,7 @@
 
 use crate::support::litellm_db::LiteLlmDb;
 use sidecar::spend::batch::{Batch, SpendRecord};
-use sidecar::spend::flush::{write, SpendTables};
+use sidecar::spend::flush::{write, SpendTables, Written};
 use sidecar::spend::Usage;
 
 fn record(id: &str, key: &str, team: Option<&str>, user: Option<&str>, spend: f64) -> SpendRecord {
@@ -71,14 +71,11 @@ async fn a_batch_lands_in_litellms_tables_once() {
     batch.add(record("req-1", "k1", Some("t1"), Some("u1"), 0.25), 100);
     batch.add(record("req-2", "k1", Some("t1"), Some("u1"), 0.5), 100);
     batch.add(record("req-3", "k2", None, None, 0.0), 100);
-    let docs = batch.documents();
-    assert!(write(&db.client, &statement, "batch-1", &docs)
-        .await
-        .expect("write"));
+    let written = write(&db.client, &statement, "public", "batch-1", &batch).await;
+    assert_eq!(written.expect("write"), Written::Fresh);
     // The same batch again, as after a commit whose answer was lost: nothing more is counted.
-    assert!(!write(&db.client, &statement, "batch-1", &docs)
-        .await
-        .expect("rewrite"));
+    let written = write(&db.client, &statement, "public", "batch-1", &batch).await;
+    assert_eq!(written.expect("rewrite"), Written::Duplicate);
 
     let key = r#"SELECT spend FROM "LiteLLM_VerificationToken" WHERE token = 'k1'"#;
     assert_eq!(number(&db, key).await, 0.75);
@@ -173,9 +170,8 @@ async fn a_batch_lands_in_litellms_tables_once() {
     // The next batch adds to the same rows.
     let mut next = Batch::default();
     next.add(record("req-4", "k1", Some("t1"), Some("u1"), 0.25), 100);
-    assert!(write(&db.client, &statement, "batch-2", &next.documents())
-        .await
-        .expect("write"));
+    let written = write(&db.client, &statement, "public", "batch-2", &next).await;
+    assert_eq!(written.expect("write"), Written::Fresh);
     assert_eq!(number(&db, key).await, 1.0);
     let requests = r#"SELECT api_requests::float8 FROM "LiteLLM_DailyTeamSpend"
                       WHERE team_id = 't1' AND api_key = 'k1'"#;

@@ -12,7 +12,7 @@ use crate::support::wait_until_async;
 use sidecar::db::session::Session;
 use sidecar::db::Database;
 use sidecar::secret::Secret;
-use sidecar::spend::batch::SpendRecord;
+use sidecar::spend::batch::{Batch, SpendRecord};
 use sidecar::spend::writer::{Flushed, SpendTarget, SpendWriter, WriterSettings};
 use sidecar::spend::Usage;
 
@@ -193,4 +193,44 @@ async fn a_half_full_batch_is_written_before_the_interval() {
     assert!(written, "half full: written long before the hour");
     stop.send(true).expect("stop");
     running.await.expect("the writer stops");
+}
+
+/// A watcher's batch taken by two serving instances (its first server's answer was lost, and
+/// it sent the batch again to another, as a watcher that fails over does) is counted once,
+/// whichever instance writes first; each instance's own requests are counted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchers_batch_taken_by_two_serving_instances_counts_once() {
+    let _turn = crate::support::lock::shared().await;
+    let db = database_with_key().await;
+    let relay = PgRelay::start().await;
+    let session = session_through(&db, &relay);
+    let (first, second) = (hourly_writer(1000), hourly_writer(1000));
+    let watchers = |id: &str, spend: f64| {
+        let mut batch = Batch::default();
+        batch.add(record(id, spend), 1000);
+        batch
+    };
+    for round in ["a", "b"] {
+        // In round a the first instance writes first, in round b the second.
+        let (early, late) = if round == "a" {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        let id = format!("w1/batch-{round}");
+        early.absorb(id.clone(), watchers(&format!("{round}-w"), 1.0));
+        late.absorb(id, watchers(&format!("{round}-w"), 1.0));
+        early.record(record(&format!("{round}-early"), 10.0));
+        late.record(record(&format!("{round}-late"), 100.0));
+        assert_eq!(early.flush(&session).await, Flushed::Written);
+        assert_eq!(
+            late.flush(&session).await,
+            Flushed::Written,
+            "the rest of the batch"
+        );
+    }
+    // Per round: the watcher's 1 once, 10 and 100 from the instances' own requests.
+    assert_eq!(spend_and_logs(&db).await, (222.0, 6));
+    assert_eq!(first.flush(&session).await, Flushed::Nothing);
+    assert_eq!(second.flush(&session).await, Flushed::Nothing);
 }

@@ -10,8 +10,9 @@
 //! Exactly once: the ids of the last [`REMEMBERED_IDS`] batches taken from each watcher are
 //! kept; a batch sent again (its acknowledgement was lost) is acknowledged as a duplicate and
 //! not added. The check and the addition happen under one lock, so two tries of one batch at
-//! once add it once. Bounded: the body is read up to [`MAX_SPEND_REPORT_BYTES`], under
-//! [`BODY_DEADLINE`].
+//! once add it once. Across replicas, the spend flush records each watcher's batch as
+//! `{watcher}/{id}` and writes it once, whichever replica took it ([`crate::spend::flush`]).
+//! Bounded: the body is read up to [`MAX_SPEND_REPORT_BYTES`], under [`BODY_DEADLINE`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -52,7 +53,7 @@ impl Receipts {
         if ids.iter().any(|seen| seen == id) {
             return false;
         }
-        writer.absorb(batch);
+        writer.absorb(format!("{watcher}/{id}"), batch);
         if ids.len() == REMEMBERED_IDS {
             ids.pop_front();
         }

@@ -97,7 +97,8 @@ impl BatchSink for SpendReporter {
                     let result = match sent {
                         Sent::Fresh => "sent",
                         Sent::Duplicate => "duplicate",
-                        Sent::Refused(_) => return Ok(sent),
+                        // (The second is a database's answer, never a server's.)
+                        Sent::Refused(_) | Sent::AbsorbedWritten(_) => return Ok(sent),
                     };
                     metrics::BATCHES.with_label_values(&[result]).inc();
                     return Ok(sent);

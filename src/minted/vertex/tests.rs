@@ -97,3 +97,23 @@ fn other_credentials_are_refused_without_quoting_them() {
         .expect("valid")
         .is_none());
 }
+
+#[test]
+fn a_key_file_is_read_as_litellm_reads_it_and_its_text_never_quoted() {
+    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("key");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("key.json");
+    std::fs::write(&path, account(&key)).expect("write the key file");
+    let shown = path.display().to_string();
+    let mut row = values(&[("vertex_credentials", &shown)]);
+    let (minted, place) = from_fields("v", &mut row).expect("valid").expect("vertex");
+    assert_eq!(place.project, "proj-from-key");
+    assert_eq!(minted.report()["grant"], "vertex_service_account");
+
+    std::fs::write(&path, "not a key: pk-secret").expect("write");
+    let err = from_fields("v", &mut values(&[("vertex_credentials", &shown)])).unwrap_err();
+    assert!(!err.contains("pk-secret"), "{err}");
+    std::fs::write(&path, vec![b' '; MAX_KEY_FILE_BYTES as usize + 1]).expect("write");
+    let err = from_fields("v", &mut values(&[("vertex_credentials", &shown)])).unwrap_err();
+    assert!(err.contains("more than") && err.contains(&shown), "{err}");
+}

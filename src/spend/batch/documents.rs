@@ -35,7 +35,10 @@ pub struct Documents<'a> {
 
 impl<'a> Documents<'a> {
     /// The documents of `totals` and of the spend-log rows of `records`.
-    pub(super) fn of(totals: &Totals<&'a str>, records: &'a [SpendRecord]) -> Documents<'a> {
+    pub(super) fn of(
+        totals: &Totals<&'a str>,
+        records: impl Iterator<Item = &'a SpendRecord> + Clone,
+    ) -> Documents<'a> {
         let spent = |map: &std::collections::BTreeMap<&'a str, f64>, field| {
             map.iter()
                 .map(|(id, cost)| Spent {
@@ -179,27 +182,53 @@ pub struct LogColumns<'a> {
 }
 
 impl<'a> LogColumns<'a> {
-    fn of(records: &'a [SpendRecord]) -> LogColumns<'a> {
+    /// The columns of `records`, in one pass.
+    fn of(records: impl Iterator<Item = &'a SpendRecord> + Clone) -> LogColumns<'a> {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let text = |s: &'a Option<String>| s.as_deref().unwrap_or("");
+        let n = records.clone().count();
+        let mut c = LogColumns::with_capacity(n);
+        for r in records {
+            c.request_id.push(&r.request_id);
+            c.api_key.push(&r.key);
+            c.spend.push(r.spend);
+            c.prompt_tokens.push(count(r.usage.prompt));
+            c.completion_tokens.push(count(r.usage.completion));
+            c.start_ms.push(r.start_ms);
+            c.end_ms.push(r.end_ms);
+            c.first_byte_ms.push(r.first_byte_ms);
+            c.model.push(&r.model);
+            c.model_id.push(text(&r.model_id));
+            c.model_group.push(text(&r.model_group));
+            c.custom_llm_provider.push(&r.provider);
+            c.api_base.push(text(&r.api_base));
+            c.user.push(text(&r.user_id));
+            c.team_id.push(r.team_id.as_deref());
+            c.end_user.push(r.end_user.as_deref());
+            c.success.push(r.success);
+        }
+        c
+    }
+
+    fn with_capacity(n: usize) -> LogColumns<'a> {
         LogColumns {
-            request_id: records.iter().map(|r| r.request_id.as_str()).collect(),
-            api_key: records.iter().map(|r| r.key.as_str()).collect(),
-            spend: records.iter().map(|r| r.spend).collect(),
-            prompt_tokens: records.iter().map(|r| count(r.usage.prompt)).collect(),
-            completion_tokens: records.iter().map(|r| count(r.usage.completion)).collect(),
-            start_ms: records.iter().map(|r| r.start_ms).collect(),
-            end_ms: records.iter().map(|r| r.end_ms).collect(),
-            first_byte_ms: records.iter().map(|r| r.first_byte_ms).collect(),
-            model: records.iter().map(|r| r.model.as_str()).collect(),
-            model_id: records.iter().map(|r| text(&r.model_id)).collect(),
-            model_group: records.iter().map(|r| text(&r.model_group)).collect(),
-            custom_llm_provider: records.iter().map(|r| r.provider.as_str()).collect(),
-            api_base: records.iter().map(|r| text(&r.api_base)).collect(),
-            user: records.iter().map(|r| text(&r.user_id)).collect(),
-            team_id: records.iter().map(|r| r.team_id.as_deref()).collect(),
-            end_user: records.iter().map(|r| r.end_user.as_deref()).collect(),
-            success: records.iter().map(|r| r.success).collect(),
+            request_id: Vec::with_capacity(n),
+            api_key: Vec::with_capacity(n),
+            spend: Vec::with_capacity(n),
+            prompt_tokens: Vec::with_capacity(n),
+            completion_tokens: Vec::with_capacity(n),
+            start_ms: Vec::with_capacity(n),
+            end_ms: Vec::with_capacity(n),
+            first_byte_ms: Vec::with_capacity(n),
+            model: Vec::with_capacity(n),
+            model_id: Vec::with_capacity(n),
+            model_group: Vec::with_capacity(n),
+            custom_llm_provider: Vec::with_capacity(n),
+            api_base: Vec::with_capacity(n),
+            user: Vec::with_capacity(n),
+            team_id: Vec::with_capacity(n),
+            end_user: Vec::with_capacity(n),
+            success: Vec::with_capacity(n),
         }
     }
 

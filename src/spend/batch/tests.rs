@@ -83,7 +83,7 @@ fn logs_past_the_bound_are_counted_and_totals_are_kept() {
 }
 
 #[test]
-fn a_batch_travels_as_json_and_merges_as_if_its_requests_were_added_here() {
+fn a_batch_travels_as_json_and_is_written_as_if_its_requests_were_added_here() {
     let mut watcher = Batch::default();
     watcher.add(record("k1", Some("t1"), Some("u1"), 0.5), 1);
     // Past the bound: kept only in the totals.
@@ -98,7 +98,7 @@ fn a_batch_travels_as_json_and_merges_as_if_its_requests_were_added_here() {
 
     let mut server = Batch::default();
     server.add(record("k1", Some("t1"), Some("u1"), 1.0), 10);
-    server.merge(received, 10);
+    server.absorb("w/b1".into(), received, 10);
     let mut direct = Batch::default();
     direct.add(record("k1", Some("t1"), Some("u1"), 1.0), 10);
     direct.add(record("k1", Some("t1"), Some("u1"), 0.5), 10);
@@ -112,4 +112,41 @@ fn a_batch_travels_as_json_and_merges_as_if_its_requests_were_added_here() {
     assert_eq!(merged.teams, expected.teams);
     assert_eq!(merged.members, expected.members);
     assert_eq!(merged.daily_users, expected.daily_users);
+}
+
+#[test]
+fn a_watchers_batch_is_held_within_the_bound_and_can_be_left_out_whole() {
+    let mut server = Batch::default();
+    server.add(record("k1", Some("t1"), Some("u1"), 1.0), 3);
+    let mut watcher = Batch::default();
+    for spend in [0.5, 0.25, 0.125] {
+        watcher.add(record("k2", Some("t2"), Some("u2"), spend), 10);
+    }
+    server.absorb("w/b1".into(), watcher, 3);
+    // Three rows in all: the watcher's third request keeps only its spend.
+    assert_eq!(server.len(), 3);
+    assert_eq!(server.logs_dropped, 1);
+    assert_eq!(server.absorbed_ids(), ["w/b1"]);
+    let docs = server.documents();
+    assert_eq!(docs.logs.len(), 3);
+    let keys = serde_json::to_value(&docs.keys).expect("json");
+    assert_eq!(
+        keys,
+        serde_json::json!([{"token": "k1", "cost": 1.0}, {"token": "k2", "cost": 0.875}])
+    );
+
+    assert_eq!(server.leave_out(&["w/other".into()]), 0);
+    assert_eq!(server.leave_out(&["w/b1".into()]), 1);
+    let docs = server.documents();
+    assert_eq!(docs.logs.len(), 1);
+    let keys = serde_json::to_value(&docs.keys).expect("json");
+    assert_eq!(keys, serde_json::json!([{"token": "k1", "cost": 1.0}]));
+    assert!(!server.is_empty());
+}
+
+#[test]
+fn a_watchers_report_cannot_bring_batches_of_others() {
+    let wire = r#"{"records":[],"absorbed":[{"id":"x/y","batch":{"records":[]}}]}"#;
+    let batch: Batch = serde_json::from_str(wire).expect("unknown fields are ignored");
+    assert!(batch.absorbed.is_empty());
 }
