@@ -351,10 +351,16 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
         config.contains("\"aws_sigv4\"") && config.contains("session_keys"),
         "{config}"
     );
+    let (_, ready) = admin_get(&sidecar, "/readyz").await;
+    assert!(
+        ready.contains("\"aws_credentials\"") && ready.contains("access_keys"),
+        "{ready}"
+    );
     let secrets = [ROW_SECRET, SESSION_SECRET, SESSION_TOKEN, API_KEY];
     for (place, text) in [
         ("/config", config),
         ("the 503", refused),
+        ("/readyz", ready),
         ("the log", sidecar.output()),
     ] {
         assert_no_secret(place, &text, &secrets);
