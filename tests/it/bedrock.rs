@@ -118,17 +118,23 @@ async fn run_client(python: PathBuf, script: &str, base_url: String, model: &str
     serde_json::from_slice(&output.stdout).expect("the script's JSON")
 }
 
-/// Writes `models` (model id → (alias, plain litellm_params)) as LiteLLM stores them.
-async fn put_models(db: &TestDb, models: &[(&str, &str, Value)]) {
+/// Writes `models` (model id → (alias, plain litellm_params)) and `credentials` (name → plain
+/// credential_values, provider `bedrock`) as LiteLLM stores them.
+async fn put_rows(db: &TestDb, models: &[(&str, &str, Value)], credentials: &[(&str, Value)]) {
     let plain: serde_json::Map<String, Value> = models
         .iter()
         .map(|(id, _, params)| (id.to_string(), params.clone()))
         .collect();
-    let stored = litellm_venv::ask(
-        "litellm_store_rows.py",
-        json!({ "salt_key": SALT, "models": plain }),
-    )
-    .await;
+    let plain_credentials: serde_json::Map<String, Value> = credentials
+        .iter()
+        .map(|(name, values)| (name.to_string(), values.clone()))
+        .collect();
+    let rows = json!({ "salt_key": SALT, "models": plain, "credentials": plain_credentials });
+    let stored = litellm_venv::ask("litellm_store_rows.py", rows).await;
+    for (name, _) in credentials {
+        let values = stored["credentials"][*name].clone();
+        db.put_credential(name, values, "bedrock").await;
+    }
     for (id, alias, _) in models {
         db.put_model(id, alias, stored["models"][*id].clone()).await;
     }
@@ -204,12 +210,22 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
         ("d-key", "bedrock-key", api_key),
         ("d-wrong", "bedrock-wrong", wrong),
         ("d-broken", "bedrock-broken", broken),
+        (
+            "d-linked",
+            "bedrock-linked",
+            json!({ "model": "bedrock/meta.llama3-8b-instruct-v1:0",
+                                               "litellm_credential_name": "aws-prod" }),
+        ),
     ];
-    put_models(&db, &rows).await;
+    // A credential row with AWS keys, as LiteLLM's /credentials endpoint stores it.
+    let credential = json!({ "aws_access_key_id": ROW_KEY_ID, "aws_secret_access_key": ROW_SECRET,
+                             "aws_region_name": region, "aws_bedrock_runtime_endpoint": endpoint });
+    put_rows(&db, &rows, &[("aws-prod", credential)]).await;
     let native = json!({ "name": "bedrock", "path_prefix": "/bedrock", "strip_prefix": true,
                          "model": "bedrock-claude" });
     let unified = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
-    let sidecar = start_sidecar(&e, &db, vec![native, unified]).await;
+    let by_credential = credential_route("awscred", "aws-prod", &endpoint, "openai");
+    let sidecar = start_sidecar(&e, &db, vec![native, unified, by_credential]).await;
 
     // boto3 with placeholder keys and another model id: the sidecar pins the deployment's model
     // in the path, drops the client's signature and signs again with the row's keys.
@@ -346,6 +362,23 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
     assert!(refused.contains("aws_secret_access_key"), "{refused}");
     assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(13));
 
+    // The credential row's keys sign for the deployment that links it; a credential: route to
+    // it cannot sign (its body is not read before sending) and answers 503.
+    assert_eq!(chat("bedrock-linked").await.expect("send").status(), 200);
+    let stats = mock.stats();
+    assert_eq!(stats["requests"][13]["key_id"], ROW_KEY_ID, "{stats}");
+    let response = e
+        .client
+        .post(format!("{}/awscred/chat/completions", sidecar.base_url()))
+        .json(&json!({ "model": "x", "messages": [] }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("holds AWS keys"), "{body}");
+    assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(14));
+
     let (_, config) = admin_get(&sidecar, "/config").await;
     assert!(
         config.contains("\"aws_sigv4\"") && config.contains("session_keys"),
@@ -383,7 +416,7 @@ async fn a_role_is_assumed_once_for_a_burst_and_fails_closed_once_sts_refuses_af
                       "aws_secret_access_key": ROW_SECRET, "aws_region_name": "us-east-1",
                       "aws_role_name": role, "aws_session_name": "sidecar-test",
                       "aws_sts_endpoint": format!("{}/", mock.base()), "api_base": mock.base() });
-    put_models(&db, &[("d-role", "bedrock-role", row)]).await;
+    put_rows(&db, &[("d-role", "bedrock-role", row)], &[]).await;
     let unified = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
     let sidecar = start_sidecar(&e, &db, vec![unified]).await;
     let url = format!("{}/v1/chat/completions", sidecar.base_url());
