@@ -1,168 +1,26 @@
 //! AWS Bedrock through the sidecar, driven by the real clients: boto3's `bedrock-runtime` client
 //! (placeholder credentials, `endpoint_url` at a `model:` route) for Converse, ConverseStream,
 //! InvokeModel and InvokeModelWithResponseStream, the Anthropic SDK's Bedrock client on the same
-//! route, and the OpenAI SDK on a `dispatch: model` route for Bedrock's OpenAI-compatible API. The provider is a Python process
-//! (`tests/sdk/bedrock_mock.py`, from `target/litellm-venv`) that verifies every signature with
-//! botocore's own `SigV4Auth` and the real keys, answers the stream operations in AWS
-//! event-stream framing (boto3 decodes them here), and plays STS for `aws_role_name`. The rows are
-//! written by the real LiteLLM package (its encryption, its field names).
+//! route, and the OpenAI SDK on a `dispatch: model` route for Bedrock's OpenAI-compatible API.
+//! The provider (`support::aws`) verifies every signature with botocore's own `SigV4Auth` and the
+//! real keys and answers the stream operations in AWS event-stream framing (boto3 decodes them
+//! here). The rows are written by the real LiteLLM package (its encryption, its field names).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::certs::TestCa;
+use crate::support::aws::*;
 use crate::support::db_gateway::*;
 use crate::support::http::admin_get;
 use crate::support::litellm_venv;
 use crate::support::pg::TestDb;
-use crate::support::sidecar_process::SidecarProcess;
 
 const CLAUDE: &str = "anthropic.claude-3-haiku-20240307-v1:0";
-/// The row's real keys, which only the mock and the rows know.
-const ROW_KEY_ID: &str = "AKIAROWKEY0000000001";
-const ROW_SECRET: &str = "row-secret-wJalrXUtnFEMI";
 const SESSION_KEY_ID: &str = "ASIAROWSESSION000001";
 const SESSION_SECRET: &str = "row-session-secret-K7MDENG";
 const SESSION_TOKEN: &str = "row-session-token-FwoGZXIvYXdz";
 const API_KEY: &str = "bedrock-api-key-ABSKQmVkcm9jaw";
-
-/// The mock Bedrock and STS process, killed when dropped.
-struct AwsMock {
-    child: Child,
-    port: u16,
-    files: tempfile::TempDir,
-}
-
-impl Drop for AwsMock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl AwsMock {
-    async fn start(ca: &TestCa, config: Value) -> AwsMock {
-        let (cert, key) = ca.issue(&["localhost"]);
-        tokio::task::spawn_blocking(move || {
-            let files = tempfile::tempdir().expect("tempdir");
-            let (cert_file, key_file) = (files.path().join("c.pem"), files.path().join("k.pem"));
-            std::fs::write(&cert_file, cert).expect("write the certificate");
-            std::fs::write(&key_file, key).expect("write the key");
-            let script =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_mock.py");
-            let mut child = Command::new(litellm_venv::python())
-                .arg(script)
-                .arg(&cert_file)
-                .arg(&key_file)
-                .arg(files.path().join("stats.json"))
-                .arg(config.to_string())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("start the mock");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().expect("stdout"))
-                .read_line(&mut line)
-                .expect("the mock's first line");
-            let started: Value = serde_json::from_str(&line).expect("the mock's JSON line");
-            let port = started["port"].as_u64().expect("port") as u16;
-            AwsMock { child, port, files }
-        })
-        .await
-        .expect("join")
-    }
-
-    fn base(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
-    /// What the mock saw: `requests` (path, key id, failure) and `assumed` roles.
-    fn stats(&self) -> Value {
-        let text = std::fs::read_to_string(self.files.path().join("stats.json")).expect("stats");
-        serde_json::from_str(&text).expect("stats JSON")
-    }
-
-    /// From now on, STS refuses every AssumeRole (403 AccessDenied).
-    fn refuse_sts(&self) {
-        std::fs::write(self.files.path().join("stats.json.refuse-sts"), "").expect("flag");
-    }
-}
-
-/// Runs the client `tests/sdk/{script}` with `python` against `base_url` asking for `model`;
-/// returns what it printed.
-async fn run_client(python: PathBuf, script: &str, base_url: String, model: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sdk")
-        .join(script);
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/bootstrap.sh --postgres`",
-        python.display()
-    );
-    let model = model.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .arg(base_url)
-            .arg(model)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run the client");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the client failed:\n{stderr}");
-    serde_json::from_slice(&output.stdout).expect("the script's JSON")
-}
-
-/// Writes `models` (model id → (alias, plain litellm_params)) and `credentials` (name → plain
-/// credential_values, provider `bedrock`) as LiteLLM stores them.
-async fn put_rows(db: &TestDb, models: &[(&str, &str, Value)], credentials: &[(&str, Value)]) {
-    let plain: serde_json::Map<String, Value> = models
-        .iter()
-        .map(|(id, _, params)| (id.to_string(), params.clone()))
-        .collect();
-    let plain_credentials: serde_json::Map<String, Value> = credentials
-        .iter()
-        .map(|(name, values)| (name.to_string(), values.clone()))
-        .collect();
-    let rows = json!({ "salt_key": SALT, "models": plain, "credentials": plain_credentials });
-    let stored = litellm_venv::ask("litellm_store_rows.py", rows).await;
-    for (name, _) in credentials {
-        let values = stored["credentials"][*name].clone();
-        db.put_credential(name, values, "bedrock").await;
-    }
-    for (id, alias, _) in models {
-        db.put_model(id, alias, stored["models"][*id].clone()).await;
-    }
-}
-
-async fn start_sidecar(e: &Env, db: &TestDb, routes: Vec<Value>) -> SidecarProcess {
-    let mut config = gateway(e, db, &TestDb::url(None), "30s", false, routes);
-    config["log"] = json!({ "level": "trace" });
-    SidecarProcess::start_async(
-        &crate::support::config::yaml(&config),
-        &[],
-        &[("LITELLM_SALT_KEY", SALT), ("RUST_LOG", "trace")],
-    )
-    .await
-}
-
-/// Asserts that no secret appears in `text` (named `place`; the log with its trace lines on).
-fn assert_no_secret(place: &str, text: &str, secrets: &[&str]) {
-    if place == "the log" {
-        assert!(text.contains("request head read"), "trace lines are on");
-    }
-    for secret in secrets
-        .iter()
-        .chain(&["AWS4-HMAC-SHA256 Credential", "Signature=", "dummy-"])
-    {
-        assert!(!text.contains(secret), "{place} holds {secret}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
@@ -394,98 +252,6 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
         ("/config", config),
         ("the 503", refused),
         ("/readyz", ready),
-        ("the log", sidecar.output()),
-    ] {
-        assert_no_secret(place, &text, &secrets);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_is_assumed_once_for_a_burst_and_fails_closed_once_sts_refuses_after_expiry() {
-    let _turn = crate::support::lock::shared().await;
-    let (e, ca) = env_with_ca().await;
-    let keys = json!({ ROW_KEY_ID: { "secret": ROW_SECRET } });
-    let mock = AwsMock::start(
-        &ca,
-        json!({ "keys": keys, "region": "us-east-1", "sts_lifetime": 8 }),
-    )
-    .await;
-    let db = TestDb::new(true).await;
-    let role = "arn:aws:iam::123456789012:role/bedrock-caller";
-    let row = json!({ "model": "bedrock/openai.gpt-oss-20b-1:0", "aws_access_key_id": ROW_KEY_ID,
-                      "aws_secret_access_key": ROW_SECRET, "aws_region_name": "us-east-1",
-                      "aws_role_name": role, "aws_session_name": "sidecar-test",
-                      "aws_sts_endpoint": format!("{}/", mock.base()), "api_base": mock.base() });
-    put_rows(&db, &[("d-role", "bedrock-role", row)], &[]).await;
-    let unified = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
-    let sidecar = start_sidecar(&e, &db, vec![unified]).await;
-    let url = format!("{}/v1/chat/completions", sidecar.base_url());
-    let body = json!({ "model": "bedrock-role", "messages": [] });
-
-    // A burst of concurrent requests: one AssumeRole, every request signed with its keys.
-    let burst = (0..20).map(|_| {
-        let (client, url, body) = (e.client.clone(), url.clone(), body.clone());
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .map(|r| r.status())
-        })
-    });
-    for outcome in futures_util::future::join_all(burst).await {
-        assert_eq!(outcome.expect("join").expect("send"), 200);
-    }
-    let stats = mock.stats();
-    assert_eq!(
-        stats["assumed"].as_array().map(Vec::len),
-        Some(1),
-        "{stats}"
-    );
-    assert_eq!(stats["assumed"][0]["role"], role);
-    assert_eq!(stats["assumed"][0]["session"], "sidecar-test");
-    let requests = stats["requests"].as_array().expect("requests");
-    assert_eq!(
-        requests[0]["key_id"], ROW_KEY_ID,
-        "AssumeRole signed with the row's keys"
-    );
-    for request in &requests[1..] {
-        assert_eq!(request["key_id"], "ASIATEMP1", "{request}");
-        assert_eq!(request["token"], "temp-token-1", "{request}");
-    }
-    let (_, ready) = admin_get(&sidecar, "/readyz").await;
-    assert!(
-        ready.contains("aws_assume_role") && ready.contains("expires_at"),
-        "{ready}"
-    );
-
-    // STS refuses from now on; once the keys expired, requests fail closed naming the cause.
-    mock.refuse_sts();
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    let response = e.client.post(&url).json(&body).send().await.expect("send");
-    assert_eq!(response.status(), 503);
-    let refused = response.text().await.expect("body");
-    assert!(
-        refused.contains("credential_unavailable")
-            && refused.contains("d-role")
-            && refused.contains("AccessDenied"),
-        "{refused}"
-    );
-    let stats = mock.stats();
-    let requests = stats["requests"].as_array().expect("requests");
-    assert_eq!(requests.len(), 22, "{stats}");
-    assert_eq!(
-        requests[21]["path"], "/",
-        "the refused AssumeRole; nothing reached Bedrock"
-    );
-    let (_, config) = admin_get(&sidecar, "/config").await;
-    assert!(config.contains("assumed_role"), "{config}");
-    let secrets = [ROW_SECRET, "temp-secret-", "temp-token-"];
-    for (place, text) in [
-        ("/config", config),
-        ("/readyz", ready),
-        ("the 503", refused),
         ("the log", sidecar.output()),
     ] {
         assert_no_secret(place, &text, &secrets);
