@@ -159,3 +159,21 @@ fn the_derived_key_is_kept_for_its_day_and_made_again_for_another() {
     assert_ne!(day[..], next[..]);
     assert!(!format!("{keys:?}").contains("EXAMPLEKEY"));
 }
+
+proptest::proptest! {
+    /// Any path and query, however odd: signing never panics, and the canonical forms hold only
+    /// what SigV4 allows (unreserved characters, `/` in the path, `=` and `&` in the query, and
+    /// `%XX` escapes).
+    #[test]
+    fn any_path_and_query_sign_into_canonical_forms(path in "\\PC{0,40}", query in "\\PC{0,40}") {
+        let allowed = |c: char, extra: &str| c.is_ascii_alphanumeric() || "-._~%".contains(c) || extra.contains(c);
+        let canonical = canonical_path(&path);
+        proptest::prop_assert!(canonical.starts_with('/'));
+        proptest::prop_assert!(canonical.chars().all(|c| allowed(c, "/")), "{}", canonical);
+        let canonical = canonical_query(&query);
+        proptest::prop_assert!(canonical.chars().all(|c| allowed(c, "=&")), "{}", canonical);
+        let keys = suite_keys(Some("t"));
+        let signed = keys.sign(&request("GET", &path, Some(&query), b""), "us-east-1", "bedrock", suite_time());
+        proptest::prop_assert_eq!(signature(&signed).len(), 64);
+    }
+}
