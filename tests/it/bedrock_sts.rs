@@ -19,7 +19,7 @@ async fn a_role_is_assumed_once_for_a_burst_and_fails_closed_once_sts_refuses_af
     let keys = json!({ ROW_KEY_ID: { "secret": ROW_SECRET } });
     let mock = AwsMock::start(
         &ca,
-        json!({ "keys": keys, "region": "us-east-1", "sts_lifetime": 8 }),
+        json!({ "keys": keys, "region": "us-east-1", "sts_lifetime": 20 }),
     )
     .await;
     let db = TestDb::new(true).await;
@@ -34,7 +34,8 @@ async fn a_role_is_assumed_once_for_a_burst_and_fails_closed_once_sts_refuses_af
     let url = format!("{}/v1/chat/completions", sidecar.base_url());
     let body = json!({ "model": "bedrock-role", "messages": [] });
 
-    // A burst of concurrent requests: one AssumeRole, every request signed with its keys.
+    // A burst of concurrent requests: one AssumeRole, every request signed with its keys (they
+    // live 20 s: the burst ends long before their refresh window opens at 15 s).
     let burst = (0..20).map(|_| {
         let (client, url, body) = (e.client.clone(), url.clone(), body.clone());
         tokio::spawn(async move {
@@ -74,7 +75,7 @@ async fn a_role_is_assumed_once_for_a_burst_and_fails_closed_once_sts_refuses_af
 
     // STS refuses from now on; once the keys expired, requests fail closed naming the cause.
     mock.refuse_sts();
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::time::sleep(Duration::from_secs(21)).await;
     let response = e.client.post(&url).json(&body).send().await.expect("send");
     assert_eq!(response.status(), 503);
     let refused = response.text().await.expect("body");
