@@ -121,6 +121,7 @@ impl AwsCredential {
         for header in CLIENT_SIGNATURE_HEADERS {
             req.remove_header(header);
         }
+        drop_presigned_params(req).map_err(|_| unavailable("the request target is not a URI"))?;
         let host = req
             .headers
             .get(HOST)
@@ -152,6 +153,29 @@ impl AwsCredential {
         req.insert_header(AUTHORIZATION, authorization)
             .map_err(|_| unavailable("cannot set the signature headers"))
     }
+}
+
+/// Removes a client's presigned-URL parameters (`X-Amz-Signature`, `X-Amz-Credential`,
+/// `X-Amz-Security-Token`, … in any case or encoding) from `req`'s query: one signature per
+/// request, the sidecar's, and no client token sent on.
+fn drop_presigned_params(req: &mut RequestHeader) -> Result<(), http::uri::InvalidUri> {
+    let Some(query) = req.uri.query() else {
+        return Ok(());
+    };
+    let presigned = |pair: &&str| {
+        let name = crate::percent::decode(pair.split('=').next().unwrap_or(""));
+        name.len() >= 6 && name[..6].eq_ignore_ascii_case("x-amz-")
+    };
+    if !query.split('&').any(|pair| presigned(&pair)) {
+        return Ok(());
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !presigned(p)).collect();
+    let target = match kept.join("&") {
+        rest if rest.is_empty() => req.uri.path().to_string(),
+        rest => format!("{}?{rest}", req.uri.path()),
+    };
+    req.set_uri(http::Uri::try_from(target)?);
+    Ok(())
 }
 
 /// The AWS credential that a row's decrypted `values` describe, if they hold any `aws_*` key

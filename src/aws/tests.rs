@@ -69,7 +69,8 @@ fn signing_replaces_the_clients_signature_and_marks_secrets_sensitive() {
         ("aws_region_name", "us-east-1"),
     ]);
     let aws = from_fields("d", &mut row).expect("valid").expect("keys");
-    let mut req = RequestHeader::build("POST", b"/model/m%3A0/converse", None).expect("request");
+    let target = b"/model/m%3A0/converse?X-Amz-Signature=abc&keep=1&x%2Damz%2Dsecurity%2Dtoken=t";
+    let mut req = RequestHeader::build("POST", target, None).expect("request");
     for (name, value) in [
         ("host", "bedrock-runtime.us-east-1.amazonaws.com"),
         ("x-amz-date", "20000101T000000Z"),
@@ -93,6 +94,11 @@ fn signing_replaces_the_clients_signature_and_marks_secrets_sensitive() {
     assert_eq!(token.as_bytes(), b"tok-123");
     assert!(token.is_sensitive());
     assert!(header("x-amz-content-sha256").is_none());
+    assert_eq!(
+        req.uri.query(),
+        Some("keep=1"),
+        "the client's presigned parameters are gone"
+    );
     assert_ne!(
         header("x-amz-date").expect("date").as_bytes(),
         b"20000101T000000Z"
