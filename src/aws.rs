@@ -164,7 +164,9 @@ fn drop_presigned_params(req: &mut RequestHeader) -> Result<(), http::uri::Inval
     };
     let presigned = |pair: &&str| {
         let name = crate::percent::decode(pair.split('=').next().unwrap_or(""));
-        name.len() >= 6 && name[..6].eq_ignore_ascii_case("x-amz-")
+        name.as_bytes()
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"x-amz-"))
     };
     if !query.split('&').any(|pair| presigned(&pair)) {
         return Ok(());

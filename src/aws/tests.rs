@@ -69,7 +69,7 @@ fn signing_replaces_the_clients_signature_and_marks_secrets_sensitive() {
         ("aws_region_name", "us-east-1"),
     ]);
     let aws = from_fields("d", &mut row).expect("valid").expect("keys");
-    let target = b"/model/m%3A0/converse?X-Amz-Signature=abc&keep=1&x%2Damz%2Dsecurity%2Dtoken=t";
+    let target = b"/model/m%3A0/converse?X-Amz-Signature=abc&keep=1&x%2Damz%2Dsecurity%2Dtoken=t&x-amz%C3%A9=1";
     let mut req = RequestHeader::build("POST", target, None).expect("request");
     for (name, value) in [
         ("host", "bedrock-runtime.us-east-1.amazonaws.com"),
@@ -96,7 +96,7 @@ fn signing_replaces_the_clients_signature_and_marks_secrets_sensitive() {
     assert!(header("x-amz-content-sha256").is_none());
     assert_eq!(
         req.uri.query(),
-        Some("keep=1"),
+        Some("keep=1&x-amz%C3%A9=1"),
         "the client's presigned parameters are gone"
     );
     assert_ne!(
