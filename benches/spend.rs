@@ -6,13 +6,14 @@
 mod common;
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sidecar::spend::cost::cost;
 use sidecar::spend::deployment_prices::DeploymentPricing;
 use sidecar::spend::prices::PriceMap;
-use sidecar::spend::tracker::{DeploymentRef, Finished, SpendTracker};
+use sidecar::spend::tracker::{DeploymentRef, Finished, SpendNames, SpendTracker};
 use sidecar::spend::writer::{SpendWriter, WriterSettings};
 use sidecar::spend::Usage;
 
@@ -50,19 +51,22 @@ fn bench_spend(c: &mut Criterion) {
         })
     });
     let pricing = DeploymentPricing::default();
+    let names = SpendNames::default();
+    let (key, user, team): (Arc<str>, Arc<str>, Arc<str>) = (
+        "88f0a2c6f1a5e3b9d7c4e2a1f0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1".into(),
+        "user-42".into(),
+        "team-7".into(),
+    );
     let done = Finished {
         request_id: "0f3c2a9e-5b7d-4e21-9a11-3c0e9d8b7a65",
-        key: (
-            "88f0a2c6f1a5e3b9d7c4e2a1f0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1",
-            Some("user-42"),
-            Some("team-7"),
-        ),
+        key: (&key, Some(&user), Some(&team)),
         deployment: Some(DeploymentRef {
             id: "d-gpt-1",
             provider: "openai",
             model: "gpt-4o",
             api_base: Some("https://api.openai.com/v1"),
             pricing: &pricing,
+            names: &names,
         }),
         alias: Some("gpt"),
         end_user: Some("customer-7"),

@@ -114,6 +114,7 @@ pub(crate) mod tests {
             target: None,
             auth: None,
             pricing: Default::default(),
+            spend_names: Default::default(),
         })
     }
 

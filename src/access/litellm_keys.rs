@@ -30,7 +30,7 @@ const ALL_MODELS: &str = "all-proxy-models";
 #[derive(Debug)]
 pub struct Team {
     /// `team_id`.
-    pub id: String,
+    pub id: Arc<str>,
     models: Vec<String>,
     blocked: bool,
     max_budget: Option<f64>,
@@ -44,9 +44,9 @@ pub struct VirtualKey {
     pub label: String,
     /// The key's row id: `token`, the digest as LiteLLM stores it (what its spend is written
     /// to; never the key).
-    pub digest: String,
+    pub digest: Arc<str>,
     /// The key's `user_id`.
-    pub user_id: Option<String>,
+    pub user_id: Option<Arc<str>>,
     models: Vec<String>,
     expires: Option<f64>,
     blocked: bool,
@@ -86,7 +86,7 @@ impl KeyTable {
             .into_iter()
             .map(|t| {
                 let team = Team {
-                    id: t.id.clone(),
+                    id: t.id.as_str().into(),
                     models: t.models,
                     blocked: t.blocked,
                     max_budget: t.max_budget,
@@ -103,8 +103,8 @@ impl KeyTable {
                     });
                     let key = VirtualKey {
                         label,
-                        digest: k.token.clone(),
-                        user_id: k.user_id,
+                        digest: k.token.as_str().into(),
+                        user_id: k.user_id.map(Arc::from),
                         models: k.models,
                         expires: k.expires,
                         blocked: k.blocked,
@@ -151,7 +151,12 @@ impl KeyTable {
 impl VirtualKey {
     /// The key's team, when it has one that exists.
     pub fn team_id(&self) -> Option<&str> {
-        self.team.as_ref().map(|t| t.id.as_str())
+        self.team.as_ref().map(|t| &*t.id)
+    }
+
+    /// The key's team's id, shared (as spend records hold it).
+    pub fn team_id_shared(&self) -> Option<&Arc<str>> {
+        self.team.as_ref().map(|t| &t.id)
     }
 
     fn check(&self, now: f64) -> Result<(), Refusal> {

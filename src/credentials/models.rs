@@ -22,6 +22,7 @@ use crate::minted::{entra, MintedCredential};
 use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER, VERTEX_PROVIDER};
 use crate::spend::deployment_prices::DeploymentPricing;
 use crate::spend::prices::is_price_field;
+use crate::spend::tracker::SpendNames;
 use crate::upstream::{Target, Targets};
 
 /// One deployment of a model alias, ready to serve.
@@ -53,6 +54,8 @@ pub struct Deployment {
     pub auth: Option<AuthStyle>,
     /// Its own prices and `base_model`, from `model_info` and `litellm_params`.
     pub pricing: DeploymentPricing,
+    /// The names its spend is written under (made at its first request with a key).
+    pub spend_names: SpendNames,
 }
 
 impl Deployment {
@@ -228,6 +231,7 @@ pub fn deployment(
         target,
         auth: known.map(|p| p.auth.clone()),
         pricing,
+        spend_names: SpendNames::default(),
     })
 }
 

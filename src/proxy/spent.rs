@@ -35,13 +35,14 @@ pub(super) fn record(spend: &SpendTracker, session: &Session, ctx: &RequestCtx) 
         .map_or(path, |r| r.path_after_prefix(path));
     spend.record(&Finished {
         request_id: ctx.request_id.as_str(),
-        key: (&key.digest, key.user_id.as_deref(), key.team_id()),
+        key: (&key.digest, key.user_id.as_ref(), key.team_id_shared()),
         deployment: deployment.map(|d| DeploymentRef {
             id: &d.id,
             provider: &d.provider,
             model: &d.model,
             api_base: d.upstream_text.as_deref(),
             pricing: &d.pricing,
+            names: &d.spend_names,
         }),
         alias,
         end_user: ctx.model_request().and_then(|r| r.end_user()),

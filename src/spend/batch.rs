@@ -3,7 +3,9 @@
 //! (entity, date, hashed key, model, provider, endpoint); and one spend-log row per request.
 //! The adding up is done when the batch is written, off the request path.
 //!
-//! The batch holds no message or response content, only counts, names and times. It travels as
+//! The batch holds no message or response content, only counts, names and times. The names a
+//! request shares with others (its key's, its deployment's) are shared, not copied
+//! (`Arc<str>`, sent as plain strings). It travels as
 //! JSON too: a fan-out watcher sends its batch to its serving instance, which keeps it beside
 //! its own under the watcher's batch id ([`Batch::absorb`]) and writes both in one statement.
 //! They are kept apart, not added together, so that a watcher's batch another serving instance
@@ -12,6 +14,7 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,23 +32,23 @@ pub struct SpendRecord {
     /// The request's id (`x-request-id`), the spend log's `request_id`.
     pub request_id: String,
     /// The key's digest, as `"LiteLLM_VerificationToken".token` holds it.
-    pub key: String,
+    pub key: Arc<str>,
     /// The key's `user_id`.
-    pub user_id: Option<String>,
+    pub user_id: Option<Arc<str>>,
     /// The key's `team_id`.
-    pub team_id: Option<String>,
+    pub team_id: Option<Arc<str>>,
     /// The end user the request named (OpenAI's `user` field), when the sidecar read it.
     pub end_user: Option<String>,
     /// The deployment's model, with its provider prefix (`openai/gpt-4o`).
-    pub model: String,
+    pub model: Arc<str>,
     /// The deployment's `model_id`, when the request went to a LiteLLM deployment.
-    pub model_id: Option<String>,
+    pub model_id: Option<Arc<str>>,
     /// The alias the client asked for (LiteLLM's model group).
     pub model_group: Option<String>,
     /// The LiteLLM provider name (`openai`, `azure`, …).
-    pub provider: String,
+    pub provider: Arc<str>,
     /// The provider base the request went to.
-    pub api_base: Option<String>,
+    pub api_base: Option<Arc<str>>,
     /// The endpoint called, as LiteLLM names it in its daily tables (`/chat/completions`).
     pub endpoint: String,
     /// The tokens the answer reported (zero when it reported none).

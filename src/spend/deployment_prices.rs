@@ -16,6 +16,9 @@
 //! Prices per second, per character, per image and LiteLLM's `tiered_pricing` lists are not
 //! read: a deployment priced only so is priced from the map as if it set nothing.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use serde_json::{Map, Value};
 
 use super::prices::{is_price_field, Price, PriceMap};
@@ -27,6 +30,36 @@ pub struct DeploymentPricing {
     pub own: Option<Price>,
     /// `base_model`: the model that prices it in the map.
     pub base_model: Option<String>,
+    /// The last price found for it.
+    memo: PriceMemo,
+}
+
+/// The last price found for a deployment, for the map and the answering model it was found
+/// with. Requests to a deployment are priced alike (the same map, mostly the same answering
+/// model), and finding a price costs about 1k instructions (the map's hashing, the names it
+/// tries); a remembered one costs a load and two compares.
+#[derive(Debug, Default)]
+struct PriceMemo(ArcSwapOption<Found>);
+
+#[derive(Debug)]
+struct Found {
+    generation: u64,
+    answered: Option<Box<str>>,
+    price: Option<Price>,
+}
+
+impl Clone for PriceMemo {
+    /// A copy starts with nothing remembered.
+    fn clone(&self) -> PriceMemo {
+        PriceMemo::default()
+    }
+}
+
+impl PartialEq for PriceMemo {
+    /// What is remembered is not part of what a deployment says.
+    fn eq(&self, _: &PriceMemo) -> bool {
+        true
+    }
 }
 
 /// The name `base_model` has in both `model_info` and `litellm_params`.
@@ -58,7 +91,38 @@ impl DeploymentPricing {
         DeploymentPricing {
             own: Price::of(&entry),
             base_model: named(info).or_else(|| named(Some(params))),
+            memo: PriceMemo::default(),
         }
+    }
+
+    /// `f` of [`DeploymentPricing::price`], remembered for the next request with the same map
+    /// and answering model.
+    pub fn with_price<R>(
+        &self,
+        map: &PriceMap,
+        model: &str,
+        provider: &str,
+        answered: Option<&str>,
+        f: impl FnOnce(Option<&Price>) -> R,
+    ) -> R {
+        let generation = map.generation();
+        let remembered = self.memo.0.load();
+        if let Some(found) = remembered
+            .as_deref()
+            .filter(|found| found.generation == generation && found.answered.as_deref() == answered)
+        {
+            return f(found.price.as_ref());
+        }
+        let price = self
+            .price(map, model, provider, answered)
+            .map(std::borrow::Cow::into_owned);
+        let result = f(price.as_ref());
+        self.memo.0.store(Some(Arc::new(Found {
+            generation,
+            answered: answered.map(Box::from),
+            price,
+        })));
+        result
     }
 
     /// The price of a request to a deployment of `model` (as configured, with or without its
@@ -158,5 +222,42 @@ mod tests {
             .price(&map, "gpt-4o", "openai", None)
             .expect("own");
         assert_eq!(price.base.cache_read, None);
+    }
+
+    #[test]
+    fn a_remembered_price_serves_only_the_same_map_and_answering_model() {
+        let map = |rate: f64| {
+            let text = json!({ "m": { "input_cost_per_token": rate, "output_cost_per_token": 0.0,
+                                      "litellm_provider": "openai" },
+                               "m-dated": { "input_cost_per_token": rate * 10.0,
+                                            "output_cost_per_token": 0.0,
+                                            "litellm_provider": "openai" } });
+            PriceMap::parse(&text.to_string()).expect("a map")
+        };
+        let input = |price: Option<&Price>| price.and_then(|p| p.base.input);
+        let pricing = DeploymentPricing::default();
+        let (first, second) = (map(1.0), map(2.0));
+        assert_ne!(first.generation(), second.generation());
+        for _ in 0..2 {
+            assert_eq!(
+                pricing.with_price(&first, "m", "openai", None, input),
+                Some(1.0)
+            );
+        }
+        assert_eq!(
+            pricing.with_price(&first, "m", "openai", Some("m-dated"), input),
+            Some(10.0),
+            "another answering model"
+        );
+        assert_eq!(
+            pricing.with_price(&second, "m", "openai", Some("m-dated"), input),
+            Some(20.0),
+            "a new map"
+        );
+        assert_eq!(
+            pricing.clone(),
+            pricing,
+            "what is remembered is not compared"
+        );
     }
 }

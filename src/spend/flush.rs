@@ -31,7 +31,10 @@ use super::batch::Batch;
 use crate::db::sql::table;
 use crate::db::DbError;
 
+mod array;
 mod statement;
+
+use array::Array;
 pub use statement::{SpendTables, ABSORBED_WRITTEN, BATCHES_TABLE};
 
 /// What writing a batch did.
@@ -70,23 +73,23 @@ pub async fn write(
                 &JsonDocument::of(&docs.daily_users),
                 &JsonDocument::of(&docs.daily_teams),
                 &JsonDocument::of(&docs.daily_end_users),
-                &logs.request_id,
-                &logs.api_key,
-                &logs.spend,
-                &logs.prompt_tokens,
-                &logs.completion_tokens,
-                &logs.start_ms,
-                &logs.end_ms,
-                &logs.first_byte_ms,
-                &logs.model,
-                &logs.model_id,
-                &logs.model_group,
-                &logs.custom_llm_provider,
-                &logs.api_base,
-                &logs.user,
-                &logs.team_id,
-                &logs.end_user,
-                &logs.success,
+                &Array(&logs.request_id),
+                &Array(&logs.api_key),
+                &Array(&logs.spend),
+                &Array(&logs.prompt_tokens),
+                &Array(&logs.completion_tokens),
+                &Array(&logs.start_ms),
+                &Array(&logs.end_ms),
+                &Array(&logs.first_byte_ms),
+                &Array(&logs.model),
+                &Array(&logs.model_id),
+                &Array(&logs.model_group),
+                &Array(&logs.custom_llm_provider),
+                &Array(&logs.api_base),
+                &Array(&logs.user),
+                &Array(&logs.team_id),
+                &Array(&logs.end_user),
+                &Array(&logs.success),
                 &absorbed,
             ],
         )

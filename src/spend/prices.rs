@@ -183,7 +183,12 @@ impl Price {
 #[derive(Debug, Default)]
 pub struct PriceMap {
     models: HashMap<String, Price>,
+    /// Which map this is: every map read gets a new one (see [`PriceMap::generation`]).
+    generation: u64,
 }
+
+/// The last generation given to a map.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Why a price map could not be read.
 #[derive(Debug)]
@@ -225,7 +230,14 @@ impl PriceMap {
             .filter(|(name, _)| name.as_str() != "sample_spec")
             .filter_map(|(name, entry)| Some((name.clone(), Price::of(entry.as_object()?)?)))
             .collect();
-        Ok(PriceMap { models })
+        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Ok(PriceMap { models, generation })
+    }
+
+    /// A number no other map read by this process has: what a price remembered from this map is
+    /// tagged with (`super::deployment_prices`), so a new map is never taken for an old one.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// How many models the map prices.

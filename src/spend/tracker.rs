@@ -7,7 +7,7 @@
 //! still counted, as LiteLLM counts them) and said once in the log per model, never per request.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -24,6 +24,20 @@ use crate::config::SpendSettings;
 /// Models said to be unpriced are remembered up to this many (then no more are said).
 const MAX_UNPRICED_REMEMBERED: usize = 1000;
 
+/// The names a deployment's spend is written under, made at its first request with a key and
+/// shared by every record after it (a record then copies no deployment name: about 0.5k
+/// instructions per request less, allocating and freeing them).
+#[derive(Debug, Default)]
+pub struct SpendNames(OnceLock<Names>);
+
+#[derive(Debug)]
+struct Names {
+    model: Arc<str>,
+    id: Arc<str>,
+    provider: Arc<str>,
+    api_base: Option<Arc<str>>,
+}
+
 /// The deployment a request went to, as its spend names it.
 #[derive(Debug, Clone, Copy)]
 pub struct DeploymentRef<'a> {
@@ -37,6 +51,19 @@ pub struct DeploymentRef<'a> {
     pub api_base: Option<&'a str>,
     /// Its own prices and `base_model`.
     pub pricing: &'a DeploymentPricing,
+    /// Its names, as records share them.
+    pub names: &'a SpendNames,
+}
+
+impl DeploymentRef<'_> {
+    fn names(&self) -> &Names {
+        self.names.0.get_or_init(|| Names {
+            model: [self.provider, "/", self.model].concat().into(),
+            id: self.id.into(),
+            provider: self.provider.into(),
+            api_base: self.api_base.map(Arc::from),
+        })
+    }
 }
 
 /// One finished request, as the tracker reads it.
@@ -45,7 +72,7 @@ pub struct Finished<'a> {
     /// The request's id.
     pub request_id: &'a str,
     /// The key's digest, `user_id` and `team_id`.
-    pub key: (&'a str, Option<&'a str>, Option<&'a str>),
+    pub key: (&'a Arc<str>, Option<&'a Arc<str>>, Option<&'a Arc<str>>),
     /// Where it went, when it went to a LiteLLM deployment.
     pub deployment: Option<DeploymentRef<'a>>,
     /// The alias the client asked for.
@@ -123,21 +150,18 @@ impl SpendTracker {
         let start_ms = now - done.elapsed.as_millis() as i64;
         let (key, user_id, team_id) = done.key;
         let owned = |s: Option<&str>| s.map(str::to_string);
+        let names = done.deployment.as_ref().map(DeploymentRef::names);
         self.writer.record(SpendRecord {
             request_id: done.request_id.to_string(),
-            key: key.to_string(),
-            user_id: owned(user_id),
-            team_id: owned(team_id),
+            key: key.clone(),
+            user_id: user_id.cloned(),
+            team_id: team_id.cloned(),
             end_user: owned(done.end_user),
-            model: done
-                .deployment
-                .map_or(String::new(), |d| [d.provider, "/", d.model].concat()),
-            model_id: done.deployment.map(|d| d.id.to_string()),
+            model: names.map_or_else(|| Arc::from(""), |n| n.model.clone()),
+            model_id: names.map(|n| n.id.clone()),
             model_group: owned(done.alias),
-            provider: done
-                .deployment
-                .map_or(String::new(), |d| d.provider.to_string()),
-            api_base: done.deployment.and_then(|d| owned(d.api_base)),
+            provider: names.map_or_else(|| Arc::from(""), |n| n.provider.clone()),
+            api_base: names.and_then(|n| n.api_base.clone()),
             endpoint: done.endpoint.to_string(),
             usage,
             spend,
@@ -150,8 +174,13 @@ impl SpendTracker {
 
     fn price(&self, d: &DeploymentRef<'_>, usage: &Usage, answered_by: Option<&str>) -> f64 {
         let prices = self.prices.load();
-        if let Some(price) = d.pricing.price(&prices, d.model, d.provider, answered_by) {
-            return cost(&price, usage, d.provider);
+        let priced = d
+            .pricing
+            .with_price(&prices, d.model, d.provider, answered_by, |price| {
+                price.map(|price| cost(price, usage, d.provider))
+            });
+        if let Some(spend) = priced {
+            return spend;
         }
         let mut said = self.unpriced.lock().unwrap_or_else(|e| e.into_inner());
         let name = format!("{}/{}", d.provider, d.model);

@@ -238,7 +238,7 @@ fn report(id: &str, key: &str) -> Value {
     batch.add(
         SpendRecord {
             request_id: format!("req-{id}"),
-            key: sha256_hex(key),
+            key: sha256_hex(key).into(),
             user_id: None,
             team_id: None,
             end_user: None,

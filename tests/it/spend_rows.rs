@@ -12,8 +12,8 @@ fn record(id: &str, key: &str, team: Option<&str>, user: Option<&str>, spend: f6
     SpendRecord {
         request_id: id.into(),
         key: key.into(),
-        user_id: user.map(str::to_string),
-        team_id: team.map(str::to_string),
+        user_id: user.map(Into::into),
+        team_id: team.map(Into::into),
         end_user: Some("customer-1".into()),
         model: "openai/gpt-4o".into(),
         model_id: Some("deployment-1".into()),

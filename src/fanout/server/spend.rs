@@ -15,7 +15,7 @@
 //! Bounded: the body is read up to [`MAX_SPEND_REPORT_BYTES`], under [`BODY_DEADLINE`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -70,7 +70,7 @@ pub fn vouch(batch: &mut Batch, rows: &StoredRows, grant: &KeyGrant) -> Result<(
     let asked: HashSet<&str> = batch
         .records
         .iter()
-        .map(|r| r.key.as_str())
+        .map(|r| &*r.key)
         .chain(named.keys.iter().copied())
         .collect();
     let mut keys = HashMap::new();
@@ -116,7 +116,7 @@ pub fn vouch(batch: &mut Batch, rows: &StoredRows, grant: &KeyGrant) -> Result<(
         .collect();
     let mut vouched = Vec::with_capacity(batch.records.len());
     for record in &batch.records {
-        match keys.get(record.key.as_str()) {
+        match keys.get(&*record.key) {
             Some(row) => vouched.push((
                 row.team_id.clone().filter(|t| teams.contains(t.as_str())),
                 row.user_id.clone(),
@@ -130,8 +130,8 @@ pub fn vouch(batch: &mut Batch, rows: &StoredRows, grant: &KeyGrant) -> Result<(
         return Err(outside);
     }
     for (record, (team, user)) in batch.records.iter_mut().zip(vouched) {
-        record.team_id = team;
-        record.user_id = user;
+        record.team_id = team.map(Arc::from);
+        record.user_id = user.map(Arc::from);
     }
     Ok(())
 }

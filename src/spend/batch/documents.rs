@@ -186,6 +186,7 @@ impl<'a> LogColumns<'a> {
     fn of(records: impl Iterator<Item = &'a SpendRecord> + Clone) -> LogColumns<'a> {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let text = |s: &'a Option<String>| s.as_deref().unwrap_or("");
+        let shared = |s: &'a Option<std::sync::Arc<str>>| s.as_deref().unwrap_or("");
         let n = records.clone().count();
         let mut c = LogColumns::with_capacity(n);
         for r in records {
@@ -198,11 +199,11 @@ impl<'a> LogColumns<'a> {
             c.end_ms.push(r.end_ms);
             c.first_byte_ms.push(r.first_byte_ms);
             c.model.push(&r.model);
-            c.model_id.push(text(&r.model_id));
+            c.model_id.push(shared(&r.model_id));
             c.model_group.push(text(&r.model_group));
             c.custom_llm_provider.push(&r.provider);
-            c.api_base.push(text(&r.api_base));
-            c.user.push(text(&r.user_id));
+            c.api_base.push(shared(&r.api_base));
+            c.user.push(shared(&r.user_id));
             c.team_id.push(r.team_id.as_deref());
             c.end_user.push(r.end_user.as_deref());
             c.success.push(r.success);

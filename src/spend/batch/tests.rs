@@ -6,8 +6,8 @@ fn record(key: &str, team: Option<&str>, user: Option<&str>, spend: f64) -> Spen
     SpendRecord {
         request_id: format!("r-{key}-{spend}"),
         key: key.into(),
-        user_id: user.map(str::to_string),
-        team_id: team.map(str::to_string),
+        user_id: user.map(Into::into),
+        team_id: team.map(Into::into),
         end_user: None,
         model: "openai/gpt-4o".into(),
         model_id: Some("d1".into()),

@@ -17,10 +17,10 @@ fn key(token: &str, team: Option<&str>, user: Option<&str>) -> KeyRow {
         blocked: false,
         max_budget: None,
         spend: 0.0,
-        team_id: team.map(str::to_string),
+        team_id: team.map(Into::into),
         rpm_limit: None,
         tpm_limit: None,
-        user_id: user.map(str::to_string),
+        user_id: user.map(Into::into),
     }
 }
 
@@ -38,8 +38,8 @@ fn record(key: &str, team: Option<&str>, user: Option<&str>) -> SpendRecord {
     SpendRecord {
         request_id: format!("r-{key}"),
         key: key.into(),
-        user_id: user.map(str::to_string),
-        team_id: team.map(str::to_string),
+        user_id: user.map(Into::into),
+        team_id: team.map(Into::into),
         end_user: None,
         model: "openai/gpt-4o".into(),
         model_id: None,
