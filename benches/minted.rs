@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sidecar::credentials::{Credential, Secret};
-use sidecar::minted::{Mint, MintError, Minted, MintedCredential};
+use sidecar::minted::{Issued, Mint, MintError, Minted, MintedCredential};
 use sidecar::providers::AuthStyle;
 
 /// A realistic Entra ID access token's length (about 1,500 characters).
@@ -27,7 +27,7 @@ impl Mint for HourToken {
 
     async fn mint(&self) -> Result<Minted, MintError> {
         Ok(Minted {
-            token: Secret::new("e".repeat(TOKEN_LEN)),
+            token: Issued::Bearer(Secret::new("e".repeat(TOKEN_LEN))),
             lifetime: Duration::from_secs(3600),
         })
     }
@@ -41,6 +41,7 @@ fn credential(minted: Option<Arc<MintedCredential>>) -> Credential {
         api_base: None,
         api_version: None,
         header_values: Default::default(),
+        aws: None,
         minted,
     }
 }

@@ -53,6 +53,7 @@ fn binding(route: &Route) -> Binding {
             api_base: None,
             api_version: None,
             header_values: Default::default(),
+            aws: None,
             minted: None,
         }),
         upstream: route.upstream.clone().expect("upstream"),

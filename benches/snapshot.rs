@@ -43,6 +43,7 @@ fn credentials() -> HashMap<String, Arc<Credential>> {
                 api_base: Some(format!("https://api{i}.example.com/v1")),
                 api_version: None,
                 header_values: Default::default(),
+                aws: None,
                 minted: None,
             };
             (name, Arc::new(credential))

@@ -76,27 +76,33 @@ if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
 fi
 
 # The Vertex AI test (tests/it/vertex.rs) runs a token endpoint that checks each JWT-bearer grant
-# with google-auth's own decoder, and the Anthropic SDK's Vertex client, from a venv of their own.
+# with google-auth's own decoder, and the Anthropic SDK's Vertex client, from a venv of their own;
+# the Bedrock test (tests/it/bedrock.rs) the same SDK's Bedrock client, which signs with boto3.
 GOOGLE_AUTH_VERSION=2.62.2
 ANTHROPIC_SDK_VERSION=2.17.0
+BOTO3_VERSION=1.44.18
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/google-venv"
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys, cryptography; sys.exit(m.version('google-auth') != '$GOOGLE_AUTH_VERSION' or m.version('anthropic') != '$ANTHROPIC_SDK_VERSION')" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys, cryptography; sys.exit(m.version('google-auth') != '$GOOGLE_AUTH_VERSION' or m.version('anthropic') != '$ANTHROPIC_SDK_VERSION' or m.version('boto3') != '$BOTO3_VERSION')" >/dev/null 2>&1; then
   rm -rf "$venv"
   python3 -m venv "$venv"
-  echo "bootstrap: installing google-auth[cryptography]==$GOOGLE_AUTH_VERSION and anthropic==$ANTHROPIC_SDK_VERSION into $venv" >&2
+  echo "bootstrap: installing google-auth[cryptography]==$GOOGLE_AUTH_VERSION, anthropic==$ANTHROPIC_SDK_VERSION and boto3==$BOTO3_VERSION into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "google-auth[cryptography]==$GOOGLE_AUTH_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION"
+    "google-auth[cryptography]==$GOOGLE_AUTH_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION" \
+    "boto3==$BOTO3_VERSION"
 fi
 
 # The LiteLLM parity tests (tests/it/litellm_parity.rs) ask the real LiteLLM package, in a venv
-# of its own (its pins differ from the SDK's), how LiteLLM answers the same input.
+# of its own (its pins differ from the SDK's), how LiteLLM answers the same input. The Bedrock
+# test (tests/it/bedrock.rs) runs boto3 from the same venv: its client, and a mock provider
+# verifying signatures with botocore (BOTO3_VERSION above: the version litellm[proxy] resolves
+# to, pinned).
 LITELLM_VERSION=1.106.2
 PRISMA_VERSION=0.15.0
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/litellm-venv"
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('litellm') != '$LITELLM_VERSION')" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('litellm') != '$LITELLM_VERSION' or m.version('boto3') != '$BOTO3_VERSION')" >/dev/null 2>&1; then
   rm -rf "$venv"
   python3 -m venv "$venv"
-  echo "bootstrap: installing litellm[proxy]==$LITELLM_VERSION into $venv" >&2
+  echo "bootstrap: installing litellm[proxy]==$LITELLM_VERSION and boto3==$BOTO3_VERSION into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "litellm[proxy]==$LITELLM_VERSION" "prisma==$PRISMA_VERSION"
+    "litellm[proxy]==$LITELLM_VERSION" "prisma==$PRISMA_VERSION" "boto3==$BOTO3_VERSION"
 fi

@@ -29,7 +29,7 @@ use pingora::protocols::http::ServerSession;
 use pingora_prometheus::PrometheusHttpApp;
 use serde_json::{json, Value};
 
-use crate::credentials::CredentialCache;
+use crate::credentials::{CredentialCache, Snapshot};
 use crate::live_config::SharedLiveConfig;
 use crate::router::{bind, Router};
 
@@ -82,9 +82,30 @@ impl AdminApp {
             // Shown, not counted against readiness: a token endpoint's outage affects only the
             // routes that use it, and each such request is answered 503 naming the cause.
             "minted_credentials": crate::minted::report(),
+            "aws_credentials": aws_credentials(&snapshot),
         });
         (ready, report)
     }
+}
+
+/// Each credential and deployment that signs with AWS keys: its kind and region (assumed roles'
+/// state and expiry are in `minted_credentials`), never a key.
+fn aws_credentials(snapshot: &Snapshot) -> Vec<Value> {
+    let credentials = snapshot.credentials.values().map(|c| c.as_ref());
+    let deployments = snapshot
+        .models
+        .values()
+        .flat_map(|d| d.all().iter().map(|d| d.credential.as_ref()));
+    let mut all: Vec<Value> = credentials
+        .chain(deployments)
+        .filter_map(|c| {
+            let mut report = c.aws.as_ref()?.report();
+            report["name"] = Value::from(c.name.as_str());
+            Some(report)
+        })
+        .collect();
+    all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    all
 }
 
 /// `PUT /log-level` with a level (`off`, `error`, `warn`, `info`, `debug`, `trace`) in the body:

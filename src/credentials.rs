@@ -30,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 
+use crate::aws::AwsCredential;
 use crate::minted::{MintedCredential, Unavailable};
 use crate::providers::{AuthStyle, BEARER_PREFIX};
 
@@ -51,8 +52,12 @@ pub struct Credential {
     /// The key as header values, made on first use ([`Credential::header_value`]).
     pub header_values: HeaderValues,
     /// A token minted from the row's longer-lived secret (Entra ID), sent as
-    /// `Authorization: Bearer` in place of `api_key` (then empty).
+    /// `Authorization: Bearer` in place of `api_key` (then empty); for AWS keys assumed through
+    /// STS, the minted temporary keys (the same as `aws`'s).
     pub minted: Option<Arc<MintedCredential>>,
+    /// AWS keys (`aws_*` fields) that sign each request instead of a key being sent (`api_key`
+    /// then empty): see [`crate::aws`].
+    pub aws: Option<Arc<AwsCredential>>,
 }
 
 /// A credential's key as the header values the auth styles send (`Bearer KEY`, `KEY`), made
@@ -89,14 +94,18 @@ impl Credential {
     /// is held that has not expired (else why not, naming the credential and the cause).
     pub fn usable(&self) -> Result<(), Unavailable> {
         match &self.minted {
-            Some(minted) => minted.header().map(drop),
+            Some(minted) => minted.check(),
             None => Ok(()),
         }
     }
 
     /// The auth style a request with this credential uses where `auth` is the provider's: a
-    /// minted token on Azure goes as `Authorization: Bearer` instead of `api-key`.
+    /// minted token on Azure goes as `Authorization: Bearer` instead of `api-key`; AWS keys sign
+    /// the request whatever the provider's style.
     pub fn auth_for(&self, auth: &AuthStyle) -> AuthStyle {
+        if self.aws.is_some() {
+            return AuthStyle::AwsSigV4;
+        }
         match auth {
             AuthStyle::Azure if self.minted.is_some() => AuthStyle::AzureBearer,
             other => other.clone(),

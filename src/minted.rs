@@ -1,8 +1,9 @@
-//! Minted credentials: short-lived bearer tokens the sidecar obtains from a token endpoint with a
-//! longer-lived secret (Azure Entra ID's client-credentials grant, [`entra`]), held per credential
-//! and refreshed ahead of expiry off the request path. The shape is the grant's business
-//! ([`Mint`]); caching, single flight, failure and reporting are this module's, so a later grant
-//! (Vertex AI's JWT bearer, STS AssumeRole) only implements [`Mint`].
+//! Minted credentials: short-lived secrets the sidecar obtains from a token endpoint with a
+//! longer-lived one, held per credential and refreshed ahead of expiry off the request path:
+//! bearer tokens (Azure Entra ID's client-credentials grant, [`entra`]; Vertex AI's JWT bearer,
+//! [`vertex`]) and temporary AWS keys (STS AssumeRole, `crate::aws::sts`), which sign requests
+//! instead of being sent ([`Issued`]). The shape is the grant's business ([`Mint`]); caching,
+//! single flight, failure and reporting are this module's.
 //!
 //! - The request path reads the token with one `ArcSwap` load ([`MintedCredential::header`]). A
 //!   request that finds it in its refresh window (the last quarter of its life, at most
@@ -21,7 +22,7 @@
 
 pub mod entra;
 pub mod federated;
-mod token_client;
+pub(crate) mod token_client;
 pub mod vertex;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use http::HeaderValue;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::aws::sigv4::Keys;
 use crate::providers::BEARER_PREFIX;
 use crate::secret::Secret;
 
@@ -46,10 +48,19 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Deadline for one whole mint (connect, send, answer).
 pub const MINT_DEADLINE: Duration = Duration::from_secs(15);
 
+/// What a grant issues.
+pub enum Issued {
+    /// An access token, sent as `Authorization: Bearer`.
+    Bearer(Secret),
+    /// Temporary AWS credentials, which sign each request (never sent themselves, but for the
+    /// session token).
+    Aws(Arc<Keys>),
+}
+
 /// A token as a grant returns it.
 pub struct Minted {
-    /// The access token.
-    pub token: Secret,
+    /// The access token, or the temporary keys.
+    pub token: Issued,
     /// How long it is valid from now.
     pub lifetime: Duration,
 }
@@ -57,7 +68,7 @@ pub struct Minted {
 /// One grant: how a credential's token is obtained.
 #[async_trait::async_trait]
 pub trait Mint: Send + Sync + 'static {
-    /// The grant's name in reports (`entra_id`, `azure_ad_token`).
+    /// The grant's name in reports (`entra_id`, `azure_ad_token`, `aws_assume_role`).
     fn kind(&self) -> &'static str;
     /// Obtains a new token. Errors never contain a secret.
     async fn mint(&self) -> Result<Minted, MintError>;
@@ -74,10 +85,17 @@ pub struct Unavailable {
     pub cause: String,
 }
 
+/// What a held token is used as.
+enum Held {
+    /// `Bearer TOKEN`, marked sensitive.
+    Bearer(HeaderValue),
+    /// Temporary AWS keys.
+    Aws(Arc<Keys>),
+}
+
 /// A token in use.
 struct Token {
-    /// `Bearer TOKEN`, marked sensitive.
-    header: HeaderValue,
+    value: Held,
     expires: Instant,
     refresh_at: Instant,
     expires_wall: SystemTime,
@@ -144,6 +162,34 @@ impl MintedCredential {
     /// The current token as `Authorization: Bearer TOKEN` (request path: one load). In its
     /// refresh window, a background refresh starts (once); without a usable token, why not.
     pub fn header(self: &Arc<Self>) -> Result<HeaderValue, Unavailable> {
+        match &self.current()?.value {
+            Held::Bearer(header) => Ok(header.clone()),
+            Held::Aws(_) => Err(self.not_held("a bearer token")),
+        }
+    }
+
+    /// The current temporary AWS keys, as [`header`](Self::header) reads a token.
+    pub fn aws_keys(self: &Arc<Self>) -> Result<Arc<Keys>, Unavailable> {
+        match &self.current()?.value {
+            Held::Aws(keys) => Ok(keys.clone()),
+            Held::Bearer(_) => Err(self.not_held("AWS keys")),
+        }
+    }
+
+    /// Whether a usable token is held now (and a refresh starts when one is due).
+    pub fn check(self: &Arc<Self>) -> Result<(), Unavailable> {
+        self.current().map(drop)
+    }
+
+    fn not_held(&self, what: &str) -> Unavailable {
+        Unavailable {
+            credential: self.name.clone(),
+            cause: format!("its grant ({}) does not issue {what}", self.minter.kind()),
+        }
+    }
+
+    /// The current token (see [`header`](Self::header)).
+    fn current(self: &Arc<Self>) -> Result<Arc<Token>, Unavailable> {
         let now = Instant::now();
         let state = self.state.load();
         match state.usable(now) {
@@ -156,7 +202,7 @@ impl MintedCredential {
                 if now >= token.refresh_at && !resting {
                     self.refresh_in_background();
                 }
-                Ok(token.header.clone())
+                Ok(token.clone())
             }
             None => Err(self.unavailable(&state)),
         }
@@ -165,12 +211,12 @@ impl MintedCredential {
     /// Waits until a usable token is held, minting one if needed (single flight), or says why
     /// there is none.
     pub async fn ready(self: &Arc<Self>) -> Result<(), Unavailable> {
-        if self.header().is_ok() {
+        if self.check().is_ok() {
             return Ok(());
         }
         let seen = self.state.load().attempts;
         self.mint_unless_done(seen, false).await;
-        self.header().map(drop)
+        self.check()
     }
 
     /// Starts one refresh on the current runtime unless one runs.
@@ -245,17 +291,21 @@ impl MintedCredential {
 
     /// A minted token, ready to use.
     fn accept(&self, minted: Minted) -> Result<Token, String> {
-        if minted.token.is_empty() {
-            return Err("the token endpoint answered with an empty token".to_string());
-        }
-        let header = minted
-            .token
-            .to_header_value(BEARER_PREFIX)
-            .map_err(|_| "the token holds bytes a header cannot".to_string())?;
+        let value = match minted.token {
+            Issued::Bearer(token) if token.is_empty() => {
+                return Err("the token endpoint answered with an empty token".to_string())
+            }
+            Issued::Bearer(token) => Held::Bearer(
+                token
+                    .to_header_value(BEARER_PREFIX)
+                    .map_err(|_| "the token holds bytes a header cannot".to_string())?,
+            ),
+            Issued::Aws(keys) => Held::Aws(keys),
+        };
         let now = Instant::now();
         let ahead = (minted.lifetime / 4).min(MAX_REFRESH_AHEAD);
         Ok(Token {
-            header,
+            value,
             expires: now + minted.lifetime,
             refresh_at: now + minted.lifetime - ahead,
             expires_wall: SystemTime::now() + minted.lifetime,
@@ -346,7 +396,7 @@ impl Mint for FixedToken {
 
     async fn mint(&self) -> Result<Minted, MintError> {
         Ok(Minted {
-            token: self.0.clone(),
+            token: Issued::Bearer(self.0.clone()),
             lifetime: FIXED_LIFETIME,
         })
     }

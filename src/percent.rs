@@ -14,6 +14,9 @@ const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// As [`NOT_UNRESERVED`], keeping `/`: a path's segments encoded, its separators left.
+const NOT_UNRESERVED_OR_SLASH: &AsciiSet = &NOT_UNRESERVED.remove(b'/');
+
 /// Decodes `%XX` escapes (malformed ones are kept as they are; invalid UTF-8 is replaced), so
 /// `%6Bey` reads as `key`. Borrows when there is nothing to decode.
 pub fn decode(text: &str) -> Cow<'_, str> {
@@ -23,6 +26,12 @@ pub fn decode(text: &str) -> Cow<'_, str> {
 /// Encodes everything but unreserved characters.
 pub fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, NOT_UNRESERVED).to_string()
+}
+
+/// Encodes everything but unreserved characters and `/` (AWS SigV4's canonical path: the path as
+/// sent, `%` included, encoded once more).
+pub fn encode_path(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, NOT_UNRESERVED_OR_SLASH).to_string()
 }
 
 #[cfg(test)]
@@ -41,5 +50,6 @@ mod tests {
         assert!(matches!(decode("plain"), Cow::Borrowed("plain")));
         assert_eq!(encode("2024-10-21 x&"), "2024-10-21%20x%26");
         assert_eq!(encode("a-b.c_d~é"), "a-b.c_d~%C3%A9");
+        assert_eq!(encode_path("/model/a%3A0/x y"), "/model/a%253A0/x%20y");
     }
 }

@@ -30,12 +30,14 @@ static ANTHROPIC_VERSION: RequiredHeader = RequiredHeader {
 /// every client request, whatever the route's provider (together with every route's own auth
 /// header: see `Route::strip_headers`), also when spelled with `_` for `-` (see
 /// [`crate::proxy::rewrite`]).
-pub const CLIENT_CREDENTIAL_HEADERS: [&str; 5] = [
+pub const CLIENT_CREDENTIAL_HEADERS: [&str; 6] = [
     "authorization",
     "proxy-authorization",
     "x-api-key",
     "api-key",
     "x-goog-api-key",
+    // An AWS client's session token (its own signature is in `Authorization`).
+    "x-amz-security-token",
 ];
 
 /// Query parameter names that carry a credential (Gemini's older `?key=`). Removed from every
@@ -58,6 +60,10 @@ pub enum AuthStyle {
     AzureBearer,
     /// Gemini (AI Studio): `x-goog-api-key: KEY`.
     Gemini,
+    /// AWS (Bedrock with `aws_*` keys): no key is sent; the request is signed with SigV4 once
+    /// its final path, headers and body are known (`Authorization`, `X-Amz-Date`, and
+    /// `X-Amz-Security-Token` with temporary keys; see [`crate::aws`]).
+    AwsSigV4,
     /// Any other API: a named header with an optional value prefix (e.g. `Token `).
     Header {
         /// The header carrying the key.
@@ -77,7 +83,9 @@ impl AuthStyle {
     /// The header the key goes in.
     pub fn header_name(&self) -> HeaderName {
         match self {
-            AuthStyle::OpenAi | AuthStyle::AzureBearer => http::header::AUTHORIZATION,
+            AuthStyle::OpenAi | AuthStyle::AzureBearer | AuthStyle::AwsSigV4 => {
+                http::header::AUTHORIZATION
+            }
             AuthStyle::Anthropic => HeaderName::from_static("x-api-key"),
             AuthStyle::Azure => HeaderName::from_static("api-key"),
             AuthStyle::Gemini => HeaderName::from_static("x-goog-api-key"),
@@ -90,7 +98,9 @@ impl AuthStyle {
     /// copy per request.
     pub fn wire_name(&self) -> Option<&'static str> {
         match self {
-            AuthStyle::OpenAi | AuthStyle::AzureBearer => Some("Authorization"),
+            AuthStyle::OpenAi | AuthStyle::AzureBearer | AuthStyle::AwsSigV4 => {
+                Some("Authorization")
+            }
             AuthStyle::Anthropic => Some("x-api-key"),
             AuthStyle::Azure => Some("api-key"),
             AuthStyle::Gemini => Some("x-goog-api-key"),
@@ -103,7 +113,7 @@ impl AuthStyle {
         match self {
             AuthStyle::OpenAi | AuthStyle::AzureBearer => BEARER_PREFIX,
             AuthStyle::Header { prefix, .. } => prefix,
-            AuthStyle::Anthropic | AuthStyle::Azure | AuthStyle::Gemini => "",
+            AuthStyle::Anthropic | AuthStyle::Azure | AuthStyle::Gemini | AuthStyle::AwsSigV4 => "",
         }
     }
 
@@ -214,7 +224,7 @@ impl Provider {
 
 /// Every provider the sidecar knows, the ones a route may name first (in the order error
 /// messages list them).
-pub static PROVIDERS: [Provider; 12] = [
+pub static PROVIDERS: [Provider; 13] = [
     Provider {
         name: DEFAULT_PROVIDER,
         route_provider: true,
@@ -258,6 +268,16 @@ pub static PROVIDERS: [Provider; 12] = [
         auth: AuthStyle::OpenAi,
         base: None,
         openai_api: OpenAiApi::AtBase,
+    },
+    // AWS Bedrock: requests signed with the row's AWS keys (SigV4), or a Bedrock API key as
+    // `Authorization: Bearer`; each deployment's base is its region's runtime endpoint
+    // (`aws::bedrock`), under which Bedrock serves OpenAI's Chat Completions API.
+    Provider {
+        name: crate::aws::bedrock::PROVIDER,
+        route_provider: false,
+        auth: AuthStyle::OpenAi,
+        base: None,
+        openai_api: OpenAiApi::Under(crate::aws::bedrock::OPENAI_PATH),
     },
 ];
 

@@ -32,6 +32,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tracing::{info, trace, warn};
 
+use crate::aws::BEDROCK_SERVICE;
 use crate::credentials::CredentialCache;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
@@ -253,6 +254,19 @@ impl ProxyHttp for SidecarProxy {
                 Error::new(ErrorType::InternalError)
             },
         )?;
+        // AWS keys: signed now that the path, `Host` and body sent are final.
+        if let Some(aws) = &binding.credential.aws {
+            let body = ctx.replacement_body().map_or(&[][..], |b| &b[..]);
+            let name = &binding.credential.name;
+            if let Err(unavailable) = aws.sign(name, upstream_request, body, BEDROCK_SERVICE) {
+                ctx.reply = Some(ErrorReply::new(
+                    503,
+                    "credential_unavailable",
+                    unavailable.to_string(),
+                ));
+                return Err(Error::new(ErrorType::InternalError));
+            }
+        }
         if let Some(span) = &ctx.span {
             span.inject(upstream_request)?;
         }

@@ -106,6 +106,7 @@ pub(crate) mod tests {
                 api_base: None,
                 api_version: None,
                 header_values: Default::default(),
+                aws: None,
                 minted: None,
             }),
             upstream: None,

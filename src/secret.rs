@@ -92,6 +92,15 @@ impl Secret {
     }
 }
 
+/// A row's decrypted fields from `pairs`, for tests.
+#[cfg(test)]
+pub(crate) fn fields(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, Secret> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Secret::new(v.to_string())))
+        .collect()
+}
+
 /// Bytes zeroized when dropped, as the owner of a [`Bytes`].
 struct ZeroizedOnDrop(Zeroizing<Vec<u8>>);
 

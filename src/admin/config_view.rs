@@ -50,6 +50,7 @@ pub fn config_report(
                         "credential": d.credential.name,
                         "key_fingerprint": key_fingerprint(&d.credential),
                         "minted": d.credential.minted.as_ref().map(|m| m.name()),
+                        "aws": d.credential.aws.as_ref().map(|a| a.report()),
                     })
                 })
                 .collect();
@@ -121,14 +122,14 @@ fn credential(credential: &Credential) -> Value {
         "api_version": credential.api_version,
         "key_fingerprint": key_fingerprint(credential),
         "minted": credential.minted.as_ref().map(|m| m.name()),
+        "aws": credential.aws.as_ref().map(|a| a.report()),
     })
 }
 
-/// The key's [fingerprint]; `None` for a minted token (see `minted_credentials`).
+/// The key's [fingerprint]; `None` for a minted token (see `minted_credentials`) or AWS keys
+/// (see `aws`).
 fn key_fingerprint(credential: &Credential) -> Option<String> {
-    credential
-        .minted
-        .is_none()
+    (credential.minted.is_none() && credential.aws.is_none())
         .then(|| fingerprint(credential.api_key.expose()))
 }
 

@@ -164,6 +164,7 @@ mod tests {
             api_base: None,
             api_version: None,
             header_values: Default::default(),
+            aws: None,
             minted: None,
         }
     }

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::values::ValueReader;
 use super::{Credential, Secret};
+use crate::aws::{bedrock, AwsCredential};
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
 use crate::minted::vertex::{self, VertexPlace};
@@ -152,8 +153,12 @@ pub fn deployment(
     };
     // Vertex's OpenAI-compatible API names a model with its publisher (`google/gemini-2.0-flash`,
     // `meta/llama-3.1-405b-instruct-maas`); a bare Gemini name gets Google's.
+    // Bedrock receives the model id without LiteLLM's API prefix or region path.
+    let bedrock_model = provider_model;
     let provider_model = if provider == VERTEX_PROVIDER && !provider_model.contains('/') {
         format!("google/{provider_model}")
+    } else if provider == bedrock::PROVIDER {
+        bedrock::model_id(provider_model).1.to_string()
     } else {
         provider_model.to_string()
     };
@@ -167,19 +172,39 @@ pub fn deployment(
         .map(|v| v.expose().to_string())
         .or_else(|| linked.as_ref().and_then(|c| c.api_version.clone()));
     let name = format!("model {} ({})", row.name, row.id);
-    let key = key_material(&name, &provider, api_key, linked.as_deref(), &mut values)?;
     let known = known_provider(&provider);
-    // Vertex: `api_base` (else the location's public host) and the place's OpenAI-compatible
-    // path, under which requests go as to any OpenAI-compatible base.
-    let base = match &key.vertex {
-        Some(place) => Some(format!(
-            "{}{}",
-            api_base.clone().unwrap_or_else(|| place.public_base()),
-            place.openai_path()
-        )),
-        None => api_base
-            .clone()
-            .or(known.and_then(|p| p.base).map(str::to_string)),
+    let (key, base) = if provider == bedrock::PROVIDER {
+        let linked_aws = linked.as_ref().and_then(|c| c.aws.as_ref());
+        let auth = bedrock::deployment_auth(
+            &name,
+            bedrock_model,
+            api_key,
+            api_base.as_deref(),
+            &mut values,
+            linked_aws,
+        )?;
+        let key = KeyMaterial {
+            api_key: auth.api_key.unwrap_or_else(|| Secret::new(String::new())),
+            minted: auth.aws.as_ref().and_then(|a| a.minted().cloned()),
+            vertex: None,
+            aws: auth.aws,
+        };
+        (key, Some(auth.base))
+    } else {
+        let key = key_material(&name, &provider, api_key, linked.as_deref(), &mut values)?;
+        // Vertex: `api_base` (else the location's public host) and the place's
+        // OpenAI-compatible path, under which requests go as to any OpenAI-compatible base.
+        let base = match &key.vertex {
+            Some(place) => Some(format!(
+                "{}{}",
+                api_base.clone().unwrap_or_else(|| place.public_base()),
+                place.openai_path()
+            )),
+            None => api_base
+                .clone()
+                .or(known.and_then(|p| p.base).map(str::to_string)),
+        };
+        (key, base)
     };
     let upstream = base
         .map(|b| UpstreamUrl::parse(&b).map_err(|e| format!("api_base: {e}")))
@@ -194,6 +219,7 @@ pub fn deployment(
             api_base,
             api_version,
             header_values: Default::default(),
+            aws: key.aws,
             minted: key.minted,
         }),
         provider,
@@ -209,11 +235,13 @@ pub fn deployment(
     })
 }
 
-/// What a deployment authenticates with: a key, or a minted token (and for Vertex, where).
+/// What a deployment authenticates with: a key, a minted token (and for Vertex, where), or AWS
+/// keys.
 struct KeyMaterial {
     api_key: Secret,
     minted: Option<Arc<MintedCredential>>,
     vertex: Option<VertexPlace>,
+    aws: Option<Arc<AwsCredential>>,
 }
 
 /// As LiteLLM decides it: on `vertex_ai`, the row's `vertex_credentials`; else a key (the row's,
@@ -230,6 +258,7 @@ fn key_material(
         api_key: Secret::new(String::new()),
         minted: Some(minted),
         vertex,
+        aws: None,
     };
     if provider == VERTEX_PROVIDER {
         if let Some((token, place)) = vertex::from_fields(name, values)? {
@@ -241,11 +270,16 @@ fn key_material(
             api_key,
             minted: None,
             vertex: None,
+            aws: None,
         });
     }
     let own = entra::from_fields(name, values, &entra::authority_host())?;
     let token = own
-        .or_else(|| linked.and_then(|c| c.minted.clone()))
+        .or_else(|| {
+            linked
+                .filter(|c| c.aws.is_none())
+                .and_then(|c| c.minted.clone())
+        })
         .ok_or(
             "no api_key (nor tenant_id, client_id and client_secret, nor azure_ad_token, nor \
          vertex_credentials) on the row or its linked credential",

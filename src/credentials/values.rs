@@ -6,6 +6,7 @@
 //! they could split a header.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -106,14 +107,24 @@ impl ValueReader<'_> {
         let api_key = values.remove("api_key");
         let api_base = values.remove("api_base").map(|v| v.expose().to_string());
         let api_version = values.remove("api_version").map(|v| v.expose().to_string());
-        // As LiteLLM: a key wins over Entra ID fields (which are then left unused).
-        let (api_key, minted) = match api_key.filter(|k| !k.is_empty()) {
-            Some(key) => (key, None),
-            None => {
-                let minted = entra::from_fields(name, &mut values, &entra::authority_host())?
-                    .ok_or("credential_values has no api_key (nor Entra ID fields)")?;
-                (Secret::new(String::new()), Some(minted))
-            }
+        // As LiteLLM: a key wins over Entra ID fields and AWS keys (which are then left
+        // unused). AWS keys on a credential row serve the Bedrock deployments that link it.
+        let (api_key, minted, aws) = match api_key.filter(|k| !k.is_empty()) {
+            Some(key) => (key, None, None),
+            None => match crate::aws::from_fields(name, &mut values)? {
+                Some(aws) => {
+                    let minted = aws.minted().cloned();
+                    (Secret::new(String::new()), minted, Some(Arc::new(aws)))
+                }
+                None => {
+                    let minted = entra::from_fields(name, &mut values, &entra::authority_host())?
+                        .ok_or(
+                        "credential_values has no api_key (nor Entra ID fields, nor \
+                             aws_access_key_id with aws_secret_access_key)",
+                    )?;
+                    (Secret::new(String::new()), Some(minted), None)
+                }
+            },
         };
         let provider = info
             .and_then(|i| i.get("custom_llm_provider"))
@@ -127,6 +138,7 @@ impl ValueReader<'_> {
             api_base,
             api_version,
             header_values: Default::default(),
+            aws,
             minted,
         })
     }

@@ -142,12 +142,7 @@ fn fingerprint(parts: &[&str]) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    fn values(pairs: &[(&str, &str)]) -> HashMap<String, Secret> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Secret::new(v.to_string())))
-            .collect()
-    }
+    use crate::secret::fields as values;
 
     #[test]
     fn three_fields_make_a_client_credentials_grant_and_leave_the_others() {

@@ -27,7 +27,7 @@ impl Mint for Counting {
             });
         }
         Ok(Minted {
-            token: Secret::new(format!("tok-{n}")),
+            token: Issued::Bearer(Secret::new(format!("tok-{n}"))),
             lifetime: self.lifetime,
         })
     }

@@ -93,7 +93,7 @@ pub(super) async fn request_token(
     url: &UpstreamUrl,
     form: Bytes,
 ) -> Result<super::Minted, MintError> {
-    let (status, body) = post_form(url, form).await?;
+    let (status, body) = post_form(url, form, &[]).await?;
     if status != 200 {
         return Err(MintError::Refused {
             endpoint: url.host_header().to_string(),
@@ -104,9 +104,14 @@ pub(super) async fn request_token(
     read_token(url, &body)
 }
 
-/// POSTs `form` (already `application/x-www-form-urlencoded`) to `url`; returns the status and
-/// the answer's body.
-async fn post_form(url: &UpstreamUrl, form: Bytes) -> Result<(u16, Bytes), MintError> {
+/// POSTs `form` (already `application/x-www-form-urlencoded`) to `url`, with `headers` besides
+/// the form's own (they replace one of the same name: `Accept`); returns the status and the
+/// answer's body.
+pub(crate) async fn post_form(
+    url: &UpstreamUrl,
+    form: Bytes,
+    headers: &[(header::HeaderName, header::HeaderValue)],
+) -> Result<(u16, Bytes), MintError> {
     let endpoint = url.host_header().to_string();
     let exchange = |cause: String| MintError::Exchange {
         endpoint: endpoint.clone(),
@@ -131,7 +136,12 @@ async fn post_form(url: &UpstreamUrl, form: Bytes) -> Result<(u16, Bytes), MintE
                 endpoint: endpoint.clone(),
                 cause: e.to_string(),
             })?;
-    let mut request = RequestHeader::build("POST", url.base_path.as_bytes(), None)
+    let path = if url.base_path.is_empty() {
+        "/"
+    } else {
+        url.base_path.as_str()
+    };
+    let mut request = RequestHeader::build("POST", path.as_bytes(), None)
         .map_err(|e| exchange(format!("cannot build the request: {e}")))?;
     let length = form.len().to_string();
     for (name, value) in [
@@ -143,6 +153,11 @@ async fn post_form(url: &UpstreamUrl, form: Bytes) -> Result<(u16, Bytes), MintE
     ] {
         request
             .insert_header(name, value)
+            .map_err(|_| exchange("cannot build the request".to_string()))?;
+    }
+    for (name, value) in headers {
+        request
+            .insert_header(name.clone(), value.clone())
             .map_err(|_| exchange("cannot build the request".to_string()))?;
     }
     session
@@ -196,7 +211,7 @@ async fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {
 
 /// Checks that `text` names a token endpoint the sidecar can verify: `https://` with a host
 /// name (`http://` only on a loopback name, for tests).
-pub(super) fn token_url(text: &str) -> Result<UpstreamUrl, MintError> {
+pub(crate) fn token_url(text: &str) -> Result<UpstreamUrl, MintError> {
     let bad = |reason: &str| MintError::BadUrl {
         url: crate::config::redacted(text),
         reason: reason.to_string(),
@@ -249,7 +264,7 @@ fn read_token(endpoint: &UpstreamUrl, body: &[u8]) -> Result<super::Minted, Mint
     .filter(|&s| s > 0)
     .ok_or_else(|| malformed("the answer has no positive expires_in"))?;
     Ok(super::Minted {
-        token: crate::secret::Secret::new(token.to_string()),
+        token: super::Issued::Bearer(crate::secret::Secret::new(token.to_string())),
         lifetime: std::time::Duration::from_secs(expires_in).min(MAX_TOKEN_LIFETIME),
     })
 }

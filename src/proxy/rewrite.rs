@@ -52,21 +52,28 @@ pub fn rewrite_request(
         .map_err(|_| "the rewritten request target is not a valid URI".to_string())?;
     req.set_uri(uri);
 
-    let value = credential.header_value(auth).ok_or_else(|| {
-        format!(
-            "credential {:?} cannot be sent in a header",
-            credential.name
-        )
-    })?;
+    // AWS keys inject nothing here: the request is signed once it is final (`crate::aws`).
+    let value = match auth {
+        AuthStyle::AwsSigV4 => None,
+        _ => Some(credential.header_value(auth).ok_or_else(|| {
+            format!(
+                "credential {:?} cannot be sent in a header",
+                credential.name
+            )
+        })?),
+    };
     let injected = auth.header_name();
     // The client's header of the injected name is replaced by the insert below, not removed
     // first (a removal from both of Pingora's header maps per request).
-    strip_credential_headers(req, &route.strip_headers, &injected);
+    let keep = value.as_ref().map(|_| &injected);
+    strip_credential_headers(req, &route.strip_headers, keep);
     match body_len {
         Some(len) => framing::replace_body_length(req, len)?,
         None => framing::single_content_length(req)?,
     }
-    insert(req, wire_name(auth, injected), value)?;
+    if let Some(value) = value {
+        insert(req, wire_name(auth, injected), value)?;
+    }
     if let Some(required) = auth.required_header() {
         if !req.headers.contains_key(&required.name) {
             insert(
@@ -91,9 +98,13 @@ fn wire_name(auth: &AuthStyle, name: HeaderName) -> Bytes {
 /// taken for `-` (`x_api_key`, `X_Api-Key`). One pass over the request's few header names,
 /// rather than a lookup per listed name: a request carries a handful of headers, the list a
 /// dozen names. `keep` (the header about to be injected, replacing the client's) is left.
-fn strip_credential_headers(req: &mut RequestHeader, strip: &[HeaderName], keep: &HeaderName) {
+fn strip_credential_headers(
+    req: &mut RequestHeader,
+    strip: &[HeaderName],
+    keep: Option<&HeaderName>,
+) {
     let listed = |name: &HeaderName| {
-        if name == keep {
+        if Some(name) == keep {
             return false;
         }
         let name = name.as_str();

@@ -56,6 +56,13 @@ pub fn bind(route: &Route, snapshot: &Snapshot, router: &Router) -> Result<Route
     match &route.backend {
         Backend::Credential(name) => {
             let credential = ready(snapshot.credential(name), "credential", name)?;
+            if credential.aws.is_some() {
+                // SigV4 signs the body, which only model routes read before sending.
+                return Err(unavailable(format!(
+                    "credential {name:?} holds AWS keys: serve Bedrock through a model: or \
+                     dispatch: model route"
+                )));
+            }
             match (&route.upstream, &route.target, &route.auth) {
                 (Some(upstream), Some(target), Some(auth)) => Ok(RouteBinding::Bound(Binding {
                     auth: credential.auth_for(auth),

@@ -9,6 +9,8 @@ mod support;
 
 mod access;
 mod admin;
+mod bedrock;
+mod bedrock_sts;
 mod cipher_vectors;
 mod cli;
 mod client_connections;

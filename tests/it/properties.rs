@@ -127,6 +127,7 @@ proptest! {
                 api_base: None,
                 api_version: None,
                 header_values: Default::default(),
+                aws: None,
                 minted: None,
             }),
             upstream: route.upstream.clone().expect("upstream"),

@@ -65,6 +65,7 @@ fn row_values_win_over_the_linked_credential() {
         api_base: Some("https://linked.example/v1".into()),
         api_version: Some("v-linked".into()),
         header_values: Default::default(),
+        aws: None,
         minted: None,
     };
     let credentials = HashMap::from([("shared".to_string(), Arc::new(linked))]);
@@ -262,4 +263,89 @@ fn prices_are_read_from_model_info_and_params_as_litellm_stores_them() {
     )
     .expect("a model_info LiteLLM would ignore is ignored");
     assert_eq!(d.pricing.own.as_ref().and_then(|p| p.base.cache_read), None);
+}
+
+#[test]
+fn bedrock_rows_sign_with_their_keys_or_a_linked_credentials() {
+    let k = keys();
+    let reader = ValueReader {
+        keys: Some(&k),
+        env: None,
+    };
+    let aws_values = serde_json::json!({ "aws_access_key_id": enc(&k, "AKID"),
+        "aws_secret_access_key": enc(&k, "s3cret"), "aws_region_name": enc(&k, "eu-west-1") });
+    let linked = reader
+        .credential("aws-prod", aws_values.as_object().expect("object"), None)
+        .expect("a credential row with AWS keys");
+    assert!(linked.aws.is_some() && linked.api_key.is_empty());
+    let credentials = HashMap::from([("aws-prod".to_string(), Arc::new(linked))]);
+    let build = |params: Value| {
+        deployment(
+            &row(params),
+            &reader,
+            ParamsStorage::Encrypted,
+            &credentials,
+            &targets(),
+        )
+    };
+    let host = |d: &Deployment| d.upstream.as_ref().map(|u| u.host.clone());
+
+    // The credential's keys, the row's region; the id without LiteLLM's API prefix.
+    let d = build(
+        serde_json::json!({ "model": enc(&k, "bedrock/converse/anthropic.claude-v2:1"),
+        "litellm_credential_name": enc(&k, "aws-prod"), "aws_region_name": enc(&k, "us-west-2") }),
+    )
+    .expect("valid");
+    assert_eq!(d.model, "anthropic.claude-v2:1");
+    assert_eq!(
+        host(&d).as_deref(),
+        Some("bedrock-runtime.us-west-2.amazonaws.com")
+    );
+    let aws = d.credential.aws.as_ref().expect("signs");
+    assert_eq!(aws.region.as_deref(), Some("us-west-2"));
+    assert_eq!(
+        d.credential.auth_for(&AuthStyle::OpenAi),
+        AuthStyle::AwsSigV4
+    );
+
+    // A region path names the region; the credential's region is the last resort.
+    let d = build(
+        serde_json::json!({ "model": enc(&k, "bedrock/us-east-2/meta.llama3-8b"),
+        "litellm_credential_name": enc(&k, "aws-prod") }),
+    )
+    .expect("valid");
+    assert_eq!(d.model, "meta.llama3-8b");
+    assert_eq!(
+        host(&d).as_deref(),
+        Some("bedrock-runtime.us-east-2.amazonaws.com")
+    );
+    let d = build(
+        serde_json::json!({ "model": enc(&k, "bedrock/meta.llama3-8b"),
+        "litellm_credential_name": enc(&k, "aws-prod") }),
+    )
+    .expect("valid");
+    assert_eq!(
+        host(&d).as_deref(),
+        Some("bedrock-runtime.eu-west-1.amazonaws.com")
+    );
+
+    // A Bedrock API key wins over AWS keys, as in LiteLLM.
+    let d = build(
+        serde_json::json!({ "model": enc(&k, "bedrock/x"), "api_key": enc(&k, "bk"),
+        "aws_access_key_id": enc(&k, "AKID"), "aws_secret_access_key": enc(&k, "s3cret"),
+        "aws_region_name": enc(&k, "us-east-1") }),
+    )
+    .expect("valid");
+    assert!(d.credential.aws.is_none());
+    assert_eq!(d.credential.api_key.expose(), "bk");
+    assert_eq!(d.credential.auth_for(&AuthStyle::OpenAi), AuthStyle::OpenAi);
+
+    // Nothing to sign with, or nowhere to send: refused, naming the field.
+    let err = build(serde_json::json!({ "model": enc(&k, "bedrock/x"),
+        "aws_region_name": enc(&k, "us-east-1") }))
+    .expect_err("no keys");
+    assert!(err.contains("aws_access_key_id"), "{err}");
+    let err = build(serde_json::json!({ "model": enc(&k, "bedrock/x"), "api_key": enc(&k, "bk") }))
+        .expect_err("no region");
+    assert!(err.contains("aws_region_name"), "{err}");
 }

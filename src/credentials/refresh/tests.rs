@@ -98,6 +98,7 @@ fn credential(name: &str, key: &str) -> Arc<Credential> {
         api_base: None,
         api_version: None,
         header_values: Default::default(),
+        aws: None,
         minted: None,
     })
 }

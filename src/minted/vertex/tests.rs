@@ -13,12 +13,7 @@ fn account(key: &PKey<Private>) -> String {
     .to_string()
 }
 
-fn values(pairs: &[(&str, &str)]) -> HashMap<String, Secret> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), Secret::new(v.to_string())))
-        .collect()
-}
+use crate::secret::fields as values;
 
 #[test]
 fn the_assertion_is_signed_with_the_accounts_key_and_names_its_endpoint() {

@@ -33,6 +33,7 @@ fn credential(api_version: Option<&str>) -> Credential {
         api_base: None,
         api_version: api_version.map(str::to_string),
         header_values: Default::default(),
+        aws: None,
         minted: None,
     }
 }

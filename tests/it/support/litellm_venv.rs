@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// The venv's Python; a missing venv is a failure that says how to make it, never a skip.
-fn python() -> PathBuf {
+/// The venv's Python (LiteLLM's, also boto3's); a missing venv is a failure that says how to
+/// make it, never a skip.
+pub fn python() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/litellm-venv/bin/python");
     assert!(
         python.exists(),

@@ -2,6 +2,7 @@
 //! `mock_provider`, `sidecar_process`, `lock`, ...) and small polling/port helpers. `tests/it/main.rs` declares it once for every module.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod certs;
 pub mod config;
 pub mod db_gateway;

@@ -1,0 +1,154 @@
+//! The Bedrock tests' pieces: the mock Bedrock runtime and STS (`tests/sdk/bedrock_mock.py`,
+//! from `target/litellm-venv`, verifying every signature with botocore), the real clients run as
+//! scripts, rows written by the real LiteLLM package, and the no-secret check.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+use super::certs::TestCa;
+use super::db_gateway::*;
+use super::litellm_venv;
+use super::pg::TestDb;
+use super::sidecar_process::SidecarProcess;
+
+/// A row's real keys, which only the mock and the rows know.
+pub const ROW_KEY_ID: &str = "AKIAROWKEY0000000001";
+pub const ROW_SECRET: &str = "row-secret-wJalrXUtnFEMI";
+
+/// The mock Bedrock and STS process, killed when dropped.
+pub struct AwsMock {
+    child: Child,
+    port: u16,
+    files: tempfile::TempDir,
+}
+
+impl Drop for AwsMock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AwsMock {
+    pub async fn start(ca: &TestCa, config: Value) -> AwsMock {
+        let (cert, key) = ca.issue(&["localhost"]);
+        tokio::task::spawn_blocking(move || {
+            let files = tempfile::tempdir().expect("tempdir");
+            let (cert_file, key_file) = (files.path().join("c.pem"), files.path().join("k.pem"));
+            std::fs::write(&cert_file, cert).expect("write the certificate");
+            std::fs::write(&key_file, key).expect("write the key");
+            let script =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_mock.py");
+            let mut child = Command::new(litellm_venv::python())
+                .arg(script)
+                .arg(&cert_file)
+                .arg(&key_file)
+                .arg(files.path().join("stats.json"))
+                .arg(config.to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start the mock");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("the mock's first line");
+            let started: Value = serde_json::from_str(&line).expect("the mock's JSON line");
+            let port = started["port"].as_u64().expect("port") as u16;
+            AwsMock { child, port, files }
+        })
+        .await
+        .expect("join")
+    }
+
+    pub fn base(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// What the mock saw: `requests` (path, key id, failure) and `assumed` roles.
+    pub fn stats(&self) -> Value {
+        let text = std::fs::read_to_string(self.files.path().join("stats.json")).expect("stats");
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+
+    /// From now on, STS refuses every AssumeRole (403 AccessDenied).
+    pub fn refuse_sts(&self) {
+        std::fs::write(self.files.path().join("stats.json.refuse-sts"), "").expect("flag");
+    }
+}
+
+/// Runs the client `tests/sdk/{script}` with `python` against `base_url` asking for `model`;
+/// returns what it printed.
+pub async fn run_client(python: PathBuf, script: &str, base_url: String, model: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/bootstrap.sh --postgres`",
+        python.display()
+    );
+    let model = model.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(base_url)
+            .arg(model)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run the client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the client failed:\n{stderr}");
+    serde_json::from_slice(&output.stdout).expect("the script's JSON")
+}
+
+/// Writes `models` (model id → (alias, plain litellm_params)) and `credentials` (name → plain
+/// credential_values, provider `bedrock`) as LiteLLM stores them.
+pub async fn put_rows(db: &TestDb, models: &[(&str, &str, Value)], credentials: &[(&str, Value)]) {
+    let plain: serde_json::Map<String, Value> = models
+        .iter()
+        .map(|(id, _, params)| (id.to_string(), params.clone()))
+        .collect();
+    let plain_credentials: serde_json::Map<String, Value> = credentials
+        .iter()
+        .map(|(name, values)| (name.to_string(), values.clone()))
+        .collect();
+    let rows = json!({ "salt_key": SALT, "models": plain, "credentials": plain_credentials });
+    let stored = litellm_venv::ask("litellm_store_rows.py", rows).await;
+    for (name, _) in credentials {
+        let values = stored["credentials"][*name].clone();
+        db.put_credential(name, values, "bedrock").await;
+    }
+    for (id, alias, _) in models {
+        db.put_model(id, alias, stored["models"][*id].clone()).await;
+    }
+}
+
+/// A sidecar over `db` with `routes`, its log at trace level.
+pub async fn start_sidecar(e: &Env, db: &TestDb, routes: Vec<Value>) -> SidecarProcess {
+    let mut config = gateway(e, db, &TestDb::url(None), "30s", false, routes);
+    config["log"] = json!({ "level": "trace" });
+    SidecarProcess::start_async(
+        &crate::support::config::yaml(&config),
+        &[],
+        &[("LITELLM_SALT_KEY", SALT), ("RUST_LOG", "trace")],
+    )
+    .await
+}
+
+/// Asserts that no secret appears in `text` (named `place`; the log with its trace lines on).
+pub fn assert_no_secret(place: &str, text: &str, secrets: &[&str]) {
+    if place == "the log" {
+        assert!(text.contains("request head read"), "trace lines are on");
+    }
+    for secret in secrets
+        .iter()
+        .chain(&["AWS4-HMAC-SHA256 Credential", "Signature=", "dummy-"])
+    {
+        assert!(!text.contains(secret), "{place} holds {secret}");
+    }
+}
