@@ -348,7 +348,11 @@ fn sse_body(events: u32, gap: Duration) -> Body {
         }
         let text = if sent < events {
             tokio::time::sleep(gap).await;
-            let finish = if sent + 1 == events { r#""stop""# } else { "null" };
+            let finish = if sent + 1 == events {
+                r#""stop""#
+            } else {
+                "null"
+            };
             format!(
                 "data: {{\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\
                  \"model\":\"bench-model\",\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\

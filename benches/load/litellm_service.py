@@ -1,11 +1,14 @@
 """The LiteLLM proxy as a path of the LLM benchmark (`llm.py`): `litellm[proxy]` from the venv
 `scripts/bootstrap.sh` makes (`target/litellm-venv`), one worker, its own `model_list` (the same
 alias as the sidecar's `dispatch: model` route, on the provider's "litellm" port), no database
-and no master key, so it does the least a LiteLLM proxy does: route, call, answer.
+whose master key is the key every path's requests carry (`keys_db.LITELLM_KEY`; LiteLLM 1.106
+refuses to start without one), so it does the least a LiteLLM proxy does: check the key, route,
+call, answer.
 """
 
 import os
 
+import keys_db
 import services
 
 VENV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target",
@@ -21,6 +24,8 @@ model_list:
 litellm_settings:
   telemetry: false
   drop_params: true
+general_settings:
+  master_key: {master_key}
 """
 
 
@@ -42,7 +47,7 @@ class LiteLlm(services.Service):
         with open(config, "w") as f:
             f.write(CONFIG.format(alias=services.MODEL_ALIAS, model=services.DEPLOYMENT_MODEL,
                                   provider_port=provider.ports["litellm"],
-                                  key=services.PROVIDER_KEY))
+                                  key=services.PROVIDER_KEY, master_key=keys_db.LITELLM_KEY))
         env = dict(os.environ, SSL_CERT_FILE=provider.ca_file, LITELLM_LOG="ERROR",
                    LITELLM_LOCAL_MODEL_COST_MAP="True", NO_DOCS="True",
                    PATH=os.path.join(VENV, "bin") + os.pathsep + os.environ.get("PATH", ""))

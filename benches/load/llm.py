@@ -53,6 +53,12 @@ def parse_args():
     p.add_argument("--no-litellm", action="store_true", help="leave the LiteLLM proxy out")
     p.add_argument("--only", choices=["large", "streams"], help="run one workload only")
     p.add_argument("--sidecar-bin", help="another sidecar binary (default: RELEASE/sidecar)")
+    p.add_argument("--before-bin", metavar="BINARY",
+                   help="also both sidecar paths with this binary (a build before a change), "
+                        "as sidecar-before and sidecar-model-keys-before")
+    p.add_argument("--bare-read-buffer", type=int, metavar="BYTES",
+                   help="also bare Pingora with this read buffer under each client connection "
+                        "(bare-read-buffer; Pingora's default is 64 KiB)")
     p.add_argument("--stream-body-bytes", type=int, default=0, metavar="N",
                    help="held streams: send a chat body of about N bytes (a long prompt) "
                         "instead of a small one")
@@ -90,17 +96,27 @@ def start(args, workdir, started, schema):
 
     nginx = services.Nginx(workdir, provider, 1, keepalive=256, access_log=True)
     add("nginx", nginx, "nginx", f"http://127.0.0.1:{nginx.port}{chat}")
-    bare = services.BarePingora(os.path.join(release, "examples/bare_pingora"), workdir,
-                                provider, 1)
+    bare_bin = os.path.join(release, "examples/bare_pingora")
+    bare = services.BarePingora(bare_bin, workdir, provider, 1)
     add("bare", bare, "bare", f"http://127.0.0.1:{bare.port}{chat}")
-    sidecar_bin = args.sidecar_bin or os.path.join(release, "sidecar")
-    plain = services.Sidecar(sidecar_bin, workdir, provider, 1, cap, 10, "info")
-    add("sidecar", plain, "sidecar", f"http://127.0.0.1:{plain.port}{chat}")
-    keys = services.Sidecar(sidecar_bin, workdir, provider, 1, cap, 10, "info",
-                            name="sidecar-keys", litellm_keys=(schema.url, schema.schema))
-    compare.check_keys("sidecar-keys", f"http://127.0.0.1:{keys.port}{chat}", provider)
-    add("sidecar-model-keys", keys, "sidecar-model",
-        f"http://127.0.0.1:{keys.port}{MODEL_ROUTE_PREFIX}/chat/completions")
+    if args.bare_read_buffer is not None:
+        bare = services.BarePingora(bare_bin, workdir, provider, 1, name="bare-read-buffer",
+                                    client_read_buffer=args.bare_read_buffer)
+        add("bare-read-buffer", bare, "bare", f"http://127.0.0.1:{bare.port}{chat}")
+    sidecars = [("", args.sidecar_bin or os.path.join(release, "sidecar"))]
+    if args.before_bin:
+        sidecars.append(("-before", args.before_bin))
+    for suffix, binary in sidecars:
+        plain = services.Sidecar(binary, workdir, provider, 1, cap, 10, "info",
+                                 name=f"sidecar{suffix}")
+        add(f"sidecar{suffix}", plain, "sidecar", f"http://127.0.0.1:{plain.port}{chat}")
+        keys = services.Sidecar(binary, workdir, provider, 1, cap, 10, "info",
+                                name=f"sidecar-keys{suffix}",
+                                litellm_keys=(schema.url, schema.schema))
+        compare.check_keys(f"sidecar-keys{suffix}", f"http://127.0.0.1:{keys.port}{chat}",
+                           provider)
+        add(f"sidecar-model-keys{suffix}", keys, "sidecar-model",
+            f"http://127.0.0.1:{keys.port}{MODEL_ROUTE_PREFIX}/chat/completions")
     if not args.no_litellm:
         litellm = litellm_service.LiteLlm(workdir, provider)
         add("litellm", litellm, "litellm", f"http://127.0.0.1:{litellm.port}/v1/chat/completions")
@@ -165,7 +181,9 @@ def stream_client(args, way, count):
 
 def held_streams(args, provider, ways):
     """Each path in turn holds its streams; memory per stream is the proxy's peak RSS (VmHWM)
-    over its RSS before, divided by the streams; CPU per chunk relayed."""
+    over its RSS before, divided by the streams, in the first round (later rounds reuse the
+    memory the first freed); CPU per chunk relayed, and the chunks' delays, of the median round
+    by CPU."""
     provider.set_stream(args.chunks, args.chunks * args.chunk_ms)
     rows = {}
     for round_index in range(args.stream_rounds):
@@ -187,8 +205,11 @@ def held_streams(args, provider, ways):
                   f"{result.get('kb_per_stream') or 0:6.1f} KB/stream  delay p50 "
                   f"{delay['p50']:.2f} p99 {delay['p99']:.2f} max {delay['max']:.2f} ms"
                   + (f"  ({result['first_error']})" if result["failed"] else ""), flush=True)
-    return {name: driver.median_by(results, "cpu_s" if name != "direct" else "ok")
-            for name, results in rows.items()}
+    medians = {}
+    for name, results in rows.items():
+        medians[name] = driver.median_by(results, "cpu_s" if name != "direct" else "ok")
+        medians[name]["kb_per_stream"] = results[0].get("kb_per_stream")
+    return medians
 
 
 def machine():
@@ -219,12 +240,14 @@ def main():
         for _, way in ways:  # now that nginx has forked its worker
             if way.server:
                 pin(way.server, args.proxy_cpu)
-        print(f"large bodies: {args.request_bytes} B, half streamed, c={args.concurrency}",
-              flush=True)
-        large = large_bodies(args, provider, ways) if args.only != "streams" else {}
+        # Streams first: memory per stream is only meaningful in a process that has not yet
+        # held (and freed) that much memory.
         print(f"held streams: {args.streams} × {args.chunks} chunks {args.chunk_ms} ms apart",
               flush=True)
         streams = held_streams(args, provider, ways) if args.only != "large" else {}
+        print(f"large bodies: {args.request_bytes} B, half streamed, c={args.concurrency}",
+              flush=True)
+        large = large_bodies(args, provider, ways) if args.only != "streams" else {}
     finally:
         for service in reversed(started):
             service.stop()

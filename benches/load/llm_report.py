@@ -13,8 +13,12 @@ from plot import INK, GRID, el, text
 
 # (key in results, label, colour), in the order of the tables.
 PATHS = (("direct", "direct (no proxy)", "#555555"), ("nginx", "nginx", "#009E73"),
-         ("bare", "bare Pingora", "#E69F00"), ("sidecar", "sidecar, credential route", "#0072B2"),
+         ("bare", "bare Pingora", "#E69F00"),
+         ("bare-read-buffer", "bare Pingora, --bare-read-buffer", "#F0C36D"),
+         ("sidecar", "sidecar, credential route", "#0072B2"),
          ("sidecar-model-keys", "sidecar, dispatch: model + keys", "#CC79A7"),
+         ("sidecar-before", "sidecar before, credential route", "#56B4E9"),
+         ("sidecar-model-keys-before", "sidecar before, model + keys", "#E4A6CB"),
          ("litellm", "LiteLLM proxy", "#D55E00"))
 LABELS = {key: label for key, label, _ in PATHS}
 WIDTH, LEFT, RIGHT, BAR, PANEL_GAP = 960, 250, 90, 16, 56
@@ -101,9 +105,11 @@ by CPU per request; added p50 is over direct's.
 
 ### Held streams: {args['streams']:,} at once, {args['chunks']} chunks {args['chunk_ms']} ms apart
 
-`stream_client`, streams started over {args['ramp_ms']} ms; memory per stream is the proxy's peak
-RSS (VmHWM) over its RSS before, divided by the streams; a chunk's delay is from the provider
-writing it to the client reading it (same clock), added is over direct's.
+`stream_client`, streams started over {args['ramp_ms']} ms, {args['stream_rounds']} round(s) per
+path before the large bodies; memory per stream is the proxy's peak RSS (VmHWM) over its RSS
+before, divided by the streams, in the first round; CPU per chunk and the delays are the median
+round's by CPU. A chunk's delay runs from the provider writing it to the client reading it (same
+clock); added is over direct's.
 
 {streams_table(results['streams'])}
 """

@@ -317,10 +317,11 @@ class BarePingora(Service):
     """The baseline (`examples/bare_pingora.rs`): one Pingora `ProxyHttp`, same TLS verification
     and keepalive pool, setting `Authorization`; no routing, logging, metrics or cap. With
     `h2_streams`, HTTP/2 to the provider with up to that many streams per connection; with
-    `timeouts`, the sidecar's default upstream timeouts."""
+    `timeouts`, the sidecar's default upstream timeouts; with `client_read_buffer`, that read
+    buffer under each client connection instead of Pingora's 64 KiB."""
 
     def __init__(self, binary, workdir, provider, threads, h2_streams=0, name="bare_pingora",
-                 timeouts=False):
+                 timeouts=False, client_read_buffer=None):
         self.port = free_port()
         argv = [
             binary,
@@ -336,5 +337,7 @@ class BarePingora(Service):
             argv += ["--h2", str(h2_streams)]
         if timeouts:
             argv += ["--timeouts"]
+        if client_read_buffer is not None:
+            argv += ["--client-read-buffer", str(client_read_buffer)]
         super().__init__(name, argv, os.path.join(workdir, f"{name}.log"))
         wait_until(name, lambda: self.check_alive() or port_open(self.port))

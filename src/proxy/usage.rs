@@ -101,11 +101,15 @@ impl UsageReader {
                 }
             }
             Body::Events { pending, seen } => {
+                // Every whole event is read where it lies; only the incomplete last one is kept
+                // (one move per chunk, no copy per event).
                 pending.extend_from_slice(chunk);
-                while let Some(end) = find(pending, b"\n\n") {
-                    let event: Vec<u8> = pending.drain(..end + 2).collect();
-                    seen.add(event_report(&event));
+                let mut read = 0;
+                while let Some(end) = find(&pending[read..], b"\n\n") {
+                    seen.add(event_report(&pending[read..read + end + 2]));
+                    read += end + 2;
                 }
+                pending.drain(..read);
                 if pending.len() > MAX_JSON_BYTES {
                     pending.clear();
                 }
