@@ -152,8 +152,10 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
-    let mut buffers = L4BufferSettings::default();
-    buffers.read = client_read_buffer;
+    let buffers = L4BufferSettings {
+        read: client_read_buffer,
+        ..Default::default()
+    };
     proxy.add_listener(ListenerConfig::tcp(listen.expect("--listen IP:PORT")).l4_buffer(buffers));
     server.add_service(proxy);
     server.run_forever();

@@ -4,11 +4,10 @@ ratios to nginx, and one SVG picture of the run, drawn by hand like `plot.py` (s
     python3 benches/load/llm_report.py target/bench-llm/results.json   # redraws results.svg
 """
 
-import json
 import math
-import os
 import sys
 
+import plot
 from plot import INK, GRID, el, text
 
 # (key in results, label, colour), in the order of the tables.
@@ -178,12 +177,7 @@ def svg(results):
 
 def write_svg(json_path):
     """Reads `json_path` (llm.py's results.json), writes results.svg beside it; its path."""
-    with open(json_path, encoding="utf-8") as f:
-        results = json.load(f)
-    svg_path = os.path.join(os.path.dirname(os.path.abspath(json_path)), "results.svg")
-    with open(svg_path, "w", encoding="utf-8") as f:
-        f.write(svg(results))
-    return svg_path
+    return plot.write_svg(json_path, svg)
 
 
 if __name__ == "__main__":
