@@ -31,45 +31,48 @@ def _num(value, fmt):
     return "—" if value is None else format(value, fmt)
 
 
+def _table(results, header, row):
+    """`header` lines, then `row(key, label, result)` for each path present, in PATHS order."""
+    lines = list(header)
+    lines += [row(key, label, results[key]) for key, label, _ in PATHS if results.get(key)]
+    return "\n".join(lines)
+
+
 def large_table(large):
     direct = large.get("direct", {}).get("p50")
     nginx = large.get("nginx", {}).get("cpu_us_per_req")
-    lines = ["| path | req/s | proxy CPU µs / request | × nginx | p50 ms | added p50 ms | p99 ms "
-             "| proxy peak RSS MB | errors |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for key, label, _ in PATHS:
-        r = large.get(key)
-        if not r:
-            continue
+
+    def row(key, label, r):
         cpu = r.get("cpu_us_per_req")
         added = None if key == "direct" or direct is None else r["p50"] - direct
-        lines.append(f"| {label} | {r['rps']:,.1f} | {_num(cpu, ',.0f')} | {_ratio(cpu, nginx)} "
-                     f"| {r['p50']:.2f} | {_num(added, '+.2f')} | {r['p99']:.2f} "
-                     f"| {_num(r.get('peak_rss_mb'), '.1f')} | {r['errors']} |")
-    return "\n".join(lines)
+        return (f"| {label} | {r['rps']:,.1f} | {_num(cpu, ',.0f')} | {_ratio(cpu, nginx)} "
+                f"| {r['p50']:.2f} | {_num(added, '+.2f')} | {r['p99']:.2f} "
+                f"| {_num(r.get('peak_rss_mb'), '.1f')} | {r['errors']} |")
+
+    return _table(large, ["| path | req/s | proxy CPU µs / request | × nginx | p50 ms "
+                          "| added p50 ms | p99 ms | proxy peak RSS MB | errors |",
+                          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"], row)
 
 
 def streams_table(streams):
     direct = streams.get("direct", {}).get("delay_ms", {})
     nginx = streams.get("nginx", {})
-    lines = ["| path | streams | ok | memory per stream KB | × nginx | CPU µs per chunk | × nginx "
-             "| chunk delay p50 / p99 / max ms | added p50 / p99 / max ms | provider peak "
-             "connections |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
-    for key, label, _ in PATHS:
-        r = streams.get(key)
-        if not r:
-            continue
+
+    def row(key, label, r):
         delay = r["delay_ms"]
         own = " / ".join(f"{delay[p]:.2f}" for p in ("p50", "p99", "max"))
         added = "—" if key == "direct" or not direct else " / ".join(
             f"{delay[p] - direct[p]:+.2f}" for p in ("p50", "p99", "max"))
         kb, cpu = r.get("kb_per_stream"), r.get("cpu_us_per_chunk")
-        lines.append(f"| {label} | {r['count']:,} | {r['ok']:,} | {_num(kb, '.1f')} "
-                     f"| {_ratio(kb, nginx.get('kb_per_stream'))} | {_num(cpu, '.1f')} "
-                     f"| {_ratio(cpu, nginx.get('cpu_us_per_chunk'))} | {own} | {added} "
-                     f"| {r['provider_peak']:,} |")
-    return "\n".join(lines)
+        return (f"| {label} | {r['count']:,} | {r['ok']:,} | {_num(kb, '.1f')} "
+                f"| {_ratio(kb, nginx.get('kb_per_stream'))} | {_num(cpu, '.1f')} "
+                f"| {_ratio(cpu, nginx.get('cpu_us_per_chunk'))} | {own} | {added} "
+                f"| {r['provider_peak']:,} |")
+
+    return _table(streams, [
+        "| path | streams | ok | memory per stream KB | × nginx | CPU µs per chunk | × nginx "
+        "| chunk delay p50 / p99 / max ms | added p50 / p99 / max ms | provider peak connections |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"], row)
 
 
 def client_check(results):
