@@ -7,7 +7,8 @@
 //! ```text
 //! cargo run --release --example bare_pingora -- --listen 127.0.0.1:18446 \
 //!     --upstream 127.0.0.1:18447 --sni localhost --ca /tmp/bench-ca.pem --key sk-bench \
-//!     [--strip-prefix /openai] [--threads 2] [--h2 STREAMS] [--timeouts]
+//!     [--strip-prefix /openai] [--threads 2] [--h2 STREAMS] [--timeouts] \
+//!     [--client-read-buffer BYTES]
 //! ```
 //!
 //! `--timeouts` sets the sidecar's default upstream timeouts (connect 5 s, connect and TLS 10 s,
@@ -17,6 +18,10 @@
 //! It allocates with jemalloc, as the sidecar does (`src/main.rs`): with glibc's malloc bare
 //! Pingora spent ~21k instructions per request in the allocator against the sidecar's ~8k, so a
 //! baseline on another allocator hid part of the sidecar's own cost.
+//!
+//! `--client-read-buffer BYTES` sets the read buffer Pingora puts under each client connection
+//! (default: Pingora's, 64 KiB; the sidecar's plain listeners use 0), to measure what it costs a
+//! held stream.
 //!
 //! `--h2 STREAMS` offers HTTP/2 to the upstream (ALPN `h2`, falling back to HTTP/1.1) with up to
 //! STREAMS requests at once on one connection: the measurement of HTTP/2 upstream in
@@ -28,6 +33,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use boring::x509::X509;
 use pingora::http::RequestHeader;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -100,6 +106,7 @@ fn main() {
     let (mut listen, mut upstream, mut sni, mut ca, mut key) = (None, None, None, None, None);
     let (mut strip_prefix, mut threads, mut h2_streams) = (String::new(), 2usize, 0usize);
     let mut timeouts = false;
+    let mut client_read_buffer = None;
     while let Some(flag) = args.next() {
         if flag == "--timeouts" {
             timeouts = true;
@@ -119,6 +126,9 @@ fn main() {
             "--strip-prefix" => strip_prefix = value,
             "--threads" => threads = value.parse().expect("--threads N"),
             "--h2" => h2_streams = value.parse().expect("--h2 STREAMS"),
+            "--client-read-buffer" => {
+                client_read_buffer = Some(value.parse().expect("--client-read-buffer BYTES"))
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -142,7 +152,11 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
-    proxy.add_tcp(&listen.expect("--listen IP:PORT"));
+    let buffers = L4BufferSettings {
+        read: client_read_buffer,
+        ..Default::default()
+    };
+    proxy.add_listener(ListenerConfig::tcp(listen.expect("--listen IP:PORT")).l4_buffer(buffers));
     server.add_service(proxy);
     server.run_forever();
 }

@@ -12,8 +12,12 @@
 //!
 //! - `POST /v1/chat/completions` (any path but `/v1/stream`): waits `--latency-ms`, then a JSON
 //!   body of `--response-bytes` bytes with a content-length.
-//! - `/v1/stream`: `--stream-events` SSE events spread evenly over `--stream-ms`, then
-//!   `data: [DONE]` (chunked).
+//! - `/v1/stream`, or a body asking for `"stream": true` (looked for in its first and last
+//!   `STREAM_FLAG_WINDOW` bytes, where clients write it): `--stream-events` SSE events
+//!   (OpenAI's `chat.completion.chunk`) spread evenly over `--stream-ms`, then `data: [DONE]`
+//!   (chunked). Each event's content is `sent_us=<microseconds since the Unix epoch>` when it
+//!   was written, so a client on the same machine measures each chunk's delay
+//!   (`examples/stream_client.rs`).
 //! - A request whose `authorization` is not `Bearer <--key>` gets 401 and is counted.
 //! - `--expect-model NAME=MODEL`: on listener NAME, a request whose body does not hold
 //!   `"model":"MODEL"` (as a `dispatch: model` route rewrites it) gets 400 and is counted as
@@ -22,7 +26,9 @@
 //!   benchmark (direct, sidecar, nginx) is counted apart: `GET http://<--stats>/` → JSON, by
 //!   name, of TLS handshakes, HTTP/2 connections, connections open now and at peak, requests,
 //!   unauthorized, wrong_model;
-//!   `POST http://<--stats>/reset-peak` sets every peak to what is open now.
+//!   `POST http://<--stats>/reset-peak` sets every peak to what is open now;
+//!   `POST http://<--stats>/stream?events=N&ms=M` makes later streamed answers N events over M
+//!   ms (the LLM benchmark's two workloads share one provider).
 
 #[allow(dead_code)] // the benchmark uses only the CA and certificate issuing of the test helper
 #[path = "../tests/it/support/certs.rs"]
@@ -30,7 +36,7 @@ mod certs;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,8 +113,27 @@ struct Answers {
     expected_auth: String,
     json: Bytes,
     latency: Duration,
-    stream_events: u32,
-    stream_gap: Duration,
+    /// The shape of a streamed answer, which the stats port can change between runs.
+    stream: StreamShape,
+}
+
+/// How many events a streamed answer has, and the time before each.
+struct StreamShape {
+    events: AtomicU32,
+    gap_us: AtomicU64,
+}
+
+impl StreamShape {
+    fn set(&self, events: u32, duration: Duration) {
+        self.events.store(events, Ordering::Relaxed);
+        let gap = duration / events.max(1);
+        self.gap_us.store(gap.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (u32, Duration) {
+        let gap = Duration::from_micros(self.gap_us.load(Ordering::Relaxed));
+        (self.events.load(Ordering::Relaxed), gap)
+    }
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -168,7 +193,7 @@ fn parse_options() -> Result<Options, String> {
 /// with a `usage` object as every provider's answer has (the sidecar reads it on model routes
 /// and for LiteLLM keys).
 fn completion_json(size: usize) -> Bytes {
-    let head = r#"{"id":"bench","object":"chat.completion","choices":[{"message":{"content":""#;
+    let head = r#"{"id":"bench","object":"chat.completion","created":0,"model":"bench-model","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":""#;
     let tail =
         r#""}}],"usage":{"prompt_tokens":1000,"completion_tokens":200,"total_tokens":1200}}"#;
     let padding = size.saturating_sub(head.len() + tail.len());
@@ -264,11 +289,14 @@ async fn answer(
             ));
         }
     }
-    if parts.uri.path() == "/v1/stream" {
+    if parts.uri.path() == "/v1/stream" || asks_for_stream(&body) {
         let response = Response::builder()
             .header("content-type", "text/event-stream")
             .header("cache-control", "no-cache")
-            .body(sse_body(answers.stream_events, answers.stream_gap))
+            .body({
+                let (events, gap) = answers.stream.get();
+                sse_body(events, gap)
+            })
             .expect("static response parts");
         return Ok(response);
     }
@@ -286,7 +314,33 @@ fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         .expect("static response parts")
 }
 
-/// `events` SSE events with `gap` before each, then `data: [DONE]`.
+/// How far into each end of a body `"stream": true` is looked for: clients write it first (after
+/// `model`) or last (the OpenAI SDK, after `messages`), and a 300 KB prompt is not scanned whole.
+const STREAM_FLAG_WINDOW: usize = 1024;
+
+/// Whether a chat-completion body asks for a streamed answer (`"stream":true`, with or without
+/// a space after the colon).
+fn asks_for_stream(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(STREAM_FLAG_WINDOW)];
+    let tail = &body[body.len().saturating_sub(STREAM_FLAG_WINDOW)..];
+    [head, tail].iter().any(|part| {
+        part.windows(b"\"stream\":".len())
+            .enumerate()
+            .filter(|(_, w)| w == b"\"stream\":")
+            .any(|(at, w)| part[at + w.len()..].trim_ascii_start().starts_with(b"true"))
+    })
+}
+
+/// Microseconds since the Unix epoch: the clock every process on the machine shares.
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros())
+}
+
+/// `events` SSE events with `gap` before each, then `data: [DONE]`. Each is a whole OpenAI
+/// `chat.completion.chunk` (gateways such as LiteLLM parse them) whose content carries the time
+/// it was written.
 fn sse_body(events: u32, gap: Duration) -> Body {
     let frames = futures_util::stream::unfold(0u32, move |sent| async move {
         if sent > events {
@@ -294,7 +348,17 @@ fn sse_body(events: u32, gap: Duration) -> Body {
         }
         let text = if sent < events {
             tokio::time::sleep(gap).await;
-            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {sent}\"}}}}]}}\n\n")
+            let finish = if sent + 1 == events {
+                r#""stop""#
+            } else {
+                "null"
+            };
+            format!(
+                "data: {{\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\
+                 \"model\":\"bench-model\",\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\
+                 \"assistant\",\"content\":\"sent_us={} \"}},\"finish_reason\":{finish}}}]}}\n\n",
+                now_us()
+            )
         } else {
             "data: [DONE]\n\n".to_string()
         };
@@ -314,16 +378,38 @@ fn stats_json(all: &AllCounters) -> String {
     serde_json::Value::Object(by_name).to_string()
 }
 
-async fn serve_stats(listener: TcpListener, counters: AllCounters) {
+/// `events` and `ms` of `POST /stream?events=N&ms=M`.
+fn stream_shape(query: &str) -> Option<(u32, Duration)> {
+    let mut events = None;
+    let mut millis = None;
+    for pair in query.split('&') {
+        match pair.split_once('=')? {
+            ("events", value) => events = value.parse().ok().filter(|n| *n > 0),
+            ("ms", value) => millis = value.parse().ok().map(Duration::from_millis),
+            _ => return None,
+        }
+    }
+    Some((events?, millis?))
+}
+
+async fn serve_stats(listener: TcpListener, counters: AllCounters, answers: Arc<Answers>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let counters = counters.clone();
+        let (counters, answers) = (counters.clone(), answers.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let counters = counters.clone();
+                let (counters, answers) = (counters.clone(), answers.clone());
                 async move {
+                    if request.uri().path() == "/stream" {
+                        let shape = stream_shape(request.uri().query().unwrap_or_default());
+                        let Some((events, duration)) = shape else {
+                            let usage = r#"{"error":"POST /stream?events=N&ms=M"}"#;
+                            return Ok(json_response(StatusCode::BAD_REQUEST, usage));
+                        };
+                        answers.stream.set(events, duration);
+                    }
                     if request.uri().path() == "/reset-peak" {
                         for (_, one) in counters.iter() {
                             let open = one.open.load(Ordering::Relaxed);
@@ -348,9 +434,14 @@ async fn main() -> Result<(), String> {
         expected_auth: format!("Bearer {}", options.key),
         json: completion_json(options.response_bytes),
         latency: options.latency,
-        stream_events: options.stream_events,
-        stream_gap: options.stream_duration / options.stream_events,
+        stream: StreamShape {
+            events: AtomicU32::new(0),
+            gap_us: AtomicU64::new(0),
+        },
     });
+    answers
+        .stream
+        .set(options.stream_events, options.stream_duration);
     let mut all = Vec::new();
     for (name, address) in &options.listen {
         let listener = bind(*address).await?;
@@ -370,7 +461,7 @@ async fn main() -> Result<(), String> {
         ));
     }
     let stats = bind(options.stats).await?;
-    tokio::spawn(serve_stats(stats, Arc::new(all)));
+    tokio::spawn(serve_stats(stats, Arc::new(all), answers));
     println!("bench_provider ready (stats on http://{})", options.stats);
     std::future::pending::<()>().await;
     Ok(())

@@ -286,6 +286,7 @@ impl ProxyHttp for SidecarProxy {
                 reused: client_reused,
                 already_retried: ctx.retried,
                 body_truncated: session.as_ref().retry_buffer_truncated(),
+                answered: ctx.upstream_ttfb.is_some(),
                 error_type: &e.etype,
                 retry_class: &e.retry,
             });
@@ -350,6 +351,9 @@ impl ProxyHttp for SidecarProxy {
         ctx.upstream_ttfb = ctx.upstream_started.map(|t| t.elapsed());
         // Nothing has reached the client yet: another deployment may answer instead.
         unified::attempts::on_response(ctx, upstream_response.status.as_u16(), &self.router)?;
+        if !upstream_response.status.is_informational() {
+            ctx.release_retry_body();
+        }
         ctx.upstream_request_id = request_id::from_provider(upstream_response);
         ctx.request_id.mark_response(upstream_response)?;
         usage::on_response_header(ctx, upstream_response);

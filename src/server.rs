@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -319,10 +320,25 @@ fn proxy_service(
         GuardedApp::new(app, clients.clone(), tls),
     );
     for listener in &config.listeners {
-        proxy.add_tcp(&listener.address);
+        proxy.add_listener(
+            ListenerConfig::tcp(&listener.address).l4_buffer(client_read_buffer(listener)),
+        );
     }
     proxy.set_connection_filter(AllowedNetworks::new(live_config.clone(), clients.clone()));
     Ok(proxy)
+}
+
+/// The read buffer under a proxy listener's connections. Pingora's default puts 64 KiB in front
+/// of every client connection (`DEFAULT_L4_READ_BUFFER_SIZE`, zeroed when made), so held streams
+/// pay for it. Over TLS it saves a system call per record (BoringSSL reads a record's header and
+/// its body apart), so a TLS listener keeps it; over plain HTTP, Pingora's HTTP/1 session reads
+/// the head and body into buffers of its own, so the L4 buffer only doubled them.
+fn client_read_buffer(listener: &crate::config::Listener) -> L4BufferSettings {
+    if listener.tls.is_some() {
+        L4BufferSettings::default()
+    } else {
+        L4BufferSettings::default().read(0)
+    }
 }
 
 /// The fan-out server behind the listener protections.

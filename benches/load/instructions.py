@@ -18,6 +18,11 @@ database with LiteLLM's whole schema (`keys_db.LiteLlmDatabase`): `keys-spend` w
 (every second, so the flushes' statements fall inside the counted requests in proportion),
 `keys-nospend` has `spend.enabled: false`. Their ratio is what spend costs per request, flushes
 included.
+
+`--per-chunk N` counts what relaying one more chunk of a streamed answer costs: every request
+asks for a stream (`"stream":true`), each round is counted once with answers of 1 chunk and once
+with N chunks (2 ms apart, so each arrives on its own), and the difference over N - 1 is the
+instructions per chunk (the request's own cost cancels out).
 """
 import argparse
 import glob
@@ -55,6 +60,8 @@ def parse_args():
     p.add_argument("--database-url",
                    default="postgresql://postgres@127.0.0.1:5432/test?sslmode=disable",
                    help="the PostgreSQL for --spend (a database is created and dropped)")
+    p.add_argument("--per-chunk", type=int, default=0, metavar="N",
+                   help="count instructions per relayed chunk: answers of N chunks against 1")
     p.add_argument("--bare-timeouts", action="store_true",
                    help="give bare Pingora the sidecar's default upstream timeouts")
     return p.parse_args()
@@ -109,6 +116,8 @@ def dumped_instructions(workdir, pid, seen):
 def main():
     args = parse_args()
     measure.use_request_bytes(args.request_bytes)
+    if args.per_chunk:
+        measure.REQUEST_BODY = measure.streamed(measure.REQUEST_BODY)
     args.workdir = os.path.abspath(args.workdir)
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
@@ -141,22 +150,24 @@ def main():
             send(port, path, args.warmup, key)
         seen, counts = set(), {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, (pid, port, path, arrives_on, key) in targets.items():
-                before = provider.stats()[arrives_on]
-                control(pid, "-i", "on")
-                send(port, path, args.requests, key)
-                control(pid, "-i", "off")
-                control(pid, "-d")
-                after = provider.stats()[arrives_on]
-                for counter in ("unauthorized", "wrong_model"):
-                    if after[counter] != before[counter]:
-                        raise RuntimeError(f"{name}: the provider counted {counter}")
-                per_request = dumped_instructions(args.workdir, pid, seen) / args.requests
+            for name, target in targets.items():
+                if args.per_chunk:
+                    provider.set_stream(1, 2)
+                    one = counted(args, provider, name, target, seen)
+                    provider.set_stream(args.per_chunk, 2 * args.per_chunk)
+                    many = counted(args, provider, name, target, seen)
+                    per_chunk = (many - one) / (args.per_chunk - 1)
+                    counts[name].append(per_chunk)
+                    print(f"  {name:<14} {per_chunk / 1000:8.2f} k instructions / chunk "
+                          f"({one / 1000:.1f} k / request of 1 chunk)", flush=True)
+                    continue
+                per_request = counted(args, provider, name, target, seen)
                 counts[name].append(per_request)
                 print(f"  {name:<14} {per_request / 1000:8.1f} k instructions / request",
                       flush=True)
         base = min(counts["sidecar"])
-        print(f"instructions per request ({args.requests} requests per round, c=1, "
+        unit = "chunk" if args.per_chunk else "request"
+        print(f"instructions per {unit} ({args.requests} requests per round, c=1, "
               f"{args.rounds} rounds; min [max]):")
         for name, values in counts.items():
             print(f"  {name:<14} {min(values) / 1000:8.1f} k [{max(values) / 1000:.1f} k]  "
@@ -171,6 +182,21 @@ def main():
             service.stop()
         if database:
             database.drop()
+
+
+def counted(args, provider, name, target, seen):
+    """Instructions per request over `args.requests` requests to one target."""
+    pid, port, path, arrives_on, key = target
+    before = provider.stats()[arrives_on]
+    control(pid, "-i", "on")
+    send(port, path, args.requests, key)
+    control(pid, "-i", "off")
+    control(pid, "-d")
+    after = provider.stats()[arrives_on]
+    for counter in ("unauthorized", "wrong_model"):
+        if after[counter] != before[counter]:
+            raise RuntimeError(f"{name}: the provider counted {counter}")
+    return dumped_instructions(args.workdir, pid, seen) / args.requests
 
 
 def send_one(port, path, key):

@@ -36,18 +36,32 @@ def chat_body(size):
     return json.dumps({"model": "bench-alias", "messages": messages}, separators=(",", ":"))
 
 
-def use_request_bytes(size):
-    """From now on every path sends a chat body of about `size` bytes (0: the 71-byte one)."""
-    global REQUEST_BODY
+# With `use_request_bytes(…, half_streamed=True)`: the same body asking for a streamed answer,
+# which wrk sends every other request (`wrk_report.lua`).
+STREAM_BODY = None
+
+
+def use_request_bytes(size, half_streamed=False):
+    """From now on every path sends a chat body of about `size` bytes (0: the 71-byte one);
+    with `half_streamed`, every other request asks for a streamed answer."""
+    global REQUEST_BODY, STREAM_BODY
     if size:
         REQUEST_BODY = chat_body(size)
+    STREAM_BODY = streamed(REQUEST_BODY) if half_streamed else None
 
 
-def _body_file():
-    """REQUEST_BODY in a file, for wrk (an environment variable cannot hold 300 KB) and oha."""
-    path = os.path.join(tempfile.gettempdir(), f"sidecar-bench-body-{os.getpid()}.json")
+def streamed(body):
+    """`body` asking for a streamed answer: `"stream":true` right after its leading `model`."""
+    model_end = body.index(",") + 1
+    return body[:model_end] + '"stream":true,' + body[model_end:]
+
+
+def body_file(body, kind="body"):
+    """`body` in a file, for wrk (an environment variable cannot hold 300 KB), oha and the
+    stream client."""
+    path = os.path.join(tempfile.gettempdir(), f"sidecar-bench-{kind}-{os.getpid()}.json")
     with open(path, "w") as f:
-        f.write(REQUEST_BODY)
+        f.write(body)
     return path
 
 
@@ -66,7 +80,10 @@ def wrk_closed_loop(url, concurrency, seconds, headers):
             "--timeout", "10s", "-s", os.path.join(HERE, "wrk_report.lua")]
     for header in headers:
         argv += ["-H", header]
-    out = _run(argv + [url], timeout=seconds + 60, env=dict(os.environ, WRK_BODY_FILE=_body_file()))
+    env = dict(os.environ, WRK_BODY_FILE=body_file(REQUEST_BODY))
+    if STREAM_BODY is not None:
+        env["WRK_STREAM_BODY_FILE"] = body_file(STREAM_BODY, "stream-body")
+    out = _run(argv + [url], timeout=seconds + 60, env=env)
     line = next((l for l in out.splitlines() if l.startswith("WRK_RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result line:\n{out}")
@@ -85,7 +102,7 @@ def oha_run(url, headers, *, rate=None, seconds=None, requests=None, concurrency
     `seconds` (latency measured from when each request was due, not when it was sent).
     Returns req/s, successes, failures by kind and latency percentiles in milliseconds."""
     argv = ["oha", "--no-tui", "--output-format", "json", "-c", str(concurrency),
-            "-m", "POST", "-D", _body_file(), "-H", "content-type: application/json",
+            "-m", "POST", "-D", body_file(REQUEST_BODY), "-H", "content-type: application/json",
             "-t", f"{timeout_s}s"]
     if rate is not None:
         # -w: requests in flight at the deadline finish (and count) instead of being cut.

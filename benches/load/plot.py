@@ -216,13 +216,14 @@ def svg(results):
         el("rect", x=0, y=0, width=WIDTH, height=HEIGHT, fill="white"), *body, "</svg>\n"])
 
 
-def write_svg(json_path):
-    """Reads `json_path` (driver.py's results.json), writes results.svg beside it; its path."""
+def write_svg(json_path, draw=None):
+    """Reads `json_path` (driver.py's results.json, or llm.py's with `draw=llm_report.svg`),
+    writes results.svg beside it; its path."""
     with open(json_path, encoding="utf-8") as f:
         results = json.load(f)
     svg_path = os.path.join(os.path.dirname(os.path.abspath(json_path)), "results.svg")
     with open(svg_path, "w", encoding="utf-8") as f:
-        f.write(svg(results))
+        f.write((draw or svg)(results))
     return svg_path
 
 

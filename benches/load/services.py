@@ -87,9 +87,10 @@ class Service:
 
 class Provider(Service):
     """The TLS benchmark provider (`examples/bench_provider.rs`), with one port per client
-    (`CLIENTS`) so that connections and handshakes are counted per path."""
+    (`CLIENTS`; "litellm" for the LLM benchmark's LiteLLM proxy) so that connections and
+    handshakes are counted per path."""
 
-    CLIENTS = ("direct", "sidecar", "sidecar-model", "nginx", "bare")
+    CLIENTS = ("direct", "sidecar", "sidecar-model", "nginx", "bare", "litellm")
 
     def __init__(self, binary, workdir, response_bytes, latency_ms, stream_events, stream_ms):
         self.ports = {client: free_port() for client in self.CLIENTS}
@@ -112,6 +113,13 @@ class Provider(Service):
         ]
         super().__init__("bench_provider", argv, os.path.join(workdir, "provider.log"))
         wait_until("bench_provider", lambda: self.check_alive() or port_open(self.stats_port))
+
+    def set_stream(self, events, ms):
+        """From now on a streamed answer is `events` events over `ms` milliseconds."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.stats_port}/stream?events={events}&ms={ms}", method="POST")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
 
     def stats(self, reset_peak=False):
         """Counters by client name (see `CLIENTS`)."""
@@ -309,10 +317,11 @@ class BarePingora(Service):
     """The baseline (`examples/bare_pingora.rs`): one Pingora `ProxyHttp`, same TLS verification
     and keepalive pool, setting `Authorization`; no routing, logging, metrics or cap. With
     `h2_streams`, HTTP/2 to the provider with up to that many streams per connection; with
-    `timeouts`, the sidecar's default upstream timeouts."""
+    `timeouts`, the sidecar's default upstream timeouts; with `client_read_buffer`, that read
+    buffer under each client connection instead of Pingora's 64 KiB."""
 
     def __init__(self, binary, workdir, provider, threads, h2_streams=0, name="bare_pingora",
-                 timeouts=False):
+                 timeouts=False, client_read_buffer=None):
         self.port = free_port()
         argv = [
             binary,
@@ -328,5 +337,7 @@ class BarePingora(Service):
             argv += ["--h2", str(h2_streams)]
         if timeouts:
             argv += ["--timeouts"]
+        if client_read_buffer is not None:
+            argv += ["--client-read-buffer", str(client_read_buffer)]
         super().__init__(name, argv, os.path.join(workdir, f"{name}.log"))
         wait_until(name, lambda: self.check_alive() or port_open(self.port))

@@ -118,6 +118,23 @@ impl RequestCtx {
 }
 
 impl RequestCtx {
+    /// Once the upstream answered with a final response the request is not retried elsewhere
+    /// for: drops the body the sidecar kept for a retry (a `dispatch: model` attempt's, a
+    /// `model:` route's), which a held stream would otherwise keep for as long as it lasts (a
+    /// 300 KB prompt streamed for a minute). Only once Pingora was handed the body; an empty
+    /// one stays in its place, so the replay of the client's body is still swallowed.
+    pub(super) fn release_retry_body(&mut self) {
+        if !self.body_replaced {
+            return;
+        }
+        if let Some(request) = self.bound.as_mut().and_then(Bound::model_request_mut) {
+            request.release_body();
+        }
+        if self.pinned_body.is_some() {
+            self.pinned_body = Some(bytes::Bytes::new());
+        }
+    }
+
     /// The body sent upstream instead of the client's, when the sidecar read it: a `dispatch:
     /// model` attempt's or a `model:` route's.
     pub(super) fn replacement_body(&self) -> Option<&bytes::Bytes> {

@@ -13,7 +13,10 @@
 //! add `stream_options.include_usage` to a client's request: that would add a chunk to every
 //! stream the client did not ask for; a stream without usage counts no tokens.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
+use memchr::memmem;
 use pingora::http::ResponseHeader;
 use serde::Deserialize;
 use serde_json::Value;
@@ -101,11 +104,15 @@ impl UsageReader {
                 }
             }
             Body::Events { pending, seen } => {
+                // Every whole event is read where it lies; only the incomplete last one is kept
+                // (one move per chunk, no copy per event).
                 pending.extend_from_slice(chunk);
-                while let Some(end) = find(pending, b"\n\n") {
-                    let event: Vec<u8> = pending.drain(..end + 2).collect();
-                    seen.add(event_report(&event));
+                let mut read = 0;
+                while let Some(end) = event_end(&pending[read..]) {
+                    seen.add(event_report(&pending[read..read + end]));
+                    read += end;
                 }
+                pending.drain(..read);
                 if pending.len() > MAX_JSON_BYTES {
                     pending.clear();
                 }
@@ -177,7 +184,7 @@ fn model_label(ctx: &RequestCtx) -> &str {
 
 /// What one event (`data: {...}` lines) reported, parsed only when it names a usage object.
 fn event_report(event: &[u8]) -> Report {
-    if find(event, b"\"usage\"").is_none() {
+    if !names_usage(event) {
         return Report::default();
     }
     let Ok(text) = std::str::from_utf8(event) else {
@@ -264,8 +271,18 @@ fn usage_of(usage: &Value) -> Option<Usage> {
     })
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// The length of the first event in `bytes`, up to and with the blank line that ends it.
+fn event_end(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', bytes)
+        .find(|&at| bytes.get(at + 1) == Some(&b'\n'))
+        .map(|at| at + 2)
+}
+
+/// Whether an event mentions `"usage"` (one searcher, made once).
+fn names_usage(event: &[u8]) -> bool {
+    static USAGE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+    USAGE.find(event).is_some()
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! connection the provider closed a moment earlier would become a 502. We retry such a request
 //! once, and only when retrying cannot duplicate work the provider did: the connection was
 //! reused (a fresh connection failing is a real failure), Pingora classed the error as "peer
-//! dropped a reused connection" (or the request could not even be written), and the request
-//! body is still fully buffered.
+//! dropped a reused connection" (or the request could not even be written), the request
+//! body is still fully buffered, and no answer has come back (once its head has, the client has
+//! it, and the body kept for a retry may be gone: see `RequestCtx::release_retry_body`).
 
 use pingora::{ErrorType, RetryType};
 
@@ -18,6 +19,8 @@ pub struct FailedAttempt<'a> {
     pub already_retried: bool,
     /// Pingora's body buffer could not hold the whole request body.
     pub body_truncated: bool,
+    /// The upstream's response head had arrived.
+    pub answered: bool,
     /// What went wrong.
     pub error_type: &'a ErrorType,
     /// How Pingora classed the error.
@@ -28,7 +31,7 @@ pub struct FailedAttempt<'a> {
 pub fn should_retry(a: FailedAttempt<'_>) -> bool {
     let stale_connection = matches!(a.retry_class, RetryType::ReusedOnly)
         || matches!(a.error_type, ErrorType::WriteError);
-    a.reused && !a.already_retried && !a.body_truncated && stale_connection
+    a.reused && !a.already_retried && !a.body_truncated && !a.answered && stale_connection
 }
 
 #[cfg(test)]
@@ -40,6 +43,7 @@ mod tests {
             reused: true,
             already_retried: false,
             body_truncated: false,
+            answered: false,
             error_type,
             retry_class,
         }
@@ -62,6 +66,22 @@ mod tests {
             body_truncated: true,
             ..attempt(&closed, &reused_only)
         }));
+    }
+
+    #[test]
+    fn never_retries_once_the_answer_head_came_back() {
+        // The client has that head; a second attempt would answer it twice.
+        let answered = |error_type, retry_class| FailedAttempt {
+            answered: true,
+            ..attempt(error_type, retry_class)
+        };
+        let reused_only = RetryType::ReusedOnly;
+        assert!(!should_retry(answered(
+            &ErrorType::ConnectionClosed,
+            &reused_only
+        )));
+        let no = RetryType::Decided(false);
+        assert!(!should_retry(answered(&ErrorType::WriteError, &no)));
     }
 
     #[test]

@@ -356,3 +356,44 @@ async fn a_large_body_reaches_the_provider_byte_for_byte_but_its_model() {
         assert!(seen.body_str() == want, "only the model value changed");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_prompt_streams_to_the_end_after_its_body_is_released() {
+    let _turn = crate::support::lock::shared().await;
+    let e = env().await;
+    let db = TestDb::new(true).await;
+    let sidecar = start(&e, &db).await;
+    // The body kept for a retry is dropped once the answer's head is in; the stream goes on,
+    // and the connection serves the next request with a body of its own.
+    let content = "a long prompt, held while the answer streams. ".repeat(200 * 1024 / 46);
+    let body = format!(r#"{{"model":"gpt","stream":true,"messages":[{{"content":"{content}"}}]}}"#);
+    for round in 0..2 {
+        let before = e.mock.requests().len();
+        let response = e
+            .client
+            .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+            .header("content-type", "application/json")
+            .header("x-mock-sse-events", "4")
+            .header("x-mock-sse-delay-ms", "50")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "round {round}");
+        let text = response.text().await.expect("the whole stream");
+        for i in 0..4 {
+            assert!(
+                text.contains(&format!(r#"{{"i":{i}}}"#)),
+                "event {i}: {text}"
+            );
+        }
+        assert!(text.contains("data: [DONE]"), "{text}");
+        let seen = e.mock.requests();
+        assert_eq!(seen.len(), before + 1, "sent once");
+        let want = body.replacen(r#""gpt""#, r#""gpt-4o-2024""#, 1);
+        assert!(
+            seen[before].body_str() == want,
+            "the whole body, its model rewritten"
+        );
+    }
+}

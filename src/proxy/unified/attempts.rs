@@ -92,11 +92,19 @@ impl ModelRequest {
             settings,
             may_retry,
         );
-        let moves = next.is_some();
+        // Once the body is released (the request was answered) there is nothing to send again.
+        let moves = next.is_some() && !self.upstream_body.is_empty();
         if moves {
             self.next = next;
         }
         moves
+    }
+
+    /// Drops the body once the request was answered: no attempt follows (see
+    /// `RequestCtx::release_retry_body`).
+    pub fn release_body(&mut self) {
+        self.upstream_body = Bytes::new();
+        self.next = None;
     }
 
     /// Moves to the deployment [`failed`](Self::failed) chose, if any: the next attempt goes
