@@ -32,13 +32,33 @@ pub fn sha256_hex(text: &str) -> String {
 /// Interval between polls in [`wait_until`] and [`wait_until_async`].
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Returns a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read, drop).
+/// The ports [`free_port`] hands out: below Linux's ephemeral range (32768 up), so that no
+/// outgoing connection is given one as its source port between the check and the bind.
+const PORTS: std::ops::Range<u16> = 12_000..32_000;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and that no other caller in this test
+/// process was given: ports are handed out in turn from a random start (another test process
+/// on the machine starts elsewhere), each checked by binding it. Binding port 0 instead gave
+/// the same port to two servers of one test now and then (the kernel may hand a port out
+/// again as soon as the probe closes), and took ports from the range outgoing connections use.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a free port");
-    listener
-        .local_addr()
-        .expect("local_addr of the probe listener")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        fastrand::u32(..span),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + u16::try_from(offset).expect("offset < span");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?} on 127.0.0.1");
 }
 
 /// Polls `f` every 20 ms until it returns `true` (→ `true`) or `deadline` elapses (→ `false`).
