@@ -7,6 +7,7 @@ taken from 127.0.0.1 only.
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,11 +24,27 @@ MODEL_ALIAS = "bench-alias"
 DEPLOYMENT_MODEL = "bench-model"
 
 
+# Ports handed out by `free_port`: below Linux's ephemeral range (32768 up), so that no outgoing
+# connection (the benchmark opens thousands) takes one as its source port before its server binds it.
+PORT_RANGE = (12_000, 32_000)
+_next_port = [random.randrange(*PORT_RANGE)]
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
+    out before: ports are taken in turn from a random start, each checked by binding it.
+    (Binding port 0 could hand the same port out twice, and took it from the ephemeral range.)"""
+    low, high = PORT_RANGE
+    for _ in range(high - low):
+        port = _next_port[0]
+        _next_port[0] = low + (port + 1 - low) % (high - low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {PORT_RANGE} on 127.0.0.1")
 
 
 def wait_until(what, check, timeout=30.0):
