@@ -7,8 +7,10 @@
 //! The authority host is `AZURE_AUTHORITY_HOST` (as Azure's own SDKs read it), default
 //! `https://login.microsoftonline.com`. An `azure_ad_token` of the form `oidc/…` with
 //! `tenant_id` and `client_id` is a federated credential (Azure Workload Identity, see
-//! [`super::federated`]). LiteLLM's other Azure flows (username and password,
-//! `DefaultAzureCredential`) are not served: a row that needs them is refused.
+//! [`super::federated`]). `azure_username` and `azure_password` with `client_id` are the
+//! resource-owner password grant, in the `organizations` tenant, as LiteLLM (through
+//! azure-identity) asks for it. `DefaultAzureCredential` is not served: a row that needs it is
+//! refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,16 +32,21 @@ pub const AUTHORITY_HOST_ENV: &str = "AZURE_AUTHORITY_HOST";
 /// The scope Azure OpenAI tokens are asked for unless `azure_scope` says otherwise.
 pub const DEFAULT_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
 
-/// The client-credentials grant of one application.
-struct ClientCredentials {
+/// A grant whose form is the same at every mint: client credentials with a secret
+/// (`entra_id`), or a user's name and password (`entra_id_password`).
+struct FormGrant {
+    kind: &'static str,
     token_url: UpstreamUrl,
     form: Secret,
 }
 
+/// The tenant LiteLLM's username-and-password flow uses (azure-identity's default for it).
+const PASSWORD_TENANT: &str = "organizations";
+
 #[async_trait::async_trait]
-impl Mint for ClientCredentials {
+impl Mint for FormGrant {
     fn kind(&self) -> &'static str {
-        "entra_id"
+        self.kind
     }
 
     async fn mint(&self) -> Result<Minted, MintError> {
@@ -59,7 +66,11 @@ pub fn from_fields(
     let mut take = |field: &str| values.remove(field).filter(|v| !v.is_empty());
     let (tenant, client, secret) = (take("tenant_id"), take("client_id"), take("client_secret"));
     let fixed = take("azure_ad_token");
+    let (username, password) = (take("azure_username"), take("azure_password"));
     let scope = take("azure_scope");
+    if username.is_some() != password.is_some() || (username.is_some() && client.is_none()) {
+        return Err("azure_username, azure_password and client_id must be set together".into());
+    }
     let scope = scope.as_ref().map_or(DEFAULT_SCOPE, |s| s.expose());
     let token_url = |tenant: &str| {
         let url = format!(
@@ -82,7 +93,35 @@ pub fn from_fields(
             ));
             let print = fingerprint(&["entra", &url, form.expose()]);
             Ok(Some(shared(print, || {
-                let grant = ClientCredentials { token_url, form };
+                let grant = FormGrant {
+                    kind: "entra_id",
+                    token_url,
+                    form,
+                };
+                MintedCredential::new(name.to_string(), Box::new(grant))
+            })))
+        }
+        // LiteLLM's order: client credentials, then a user's name and password (in the
+        // `organizations` tenant, as azure-identity asks), then a federated token.
+        (_, Some(client), None, _) if username.is_some() => {
+            let (url, token_url) = token_url(PASSWORD_TENANT)?;
+            let (Some(username), Some(password)) = (username, password) else {
+                return Err("azure_username and azure_password must be set together".into());
+            };
+            let form = Secret::new(format!(
+                "grant_type=password&client_id={}&username={}&password={}&scope={}",
+                percent::encode(client.expose()),
+                percent::encode(username.expose()),
+                percent::encode(password.expose()),
+                percent::encode(scope),
+            ));
+            let print = fingerprint(&["entra_password", &url, form.expose()]);
+            Ok(Some(shared(print, || {
+                let grant = FormGrant {
+                    kind: "entra_id_password",
+                    token_url,
+                    form,
+                };
                 MintedCredential::new(name.to_string(), Box::new(grant))
             })))
         }
@@ -195,6 +234,27 @@ mod tests {
         assert!(from_fields("a", &mut values(&[]), DEFAULT_AUTHORITY_HOST)
             .expect("valid")
             .is_none());
+    }
+
+    #[test]
+    fn a_users_name_and_password_make_a_password_grant_after_client_credentials() {
+        let mut row = values(&[
+            ("client_id", "c"),
+            ("azure_username", "u@example.com"),
+            ("azure_password", "pw-secret"),
+        ]);
+        let minted = from_fields("p", &mut row, DEFAULT_AUTHORITY_HOST)
+            .expect("valid")
+            .expect("a grant");
+        assert_eq!(minted.report()["grant"], "entra_id_password");
+        assert!(!format!("{minted:?}").contains("pw-secret"));
+        for partial in [
+            &[("client_id", "c"), ("azure_username", "u")][..],
+            &[("azure_username", "u"), ("azure_password", "p")][..],
+        ] {
+            let err = from_fields("p", &mut values(partial), DEFAULT_AUTHORITY_HOST).unwrap_err();
+            assert!(err.contains("together"), "{err}");
+        }
     }
 
     #[test]

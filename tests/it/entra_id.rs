@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::support::db_gateway::*;
 use crate::support::http::admin_get;
 use crate::support::litellm_venv;
+use crate::support::mock_provider::RecordedRequest;
 use crate::support::pg::TestDb;
 use crate::support::sidecar_process::SidecarProcess;
 
@@ -175,7 +176,8 @@ async fn entra_id_tokens_are_minted_once_and_sent_as_bearer_tokens() {
 }
 
 /// Azure Workload Identity: `azure_ad_token: oidc/file/…` (and `oidc/env/…`) with `tenant_id`
-/// and `client_id`, rows written by the real LiteLLM. The platform's token is read at the mint
+/// and `client_id`, and a user's `azure_username`/`azure_password`; rows written by the real
+/// LiteLLM. The platform's token is read at the mint
 /// and sent as the client assertion; a file that is not there yet fails closed, naming the
 /// file, and the next mint (after the retry pause) reads it once it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,6 +197,9 @@ async fn federated_tokens_are_read_at_each_mint_and_exchanged_for_bearer_tokens(
         "models": {
             "d-file": federated(format!("oidc/file/{}", token_file.display())),
             "d-env": federated("oidc/env/SIDECAR_TEST_FEDERATED_TOKEN".into()),
+            "d-password": { "model": "azure/my-deploy", "api_base": base, "api_version": "2024-10-21",
+                            "client_id": "client-user", "azure_username": "ann@example.com",
+                            "azure_password": "user-password-value" },
         },
         "credentials": {},
     });
@@ -203,6 +208,12 @@ async fn federated_tokens_are_read_at_each_mint_and_exchanged_for_bearer_tokens(
         .await;
     db.put_model("d-env", "azure-env", stored["models"]["d-env"].clone())
         .await;
+    db.put_model(
+        "d-password",
+        "azure-password",
+        stored["models"]["d-password"].clone(),
+    )
+    .await;
     let route = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
     let config = gateway(&e, &db, &TestDb::url(None), "30s", false, vec![route]);
     let allowed = dir.path().display().to_string();
@@ -247,8 +258,22 @@ async fn federated_tokens_are_read_at_each_mint_and_exchanged_for_bearer_tokens(
     );
     assert_eq!(chat("azure-env").await.expect("send").status(), 200);
     assert_eq!(chat("azure-env").await.expect("send").status(), 200);
+    assert_eq!(chat("azure-password").await.expect("send").status(), 200);
 
     let requests = e.mock.requests();
+    let password_path = "/organizations/oauth2/v2.0/token";
+    let (password_grants, requests): (Vec<RecordedRequest>, Vec<RecordedRequest>) =
+        requests.into_iter().partition(|r| r.path == password_path);
+    let forms: Vec<String> = password_grants.iter().map(|g| g.body_str()).collect();
+    assert_eq!(
+        forms,
+        [
+            "grant_type=password&client_id=client-user&username=ann%40example.com\
+          &password=user-password-value\
+          &scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"
+        ],
+        "LiteLLM's username-and-password grant, in the organizations tenant"
+    );
     let (grants, calls): (Vec<_>, Vec<_>) = requests.iter().partition(|r| r.path == TOKEN_PATH);
     let form = |assertion: &str| {
         format!(
@@ -264,7 +289,7 @@ async fn federated_tokens_are_read_at_each_mint_and_exchanged_for_bearer_tokens(
         [form("eyJ-from-file"), form("eyJ-from-env")],
         "one grant each, the file's token trimmed"
     );
-    assert_eq!(calls.len(), 3, "nothing sent while the token was missing");
+    assert_eq!(calls.len(), 4, "nothing sent while the token was missing");
     for call in calls {
         let bearer = call.header("authorization").expect("a bearer token");
         assert!(bearer.starts_with("Bearer entra-token-"), "{bearer}");
@@ -272,7 +297,12 @@ async fn federated_tokens_are_read_at_each_mint_and_exchanged_for_bearer_tokens(
     }
     let (_, config) = admin_get(&sidecar, "/config").await;
     for text in [config, sidecar.output()] {
-        for secret in ["eyJ-from-file", "eyJ-from-env", "entra-token-"] {
+        for secret in [
+            "eyJ-from-file",
+            "eyJ-from-env",
+            "user-password-value",
+            "entra-token-",
+        ] {
             assert!(!text.contains(secret), "{secret} shown");
         }
     }
