@@ -40,6 +40,28 @@ struct FormGrant {
     form: Secret,
 }
 
+impl FormGrant {
+    /// The credential `name` minting with `form` at `url` (parsed: `token_url`), shared with
+    /// every deployment whose grant is the same.
+    fn shared(
+        name: &str,
+        kind: &'static str,
+        url: &str,
+        token_url: UpstreamUrl,
+        form: Secret,
+    ) -> Arc<MintedCredential> {
+        let print = fingerprint(&[kind, url, form.expose()]);
+        shared(print, || {
+            let grant = FormGrant {
+                kind,
+                token_url,
+                form,
+            };
+            MintedCredential::new(name.to_string(), Box::new(grant))
+        })
+    }
+}
+
 /// The tenant LiteLLM's username-and-password flow uses (azure-identity's default for it).
 const PASSWORD_TENANT: &str = "organizations";
 
@@ -91,15 +113,9 @@ pub fn from_fields(
                 percent::encode(secret.expose()),
                 percent::encode(scope),
             ));
-            let print = fingerprint(&["entra", &url, form.expose()]);
-            Ok(Some(shared(print, || {
-                let grant = FormGrant {
-                    kind: "entra_id",
-                    token_url,
-                    form,
-                };
-                MintedCredential::new(name.to_string(), Box::new(grant))
-            })))
+            Ok(Some(FormGrant::shared(
+                name, "entra_id", &url, token_url, form,
+            )))
         }
         // LiteLLM's order: client credentials, then a user's name and password (in the
         // `organizations` tenant, as azure-identity asks), then a federated token.
@@ -115,15 +131,8 @@ pub fn from_fields(
                 percent::encode(password.expose()),
                 percent::encode(scope),
             ));
-            let print = fingerprint(&["entra_password", &url, form.expose()]);
-            Ok(Some(shared(print, || {
-                let grant = FormGrant {
-                    kind: "entra_id_password",
-                    token_url,
-                    form,
-                };
-                MintedCredential::new(name.to_string(), Box::new(grant))
-            })))
+            let grant = FormGrant::shared(name, "entra_id_password", &url, token_url, form);
+            Ok(Some(grant))
         }
         (tenant, client, None, Some(token)) if token.expose().starts_with("oidc/") => {
             let source = AssertionSource::parse(token.expose())?;
