@@ -8,7 +8,8 @@
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use super::{date_of_day, DailyKey, DailyTotals, SpendRecord, Totals};
+use super::totals::{DailyKey, DailyTotals};
+use super::{date_of_day, SpendRecord, Totals};
 
 /// The documents of one batch.
 #[derive(Debug)]
