@@ -122,10 +122,15 @@ impl Batch {
         }
     }
 
-    /// Keeps a watcher's batch (`id` as [`Absorbed::id`]) beside this one, within the same
-    /// bound: the spend-log rows of its requests past `max_logs` in all are left out (their
-    /// spend kept in its totals).
+    /// Keeps a watcher's batch (`id` as [`Absorbed::id`]; not again when it holds that id
+    /// already) beside this one, within the same bound: the spend-log rows of its requests past
+    /// `max_logs` in all are left out (their spend kept in its totals).
     pub fn absorb(&mut self, id: String, mut other: Batch, max_logs: usize) {
+        // Held already (its watcher sent it twice): once is enough, and the flush statement
+        // takes each id once.
+        if self.absorbed.iter().any(|a| a.id == id) {
+            return;
+        }
         let room = max_logs.saturating_sub(self.len());
         if other.records.len() > room {
             for record in other.records.drain(room..) {

@@ -127,6 +127,10 @@ fn a_watchers_batch_is_held_within_the_bound_and_can_be_left_out_whole() {
     assert_eq!(server.len(), 3);
     assert_eq!(server.logs_dropped, 1);
     assert_eq!(server.absorbed_ids(), ["w/b1"]);
+    let mut again = Batch::default();
+    again.add(record("k2", Some("t2"), Some("u2"), 9.0), 10);
+    server.absorb("w/b1".into(), again, 3);
+    assert_eq!(server.absorbed_ids(), ["w/b1"], "an id is held once");
     let docs = server.documents();
     assert_eq!(docs.logs.len(), 3);
     let keys = serde_json::to_value(&docs.keys).expect("json");
