@@ -146,14 +146,15 @@ impl UsageReader {
 
     /// What the answer reported.
     pub fn finish(self) -> Report {
-        match self.body {
+        let mut report = match self.body {
             Body::Json { kept, overflowed } if !overflowed => {
                 let report =
                     serde_json::from_slice(&kept).map_or_else(|_| Report::default(), report_of);
                 if self.bedrock && report.usage.is_none() {
-                    return converse_report(&kept);
+                    converse_report(&kept)
+                } else {
+                    report
                 }
-                report
             }
             Body::Json { .. } => Report::default(),
             Body::Events { pending, mut seen } => {
@@ -164,7 +165,13 @@ impl UsageReader {
                 Report::default()
             }
             Body::AwsEvents { seen, .. } => seen,
+        };
+        if self.bedrock {
+            // The model a Bedrock answer names (Anthropic's short name) is not one LiteLLM
+            // prices Bedrock by: the deployment's model id prices it.
+            report.model = None;
         }
+        report
     }
 }
 

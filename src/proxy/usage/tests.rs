@@ -214,7 +214,9 @@ fn bedrocks_converse_and_invoke_answers_are_read_on_bedrock_requests_only() {
     let invoke = br#"{"type":"message","model":"claude","usage":{"input_tokens":3,"output_tokens":2,"cache_read_input_tokens":4}}"#;
     let mut r = reader_for("application/json", true).expect("a reader");
     r.feed(invoke);
-    assert_eq!(r.finish().usage, usage(7, 2, 4, 0));
+    let report = r.finish();
+    assert_eq!(report.usage, usage(7, 2, 4, 0));
+    assert_eq!(report.model, None, "priced by the deployment's model id");
 }
 
 #[test]
