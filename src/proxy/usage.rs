@@ -14,8 +14,9 @@
 //! stream the client did not ask for; a stream without usage counts no tokens.
 //!
 //! On requests to a Bedrock deployment, Bedrock's native answers are read too (`bedrock`):
-//! Converse's usage names in a JSON answer, and AWS event-stream answers (`eventstream`: frames
-//! checked by their CRCs; an answer whose frames do not hold counts nothing).
+//! Converse's usage names in a JSON answer, InvokeModel's token-count headers, and AWS
+//! event-stream answers (`eventstream`: frames checked by their CRCs; an answer whose frames do
+//! not hold counts nothing).
 
 mod bedrock;
 mod eventstream;
@@ -78,6 +79,8 @@ pub struct UsageReader {
     body: Body,
     /// Whether the answer is Bedrock's (its native shapes are read too).
     bedrock: bool,
+    /// The token counts of a Bedrock answer's headers (InvokeModel's), for a body without any.
+    in_headers: Option<Usage>,
 }
 
 impl UsageReader {
@@ -110,7 +113,12 @@ impl UsageReader {
         } else {
             return None;
         };
-        Some(UsageReader { body, bedrock })
+        let in_headers = bedrock.then(|| bedrock::header_usage(header)).flatten();
+        Some(UsageReader {
+            body,
+            bedrock,
+            in_headers,
+        })
     }
 
     /// Looks at one chunk of the body (which goes on to the client unchanged).
@@ -151,7 +159,9 @@ impl UsageReader {
                 let report =
                     serde_json::from_slice(&kept).map_or_else(|_| Report::default(), report_of);
                 if self.bedrock && report.usage.is_none() {
-                    converse_report(&kept)
+                    let mut report = converse_report(&kept);
+                    report.usage = report.usage.or(self.in_headers);
+                    report
                 } else {
                     report
                 }

@@ -1,7 +1,9 @@
 //! Token usage in AWS Bedrock's native answers, read only for requests to a Bedrock deployment:
 //! - Converse's JSON answer and ConverseStream's `metadata` event: `usage` with `inputTokens`,
 //!   `outputTokens`, `cacheReadInputTokens`, `cacheWriteInputTokens` (botocore's `TokenUsage`);
-//! - InvokeModel's JSON answer: the model's own body (Anthropic's `usage`, read as Anthropic's);
+//! - InvokeModel's JSON answer: the model's own body (Anthropic's `usage`, read as Anthropic's),
+//!   else Bedrock's `x-amzn-bedrock-input-token-count` and `…-output-token-count` headers (what
+//!   LiteLLM reads for the other models' bodies: Llama, Titan, Mistral, …);
 //! - InvokeModelWithResponseStream: `chunk` events whose payload `{"bytes": base64}` holds the
 //!   model's own stream event (Anthropic's `message_start` and `message_delta` usage), the last
 //!   one with Bedrock's `amazon-bedrock-invocationMetrics` (`inputTokenCount`,
@@ -55,6 +57,34 @@ fn counts(usage: &Value, [input, output, read, write]: [&str; 4]) -> Option<Usag
             .saturating_add(cache_read)
             .saturating_add(cache_creation),
         completion: count(output).unwrap_or(0),
+        cache_read,
+        cache_creation,
+        reasoning: 0,
+    })
+}
+
+/// The token counts of an InvokeModel answer's headers, when it has them.
+pub fn header_usage(header: &pingora::http::ResponseHeader) -> Option<Usage> {
+    let count = |name: &str| {
+        header
+            .headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    let input = count("x-amzn-bedrock-input-token-count");
+    let output = count("x-amzn-bedrock-output-token-count");
+    let cache_read = count("x-amzn-bedrock-cache-read-input-token-count").unwrap_or(0);
+    let cache_creation = count("x-amzn-bedrock-cache-write-input-token-count").unwrap_or(0);
+    (input.is_some() || output.is_some()).then(|| Usage {
+        prompt: input
+            .unwrap_or(0)
+            .saturating_add(cache_read)
+            .saturating_add(cache_creation),
+        completion: output.unwrap_or(0),
         cache_read,
         cache_creation,
         reasoning: 0,

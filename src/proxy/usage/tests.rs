@@ -217,6 +217,27 @@ fn bedrocks_converse_and_invoke_answers_are_read_on_bedrock_requests_only() {
     let report = r.finish();
     assert_eq!(report.usage, usage(7, 2, 4, 0));
     assert_eq!(report.model, None, "priced by the deployment's model id");
+
+    // Another model's body (Llama's): the counts Bedrock puts in the headers.
+    let mut header = ResponseHeader::build(200, None).expect("header");
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("x-amzn-bedrock-input-token-count", "21"),
+        ("x-amzn-bedrock-output-token-count", "8"),
+    ] {
+        header.insert_header(name, value).expect("header");
+    }
+    let llama = br#"{"generation":"hi","prompt_token_count":21,"generation_token_count":8}"#;
+    let mut r = UsageReader::for_response(&header, true).expect("a reader");
+    r.feed(llama);
+    assert_eq!(r.finish().usage, usage(21, 8, 0, 0));
+    let mut r = UsageReader::for_response(&header, false).expect("a reader");
+    r.feed(llama);
+    assert_eq!(
+        r.finish().usage,
+        None,
+        "Bedrock's headers only from Bedrock"
+    );
 }
 
 #[test]
