@@ -207,7 +207,10 @@ mod tests {
         )
     }
 
-    fn read(chunks: &[&[u8]]) -> (Vec<(Option<String>, Vec<u8>)>, Frames) {
+    /// Each frame read: its event type and payload.
+    type Seen = Vec<(Option<String>, Vec<u8>)>;
+
+    fn read(chunks: &[&[u8]]) -> (Seen, Frames) {
         let mut frames = Frames::default();
         let mut seen = vec![];
         for chunk in chunks {
