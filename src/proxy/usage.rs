@@ -159,7 +159,7 @@ impl UsageReader {
                 let report =
                     serde_json::from_slice(&kept).map_or_else(|_| Report::default(), report_of);
                 if self.bedrock && report.usage.is_none() {
-                    let mut report = converse_report(&kept);
+                    let mut report = bedrock::usage_report(&kept);
                     report.usage = report.usage.or(self.in_headers);
                     report
                 } else {
@@ -187,21 +187,6 @@ impl UsageReader {
 
 /// AWS event-stream's content type.
 const AWS_EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
-
-/// A Converse JSON answer's usage (Converse names no model in its answer).
-fn converse_report(answer: &[u8]) -> Report {
-    #[derive(Deserialize)]
-    struct Converse {
-        #[serde(default)]
-        usage: Option<Value>,
-    }
-    let usage = serde_json::from_slice::<Converse>(answer)
-        .ok()
-        .and_then(|c| c.usage)
-        .as_ref()
-        .and_then(bedrock::converse_usage);
-    Report { usage, model: None }
-}
 
 /// `upstream_response_filter`: starts reading the answer's usage when the request has a model
 /// alias or a LiteLLM key to count it for.

@@ -97,20 +97,21 @@ pub fn frame_report(frame: &Frame<'_>) -> Report {
         return Report::default();
     }
     match frame.event_type {
-        Some("metadata") => metadata_report(frame.payload),
+        Some("metadata") => usage_report(frame.payload),
         Some("chunk") => chunk_report(frame.payload),
         _ => Report::default(),
     }
 }
 
-/// ConverseStream's `metadata` event: `{"usage": {...}, "metrics": {...}}`.
-fn metadata_report(payload: &[u8]) -> Report {
+/// The `usage` (in Converse's names) of a Converse answer or of ConverseStream's `metadata`
+/// event (`{"usage": {...}, "metrics": {...}}`). Converse names no model.
+pub fn usage_report(payload: &[u8]) -> Report {
     #[derive(Deserialize)]
-    struct Metadata {
+    struct WithUsage {
         #[serde(default)]
         usage: Option<Value>,
     }
-    let usage = serde_json::from_slice::<Metadata>(payload)
+    let usage = serde_json::from_slice::<WithUsage>(payload)
         .ok()
         .and_then(|m| m.usage)
         .as_ref()
