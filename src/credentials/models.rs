@@ -112,7 +112,7 @@ pub fn deployment(
         ParamsStorage::Encrypted => reader.read_all(&params)?,
         ParamsStorage::ConfigFile => reader.read_config_params(&params)?,
     };
-    let pricing = pricing(row, &params, &values);
+    let mut pricing = pricing(row, &params, &values);
     let mut take = |field: &str| values.remove(field);
     let linked = match take("litellm_credential_name") {
         Some(name) => Some(credentials.get(name.expose()).cloned().ok_or_else(|| {
@@ -158,7 +158,9 @@ pub fn deployment(
     let provider_model = if provider == VERTEX_PROVIDER && !provider_model.contains('/') {
         format!("google/{provider_model}")
     } else if provider == bedrock::PROVIDER {
-        bedrock::model_id(provider_model).1.to_string()
+        let (region, id) = bedrock::model_id(provider_model);
+        pricing.regional_model = region.map(|region| format!("{region}/{id}"));
+        id.to_string()
     } else {
         provider_model.to_string()
     };

@@ -12,6 +12,14 @@
 //! tokens are added to its `input_tokens`, as LiteLLM adds them). The sidecar does not
 //! add `stream_options.include_usage` to a client's request: that would add a chunk to every
 //! stream the client did not ask for; a stream without usage counts no tokens.
+//!
+//! On requests to a Bedrock deployment, Bedrock's native answers are read too (`bedrock`):
+//! Converse's usage names in a JSON answer, InvokeModel's token-count headers, and AWS
+//! event-stream answers (`eventstream`: frames checked by their CRCs; an answer whose frames do
+//! not hold counts nothing).
+
+mod bedrock;
+mod eventstream;
 
 use std::sync::LazyLock;
 
@@ -35,6 +43,12 @@ enum Body {
     Json { kept: Vec<u8>, overflowed: bool },
     /// `text/event-stream`: the incomplete last event, and what was seen so far.
     Events { pending: Vec<u8>, seen: Report },
+    /// `application/vnd.amazon.eventstream` (Bedrock's streams): the frames, and what was
+    /// seen so far.
+    AwsEvents {
+        frames: eventstream::Frames,
+        seen: Report,
+    },
 }
 
 /// What an answer reported: the tokens it used, and the model it said answered.
@@ -63,11 +77,16 @@ impl Report {
 #[derive(Debug)]
 pub struct UsageReader {
     body: Body,
+    /// Whether the answer is Bedrock's (its native shapes are read too).
+    bedrock: bool,
+    /// The token counts of a Bedrock answer's headers (InvokeModel's), for a body without any.
+    in_headers: Option<Usage>,
 }
 
 impl UsageReader {
-    /// A reader for a successful JSON or event-stream answer; `None` for anything else.
-    pub fn for_response(header: &ResponseHeader) -> Option<UsageReader> {
+    /// A reader for a successful JSON or event-stream answer (and, from Bedrock, an AWS
+    /// event-stream one); `None` for anything else.
+    pub fn for_response(header: &ResponseHeader, bedrock: bool) -> Option<UsageReader> {
         if !header.status.is_success() {
             return None;
         }
@@ -86,10 +105,20 @@ impl UsageReader {
                 pending: Vec::new(),
                 seen: Report::default(),
             }
+        } else if bedrock && kind.starts_with(AWS_EVENT_STREAM) {
+            Body::AwsEvents {
+                frames: eventstream::Frames::default(),
+                seen: Report::default(),
+            }
         } else {
             return None;
         };
-        Some(UsageReader { body })
+        let in_headers = bedrock.then(|| bedrock::header_usage(header)).flatten();
+        Some(UsageReader {
+            body,
+            bedrock,
+            in_headers,
+        })
     }
 
     /// Looks at one chunk of the body (which goes on to the client unchanged).
@@ -117,30 +146,63 @@ impl UsageReader {
                     pending.clear();
                 }
             }
+            Body::AwsEvents { frames, seen } => {
+                frames.feed(chunk, |frame| seen.add(bedrock::frame_report(&frame)));
+            }
         }
     }
 
     /// What the answer reported.
     pub fn finish(self) -> Report {
-        match self.body {
+        let mut report = match self.body {
             Body::Json { kept, overflowed } if !overflowed => {
-                serde_json::from_slice(&kept).map_or_else(|_| Report::default(), report_of)
+                let report =
+                    serde_json::from_slice(&kept).map_or_else(|_| Report::default(), report_of);
+                if self.bedrock && report.usage.is_none() {
+                    let mut report = bedrock::usage_report(&kept);
+                    report.usage = report.usage.or(self.in_headers);
+                    report
+                } else {
+                    report
+                }
             }
             Body::Json { .. } => Report::default(),
             Body::Events { pending, mut seen } => {
                 seen.add(event_report(&pending));
                 seen
             }
+            Body::AwsEvents { frames, .. } if frames.broken() || frames.unfinished() => {
+                Report::default()
+            }
+            Body::AwsEvents { seen, .. } => seen,
+        };
+        if self.bedrock {
+            // The model a Bedrock answer names (Anthropic's short name) is not one LiteLLM
+            // prices Bedrock by: the deployment's model id prices it.
+            report.model = None;
         }
+        report
     }
 }
+
+/// AWS event-stream's content type.
+const AWS_EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
 /// `upstream_response_filter`: starts reading the answer's usage when the request has a model
 /// alias or a LiteLLM key to count it for.
 pub fn on_response_header(ctx: &mut RequestCtx, header: &ResponseHeader) {
     if model_label(ctx) != "-" || ctx.litellm_key.is_some() {
-        ctx.usage = UsageReader::for_response(header);
+        ctx.usage = UsageReader::for_response(header, to_bedrock(ctx));
     }
+}
+
+/// Whether the request went to a Bedrock deployment.
+fn to_bedrock(ctx: &RequestCtx) -> bool {
+    let deployment = match ctx.model_request() {
+        Some(request) => Some(&*request.deployment),
+        None => ctx.binding().and_then(|b| b.model.as_deref()),
+    };
+    deployment.is_some_and(|d| d.provider == crate::aws::bedrock::PROVIDER)
 }
 
 /// `response_body_filter`: looks at each chunk; at the end records the tokens (metrics, and the
@@ -286,129 +348,4 @@ fn names_usage(event: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reader(content_type: &str) -> UsageReader {
-        let mut header = ResponseHeader::build(200, None).expect("header");
-        header
-            .insert_header("content-type", content_type)
-            .expect("content-type");
-        UsageReader::for_response(&header).expect("a reader")
-    }
-
-    #[test]
-    fn a_json_answer_split_anywhere_is_read_at_its_end() {
-        let body =
-            br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#;
-        for split in [1, 10, body.len() - 1] {
-            let mut r = reader("application/json; charset=utf-8");
-            r.feed(&body[..split]);
-            r.feed(&body[split..]);
-            let usage = Some(Usage {
-                prompt: 12,
-                completion: 34,
-                ..Usage::default()
-            });
-            assert_eq!(r.finish().usage, usage, "split at {split}");
-        }
-    }
-
-    #[test]
-    fn openai_and_anthropic_streams_give_their_usage() {
-        let openai = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
-                      data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n";
-        let mut r = reader("text/event-stream");
-        for piece in openai.as_bytes().chunks(9) {
-            r.feed(piece);
-        }
-        assert_eq!(
-            r.finish().usage,
-            Some(Usage {
-                prompt: 5,
-                completion: 7,
-                ..Usage::default()
-            })
-        );
-
-        let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
-                         event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
-        let mut r = reader("text/event-stream");
-        r.feed(anthropic.as_bytes());
-        assert_eq!(
-            r.finish().usage,
-            Some(Usage {
-                prompt: 25,
-                completion: 15,
-                ..Usage::default()
-            })
-        );
-    }
-
-    #[test]
-    fn cached_and_reasoning_tokens_are_read_in_litellms_terms() {
-        let openai = br#"{"usage":{"prompt_tokens":1000,"completion_tokens":200,
-            "prompt_tokens_details":{"cached_tokens":300,"audio_tokens":0},
-            "completion_tokens_details":{"reasoning_tokens":50}}}"#;
-        let mut r = reader("application/json");
-        r.feed(openai);
-        let expected = Usage {
-            prompt: 1000,
-            completion: 200,
-            cache_read: 300,
-            cache_creation: 0,
-            reasoning: 50,
-        };
-        assert_eq!(r.finish().usage, Some(expected));
-
-        // Anthropic leaves cached tokens out of input_tokens; LiteLLM adds them back.
-        let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":40,\"output_tokens\":1}}}\n\n\
-                         event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
-        let mut r = reader("text/event-stream");
-        r.feed(anthropic.as_bytes());
-        let expected = Usage {
-            prompt: 165,
-            completion: 15,
-            cache_read: 100,
-            cache_creation: 40,
-            reasoning: 0,
-        };
-        assert_eq!(r.finish().usage, Some(expected));
-    }
-
-    #[test]
-    fn the_model_an_answer_names_is_read_with_its_usage() {
-        let mut r = reader("application/json");
-        r.feed(br#"{"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1}}"#);
-        assert_eq!(r.finish().model.as_deref(), Some("gpt-4o-2024-08-06"));
-        let openai = "data: {\"model\":\"m-1\",\"choices\":[{\"delta\":{}}]}\n\n\
-                      data: {\"model\":\"m-2\",\"choices\":[],\"usage\":{\"prompt_tokens\":5}}\n\n";
-        let mut r = reader("text/event-stream");
-        r.feed(openai.as_bytes());
-        assert_eq!(
-            r.finish().model.as_deref(),
-            Some("m-2"),
-            "read where the usage is"
-        );
-        let anthropic = "data: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":2}}}\n\n";
-        let mut r = reader("text/event-stream");
-        r.feed(anthropic.as_bytes());
-        assert_eq!(r.finish().model.as_deref(), Some("claude-x"));
-    }
-
-    #[test]
-    fn no_usage_errors_and_other_bodies_count_nothing() {
-        let mut r = reader("text/event-stream");
-        r.feed(b"data: {\"i\":0}\n\ndata: [DONE]\n\n");
-        assert_eq!(r.finish().usage, None);
-        let mut error = ResponseHeader::build(429, None).expect("header");
-        error
-            .insert_header("content-type", "application/json")
-            .expect("ct");
-        assert!(UsageReader::for_response(&error).is_none());
-        let mut big = reader("application/json");
-        big.feed(&vec![b' '; MAX_JSON_BYTES + 1]);
-        big.feed(br#"{"usage":{"prompt_tokens":1}}"#);
-        assert_eq!(big.finish().usage, None, "too large to keep");
-    }
-}
+mod tests;

@@ -11,7 +11,9 @@
 //!   in the map when it sets an input price (LiteLLM's `_inherit_builtin_cache_pricing`);
 //! - else by the map's entry for `base_model`, else for the model the provider said answered
 //!   (OpenAI's and Azure's answers name a dated model), else for the deployment's `model`: the
-//!   first of these the map prices.
+//!   first of these the map prices. A Bedrock deployment with a region path
+//!   (`bedrock/us-gov-west-1/amazon.nova-pro-v1:0`) is looked up with it before the answering
+//!   model, as LiteLLM finds the region's own entry.
 //!
 //! Prices per second, per character, per image and LiteLLM's `tiered_pricing` lists are not
 //! read: a deployment priced only so is priced from the map as if it set nothing.
@@ -30,6 +32,9 @@ pub struct DeploymentPricing {
     pub own: Option<Price>,
     /// `base_model`: the model that prices it in the map.
     pub base_model: Option<String>,
+    /// A Bedrock deployment's model with its region path (`us-gov-west-1/amazon.nova-pro-v1:0`):
+    /// LiteLLM prices it by that region's entry when the map has one, else by the model id.
+    pub regional_model: Option<String>,
     /// The last price found for it.
     memo: PriceMemo,
 }
@@ -91,6 +96,7 @@ impl DeploymentPricing {
         DeploymentPricing {
             own: Price::of(&entry),
             base_model: named(info).or_else(|| named(Some(params))),
+            regional_model: None,
             memo: PriceMemo::default(),
         }
     }
@@ -143,7 +149,8 @@ impl DeploymentPricing {
                 None => std::borrow::Cow::Borrowed(own),
             });
         }
-        [self.base_model.as_deref(), answered, Some(model)]
+        let regional = self.regional_model.as_deref();
+        [self.base_model.as_deref(), regional, answered, Some(model)]
             .into_iter()
             .flatten()
             .find_map(|name| map.find(name, provider))

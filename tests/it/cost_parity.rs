@@ -1,5 +1,6 @@
 //! The cost the sidecar computes for an answer is the number `litellm.completion_cost` returns
-//! for the same usage and model, to the last bit: OpenAI, Azure, Anthropic and Gemini models,
+//! for the same usage and model, to the last bit: OpenAI, Azure, Anthropic, Gemini and Bedrock
+//! models (cross-region ids, API prefixes and region paths as LiteLLM names them),
 //! with cache reads and writes, reasoning tokens, and a prompt past a price tier. LiteLLM's
 //! answer comes from the real package (pinned in `scripts/bootstrap.sh`, run from
 //! `target/litellm-venv` by `tests/parity/litellm_cost.py`), with its own copy of the price map,
@@ -8,7 +9,7 @@
 use serde_json::{json, Value};
 use sidecar::spend::cost::cost;
 use sidecar::spend::deployment_prices::DeploymentPricing;
-use sidecar::spend::prices::PriceMap;
+use sidecar::spend::prices::{Price, PriceMap};
 use sidecar::spend::Usage;
 
 /// (model as a deployment names it, provider, usage).
@@ -59,6 +60,38 @@ fn cases() -> Vec<(&'static str, &'static str, Usage)> {
             usage(250_000, 800, 50_000, 0, 300),
         ),
         ("gpt-4.1", "openai", usage(0, 0, 0, 0, 0)),
+        // Bedrock, as its deployments name their models: plain, cross-region (`us.`, `eu.`,
+        // `global.`) and with LiteLLM's API prefix or a region path.
+        (
+            "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "bedrock",
+            usage(1000, 200, 0, 0, 0),
+        ),
+        (
+            "bedrock/us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "bedrock",
+            usage(1500, 200, 300, 100, 0),
+        ),
+        (
+            "bedrock/converse/eu.amazon.nova-pro-v1:0",
+            "bedrock",
+            usage(1500, 200, 300, 0, 0),
+        ),
+        (
+            "bedrock/global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "bedrock",
+            usage(250_000, 200, 1000, 0, 0),
+        ),
+        (
+            "bedrock/us-gov-west-1/amazon.nova-pro-v1:0",
+            "bedrock",
+            usage(1000, 200, 0, 0, 0),
+        ),
+        (
+            "bedrock/us-east-1/anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "bedrock",
+            usage(1000, 200, 0, 0, 0),
+        ),
     ]
 }
 
@@ -73,7 +106,26 @@ async fn litellm_costs(cases: &[(&str, &str, Usage)]) -> Vec<f64> {
         })
         .collect();
     let costs = crate::support::litellm_venv::ask("litellm_cost.py", Value::Array(input)).await;
-    serde_json::from_value(costs).expect("a JSON list of costs")
+    let costs: Vec<String> = serde_json::from_value(costs).expect("a JSON list of costs");
+    // Each in Python's shortest form, read back exactly (see the script).
+    costs
+        .iter()
+        .map(|c| c.parse().unwrap_or_else(|_| panic!("a cost: {c}")))
+        .collect()
+}
+
+/// The price the sidecar finds for a deployment of `model`: a Bedrock deployment's as its row
+/// makes it (the model id Bedrock receives, and its region path), others' from the map.
+fn sidecar_price(map: &PriceMap, model: &str, provider: &str) -> Option<Price> {
+    let Some(after) = model.strip_prefix("bedrock/") else {
+        return map.find(model, provider).cloned();
+    };
+    let (region, id) = sidecar::aws::bedrock::model_id(after);
+    let mut pricing = DeploymentPricing::default();
+    pricing.regional_model = region.map(|region| format!("{region}/{id}"));
+    pricing
+        .price(map, id, provider, None)
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,10 +148,9 @@ async fn costs_equal_litellms_completion_cost() {
     )];
     let mut differ = vec![];
     for ((model, provider, usage), theirs) in cases.iter().zip(theirs) {
-        let price = map
-            .find(model, provider)
+        let price = sidecar_price(&map, model, provider)
             .unwrap_or_else(|| panic!("{model} ({provider}) is not in the built-in map"));
-        let ours = cost(price, usage, provider);
+        let ours = cost(&price, usage, provider);
         table.push(format!(
             "{model:<28} {:>8} {:>7} {:>7} {:>6} {:>6} | {theirs:>24} | {ours:>24}",
             usage.prompt, usage.completion, usage.cache_read, usage.cache_creation, usage.reasoning

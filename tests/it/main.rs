@@ -10,6 +10,7 @@ mod support;
 mod access;
 mod admin;
 mod bedrock;
+mod bedrock_spend;
 mod bedrock_sts;
 mod cipher_vectors;
 mod cli;

@@ -2,8 +2,10 @@
 
 Reads cases as JSON on stdin, a list of {"model", "provider", "prompt", "completion",
 "cache_read", "cache_creation", "reasoning"} (token counts in LiteLLM's `Usage` terms: the
-prompt includes cached tokens), and prints the list of costs, in order, as JSON numbers
-(shortest round-trip form, so the test compares the exact floating-point values). Prices come
+prompt includes cached tokens), and prints the list of costs, in order, as JSON strings in
+Python's shortest round-trip form (`repr`), so the test compares the exact floating-point
+values: Rust's `str::parse` reads them back exactly, where serde_json's number parser is not
+correctly rounded for every value (1.4990999999999999 came back as 1.4991). Prices come
 from the price map LiteLLM ships (`LITELLM_LOCAL_MODEL_COST_MAP`: no network). Used by
 tests/it/cost_parity.rs.
 """
@@ -43,4 +45,4 @@ def cost(case: dict) -> float:
 
 
 if __name__ == "__main__":
-    print(json.dumps([cost(case) for case in json.load(sys.stdin)]))
+    print(json.dumps([repr(cost(case)) for case in json.load(sys.stdin)]))

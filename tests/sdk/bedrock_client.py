@@ -5,7 +5,10 @@ InvokeModel and InvokeModelWithResponseStream, and prints one JSON object with w
 decoded (the stream operations' events as boto3 parsed them from AWS event-stream framing), for
 tests/it/bedrock.rs. Run from target/litellm-venv (boto3).
 
-Usage: python bedrock_client.py ENDPOINT_URL MODEL_ID
+With API_KEY, each request also carries `x-api-key: API_KEY` (a LiteLLM key, beside boto3's
+own signature).
+
+Usage: python bedrock_client.py ENDPOINT_URL MODEL_ID [API_KEY]
 """
 import json
 import sys
@@ -25,6 +28,13 @@ def main():
         aws_session_token="dummy-session-token",
         config=Config(retries={"max_attempts": 1}),
     )
+    if len(sys.argv) > 3:
+        api_key = sys.argv[3]
+
+        def add_key(request, **_):
+            request.headers["x-api-key"] = api_key
+
+        client.meta.events.register("before-send.bedrock-runtime.*", add_key)
     messages = [{"role": "user", "content": [{"text": "hi"}]}]
     out = {}
     converse = client.converse(modelId=model_id, messages=messages)

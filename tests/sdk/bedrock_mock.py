@@ -11,7 +11,9 @@ API key (`Authorization: Bearer`) must be one of CONFIG_JSON's `api_keys`.
 Paths (service `bedrock` unless said otherwise):
 - `POST /model/{id}/converse`, `/converse-stream`, `/invoke`, `/invoke-with-response-stream`:
   Bedrock's native API; the stream operations answer in AWS event-stream framing (prelude,
-  headers, payload, both CRCs), as Bedrock does.
+  headers, payload, both CRCs), as Bedrock does. Token counts (input/output): Converse 3/2,
+  ConverseStream 11/7, InvokeModel 3/2, InvokeModelWithResponseStream 13/9 (in `message_start`,
+  `message_delta` and Bedrock's `amazon-bedrock-invocationMetrics`).
 - `POST /openai/v1/chat/completions` (SSE when `"stream": true`, `x-mock-sse-events` events)
   and `/openai/v1/embeddings`: Bedrock's OpenAI-compatible API.
 - `POST /` with `Action=AssumeRole` (service `sts`): temporary keys `ASIATEMP{n}` living
@@ -196,7 +198,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, xml.encode(), "text/xml")
 
     def native(self, operation, body):
+        # Each operation reports other token counts, so a test can tell which were counted.
         usage = {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}
+        stream_usage = {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18}
         if operation == "converse":
             return self.send(200, {"output": {"message": {"role": "assistant", "content": [{"text": "hello"}]}},
                                    "stopReason": "end_turn", "usage": usage, "metrics": {"latencyMs": 1}})
@@ -204,11 +208,11 @@ class Handler(BaseHTTPRequestHandler):
             events = [("messageStart", {"role": "assistant"})]
             events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": t}}) for t in ("hel", "lo")]
             events += [("contentBlockStop", {"contentBlockIndex": 0}), ("messageStop", {"stopReason": "end_turn"}),
-                       ("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})]
+                       ("metadata", {"usage": stream_usage, "metrics": {"latencyMs": 1}})]
             return self.send_chunks("application/vnd.amazon.eventstream",
                                     [event(t, json.dumps(p).encode()) for t, p in events])
         # InvokeModel answers as Anthropic's models on Bedrock do (a Message; its stream events,
-        # each in a `chunk` event's base64 `bytes`).
+        # each in a `chunk` event's base64 `bytes`, Bedrock's invocation metrics in the last).
         message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
                    "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn",
                    "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 2},
@@ -216,13 +220,16 @@ class Handler(BaseHTTPRequestHandler):
         if operation == "invoke":
             return self.send(200, message)
         if operation == "invoke-with-response-stream":
-            parts = [{"type": "message_start", "message": {**message, "content": []}},
+            started = {**message, "content": [], "usage": {"input_tokens": 13, "output_tokens": 1}}
+            parts = [{"type": "message_start", "message": started},
                      {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
             parts += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
                       for t in ("hel", "lo")]
             parts += [{"type": "content_block_stop", "index": 0},
-                      {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
-                      {"type": "message_stop"}]
+                      {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+                      {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+                          "inputTokenCount": 13, "outputTokenCount": 9, "invocationLatency": 5,
+                          "firstByteLatency": 2}}]
             chunks = [event("chunk", json.dumps({"bytes": base64.b64encode(json.dumps(p).encode()).decode()}).encode())
                       for p in parts]
             return self.send_chunks("application/vnd.amazon.eventstream", chunks)

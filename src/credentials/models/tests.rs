@@ -319,6 +319,11 @@ fn bedrock_rows_sign_with_their_keys_or_a_linked_credentials() {
         host(&d).as_deref(),
         Some("bedrock-runtime.us-east-2.amazonaws.com")
     );
+    // Priced by the region's own entry first, as LiteLLM looks it up.
+    assert_eq!(
+        d.pricing.regional_model.as_deref(),
+        Some("us-east-2/meta.llama3-8b")
+    );
     let d = build(
         serde_json::json!({ "model": enc(&k, "bedrock/meta.llama3-8b"),
         "litellm_credential_name": enc(&k, "aws-prod") }),
@@ -328,6 +333,7 @@ fn bedrock_rows_sign_with_their_keys_or_a_linked_credentials() {
         host(&d).as_deref(),
         Some("bedrock-runtime.eu-west-1.amazonaws.com")
     );
+    assert_eq!(d.pricing.regional_model, None);
 
     // A Bedrock API key wins over AWS keys, as in LiteLLM.
     let d = build(

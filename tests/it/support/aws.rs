@@ -82,6 +82,11 @@ impl AwsMock {
 /// Runs the client `tests/sdk/{script}` with `python` against `base_url` asking for `model`;
 /// returns what it printed.
 pub async fn run_client(python: PathBuf, script: &str, base_url: String, model: &str) -> Value {
+    run_client_with(python, script, vec![base_url, model.to_string()]).await
+}
+
+/// Runs `script` (in tests/sdk) with `python` and `args`; returns the JSON it prints.
+pub async fn run_client_with(python: PathBuf, script: &str, args: Vec<String>) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
         .join(script);
@@ -90,17 +95,11 @@ pub async fn run_client(python: PathBuf, script: &str, base_url: String, model: 
         "{} is missing: run `bash scripts/bootstrap.sh --postgres`",
         python.display()
     );
-    let model = model.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .arg(base_url)
-            .arg(model)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run the client");
+    let output =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output())
+            .await
+            .expect("join")
+            .expect("run the client");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the client failed:\n{stderr}");
     serde_json::from_slice(&output.stdout).expect("the script's JSON")
