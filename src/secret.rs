@@ -43,6 +43,25 @@ impl Secret {
         self.0.is_empty()
     }
 
+    /// The text of the file at `path`, at most `max` bytes, read into a zeroizing buffer made
+    /// to size first (so it is never moved, leaving no copy behind). Errors name the path,
+    /// never what it holds.
+    pub fn read_file(path: &std::path::Path, max: u64) -> Result<Secret, String> {
+        use std::io::Read;
+        let shown = path.display();
+        let failed = |e: std::io::Error| format!("cannot read {shown}: {e}");
+        let file = std::fs::File::open(path).map_err(failed)?;
+        let room = usize::try_from(max).map_or(usize::MAX, |m| m.saturating_add(1));
+        let mut bytes = Zeroizing::new(Vec::with_capacity(room));
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(failed)?;
+        if bytes.len() as u64 > max {
+            return Err(format!("{shown} holds more than {max} bytes"));
+        }
+        Secret::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8"))
+    }
+
     /// The string a JSON string literal (`raw`, quotes included, as a
     /// [`serde_json::value::RawValue`] borrows it) holds, unescaped straight into a zeroizing
     /// buffer: serde_json's own unescaping goes through a scratch buffer it frees without

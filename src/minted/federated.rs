@@ -73,17 +73,17 @@ impl AssertionSource {
     /// The token, read now. Errors say where, never what.
     fn read(&self) -> Result<Secret, MintError> {
         let failed = |what: String| MintError::Grant(format!("federated token: {what}"));
-        let text = match self {
+        let token = match self {
             AssertionSource::Env(var) => std::env::var(var)
+                .map(Secret::new)
                 .map_err(|_| failed(format!("environment variable {var} is not set")))?,
             AssertionSource::File(path) => read_allowed(path).map_err(failed)?,
             AssertionSource::EnvPath(var) => {
                 let path = std::env::var_os(var)
                     .ok_or_else(|| failed(format!("environment variable {var} is not set")))?;
-                read_file(Path::new(&path)).map_err(failed)?
+                Secret::read_file(Path::new(&path), MAX_ASSERTION_BYTES).map_err(failed)?
             }
         };
-        let token = Secret::new(text);
         let trimmed = token.expose().trim();
         if trimmed.is_empty() {
             return Err(failed("it is empty".into()));
@@ -107,7 +107,7 @@ fn allowed_dirs() -> Vec<PathBuf> {
 
 /// `path`'s text, when the path it resolves to (links followed) is inside the allowlist
 /// (resolved too).
-fn read_allowed(path: &Path) -> Result<String, String> {
+fn read_allowed(path: &Path) -> Result<Secret, String> {
     let shown = path.display();
     let resolved = path
         .canonicalize()
@@ -121,24 +121,7 @@ fn read_allowed(path: &Path) -> Result<String, String> {
             "{shown} leads outside the allowed credential directories"
         ));
     }
-    read_file(&resolved)
-}
-
-/// A token file's text, at most [`MAX_ASSERTION_BYTES`].
-fn read_file(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let mut text = String::new();
-    file.take(MAX_ASSERTION_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if text.len() as u64 > MAX_ASSERTION_BYTES {
-        return Err(format!(
-            "{shown} holds more than {MAX_ASSERTION_BYTES} bytes"
-        ));
-    }
-    Ok(text)
+    Secret::read_file(&resolved, MAX_ASSERTION_BYTES)
 }
 
 /// The client-credentials grant with a federated client assertion.
@@ -217,9 +200,11 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("token");
         std::fs::write(&path, "eyJ.header.sig\n").expect("write");
-        assert_eq!(read_file(&path).expect("read"), "eyJ.header.sig\n");
+        let read = Secret::read_file(&path, MAX_ASSERTION_BYTES).expect("read");
+        assert_eq!(read.expose(), "eyJ.header.sig\n");
         std::fs::write(&path, vec![b'a'; MAX_ASSERTION_BYTES as usize + 1]).expect("write");
-        assert!(read_file(&path).unwrap_err().contains("more than"));
+        let err = Secret::read_file(&path, MAX_ASSERTION_BYTES).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
         std::fs::remove_dir_all(&dir).expect("clean up");
 
         let missing = AssertionSource::Env("SIDECAR_TEST_NO_SUCH_VARIABLE".into());

@@ -13,7 +13,6 @@
 //! external-account JSON is refused, naming the field.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +27,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use super::token_client::{self, request_token, MintError};
 use super::{shared, Mint, Minted, MintedCredential};
@@ -145,23 +143,6 @@ fn key_file(value: &str) -> Option<&Path> {
     (!value.starts_with('{') && path.is_file()).then_some(path)
 }
 
-/// The key file's text, bounded, in a zeroizing buffer; errors name the path, never its text.
-fn read_key_file(path: &Path) -> Result<Secret, String> {
-    let shown = path.display();
-    let failed = |e: std::io::Error| format!("vertex_credentials: cannot read {shown}: {e}");
-    let file = std::fs::File::open(path).map_err(failed)?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES as usize + 1));
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(failed)?;
-    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(format!(
-            "vertex_credentials: {shown} holds more than {MAX_KEY_FILE_BYTES} bytes"
-        ));
-    }
-    Secret::from_utf8(bytes).map_err(|_| format!("vertex_credentials: {shown} is not UTF-8"))
-}
-
 /// The fields of a service account's JSON key that the grant reads (the rest are ignored).
 /// `private_key` is borrowed as raw JSON and unescaped by [`Secret::from_json_string`], so the
 /// key's text is only ever held in buffers zeroized when dropped (BoringSSL clears what it frees,
@@ -191,7 +172,8 @@ pub fn from_fields(
         return Ok(None);
     };
     let json = match key_file(json.expose()) {
-        Some(path) => read_key_file(path)?,
+        Some(path) => Secret::read_file(path, MAX_KEY_FILE_BYTES)
+            .map_err(|e| format!("vertex_credentials: {e}"))?,
         None => json,
     };
     let account: ServiceAccount = serde_json::from_str(json.expose()).map_err(|_| {
