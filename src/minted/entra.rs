@@ -104,8 +104,8 @@ pub fn from_fields(
             .map(|parsed| (url, parsed))
             .map_err(|e| e.to_string())
     };
-    match (tenant, client, secret, fixed) {
-        (Some(tenant), Some(client), Some(secret), _) => {
+    match (tenant, client, secret, fixed, username.zip(password)) {
+        (Some(tenant), Some(client), Some(secret), _, _) => {
             let (url, token_url) = token_url(tenant.expose())?;
             let form = Secret::new(format!(
                 "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
@@ -119,11 +119,8 @@ pub fn from_fields(
         }
         // LiteLLM's order: client credentials, then a user's name and password (in the
         // `organizations` tenant, as azure-identity asks), then a federated token.
-        (_, Some(client), None, _) if username.is_some() => {
+        (_, Some(client), None, _, Some((username, password))) => {
             let (url, token_url) = token_url(PASSWORD_TENANT)?;
-            let (Some(username), Some(password)) = (username, password) else {
-                return Err("azure_username and azure_password must be set together".into());
-            };
             let form = Secret::new(format!(
                 "grant_type=password&client_id={}&username={}&password={}&scope={}",
                 percent::encode(client.expose()),
@@ -134,7 +131,7 @@ pub fn from_fields(
             let grant = FormGrant::shared(name, "entra_id_password", &url, token_url, form);
             Ok(Some(grant))
         }
-        (tenant, client, None, Some(token)) if token.expose().starts_with("oidc/") => {
+        (tenant, client, None, Some(token), _) if token.expose().starts_with("oidc/") => {
             let source = AssertionSource::parse(token.expose())?;
             let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
             let tenant = tenant.map(|t| t.expose().to_string());
@@ -157,13 +154,13 @@ pub fn from_fields(
                 MintedCredential::new(name.to_string(), Box::new(grant))
             })))
         }
-        (None, None, None, Some(token)) => {
+        (None, None, None, Some(token), _) => {
             let print = fingerprint(&["azure_ad_token", name, token.expose()]);
             Ok(Some(shared(print, || {
                 MintedCredential::new(name.to_string(), Box::new(FixedToken(token)))
             })))
         }
-        (None, None, None, None) => Ok(None),
+        (None, None, None, None, _) => Ok(None),
         _ => Err("tenant_id, client_id and client_secret must be set together".into()),
     }
 }
