@@ -218,6 +218,7 @@ impl SpendWriter {
             sent = sink.send(&waiting.id, &waiting.batch).await;
         }
         match sent {
+            // (`AbsorbedWritten` never reaches here: the loop above sends the rest again.)
             Ok(Sent::Fresh | Sent::Duplicate | Sent::AbsorbedWritten(_)) => {
                 *unsent = None;
                 Flushed::Written
