@@ -156,6 +156,15 @@ impl RequestCtx {
             _ => None,
         }
     }
+
+    /// The LiteLLM deployment the request went to: a `dispatch: model` request's current one,
+    /// else a `model:` route's.
+    pub(super) fn deployment(&self) -> Option<&Arc<crate::credentials::models::Deployment>> {
+        match self.model_request() {
+            Some(request) => Some(&request.deployment),
+            None => self.binding().and_then(|b| b.model.as_ref()),
+        }
+    }
 }
 
 impl Default for RequestCtx {

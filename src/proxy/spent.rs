@@ -17,16 +17,13 @@ pub(super) fn record(spend: &SpendTracker, session: &Session, ctx: &RequestCtx) 
     };
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let answered = ctx.upstream_ttfb.is_some() && ctx.reply.is_none();
-    let (deployment, alias) = match (ctx.model_request(), ctx.binding()) {
-        (Some(request), _) => (Some(&request.deployment), Some(request.alias.as_str())),
-        (None, Some(binding)) => {
-            let alias = ctx.route.as_ref().and_then(|r| match &r.backend {
-                Backend::Model(alias) => Some(alias.as_str()),
-                _ => None,
-            });
-            (binding.model.as_ref(), alias)
-        }
-        (None, None) => (None, None),
+    let deployment = ctx.deployment();
+    let alias = match ctx.model_request() {
+        Some(request) => Some(request.alias.as_str()),
+        None => ctx.route.as_ref().and_then(|r| match &r.backend {
+            Backend::Model(alias) if ctx.binding().is_some() => Some(alias.as_str()),
+            _ => None,
+        }),
     };
     let path = session.req_header().uri.path();
     let endpoint = ctx

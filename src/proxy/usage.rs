@@ -198,11 +198,8 @@ pub fn on_response_header(ctx: &mut RequestCtx, header: &ResponseHeader) {
 
 /// Whether the request went to a Bedrock deployment.
 fn to_bedrock(ctx: &RequestCtx) -> bool {
-    let deployment = match ctx.model_request() {
-        Some(request) => Some(&*request.deployment),
-        None => ctx.binding().and_then(|b| b.model.as_deref()),
-    };
-    deployment.is_some_and(|d| d.provider == crate::aws::bedrock::PROVIDER)
+    ctx.deployment()
+        .is_some_and(|d| d.provider == crate::aws::bedrock::PROVIDER)
 }
 
 /// `response_body_filter`: looks at each chunk; at the end records the tokens (metrics, and the
