@@ -5,6 +5,7 @@
 //! - [`sts`]: STS `AssumeRole` for `aws_role_name`, a [`crate::minted::Mint`] whose temporary keys
 //!   the minted cache holds and renews ahead of expiry, off the request path.
 //! - [`bedrock`]: Bedrock's model ids (`bedrock/converse/…`), regions and runtime endpoint.
+//! - [`eventstream`]: AWS event-stream framing, read from Bedrock's stream answers.
 //!
 //! Read from a row: `aws_access_key_id` with `aws_secret_access_key` (and `aws_session_token`),
 //! `aws_region_name`, `aws_role_name` (with `aws_session_name`, `aws_external_id`,
@@ -15,6 +16,7 @@
 //! token are [`Secret`]s: never printed, zeroized when the snapshot lets go of them.
 
 pub mod bedrock;
+pub mod eventstream;
 pub mod sigv4;
 pub mod sts;
 

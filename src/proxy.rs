@@ -254,6 +254,7 @@ impl ProxyHttp for SidecarProxy {
                 Error::new(ErrorType::InternalError)
             },
         )?;
+        unified::messages::on_upstream_request(ctx, upstream_request)?;
         // AWS keys: signed now that the path, `Host` and body sent are final.
         if let Some(aws) = &binding.credential.aws {
             let body = ctx.replacement_body().map_or(&[][..], |b| &b[..]);
@@ -356,6 +357,7 @@ impl ProxyHttp for SidecarProxy {
         }
         ctx.upstream_request_id = request_id::from_provider(upstream_response);
         ctx.request_id.mark_response(upstream_response)?;
+        unified::messages::on_response_header(ctx, upstream_response)?;
         usage::on_response_header(ctx, upstream_response);
         Ok(())
     }
@@ -367,6 +369,7 @@ impl ProxyHttp for SidecarProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
+        unified::messages::on_body(ctx, body, end_of_stream);
         usage::on_body(ctx, body.as_ref(), end_of_stream);
         Ok(None)
     }

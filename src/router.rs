@@ -30,7 +30,9 @@ use crate::credentials::models::Deployment;
 use crate::credentials::{Lookup, Snapshot};
 use health::{Failure, HealthBook};
 
-pub use binding::{bind, bind_deployment, Binding, RouteBinding, Unbound};
+pub use binding::{
+    bind, bind_deployment, bind_deployment_at, compat_path, Binding, RouteBinding, Unbound,
+};
 
 /// The model router's state: the health of the deployments that failed.
 #[derive(Debug, Default)]

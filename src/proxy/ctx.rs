@@ -78,6 +78,9 @@ pub struct RequestCtx {
     pub(super) litellm_key: Option<Arc<crate::access::litellm_keys::VirtualKey>>,
     /// Reads the answer's token usage as it passes (see `usage`).
     pub(super) usage: Option<usage::UsageReader>,
+    /// Turns Bedrock's event stream into the SSE a Messages API client reads (see
+    /// `unified::messages`); boxed, as few requests need it.
+    pub(super) sse: Option<Box<super::unified::messages::sse::EventStreamToSse>>,
     /// The usage the answer reported, once it has ended.
     pub(super) answer_usage: Option<usage::Usage>,
     /// The model the answer said answered, once it has ended.
@@ -110,6 +113,7 @@ impl RequestCtx {
             router: Default::default(),
             litellm_key: None,
             usage: None,
+            sse: None,
             answer_usage: None,
             answered_by: None,
             span: None,
@@ -139,7 +143,7 @@ impl RequestCtx {
     /// model` attempt's or a `model:` route's.
     pub(super) fn replacement_body(&self) -> Option<&bytes::Bytes> {
         match self.model_request() {
-            Some(request) => Some(&request.upstream_body),
+            Some(request) => Some(request.body()),
             None => self.pinned_body.as_ref(),
         }
     }

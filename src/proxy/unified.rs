@@ -22,6 +22,7 @@
 
 pub mod attempts;
 pub mod body;
+pub mod messages;
 
 use std::sync::Arc;
 
@@ -40,8 +41,10 @@ use body::{find_model, ClientBody};
 
 pub use attempts::ModelRequest;
 
-/// The endpoints under a `dispatch: model` route whose JSON body carries `model`.
-pub const MODEL_ENDPOINTS: [&str; 7] = [
+/// The endpoints under a `dispatch: model` route whose JSON body carries `model`: OpenAI's,
+/// and Anthropic's Messages API ([`messages`]).
+pub const MODEL_ENDPOINTS: [&str; 8] = [
+    messages::MESSAGES_ENDPOINT,
     "/chat/completions",
     "/completions",
     "/embeddings",
@@ -166,7 +169,9 @@ async fn serve_or_bind(
         }
     };
     let alias = field.alias.clone();
-    ModelRequest::new(alias, deployment, body, field, rest, snapshot)
+    let messages = (rest == messages::MESSAGES_ENDPOINT)
+        .then(|| messages::MessagesRequest::new(session.req_header()));
+    ModelRequest::new((alias, deployment), body, field, rest, snapshot, messages)
         .map(|r| ServedOrBound::Bound(Box::new(r)))
 }
 

@@ -15,11 +15,10 @@
 //!
 //! On requests to a Bedrock deployment, Bedrock's native answers are read too (`bedrock`):
 //! Converse's usage names in a JSON answer, InvokeModel's token-count headers, and AWS
-//! event-stream answers (`eventstream`: frames checked by their CRCs; an answer whose frames do
+//! event-stream answers (`crate::aws::eventstream`: frames checked by their CRCs; an answer whose frames do
 //! not hold counts nothing).
 
 mod bedrock;
-mod eventstream;
 
 use std::sync::LazyLock;
 
@@ -46,7 +45,7 @@ enum Body {
     /// `application/vnd.amazon.eventstream` (Bedrock's streams): the frames, and what was
     /// seen so far.
     AwsEvents {
-        frames: eventstream::Frames,
+        frames: crate::aws::eventstream::Frames,
         seen: Report,
     },
 }
@@ -107,7 +106,7 @@ impl UsageReader {
             }
         } else if bedrock && kind.starts_with(AWS_EVENT_STREAM) {
             Body::AwsEvents {
-                frames: eventstream::Frames::default(),
+                frames: crate::aws::eventstream::Frames::default(),
                 seen: Report::default(),
             }
         } else {

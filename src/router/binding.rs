@@ -140,36 +140,44 @@ fn unavailable(message: String) -> Unbound {
 /// Azure takes the key as `Authorization: Bearer`. A provider the sidecar does not know is taken
 /// for an OpenAI-compatible one (see [`crate::providers::PROVIDERS`]).
 pub fn bind_deployment(deployment: &Deployment, rest: &str) -> Result<Binding, Unbound> {
+    let known = known_provider(&deployment.provider);
+    let auth = known.map_or(AuthStyle::OpenAi, |p| p.openai_api_auth());
+    bind_deployment_at(deployment, &auth, |base| {
+        match known.map_or(OpenAiApi::AtBase, |p| p.openai_api) {
+            OpenAiApi::AtBase => format!("{base}{rest}"),
+            OpenAiApi::Under(compat) => compat_path(base, compat, rest),
+            OpenAiApi::AzureDeployment => {
+                format!("{base}/openai/deployments/{}{rest}", deployment.model)
+            }
+        }
+    })
+}
+
+/// Binds a request to `deployment` at the path `path` makes of its base path (without a
+/// trailing `/`), the key presented as `auth` (or signed, for AWS keys).
+pub fn bind_deployment_at(
+    deployment: &Deployment,
+    auth: &AuthStyle,
+    path: impl FnOnce(&str) -> String,
+) -> Result<Binding, Unbound> {
     let (Some(upstream), Some(target)) = (&deployment.upstream, &deployment.target) else {
         return Err(unavailable(format!(
             "deployment {} has no api_base and provider {:?} has no known public endpoint",
             deployment.id, deployment.provider
         )));
     };
-    let base = upstream.base_path.trim_end_matches('/');
-    let known = known_provider(&deployment.provider);
-    let path = match known.map_or(OpenAiApi::AtBase, |p| p.openai_api) {
-        OpenAiApi::AtBase => format!("{base}{rest}"),
-        OpenAiApi::Under(compat) => compat_path(base, compat, rest),
-        OpenAiApi::AzureDeployment => {
-            format!("{base}/openai/deployments/{}{rest}", deployment.model)
-        }
-    };
-    let auth = deployment
-        .credential
-        .auth_for(&known.map_or(AuthStyle::OpenAi, |p| p.openai_api_auth()));
     Ok(Binding {
         credential: deployment.credential.clone(),
         upstream: upstream.clone(),
         target: target.clone(),
-        auth,
-        path: Some(path),
+        auth: deployment.credential.auth_for(auth),
+        path: Some(path(upstream.base_path.trim_end_matches('/'))),
         model: None,
     })
 }
 
 /// `base` + `compat` + `rest`, without repeating `compat` when `base` already ends with it.
-fn compat_path(base: &str, compat: &str, rest: &str) -> String {
+pub fn compat_path(base: &str, compat: &str, rest: &str) -> String {
     if base.ends_with(compat) {
         format!("{base}{rest}")
     } else {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use pingora::{Error, ErrorType};
 
 use super::body::{replace_model, respliced, ClientBody, ModelField};
+use super::messages::{self, MessagesRequest};
 use crate::config::RouterSettings;
 use crate::credentials::models::Deployment;
 use crate::credentials::Snapshot;
@@ -27,8 +28,15 @@ pub struct ModelRequest {
     pub deployment: Arc<Deployment>,
     /// Where the current attempt goes, with which key.
     pub binding: Binding,
-    /// The body of the current attempt (`model` rewritten for `deployment`).
-    pub upstream_body: Bytes,
+    /// The client's body with `model` rewritten for `deployment`.
+    upstream_body: Bytes,
+    /// The current attempt's body when its provider takes another shape than the client's
+    /// (a Messages API request to Bedrock's InvokeModel); else `upstream_body` is sent.
+    translated: Option<Bytes>,
+    /// The current attempt's answer is an event stream the client gets as SSE.
+    pub sse_from_event_stream: bool,
+    /// A Messages API request (`/messages`), as its attempts need it.
+    messages: Option<MessagesRequest>,
     /// Where `model`'s value sits in `upstream_body`.
     model_at: Range<usize>,
     field: ModelField,
@@ -46,23 +54,44 @@ impl ModelRequest {
         self.field.end_user.as_deref()
     }
 
+    /// The body the current attempt sends.
+    pub fn body(&self) -> &Bytes {
+        self.translated.as_ref().unwrap_or(&self.upstream_body)
+    }
+
+    /// Whether the current attempt goes to Bedrock with a Messages API request made for
+    /// InvokeModel.
+    pub fn translated_for_bedrock(&self) -> bool {
+        self.translated.is_some()
+    }
+
+    /// A request for `alias` (`messages`: a Messages API request), bound to `deployment`.
     pub(super) fn new(
-        alias: String,
-        deployment: Arc<Deployment>,
+        (alias, deployment): (String, Arc<Deployment>),
         client_body: ClientBody,
         field: ModelField,
         rest: String,
         snapshot: Arc<Snapshot>,
+        messages: Option<MessagesRequest>,
     ) -> Result<ModelRequest, ErrorReply> {
-        let binding = bind(&deployment, &rest)?;
         let (upstream_body, model_at) = replace_model(
             client_body,
             &field,
             &deployment.model,
             &deployment.model_json,
         );
+        let (binding, translated, sse_from_event_stream) = attempt_on(
+            &deployment,
+            &alias,
+            &rest,
+            messages.as_ref(),
+            &upstream_body,
+        )?;
         Ok(ModelRequest {
             upstream_body,
+            translated,
+            sse_from_event_stream,
+            messages,
             model_at,
             alias,
             deployment,
@@ -92,6 +121,8 @@ impl ModelRequest {
             settings,
             may_retry,
         );
+        // A Messages API request moves only to a deployment that takes it.
+        let next = next.filter(|d| self.messages.is_none() || messages::serves(d));
         // Once the body is released (the request was answered) there is nothing to send again.
         let moves = next.is_some() && !self.upstream_body.is_empty();
         if moves {
@@ -104,6 +135,7 @@ impl ModelRequest {
     /// `RequestCtx::release_retry_body`).
     pub fn release_body(&mut self) {
         self.upstream_body = Bytes::new();
+        self.translated = None;
         self.next = None;
     }
 
@@ -113,7 +145,6 @@ impl ModelRequest {
         let Some(next) = self.next.take() else {
             return Ok(());
         };
-        self.binding = bind(&next, &self.rest)?;
         (self.upstream_body, self.model_at) = respliced(
             &self.upstream_body,
             self.model_at.clone(),
@@ -121,15 +152,36 @@ impl ModelRequest {
             &next.model,
             &next.model_json,
         );
+        let messages = self.messages.as_ref();
+        (self.binding, self.translated, self.sse_from_event_stream) = attempt_on(
+            &next,
+            &self.alias,
+            &self.rest,
+            messages,
+            &self.upstream_body,
+        )?;
         self.deployment = next;
         Ok(())
     }
 }
 
-/// Where an attempt on `deployment` goes (`rest`: the path after the route's prefix).
-fn bind(deployment: &Deployment, rest: &str) -> Result<Binding, ErrorReply> {
-    bind_deployment(deployment, rest)
-        .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))
+/// Where an attempt on `deployment` goes (`rest`: the path after the route's prefix), the body
+/// it sends instead of `body` (the client's, its model set), if another, and whether its answer
+/// is an event stream to turn into SSE.
+fn attempt_on(
+    deployment: &Deployment,
+    alias: &str,
+    rest: &str,
+    messages: Option<&MessagesRequest>,
+    body: &Bytes,
+) -> Result<(Binding, Option<Bytes>, bool), ErrorReply> {
+    if let Some(request) = messages {
+        let attempt = messages::attempt(request, alias, deployment, body)?;
+        return Ok((attempt.binding, attempt.body, attempt.sse_from_event_stream));
+    }
+    let binding = bind_deployment(deployment, rest)
+        .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))?;
+    Ok((binding, None, false))
 }
 
 /// `request_body_filter`: the attempt's body (or a `model:` route's pinned one) replaces the

@@ -17,8 +17,8 @@ use memchr::memmem;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::eventstream::Frame;
 use super::{report_of, Report, Usage, UsageCarrier};
+use crate::aws::eventstream::Frame;
 
 /// The member Bedrock adds to the last event of an InvokeModel stream.
 const INVOCATION_METRICS: &str = "amazon-bedrock-invocationMetrics";
@@ -182,6 +182,7 @@ mod tests {
         let frame = |event_type, message_type, payload| Frame {
             event_type: Some(event_type),
             message_type: Some(message_type),
+            exception_type: None,
             payload,
         };
         let usage = br#"{"usage":{"inputTokens":1,"outputTokens":2}}"#;

@@ -1,7 +1,7 @@
 //! The usage reader on scripted answers: every shape, split anywhere.
 
-use super::eventstream::{encode, MAX_FRAME};
 use super::*;
+use crate::aws::eventstream::{encode, MAX_FRAME};
 use base64::Engine;
 use proptest::prelude::*;
 

@@ -1,13 +1,13 @@
 //! AWS event-stream frames (`application/vnd.amazon.eventstream`, Bedrock's ConverseStream and
 //! InvokeModelWithResponseStream answers) read as an answer's chunks pass, whatever their
 //! splits: a prelude (total length, headers length, the prelude's CRC-32), headers, a payload
-//! and the message's CRC-32.
+//! and the message's CRC-32. Read by the usage reader (`proxy::usage`) and by the stream that
+//! turns Bedrock's Anthropic events into SSE (`proxy::unified::messages`).
 //!
 //! Bounded: only the incomplete last frame is kept, and a frame longer than [`MAX_FRAME`] is
 //! counted past without being kept (its payload is not read). Hostile bytes never panic: a
 //! prelude or message whose CRC does not hold, a length that cannot be, or headers that do not
-//! parse stop the reading for good ([`Frames::broken`]), and the caller counts nothing for the
-//! answer. This module reads; it never changes or holds up the bytes the client gets.
+//! parse stop the reading for good ([`Frames::broken`]). This module only reads.
 
 /// The longest frame kept to be read; a longer one is skipped.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -22,6 +22,8 @@ pub struct Frame<'a> {
     pub event_type: Option<&'a str>,
     /// Its `:message-type` header (`event`, `exception`, `error`), when it has one.
     pub message_type: Option<&'a str>,
+    /// Its `:exception-type` header (`throttlingException`, …), on an exception.
+    pub exception_type: Option<&'a str>,
     /// Its payload.
     pub payload: &'a [u8],
 }
@@ -133,6 +135,7 @@ fn frame(message: &[u8]) -> Option<Frame<'_>> {
     let mut frame = Frame {
         event_type: None,
         message_type: None,
+        exception_type: None,
         payload,
     };
     let mut rest = headers;
@@ -141,6 +144,7 @@ fn frame(message: &[u8]) -> Option<Frame<'_>> {
         match name {
             b":event-type" => frame.event_type = value,
             b":message-type" => frame.message_type = value,
+            b":exception-type" => frame.exception_type = value,
             _ => {}
         }
         rest = after;
@@ -173,8 +177,7 @@ fn header(bytes: &[u8]) -> Option<(&[u8], Option<&str>, &[u8])> {
     Some((name, None, rest.get(fixed..)?))
 }
 
-/// One frame in event-stream framing, with string headers (for tests here and in the module
-/// above).
+/// One frame in event-stream framing, with string headers (for tests here and in the readers).
 #[cfg(test)]
 pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     let mut head = Vec::new();

@@ -1,0 +1,210 @@
+//! Anthropic's Messages API on a `dispatch: model` route: `POST {prefix}/messages`, as the
+//! Anthropic SDK and Claude Code send it with their base URL at the sidecar (LiteLLM serves it
+//! at `/v1/messages`; so does a route with the prefix `/v1`). The body's `model` names the alias,
+//! as on the OpenAI endpoints; where each attempt's deployment takes the request:
+//!
+//! - `anthropic`: `{api_base}/v1/messages` (`/v1` not repeated when `api_base` ends with it), the
+//!   key as `x-api-key` (with `anthropic-version` when the client sent none); the body passes
+//!   with `model` set to the deployment's.
+//! - `bedrock`, a Claude model (`claude` in its id: LiteLLM's test): InvokeModel,
+//!   `/model/{id}/invoke`, or `/model/{id}/invoke-with-response-stream` when the body asks for a
+//!   stream, with the body made as [`invoke`] says and signed with the deployment's keys (or its
+//!   Bedrock API key). The stream's AWS event-stream framing reaches the client as Anthropic's SSE
+//!   ([`sse`]); a JSON answer is already a Message and passes as it is.
+//! - any other: refused with a 400 naming the deployment and its provider (LiteLLM translates
+//!   the Messages API into other providers' APIs; the sidecar does not), and a retry never moves
+//!   to such a deployment.
+
+pub mod invoke;
+pub mod sse;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::aws::bedrock::PROVIDER as BEDROCK;
+use crate::credentials::models::Deployment;
+use crate::providers::AuthStyle;
+use crate::proxy::respond::ErrorReply;
+use crate::proxy::RequestCtx;
+use crate::router::{bind_deployment_at, compat_path, Binding};
+
+/// The Messages API's endpoint below a `dispatch: model` route's prefix.
+pub const MESSAGES_ENDPOINT: &str = "/messages";
+
+/// LiteLLM's provider name for Anthropic's own API.
+const ANTHROPIC: &str = "anthropic";
+
+/// The client's beta header, which Bedrock takes in the body instead.
+const ANTHROPIC_BETA: &str = "anthropic-beta";
+
+/// AWS event-stream framing, InvokeModelWithResponseStream's answer.
+const AWS_EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
+
+/// A Messages API request, as its attempts need it.
+#[derive(Debug)]
+pub struct MessagesRequest {
+    /// The client's `anthropic-beta` header, for Bedrock's body.
+    beta_header: Option<String>,
+}
+
+impl MessagesRequest {
+    /// The Messages API request whose head is `header`.
+    pub fn new(header: &RequestHeader) -> MessagesRequest {
+        let beta_header = header
+            .headers
+            .get(ANTHROPIC_BETA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        MessagesRequest { beta_header }
+    }
+}
+
+/// How a deployment takes a Messages API request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// Anthropic's own API.
+    Anthropic,
+    /// Bedrock's InvokeModel, for a Claude model.
+    BedrockInvoke,
+}
+
+impl Backend {
+    fn of(deployment: &Deployment) -> Option<Backend> {
+        match deployment.provider.as_str() {
+            ANTHROPIC => Some(Backend::Anthropic),
+            BEDROCK if deployment.model.contains("claude") => Some(Backend::BedrockInvoke),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `deployment` can take a Messages API request.
+pub fn serves(deployment: &Deployment) -> bool {
+    Backend::of(deployment).is_some()
+}
+
+/// What one attempt of a Messages API request sends, and how its answer is read.
+pub struct MessagesAttempt {
+    /// Where it goes, with which key.
+    pub binding: Binding,
+    /// The body Bedrock takes, made from the client's; `None`: the client's (with `model` set).
+    pub body: Option<Bytes>,
+    /// Its answer is an event stream the client gets as SSE.
+    pub sse_from_event_stream: bool,
+}
+
+/// The attempt of `request` (its body `body`, `model` already set to the deployment's) on
+/// `deployment` (`alias`: what the client asked for, for the refusal).
+pub fn attempt(
+    request: &MessagesRequest,
+    alias: &str,
+    deployment: &Deployment,
+    body: &Bytes,
+) -> Result<MessagesAttempt, ErrorReply> {
+    let unbound =
+        |e: crate::router::Unbound| ErrorReply::new(503, "credential_unavailable", e.to_string());
+    match Backend::of(deployment) {
+        Some(Backend::Anthropic) => {
+            let binding = bind_deployment_at(deployment, &AuthStyle::Anthropic, |base| {
+                compat_path(base, "/v1", MESSAGES_ENDPOINT)
+            })
+            .map_err(unbound)?;
+            Ok(MessagesAttempt {
+                binding,
+                body: None,
+                sse_from_event_stream: false,
+            })
+        }
+        Some(Backend::BedrockInvoke) => {
+            let made = invoke::invoke_body(body, request.beta_header.as_deref())?;
+            let operation = if made.stream {
+                "invoke-with-response-stream"
+            } else {
+                "invoke"
+            };
+            let model = crate::percent::encode(&deployment.model);
+            let binding = bind_deployment_at(deployment, &AuthStyle::OpenAi, |base| {
+                format!("{base}/model/{model}/{operation}")
+            })
+            .map_err(unbound)?;
+            Ok(MessagesAttempt {
+                binding,
+                body: Some(made.body),
+                sse_from_event_stream: made.stream,
+            })
+        }
+        None => Err(ErrorReply::invalid_request(
+            400,
+            "unsupported_model_api",
+            format!(
+                "model {alias:?}: deployment {} is on provider {:?}, which the sidecar does not \
+                 serve the Messages API for (it serves anthropic deployments and Claude models \
+                 on bedrock); use the OpenAI endpoints for it",
+                deployment.id, deployment.provider
+            ),
+        )),
+    }
+}
+
+/// `upstream_request_filter`, once the head is rewritten and before it is signed: for an
+/// attempt that goes to Bedrock's InvokeModel, the Anthropic headers it takes in the body leave
+/// the head, which asks for JSON or an event stream.
+pub fn on_upstream_request(ctx: &RequestCtx, upstream: &mut RequestHeader) -> pingora::Result<()> {
+    match ctx.model_request() {
+        Some(request) if request.translated_for_bedrock() => {
+            bedrock_head(upstream, request.sse_from_event_stream)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn bedrock_head(upstream: &mut RequestHeader, stream: bool) -> pingora::Result<()> {
+    upstream.remove_header("anthropic-version");
+    upstream.remove_header(ANTHROPIC_BETA);
+    let json = HeaderValue::from_static("application/json");
+    upstream.insert_header(CONTENT_TYPE, json.clone())?;
+    let accept = if stream {
+        HeaderValue::from_static(AWS_EVENT_STREAM)
+    } else {
+        json
+    };
+    upstream.insert_header(ACCEPT, accept)
+}
+
+/// `upstream_response_filter`, before the usage reader looks at the head: for an attempt whose
+/// answer is an event stream to turn into SSE, a successful event-stream answer is announced as
+/// SSE, of a length not known in advance, and its body will be turned ([`on_body`]).
+pub fn on_response_header(
+    ctx: &mut RequestCtx,
+    response: &mut ResponseHeader,
+) -> pingora::Result<()> {
+    ctx.sse = None;
+    if !ctx.model_request().is_some_and(|r| r.sse_from_event_stream) {
+        return Ok(());
+    }
+    let event_stream = response.status.is_success()
+        && response
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(AWS_EVENT_STREAM));
+    if event_stream {
+        response.insert_header(CONTENT_TYPE, "text/event-stream")?;
+        response.remove_header(&http::header::CONTENT_LENGTH);
+        response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        ctx.sse = Some(Box::default());
+    }
+    Ok(())
+}
+
+/// `response_body_filter`, before the usage reader reads the chunk: the SSE an event-stream
+/// chunk completes replaces it.
+pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bool) {
+    let Some(sse) = ctx.sse.as_mut() else {
+        return;
+    };
+    let chunk = body.as_deref().unwrap_or(&[]);
+    let out = sse.translate(chunk, end_of_stream);
+    *body = (!out.is_empty()).then_some(out);
+}
