@@ -13,7 +13,9 @@ Paths (service `bedrock` unless said otherwise):
   Bedrock's native API; the stream operations answer in AWS event-stream framing (prelude,
   headers, payload, both CRCs), as Bedrock does. Token counts (input/output): Converse 3/2,
   ConverseStream 11/7, InvokeModel 3/2, InvokeModelWithResponseStream 13/9 (in `message_start`,
-  `message_delta` and Bedrock's `amazon-bedrock-invocationMetrics`).
+  `message_delta` and Bedrock's `amazon-bedrock-invocationMetrics`). An Anthropic body (one
+  with `anthropic_version`) holding a key Claude on Bedrock does not take (`model`, `stream`, …)
+  gets 400 `ValidationException`, as Bedrock answers it; each request records its body's keys.
 - `POST /openai/v1/chat/completions` (SSE when `"stream": true`, `x-mock-sse-events` events)
   and `/openai/v1/embeddings`: Bedrock's OpenAI-compatible API.
 - `POST /` with `Action=AssumeRole` (service `sts`): temporary keys `ASIATEMP{n}` living
@@ -50,6 +52,10 @@ AUTH = re.compile(
 )
 # Placeholders the test's clients send; none may reach this server.
 CLIENT_PLACEHOLDERS = ("AKIDUMMY", "dummy-", "sk-app-placeholder")
+# The top-level fields Bedrock's Claude models take in an InvokeModel body.
+CLAUDE_FIELDS = {"anthropic_version", "max_tokens", "messages", "anthropic_beta", "system", "stop_sequences",
+                 "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "metadata",
+                 "output_config", "safeguards", "context_management"}
 
 
 class State:
@@ -170,7 +176,17 @@ class Handler(BaseHTTPRequestHandler):
             return self.openai(path[len("/openai/v1"):], json.loads(body or b"{}"))
         parts = path.split("/")
         if len(parts) == 4 and parts[1] == "model":
-            return self.native(parts[3], json.loads(body or b"{}"))
+            payload = json.loads(body or b"{}")
+            record["body_keys"] = sorted(payload)
+            record["accept"] = self.headers.get("accept")
+            with State.lock:
+                State.save()
+            # As Bedrock refuses an Anthropic body with keys its Claude models do not take.
+            extra = sorted(set(payload) - CLAUDE_FIELDS) if "anthropic_version" in payload else []
+            if extra:
+                return self.send(400, {"message": f"Malformed input request: extraneous key [{extra[0]}] is not permitted"},
+                                 extra=[("x-amzn-ErrorType", "ValidationException")])
+            return self.native(parts[3], payload)
         self.send(404, {"message": f"no operation at {path}"})
 
     def sts_error(self, code):
