@@ -117,6 +117,7 @@ pub(crate) mod tests {
             auth: None,
             pricing: Default::default(),
             spend_names: Default::default(),
+            bedrock_mantle: false,
         })
     }
 

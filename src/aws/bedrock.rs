@@ -1,8 +1,11 @@
 //! Bedrock deployments as LiteLLM names them: `bedrock/<model id>`, also with the API LiteLLM
 //! should use before the id (`bedrock/converse/<id>`, `bedrock/invoke/<id>`,
-//! `bedrock/chat_completions/<id>`) and with a region path (`bedrock/us-east-1/<id>`), the way
-//! LiteLLM's `strip_bedrock_routing_prefix` and `split_bedrock_region_path` read them. The
-//! runtime endpoint is `https://bedrock-runtime.{region}.amazonaws.com` unless the row names one.
+//! `bedrock/chat_completions/<id>`, `bedrock/mantle/<id>`) and with a region path
+//! (`bedrock/us-east-1/<id>`), the way LiteLLM's `strip_bedrock_routing_prefix` and
+//! `split_bedrock_region_path` read them. The runtime endpoint is
+//! `https://bedrock-runtime.{region}.amazonaws.com` unless the row names one; a `mantle/` model is
+//! served by Bedrock's Mantle endpoint instead (`https://bedrock-mantle.{region}.api.aws`, which
+//! speaks Anthropic's Messages API at `/anthropic/v1/messages`), as LiteLLM sends it.
 //!
 //! As LiteLLM decides: an `api_key` (a Bedrock API key, sent as `Authorization: Bearer`) wins
 //! over AWS keys; the row's fields over its linked credential's. The region is
@@ -22,7 +25,13 @@ pub const PROVIDER: &str = "bedrock";
 pub const OPENAI_PATH: &str = "/openai/v1";
 
 /// LiteLLM's API prefixes before a model id; Bedrock receives the id without them.
-const API_PREFIXES: [&str; 3] = ["converse/", "invoke/", "chat_completions/"];
+const API_PREFIXES: [&str; 4] = ["converse/", "invoke/", "chat_completions/", MANTLE_PREFIX];
+
+/// LiteLLM's prefix for a model served by Bedrock's Mantle endpoint.
+const MANTLE_PREFIX: &str = "mantle/";
+
+/// Where Bedrock's Mantle endpoint serves Anthropic's Messages API below its base.
+pub const MANTLE_MESSAGES_PATH: &str = "/anthropic/v1/messages";
 
 /// How a Bedrock deployment authenticates, and its base URL.
 pub struct BedrockAuth {
@@ -30,7 +39,8 @@ pub struct BedrockAuth {
     pub api_key: Option<Secret>,
     /// Else the AWS keys that sign its requests, for its region.
     pub aws: Option<Arc<AwsCredential>>,
-    /// `api_base`, else `aws_bedrock_runtime_endpoint`, else the region's runtime endpoint.
+    /// `api_base`, else `aws_bedrock_runtime_endpoint`, else the region's runtime endpoint (its
+    /// Mantle endpoint for a `mantle/` model).
     pub base: String,
 }
 
@@ -67,6 +77,7 @@ pub fn deployment_auth(
     let base = match (api_base, endpoint, &region) {
         (Some(base), _, _) => base.to_string(),
         (None, Some(endpoint), _) => endpoint,
+        (None, None, Some(region)) if is_mantle(model) => mantle_endpoint(region),
         (None, None, Some(region)) => runtime_endpoint(region),
         (None, None, None) => {
             return Err(
@@ -98,18 +109,30 @@ pub fn deployment_auth(
 /// The model id Bedrock receives for `model` (the part after `bedrock/`), and the region its
 /// region path names, if any.
 pub fn model_id(model: &str) -> (Option<&str>, &str) {
+    let id = without_api_prefixes(model);
+    match id.split_once('/') {
+        Some((region, rest)) if check_region(region).is_ok() && !rest.is_empty() => {
+            (Some(region), without_api_prefixes(rest))
+        }
+        _ => (None, id),
+    }
+}
+
+/// `model` without LiteLLM's API prefixes before it.
+fn without_api_prefixes(model: &str) -> &str {
     let mut id = model;
     for prefix in API_PREFIXES {
         if let Some(rest) = id.strip_prefix(prefix) {
             id = rest;
         }
     }
-    match id.split_once('/') {
-        Some((region, rest)) if check_region(region).is_ok() && !rest.is_empty() => {
-            (Some(region), rest)
-        }
-        _ => (None, id),
-    }
+    id
+}
+
+/// Whether `model` (after `bedrock/`) is served by Bedrock's Mantle endpoint: `mantle/` as one
+/// of its leading segments, as LiteLLM's `_model_has_route_prefix` reads it.
+pub fn is_mantle(model: &str) -> bool {
+    model.starts_with(MANTLE_PREFIX) || model.contains(&format!("/{MANTLE_PREFIX}"))
 }
 
 /// Whether `region` reads as an AWS region name (`us-east-1`, `us-gov-west-1`,
@@ -136,6 +159,11 @@ pub fn runtime_endpoint(region: &str) -> String {
     format!("https://bedrock-runtime.{region}.amazonaws.com")
 }
 
+/// Bedrock's public Mantle endpoint in `region`.
+pub fn mantle_endpoint(region: &str) -> String {
+    format!("https://bedrock-mantle.{region}.api.aws")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,9 +176,17 @@ mod tests {
             format!("converse/{id}"),
             format!("invoke/{id}"),
             format!("chat_completions/{id}"),
+            format!("mantle/{id}"),
         ] {
             assert_eq!(model_id(&model), (None, id), "{model}");
+            assert_eq!(is_mantle(&model), model.starts_with("mantle/"), "{model}");
         }
+        assert!(is_mantle(&format!("us-east-1/mantle/{id}")));
+        assert_eq!(
+            model_id(&format!("us-east-1/mantle/{id}")),
+            (Some("us-east-1"), id)
+        );
+        assert!(!is_mantle("bedrock_mantle.x"));
         assert_eq!(
             model_id("us-gov-west-1/openai.gpt-oss-20b-1:0"),
             (Some("us-gov-west-1"), "openai.gpt-oss-20b-1:0")
@@ -183,6 +219,10 @@ mod tests {
         assert_eq!(
             runtime_endpoint("us-west-2"),
             "https://bedrock-runtime.us-west-2.amazonaws.com"
+        );
+        assert_eq!(
+            mantle_endpoint("us-west-2"),
+            "https://bedrock-mantle.us-west-2.api.aws"
         );
     }
 }

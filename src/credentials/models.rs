@@ -56,6 +56,9 @@ pub struct Deployment {
     pub pricing: DeploymentPricing,
     /// The names its spend is written under (made at its first request with a key).
     pub spend_names: SpendNames,
+    /// A Bedrock model LiteLLM names `bedrock/mantle/…`: served by Bedrock's Mantle endpoint,
+    /// which takes Anthropic's Messages API (see `proxy::unified::messages`).
+    pub bedrock_mantle: bool,
 }
 
 impl Deployment {
@@ -212,6 +215,7 @@ pub fn deployment(
         .map(|b| UpstreamUrl::parse(&b).map_err(|e| format!("api_base: {e}")))
         .transpose()?;
     let target = upstream.as_ref().map(|u| targets.target_for(u));
+    let bedrock_mantle = provider == bedrock::PROVIDER && bedrock::is_mantle(bedrock_model);
     Ok(Deployment {
         id: row.id.clone(),
         credential: Arc::new(Credential {
@@ -234,6 +238,7 @@ pub fn deployment(
         auth: known.map(|p| p.auth.clone()),
         pricing,
         spend_names: SpendNames::default(),
+        bedrock_mantle,
     })
 }
 

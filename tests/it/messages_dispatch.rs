@@ -1,9 +1,10 @@
 //! Anthropic's Messages API on a `dispatch: model` route, driven by the real Anthropic SDK with
 //! its base URL at the sidecar: a Claude deployment on Bedrock answers through InvokeModel (the
 //! mock verifies the signature with botocore and refuses a body with keys Bedrock's Claude does
-//! not take, as Bedrock does) and its event stream reaches the SDK as Anthropic's SSE; an
-//! `anthropic/` deployment gets `/v1/messages` with the row's key; an `openai/` one is refused,
-//! naming it, with nothing sent. Rows are written by the real LiteLLM package.
+//! not take, as Bedrock does) and its event stream reaches the SDK as Anthropic's SSE; a
+//! `bedrock/mantle/` deployment gets Bedrock's Anthropic-compatible endpoint with its Bedrock API
+//! key; an `anthropic/` deployment gets `/v1/messages` with the row's key; an `openai/` one is
+//! refused, naming it, with nothing sent. Rows are written by the real LiteLLM package.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ use crate::support::pg::TestDb;
 const CLAUDE: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 const ANTHROPIC_KEY: &str = "sk-ant-row-key-Qx7Mbq";
 const OPENAI_KEY: &str = "sk-openai-row-key-T2fp";
+const MANTLE_KEY: &str = "bedrock-api-key-mantle-ABSK9";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_route() {
@@ -24,7 +26,8 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
     let (e, ca) = env_with_ca().await;
     let mock = AwsMock::start(
         &ca,
-        json!({ "keys": { ROW_KEY_ID: { "secret": ROW_SECRET } }, "region": "us-east-1" }),
+        json!({ "keys": { ROW_KEY_ID: { "secret": ROW_SECRET } }, "api_keys": [MANTLE_KEY],
+                "region": "us-east-1" }),
     )
     .await;
     let db = TestDb::new(true).await;
@@ -36,6 +39,12 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
             json!({ "model": format!("bedrock/{CLAUDE}"), "aws_access_key_id": ROW_KEY_ID,
                     "aws_secret_access_key": ROW_SECRET, "aws_region_name": "us-east-1",
                     "aws_bedrock_runtime_endpoint": mock.base() }),
+        ),
+        (
+            "d-mantle",
+            "claude-mantle",
+            json!({ "model": "bedrock/mantle/anthropic.claude-mythos-preview", "api_key": MANTLE_KEY,
+                    "aws_region_name": "us-east-1", "aws_bedrock_runtime_endpoint": mock.base() }),
         ),
         (
             "d-anthropic",
@@ -57,7 +66,7 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
     // The Anthropic SDK, base URL at the sidecar, a placeholder key: one message, one stream.
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/google-venv/bin/python");
     let seen = run_client(
-        python,
+        python.clone(),
         "anthropic_messages_client.py",
         sidecar.base_url(),
         "claude-bedrock",
@@ -112,6 +121,63 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
     );
     assert_eq!(requests[1]["accept"], "application/vnd.amazon.eventstream");
 
+    // Bedrock's Mantle endpoint: Anthropic's API passes as it is (model id in the body, the
+    // version in a header), with the row's Bedrock API key; an OpenAI endpoint is refused there.
+    let seen = run_client(
+        python,
+        "anthropic_messages_client.py",
+        sidecar.base_url(),
+        "claude-mantle",
+    )
+    .await;
+    assert_eq!(seen["text"], "mantle", "{seen}");
+    assert_eq!(seen["streamed_text"], "mantle", "{seen}");
+    assert_eq!(seen["streamed_usage"]["output_tokens"], 4, "{seen}");
+    let stats = mock.stats();
+    let mantle = &stats["requests"].as_array().expect("requests")[2..];
+    assert_eq!(mantle.len(), 2, "{stats}");
+    for request in mantle {
+        assert_eq!(request["path"], "/anthropic/v1/messages", "{request}");
+        assert_eq!(request["key_id"], "bearer", "{request}");
+        assert_eq!(
+            request["model"], "anthropic.claude-mythos-preview",
+            "{request}"
+        );
+        assert!(
+            request["anthropic_version"].is_string(),
+            "the SDK's: {request}"
+        );
+        assert_eq!(request["client_placeholder_seen"], false, "{request}");
+    }
+    // A client that sends no version gets Anthropic's default, which Mantle requires.
+    let response = e
+        .client
+        .post(format!("{}/v1/messages", sidecar.base_url()))
+        .json(&json!({ "model": "claude-mantle", "max_tokens": 8, "messages": [] }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let stats = mock.stats();
+    assert_eq!(
+        stats["requests"][4]["anthropic_version"], "2023-06-01",
+        "{stats}"
+    );
+    let response = e
+        .client
+        .post(format!("{}/v1/chat/completions", sidecar.base_url()))
+        .json(&json!({ "model": "claude-mantle", "messages": [] }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.expect("body");
+    assert!(
+        body.contains("Mantle") && body.contains("d-mantle"),
+        "{body}"
+    );
+    assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(5));
+
     // The tokens of both answers count for the alias (the stream's read from the SSE made).
     let (_, metrics) = admin_get(&sidecar, "/metrics").await;
     let tokens = |kind: &str| {
@@ -155,9 +221,9 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
         "{refused}"
     );
     assert_eq!(e.mock.requests().len(), 1);
-    assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(2));
+    assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(5));
 
-    let secrets = [ROW_SECRET, ANTHROPIC_KEY, OPENAI_KEY];
+    let secrets = [ROW_SECRET, ANTHROPIC_KEY, OPENAI_KEY, MANTLE_KEY];
     assert_no_secret("the 400", &refused, &secrets);
     assert_no_secret("the log", &sidecar.output(), &secrets);
 }

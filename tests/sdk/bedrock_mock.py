@@ -16,6 +16,8 @@ Paths (service `bedrock` unless said otherwise):
   `message_delta` and Bedrock's `amazon-bedrock-invocationMetrics`). An Anthropic body (one
   with `anthropic_version`) holding a key Claude on Bedrock does not take (`model`, `stream`, …)
   gets 400 `ValidationException`, as Bedrock answers it; each request records its body's keys.
+- `POST /anthropic/v1/messages`: Bedrock's Mantle endpoint (Anthropic's Messages API; SSE when
+  `"stream": true`); 400 without an `anthropic-version` header. Tokens 5/4.
 - `POST /openai/v1/chat/completions` (SSE when `"stream": true`, `x-mock-sse-events` events)
   and `/openai/v1/embeddings`: Bedrock's OpenAI-compatible API.
 - `POST /` with `Action=AssumeRole` (service `sts`): temporary keys `ASIATEMP{n}` living
@@ -172,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
         if sts:
             return self.assume_role(body)
         path = urllib.parse.urlsplit(self.path).path
+        if path == "/anthropic/v1/messages":
+            return self.mantle(record, json.loads(body or b"{}"))
         if path.startswith("/openai/v1/"):
             return self.openai(path[len("/openai/v1"):], json.loads(body or b"{}"))
         parts = path.split("/")
@@ -250,6 +254,35 @@ class Handler(BaseHTTPRequestHandler):
                       for p in parts]
             return self.send_chunks("application/vnd.amazon.eventstream", chunks)
         self.send(404, {"message": f"no operation {operation}"})
+
+    def mantle(self, record, body):
+        # Bedrock's Mantle endpoint: Anthropic's Messages API, `model` in the body, the version
+        # and betas in headers (as the Anthropic API takes them).
+        record["body_keys"] = sorted(body)
+        record["model"] = body.get("model")
+        record["anthropic_version"] = self.headers.get("anthropic-version")
+        with State.lock:
+            State.save()
+        if not self.headers.get("anthropic-version") or "anthropic_version" in body:
+            return self.send(400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                              "message": "anthropic-version header required"}})
+        message = {"id": "msg_m", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "content": [{"type": "text", "text": "mantle"}], "stop_reason": "end_turn",
+                   "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 4}}
+        if not body.get("stream"):
+            return self.send(200, message)
+        started = {**message, "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}
+        parts = [("message_start", {"type": "message_start", "message": started}),
+                 ("content_block_start", {"type": "content_block_start", "index": 0,
+                                          "content_block": {"type": "text", "text": ""}}),
+                 ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                          "delta": {"type": "text_delta", "text": "mantle"}}),
+                 ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                 ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                    "usage": {"output_tokens": 4}}),
+                 ("message_stop", {"type": "message_stop"})]
+        self.send_chunks("text/event-stream",
+                         [f"event: {t}\ndata: {json.dumps(p)}\n\n".encode() for t, p in parts])
 
     def openai(self, rest, body):
         model = body.get("model")

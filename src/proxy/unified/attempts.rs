@@ -33,8 +33,8 @@ pub struct ModelRequest {
     /// The current attempt's body when its provider takes another shape than the client's
     /// (a Messages API request to Bedrock's InvokeModel); else `upstream_body` is sent.
     translated: Option<Bytes>,
-    /// The current attempt's answer is an event stream the client gets as SSE.
-    pub sse_from_event_stream: bool,
+    /// What the current attempt changes in the head it sends.
+    pub head: messages::Head,
     /// A Messages API request (`/messages`), as its attempts need it.
     messages: Option<MessagesRequest>,
     /// Where `model`'s value sits in `upstream_body`.
@@ -59,12 +59,6 @@ impl ModelRequest {
         self.translated.as_ref().unwrap_or(&self.upstream_body)
     }
 
-    /// Whether the current attempt goes to Bedrock with a Messages API request made for
-    /// InvokeModel.
-    pub fn translated_for_bedrock(&self) -> bool {
-        self.translated.is_some()
-    }
-
     /// A request for `alias` (`messages`: a Messages API request), bound to `deployment`.
     pub(super) fn new(
         (alias, deployment): (String, Arc<Deployment>),
@@ -80,7 +74,7 @@ impl ModelRequest {
             &deployment.model,
             &deployment.model_json,
         );
-        let (binding, translated, sse_from_event_stream) = attempt_on(
+        let (binding, translated, head) = attempt_on(
             &deployment,
             &alias,
             &rest,
@@ -90,7 +84,7 @@ impl ModelRequest {
         Ok(ModelRequest {
             upstream_body,
             translated,
-            sse_from_event_stream,
+            head,
             messages,
             model_at,
             alias,
@@ -121,8 +115,8 @@ impl ModelRequest {
             settings,
             may_retry,
         );
-        // A Messages API request moves only to a deployment that takes it.
-        let next = next.filter(|d| self.messages.is_none() || messages::serves(d));
+        // A request moves only to a deployment that takes its API.
+        let next = next.filter(|d| messages::serves(d, self.messages.is_some()));
         // Once the body is released (the request was answered) there is nothing to send again.
         let moves = next.is_some() && !self.upstream_body.is_empty();
         if moves {
@@ -153,7 +147,7 @@ impl ModelRequest {
             &next.model_json,
         );
         let messages = self.messages.as_ref();
-        (self.binding, self.translated, self.sse_from_event_stream) = attempt_on(
+        (self.binding, self.translated, self.head) = attempt_on(
             &next,
             &self.alias,
             &self.rest,
@@ -166,22 +160,25 @@ impl ModelRequest {
 }
 
 /// Where an attempt on `deployment` goes (`rest`: the path after the route's prefix), the body
-/// it sends instead of `body` (the client's, its model set), if another, and whether its answer
-/// is an event stream to turn into SSE.
+/// it sends instead of `body` (the client's, its model set), if another, and what it changes in
+/// the head.
 fn attempt_on(
     deployment: &Deployment,
     alias: &str,
     rest: &str,
     messages: Option<&MessagesRequest>,
     body: &Bytes,
-) -> Result<(Binding, Option<Bytes>, bool), ErrorReply> {
+) -> Result<(Binding, Option<Bytes>, messages::Head), ErrorReply> {
     if let Some(request) = messages {
         let attempt = messages::attempt(request, alias, deployment, body)?;
-        return Ok((attempt.binding, attempt.body, attempt.sse_from_event_stream));
+        return Ok((attempt.binding, attempt.body, attempt.head));
+    }
+    if !messages::serves(deployment, false) {
+        return Err(messages::openai_refused(alias, deployment));
     }
     let binding = bind_deployment(deployment, rest)
         .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))?;
-    Ok((binding, None, false))
+    Ok((binding, None, messages::Head::AsIs))
 }
 
 /// `request_body_filter`: the attempt's body (or a `model:` route's pinned one) replaces the

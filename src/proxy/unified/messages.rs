@@ -6,6 +6,11 @@
 //! - `anthropic`: `{api_base}/v1/messages` (`/v1` not repeated when `api_base` ends with it), the
 //!   key as `x-api-key` (with `anthropic-version` when the client sent none); the body passes
 //!   with `model` set to the deployment's.
+//! - `bedrock/mantle/…` (Bedrock's Mantle endpoint, Anthropic's API on AWS):
+//!   `{base}/anthropic/v1/messages`, signed (or its Bedrock API key as `Bearer`), with
+//!   `anthropic-version` when the client sent none; the body passes with `model` set and the
+//!   answer (JSON or SSE) passes as it is. An OpenAI endpoint on such a deployment is refused:
+//!   LiteLLM translates it into the Messages API; the sidecar does not.
 //! - `bedrock`, a Claude model (`claude` in its id: LiteLLM's test): InvokeModel,
 //!   `/model/{id}/invoke`, or `/model/{id}/invoke-with-response-stream` when the body asks for a
 //!   stream, with the body made as [`invoke`] says and signed with the deployment's keys (or its
@@ -22,9 +27,9 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::aws::bedrock::PROVIDER as BEDROCK;
+use crate::aws::bedrock::{MANTLE_MESSAGES_PATH, PROVIDER as BEDROCK};
 use crate::credentials::models::Deployment;
-use crate::providers::AuthStyle;
+use crate::providers::{AuthStyle, DEFAULT_ANTHROPIC_VERSION};
 use crate::proxy::respond::ErrorReply;
 use crate::proxy::RequestCtx;
 use crate::router::{bind_deployment_at, compat_path, Binding};
@@ -35,8 +40,11 @@ pub const MESSAGES_ENDPOINT: &str = "/messages";
 /// LiteLLM's provider name for Anthropic's own API.
 const ANTHROPIC: &str = "anthropic";
 
-/// The client's beta header, which Bedrock takes in the body instead.
+/// The client's beta header, which InvokeModel takes in the body instead.
 const ANTHROPIC_BETA: &str = "anthropic-beta";
+
+/// The Anthropic API version header.
+const ANTHROPIC_VERSION: &str = "anthropic-version";
 
 /// AWS event-stream framing, InvokeModelWithResponseStream's answer.
 const AWS_EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
@@ -65,6 +73,8 @@ impl MessagesRequest {
 enum Backend {
     /// Anthropic's own API.
     Anthropic,
+    /// Bedrock's Mantle endpoint: Anthropic's API, signed.
+    BedrockMantle,
     /// Bedrock's InvokeModel, for a Claude model.
     BedrockInvoke,
 }
@@ -73,15 +83,57 @@ impl Backend {
     fn of(deployment: &Deployment) -> Option<Backend> {
         match deployment.provider.as_str() {
             ANTHROPIC => Some(Backend::Anthropic),
+            BEDROCK if deployment.bedrock_mantle => Some(Backend::BedrockMantle),
             BEDROCK if deployment.model.contains("claude") => Some(Backend::BedrockInvoke),
             _ => None,
         }
     }
 }
 
-/// Whether `deployment` can take a Messages API request.
-pub fn serves(deployment: &Deployment) -> bool {
-    Backend::of(deployment).is_some()
+/// What an attempt changes in the head it sends, besides the route's rewrite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Head {
+    /// Nothing.
+    #[default]
+    AsIs,
+    /// `anthropic-version` when the client sent none (Bedrock's Mantle endpoint).
+    AnthropicVersion,
+    /// InvokeModel's: the Anthropic headers leave (the body has them), JSON or an event stream
+    /// (`stream`) is asked for, and an event stream answered becomes SSE.
+    BedrockInvoke {
+        /// InvokeModelWithResponseStream.
+        stream: bool,
+    },
+}
+
+impl Head {
+    /// Whether the answer is an event stream the client gets as SSE.
+    pub fn sse_from_event_stream(self) -> bool {
+        self == Head::BedrockInvoke { stream: true }
+    }
+}
+
+/// Whether `deployment` can take a request of this API (`messages`: the Messages API, else
+/// OpenAI's): a Mantle deployment takes only the Messages API.
+pub fn serves(deployment: &Deployment, messages: bool) -> bool {
+    if messages {
+        Backend::of(deployment).is_some()
+    } else {
+        !deployment.bedrock_mantle
+    }
+}
+
+/// The refusal of an OpenAI endpoint on a deployment that takes only the Messages API.
+pub fn openai_refused(alias: &str, deployment: &Deployment) -> ErrorReply {
+    ErrorReply::invalid_request(
+        400,
+        "unsupported_model_api",
+        format!(
+            "model {alias:?}: deployment {} is on Bedrock's Mantle endpoint, which the sidecar \
+             serves only Anthropic's Messages API for (POST …/messages)",
+            deployment.id
+        ),
+    )
 }
 
 /// What one attempt of a Messages API request sends, and how its answer is read.
@@ -90,8 +142,8 @@ pub struct MessagesAttempt {
     pub binding: Binding,
     /// The body Bedrock takes, made from the client's; `None`: the client's (with `model` set).
     pub body: Option<Bytes>,
-    /// Its answer is an event stream the client gets as SSE.
-    pub sse_from_event_stream: bool,
+    /// What it changes in the head.
+    pub head: Head,
 }
 
 /// The attempt of `request` (its body `body`, `model` already set to the deployment's) on
@@ -113,7 +165,22 @@ pub fn attempt(
             Ok(MessagesAttempt {
                 binding,
                 body: None,
-                sse_from_event_stream: false,
+                head: Head::AsIs,
+            })
+        }
+        Some(Backend::BedrockMantle) => {
+            let binding = bind_deployment_at(deployment, &AuthStyle::OpenAi, |base| {
+                if base.ends_with(MANTLE_MESSAGES_PATH) {
+                    base.to_string()
+                } else {
+                    compat_path(base, "/anthropic/v1", MESSAGES_ENDPOINT)
+                }
+            })
+            .map_err(unbound)?;
+            Ok(MessagesAttempt {
+                binding,
+                body: None,
+                head: Head::AnthropicVersion,
             })
         }
         Some(Backend::BedrockInvoke) => {
@@ -131,7 +198,9 @@ pub fn attempt(
             Ok(MessagesAttempt {
                 binding,
                 body: Some(made.body),
-                sse_from_event_stream: made.stream,
+                head: Head::BedrockInvoke {
+                    stream: made.stream,
+                },
             })
         }
         None => Err(ErrorReply::invalid_request(
@@ -147,20 +216,20 @@ pub fn attempt(
     }
 }
 
-/// `upstream_request_filter`, once the head is rewritten and before it is signed: for an
-/// attempt that goes to Bedrock's InvokeModel, the Anthropic headers it takes in the body leave
-/// the head, which asks for JSON or an event stream.
+/// `upstream_request_filter`, once the head is rewritten and before it is signed: what the
+/// attempt's [`Head`] says.
 pub fn on_upstream_request(ctx: &RequestCtx, upstream: &mut RequestHeader) -> pingora::Result<()> {
-    match ctx.model_request() {
-        Some(request) if request.translated_for_bedrock() => {
-            bedrock_head(upstream, request.sse_from_event_stream)
+    match ctx.model_request().map(|r| r.head) {
+        Some(Head::BedrockInvoke { stream }) => bedrock_head(upstream, stream),
+        Some(Head::AnthropicVersion) if upstream.headers.get(ANTHROPIC_VERSION).is_none() => {
+            upstream.insert_header(ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_VERSION)
         }
         _ => Ok(()),
     }
 }
 
 fn bedrock_head(upstream: &mut RequestHeader, stream: bool) -> pingora::Result<()> {
-    upstream.remove_header("anthropic-version");
+    upstream.remove_header(ANTHROPIC_VERSION);
     upstream.remove_header(ANTHROPIC_BETA);
     let json = HeaderValue::from_static("application/json");
     upstream.insert_header(CONTENT_TYPE, json.clone())?;
@@ -180,7 +249,10 @@ pub fn on_response_header(
     response: &mut ResponseHeader,
 ) -> pingora::Result<()> {
     ctx.sse = None;
-    if !ctx.model_request().is_some_and(|r| r.sse_from_event_stream) {
+    if !ctx
+        .model_request()
+        .is_some_and(|r| r.head.sse_from_event_stream())
+    {
         return Ok(());
     }
     let event_stream = response.status.is_success()
