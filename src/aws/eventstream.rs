@@ -35,6 +35,8 @@ pub struct Frames {
     pending: Vec<u8>,
     /// Bytes of a frame over [`MAX_FRAME`] still to be passed over.
     skip: usize,
+    /// A frame over [`MAX_FRAME`] breaks the reading instead of being passed over.
+    strict: bool,
     /// Whether the bytes stopped reading as frames.
     broken: bool,
 }
@@ -74,6 +76,15 @@ impl Frames {
         self.broken
     }
 
+    /// A reader for which a frame over [`MAX_FRAME`] is broken rather than passed over: for a
+    /// reader that must hand on every frame.
+    pub fn strict() -> Frames {
+        Frames {
+            strict: true,
+            ..Frames::default()
+        }
+    }
+
     /// Whether bytes of an unfinished frame remain (the answer ended mid-frame).
     pub fn unfinished(&self) -> bool {
         !self.pending.is_empty() || self.skip > 0
@@ -94,7 +105,11 @@ impl Frames {
             return Some(Step::Broken);
         }
         if total > MAX_FRAME {
-            return Some(Step::Skip(total));
+            return Some(if self.strict {
+                Step::Broken
+            } else {
+                Step::Skip(total)
+            });
         }
         (rest.len() >= total).then_some(Step::Frame(total))
     }
@@ -259,6 +274,9 @@ mod tests {
         }
         assert_eq!(seen, [Some("metadata".to_string())]);
         assert!(!frames.broken());
+        let mut strict = Frames::strict();
+        strict.feed(&huge[..64 * 1024], |_| {});
+        assert!(strict.broken());
     }
 
     proptest! {

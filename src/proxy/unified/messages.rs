@@ -24,7 +24,7 @@ pub mod invoke;
 pub mod sse;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_TYPE};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::aws::bedrock::{MANTLE_MESSAGES_PATH, PROVIDER as BEDROCK};
@@ -234,6 +234,8 @@ fn bedrock_head(upstream: &mut RequestHeader, stream: bool) -> pingora::Result<(
     let json = HeaderValue::from_static("application/json");
     upstream.insert_header(CONTENT_TYPE, json.clone())?;
     let accept = if stream {
+        // Read frame by frame to become SSE: the answer must come unencoded.
+        upstream.remove_header(&ACCEPT_ENCODING);
         HeaderValue::from_static(AWS_EVENT_STREAM)
     } else {
         json

@@ -6,8 +6,8 @@
 //!
 //! An exception frame (`throttlingException`, `modelStreamErrorException`, …) becomes an `error`
 //! event in Anthropic's shape, as the Anthropic API reports an error mid-stream. It ends the
-//! stream, as do framing that does not hold (a CRC, a length), a chunk that is not an event, and
-//! an answer that ends mid-frame: an `error` event, and nothing after it is passed on. The client
+//! stream, as do framing that does not hold (a CRC, a length), a chunk that is not an event, a
+//! frame over 1 MiB (not kept, so not relayed) and an answer that ends mid-frame: an `error` event, and nothing after it is passed on. The client
 //! never gets a stream that looks whole and is not.
 
 use std::borrow::Cow;
@@ -19,11 +19,20 @@ use serde::Deserialize;
 use crate::aws::eventstream::{Frame, Frames};
 
 /// Turns one event-stream answer into SSE, as its chunks come.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventStreamToSse {
     frames: Frames,
     /// An `error` event ended the stream.
     ended: bool,
+}
+
+impl Default for EventStreamToSse {
+    fn default() -> EventStreamToSse {
+        EventStreamToSse {
+            frames: Frames::strict(),
+            ended: false,
+        }
+    }
 }
 
 impl EventStreamToSse {
@@ -42,7 +51,10 @@ impl EventStreamToSse {
         let failure = if self.ended {
             None
         } else if self.frames.broken() {
-            Some("the provider's event stream could not be read (a frame's length or CRC is wrong)")
+            Some(
+                "the provider's event stream could not be read (a frame's length or CRC is \
+                 wrong, or a frame is over 1 MiB)",
+            )
         } else if end && self.frames.unfinished() {
             Some("the provider's event stream ended in the middle of a frame")
         } else {
@@ -249,6 +261,20 @@ mod tests {
         let whole = chunk(EVENTS[0]);
         let out = translated(&whole[..whole.len() - 3], &[]);
         assert!(out.contains("ended in the middle of a frame"), "{out}");
+
+        let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+        let mut stream = chunk(&huge);
+        stream.extend(chunk(EVENTS[2]));
+        let out = translated(&stream, &[]);
+        assert!(
+            out.starts_with("event: error\n"),
+            "{}",
+            &out[..80.min(out.len())]
+        );
+        assert!(
+            out.contains("over 1 MiB") && !out.contains("message_stop"),
+            "{out}"
+        );
     }
 
     #[test]
