@@ -150,19 +150,7 @@ async fn boto3_and_the_openai_sdk_reach_bedrock_signed_with_the_rows_keys() {
     assert_eq!(seen["stream"][0], "message_start", "{seen}");
     let stats = mock.stats();
     let requests = &stats["requests"].as_array().expect("requests")[4..];
-    assert_eq!(requests.len(), 2, "{stats}");
-    for (request, operation) in requests
-        .iter()
-        .zip(["invoke", "invoke-with-response-stream"])
-    {
-        assert_eq!(
-            request["path"],
-            format!("/model/{encoded}/{operation}"),
-            "{stats}"
-        );
-        assert_eq!(request["key_id"], ROW_KEY_ID, "{request}");
-        assert_eq!(request["client_placeholder_seen"], false, "{request}");
-    }
+    assert_invoke_and_stream(requests, CLAUDE, ROW_KEY_ID);
 
     // The OpenAI SDK on Bedrock's OpenAI-compatible API: SigV4 with a session token, and a
     // Bedrock API key as Bearer.

@@ -15,7 +15,7 @@ use sidecar::spend::Usage;
 use crate::support::aws::*;
 use crate::support::config::{gateway, yaml};
 use crate::support::db_gateway::{env_with_ca, SALT};
-use crate::support::http::admin_get;
+use crate::support::http::{admin_get, tokens_counted};
 use crate::support::litellm_db::LiteLlmDb;
 use crate::support::sidecar_process::SidecarProcess;
 use crate::support::spend::value;
@@ -93,14 +93,7 @@ async fn bedrocks_native_answers_count_tokens_and_spend() {
         .iter()
         .fold((0, 0), |(p, c), (i, o)| (p + i, c + o));
     let (_, metrics) = admin_get(&sidecar, "/metrics").await;
-    let tokens = |kind: &str| {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("sidecar_tokens_total{"))
-            .filter(|l| l.contains("model=\"bedrock-claude\"") && l.contains("key=\"bedrock-key\""))
-            .find(|l| l.contains(&format!("kind=\"{kind}\"")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-    };
+    let tokens = |kind| tokens_counted(&metrics, "bedrock-claude", Some("bedrock-key"), kind);
     assert_eq!(tokens("prompt"), Some(prompt), "{metrics}");
     assert_eq!(tokens("completion"), Some(completion), "{metrics}");
 

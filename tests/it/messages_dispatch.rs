@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::support::aws::*;
 use crate::support::db_gateway::*;
-use crate::support::http::admin_get;
+use crate::support::http::{admin_get, tokens_counted};
 use crate::support::pg::TestDb;
 
 const CLAUDE: &str = "anthropic.claude-3-haiku-20240307-v1:0";
@@ -91,21 +91,7 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
     // with the body Claude on Bedrock takes: no model, no stream, the beta header in the body.
     let stats = mock.stats();
     let requests = stats["requests"].as_array().expect("requests");
-    assert_eq!(requests.len(), 2, "{stats}");
-    let encoded = CLAUDE.replace(':', "%3A");
-    for (request, operation) in requests
-        .iter()
-        .zip(["invoke", "invoke-with-response-stream"])
-    {
-        assert_eq!(
-            request["path"],
-            format!("/model/{encoded}/{operation}"),
-            "{stats}"
-        );
-        assert_eq!(request["key_id"], ROW_KEY_ID, "{request}");
-        assert_eq!(request["failure"], Value::Null, "{request}");
-        assert_eq!(request["client_placeholder_seen"], false, "{request}");
-    }
+    assert_invoke_and_stream(requests, CLAUDE, ROW_KEY_ID);
     assert_eq!(
         requests[0]["body_keys"],
         json!(["anthropic_version", "max_tokens", "messages"])
@@ -180,14 +166,7 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
 
     // The tokens of both answers count for the alias (the stream's read from the SSE made).
     let (_, metrics) = admin_get(&sidecar, "/metrics").await;
-    let tokens = |kind: &str| {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("sidecar_tokens_total{"))
-            .filter(|l| l.contains("model=\"claude-bedrock\""))
-            .find(|l| l.contains(&format!("kind=\"{kind}\"")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-    };
+    let tokens = |kind| tokens_counted(&metrics, "claude-bedrock", None, kind);
     assert_eq!(tokens("prompt"), Some(3 + 13), "{metrics}");
     assert_eq!(tokens("completion"), Some(2 + 9), "{metrics}");
 

@@ -105,6 +105,23 @@ pub async fn run_client_with(python: PathBuf, script: &str, args: Vec<String>) -
     serde_json::from_slice(&output.stdout).expect("the script's JSON")
 }
 
+/// Asserts that `requests` (the mock's records) are InvokeModel then its stream for `model`,
+/// each signed with `key_id` (botocore verified) and free of any client placeholder credential.
+pub fn assert_invoke_and_stream(requests: &[Value], model: &str, key_id: &str) {
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let encoded = model.replace(':', "%3A");
+    for (request, operation) in requests
+        .iter()
+        .zip(["invoke", "invoke-with-response-stream"])
+    {
+        let path = format!("/model/{encoded}/{operation}");
+        assert_eq!(request["path"], path, "{request}");
+        assert_eq!(request["key_id"], key_id, "{request}");
+        assert_eq!(request["failure"], Value::Null, "{request}");
+        assert_eq!(request["client_placeholder_seen"], false, "{request}");
+    }
+}
+
 /// Writes `models` (model id → (alias, plain litellm_params)) and `credentials` (name → plain
 /// credential_values, provider `bedrock`) as LiteLLM stores them.
 pub async fn put_rows(db: &TestDb, models: &[(&str, &str, Value)], credentials: &[(&str, Value)]) {

@@ -20,6 +20,19 @@ pub async fn admin_get(sidecar: &SidecarProcess, path: &str) -> (u16, String) {
     get(&format!("{}{path}", sidecar.admin_url())).await
 }
 
+/// The tokens of `kind` (`prompt`, `completion`) that `metrics` (the admin's `/metrics` text)
+/// counts for `model`, with `key` (a key alias) when given.
+pub fn tokens_counted(metrics: &str, model: &str, key: Option<&str>, kind: &str) -> Option<u64> {
+    let (model, kind) = (format!("model=\"{model}\""), format!("kind=\"{kind}\""));
+    let key = key.map(|k| format!("key=\"{k}\""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sidecar_tokens_total{"))
+        .filter(|l| l.contains(&model) && l.contains(&kind))
+        .find(|l| key.as_ref().is_none_or(|k| l.contains(k)))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+}
+
 /// GETs `url`.
 pub async fn get(url: &str) -> (u16, String) {
     send(reqwest::Client::new().get(url)).await
