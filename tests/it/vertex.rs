@@ -5,8 +5,9 @@
 //! certificate, audience, issuer, scope). The rows are written by the real LiteLLM package.
 //! One mint serves every request; the mock Vertex sees the minted token on its OpenAI-compatible
 //! path, on the native `:rawPredict` / `:streamRawPredict` paths the Anthropic SDK's Vertex
-//! client sends through a `model:` route (with the deployment's model in the path), and on
-//! Gemini's native `:streamGenerateContent`. An account whose key the endpoint does not trust
+//! client sends through a `model:` route (with the deployment's model in the path) and that
+//! Anthropic's Messages API on the dispatch route is sent to, and on Gemini's native
+//! `:streamGenerateContent`. An account whose key the endpoint does not trust
 //! fails closed with a 503 naming the credential and the cause; no key or token reaches the log,
 //! `/config` or an error.
 
@@ -210,6 +211,31 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
         1,
         "the same account's token is reused"
     );
+
+    // Anthropic's Messages API on the dispatch route: Claude on Vertex through rawPredict and
+    // streamRawPredict, the model in the path only, Vertex's anthropic_version, the same token.
+    for stream in [false, true] {
+        let response = e
+            .client
+            .post(format!("{}/v1/messages", sidecar.base_url()))
+            .header("x-api-key", "dummy-client-key")
+            .header("x-mock-sse-events", "2")
+            .json(&json!({ "model": "vertex-claude", "max_tokens": 8, "stream": stream,
+                           "anthropic_version": "client-version", "messages": [] }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+        let sent = e.mock.requests().pop().expect("sent");
+        let method = if stream { "streamRawPredict" } else { "rawPredict" };
+        assert_eq!(sent.path, format!("{native_path}:{method}"));
+        assert_eq!(sent.header("authorization"), Some("Bearer vertex-token-1"));
+        assert_eq!(sent.header("x-api-key"), None);
+        let body: Value = serde_json::from_str(&sent.body_str()).expect("json");
+        assert_eq!(body.get("model"), None, "{body}");
+        assert_eq!(body["anthropic_version"], "vertex-2023-10-16", "{body}");
+        assert_eq!(body["stream"], stream, "{body}");
+    }
 
     // Gemini's native streaming API on a `model:` route: the path names the deployment's model
     // (without the publisher, which the path names itself), `alt=sse` is kept.

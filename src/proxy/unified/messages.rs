@@ -13,14 +13,18 @@
 //!   LiteLLM translates it into the Messages API; the sidecar does not.
 //! - `bedrock`, a Claude model (`claude` in its id: LiteLLM's test): InvokeModel,
 //!   `/model/{id}/invoke`, or `/model/{id}/invoke-with-response-stream` when the body asks for a
-//!   stream, with the body made as [`invoke`] says and signed with the deployment's keys (or its
+//!   stream, with the body made as [`bodies`] says and signed with the deployment's keys (or its
 //!   Bedrock API key). The stream's AWS event-stream framing reaches the client as Anthropic's SSE
 //!   ([`sse`]); a JSON answer is already a Message and passes as it is.
+//! - `vertex_ai`, a Claude model: `rawPredict`, or `streamRawPredict` when the body asks for a
+//!   stream, at `{base}/v1/projects/{project}/locations/{location}/publishers/anthropic/models/
+//!   {model}:…`, with the minted token; the body made as [`bodies`] says; the answer (JSON, or
+//!   Anthropic's SSE) passes as it is.
 //! - any other: refused with a 400 naming the deployment and its provider (LiteLLM translates
 //!   the Messages API into other providers' APIs; the sidecar does not), and a retry never moves
 //!   to such a deployment.
 
-pub mod invoke;
+pub mod bodies;
 pub mod sse;
 
 use bytes::Bytes;
@@ -29,7 +33,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::aws::bedrock::{MANTLE_MESSAGES_PATH, PROVIDER as BEDROCK};
 use crate::credentials::models::Deployment;
-use crate::providers::{AuthStyle, DEFAULT_ANTHROPIC_VERSION};
+use crate::providers::{AuthStyle, DEFAULT_ANTHROPIC_VERSION, VERTEX_PROVIDER};
 use crate::proxy::respond::ErrorReply;
 use crate::proxy::RequestCtx;
 use crate::router::{bind_deployment_at, compat_path, Binding};
@@ -39,6 +43,9 @@ pub const MESSAGES_ENDPOINT: &str = "/messages";
 
 /// LiteLLM's provider name for Anthropic's own API.
 const ANTHROPIC: &str = "anthropic";
+
+/// What ends a Vertex deployment's base: its place's OpenAI-compatible API.
+const VERTEX_OPENAI_SUFFIX: &str = "/endpoints/openapi";
 
 /// The client's beta header, which InvokeModel takes in the body instead.
 const ANTHROPIC_BETA: &str = "anthropic-beta";
@@ -77,6 +84,8 @@ enum Backend {
     BedrockMantle,
     /// Bedrock's InvokeModel, for a Claude model.
     BedrockInvoke,
+    /// Vertex AI's `rawPredict`, for a Claude model.
+    VertexRawPredict,
 }
 
 impl Backend {
@@ -85,6 +94,9 @@ impl Backend {
             ANTHROPIC => Some(Backend::Anthropic),
             BEDROCK if deployment.bedrock_mantle => Some(Backend::BedrockMantle),
             BEDROCK if deployment.model.contains("claude") => Some(Backend::BedrockInvoke),
+            VERTEX_PROVIDER if deployment.path_model().contains("claude") => {
+                Some(Backend::VertexRawPredict)
+            }
             _ => None,
         }
     }
@@ -184,7 +196,7 @@ pub fn attempt(
             })
         }
         Some(Backend::BedrockInvoke) => {
-            let made = invoke::invoke_body(body, request.beta_header.as_deref())?;
+            let made = bodies::bedrock_invoke(body, request.beta_header.as_deref())?;
             let operation = if made.stream {
                 "invoke-with-response-stream"
             } else {
@@ -203,13 +215,34 @@ pub fn attempt(
                 },
             })
         }
+        Some(Backend::VertexRawPredict) => {
+            let made = bodies::vertex_raw_predict(body)?;
+            let method = if made.stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            };
+            let model = crate::percent::encode(deployment.path_model());
+            // The deployment's base is its place's OpenAI-compatible API; the partner models
+            // sit beside it.
+            let binding = bind_deployment_at(deployment, &AuthStyle::OpenAi, |base| {
+                let place = base.strip_suffix(VERTEX_OPENAI_SUFFIX).unwrap_or(base);
+                format!("{place}/publishers/anthropic/models/{model}:{method}")
+            })
+            .map_err(unbound)?;
+            Ok(MessagesAttempt {
+                binding,
+                body: Some(made.body),
+                head: Head::AsIs,
+            })
+        }
         None => Err(ErrorReply::invalid_request(
             400,
             "unsupported_model_api",
             format!(
                 "model {alias:?}: deployment {} is on provider {:?}, which the sidecar does not \
                  serve the Messages API for (it serves anthropic deployments and Claude models \
-                 on bedrock); use the OpenAI endpoints for it",
+                 on bedrock and vertex_ai); use the OpenAI endpoints for it",
                 deployment.id, deployment.provider
             ),
         )),
