@@ -220,14 +220,20 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
             .post(format!("{}/v1/messages", sidecar.base_url()))
             .header("x-api-key", "dummy-client-key")
             .header("x-mock-sse-events", "2")
-            .json(&json!({ "model": "vertex-claude", "max_tokens": 8, "stream": stream,
-                           "anthropic_version": "client-version", "messages": [] }))
+            .json(
+                &json!({ "model": "vertex-claude", "max_tokens": 8, "stream": stream,
+                           "anthropic_version": "client-version", "messages": [] }),
+            )
             .send()
             .await
             .expect("send");
         assert_eq!(response.status(), 200);
         let sent = e.mock.requests().pop().expect("sent");
-        let method = if stream { "streamRawPredict" } else { "rawPredict" };
+        let method = if stream {
+            "streamRawPredict"
+        } else {
+            "rawPredict"
+        };
         assert_eq!(sent.path, format!("{native_path}:{method}"));
         assert_eq!(sent.header("authorization"), Some("Bearer vertex-token-1"));
         assert_eq!(sent.header("x-api-key"), None);
@@ -290,7 +296,7 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
     );
     assert_eq!(
         e.mock.requests().len(),
-        6,
+        8,
         "nothing sent for the rogue account"
     );
 

@@ -81,7 +81,11 @@ pub fn bedrock_invoke(body: &[u8], beta_header: Option<&str>) -> Result<MadeBody
         }
     }
     if !has_version {
-        push_member(&mut out, "anthropic_version", &quoted(BEDROCK_ANTHROPIC_VERSION));
+        push_member(
+            &mut out,
+            "anthropic_version",
+            &quoted(BEDROCK_ANTHROPIC_VERSION),
+        );
     }
     let betas: Vec<&str> = beta_header
         .into_iter()
@@ -115,7 +119,11 @@ pub fn vertex_raw_predict(body: &[u8]) -> Result<MadeBody, ErrorReply> {
         }
         push_member(&mut out, key, value.get().as_bytes());
     }
-    push_member(&mut out, "anthropic_version", &quoted(VERTEX_ANTHROPIC_VERSION));
+    push_member(
+        &mut out,
+        "anthropic_version",
+        &quoted(VERTEX_ANTHROPIC_VERSION),
+    );
     out.push(b'}');
     Ok(MadeBody {
         body: Bytes::from(out),
@@ -233,8 +241,16 @@ mod tests {
     #[test]
     fn a_body_that_is_not_an_object_is_a_400() {
         for body in ["[1]", "{", "\"x\""] {
-            assert_eq!(bedrock_invoke(body.as_bytes(), None).expect_err(body).status, 400);
-            assert_eq!(vertex_raw_predict(body.as_bytes()).expect_err(body).status, 400);
+            assert_eq!(
+                bedrock_invoke(body.as_bytes(), None)
+                    .expect_err(body)
+                    .status,
+                400
+            );
+            assert_eq!(
+                vertex_raw_predict(body.as_bytes()).expect_err(body).status,
+                400
+            );
         }
     }
 }
