@@ -135,10 +135,11 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
         );
         assert_eq!(request["client_placeholder_seen"], false, "{request}");
     }
-    // A client that sends no version gets Anthropic's default, which Mantle requires.
+    // A client that sends no version gets Anthropic's default, which Mantle requires; Claude
+    // Code's `?beta=true` does not reach Bedrock.
     let response = e
         .client
-        .post(format!("{}/v1/messages", sidecar.base_url()))
+        .post(format!("{}/v1/messages?beta=true", sidecar.base_url()))
         .json(&json!({ "model": "claude-mantle", "max_tokens": 8, "messages": [] }))
         .send()
         .await
@@ -149,6 +150,7 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
         stats["requests"][4]["anthropic_version"], "2023-06-01",
         "{stats}"
     );
+    assert_eq!(stats["requests"][4]["path"], "/anthropic/v1/messages");
     let response = e
         .client
         .post(format!("{}/v1/chat/completions", sidecar.base_url()))
@@ -174,7 +176,7 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
     // the deployment's model in the body; the client's key never reaches it.
     let messages = |alias: &str| {
         e.client
-            .post(format!("{}/v1/messages", sidecar.base_url()))
+            .post(format!("{}/v1/messages?beta=true", sidecar.base_url()))
             .header("x-api-key", "dummy-client-key")
             .header("anthropic-version", "2023-06-01")
             .json(&json!({ "model": alias, "max_tokens": 8,
@@ -186,6 +188,11 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
     let received = e.mock.requests();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].path, "/v1/messages");
+    assert_eq!(
+        received[0].query.as_deref(),
+        Some("beta=true"),
+        "Anthropic takes it"
+    );
     assert_eq!(received[0].header("x-api-key"), Some(ANTHROPIC_KEY));
     assert_eq!(received[0].header("anthropic-version"), Some("2023-06-01"));
     let body: Value = serde_json::from_str(&received[0].body_str()).expect("json");

@@ -217,7 +217,7 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
     for stream in [false, true] {
         let response = e
             .client
-            .post(format!("{}/v1/messages", sidecar.base_url()))
+            .post(format!("{}/v1/messages?beta=true", sidecar.base_url()))
             .header("x-api-key", "dummy-client-key")
             .header("x-mock-sse-events", "2")
             .json(
@@ -235,6 +235,10 @@ async fn vertex_tokens_are_minted_from_a_service_account_and_checked_by_google_a
             "rawPredict"
         };
         assert_eq!(sent.path, format!("{native_path}:{method}"));
+        assert_eq!(
+            sent.query, None,
+            "Google's APIs refuse a query they do not know"
+        );
         assert_eq!(sent.header("authorization"), Some("Bearer vertex-token-1"));
         assert_eq!(sent.header("x-api-key"), None);
         let body: Value = serde_json::from_str(&sent.body_str()).expect("json");

@@ -102,12 +102,16 @@ impl Backend {
     }
 }
 
-/// What an attempt changes in the head it sends, besides the route's rewrite.
+/// What an attempt changes in the head it sends, besides the route's rewrite. Every attempt but
+/// one to Anthropic's own API also drops the client's query (Claude Code sends `?beta=true`,
+/// which Anthropic's API takes and Google's APIs refuse), as LiteLLM makes its own URL for them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Head {
-    /// Nothing.
+    /// Nothing (Anthropic's own API).
     #[default]
     AsIs,
+    /// No query (Vertex AI's `rawPredict`).
+    NoQuery,
     /// `anthropic-version` when the client sent none (Bedrock's Mantle endpoint).
     AnthropicVersion,
     /// InvokeModel's: the Anthropic headers leave (the body has them), JSON or an event stream
@@ -233,7 +237,7 @@ pub fn attempt(
             Ok(MessagesAttempt {
                 binding,
                 body: Some(made.body),
-                head: Head::AsIs,
+                head: Head::NoQuery,
             })
         }
         None => Err(ErrorReply::invalid_request(
@@ -252,9 +256,19 @@ pub fn attempt(
 /// `upstream_request_filter`, once the head is rewritten and before it is signed: what the
 /// attempt's [`Head`] says.
 pub fn on_upstream_request(ctx: &RequestCtx, upstream: &mut RequestHeader) -> pingora::Result<()> {
-    match ctx.model_request().map(|r| r.head) {
-        Some(Head::BedrockInvoke { stream }) => bedrock_head(upstream, stream),
-        Some(Head::AnthropicVersion) if upstream.headers.get(ANTHROPIC_VERSION).is_none() => {
+    let Some(head) = ctx.model_request().map(|r| r.head) else {
+        return Ok(());
+    };
+    if head != Head::AsIs && upstream.uri.query().is_some() {
+        let path = upstream.uri.path().to_string();
+        let uri = http::Uri::try_from(path).map_err(|_| {
+            pingora::Error::explain(pingora::ErrorType::InternalError, "the path is not a URI")
+        })?;
+        upstream.set_uri(uri);
+    }
+    match head {
+        Head::BedrockInvoke { stream } => bedrock_head(upstream, stream),
+        Head::AnthropicVersion if upstream.headers.get(ANTHROPIC_VERSION).is_none() => {
             upstream.insert_header(ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_VERSION)
         }
         _ => Ok(()),
