@@ -106,8 +106,13 @@ async fn litellm_costs(cases: &[(&str, &str, Usage)]) -> Vec<f64> {
         })
         .collect();
     let costs = crate::support::litellm_venv::ask("litellm_cost.py", Value::Array(input)).await;
+    exact_costs(costs)
+}
+
+/// A parity script's costs: each in Python's shortest form (`repr`), read back exactly (Rust's
+/// `str::parse` rounds correctly; serde_json's default number reader need not).
+fn exact_costs(costs: Value) -> Vec<f64> {
     let costs: Vec<String> = serde_json::from_value(costs).expect("a JSON list of costs");
-    // Each in Python's shortest form, read back exactly (see the script).
     costs
         .iter()
         .map(|c| c.parse().unwrap_or_else(|_| panic!("a cost: {c}")))
@@ -286,10 +291,9 @@ async fn deployment_prices_equal_what_litellms_router_bills() {
                     "cache_read": u.cache_read, "cache_creation": u.cache_creation })
         })
         .collect();
-    let theirs: Vec<f64> = serde_json::from_value(
-        crate::support::litellm_venv::ask("litellm_deployment_cost.py", Value::Array(input)).await,
-    )
-    .expect("a JSON list of costs");
+    let costs =
+        crate::support::litellm_venv::ask("litellm_deployment_cost.py", Value::Array(input));
+    let theirs = exact_costs(costs.await);
     assert_eq!(theirs.len(), cases.len());
     let mut table = vec![];
     let mut differ = vec![];

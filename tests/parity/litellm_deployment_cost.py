@@ -6,7 +6,9 @@ the machine) carrying the given usage and answering model, and the cost is the
 
 Reads cases as JSON on stdin, a list of {"litellm_params", "model_info", "answered_by",
 "prompt", "completion", "cache_read", "cache_creation"}, and prints the list of costs, in
-order, as JSON numbers (shortest round-trip form). Prices come from the price map LiteLLM
+order, as JSON strings in Python's shortest round-trip form (`repr`), so the test reads back
+the exact floating-point value (a JSON number would go through the reader's own float parser,
+which need not round the last digit the same way). Prices come from the price map LiteLLM
 ships (`LITELLM_LOCAL_MODEL_COST_MAP`: no network). Used by tests/it/cost_parity.rs.
 """
 
@@ -47,7 +49,7 @@ async def cost(index: int, case: dict) -> float:
 
 async def main() -> None:
     cases = json.load(sys.stdin)
-    print(json.dumps([await cost(i, case) for i, case in enumerate(cases)]))
+    print(json.dumps([repr(await cost(i, case)) for i, case in enumerate(cases)]))
 
 
 if __name__ == "__main__":
