@@ -40,24 +40,44 @@ pub struct Router {
     health: HealthBook,
 }
 
+/// Which deployments can take a request: those of the API it needs (a Messages API request
+/// goes only to deployments that take it).
+pub type Serves = fn(&Deployment) -> bool;
+
+/// Every deployment (a request any deployment can take).
+pub fn any_deployment(_: &Deployment) -> bool {
+    true
+}
+
 impl Router {
     /// The next deployment of `alias` in `snapshot` (the request's), skipping those cooling
-    /// down and `exclude` (see the `pick` module): the one way to pick, since it also prunes
-    /// the health of deployments `snapshot` no longer holds.
+    /// down and `exclude` (see the `pick` module).
     pub fn pick<'s>(
         &self,
         snapshot: &'s Snapshot,
         alias: &str,
         exclude: Option<&str>,
     ) -> Lookup<'s, &'s Arc<Deployment>> {
+        self.pick_serving(snapshot, alias, exclude, any_deployment)
+    }
+
+    /// [`pick`](Self::pick) among the deployments that `serves` the request: the one way to
+    /// pick, since it also prunes the health of deployments `snapshot` no longer holds.
+    pub fn pick_serving<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        alias: &str,
+        exclude: Option<&str>,
+        serves: Serves,
+    ) -> Lookup<'s, &'s Arc<Deployment>> {
         self.health.prune(snapshot);
-        pick::pick(snapshot, &self.health.entries(), alias, exclude)
+        pick::pick(snapshot, &self.health.entries(), alias, (exclude, serves))
     }
 
     /// Records that `deployment`, serving `alias` from `snapshot`, failed: it counts toward the
-    /// deployment's cooldown (a cooldown is logged and counted). With `may_retry` (nothing has
-    /// reached the client, no retry yet), returns the deployment of the alias the next attempt
-    /// moves to, if there is another.
+    /// deployment's cooldown (a cooldown is logged and counted). With `retry` (nothing has
+    /// reached the client, no retry yet: which deployments can take the request), returns the
+    /// deployment of the alias the next attempt moves to, if there is another.
     pub fn failed(
         &self,
         snapshot: &Snapshot,
@@ -65,7 +85,7 @@ impl Router {
         deployment: &Deployment,
         failure: Failure,
         settings: &RouterSettings,
-        may_retry: bool,
+        retry: Option<Serves>,
     ) -> Option<Arc<Deployment>> {
         self.health.prune(snapshot);
         let alone = snapshot.models.get(alias).is_none_or(|d| d.all().len() < 2);
@@ -77,11 +97,12 @@ impl Router {
                 deployment.id, settings.cooldown_time
             );
         }
-        if !may_retry || alone {
-            return None;
-        }
-        match self.pick(snapshot, alias, Some(&deployment.id)) {
-            Lookup::Ready(next) if next.id != deployment.id => Some(next.clone()),
+        let serves = match retry {
+            Some(serves) if !alone => serves,
+            _ => return None,
+        };
+        match self.pick_serving(snapshot, alias, Some(&deployment.id), serves) {
+            Lookup::Ready(next) if next.id != deployment.id && serves(next) => Some(next.clone()),
             _ => None,
         }
     }
@@ -138,13 +159,66 @@ pub(crate) mod tests {
         let (router, settings) = (Router::default(), RouterSettings::default());
         let snap = snapshot(vec![deployment("a", 1.0), deployment("b", 1.0)]);
         let a = deployment("a", 1.0);
-        let next = router.failed(&snap, "m", &a, Failure::Unavailable, &settings, true);
+        let next = router.failed(
+            &snap,
+            "m",
+            &a,
+            Failure::Unavailable,
+            &settings,
+            Some(any_deployment),
+        );
         assert_eq!(next.map(|d| d.id.clone()).as_deref(), Some("b"));
-        let no_retry = router.failed(&snap, "m", &a, Failure::Unavailable, &settings, false);
+        let no_retry = router.failed(&snap, "m", &a, Failure::Unavailable, &settings, None);
         assert!(no_retry.is_none(), "a retry was already made");
         let alone = snapshot(vec![deployment("a", 1.0)]);
-        let next = router.failed(&alone, "m", &a, Failure::RateLimited, &settings, true);
+        let next = router.failed(
+            &alone,
+            "m",
+            &a,
+            Failure::RateLimited,
+            &settings,
+            Some(any_deployment),
+        );
         assert!(next.is_none(), "nowhere else to go");
+    }
+
+    #[test]
+    fn a_pick_and_a_retry_go_only_to_deployments_that_take_the_request() {
+        fn only_b_or_c(d: &Deployment) -> bool {
+            d.id != "a"
+        }
+        let (router, settings) = (Router::default(), RouterSettings::default());
+        let (a, b) = (deployment("a", 1.0), deployment("b", 1.0));
+        let snap = snapshot(vec![a.clone(), b.clone(), deployment("c", 1.0)]);
+        for _ in 0..6 {
+            match router.pick_serving(&snap, "m", None, only_b_or_c) {
+                Lookup::Ready(d) => assert_ne!(d.id, "a"),
+                _ => panic!("ready"),
+            }
+        }
+        // b fails: the retry goes to c, never to a, whatever the turn.
+        for _ in 0..6 {
+            let next = router.failed(
+                &snap,
+                "m",
+                &b,
+                Failure::Unavailable,
+                &settings,
+                Some(only_b_or_c),
+            );
+            assert_eq!(next.map(|d| d.id.clone()).as_deref(), Some("c"));
+        }
+        // Alone with a deployment that does not take it: no retry.
+        let pair = snapshot(vec![a, b.clone()]);
+        let next = router.failed(
+            &pair,
+            "m",
+            &b,
+            Failure::Unavailable,
+            &settings,
+            Some(only_b_or_c),
+        );
+        assert!(next.is_none());
     }
 
     #[test]
@@ -153,7 +227,14 @@ pub(crate) mod tests {
         let cache = CredentialCache::default();
         let (a, b) = (deployment("a", 1.0), deployment("b", 1.0));
         let both = published(&cache, vec![a.clone(), b.clone()]);
-        router.failed(&both, "m", &a, Failure::RateLimited, &settings, true);
+        router.failed(
+            &both,
+            "m",
+            &a,
+            Failure::RateLimited,
+            &settings,
+            Some(any_deployment),
+        );
         assert!(router.health.entries().contains_key("a"));
 
         // A refresh drops a: the router's first look at the new snapshot forgets it.
@@ -163,7 +244,14 @@ pub(crate) mod tests {
 
         // A request that still holds the older snapshot does not bring it back for good: the
         // next snapshot without a evicts it again, and one that holds a again finds it healthy.
-        router.failed(&both, "m", &a, Failure::RateLimited, &settings, true);
+        router.failed(
+            &both,
+            "m",
+            &a,
+            Failure::RateLimited,
+            &settings,
+            Some(any_deployment),
+        );
         let still_without_a = published(&cache, vec![b.clone()]);
         router.pick(&still_without_a, "m", None);
         assert!(!router.health.entries().contains_key("a"));
@@ -187,7 +275,14 @@ pub(crate) mod tests {
         let (a, b) = (deployment("a", 1.0), deployment("b", 1.0));
         let old = published(&cache, vec![b.clone()]);
         let new = published(&cache, vec![a.clone(), b]);
-        router.failed(&new, "m", &a, Failure::RateLimited, &settings, true);
+        router.failed(
+            &new,
+            "m",
+            &a,
+            Failure::RateLimited,
+            &settings,
+            Some(any_deployment),
+        );
         router.pick(&old, "m", None);
         assert!(
             router.health.entries().contains_key("a"),

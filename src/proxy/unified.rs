@@ -147,7 +147,9 @@ async fn serve_or_bind(
     }
     let body = read_body(session, max_body).await?;
     let field = find_model(body.as_bytes())?;
-    let deployment = match router.pick(&snapshot, &field.alias, None) {
+    // Among the alias's deployments, only those that take the request's API.
+    let serves = messages::serves_for(rest == messages::MESSAGES_ENDPOINT);
+    let deployment = match router.pick_serving(&snapshot, &field.alias, None, serves) {
         Lookup::Ready(d) => d.clone(),
         Lookup::Failed(reason) => {
             return Err(ErrorReply::new(

@@ -5,20 +5,22 @@
 use std::sync::Arc;
 
 use super::health::Entries;
+use super::Serves;
 use crate::credentials::models::Deployment;
 use crate::credentials::{Lookup, Snapshot};
 
 /// Length of one weighted cycle: shares are honoured to within 1/`WEIGHTED_CYCLE`.
 const WEIGHTED_CYCLE: usize = 1000;
 
-/// The next deployment of `alias` in `snapshot` that is not cooling down (by `health`) and is
-/// not `exclude`; when every one is cooling down, the one that failed least recently, `exclude`
-/// only when it is the alias's only deployment.
+/// The next deployment of `alias` in `snapshot` that is not cooling down (by `health`), is not
+/// `exclude` and `serves` the request; when every such one is cooling down, the one that failed
+/// least recently, `exclude` only when it is the alias's only deployment (and, when none serves,
+/// the alias's first, which the caller refuses).
 pub(super) fn pick<'s>(
     snapshot: &'s Snapshot,
     health: &Entries,
     alias: &str,
-    exclude: Option<&str>,
+    (exclude, serves): (Option<&str>, Serves),
 ) -> Lookup<'s, &'s Arc<Deployment>> {
     let deployments = match snapshot.models.get(alias) {
         Some(d) if !d.all().is_empty() => d,
@@ -33,7 +35,7 @@ pub(super) fn pick<'s>(
     let order = deployments
         .order(|list| weighted_schedule(&list.iter().map(|d| d.weight).collect::<Vec<_>>()));
     let start = deployments.next_turn();
-    let usable = |i: usize| exclude != Some(list[i].id.as_str());
+    let usable = |i: usize| exclude != Some(list[i].id.as_str()) && serves(&list[i]);
     let cooling = |i: usize| health.get(&list[i].id).is_some_and(|h| h.is_cooling());
     let last_failure = |i: usize| health.get(&list[i].id).map_or(0, |h| h.last_failure());
     let ready = (0..order.len())
@@ -76,11 +78,12 @@ mod tests {
     use super::*;
     use crate::config::RouterSettings;
     use crate::credentials::cache::Deployments;
+    use crate::router::any_deployment;
     use crate::router::health::{Failure, HealthBook};
     use crate::router::tests::{deployment, snapshot};
 
     fn picked(snapshot: &Snapshot, book: &HealthBook, exclude: Option<&str>) -> String {
-        match pick(snapshot, &book.entries(), "m", exclude) {
+        match pick(snapshot, &book.entries(), "m", (exclude, any_deployment)) {
             Lookup::Ready(d) => d.id.clone(),
             _ => panic!("ready"),
         }
@@ -93,7 +96,7 @@ mod tests {
         let picks: Vec<String> = (0..4).map(|_| picked(&snap, &book, None)).collect();
         assert_eq!(picks, ["a", "b", "a", "b"]);
         assert!(matches!(
-            pick(&snap, &book.entries(), "other", None),
+            pick(&snap, &book.entries(), "other", (None, any_deployment)),
             Lookup::Missing
         ));
     }
@@ -144,7 +147,7 @@ mod tests {
             .insert("empty".into(), "api_key: cannot decrypt".into());
         let book = HealthBook::default();
         assert!(matches!(
-            pick(&snap, &book.entries(), "empty", None),
+            pick(&snap, &book.entries(), "empty", (None, any_deployment)),
             Lookup::Failed(r) if r.contains("decrypt")
         ));
     }

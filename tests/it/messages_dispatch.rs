@@ -3,8 +3,9 @@
 //! mock verifies the signature with botocore and refuses a body with keys Bedrock's Claude does
 //! not take, as Bedrock does) and its event stream reaches the SDK as Anthropic's SSE; a
 //! `bedrock/mantle/` deployment gets Bedrock's Anthropic-compatible endpoint with its Bedrock API
-//! key; an `anthropic/` deployment gets `/v1/messages` with the row's key; an `openai/` one is
-//! refused, naming it, with nothing sent. Rows are written by the real LiteLLM package.
+//! key; an `anthropic/` deployment gets `/v1/messages` with the row's key, and its alias's
+//! `openai/` deployment never does; an `openai/` one alone is refused, naming it, with nothing
+//! sent. Rows are written by the real LiteLLM package.
 
 use std::path::PathBuf;
 
@@ -51,6 +52,13 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
             "claude-direct",
             json!({ "model": "anthropic/claude-3-5-haiku-20241022", "api_key": ANTHROPIC_KEY,
                     "api_base": provider }),
+        ),
+        // The same alias on OpenAI too: Messages API requests never go there.
+        (
+            "d-direct-openai",
+            "claude-direct",
+            json!({ "model": "openai/gpt-4o-mini", "api_key": OPENAI_KEY,
+                    "api_base": format!("{provider}/v1") }),
         ),
         (
             "d-gpt",
@@ -183,11 +191,18 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
                            "messages": [{ "role": "user", "content": "hi" }] }))
             .send()
     };
-    let response = messages("claude-direct").await.expect("send");
-    assert_eq!(response.status(), 200);
+    for _ in 0..4 {
+        let response = messages("claude-direct").await.expect("send");
+        assert_eq!(response.status(), 200);
+    }
     let received = e.mock.requests();
-    assert_eq!(received.len(), 1);
-    assert_eq!(received[0].path, "/v1/messages");
+    assert_eq!(received.len(), 4);
+    for request in &received {
+        assert_eq!(
+            request.path, "/v1/messages",
+            "only the anthropic/ deployment takes it"
+        );
+    }
     assert_eq!(
         received[0].query.as_deref(),
         Some("beta=true"),
@@ -206,7 +221,7 @@ async fn the_anthropic_sdk_reaches_claude_on_bedrock_and_anthropic_through_one_r
         refused.contains("unsupported_model_api") && refused.contains("d-gpt"),
         "{refused}"
     );
-    assert_eq!(e.mock.requests().len(), 1);
+    assert_eq!(e.mock.requests().len(), 4);
     assert_eq!(mock.stats()["requests"].as_array().map(Vec::len), Some(5));
 
     let secrets = [ROW_SECRET, ANTHROPIC_KEY, OPENAI_KEY, MANTLE_KEY];

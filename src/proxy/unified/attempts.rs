@@ -107,16 +107,16 @@ impl ModelRequest {
         settings: &RouterSettings,
         may_retry: bool,
     ) -> bool {
+        // A request moves only to a deployment that takes its API.
+        let serves = messages::serves_for(self.messages.is_some());
         let next = router.failed(
             &self.snapshot,
             &self.alias,
             &self.deployment,
             failure,
             settings,
-            may_retry,
+            may_retry.then_some(serves),
         );
-        // A request moves only to a deployment that takes its API.
-        let next = next.filter(|d| messages::serves(d, self.messages.is_some()));
         // Once the body is released (the request was answered) there is nothing to send again.
         let moves = next.is_some() && !self.upstream_body.is_empty();
         if moves {
@@ -173,7 +173,7 @@ fn attempt_on(
         let attempt = messages::attempt(request, alias, deployment, body)?;
         return Ok((attempt.binding, attempt.body, attempt.head));
     }
-    if !messages::serves(deployment, false) {
+    if !messages::takes_openai(deployment) {
         return Err(messages::openai_refused(alias, deployment));
     }
     let binding = bind_deployment(deployment, rest)

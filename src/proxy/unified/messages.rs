@@ -36,7 +36,7 @@ use crate::credentials::models::Deployment;
 use crate::providers::{AuthStyle, DEFAULT_ANTHROPIC_VERSION, VERTEX_PROVIDER};
 use crate::proxy::respond::ErrorReply;
 use crate::proxy::RequestCtx;
-use crate::router::{bind_deployment_at, compat_path, Binding};
+use crate::router::{bind_deployment_at, compat_path, Binding, Serves};
 
 /// The Messages API's endpoint below a `dispatch: model` route's prefix.
 pub const MESSAGES_ENDPOINT: &str = "/messages";
@@ -129,14 +129,24 @@ impl Head {
     }
 }
 
-/// Whether `deployment` can take a request of this API (`messages`: the Messages API, else
-/// OpenAI's): a Mantle deployment takes only the Messages API.
-pub fn serves(deployment: &Deployment, messages: bool) -> bool {
+/// Which deployments take a request of this API (`messages`: the Messages API, else OpenAI's),
+/// for the router's pick.
+pub fn serves_for(messages: bool) -> Serves {
     if messages {
-        Backend::of(deployment).is_some()
+        takes_messages
     } else {
-        !deployment.bedrock_mantle
+        takes_openai
     }
+}
+
+/// Whether `deployment` takes a Messages API request.
+fn takes_messages(deployment: &Deployment) -> bool {
+    Backend::of(deployment).is_some()
+}
+
+/// Whether `deployment` takes an OpenAI API request: all but a Mantle deployment.
+pub fn takes_openai(deployment: &Deployment) -> bool {
+    !deployment.bedrock_mantle
 }
 
 /// The refusal of an OpenAI endpoint on a deployment that takes only the Messages API.
