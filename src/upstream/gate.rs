@@ -7,9 +7,11 @@
 //! [`GateConnector`] takes a slot before the socket exists and hands it to the stream;
 //! [`GateTracer`] gives it back once the stream (pooled or not) is dropped **and** the provider
 //! has closed its end too, or, past [`LINGER`], once the gate has reset the connection; so the
-//! provider never holds more than the cap either. This file is the accounting (slots, connection states, waiting); `connector.rs` is the
-//! Pingora glue; `lease.rs` is what one request holds at the gate ([`Lease`]), with a method for
-//! each proxy phase that touches it.
+//! provider never holds more than the cap either. This file is the accounting (slots, claims,
+//! connections registered and released); `connection.rs` is one connection and its [`State`];
+//! `waiting.rs` is the waiting at the cap and the making of room; `connector.rs` is the Pingora
+//! glue; `lease.rs` is what one request holds at the gate ([`Lease`]), with a method for each
+//! proxy phase that touches it.
 //!
 //! Waiting: a request first waits in `ConnectionGate::admit` (before Pingora looks in its pool)
 //! until it can claim a connection to its upstream idle in the pool, or reserve a slot for a new
@@ -24,11 +26,13 @@
 //! connection a request gets, so `ConnectionGate::start_using` moves claims between connections
 //! to keep the number of `Claimed` connections equal to the claims outstanding.
 
+mod connection;
 mod connector;
 mod lease;
 pub mod metrics;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr as InetAddr};
@@ -37,12 +41,11 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pingora::{Error, ErrorType};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tracing::debug;
 
+pub use connection::{Connection, State};
 pub use connector::{GateConnector, GateTracer};
 pub use lease::Lease;
 
@@ -56,62 +59,6 @@ const MIN_IDLE_TO_EVICT: Duration = Duration::from_millis(50);
 /// How long a dropped connection waits for the provider to close its end before its slot is
 /// given back anyway.
 pub const LINGER: Duration = Duration::from_secs(1);
-
-/// Where one open connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum State {
-    /// Carrying a request (or just made for one).
-    InUse = 0,
-    /// In Pingora's pool, free for any request.
-    Idle = 1,
-    /// In Pingora's pool, counted on by an admitted request.
-    Claimed = 2,
-    /// Half-closed by the gate to make room; its slot comes back when Pingora drops it.
-    Closing = 3,
-}
-
-impl State {
-    fn from_u8(value: u8) -> State {
-        match value {
-            1 => State::Idle,
-            2 => State::Claimed,
-            3 => State::Closing,
-            _ => State::InUse,
-        }
-    }
-}
-
-/// One open upstream connection.
-#[derive(Debug)]
-pub struct Connection {
-    fd: RawFd,
-    peer: InetAddr,
-    state: AtomicU8,
-    /// When it last went idle, in milliseconds since the gate was made.
-    idle_since: AtomicU64,
-    /// A second handle on the socket, to half-close an idle connection from outside Pingora's
-    /// pool and to wait for the provider's close. Taken when Pingora drops the stream.
-    handle: Mutex<Option<std::net::TcpStream>>,
-}
-
-impl Connection {
-    /// Where the connection stands now.
-    pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Ordering::Relaxed))
-    }
-
-    fn swap_state(&self, to: State) -> State {
-        State::from_u8(self.state.swap(to as u8, Ordering::Relaxed))
-    }
-
-    /// Moves `from` → `to` if the connection is in `from`; returns whether it was.
-    fn move_state(&self, from: State, to: State) -> bool {
-        self.state
-            .compare_exchange(from as u8, to as u8, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    }
-}
 
 /// What [`ConnectionGate::admit`] reserved for a request.
 #[derive(Debug)]
@@ -270,125 +217,6 @@ impl ConnectionGate {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What a request to `peer` can have right now without waiting: a claim on an idle pooled
-    /// connection to `peer`, else a slot for a new one.
-    fn try_admit(&self, peer: InetAddr) -> Option<Admission> {
-        if self.move_one(peer, State::Idle, State::Claimed) {
-            return Some(Admission::Pooled);
-        }
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .map(Admission::NewConnection)
-    }
-
-    /// Waits until a request to `peer` can go ahead without tripping the cap (see
-    /// [`try_admit`](Self::try_admit)). Meanwhile idle connections to other upstreams are
-    /// half-closed to make room. Gives up (503) after the wait timeout.
-    async fn admit(&self, peer: InetAddr) -> Result<Admission, Box<Error>> {
-        let deadline = Instant::now() + self.wait_timeout;
-        let slot = self.slots.clone().acquire_owned();
-        tokio::pin!(slot);
-        let mut counted = false;
-        loop {
-            let changed = self.changed.notified();
-            if let Some(admission) = self.try_admit(peer) {
-                return Ok(admission);
-            }
-            if !counted {
-                self.counters.waits.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-            }
-            self.evict_one_idle(|c| c.peer != peer);
-            let tick = self.next_tick(deadline)?;
-            tokio::select! {
-                permit = &mut slot => {
-                    return permit.map(Admission::NewConnection).map_err(|_| closed());
-                }
-                _ = changed => {}
-                _ = tokio::time::sleep(tick) => {}
-            }
-        }
-    }
-
-    /// How long to wait before checking again, or the refusal once `deadline` has passed.
-    fn next_tick(&self, deadline: Instant) -> Result<Duration, Box<Error>> {
-        let tick = deadline
-            .saturating_duration_since(Instant::now())
-            .min(RECHECK_EVERY);
-        if tick.is_zero() {
-            Err(self.reject())
-        } else {
-            Ok(tick)
-        }
-    }
-
-    fn reject(&self) -> Box<Error> {
-        self.counters.rejections.fetch_add(1, Ordering::Relaxed);
-        Error::explain(
-            ErrorType::Custom(LIMIT_REACHED),
-            format!("all {} upstream connections are in use", self.max),
-        )
-    }
-
-    /// Takes a slot for a new connection to `peer` when none was reserved (the claimed pooled
-    /// connection was gone, or Pingora's pool handed it to another request): waits, half-closing
-    /// idle connections to other upstreams, then, past half the wait, to `peer` itself.
-    async fn acquire(&self, peer: InetAddr) -> Result<OwnedSemaphorePermit, Box<Error>> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        let started = Instant::now();
-        let deadline = started + self.wait_timeout;
-        let wait = self.slots.clone().acquire_owned();
-        tokio::pin!(wait);
-        loop {
-            if !self.evict_one_idle(|c| c.peer != peer) && started.elapsed() > self.wait_timeout / 2
-            {
-                self.evict_one_idle(|_| true);
-            }
-            let tick = self.next_tick(deadline)?;
-            tokio::select! {
-                permit = &mut wait => return permit.map_err(|_| closed()),
-                _ = tokio::time::sleep(tick) => {}
-            }
-        }
-    }
-
-    /// Half-closes one idle, unclaimed pooled connection that `eligible` accepts and that has
-    /// been idle at least [`MIN_IDLE_TO_EVICT`]: the provider closes its end, Pingora's pool
-    /// notices and drops it, and its slot comes back. Returns whether one was found.
-    fn evict_one_idle(&self, eligible: impl Fn(&Connection) -> bool) -> bool {
-        let now = self.now_ms();
-        let settled = |c: &Connection| {
-            now.saturating_sub(c.idle_since.load(Ordering::Relaxed))
-                >= MIN_IDLE_TO_EVICT.as_millis() as u64
-        };
-        let victim = self
-            .lock_open()
-            .values()
-            .find(|c| eligible(c) && settled(c) && c.move_state(State::Idle, State::Closing))
-            .cloned();
-        let Some(conn) = victim else {
-            return false;
-        };
-        self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-        debug!(
-            "closing an idle upstream connection to {} to make room",
-            conn.peer
-        );
-        if let Some(handle) = conn
-            .handle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let _ = handle.shutdown(Shutdown::Write);
-        }
-        true
-    }
-
     /// Records a connection just made with `permit`'s slot, which from now on belongs to it
     /// (given back by [`release`](Self::release)). `handle` is a second handle on its socket.
     fn register(
@@ -450,10 +278,6 @@ impl ConnectionGate {
         self.slots.add_permits(1);
         self.changed.notify_waiters();
     }
-}
-
-fn closed() -> Box<Error> {
-    Error::explain(ErrorType::InternalError, "connection gate closed")
 }
 
 /// Reads (and discards) until the provider closes its end.

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicI32;
 
+use pingora::{Error, ErrorType};
+
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(1);
