@@ -3,12 +3,14 @@
 //!
 //! Order for one request: `early_request_filter` (pipelined HTTP/1 requests answered in order,
 //! see `framing`) → `request_filter` (refuse CONNECT, match the route, take the credential from
-//! the current snapshot; on a `dispatch: model` route read the body and pick a deployment, see
-//! `unified`; or answer with a JSON error and send nothing) → `upstream_peer` (a
-//! pre-resolved peer) → `upstream_request_filter` (strip and inject, one `Content-Length`) →
-//! response streamed back → `logging` (one access line, no secrets).
+//! the current snapshot, see `admission`; then bind it, see `bind`: on a `dispatch: model` route
+//! read the body and pick a deployment, see `unified`; or answer with a JSON error and send
+//! nothing) → `upstream_peer` (a pre-resolved peer) → `upstream_request_filter` (strip and
+//! inject, one `Content-Length`, sign; see `upstream_request`) → response streamed back →
+//! `logging` (one access line, no secrets).
 
 mod admission;
+mod bind;
 mod ctx;
 pub mod failure;
 pub mod framing;
@@ -20,6 +22,7 @@ pub mod respond;
 pub mod rewrite;
 mod spent;
 pub mod unified;
+mod upstream_request;
 mod usage;
 
 use std::sync::Arc;
@@ -32,7 +35,6 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tracing::{info, trace, warn};
 
-use crate::aws::BEDROCK_SERVICE;
 use crate::credentials::CredentialCache;
 use crate::downstream::ClientConnections;
 use crate::identity::ClientIdentity;
@@ -41,12 +43,10 @@ use crate::router::Router;
 use crate::spend::tracker::SpendTracker;
 use crate::upstream::gate::ConnectionGate;
 use crate::upstream::retry::{should_retry, FailedAttempt};
-use admission::Admitted;
 use ctx::Bound;
 pub use ctx::RequestCtx;
 use request_id::RequestId;
 use respond::ErrorReply;
-use unified::ServedOrBound;
 
 /// The proxy's shared state: routes and access rules, the credential cache, the model router,
 /// the connection gate, the client connections (told when a request starts and ends).
@@ -125,29 +125,18 @@ impl ProxyHttp for SidecarProxy {
             ctx,
         );
         let bound = match admitted {
-            Ok(Admitted::Bound(binding)) => pinned::pin_body(session, ctx, binding)
-                .await
-                .map(Bound::Route),
-            // A `dispatch: model` route: the body names the deployment.
-            Ok(Admitted::FromBody(snapshot)) => {
-                let settings = live_config.router;
-                match unified::bind_by_body(session, ctx, snapshot, &self.router, settings).await {
-                    Ok(ServedOrBound::Bound(request)) => Ok(Bound::Model(request)),
-                    Ok(ServedOrBound::Answered) => return Ok(true),
-                    Err(reply) => Err(reply),
-                }
+            Ok(admitted) => {
+                bind::bind(session, ctx, admitted, &self.router, live_config.router).await
             }
-            Err(reply) => Err(reply),
-        };
-        let bound = match bound {
-            Ok(bound) => minted_token_ready(bound).await,
             Err(reply) => Err(reply),
         };
         match bound {
-            Ok(bound) => {
+            Ok(Some(bound)) => {
                 ctx.bound = Some(bound);
                 Ok(false)
             }
+            // Answered here (`GET /models`); nothing goes upstream.
+            Ok(None) => Ok(true),
             Err(reply) => {
                 if matches!(reply.status, 401 | 403) {
                     let who = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
@@ -232,46 +221,7 @@ impl ProxyHttp for SidecarProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let (Some(route), Some(binding)) = (&ctx.route, ctx.bound.as_ref().map(Bound::binding))
-        else {
-            return Err(Error::new(ErrorType::InternalError));
-        };
-        ctx.body_replaced = false;
-        // A minted token that expired since the request was bound (or a retry's deployment
-        // whose token is not minted): fail closed, naming the credential and the cause.
-        if let Err(unavailable) = binding.credential.usable() {
-            ctx.reply = Some(ErrorReply::new(
-                503,
-                "credential_unavailable",
-                unavailable.to_string(),
-            ));
-            return Err(Error::new(ErrorType::InternalError));
-        }
-        let replacement_len = ctx.replacement_body().map(|b| b.len());
-        rewrite::rewrite_request(upstream_request, route, binding, replacement_len).map_err(
-            |message| {
-                ctx.reply = Some(ErrorReply::new(500, "rewrite_failed", message));
-                Error::new(ErrorType::InternalError)
-            },
-        )?;
-        unified::messages::on_upstream_request(ctx, upstream_request)?;
-        // AWS keys: signed now that the path, `Host` and body sent are final.
-        if let Some(aws) = &binding.credential.aws {
-            let body = ctx.replacement_body().map_or(&[][..], |b| &b[..]);
-            let name = &binding.credential.name;
-            if let Err(unavailable) = aws.sign(name, upstream_request, body, BEDROCK_SERVICE) {
-                ctx.reply = Some(ErrorReply::new(
-                    503,
-                    "credential_unavailable",
-                    unavailable.to_string(),
-                ));
-                return Err(Error::new(ErrorType::InternalError));
-            }
-        }
-        if let Some(span) = &ctx.span {
-            span.inject(upstream_request)?;
-        }
-        ctx.request_id.forward(upstream_request)
+        upstream_request::prepare(upstream_request, ctx)
     }
 
     fn error_while_proxy(
@@ -403,21 +353,4 @@ impl ProxyHttp for SidecarProxy {
 
 fn route_name(ctx: &RequestCtx) -> &str {
     ctx.route.as_ref().map_or("-", |r| r.name.as_str())
-}
-
-/// Waits until a bound request's minted token is held (one mint however many requests wait;
-/// see [`crate::minted`]), or answers 503 `credential_unavailable` naming the credential and
-/// the cause. A credential with a key passes at once.
-async fn minted_token_ready(bound: Bound) -> Result<Bound, ErrorReply> {
-    let Some(minted) = bound.binding().credential.minted.clone() else {
-        return Ok(bound);
-    };
-    match minted.ready().await {
-        Ok(()) => Ok(bound),
-        Err(unavailable) => Err(ErrorReply::new(
-            503,
-            "credential_unavailable",
-            unavailable.to_string(),
-        )),
-    }
 }
