@@ -63,11 +63,7 @@ pub fn admit(
     match bind(route, &snapshot, router) {
         Ok(RouteBinding::Bound(binding)) => Ok(Admitted::Bound(binding)),
         Ok(RouteBinding::FromBody) => Ok(Admitted::FromBody(snapshot)),
-        Err(unbound) => Err(ErrorReply::new(
-            503,
-            "credential_unavailable",
-            unbound.to_string(),
-        )),
+        Err(unbound) => Err(ErrorReply::credential_unavailable(unbound.to_string())),
     }
 }
 

@@ -45,10 +45,6 @@ async fn minted_token_ready(bound: Bound) -> Result<Bound, ErrorReply> {
     };
     match minted.ready().await {
         Ok(()) => Ok(bound),
-        Err(unavailable) => Err(ErrorReply::new(
-            503,
-            "credential_unavailable",
-            unavailable.to_string(),
-        )),
+        Err(unavailable) => Err(ErrorReply::credential_unavailable(unavailable.to_string())),
     }
 }

@@ -43,6 +43,13 @@ impl ErrorReply {
         }
     }
 
+    /// 503 `credential_unavailable`: the credential that serves the request cannot now (not
+    /// loaded, not decryptable, its token not minted, its keys not able to sign); `message`
+    /// names it and the cause, never a value. Nothing is sent upstream.
+    pub fn credential_unavailable(message: impl Into<String>) -> ErrorReply {
+        ErrorReply::new(503, "credential_unavailable", message)
+    }
+
     /// A request the client must fix (a body that is not JSON, an unknown model): type
     /// `invalid_request_error`, as OpenAI and LiteLLM answer it.
     pub fn invalid_request(status: u16, code: &'static str, message: impl Into<String>) -> Self {

@@ -152,11 +152,10 @@ async fn serve_or_bind(
     let deployment = match router.pick_serving(&snapshot, &field.alias, None, serves) {
         Lookup::Ready(d) => d.clone(),
         Lookup::Failed(reason) => {
-            return Err(ErrorReply::new(
-                503,
-                "credential_unavailable",
-                format!("model {:?} could not be loaded: {reason}", field.alias),
-            ))
+            return Err(ErrorReply::credential_unavailable(format!(
+                "model {:?} could not be loaded: {reason}",
+                field.alias
+            )))
         }
         Lookup::Missing => {
             return Err(invalid(

@@ -24,11 +24,7 @@ pub(super) fn prepare(
     // A minted token that expired since the request was bound (or a retry's deployment
     // whose token is not minted): fail closed, naming the credential and the cause.
     if let Err(unavailable) = binding.credential.usable() {
-        ctx.reply = Some(ErrorReply::new(
-            503,
-            "credential_unavailable",
-            unavailable.to_string(),
-        ));
+        ctx.reply = Some(ErrorReply::credential_unavailable(unavailable.to_string()));
         return Err(Error::new(ErrorType::InternalError));
     }
     let replacement_len = ctx.replacement_body().map(|b| b.len());
@@ -44,11 +40,7 @@ pub(super) fn prepare(
         let body = ctx.replacement_body().map_or(&[][..], |b| &b[..]);
         let name = &binding.credential.name;
         if let Err(unavailable) = aws.sign(name, upstream_request, body, BEDROCK_SERVICE) {
-            ctx.reply = Some(ErrorReply::new(
-                503,
-                "credential_unavailable",
-                unavailable.to_string(),
-            ));
+            ctx.reply = Some(ErrorReply::credential_unavailable(unavailable.to_string()));
             return Err(Error::new(ErrorType::InternalError));
         }
     }

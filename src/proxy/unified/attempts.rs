@@ -177,7 +177,7 @@ fn attempt_on(
         return Err(messages::openai_refused(alias, deployment));
     }
     let binding = bind_deployment(deployment, rest)
-        .map_err(|e| ErrorReply::new(503, "credential_unavailable", e.to_string()))?;
+        .map_err(|e| ErrorReply::credential_unavailable(e.to_string()))?;
     Ok((binding, None, messages::Head::AsIs))
 }
 

@@ -180,8 +180,7 @@ pub fn attempt(
     deployment: &Deployment,
     body: &Bytes,
 ) -> Result<MessagesAttempt, ErrorReply> {
-    let unbound =
-        |e: crate::router::Unbound| ErrorReply::new(503, "credential_unavailable", e.to_string());
+    let unbound = |e: crate::router::Unbound| ErrorReply::credential_unavailable(e.to_string());
     match Backend::of(deployment) {
         Some(Backend::Anthropic) => {
             let binding = bind_deployment_at(deployment, &AuthStyle::Anthropic, |base| {
