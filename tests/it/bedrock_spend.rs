@@ -1,8 +1,10 @@
 //! Bedrock's native answers count: boto3's `bedrock-runtime` client with a LiteLLM key
 //! (`x-api-key`, beside its placeholder signature) on a `model:` route to a Bedrock deployment
-//! calls Converse, ConverseStream, InvokeModel and InvokeModelWithResponseStream; the tokens the
-//! mock answered with (each operation its own counts, the streams in AWS event-stream framing)
-//! reach `sidecar_tokens_total` and LiteLLM's spend tables, priced by LiteLLM's map for the
+//! calls Converse, ConverseStream, InvokeModel and InvokeModelWithResponseStream, and the
+//! Anthropic SDK with the same key sends a message and a stream through the `dispatch: model`
+//! route's Messages API (InvokeModel and its stream, made SSE); the tokens the mock answered with
+//! (each operation its own counts, the streams in AWS event-stream framing) reach
+//! `sidecar_tokens_total` and LiteLLM's spend tables, priced by LiteLLM's map for the
 //! deployment's cross-region model id.
 
 use std::time::Duration;
@@ -25,8 +27,9 @@ const MODEL: &str = "us.anthropic.claude-3-5-sonnet-20240620-v1:0";
 /// The client's LiteLLM key (the mock flags any request where it arrives).
 const KEY: &str = "sk-app-placeholder-bedrock";
 
-/// The (input, output) tokens the mock answers each operation with, in the client's order.
-const ANSWERED: [(u64, u64); 4] = [(3, 2), (11, 7), (3, 2), (13, 9)];
+/// The (input, output) tokens the mock answers each operation with, in the clients' order
+/// (boto3's four, then the Anthropic SDK's message and stream).
+const ANSWERED: [(u64, u64); 6] = [(3, 2), (11, 7), (3, 2), (13, 9), (3, 2), (13, 9)];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bedrocks_native_answers_count_tokens_and_spend() {
@@ -62,11 +65,12 @@ async fn bedrocks_native_answers_count_tokens_and_spend() {
         .expect("key row");
     let route = json!({ "name": "bedrock", "path_prefix": "/bedrock", "strip_prefix": true,
                         "model": "bedrock-claude" });
+    let unified = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
     let mut config = gateway(
         json!({ "ca_file": e.ca_file, "read_timeout": "5s" }),
         json!({ "postgres": { "url": db.url(), "schema": "public", "refresh_interval": "1h",
                               "connect_timeout": "1s" } }),
-        vec![route],
+        vec![route, unified],
     );
     config["access"] = json!({ "litellm_keys": true });
     config["spend"] = json!({ "flush_interval": "300ms" });
@@ -80,9 +84,14 @@ async fn bedrocks_native_answers_count_tokens_and_spend() {
     ];
     let seen = run_client_with(litellm_venv::python(), "bedrock_client.py", args).await;
     assert_eq!(seen["converse"]["usage"]["totalTokens"], 5, "{seen}");
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/google-venv/bin/python");
+    let args = vec![sidecar.base_url(), "bedrock-claude".into(), KEY.into()];
+    let seen = run_client_with(python, "anthropic_messages_client.py", args).await;
+    assert_eq!(seen["streamed_text"], "hello", "{seen}");
     let stats = mock.stats();
     let requests = stats["requests"].as_array().expect("requests");
-    assert_eq!(requests.len(), 4, "{stats}");
+    assert_eq!(requests.len(), 6, "{stats}");
     for request in requests {
         assert_eq!(request["key_id"], ROW_KEY_ID, "{request}");
         assert_eq!(request["client_placeholder_seen"], false, "{request}");
@@ -100,10 +109,10 @@ async fn bedrocks_native_answers_count_tokens_and_spend() {
     // The spend: one row per request with its tokens, priced by the map's entry for the model.
     let count = r#"SELECT count(*) AS n FROM "LiteLLM_SpendLogs""#;
     let logged = wait_until_async(Duration::from_secs(15), || async {
-        value(&db, count).await["n"] == 4
+        value(&db, count).await["n"] == 6
     })
     .await;
-    assert!(logged, "four spend-log rows");
+    assert!(logged, "six spend-log rows");
     let rows = value(
         &db,
         r#"SELECT jsonb_agg(jsonb_build_array(prompt_tokens, completion_tokens, model)

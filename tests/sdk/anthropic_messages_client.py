@@ -4,7 +4,8 @@ sidecar strips it). For the alias given, sends one message and one streamed mess
 header, and prints what the SDK returned as JSON, for tests/it/messages_dispatch.rs. Run from
 target/google-venv (anthropic).
 
-Usage: python anthropic_messages_client.py BASE_URL ALIAS
+Usage: python anthropic_messages_client.py BASE_URL ALIAS [API_KEY]
+(API_KEY: the key the client sends, a LiteLLM key; default a placeholder)
 """
 import json
 import sys
@@ -14,7 +15,8 @@ from anthropic import Anthropic
 
 def main():
     base_url, alias = sys.argv[1], sys.argv[2]
-    client = Anthropic(base_url=base_url, api_key="dummy-client-anthropic-key", max_retries=0)
+    api_key = sys.argv[3] if len(sys.argv) > 3 else "dummy-client-anthropic-key"
+    client = Anthropic(base_url=base_url, api_key=api_key, max_retries=0)
     messages = [{"role": "user", "content": "hi"}]
     message = client.messages.create(model=alias, max_tokens=8, messages=messages)
     out = {"text": message.content[0].text, "usage": message.usage.model_dump(), "echo": message.model_extra.get("echo")}
