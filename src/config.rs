@@ -1,6 +1,6 @@
 //! Configuration: one YAML file (`conf/gateway.yaml` by default) → an immutable [`Config`].
 //!
-//! Flow: read the file → parse YAML → [`parse::parse`] walks it strictly (unknown keys are
+//! Flow: read the file → parse YAML → `parse::parse` walks it strictly (unknown keys are
 //! errors) and collects **every** error with its YAML path → a typed [`Config`] whose values have
 //! all passed validation. Environment fallbacks users know from LiteLLM (`LITELLM_SALT_KEY`,
 //! `LITELLM_MASTER_KEY`, `SSL_CERT_FILE`) are applied here, nowhere else.

@@ -2,7 +2,7 @@
 //! text (`log.format: text`) or one JSON object per line (`log.format: json`).
 //!
 //! The sidecar logs with `tracing`; a `tracing-subscriber` registry carries one layer of ours
-//! ([`layer`]) that writes the lines. Pingora and tokio-postgres log with `log`: tracing-log's
+//! (`layer`) that writes the lines. Pingora and tokio-postgres log with `log`: tracing-log's
 //! bridge turns their records into events for the same layer. Structured fields stay fields
 //! (the access line is one `access` event with `route`, `status`, … fields), so both formats
 //! carry the same data: text writes them as `key=value`, JSON as members of the line's object.
@@ -23,7 +23,7 @@
 //! `tracing` event.
 //!
 //! Lines are formatted by the thread that logs and written by a writer thread, many per write
-//! ([`sink`]): the access line is written for every request, and a request must not wait for
+//! (`sink`): the access line is written for every request, and a request must not wait for
 //! stderr.
 
 mod format;

@@ -10,7 +10,7 @@
 //! time plus the head deadline when a request ends ([`mark_request_done`]). If the clock runs
 //! out, or the overload policy evicts the connection, the wrapper drops the call, which closes
 //! the connection. HTTP/2 streams run in tasks of their own: the proxy reports them by peer
-//! address ([`ClientConnections::stream_started`]).
+//! address ([`ClientConnections::request_started`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,7 +85,7 @@ tokio::task_local! {
 
 /// Records that the current request's head was read (called from the application's first
 /// phase). Returns false outside a guarded HTTP/1 connection (HTTP/2 streams run in tasks of
-/// their own; see [`ClientConnections::stream_started`]).
+/// their own; see [`ClientConnections::request_started`]).
 pub fn mark_head_read() -> bool {
     SERVING
         .try_with(|serving| {

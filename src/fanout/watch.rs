@@ -1,7 +1,7 @@
 //! The watching side of fan-out: a credential source whose rows come from fan-out servers by
 //! long poll instead of from the database.
 //!
-//! A poller task ([`poller`]) holds one request open at a time (`If-None-Match` with the last
+//! A poller task (`poller`) holds one request open at a time (`If-None-Match` with the last
 //! entity tag); a new answer is stored and wakes the refresher, which decodes it with this
 //! sidecar's own salt key exactly as it would decode database rows. The request asks for
 //! exactly the credentials and models this sidecar's routes name (and, with
@@ -10,7 +10,7 @@
 //! (`sidecar_watch_unrequested_rows_total`).
 //!
 //! What a hostile or broken server can do is bounded:
-//! - every round trip step has a deadline of ours ([`client`]), so a server that accepts and
+//! - every round trip step has a deadline of ours (`client`), so a server that accepts and
 //!   never answers costs one timeout, after which the poller moves to another address;
 //! - an answer larger than `max_answer_bytes` is refused before (or while) it is read;
 //! - the snapshot's age (`/readyz`, `sidecar_credential_snapshot_age_seconds`) runs from the

@@ -1,6 +1,6 @@
 //! The `tracing-subscriber` layer that writes log lines: it filters events (the level in force
 //! and the secret rules), holds back other crates' repetitive records
-//! ([`repeats`](super::repeats)), formats them ([`format`](super::format)) and hands each line
+//! ([`super::repeats`]), formats them ([`format`](super::format)) and hands each line
 //! to the [`Sink`](super::sink::Sink).
 //!
 //! Filtering costs nothing per event for the sidecar's own callsites: whether a callsite is

@@ -122,7 +122,7 @@ impl Batch {
         }
     }
 
-    /// Keeps a watcher's batch (`id` as [`Absorbed::id`]; not again when it holds that id
+    /// Keeps a watcher's batch (`id` as `Absorbed::id`; not again when it holds that id
     /// already) beside this one, within the same bound: the spend-log rows of its requests past
     /// `max_logs` in all are left out (their spend kept in its totals).
     pub fn absorb(&mut self, id: String, mut other: Batch, max_logs: usize) {
@@ -159,7 +159,7 @@ impl Batch {
     }
 
     /// The batch as the JSON documents the flush statement reads (see `flush.rs` and
-    /// [`documents`]), borrowing every name from the batch.
+    /// `documents`), borrowing every name from the batch.
     pub fn documents(&self) -> Documents<'_> {
         let mut totals = Totals::default();
         let own = std::iter::once(self);

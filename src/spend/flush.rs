@@ -8,7 +8,7 @@
 //! is there already (another serving instance wrote it, the watcher having sent it again there
 //! after losing the first answer), the statement fails as a whole ([`ABSORBED_WRITTEN`]), and
 //! the writer leaves those out and writes the rest ([`Written::AbsorbedWritten`]). The parts, each
-//! a data-modifying `WITH` query over a JSON document of the batch ([`Documents`]):
+//! a data-modifying `WITH` query over a JSON document of the batch (`Documents`):
 //!
 //! - the spend of keys (and `total_spend`, `last_active` where the schema has them), teams and
 //!   users: `spend = spend + cost`, never read-modify-write;

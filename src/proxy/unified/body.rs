@@ -1,5 +1,5 @@
 //! The JSON body of a `dispatch: model` (or `model:`) request: its top-level `model` found in
-//! one pass ([`scan`]: a syntax check of the whole body that keeps only where `model` and `user`
+//! one pass (`scan`: a syntax check of the whole body that keeps only where `model` and `user`
 //! sit; serde_json, the reference, decides any body the scan cannot vouch for, and words every
 //! refusal), and replaced in place in the buffer the body was read into ([`ClientBody`]), so
 //! everything else reaches the provider byte for byte and the body is not copied again.
@@ -119,7 +119,7 @@ pub fn model_in(body: &[u8]) -> Result<BodyModel, ErrorReply> {
 }
 
 /// The reference pass: serde_json over the whole body as one object (`Cow<str>` keys, raw
-/// values), as the sidecar parsed every body before [`scan`]. `Err` says why the body is not a
+/// values), as the sidecar parsed every body before `scan`. `Err` says why the body is not a
 /// JSON object.
 pub fn parsed(body: &[u8]) -> Result<Found, String> {
     let Ok(text) = std::str::from_utf8(body) else {
@@ -164,7 +164,7 @@ pub fn respliced(
     body.replace(at, field.value_for(model, quoted))
 }
 
-/// A request body read whole into one buffer with [`HEADROOM`] free on both sides, so that its
+/// A request body read whole into one buffer with `HEADROOM` free on both sides, so that its
 /// `model` can be replaced in place.
 #[derive(Debug)]
 pub struct ClientBody {

@@ -39,7 +39,7 @@ pub(super) struct DailyTotals<S> {
 }
 
 /// Totals added up over records: the spend per key, team, user, member and end user, and the
-/// daily rows; keyed by `S` (see [`DailyKey`]). As JSON (a watcher's batch, see the module
+/// daily rows; keyed by `S` (see `DailyKey`). As JSON (a watcher's batch, see the module
 /// docs), maps whose keys are not strings are lists of `[key, value]`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(

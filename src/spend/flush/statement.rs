@@ -151,7 +151,7 @@ impl SpendTables {
     }
 
     /// The statement that writes a batch: `$1` the batch id, `$2`…`$9` the documents, `$10`…
-    /// the spend-log columns in [`LOG_COLUMNS`] order, then the watchers' batch ids (see
+    /// the spend-log columns in `LOG_COLUMNS` order, then the watchers' batch ids (see
     /// [`write`]). It returns one row: whether the batch was new.
     pub fn statement(&self, spend_logs: bool) -> String {
         // Every document is typed here, so that a part left out (its table missing) leaves no
