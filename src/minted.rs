@@ -1,7 +1,7 @@
 //! Minted credentials: short-lived secrets the sidecar obtains from a token endpoint with a
 //! longer-lived one, held per credential and refreshed ahead of expiry off the request path:
-//! bearer tokens (Azure Entra ID's client-credentials grant, [`entra`]; Vertex AI's JWT bearer,
-//! [`vertex`]) and temporary AWS keys (STS AssumeRole, `crate::aws::sts`), which sign requests
+//! bearer tokens (Azure Entra ID's client-credentials grant, [`entra`], or the host's managed
+//! identity, [`managed_identity`]; Vertex AI's JWT bearer, [`vertex`]) and temporary AWS keys (STS AssumeRole, `crate::aws::sts`), which sign requests
 //! instead of being sent ([`Issued`]). The shape is the grant's business ([`Mint`]); caching,
 //! single flight, failure and reporting are this module's.
 //!
@@ -22,6 +22,7 @@
 
 pub mod entra;
 pub mod federated;
+pub mod managed_identity;
 pub(crate) mod token_client;
 pub mod vertex;
 

@@ -240,7 +240,7 @@ pub static PROVIDERS: [Provider; 13] = [
         openai_api: OpenAiApi::Under("/v1"),
     },
     Provider {
-        name: "azure",
+        name: AZURE_PROVIDER,
         route_provider: true,
         auth: AuthStyle::Azure,
         base: None,
@@ -283,6 +283,9 @@ pub static PROVIDERS: [Provider; 13] = [
 
 /// LiteLLM's name for Vertex AI.
 pub const VERTEX_PROVIDER: &str = "vertex_ai";
+
+/// LiteLLM's name for Azure OpenAI.
+pub const AZURE_PROVIDER: &str = "azure";
 
 /// An OpenAI-compatible API at `base`, which a route reaches as `provider: openai`.
 const fn openai_compatible(name: &'static str, base: &'static str) -> Provider {

@@ -18,8 +18,10 @@ use crate::aws::{bedrock, AwsCredential};
 use crate::config::UpstreamUrl;
 use crate::db::litellm::ModelRow;
 use crate::minted::vertex::{self, VertexPlace};
-use crate::minted::{entra, MintedCredential};
-use crate::providers::{known_provider, AuthStyle, DEFAULT_PROVIDER, VERTEX_PROVIDER};
+use crate::minted::{entra, managed_identity, MintedCredential};
+use crate::providers::{
+    known_provider, AuthStyle, AZURE_PROVIDER, DEFAULT_PROVIDER, VERTEX_PROVIDER,
+};
 use crate::spend::deployment_prices::DeploymentPricing;
 use crate::spend::prices::is_price_field;
 use crate::spend::tracker::SpendNames;
@@ -253,7 +255,8 @@ struct KeyMaterial {
 
 /// As LiteLLM decides it: on `vertex_ai`, the row's `vertex_credentials`; else a key (the row's,
 /// else its linked credential's); else the row's Entra ID fields, else the linked credential's
-/// minted token. The fields used are taken out of `values`. Errors name fields, never values.
+/// minted token; else, on `azure` with `AZURE_CREDENTIAL=ManagedIdentityCredential`, the host's
+/// managed identity. The fields used are taken out of `values`. Errors name fields, never values.
 fn key_material(
     name: &str,
     provider: &str,
@@ -280,17 +283,29 @@ fn key_material(
             aws: None,
         });
     }
+    let scope = values
+        .get("azure_scope")
+        .filter(|s| !s.is_empty())
+        .map_or(entra::DEFAULT_SCOPE.to_string(), |s| s.expose().to_string());
     let own = entra::from_fields(name, values, &entra::authority_host())?;
-    let token = own
-        .or_else(|| {
-            linked
-                .filter(|c| c.aws.is_none())
-                .and_then(|c| c.minted.clone())
-        })
-        .ok_or(
-            "no api_key (nor tenant_id, client_id and client_secret, nor azure_ad_token, nor \
-         vertex_credentials) on the row or its linked credential",
-        )?;
+    let token = own.or_else(|| {
+        linked
+            .filter(|c| c.aws.is_none())
+            .and_then(|c| c.minted.clone())
+    });
+    let token = match token {
+        Some(token) => token,
+        // As LiteLLM's last resort for Azure: the host's own identity, when told to use it.
+        None if provider == AZURE_PROVIDER && managed_identity::enabled() => {
+            managed_identity::credential(name, &scope)?
+        }
+        None => {
+            return Err("no api_key (nor tenant_id, client_id and client_secret, nor \
+                        azure_ad_token, nor vertex_credentials) on the row or its linked \
+                        credential"
+                .into())
+        }
+    };
     Ok(minted(token, None))
 }
 

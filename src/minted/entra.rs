@@ -9,8 +9,9 @@
 //! `tenant_id` and `client_id` is a federated credential (Azure Workload Identity, see
 //! [`super::federated`]). `azure_username` and `azure_password` with `client_id` are the
 //! resource-owner password grant, in the `organizations` tenant, as LiteLLM (through
-//! azure-identity) asks for it. `DefaultAzureCredential` is not served: a row that needs it is
-//! refused.
+//! azure-identity) asks for it. A row with none of these uses the host's managed identity when
+//! the sidecar is told to (see [`super::managed_identity`]); `DefaultAzureCredential`'s other
+//! sources are not served.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -174,7 +175,7 @@ pub fn authority_host() -> String {
 }
 
 /// SHA-256 over `parts`, each length-prefixed.
-fn fingerprint(parts: &[&str]) -> [u8; 32] {
+pub(super) fn fingerprint(parts: &[&str]) -> [u8; 32] {
     let mut digest = Sha256::new();
     for part in parts {
         digest.update((part.len() as u64).to_be_bytes());

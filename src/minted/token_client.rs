@@ -1,5 +1,6 @@
 //! One POST of a form to a token endpoint over TLS (or plain HTTP, for a test's `http://`
-//! endpoint), every step under [`super::MINT_DEADLINE`] (applied by the caller) and the answer
+//! endpoint), or one GET of Azure's instance metadata service (plain HTTP on its link-local
+//! address), every step under [`super::MINT_DEADLINE`] (applied by the caller) and the answer
 //! bounded by [`MAX_ANSWER_BYTES`].
 //!
 //! The certificate is verified against the upstream CA bundle (`upstream.ca_file`, else the
@@ -112,6 +113,45 @@ pub(crate) async fn post_form(
     form: Bytes,
     headers: &[(header::HeaderName, header::HeaderValue)],
 ) -> Result<(u16, Bytes), MintError> {
+    let path = if url.base_path.is_empty() {
+        "/"
+    } else {
+        url.base_path.as_str()
+    };
+    let length = form.len().to_string();
+    let mut all = vec![
+        (
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        ),
+        (
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from_str(&length).unwrap_or(header::HeaderValue::from_static("0")),
+        ),
+    ];
+    all.extend(headers.iter().cloned());
+    send_request(url, "POST", path, Some(form), &all).await
+}
+
+/// GETs `target` (a path and query) from `url`'s host, with `headers`; returns the status and
+/// the answer's body.
+pub(crate) async fn get(
+    url: &UpstreamUrl,
+    target: &str,
+    headers: &[(header::HeaderName, header::HeaderValue)],
+) -> Result<(u16, Bytes), MintError> {
+    send_request(url, "GET", target, None, headers).await
+}
+
+/// Sends `method target` with `body` to `url`'s host, with `headers` (they replace one of the
+/// same name: `Accept`); returns the status and the answer's body.
+async fn send_request(
+    url: &UpstreamUrl,
+    method: &str,
+    target: &str,
+    body: Option<Bytes>,
+    headers: &[(header::HeaderName, header::HeaderValue)],
+) -> Result<(u16, Bytes), MintError> {
     let endpoint = url.host_header().to_string();
     let exchange = |cause: String| MintError::Exchange {
         endpoint: endpoint.clone(),
@@ -136,18 +176,10 @@ pub(crate) async fn post_form(
                 endpoint: endpoint.clone(),
                 cause: e.to_string(),
             })?;
-    let path = if url.base_path.is_empty() {
-        "/"
-    } else {
-        url.base_path.as_str()
-    };
-    let mut request = RequestHeader::build("POST", path.as_bytes(), None)
+    let mut request = RequestHeader::build(method, target.as_bytes(), None)
         .map_err(|e| exchange(format!("cannot build the request: {e}")))?;
-    let length = form.len().to_string();
     for (name, value) in [
         (header::HOST, url.host_header()),
-        (header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
-        (header::CONTENT_LENGTH, length.as_str()),
         (header::ACCEPT, "application/json"),
         (header::CONNECTION, "close"),
     ] {
@@ -164,10 +196,12 @@ pub(crate) async fn post_form(
         .write_request_header(Box::new(request))
         .await
         .map_err(|e| exchange(format!("sending the request: {e}")))?;
-    session
-        .write_body(&form)
-        .await
-        .map_err(|e| exchange(format!("sending the request: {e}")))?;
+    if let Some(body) = body {
+        session
+            .write_body(&body)
+            .await
+            .map_err(|e| exchange(format!("sending the request: {e}")))?;
+    }
     session
         .finish_body()
         .await
@@ -228,8 +262,25 @@ pub(crate) fn token_url(text: &str) -> Result<UpstreamUrl, MintError> {
     Ok(url)
 }
 
+/// Checks that `text` names Azure's instance metadata service as the sidecar may reach it:
+/// plain HTTP on its link-local address (`169.254.169.254`, which only the host's own hypervisor
+/// answers), or on a loopback name for a test.
+pub(crate) fn metadata_service_url(text: &str) -> Result<UpstreamUrl, MintError> {
+    let bad = |reason: &str| MintError::BadUrl {
+        url: crate::config::redacted(text),
+        reason: reason.to_string(),
+    };
+    let url = UpstreamUrl::parse(text).map_err(|e| bad(&e))?;
+    if url.tls || !matches!(url.host.as_str(), "169.254.169.254" | "localhost") {
+        return Err(bad(
+            "the instance metadata service is http://169.254.169.254 (or http://localhost in a test)",
+        ));
+    }
+    Ok(url)
+}
+
 /// OAuth2's `error` code from an error answer, shortened and without control characters.
-fn oauth_error_code(body: &[u8]) -> String {
+pub(super) fn oauth_error_code(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_string))
@@ -245,7 +296,10 @@ fn oauth_error_code(body: &[u8]) -> String {
 }
 
 /// Reads `access_token` and `expires_in` (a number or a numeric string) from a token answer.
-fn read_token(endpoint: &UpstreamUrl, body: &[u8]) -> Result<super::Minted, MintError> {
+pub(super) fn read_token(
+    endpoint: &UpstreamUrl,
+    body: &[u8],
+) -> Result<super::Minted, MintError> {
     let malformed = |what: &str| MintError::Malformed {
         endpoint: endpoint.host_header().to_string(),
         what: what.to_string(),
@@ -309,5 +363,19 @@ mod tests {
         assert!(token_url("http://login.example.com/token").is_err());
         assert!(token_url("https://10.0.0.1/token").is_err());
         assert!(token_url("http://localhost:8080/token").is_ok());
+    }
+
+    #[test]
+    fn the_metadata_service_is_plain_http_on_its_own_address() {
+        assert!(metadata_service_url("http://169.254.169.254").is_ok());
+        assert!(metadata_service_url("http://localhost:8080").is_ok());
+        for bad in [
+            "https://169.254.169.254",
+            "http://169.254.169.253",
+            "http://imds.example.com",
+            "http://10.0.0.1",
+        ] {
+            assert!(metadata_service_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -33,6 +33,7 @@ mod http2_heads;
 mod litellm_keys;
 mod litellm_parity;
 mod log_floods;
+mod managed_identity;
 mod messages_dispatch;
 mod model_pinning;
 mod no_secrets;
