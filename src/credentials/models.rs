@@ -300,10 +300,12 @@ fn key_material(
             managed_identity::credential(name, &scope)?
         }
         None => {
-            return Err("no api_key (nor tenant_id, client_id and client_secret, nor \
+            return Err(
+                "no api_key (nor tenant_id, client_id and client_secret, nor \
                         azure_ad_token, nor vertex_credentials) on the row or its linked \
                         credential"
-                .into())
+                    .into(),
+            )
         }
     };
     Ok(minted(token, None))

@@ -82,8 +82,8 @@ pub fn credential(name: &str, scope: &str) -> Result<Arc<MintedCredential>, Stri
         .ok()
         .filter(|h| !h.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_IMDS_HOST.to_string());
-    let url = token_client::metadata_service_url(&host)
-        .map_err(|e| format!("{IMDS_HOST_ENV}: {e}"))?;
+    let url =
+        token_client::metadata_service_url(&host).map_err(|e| format!("{IMDS_HOST_ENV}: {e}"))?;
     let client_id = std::env::var(CLIENT_ID_ENV)
         .ok()
         .filter(|c| !c.trim().is_empty());

@@ -296,10 +296,7 @@ pub(super) fn oauth_error_code(body: &[u8]) -> String {
 }
 
 /// Reads `access_token` and `expires_in` (a number or a numeric string) from a token answer.
-pub(super) fn read_token(
-    endpoint: &UpstreamUrl,
-    body: &[u8],
-) -> Result<super::Minted, MintError> {
+pub(super) fn read_token(endpoint: &UpstreamUrl, body: &[u8]) -> Result<super::Minted, MintError> {
     let malformed = |what: &str| MintError::Malformed {
         endpoint: endpoint.host_header().to_string(),
         what: what.to_string(),
