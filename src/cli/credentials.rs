@@ -178,6 +178,8 @@ fn delete(conf: &Path, name: &str) -> Result<()> {
     })
 }
 
+/// The keys derived from the salt key in `salt_key_env` (else `LITELLM_MASTER_KEY`), or an error
+/// saying which variable to set.
 fn keys_from(salt_key_env: &str) -> Result<Keys> {
     salt_key_from_env(salt_key_env)
         .map(|k| Keys::derive(&k))
@@ -186,6 +188,8 @@ fn keys_from(salt_key_env: &str) -> Result<Keys> {
         })
 }
 
+/// Runs `work` on a runtime of its own with one connection to the configured database and the
+/// schema its tables are in.
 fn with_db<F, Fut, T>(ctx: &DbContext, work: F) -> Result<T>
 where
     F: FnOnce(tokio_postgres::Client, String) -> Fut,
