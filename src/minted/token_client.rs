@@ -118,7 +118,6 @@ pub(crate) async fn post_form(
     } else {
         url.base_path.as_str()
     };
-    let length = form.len().to_string();
     let mut all = vec![
         (
             header::CONTENT_TYPE,
@@ -126,7 +125,7 @@ pub(crate) async fn post_form(
         ),
         (
             header::CONTENT_LENGTH,
-            header::HeaderValue::from_str(&length).unwrap_or(header::HeaderValue::from_static("0")),
+            header::HeaderValue::from(form.len()),
         ),
     ];
     all.extend(headers.iter().cloned());

@@ -7,10 +7,6 @@
 //! naming the credential and the cause, with nothing sent; no token reaches the log, `/config`
 //! or an error.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{json, Value};
 
 use crate::support::aws::put_rows;
@@ -18,48 +14,29 @@ use crate::support::db_gateway::*;
 use crate::support::http::admin_get;
 use crate::support::litellm_venv;
 use crate::support::pg::TestDb;
+use crate::support::script_server::ScriptServer;
 use crate::support::sidecar_process::SidecarProcess;
 
 const CLIENT_ID: &str = "mi-client-0001";
 
-/// The metadata service mock, killed when dropped.
-struct Imds {
-    child: Child,
-    port: u16,
-    files: tempfile::TempDir,
-}
-
-impl Drop for Imds {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The metadata service mock (`tests/sdk/imds_mock.py`), killed when dropped.
+struct Imds(ScriptServer);
 
 impl Imds {
     fn start(config: Value) -> Imds {
-        let files = tempfile::tempdir().expect("tempdir");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/imds_mock.py");
-        let mut child = Command::new(litellm_venv::python())
-            .arg(script)
-            .arg(files.path().join("stats.json"))
-            .arg(config.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the metadata service mock");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the mock's first line");
-        let started: Value = serde_json::from_str(&line).expect("the mock's JSON line");
-        let port = started["port"].as_u64().expect("port") as u16;
-        Imds { child, port, files }
+        Imds(ScriptServer::start(
+            litellm_venv::python(),
+            "imds_mock.py",
+            &[],
+            |dir| vec![dir.join("stats.json").into(), config.to_string().into()],
+        ))
     }
 
     fn requests(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.files.path().join("stats.json")).expect("stats");
-        let stats: Value = serde_json::from_str(&text).expect("stats JSON");
-        stats["requests"].as_array().expect("requests").clone()
+        self.0.stats()["requests"]
+            .as_array()
+            .expect("requests")
+            .clone()
     }
 }
 
@@ -82,7 +59,7 @@ async fn azure_tokens_come_from_the_hosts_managed_identity_once_per_burst() {
     let route = json!({ "name": "unified", "path_prefix": "/v1", "dispatch": "model" });
     let mut config = gateway(&e, &db, &TestDb::url(None), "30s", false, vec![route]);
     config["log"] = json!({ "level": "trace" });
-    let imds_host = format!("http://localhost:{}", imds.port);
+    let imds_host = format!("http://localhost:{}", imds.0.port());
     let sidecar = SidecarProcess::start_async(
         &crate::support::config::yaml(&config),
         &[],

@@ -11,9 +11,8 @@
 //! fails closed with a 503 naming the credential and the cause; no key or token reaches the log,
 //! `/config` or an error.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -21,65 +20,41 @@ use crate::support::db_gateway::*;
 use crate::support::http::admin_get;
 use crate::support::litellm_venv;
 use crate::support::pg::TestDb;
+use crate::support::script_server::ScriptServer;
 use crate::support::sidecar_process::SidecarProcess;
 
 const OPENAPI: &str = "/v1/projects/proj-1/locations/us-central1/endpoints/openapi";
 
-/// The token server process, killed when dropped.
+/// The token server process (`tests/sdk/google_token_server.py`), killed when dropped, and the
+/// service accounts it made: one it trusts, one whose key it does not.
 struct TokenServer {
-    child: Child,
+    server: ScriptServer,
     account: String,
     rogue: String,
-    files: tempfile::TempDir,
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl TokenServer {
     fn start(cert: &str, key: &str) -> TokenServer {
         let python =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/google-venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run `bash scripts/bootstrap.sh --postgres`, which makes google-auth's venv",
-            python.display()
-        );
-        let files = tempfile::tempdir().expect("tempdir");
-        let (cert_file, key_file) = (files.path().join("cert.pem"), files.path().join("key.pem"));
-        std::fs::write(&cert_file, cert).expect("write the certificate");
-        std::fs::write(&key_file, key).expect("write the key");
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/google_token_server.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(&cert_file)
-            .arg(&key_file)
-            .arg(files.path().join("stats.json"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the token server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the server's first line");
-        let started: Value = serde_json::from_str(&line).expect("the server's JSON line");
+        let files = [("cert.pem", cert), ("key.pem", key)];
+        let server = ScriptServer::start(python, "google_token_server.py", &files, |dir| {
+            ["cert.pem", "key.pem", "stats.json"]
+                .map(|name| dir.join(name).into_os_string())
+                .to_vec()
+        });
+        let account = |name: &str| server.started()[name].as_str().expect(name).to_string();
+        let (account, rogue) = (account("account"), account("rogue"));
         TokenServer {
-            child,
-            account: started["account"].as_str().expect("account").to_string(),
-            rogue: started["rogue"].as_str().expect("rogue").to_string(),
-            files,
+            server,
+            account,
+            rogue,
         }
     }
 
     /// What the server saw: mints and refused grants.
     fn stats(&self) -> Value {
-        let text = std::fs::read_to_string(self.files.path().join("stats.json")).expect("stats");
-        serde_json::from_str(&text).expect("stats JSON")
+        self.server.stats()
     }
 }
 

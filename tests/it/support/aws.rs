@@ -2,9 +2,8 @@
 //! from `target/litellm-venv`, verifying every signature with botocore), the real clients run as
 //! scripts, rows written by the real LiteLLM package, and the no-secret check.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -12,6 +11,7 @@ use super::certs::TestCa;
 use super::db_gateway::*;
 use super::litellm_venv;
 use super::pg::TestDb;
+use super::script_server::ScriptServer;
 use super::sidecar_process::SidecarProcess;
 
 /// A row's real keys, which only the mock and the rows know.
@@ -19,63 +19,44 @@ pub const ROW_KEY_ID: &str = "AKIAROWKEY0000000001";
 pub const ROW_SECRET: &str = "row-secret-wJalrXUtnFEMI";
 
 /// The mock Bedrock and STS process, killed when dropped.
-pub struct AwsMock {
-    child: Child,
-    port: u16,
-    files: tempfile::TempDir,
-}
-
-impl Drop for AwsMock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub struct AwsMock(ScriptServer);
 
 impl AwsMock {
     pub async fn start(ca: &TestCa, config: Value) -> AwsMock {
         let (cert, key) = ca.issue(&["localhost"]);
         tokio::task::spawn_blocking(move || {
-            let files = tempfile::tempdir().expect("tempdir");
-            let (cert_file, key_file) = (files.path().join("c.pem"), files.path().join("k.pem"));
-            std::fs::write(&cert_file, cert).expect("write the certificate");
-            std::fs::write(&key_file, key).expect("write the key");
-            let script =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/bedrock_mock.py");
-            let mut child = Command::new(litellm_venv::python())
-                .arg(script)
-                .arg(&cert_file)
-                .arg(&key_file)
-                .arg(files.path().join("stats.json"))
-                .arg(config.to_string())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("start the mock");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().expect("stdout"))
-                .read_line(&mut line)
-                .expect("the mock's first line");
-            let started: Value = serde_json::from_str(&line).expect("the mock's JSON line");
-            let port = started["port"].as_u64().expect("port") as u16;
-            AwsMock { child, port, files }
+            let files = [("c.pem", cert.as_str()), ("k.pem", key.as_str())];
+            AwsMock(ScriptServer::start(
+                litellm_venv::python(),
+                "bedrock_mock.py",
+                &files,
+                |dir| {
+                    let path = |name: &str| dir.join(name).into_os_string();
+                    vec![
+                        path("c.pem"),
+                        path("k.pem"),
+                        path("stats.json"),
+                        config.to_string().into(),
+                    ]
+                },
+            ))
         })
         .await
         .expect("join")
     }
 
     pub fn base(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        format!("https://localhost:{}", self.0.port())
     }
 
     /// What the mock saw: `requests` (path, key id, failure) and `assumed` roles.
     pub fn stats(&self) -> Value {
-        let text = std::fs::read_to_string(self.files.path().join("stats.json")).expect("stats");
-        serde_json::from_str(&text).expect("stats JSON")
+        self.0.stats()
     }
 
     /// From now on, STS refuses every AssumeRole (403 AccessDenied).
     pub fn refuse_sts(&self) {
-        std::fs::write(self.files.path().join("stats.json.refuse-sts"), "").expect("flag");
+        std::fs::write(self.0.path("stats.json.refuse-sts"), "").expect("flag");
     }
 }
 

@@ -13,6 +13,7 @@ pub mod litellm_venv;
 pub mod lock;
 pub mod mock_provider;
 pub mod pg;
+pub mod script_server;
 pub mod sidecar_process;
 pub mod spend;
 
